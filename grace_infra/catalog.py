@@ -1,0 +1,139 @@
+"""The model catalog: what each model needs to be served correctly.
+
+The numbers come from each model's Hugging Face `config.json` (heads, layers, context) and the seed's
+sizing (GPUs, tensor parallel size, weights PVC size). Stack config picks models by key and may
+override any field (see `config.ModelConfig`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Dtype(StrEnum):
+    """vLLM `--dtype` values the catalog uses."""
+
+    AUTO = "auto"
+    BFLOAT16 = "bfloat16"
+    FLOAT16 = "float16"
+    FLOAT32 = "float32"
+
+
+class ServingMode(StrEnum):
+    """How a model's vLLM server lives (see README "Serving modes")."""
+
+    PERSISTENT = "persistent"  # StatefulSet + Service for the whole campaign (the seed's design)
+    JOB = "job"  # native sidecar inside the model's experiment Job; GPUs released when the work ends
+
+
+class ModelSpec(BaseModel):
+    """One servable model. Field names are the stack config's keys in snake_case."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str = Field(description="Short name: the vLLM served model name and the suffix of every object.")
+    hf_repo: str = Field(description="Hugging Face repository id of the instruction-tuned checkpoint.")
+    revision: str = Field(
+        default="main",
+        description="Hugging Face revision to download; pin a commit SHA for reproducible runs.",
+    )
+    gated: bool = Field(description="The repository needs an accepted licence and a token with access.")
+    params_billion: float = Field(gt=0, description="Total parameters, in billions (for the fit check).")
+    weights_gb: float = Field(gt=0, description="Size of the checkpoint's weights in GB (10^9 bytes).")
+    num_attention_heads: int = Field(gt=0, description="Attention heads; tensor parallel size must divide it.")
+    num_kv_heads: int = Field(gt=0, description="Key/value heads (grouped-query attention).")
+    num_layers: int = Field(gt=0, description="Transformer layers (for the KV-cache estimate).")
+    head_dim: int = Field(gt=0, description="Per-head dimension (for the KV-cache estimate).")
+    gpus: int = Field(gt=0, description="GPUs per server pod.")
+    tensor_parallel_size: int = Field(gt=0, description="vLLM --tensor-parallel-size; equals gpus.")
+    dtype: Dtype = Field(description="vLLM --dtype. Gemma-2 must be bfloat16: float16 overflows.")
+    kv_cache_bytes_per_element: int = Field(
+        default=2, gt=0, description="Bytes per KV-cache element (2 for bf16/fp16 caches)."
+    )
+    max_model_len: int = Field(gt=0, description="vLLM --max-model-len, in tokens.")
+    gpu_memory_utilization: float = Field(
+        default=0.90, gt=0, le=1, description="vLLM --gpu-memory-utilization."
+    )
+    weights_pvc_gi: int = Field(gt=0, description="Size of the model's RBD weights PVC, in GiB.")
+    cpu_request: float = Field(gt=0, description="vLLM container CPU request, in cores.")
+    memory_request_gi: int = Field(gt=0, description="vLLM container memory request, in GiB.")
+    extra_args: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "Extra vLLM arguments for this model. gpt-oss on A100-class GPUs (no native MXFP4) uses "
+            "its own attention backend settings; put them here."
+        ),
+    )
+    extra_env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment variables for the vLLM container."
+    )
+    answer_prefix: str = Field(
+        default="",
+        description=(
+            "Text appended after the chat template's generation prompt before the answer is read "
+            "(experiment 2). For gpt-oss it is the harmony final-channel header, so the probability is "
+            "read at the answer and not at the first reasoning token."
+        ),
+    )
+    load_budget_s: int = Field(
+        gt=0, description="Seconds the server may take to load weights from Ceph before it is restarted."
+    )
+    throughput_rps: float = Field(
+        gt=0, description="Assumed requests/s one server sustains on this workload (for the GPU-hour plan)."
+    )
+
+
+# gpt-oss speaks the harmony format: the model first writes an analysis channel; the answer starts
+# after this header (https://cookbook.openai.com/articles/openai-harmony).
+HARMONY_FINAL_PREFIX = "<|channel|>final<|message|>"
+
+CATALOG: dict[str, ModelSpec] = {
+    spec.key: spec
+    for spec in (
+        ModelSpec(
+            key="gemma-2-2b", hf_repo="google/gemma-2-2b-it", gated=True,
+            params_billion=2.6, weights_gb=5.2, num_attention_heads=8, num_kv_heads=4, num_layers=26,
+            head_dim=256, gpus=1, tensor_parallel_size=1, dtype=Dtype.BFLOAT16, max_model_len=4096,
+            weights_pvc_gi=10, cpu_request=4, memory_request_gi=24, load_budget_s=600, throughput_rps=20,
+        ),
+        ModelSpec(
+            key="gemma-2-9b", hf_repo="google/gemma-2-9b-it", gated=True,
+            params_billion=9.2, weights_gb=18.5, num_attention_heads=16, num_kv_heads=8, num_layers=42,
+            head_dim=256, gpus=1, tensor_parallel_size=1, dtype=Dtype.BFLOAT16, max_model_len=4096,
+            weights_pvc_gi=25, cpu_request=6, memory_request_gi=48, load_budget_s=900, throughput_rps=10,
+        ),
+        ModelSpec(
+            key="gemma-2-27b", hf_repo="google/gemma-2-27b-it", gated=True,
+            params_billion=27.2, weights_gb=54.5, num_attention_heads=32, num_kv_heads=16, num_layers=46,
+            head_dim=128, gpus=2, tensor_parallel_size=2, dtype=Dtype.BFLOAT16, max_model_len=4096,
+            weights_pvc_gi=70, cpu_request=8, memory_request_gi=96, load_budget_s=1500, throughput_rps=5,
+        ),
+        ModelSpec(
+            key="llama-3-70b", hf_repo="meta-llama/Meta-Llama-3-70B-Instruct", gated=True,
+            params_billion=70.6, weights_gb=141.0, num_attention_heads=64, num_kv_heads=8, num_layers=80,
+            head_dim=128, gpus=4, tensor_parallel_size=4, dtype=Dtype.BFLOAT16, max_model_len=8192,
+            weights_pvc_gi=160, cpu_request=16, memory_request_gi=192, load_budget_s=2700, throughput_rps=2,
+        ),
+        ModelSpec(
+            key="gpt-oss-20b", hf_repo="openai/gpt-oss-20b", gated=False,
+            params_billion=21.0, weights_gb=13.8, num_attention_heads=64, num_kv_heads=8, num_layers=24,
+            head_dim=64, gpus=1, tensor_parallel_size=1, dtype=Dtype.AUTO, max_model_len=8192,
+            weights_pvc_gi=15, cpu_request=6, memory_request_gi=48, load_budget_s=900, throughput_rps=10,
+            answer_prefix=HARMONY_FINAL_PREFIX,
+        ),
+        ModelSpec(
+            key="gpt-oss-120b", hf_repo="openai/gpt-oss-120b", gated=False,
+            params_billion=117.0, weights_gb=65.3, num_attention_heads=64, num_kv_heads=8, num_layers=36,
+            head_dim=64, gpus=2, tensor_parallel_size=2, dtype=Dtype.AUTO, max_model_len=8192,
+            weights_pvc_gi=70, cpu_request=8, memory_request_gi=96, load_budget_s=1800, throughput_rps=4,
+            answer_prefix=HARMONY_FINAL_PREFIX,
+        ),
+    )
+}
+
+
+def catalog_keys() -> list[str]:
+    """The model keys the catalog knows, in catalog order."""
+    return list(CATALOG)

@@ -1,0 +1,345 @@
+"""The whole stack configuration as ONE pydantic model, parsed once at the edge (`__main__.py`).
+
+Pulumi keys are `grace:<camelCaseName>`; each top-level field of `GraceConfig` is one key and nested
+fields use camelCase aliases. A bad value raises `ConfigError` whose message is one sentence naming
+the key, e.g. `grace:models[3].tensorParallelSize=3 must equal gpus=4`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from grace_infra import constants as c
+from grace_infra.catalog import CATALOG, Dtype, ModelSpec, ServingMode
+
+
+class ConfigError(ValueError):
+    """An invalid stack configuration; `str(err)` is one line that names the key and the problem."""
+
+
+class AccessMode(StrEnum):
+    READ_WRITE_ONCE = "ReadWriteOnce"
+    READ_ONLY_MANY = "ReadOnlyMany"
+    READ_WRITE_MANY = "ReadWriteMany"
+    READ_WRITE_ONCE_POD = "ReadWriteOncePod"
+
+
+class Study(StrEnum):
+    STUDY1 = "study1"
+    STUDY2 = "study2"
+
+
+class Experiment(StrEnum):
+    EXP1 = "exp1"  # raw responses (worker query)
+    EXP2 = "exp2"  # probability distributions (worker probs)
+    STRUCTURED = "structured"  # extraction of exp1 free text into schema-valid JSON (worker extract)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, use_enum_values=False
+    )
+
+
+class QuotaConfig(_Section):
+    requests_cpu: str = Field(default="200", description="ResourceQuota requests.cpu (cores).")
+    requests_memory: str = Field(default="800Gi", description="ResourceQuota requests.memory.")
+    requests_gpu: int = Field(
+        default=15, ge=0, description="ResourceQuota requests.<gpu resource name> (GPUs)."
+    )
+    persistent_volume_claims: int = Field(default=20, ge=0, description="ResourceQuota persistentvolumeclaims.")
+    pods: int = Field(default=50, ge=0, description="ResourceQuota pods.")
+
+
+class NamespaceConfig(_Section):
+    name: str = Field(default=c.NAMESPACE_DEFAULT, description="Namespace every object is placed in.")
+    create: bool = Field(
+        default=False,
+        description=(
+            "Create the Namespace and its ResourceQuota (true), or adopt an existing one by name (false: "
+            "NRP creates namespaces through its portal)."
+        ),
+    )
+    quota: QuotaConfig = Field(default_factory=QuotaConfig, description="The namespace's ResourceQuota.")
+
+    @field_validator("name")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
+            raise ValueError(f"name={value!r} is not a valid Kubernetes namespace name (a DNS-1123 label)")
+        return value
+
+
+class VolumeConfig(_Section):
+    size: str = Field(description="PVC size, a Kubernetes quantity such as 100Gi.")
+    access_mode: AccessMode = Field(description="PVC access mode.")
+    storage_class: str | None = Field(
+        default=None, description="Storage class; defaults to storage.sharedClass."
+    )
+
+    @field_validator("size")
+    @classmethod
+    def _quantity(cls, value: str) -> str:
+        if not re.fullmatch(r"[0-9]+(Ki|Mi|Gi|Ti)", value):
+            raise ValueError(f"size={value!r} is not a binary quantity such as 10Gi")
+        return value
+
+
+class StorageConfig(_Section):
+    shared_class: str = Field(
+        default="rook-cephfs", description="CephFS class for input, output and logs (ReadWriteMany)."
+    )
+    weights_class: str = Field(
+        default="rook-ceph-block", description="RBD class for model weights (ReadWriteOnce, fast reads)."
+    )
+    input: VolumeConfig = Field(
+        default_factory=lambda: VolumeConfig(size="5Gi", access_mode=AccessMode.READ_ONLY_MANY),
+        description="The study CSVs (grace-input-data).",
+    )
+    output: VolumeConfig = Field(
+        default_factory=lambda: VolumeConfig(size="100Gi", access_mode=AccessMode.READ_WRITE_MANY),
+        description="Every Job's results (grace-output-data).",
+    )
+    logs: VolumeConfig = Field(
+        default_factory=lambda: VolumeConfig(size="10Gi", access_mode=AccessMode.READ_WRITE_MANY),
+        description="Every Job's logs (grace-logs).",
+    )
+
+
+class GpuConfig(_Section):
+    resource_name: str = Field(
+        default="nvidia.com/gpu",
+        description="Extended resource name of a GPU (NRP serves A100s as nvidia.com/a100).",
+    )
+    node_product: str | None = Field(
+        default=None,
+        description="Default nvidia.com/gpu.product node label value; a model may override it.",
+    )
+    memory_gb: float = Field(
+        default=80.0, gt=0, description="Memory of one selected GPU in GB (for the fit check)."
+    )
+
+
+class ImagesConfig(_Section):
+    vllm: str = Field(description="vLLM OpenAI server image, pinned by tag or digest (never latest).")
+    job: str = Field(description="The worker job image built from jobs/Dockerfile, pinned.")
+
+    @field_validator("vllm", "job")
+    @classmethod
+    def _pinned(cls, value: str, info: Any) -> str:
+        reference = value.rsplit("/", 1)[-1]
+        if "@sha256:" not in value and (":" not in reference or reference.endswith(":latest")):
+            raise ValueError(f"{to_camel(info.field_name)}={value!r} must be pinned to a tag or digest, not latest")
+        return value
+
+
+class ModelConfig(_Section):
+    """One served model: a catalog key plus optional overrides of any catalog field."""
+
+    key: str = Field(description="Catalog key, e.g. gemma-2-2b.")
+    serving_mode: ServingMode = Field(
+        default=ServingMode.PERSISTENT, description="persistent (StatefulSet) or job (sidecar in its Job)."
+    )
+    gpu_product: str | None = Field(
+        default=None, description="nvidia.com/gpu.product node label for this model; defaults to gpu.nodeProduct."
+    )
+    hf_repo: str | None = None
+    revision: str | None = None
+    gated: bool | None = None
+    gpus: int | None = Field(default=None, gt=0)
+    tensor_parallel_size: int | None = Field(default=None, gt=0)
+    dtype: Dtype | None = None
+    max_model_len: int | None = Field(default=None, gt=0)
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    weights_pvc_gi: int | None = Field(default=None, gt=0)
+    cpu_request: float | None = Field(default=None, gt=0)
+    memory_request_gi: int | None = Field(default=None, gt=0)
+    extra_args: tuple[str, ...] | None = None
+    extra_env: dict[str, str] | None = None
+    answer_prefix: str | None = None
+    load_budget_s: int | None = Field(default=None, gt=0)
+    throughput_rps: float | None = Field(default=None, gt=0)
+
+    @field_validator("key")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in CATALOG:
+            raise ValueError(f"key={value!r} is not in the catalog (known: {', '.join(CATALOG)})")
+        return value
+
+    def overrides(self) -> dict[str, Any]:
+        """The catalog fields this entry sets explicitly."""
+        spec_fields = set(ModelSpec.model_fields)
+        return {k: v for k, v in self.model_dump(exclude_unset=True).items() if k in spec_fields}
+
+
+class ServedModel(ModelSpec):
+    """A catalog entry with the stack's overrides applied: what the components build from."""
+
+    serving_mode: ServingMode
+    gpu_product: str | None
+
+    @property
+    def server_name(self) -> str:
+        return f"{c.MODEL_SERVER_PREFIX}{self.key}"
+
+    @property
+    def weights_pvc_name(self) -> str:
+        return f"{c.WEIGHTS_PVC_PREFIX}{self.key}"
+
+
+class ExperimentsConfig(_Section):
+    studies: tuple[Study, ...] = Field(default=tuple(Study), description="Studies to run.")
+    experiments: tuple[Experiment, ...] = Field(default=tuple(Experiment), description="Experiments to run.")
+    models: tuple[str, ...] | None = Field(
+        default=None, description="Model keys to run the matrix on; default: every configured model."
+    )
+
+
+class JobsConfig(_Section):
+    batch_size: int = Field(default=64, gt=0, description="Worker --batch-size: requests in flight.")
+    timeout_s: int = Field(default=120, gt=0, description="Worker --timeout: deadline per request attempt.")
+    max_retries: int = Field(default=5, ge=0, description="Worker --max-retries.")
+    wait_timeout_s: int = Field(
+        default=3600, gt=0, description="How long a Job waits for its server or input before failing."
+    )
+    logprobs: int = Field(default=20, gt=0, le=20, description="Worker probs --logprobs (top-N, at most 20).")
+    temperature: float = Field(default=0.0, ge=0, description="Sampling temperature.")
+    tokens: tuple[str, ...] = Field(
+        default=("0", "1", "2", "3", "yes", "no"), description="Worker probs --tokens (the seed's form)."
+    )
+    cpu_request: float = Field(default=1.0, gt=0, description="Worker container CPU request (cores).")
+    memory_request_gi: int = Field(default=2, gt=0, description="Worker container memory request (GiB).")
+    ttl_seconds_after_finished: int = Field(
+        default=7 * 24 * 3600, ge=0, description="Seconds a finished Job (and its logs) is kept."
+    )
+    log_level: str = Field(default="INFO", description="LOG_LEVEL of the worker.")
+    deepseek_endpoint: str | None = Field(
+        default=None,
+        description="External OpenAI-compatible extraction endpoint (DeepSeek); unset: extract with the model's own server.",
+    )
+    deepseek_model: str = Field(default="deepseek-chat", description="Model name at the external endpoint.")
+
+
+class MonitoringConfig(_Section):
+    enabled: bool = Field(
+        default=False,
+        description="Create ServiceMonitor/PodMonitor objects (needs the Prometheus Operator CRDs).",
+    )
+
+
+class ExceptionRule(StrEnum):
+    GPUS_PER_STATEFUL_POD = "gpus-per-stateful-pod"  # more than 2 GPUs in a StatefulSet pod
+    TWO_WEEK_LIMIT = "two-week-limit"  # a persistent server that outlives two weeks
+
+
+class ExceptionConfig(_Section):
+    model: str = Field(description="Model key the exception applies to.")
+    rule: ExceptionRule = Field(description="Which NRP rule the exception waives.")
+    reason: str = Field(min_length=1, description="Why, and the NRP ticket or approval that granted it.")
+
+
+class PlanConfig(_Section):
+    campaign_days: float = Field(
+        default=14.0, gt=0, description="How long persistent servers stay up for the campaign (GPU-hour plan)."
+    )
+
+
+class GraceConfig(_Section):
+    """Every `grace:*` key of a stack."""
+
+    namespace: NamespaceConfig = Field(default_factory=NamespaceConfig, description="Target namespace.")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="PVC classes and sizes.")
+    gpu: GpuConfig = Field(default_factory=GpuConfig, description="GPU resource and node selection.")
+    images: ImagesConfig = Field(description="Container images, pinned.")
+    models: tuple[ModelConfig, ...] = Field(min_length=1, description="Models to serve, by catalog key.")
+    experiments: ExperimentsConfig = Field(
+        default_factory=ExperimentsConfig, description="The experiment matrix."
+    )
+    jobs: JobsConfig = Field(default_factory=JobsConfig, description="Experiment Job settings.")
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig, description="Prometheus objects.")
+    exceptions: tuple[ExceptionConfig, ...] = Field(
+        default=(), description="NRP exceptions granted for specific models."
+    )
+    plan: PlanConfig = Field(default_factory=PlanConfig, description="GPU-hour plan assumptions.")
+    render_yaml_to: str | None = Field(
+        default=None, description="Render YAML to this directory instead of applying (GitOps)."
+    )
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> Self:
+        keys = [m.key for m in self.models]
+        for i, key in enumerate(keys):
+            if key in keys[:i]:
+                raise ValueError(f"models[{i}].key={key!r} is configured twice")
+        for i, model in enumerate(self.served_models()):
+            if model.tensor_parallel_size != model.gpus:
+                raise ValueError(
+                    f"models[{i}].tensorParallelSize={model.tensor_parallel_size} must equal gpus={model.gpus}"
+                )
+        for i, key in enumerate(self.experiments.models or ()):
+            if key not in keys:
+                raise ValueError(
+                    f"experiments.models[{i}]={key!r} is not a configured model (configured: {', '.join(keys)})"
+                )
+        for i, exc in enumerate(self.exceptions):
+            if exc.model not in keys:
+                raise ValueError(f"exceptions[{i}].model={exc.model!r} is not a configured model")
+        return self
+
+    def served_models(self) -> list[ServedModel]:
+        """The configured models with overrides applied, in config order."""
+        return [
+            ServedModel(
+                **{**CATALOG[m.key].model_dump(), **m.overrides()},
+                serving_mode=m.serving_mode,
+                gpu_product=m.gpu_product or self.gpu.node_product,
+            )
+            for m in self.models
+        ]
+
+    def matrix_models(self) -> list[ServedModel]:
+        """The served models the experiment matrix runs on."""
+        wanted = self.experiments.models
+        return [m for m in self.served_models() if wanted is None or m.key in wanted]
+
+    def has_exception(self, model_key: str, rule: ExceptionRule) -> bool:
+        return any(e.model == model_key and e.rule == rule for e in self.exceptions)
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> GraceConfig:
+        """Validate `grace:*` values (keys without the `grace:` prefix); raise ConfigError on the first problem."""
+        try:
+            return cls.model_validate(dict(raw))
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc)) from None
+
+
+_ASSIGNMENT = re.compile(r"^[A-Za-z_][\w.\[\]]*=")
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One sentence for the first error: `grace:<path>...` naming the key and the problem."""
+    err = exc.errors(include_url=False)[0]
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "value_error" and _ASSIGNMENT.match(message):
+        # Validators name the field relative to the object they validate; prefix that object's path
+        # (a field validator's path already ends with the field it names).
+        field = message.split("=", 1)[0]
+        if path == field or path.endswith(f".{field}"):
+            return f"grace:{path}{message[len(field):]}"
+        return f"grace:{path}.{message}" if path else f"grace:{message}"
+    if err["type"] == "missing":
+        return f"grace:{path} is required but not set."
+    if err["type"] == "extra_forbidden":
+        return f"grace:{path} is not a known setting (check the spelling against Pulumi.yaml)."
+    value = err.get("input")
+    shown = "" if isinstance(value, dict | list) else f"={value!r}"
+    return f"grace:{path}{shown}: {message}."
