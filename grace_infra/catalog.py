@@ -89,6 +89,11 @@ class ModelSpec(BaseModel):
 # after this header (https://cookbook.openai.com/articles/openai-harmony).
 HARMONY_FINAL_PREFIX = "<|channel|>final<|message|>"
 
+# gpt-oss on A100 (Ampere: no native MXFP4, no FlashAttention 3): vLLM's gpt-oss recipe runs it with the
+# TRITON_ATTN backend (the one with attention-sink support there) and Marlin MXFP4 MoE kernels. Pinning the
+# backend keeps auto-selection from changing between vLLM releases; on H100 this backend also works.
+GPT_OSS_AMPERE_ARGS = ("--attention-backend=TRITON_ATTN",)
+
 CATALOG: dict[str, ModelSpec] = {
     spec.key: spec
     for spec in (
@@ -121,14 +126,14 @@ CATALOG: dict[str, ModelSpec] = {
             params_billion=21.0, weights_gb=13.8, num_attention_heads=64, num_kv_heads=8, num_layers=24,
             head_dim=64, gpus=1, tensor_parallel_size=1, dtype=Dtype.AUTO, max_model_len=8192,
             weights_pvc_gi=15, cpu_request=6, memory_request_gi=48, load_budget_s=900, throughput_rps=10,
-            answer_prefix=HARMONY_FINAL_PREFIX,
+            answer_prefix=HARMONY_FINAL_PREFIX, extra_args=GPT_OSS_AMPERE_ARGS,
         ),
         ModelSpec(
             key="gpt-oss-120b", hf_repo="openai/gpt-oss-120b", gated=False,
             params_billion=117.0, weights_gb=65.3, num_attention_heads=64, num_kv_heads=8, num_layers=36,
             head_dim=64, gpus=2, tensor_parallel_size=2, dtype=Dtype.AUTO, max_model_len=8192,
             weights_pvc_gi=70, cpu_request=8, memory_request_gi=96, load_budget_s=1800, throughput_rps=4,
-            answer_prefix=HARMONY_FINAL_PREFIX,
+            answer_prefix=HARMONY_FINAL_PREFIX, extra_args=GPT_OSS_AMPERE_ARGS,
         ),
     )
 }

@@ -12,15 +12,22 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from grace_infra import constants as c
 from grace_infra.catalog import CATALOG, Dtype, ModelSpec, ServingMode
+from grace_infra.errors import ConfigError
 
-
-class ConfigError(ValueError):
-    """An invalid stack configuration; `str(err)` is one line that names the key and the problem."""
+__all__ = ["ConfigError", "GraceConfig", "ServedModel"]
 
 
 class AccessMode(StrEnum):
@@ -200,6 +207,13 @@ class ExperimentsConfig(_Section):
     models: tuple[str, ...] | None = Field(
         default=None, description="Model keys to run the matrix on; default: every configured model."
     )
+    input_files: dict[Study, str] = Field(
+        default_factory=dict,
+        description=(
+            "Local study CSVs (path relative to the project root, each under 1 MiB) shipped in the studies "
+            "ConfigMap instead of read from the input PVC; a study not named here reads /input/<study>.csv."
+        ),
+    )
 
 
 class JobsConfig(_Section):
@@ -248,6 +262,13 @@ class ExceptionConfig(_Section):
 class PlanConfig(_Section):
     campaign_days: float = Field(
         default=14.0, gt=0, description="How long persistent servers stay up for the campaign (GPU-hour plan)."
+    )
+    study_rows: dict[Study, PositiveInt] = Field(
+        default_factory=dict,
+        description=(
+            "Rows per study CSV for the GPU-hour plan, for studies whose CSV is on the input PVC (a local "
+            "inputFiles CSV is counted instead); unset studies use the published counts (300 and 2,424)."
+        ),
     )
 
 

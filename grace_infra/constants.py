@@ -12,10 +12,10 @@ INPUT_PVC = "grace-input-data"
 OUTPUT_PVC = "grace-output-data"
 LOGS_PVC = "grace-logs"
 WEIGHTS_PVC_PREFIX = "grace-model-weights-"
-HF_TOKEN_SECRET = "huggingface-token"
-HF_TOKEN_SECRET_KEY = "token"
-DEEPSEEK_SECRET = "deepseek-api-key"
-DEEPSEEK_SECRET_KEY = "api-key"
+HF_TOKEN_SECRET = "huggingface-token"  # noqa: S105 (an object name, not a credential)
+HF_TOKEN_SECRET_KEY = "token"  # noqa: S105 (an object name, not a credential)
+DEEPSEEK_SECRET = "deepseek-api-key"  # noqa: S105 (an object name, not a credential)
+DEEPSEEK_SECRET_KEY = "api-key"  # noqa: S105 (an object name, not a credential)
 SA_MODEL_SERVER = "grace-model-server"
 SA_QUERY_JOB = "grace-query-job"
 SA_EXTRACTION_JOB = "grace-extraction-job"
@@ -55,3 +55,63 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 COMPONENT_MODEL_SERVER = "model-server"
 COMPONENT_QUERY_JOB = "query-job"
 COMPONENT_EXTRACTION_JOB = "extraction-job"
+
+# vLLM model server pod (issue 3; see README "Model servers").
+VLLM_CONTAINER_NAME = "vllm"
+WEIGHTS_DOWNLOAD_CONTAINER_NAME = "download-weights"
+VLLM_HEALTH_PATH = "/health"
+VLLM_METRICS_PATH = "/metrics"
+HF_CACHE_MOUNT = "/tmp"  # noqa: S108  (an emptyDir on node-local disk: HF's cache must never live on CephFS)
+HF_HOME = "/tmp/hf-home"  # noqa: S108
+HF_CACHE_SIZE_LIMIT = "20Gi"  # huggingface_hub's Xet chunk cache alone may grow to 10 GB
+# Files a checkpoint repo carries that vLLM never reads: Llama-3-70B's original/ holds a second 140 GB copy
+# as .pth, gpt-oss's original/ and metal/ hold two more copies. Skipping them keeps the PVC sizes valid.
+WEIGHTS_IGNORE_PATTERNS = ("original/*", "metal/*", "*.pth", "*.gguf")
+SHM_MOUNT = "/dev/shm"  # noqa: S108  (an emptyDir mount point, not a temp file)
+SHM_SIZE_LIMIT_GI = 8  # NCCL's shared-memory transport between TP ranks; charged to the memory limit
+DOWNLOAD_CPU_REQUEST = 2.0  # hf_xet/huggingface_hub download threads
+DOWNLOAD_MEMORY_REQUEST_GI = 4
+VLLM_CPU_LIMIT_RATIO = NRP_LIMIT_TO_REQUEST_MAX_RATIO  # short CPU bursts (tokenizer, scheduler) allowed
+STARTUP_PROBE_PERIOD_S = 10
+LIVENESS_PROBE_PERIOD_S = 15
+LIVENESS_FAILURE_THRESHOLD = 4  # one minute of failed /health before a restart: a busy server answers late
+READINESS_PROBE_PERIOD_S = 10
+PROBE_TIMEOUT_S = 5
+# `pulumi up` waits this much longer than the load budget (image pull of ~10 GB, scheduling, download).
+AWAIT_MARGIN_S = 900
+MONITORING_SCRAPE_INTERVAL = "30s"
+# Annotation prefix for documented exceptions to least privilege, placed on the object they concern.
+SECURITY_EXCEPTION_ANNOTATION_PREFIX = "grace.nrp.io/security-exception-"
+
+# Experiment Jobs and the GPU-hour plan (issue 4; see README "Experiment Jobs").
+JOB_SKIP_AWAIT_ANNOTATION = "pulumi.com/skipAwait"  # `pulumi up` must not wait hours for a batch Job
+JOB_BACKOFF_LIMIT = 3  # the worker resumes from its checkpoint, so a retried pod redoes no finished row
+JOB_MODE_JOB_PREFIX = "matrix-"  # job serving mode: `matrix-<model>` runs that model's whole share
+WORKER_CONTAINER_NAME = "worker"
+WORKER_UID = 10001  # the non-root user of jobs/Dockerfile
+WORKER_CPU_LIMIT_RATIO = NRP_LIMIT_TO_REQUEST_MAX_RATIO  # pandas/JSON parsing bursts; memory stays at request
+STUDIES_CONTENT_HASH_ANNOTATION = "grace.nrp.io/studies-sha256"  # a prompt change replaces exactly its Jobs
+CONFIGMAP_MAX_BYTES = 1024 * 1024  # etcd's object size limit; a ConfigMap's data must stay under it
+CONFIGMAP_METADATA_RESERVE_BYTES = 32 * 1024  # labels, annotations, managedFields of the object
+PUBLISHED_STUDY_ROWS = {"study1": 300, "study2": 2424}  # rows of the researchers' published CSVs
+DEEPSEEK_API_KEY_ENV = "DEEPSEEK_API_KEY"
+WORKER_LOG_FILE_ENV = "GRACE_LOG_FILE"  # the worker also logs to this file (on the logs PVC)
+HOURS_PER_DAY = 24
+SECONDS_PER_HOUR = 3600
+
+# Foundation objects (issue 2). Fixed names: people address them with kubectl.
+QUOTA_NAME = "grace-quota"
+NAMESPACE_LABELS = {"project": PROJECT, "environment": "research"}
+NETPOL_DEFAULT_DENY = "grace-default-deny"
+NETPOL_MODEL_SERVER_INGRESS = "grace-model-server-ingress"
+NETPOL_JOB_EGRESS = "grace-job-egress"
+NETPOL_DNS_EGRESS = "grace-dns-egress"
+NETPOL_HTTPS_EGRESS = "grace-https-egress"
+DNS_PORT = 53
+HTTPS_PORT = 443
+# Pods carrying this label (value "true") may open HTTPS connections to anywhere: weight downloads
+# from Hugging Face, and the external DeepSeek endpoint. Everything else stays inside the namespace.
+LABEL_EGRESS_HTTPS = "grace.nrp.io/egress-https"
+# GPU memory vLLM needs besides weights and KV cache, per GPU: CUDA context, activations, CUDA graphs,
+# NCCL buffers (vLLM profiles it at start-up; 2 GB is a typical measured range of 1-3 GB).
+VLLM_RUNTIME_OVERHEAD_GB_PER_GPU = 2.0

@@ -30,8 +30,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROGRAM = PROJECT_ROOT / "__main__.py"
 
 # Pulumi marks secret values in serialized properties with this signature key/value.
-SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
-SECRET_SIG_VALUE = "1b47061264138c4ac30d75fd1eb44270"
+SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"  # noqa: S105 (a protocol marker)
+SECRET_SIG_VALUE = "1b47061264138c4ac30d75fd1eb44270"  # noqa: S105 (a protocol marker)
 REDACTED = "[secret]"
 
 
@@ -49,6 +49,7 @@ class RecordedResource:
     custom: bool
     inputs: dict[str, Any] = field(default_factory=dict)
     secret_inputs: bool = False  # some input value was a Pulumi secret
+    provider: str = ""  # "<provider urn>::<id>" when an explicit provider is used, else ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,7 +76,9 @@ class OfflineRun:
 
     def manifests(self) -> list[dict[str, Any]]:
         """Kubernetes objects (those with apiVersion/kind), secrets redacted, integers as integers."""
-        return [r.inputs for r in self.resources if r.custom and "kind" in r.inputs and "apiVersion" in r.inputs]
+        return [
+            r.inputs for r in self.resources if r.custom and "kind" in r.inputs and "apiVersion" in r.inputs
+        ]
 
     def manifest(self, kind: str, name: str) -> dict[str, Any]:
         for m in self.manifests():
@@ -87,11 +90,23 @@ class OfflineRun:
         return next(r for r in self.resources if r.urn == urn)
 
 
+def _redact(value: Any) -> Any:
+    """Every scalar of a secret value replaced by REDACTED, keeping its shape: a secret `stringData`
+    stays a mapping of its (non-secret) keys, so the manifest still validates."""
+    if isinstance(value, dict):
+        if value.get(SECRET_SIG_KEY) == SECRET_SIG_VALUE:
+            return _redact(value.get("value"))
+        return {k: _redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    return REDACTED
+
+
 def _clean(value: Any) -> tuple[Any, bool]:
     """Floats that are whole numbers become ints; secrets become REDACTED. Returns (value, had_secret)."""
     if isinstance(value, dict):
         if value.get(SECRET_SIG_KEY) == SECRET_SIG_VALUE:
-            return REDACTED, True
+            return _redact(value.get("value")), True
         had = False
         out = {}
         for k, v in value.items():
@@ -117,7 +132,9 @@ class _ManifestMocks(pulumi.runtime.Mocks):
         # The provider fills metadata.name for objects without one; mimic it so outputs resolve.
         return f"{args.name}-id", state
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+    def call(
+        self, args: pulumi.runtime.MockCallArgs  # noqa: ARG002 (the program makes no provider calls)
+    ) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         return {}, None
 
 
@@ -146,6 +163,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 custom=bool(request.custom),
                 inputs=cleaned,
                 secret_inputs=had_secret,
+                provider=request.provider,
             )
         )
         return response
@@ -189,7 +207,9 @@ def run_offline(
     logger.addHandler(collector)
 
     pulumi.runtime.set_all_config(encode_config(config), secret_keys or [])
-    pulumi.runtime.set_mocks(mocks, project=c.PROJECT, stack=stack, preview=True, logger=logger, monitor=monitor)
+    pulumi.runtime.set_mocks(
+        mocks, project=c.PROJECT, stack=stack, preview=True, logger=logger, monitor=monitor
+    )
     settings = pulumi.runtime.settings.SETTINGS
     settings.rpc_manager.clear()
     settings.outputs.clear()

@@ -1,33 +1,153 @@
-"""The whole stack as one dependency graph: what `__main__.py` runs."""
+"""The whole stack as one dependency graph: what `__main__.py` runs.
+
+Order: parse config -> NRP policy (refuse before any resource exists) -> GraceFoundation ->
+GraceStorage -> model servers (issue 3) -> experiment Jobs (issue 4) -> exports.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
+import pulumi_kubernetes as k8s
 
 from grace_infra import constants as c
+from grace_infra import policy
+from grace_infra.catalog import ServingMode
 from grace_infra.config import GraceConfig
+from grace_infra.experiments import build_experiments
+from grace_infra.foundation import GraceFoundation, GraceFoundationArgs
+from grace_infra.gpu_hours import gpu_hour_plan
+from grace_infra.model_server import VllmModelServer, VllmModelServerArgs
+from grace_infra.storage import GraceStorage, GraceStorageArgs
+
+__all__ = ["SECRET_KEYS", "StackSecrets", "build_stack", "read_secrets", "read_stack_config"]
+
+HF_TOKEN_KEY = "hfToken"  # noqa: S105 (a config key name, not a secret)
+DEEPSEEK_API_KEY_KEY = "deepseekApiKey"
+# Pulumi secrets: read with get_secret so they stay encrypted in state, never part of GraceConfig.
+SECRET_KEYS = (HF_TOKEN_KEY, DEEPSEEK_API_KEY_KEY)
+
+
+def _stack_config_keys() -> set[str]:
+    """Every `grace:*` key the engine passed (from Pulumi.<stack>.yaml and Pulumi.yaml defaults)."""
+    prefix = f"{c.PULUMI_CONFIG_NAMESPACE}:"
+    keys = set(pulumi.runtime.config.CONFIG.get()) | set(pulumi.runtime.config.get_config_env())
+    return {key.removeprefix(prefix) for key in keys if key.startswith(prefix)}
 
 
 def read_stack_config() -> GraceConfig:
-    """Read every declared `grace:*` key from the stack and parse them into one GraceConfig."""
+    """Read every `grace:*` key except the secrets and parse them into one GraceConfig.
+
+    All keys are read, not only the declared ones, so a misspelt key is an error naming it instead of
+    a setting silently ignored.
+    """
     cfg = pulumi.Config(c.PULUMI_CONFIG_NAMESPACE)
     raw: dict[str, Any] = {}
-    for name, info in GraceConfig.model_fields.items():
-        key = info.alias or name
+    for key in sorted(_stack_config_keys() - set(SECRET_KEYS)):
         value = cfg.get(key)
-        if value is None:
-            continue
-        try:
-            raw[key] = json.loads(value)
-        except json.JSONDecodeError:
-            raw[key] = value  # a plain string such as renderYamlTo
+        if value is None or value == "":
+            continue  # Pulumi.yaml declares string keys with "" meaning unset
+        # Objects and lists arrive JSON-encoded; scalars stay strings, so a string key's value "123"
+        # is not turned into a number.
+        raw[key] = json.loads(value) if value[:1] in "{[" else value
     return GraceConfig.parse(raw)
 
 
+@dataclass(frozen=True)
+class StackSecrets:
+    """The stack's Pulumi secrets as secret Outputs; None when the key is unset or empty."""
+
+    hf_token: pulumi.Output[str] | None
+    deepseek_api_key: pulumi.Output[str] | None
+
+
+def read_secrets() -> StackSecrets:
+    cfg = pulumi.Config(c.PULUMI_CONFIG_NAMESPACE)
+
+    def secret(key: str) -> pulumi.Output[str] | None:
+        # Presence is not secret; the value only ever leaves here as a secret Output.
+        return cfg.get_secret(key) if cfg.get(key) else None
+
+    return StackSecrets(hf_token=secret(HF_TOKEN_KEY), deepseek_api_key=secret(DEEPSEEK_API_KEY_KEY))
+
+
+def component_options(config: GraceConfig) -> pulumi.ResourceOptions | None:
+    """Options every component gets: with `grace:renderYamlTo`, a provider that writes YAML instead.
+
+    Children inherit their parent's provider, so passing it to each component covers every object.
+    """
+    if not config.render_yaml_to:
+        return None
+    pulumi.log.warn(
+        f"grace:renderYamlTo={config.render_yaml_to!r}: objects are written as YAML, not applied; "
+        "Secret values are written there in plaintext."
+    )
+    provider = k8s.Provider("grace-yaml", render_yaml_to_directory=config.render_yaml_to)
+    return pulumi.ResourceOptions(providers={"kubernetes": provider})
+
+
 def build_stack() -> None:
-    """Parse config, build the components, export outputs. Components are filled in per issue."""
+    """Parse config, check the NRP rules, build the components, export what people need."""
     config = read_stack_config()
-    pulumi.export("namespace", config.namespace.name)
+    secrets = read_secrets()
+    policy.enforce([
+        *policy.check_config(config),
+        *policy.check_secrets(
+            config,
+            has_hf_token=secrets.hf_token is not None,
+            has_deepseek_key=secrets.deepseek_api_key is not None,
+        ),
+    ])
+    opts = component_options(config)
+
+    foundation = GraceFoundation(
+        "grace",
+        GraceFoundationArgs(
+            config=config, hf_token=secrets.hf_token, deepseek_api_key=secrets.deepseek_api_key
+        ),
+        opts,
+    )
+    storage = GraceStorage("grace", GraceStorageArgs(config=config, namespace=foundation.namespace), opts)
+
+    # --- model servers (issue 3): job-mode models run inside their ExperimentJobs instead.
+    servers = {
+        model.key: VllmModelServer(
+            model.server_name,
+            VllmModelServerArgs(
+                model=model, config=config, weights_claim=storage.claims[model.weights_pvc_name],
+                depends_on=foundation.ready,
+            ),
+            opts,
+        )
+        for model in config.served_models()
+        if model.serving_mode == ServingMode.PERSISTENT
+    }
+
+    # --- experiment Jobs (issue 4): never awaited, never made to wait for a server in Pulumi; each
+    # waits in the cluster for its server's /health and its input file (see experiments.py).
+    shared_claims = [storage.claims[name] for name in (c.INPUT_PVC, c.OUTPUT_PVC, c.LOGS_PVC)]
+    experiments = build_experiments(
+        config,
+        depends_on=[*foundation.ready, *shared_claims],
+        weights_claims={m.key: storage.claims[m.weights_pvc_name] for m in config.served_models()},
+        opts=opts,
+    )
+    pulumi.export("experimentJobs", [job.name for job in experiments.planned])
+    pulumi.export("gpuHourPlan", gpu_hour_plan(config, experiments.bundle).to_json()["totals"])
+
+    pulumi.export("namespace", foundation.namespace)
+    pulumi.export("modelServers", {key: server.url for key, server in servers.items()})
+    pulumi.export("serviceAccounts", {
+        "modelServer": foundation.model_server_account,
+        "queryJob": foundation.query_job_account,
+        "extractionJob": foundation.extraction_job_account,
+    })
+    pulumi.export("claims", {
+        "input": storage.input_claim,
+        "output": storage.output_claim,
+        "logs": storage.logs_claim,
+        "weights": storage.weights_claims,
+    })

@@ -1,0 +1,227 @@
+"""Issue 5 "Speed": does `worker query` keep an OpenAI-compatible server saturated?
+
+For each local server (instant, and a fixed 200 ms per request) this script
+  1. starts the fake server (tests/support/fake_openai.py) in its own process,
+  2. measures the server's capacity with a plain concurrent load generator (httpx, CONCURRENCY requests
+     in flight, the same request bodies the worker sends, no parsing),
+  3. runs `python -m worker query --batch-size CONCURRENCY` over the study2 file as a subprocess,
+and prints the worker's rows/s as a fraction of that capacity, the worker's CPU seconds per 1,000 rows,
+and (200 ms server) its wall time against the latency bound rows x 0.2 s / CONCURRENCY.
+
+Input: ../shared/data/study2.csv when present (2,424 rows), else generated rows of the same shape.
+Bounded: every subprocess has a deadline; `--rows` shrinks the run. Usage:
+    .venv/bin/python benchmarks/worker_throughput.py [--rows N] [--latency-ms 0,200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from worker.studies import load_study  # noqa: E402
+
+SHARED_STUDY2 = REPO.parent / "shared" / "data" / "study2.csv"
+CONCURRENCY = 64
+STUDY2_ROWS = 2424
+RUN_DEADLINE_S = 600  # no single worker run may take longer; the 200 ms bound for 2,424 rows is ~7.6 s
+TARGET_RATIO = 0.9
+TARGET_LATENCY_SLACK = 0.10
+
+
+@dataclass
+class WorkerRun:
+    process_wall_s: float  # interpreter start to exit
+    run_s: float  # the run itself as the meta file records it (input read to output written)
+    cpu_s: float  # user + system CPU of the worker process
+    rows: int
+
+
+def study2_input(directory: Path, rows: int) -> Path:
+    """The real study2 file (first `rows`), or generated rows of the same shape when it is absent."""
+    if SHARED_STUDY2.exists():
+        frame = pd.read_csv(SHARED_STUDY2, dtype=str, keep_default_na=False)
+        source = "../shared/data/study2.csv"
+    else:
+        frame = generated_study2(rows)
+        source = "generated rows (../shared/data/study2.csv not present)"
+    frame = pd.concat([frame] * (rows // len(frame) + 1), ignore_index=True).iloc[:rows]
+    path = directory / "study2.csv"
+    frame.to_csv(path, index=False)
+    print(f"input: {rows} rows from {source}")
+    return path
+
+
+def generated_study2(rows: int) -> pd.DataFrame:
+    domains = ["presentation", "cookie", "poem", "cake", "song", "film"]
+    states = ["0 hearts", "1 heart", "2 hearts", "3 hearts"]
+    goals = [
+        "make {l} feel good, rather than give informative feedback",
+        "give as accurate and informative feedback as possible",
+    ]
+    records = []
+    for i in range(rows):
+        domain, speaker, listener = domains[i % 6], f"Speaker{i % 7}", f"Listener{i % 5}"
+        records.append({
+            "Participant_ID": str(i // 12 + 1), "Domain": domain,
+            "Precontext": f"Imagine that {listener} has just finished a {domain}.",
+            "Scenario": f"Imagine that {listener} approached {speaker}, who had just seen {listener}'s {domain}, "
+                        f"and asked, 'How was my {domain}?'",
+            "Utterance": "It wasn't terrible", "Goal": f"If {speaker} wanted to " + goals[i % 2].format(l=listener),
+            "State": states[i % 4], "SP_Name": speaker, "LS_Name": listener,
+        })  # fmt: skip
+    return pd.DataFrame.from_records(records)
+
+
+class FakeServer:
+    """tests/support/fake_openai.py in its own process, so its CPU is not the worker's."""
+
+    def __init__(self, latency_ms: float) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.fake_openai", "--latency-ms", str(latency_ms)],
+            cwd=REPO, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line.startswith("PORT "):
+            self.stop()
+            raise RuntimeError(f"fake server did not start: {line!r}")
+        self.base_url = f"http://127.0.0.1:{int(line.split()[1])}/v1"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def request_bodies(path: Path) -> list[bytes]:
+    study = load_study("study2")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    params = study.generation.request_params()
+    return [
+        json.dumps({"model": "tiny", "messages": study.render(row), **params}).encode()
+        for row in frame.to_dict("records")
+    ]
+
+
+async def load_generator(base_url: str, bodies: list[bytes]) -> float:
+    """Requests per second the server sustains with CONCURRENCY in flight: the capacity to compare with."""
+    queue = iter(bodies)
+    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+
+        async def one_connection() -> None:
+            for body in queue:
+                response = await client.post(
+                    f"{base_url}/chat/completions", content=body, headers={"content-type": "application/json"}
+                )
+                response.raise_for_status()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one_connection() for _ in range(CONCURRENCY)))
+        return len(bodies) / (time.perf_counter() - started)
+
+
+def run_worker(base_url: str, source: Path, output: Path) -> WorkerRun:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "worker", "query", "--input", str(source), "--output", str(output),
+         "--model-endpoint", base_url, "--model-name", "tiny", "--study", "study2",
+         "--batch-size", str(CONCURRENCY), "--metrics-port", "0", "--wait-timeout", "30"],
+        cwd=REPO, env={**os.environ, "LOG_LEVEL": "WARNING"}, check=True, timeout=RUN_DEADLINE_S,
+    )  # fmt: skip
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    meta = json.loads(output.with_name(output.name + ".meta.json").read_text())
+    rows = len(pd.read_csv(output, dtype=str, keep_default_na=False))
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return WorkerRun(process_wall_s=wall, run_s=meta["duration_s"], cpu_s=cpu, rows=rows)
+
+
+def startup_cpu_s() -> float:
+    """CPU of starting the worker (interpreter + imports) without a run, to separate it from per-row cost."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run([sys.executable, "-m", "worker", "--version"], cwd=REPO, check=True, capture_output=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def benchmark(
+    latency_ms: float, source: Path, bodies: list[bytes], workdir: Path, startup_cpu: float
+) -> bool:
+    server = FakeServer(latency_ms)
+    try:
+        capacity = asyncio.run(load_generator(server.base_url, bodies))
+        run = run_worker(server.base_url, source, workdir / f"out-{latency_ms:g}ms.csv")
+    finally:
+        server.stop()
+    rows = run.rows
+    rate = rows / run.run_s
+    ratio = rate / capacity
+    print(f"\n== server latency {latency_ms:g} ms, {CONCURRENCY} in flight, {rows} rows")
+    print(f"server capacity (plain load generator): {capacity:8.1f} requests/s")
+    print(f"worker throughput (run time {run.run_s:.2f} s):   {rate:8.1f} rows/s = {ratio:.2f} x capacity")
+    print(f"worker process wall time:               {run.process_wall_s:8.2f} s (includes interpreter start)")
+    print(
+        f"worker CPU: {run.cpu_s:.2f} s = {run.cpu_s / rows * 1000:.2f} s per 1,000 rows "
+        f"({max(run.cpu_s - startup_cpu, 0) / rows * 1000:.2f} s per 1,000 rows without the "
+        f"{startup_cpu:.2f} s start-up)"
+    )
+    passed = ratio >= TARGET_RATIO
+    if latency_ms > 0:
+        bound = rows * latency_ms / 1000 / CONCURRENCY
+        over = run.run_s / bound - 1
+        print(
+            f"latency bound rows x {latency_ms / 1000:g} s / {CONCURRENCY} = {bound:.2f} s; run time is {over:+.1%}"
+        )
+        passed = passed and over <= TARGET_LATENCY_SLACK
+    print(
+        f"target (>= {TARGET_RATIO} x capacity"
+        + (", within 10% of the bound)" if latency_ms else ")")
+        + f": {'met' if passed else 'NOT met'}"
+    )
+    return passed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--rows", type=int, default=STUDY2_ROWS, help="Rows to run (default: the 2,424 of study2)."
+    )
+    parser.add_argument("--latency-ms", default="0,200", help="Comma-separated server latencies (ms).")
+    args = parser.parse_args()
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
+    with tempfile.TemporaryDirectory(prefix="grace-bench-") as tmp:
+        workdir = Path(tmp)
+        source = study2_input(workdir, args.rows)
+        bodies = request_bodies(source)
+        startup = startup_cpu_s()
+        results = [
+            benchmark(float(latency), source, bodies, workdir, startup)
+            for latency in args.latency_ms.split(",")
+        ]
+    return 0 if all(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

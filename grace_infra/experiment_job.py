@@ -1,0 +1,243 @@
+"""ExperimentJob: one planned Job of the experiment matrix (see `matrix.py`) as a Kubernetes Job.
+
+    persistent model   Job study1-exp1-<model>   containers [worker: query ... http://vllm-<model>:8000/v1]
+    job-mode model     Job matrix-<model>        initContainers [download-weights, vllm (native sidecar)]
+                                                 containers [worker: run --tasks <task list>]
+    extraction         Job structured-output-study1-<model>: created after the Job that writes its exp1
+                       file, and waits in the cluster for that file (--wait-for-input)
+
+Ordering never blocks `pulumi up`: every Job carries `pulumi.com/skipAwait: "true"`, so Pulumi creates
+it and moves on; the worker itself waits for its server's /health and for its input file. The pure
+`job_manifest` builds the object; the component only registers it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from grace_infra import constants as c
+from grace_infra import model_server, naming
+from grace_infra.config import GraceConfig
+from grace_infra.matrix import JobKind, PlannedJob
+from grace_infra.sizing import ContainerResources
+from grace_infra.studies import StudyBundle
+
+__all__ = [
+    "TYPE_TOKEN",
+    "ExperimentJob",
+    "ExperimentJobArgs",
+    "job_labels",
+    "job_manifest",
+    "worker_container",
+    "worker_resources",
+]
+
+TYPE_TOKEN = "grace:index:ExperimentJob"  # noqa: S105 (a Pulumi type token, not a secret)
+
+INPUT_VOLUME = "input"
+OUTPUT_VOLUME = "output"
+LOGS_VOLUME = "logs"
+STUDIES_VOLUME = "studies"
+TMP_VOLUME = "tmp"
+TMP_SIZE_LIMIT = "1Gi"  # pandas/openai scratch only; every result goes to /output
+WORKER_NAME_LABEL = "grace-worker"
+ALL = "all"  # label value of a job-mode Job that runs several studies/experiments
+
+_SERVICE_ACCOUNT = {JobKind.QUERY: c.SA_QUERY_JOB, JobKind.EXTRACTION: c.SA_EXTRACTION_JOB}
+_COMPONENT = {JobKind.QUERY: c.COMPONENT_QUERY_JOB, JobKind.EXTRACTION: c.COMPONENT_EXTRACTION_JOB}
+
+
+def job_labels(job: PlannedJob) -> dict[str, str]:
+    """`project: grace` and the recommended labels (what `kubectl delete jobs -l project=grace` and the
+    NetworkPolicies select) plus the cell: study, experiment, model."""
+    studies, experiments = job.studies, job.experiments
+    return {
+        **naming.recommended_labels(
+            name=WORKER_NAME_LABEL, instance=job.name, component=_COMPONENT[job.kind]
+        ),
+        "study": studies[0].value if len(studies) == 1 else ALL,
+        "experiment": experiments[0].value if len(experiments) == 1 else ALL,
+        "model": job.model.key,
+    }
+
+
+def pod_labels(job: PlannedJob) -> dict[str, str]:
+    # HTTPS egress only where a pod must leave the cluster: the sidecar's weight download, or the
+    # external extraction endpoint. Every other worker pod reaches only DNS and the model servers.
+    return {**job_labels(job), **naming.https_egress_labels(job.sidecar or job.external_endpoint)}
+
+
+def worker_resources(config: GraceConfig) -> ContainerResources:
+    """The worker is an I/O-bound asyncio client: one core, a little memory, no GPU.
+
+    CPU may burst to NRP's 1.2x (rounded down); memory limit = request, so an out-of-memory kill is
+    predictable instead of depending on what else runs on the node.
+    """
+    jobs = config.jobs
+    return ContainerResources(
+        cpu_request=jobs.cpu_request,
+        cpu_limit=math.floor(jobs.cpu_request * c.WORKER_CPU_LIMIT_RATIO * 1000) / 1000,
+        memory_request_gi=jobs.memory_request_gi,
+        memory_limit_gi=jobs.memory_request_gi,
+        gpus=0,
+        gpu_resource_name=config.gpu.resource_name,
+    )
+
+
+def _worker_env(job: PlannedJob, config: GraceConfig) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "LOG_LEVEL", "value": config.jobs.log_level},
+        {"name": "EXPERIMENT_ID", "value": job.name},
+        # Each Job's own log file on the logs PVC (CephFS: one writer per file).
+        {"name": c.WORKER_LOG_FILE_ENV, "value": f"{c.LOGS_MOUNT}/{job.name}.log"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    if job.external_endpoint:
+        env.append(
+            {
+                "name": c.DEEPSEEK_API_KEY_ENV,
+                # Secret values reach the pod only by reference; the key never enters the manifest.
+                "valueFrom": {"secretKeyRef": {"name": c.DEEPSEEK_SECRET, "key": c.DEEPSEEK_SECRET_KEY}},
+            }
+        )
+    return env
+
+
+def worker_container(job: PlannedJob, config: GraceConfig) -> dict[str, Any]:
+    """The worker container. The image's entry point is `python -m worker`: args start at the subcommand."""
+    return {
+        "name": c.WORKER_CONTAINER_NAME,
+        "image": config.images.job,
+        "imagePullPolicy": "IfNotPresent",
+        "args": list(job.args),
+        "env": _worker_env(job, config),
+        "ports": [
+            {"name": c.WORKER_METRICS_PORT_NAME, "containerPort": c.WORKER_METRICS_PORT, "protocol": "TCP"}
+        ],
+        "resources": worker_resources(config).as_k8s(),
+        "volumeMounts": [
+            {"name": INPUT_VOLUME, "mountPath": c.INPUT_MOUNT, "readOnly": True},
+            {"name": OUTPUT_VOLUME, "mountPath": c.OUTPUT_MOUNT},
+            {"name": LOGS_VOLUME, "mountPath": c.LOGS_MOUNT},
+            {"name": STUDIES_VOLUME, "mountPath": c.STUDIES_MOUNT, "readOnly": True},
+            {"name": TMP_VOLUME, "mountPath": "/tmp"},  # noqa: S108 (an emptyDir: the root filesystem is read-only)
+        ],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": c.WORKER_UID,
+            "runAsGroup": c.WORKER_UID,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+
+
+def _volumes(job: PlannedJob, bundle: StudyBundle) -> list[dict[str, Any]]:
+    items = [{"key": key, "path": path} for key, path in bundle.configmap_items(job.reads)]
+    return [
+        {"name": INPUT_VOLUME, "persistentVolumeClaim": {"claimName": c.INPUT_PVC, "readOnly": True}},
+        {"name": OUTPUT_VOLUME, "persistentVolumeClaim": {"claimName": c.OUTPUT_PVC}},
+        {"name": LOGS_VOLUME, "persistentVolumeClaim": {"claimName": c.LOGS_PVC}},
+        {"name": STUDIES_VOLUME, "configMap": {"name": c.STUDIES_CONFIGMAP, "items": items}},
+        {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
+    ]
+
+
+def pod_spec(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "serviceAccountName": _SERVICE_ACCOUNT[job.kind],
+        "automountServiceAccountToken": False,  # the worker never calls the Kubernetes API
+        "enableServiceLinks": False,
+        "restartPolicy": "OnFailure",  # the worker resumes from its checkpoint on the same PVC
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [worker_container(job, config)],
+        "volumes": _volumes(job, bundle),
+    }
+    if job.sidecar:
+        init_containers, server_volumes = model_server.vllm_sidecar_parts(job.model, config)
+        spec["initContainers"] = init_containers
+        spec["volumes"] = [*server_volumes, *spec["volumes"]]
+        selector = model_server.node_selector(job.model)
+        if selector:
+            spec["nodeSelector"] = selector
+    return spec
+
+
+def job_manifest(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> dict[str, Any]:
+    """The Job object (apiVersion/kind omitted: the resource class sets them)."""
+    annotations = {
+        # The hash of the files this Job reads sits in its pod template: changing a prompt, schema,
+        # inline CSV or task list changes the template, and Pulumi's diff shows exactly these Jobs replaced.
+        c.STUDIES_CONTENT_HASH_ANNOTATION: bundle.digest(job.reads),
+    }
+    if job.sidecar:
+        annotations.update(model_server.pod_annotations(job.model))
+    labels = job_labels(job)
+    return {
+        "metadata": {
+            "name": job.name,
+            "namespace": config.namespace.name,
+            "labels": labels,
+            "annotations": {c.JOB_SKIP_AWAIT_ANNOTATION: "true"},
+        },
+        "spec": {
+            "backoffLimit": c.JOB_BACKOFF_LIMIT,
+            "ttlSecondsAfterFinished": config.jobs.ttl_seconds_after_finished,
+            "template": {
+                "metadata": {"labels": pod_labels(job), "annotations": annotations},
+                "spec": pod_spec(job, config, bundle),
+            },
+        },
+    }
+
+
+@dataclass
+class ExperimentJobArgs:
+    """Inputs of one experiment Job."""
+
+    job: PlannedJob
+    """What the Job runs: name, worker command line, model, and whether the model runs as a sidecar."""
+    config: GraceConfig
+    """The stack config (namespace, images, Job settings)."""
+    bundle: StudyBundle
+    """The studies ConfigMap's content; the Job's pod template carries the hash of the files it reads."""
+    runs_after: Sequence[ExperimentJob] = field(default_factory=tuple)
+    """Jobs created first (an extraction Job after the Job writing its exp1 file). Ordering only:
+    skipAwait means Pulumi never waits for them to finish; the worker waits for the file itself."""
+    depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
+    """Resources the Job needs to exist first (the studies ConfigMap, PVCs, service accounts)."""
+
+
+class ExperimentJob(pulumi.ComponentResource):
+    """One Kubernetes Job of the experiment matrix, never awaited by `pulumi up`."""
+
+    job_name: pulumi.Output[str]
+    job: k8s.batch.v1.Job
+
+    def __init__(
+        self, name: str, args: ExperimentJobArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(TYPE_TOKEN, name, None, opts)
+        self.job = self._create_job(name, args)
+        self.job_name = pulumi.Output.from_input(args.job.name)
+        self.register_outputs({"jobName": self.job_name})
+
+    def _create_job(self, name: str, args: ExperimentJobArgs) -> k8s.batch.v1.Job:
+        manifest = job_manifest(args.job, args.config, args.bundle)
+        return k8s.batch.v1.Job(
+            f"{name}-job",
+            metadata=manifest["metadata"],
+            spec=manifest["spec"],
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[*args.depends_on, *(earlier.job for earlier in args.runs_after)],
+            ),
+        )

@@ -1,0 +1,109 @@
+"""Build the experiment matrix: the studies ConfigMap, one ExperimentJob per planned Job, and (with
+`grace:monitoring.enabled`) a PodMonitor scraping the workers. `stack.build_stack` calls
+`build_experiments` once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from grace_infra import constants as c
+from grace_infra import naming
+from grace_infra.config import GraceConfig
+from grace_infra.experiment_job import WORKER_NAME_LABEL, ExperimentJob, ExperimentJobArgs
+from grace_infra.matrix import PlannedJob, plan_experiments
+from grace_infra.studies import StudyBundle
+from grace_infra.studies_configmap import create_studies_configmap
+
+__all__ = ["POD_MONITOR_NAME", "Experiments", "build_experiments", "pod_monitor_manifest"]
+
+POD_MONITOR_NAME = "grace-jobs"
+POD_MONITOR_API_VERSION = "monitoring.coreos.com/v1"
+POD_MONITOR_KIND = "PodMonitor"
+
+
+@dataclass(frozen=True)
+class Experiments:
+    """What `build_experiments` registered."""
+
+    bundle: StudyBundle
+    planned: list[PlannedJob]
+    jobs: dict[str, ExperimentJob]  # by Job name
+
+
+def pod_monitor_manifest(config: GraceConfig) -> dict[str, Any]:
+    """A PodMonitor for every worker pod's `metrics` port, and for the vLLM sidecar's `/metrics` on
+    `http` in job mode (a job-mode server has no Service, so the servers' ServiceMonitor misses it)."""
+    interval = c.MONITORING_SCRAPE_INTERVAL
+    return {
+        "apiVersion": POD_MONITOR_API_VERSION,
+        "kind": POD_MONITOR_KIND,
+        "metadata": {
+            "name": POD_MONITOR_NAME,
+            "namespace": config.namespace.name,
+            "labels": naming.recommended_labels(
+                name=WORKER_NAME_LABEL, instance=POD_MONITOR_NAME, component="monitoring"
+            ),
+        },
+        "spec": {
+            "selector": {"matchLabels": {c.LABEL_PROJECT: c.PROJECT, c.LABEL_NAME: WORKER_NAME_LABEL}},
+            "namespaceSelector": {"matchNames": [config.namespace.name]},
+            "podTargetLabels": ["study", "experiment", "model"],
+            "podMetricsEndpoints": [
+                {"port": c.WORKER_METRICS_PORT_NAME, "interval": interval},
+                {"port": c.VLLM_PORT_NAME, "path": c.VLLM_METRICS_PATH, "interval": interval},
+            ],
+        },
+    }
+
+
+def build_experiments(
+    config: GraceConfig,
+    *,
+    depends_on: Sequence[pulumi.Resource] = (),
+    weights_claims: Mapping[str, pulumi.Resource] | None = None,
+    opts: pulumi.ResourceOptions | None = None,
+) -> Experiments:
+    """Register the ConfigMap, every Job of the matrix (extraction Jobs after their exp1 writers), and
+    the PodMonitor. `depends_on`: what every Job needs first (shared PVCs, service accounts, secrets);
+    `weights_claims`: model key -> weights PVC, which a job-mode model's Job mounts for its sidecar.
+
+    No Job depends on a model server: Pulumi would then wait for the StatefulSet to become ready (up
+    to its load budget) before creating the Job. The worker waits for /health in the cluster instead."""
+    bundle, planned = plan_experiments(config)
+    base = opts or pulumi.ResourceOptions()
+    after_foundation = pulumi.ResourceOptions.merge(base, pulumi.ResourceOptions(depends_on=list(depends_on)))
+    configmap = create_studies_configmap(bundle, config, after_foundation)
+    claims = weights_claims or {}
+    jobs: dict[str, ExperimentJob] = {}
+    for job in planned:  # plan_jobs lists every writer before the Jobs that run after it
+        jobs[job.name] = ExperimentJob(
+            job.name,
+            ExperimentJobArgs(
+                job=job,
+                config=config,
+                bundle=bundle,
+                runs_after=[jobs[name] for name in job.runs_after],
+                depends_on=[
+                    configmap,
+                    *depends_on,
+                    *([claims[job.model.key]] if job.sidecar and job.model.key in claims else []),
+                ],
+            ),
+            opts=base,
+        )
+    if config.monitoring.enabled and planned:
+        manifest = pod_monitor_manifest(config)
+        k8s.apiextensions.CustomResource(
+            POD_MONITOR_NAME,
+            api_version=manifest["apiVersion"],
+            kind=manifest["kind"],
+            metadata=manifest["metadata"],
+            spec=manifest["spec"],
+            opts=base,
+        )
+    return Experiments(bundle=bundle, planned=planned, jobs=jobs)

@@ -1,0 +1,342 @@
+"""The experiment matrix as a list of planned Jobs: names, paths and worker command lines, no resources.
+
+Every cell is (study, experiment, model). A `persistent` model gets one Job per cell, talking to the
+model's Service. A `job`-mode model gets ONE Job (`matrix-<model>`) that runs all its cells in order
+with `worker run --tasks` against a vLLM sidecar on localhost and then exits, releasing the GPUs.
+Structured extraction against an external endpoint needs no GPU, so it always stays a Job of its own
+that waits in the cluster for the exp1 file it reads (the worker writes that file atomically).
+
+These functions are pure so tests and the GPU-hour plan call them without building anything.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import PurePosixPath
+from typing import Any
+
+from grace_infra import constants as c
+from grace_infra.catalog import ServingMode
+from grace_infra.config import Experiment, GraceConfig, ServedModel, Study
+from grace_infra.studies import (
+    STUDIES_ROOT,
+    TASKS_SUBDIR,
+    StudyBundle,
+    has_probability_questions,
+    input_pod_path,
+    load_study_bundle,
+    schema_pod_path,
+    study_pod_path,
+)
+
+__all__ = [
+    "JobKind",
+    "MatrixCell",
+    "PlannedJob",
+    "format_matrix_table",
+    "job_name",
+    "matrix_cells",
+    "matrix_json",
+    "model_endpoint",
+    "output_path",
+    "plan_experiments",
+    "plan_jobs",
+    "task_files",
+    "tasks_pod_path",
+    "worker_args",
+]
+
+# Output file name per experiment, as in the seed: /output/<experiment>/<model>/<study>_<suffix>.csv
+_OUTPUT_SUFFIX = {
+    Experiment.EXP1: "responses",
+    Experiment.EXP2: "probabilities",
+    Experiment.STRUCTURED: "structured",
+}
+_WORKER_COMMAND = {Experiment.EXP1: "query", Experiment.EXP2: "probs", Experiment.STRUCTURED: "extract"}
+PROBS_METHOD = "auto"  # the worker picks first-token only where it is exact (issue 6)
+
+
+class JobKind(StrEnum):
+    """Which service account and labels a Job gets."""
+
+    QUERY = "query"  # exp1/exp2 and job-mode matrix Jobs: talk to a model server only
+    EXTRACTION = "extraction"  # structured: may talk to an external endpoint with an API key
+
+
+@dataclass(frozen=True)
+class MatrixCell:
+    study: Study
+    experiment: Experiment
+    model: ServedModel
+
+    @property
+    def name(self) -> str:
+        return job_name(self.study, self.experiment, self.model.key)
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    """One Kubernetes Job to build: what it runs, in which order, and after which other Jobs."""
+
+    name: str
+    kind: JobKind
+    model: ServedModel
+    cells: tuple[MatrixCell, ...]  # in execution order
+    args: tuple[str, ...]  # the container's args after the `python -m worker` entry point
+    runs_after: tuple[str, ...]  # names of Jobs Pulumi creates first (ordering only; never awaited)
+    reads: tuple[PurePosixPath, ...]  # files under /etc/grace the pod reads (their hash is on the pod)
+    sidecar: bool  # job serving mode: the model's vLLM runs as a native sidecar in this pod
+    external_endpoint: bool = False  # talks HTTPS to the external extraction endpoint with an API key
+    tasks: tuple[tuple[str, ...], ...] = ()  # job mode: the argv lists of `worker run --tasks`
+
+    @property
+    def studies(self) -> tuple[Study, ...]:
+        return tuple(dict.fromkeys(cell.study for cell in self.cells))
+
+    @property
+    def experiments(self) -> tuple[Experiment, ...]:
+        return tuple(dict.fromkeys(cell.experiment for cell in self.cells))
+
+
+def job_name(study: Study, experiment: Experiment, model_key: str) -> str:
+    """The seed's Job names: `study1-exp1-<model>`, `study1-exp2-<model>`,
+    `structured-output-study1-<model>`."""
+    if experiment is Experiment.STRUCTURED:
+        return f"structured-output-{study}-{model_key}"
+    return f"{study}-{experiment}-{model_key}"
+
+
+def job_mode_job_name(model_key: str) -> str:
+    return f"{c.JOB_MODE_JOB_PREFIX}{model_key}"
+
+
+def output_path(study: Study, experiment: Experiment, model_key: str) -> PurePosixPath:
+    """`/output/exp1/<model>/study1_responses.csv` and its exp2/structured siblings."""
+    file_name = f"{study}_{_OUTPUT_SUFFIX[experiment]}.csv"
+    return PurePosixPath(c.OUTPUT_MOUNT) / experiment.value / model_key / file_name
+
+
+def tasks_pod_path(model_key: str) -> PurePosixPath:
+    return STUDIES_ROOT / TASKS_SUBDIR / f"{model_key}.json"
+
+
+def model_endpoint(model: ServedModel) -> str:
+    """The model's Service in persistent mode; the sidecar on localhost in job mode."""
+    if model.serving_mode is ServingMode.JOB:
+        return f"http://localhost:{c.VLLM_PORT}/v1"
+    return f"http://{model.server_name}:{c.VLLM_PORT}/v1"
+
+
+def matrix_cells(config: GraceConfig) -> list[MatrixCell]:
+    """Every configured (study, experiment, model) cell, study-major as the seed listed its Jobs."""
+    return [
+        MatrixCell(study, experiment, model)
+        for study in config.experiments.studies
+        for experiment in config.experiments.experiments
+        for model in config.matrix_models()
+    ]
+
+
+def _study_arg(study: Study, bundle: StudyBundle) -> str:
+    # The ConfigMap copy when the study file exists; otherwise the worker's own lookup by name.
+    path = study_pod_path(study)
+    return str(path) if bundle.has(path) else study.value
+
+
+def _endpoint_flags(cell: MatrixCell, config: GraceConfig) -> list[str]:
+    external = config.jobs.deepseek_endpoint
+    if cell.experiment is Experiment.STRUCTURED and external is not None:
+        # The worker's DeepSeek mode: json_object responses and the key from the Secret-backed env var.
+        return [
+            "--deepseek-endpoint", external,
+            "--model-name", config.jobs.deepseek_model,
+            "--api-key-env", c.DEEPSEEK_API_KEY_ENV,
+        ]  # fmt: skip
+    # Extraction without an external endpoint uses the model's own vLLM (schema-constrained decoding).
+    return ["--model-endpoint", model_endpoint(cell.model), "--model-name", cell.model.key]
+
+
+def worker_args(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> list[str]:
+    """The worker command line for one cell: the seed's flags plus the study file and the waits."""
+    jobs = config.jobs
+    study, experiment, key = cell.study, cell.experiment, cell.model.key
+    structured = experiment is Experiment.STRUCTURED
+    source = output_path(study, Experiment.EXP1, key) if structured else input_pod_path(study, config)
+    args = [
+        _WORKER_COMMAND[experiment],
+        "--input", str(source),
+        "--output", str(output_path(study, experiment, key)),
+        *_endpoint_flags(cell, config),
+        "--batch-size", str(jobs.batch_size),
+        "--timeout", str(jobs.timeout_s),
+        "--max-retries", str(jobs.max_retries),
+        "--study", _study_arg(study, bundle),
+        # A server may take its whole load budget to answer /health; never give up before that.
+        "--wait-timeout", str(max(jobs.wait_timeout_s, cell.model.load_budget_s)),
+        "--metrics-port", str(c.WORKER_METRICS_PORT),
+    ]  # fmt: skip
+    if experiment is Experiment.EXP2:
+        args += [
+            "--logprobs", str(jobs.logprobs),
+            "--temperature", str(jobs.temperature),
+            "--method", PROBS_METHOD,
+        ]  # fmt: skip
+        if not has_probability_questions(study, bundle):
+            # The seed's generic question; a study that lists its own questions is asked those instead
+            # (passing --tokens would replace them with one generic question).
+            args += ["--tokens", ",".join(jobs.tokens)]
+        if cell.model.answer_prefix:
+            # gpt-oss: read the probability at the final-channel answer, not the first reasoning token.
+            args += ["--answer-prefix", cell.model.answer_prefix]
+    if structured:
+        if bundle.has(schema_pod_path(study)):
+            args += ["--schema", str(schema_pod_path(study))]
+        # Exp1 writes its file atomically when complete: waiting for it is waiting for exp1 to finish.
+        args += ["--validate", "--wait-for-input", str(jobs.wait_timeout_s)]
+    return args
+
+
+def _reads(cells: tuple[MatrixCell, ...], config: GraceConfig) -> tuple[PurePosixPath, ...]:
+    paths: list[PurePosixPath] = []
+    for cell in cells:
+        paths.append(study_pod_path(cell.study))
+        if cell.experiment is Experiment.STRUCTURED:
+            paths.append(schema_pod_path(cell.study))
+        else:
+            paths.append(input_pod_path(cell.study, config))
+    return tuple(dict.fromkeys(paths))
+
+
+def _job_mode_order(cells: list[MatrixCell], external_extraction: bool) -> list[MatrixCell]:
+    # exp1 first (an external extraction Job waits for those files), then exp2, then extraction
+    # against the model's own sidecar, which needs its exp1 file already written.
+    rank = {Experiment.EXP1: 0, Experiment.EXP2: 1, Experiment.STRUCTURED: 2}
+    kept = [cell for cell in cells if not (external_extraction and cell.experiment is Experiment.STRUCTURED)]
+    return sorted(kept, key=lambda cell: rank[cell.experiment])  # stable: studies keep config order
+
+
+def plan_jobs(config: GraceConfig, bundle: StudyBundle) -> list[PlannedJob]:
+    """Every Job of the matrix, in an order where each Job comes after the Jobs it runs after."""
+    cells = matrix_cells(config)
+    external = config.jobs.deepseek_endpoint is not None
+    planned: list[PlannedJob] = []
+    exp1_job_of: dict[tuple[Study, str], str] = {}  # (study, model) -> Job that writes its exp1 file
+
+    for model in config.matrix_models():
+        if model.serving_mode is not ServingMode.JOB:
+            continue
+        ordered = tuple(_job_mode_order([x for x in cells if x.model.key == model.key], external))
+        if not ordered:
+            continue
+        name = job_mode_job_name(model.key)
+        tasks = tuple(tuple(worker_args(cell, config, bundle)) for cell in ordered)
+        tasks_path = tasks_pod_path(model.key)
+        planned.append(
+            PlannedJob(
+                name=name,
+                kind=JobKind.QUERY,
+                model=model,
+                cells=ordered,
+                args=("run", "--tasks", str(tasks_path)),
+                runs_after=(),
+                reads=(*_reads(ordered, config), tasks_path),
+                sidecar=True,
+                tasks=tasks,
+            )
+        )
+        for cell in ordered:
+            if cell.experiment is Experiment.EXP1:
+                exp1_job_of[(cell.study, model.key)] = name
+
+    def own_job(cell: MatrixCell) -> bool:
+        # job mode keeps exp1/exp2 (and own-server extraction) inside the matrix Job
+        if cell.model.serving_mode is ServingMode.JOB:
+            return cell.experiment is Experiment.STRUCTURED and external
+        return True
+
+    separate = [cell for cell in cells if own_job(cell)]
+    for cell in separate:
+        if cell.experiment is Experiment.EXP1:
+            exp1_job_of[(cell.study, cell.model.key)] = cell.name
+    # Writers first, so each extraction Job can name the Job it runs after.
+    separate.sort(key=lambda cell: cell.experiment is Experiment.STRUCTURED)
+    for cell in separate:
+        extraction = cell.experiment is Experiment.STRUCTURED
+        after = exp1_job_of.get((cell.study, cell.model.key)) if extraction else None
+        planned.append(
+            PlannedJob(
+                name=cell.name,
+                kind=JobKind.EXTRACTION if extraction else JobKind.QUERY,
+                model=cell.model,
+                cells=(cell,),
+                args=tuple(worker_args(cell, config, bundle)),
+                runs_after=(after,) if after else (),
+                reads=_reads((cell,), config),
+                sidecar=False,
+                external_endpoint=extraction and external,
+            )
+        )
+    return planned
+
+
+def task_files(jobs: list[PlannedJob]) -> dict[PurePosixPath, str]:
+    """The `worker run --tasks` files of the job-mode Jobs, for the studies ConfigMap."""
+    # One task per line: the ConfigMap diff then shows which step of a model's share changed.
+    return {
+        tasks_pod_path(job.model.key): "[\n" + ",\n".join(json.dumps(list(t)) for t in job.tasks) + "\n]\n"
+        for job in jobs
+        if job.sidecar
+    }
+
+
+def matrix_json(jobs: list[PlannedJob]) -> list[dict[str, Any]]:
+    """plan.json's `matrix`: every Job, what it runs, what it writes and what it is created after."""
+    return [
+        {
+            "job": job.name,
+            "kind": job.kind.value,
+            "model": job.model.key,
+            "servingMode": job.model.serving_mode.value,
+            "cells": [f"{cell.study}/{cell.experiment}" for cell in job.cells],
+            "outputs": [str(output_path(cell.study, cell.experiment, cell.model.key)) for cell in job.cells],
+            "runsAfter": list(job.runs_after),
+            "sidecar": job.sidecar,
+        }
+        for job in jobs
+    ]
+
+
+def _cells_summary(cells: list[str]) -> str:
+    """`study1/exp1` for one cell; `study1+study2 / exp1+exp2+structured` for a job-mode Job."""
+    if len(cells) == 1:
+        return cells[0]
+    studies = dict.fromkeys(cell.split("/")[0] for cell in cells)
+    experiments = dict.fromkeys(cell.split("/")[1] for cell in cells)
+    return f"{'+'.join(studies)} / {'+'.join(experiments)}"
+
+
+def format_matrix_table(matrix: list[dict[str, Any]]) -> str:
+    """plan.json's `matrix` as a table for stdout: one line per Job."""
+    rows = [
+        (m["job"], m["model"], m["servingMode"], _cells_summary(m["cells"]), ", ".join(m["runsAfter"]) or "-")
+        for m in matrix
+    ]
+    headers = ("job", "model", "mode", "runs", "created after")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = [
+        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in [headers, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append(f"{len(rows)} Jobs; none is awaited by pulumi up (pulumi.com/skipAwait).")
+    return "\n".join(lines)
+
+
+def plan_experiments(
+    config: GraceConfig, bundle: StudyBundle | None = None
+) -> tuple[StudyBundle, list[PlannedJob]]:
+    """The planned Jobs and the full ConfigMap content (study files plus job-mode task lists)."""
+    base = bundle or load_study_bundle(config)
+    planned = plan_jobs(config, base)
+    return base.with_files(task_files(planned)), planned

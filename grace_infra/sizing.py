@@ -1,0 +1,54 @@
+"""What each pod asks the scheduler for: the single source of the numbers in manifests and plan.json.
+
+The model-server component puts `model_server_resources(...).as_k8s()` into its vLLM container, and
+the plan and the quota rule add up the same objects, so the plan cannot drift from what is deployed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from grace_infra import constants as c
+from grace_infra.config import GpuConfig, ServedModel
+from grace_infra.quantities import GI, cpu_quantity, parse_quantity
+
+__all__ = ["GI", "ContainerResources", "model_server_resources", "parse_quantity"]
+
+
+@dataclass(frozen=True)
+class ContainerResources:
+    """Requests and limits of one container. CPU in cores, memory in GiB (whole), GPUs whole."""
+
+    cpu_request: float
+    cpu_limit: float
+    memory_request_gi: int
+    memory_limit_gi: int
+    gpus: int
+    gpu_resource_name: str
+
+    def as_k8s(self) -> dict[str, dict[str, str]]:
+        """The container's `resources` block. GPUs are extended resources: request must equal limit."""
+        requests = {"cpu": cpu_quantity(self.cpu_request), "memory": f"{self.memory_request_gi}Gi"}
+        limits = {"cpu": cpu_quantity(self.cpu_limit), "memory": f"{self.memory_limit_gi}Gi"}
+        if self.gpus:
+            requests[self.gpu_resource_name] = str(self.gpus)
+            limits[self.gpu_resource_name] = str(self.gpus)
+        return {"requests": requests, "limits": limits}
+
+
+def model_server_resources(model: ServedModel, gpu: GpuConfig) -> ContainerResources:
+    """The vLLM container of one model.
+
+    NRP allows a limit at most 20 % above its request; we use that headroom for CPU (tokenisation
+    bursts) and memory (weight loading peaks), rounded down so the ratio never exceeds 1.2.
+    """
+    ratio = c.NRP_LIMIT_TO_REQUEST_MAX_RATIO
+    return ContainerResources(
+        cpu_request=model.cpu_request,
+        cpu_limit=math.floor(model.cpu_request * ratio * 1000) / 1000,
+        memory_request_gi=model.memory_request_gi,
+        memory_limit_gi=math.floor(model.memory_request_gi * ratio),
+        gpus=model.gpus,
+        gpu_resource_name=gpu.resource_name,
+    )

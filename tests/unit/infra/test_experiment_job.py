@@ -1,0 +1,498 @@
+"""Experiment Jobs (issue 4): the matrix as Kubernetes Jobs that order themselves without blocking
+`pulumi up`, the studies ConfigMap, and job serving mode.
+
+Renders run the whole program under Pulumi mocks (1-3 s each): the nrp stack comes from conftest's
+session fixtures, the two variants here are module-scoped, and everything else calls the pure builders.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from decimal import Decimal
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+import yaml
+
+from grace_infra import constants as c
+from grace_infra import model_server
+from grace_infra.catalog import HARMONY_FINAL_PREFIX
+from grace_infra.config import Experiment, GraceConfig, Study
+from grace_infra.errors import ConfigError
+from grace_infra.experiment_job import TYPE_TOKEN, job_manifest
+from grace_infra.experiments import POD_MONITOR_NAME
+from grace_infra.matrix import job_name, model_endpoint, output_path, plan_experiments, plan_jobs
+from grace_infra.offline import OfflineRun
+from grace_infra.quantities import parse_quantity
+from grace_infra.studies import StudyBundle, load_study_bundle
+
+from .support import PROJECT_ROOT, assert_valid_k8s, base_config, render_stack
+
+DEEPSEEK = "https://api.deepseek.com/v1"
+PERSISTENT_NRP = ["gemma-2-2b", "gemma-2-9b", "gemma-2-27b", "gpt-oss-20b", "gpt-oss-120b"]
+STUDIES = ("study1", "study2")
+
+
+def jobs_of(run: OfflineRun) -> dict[str, dict[str, Any]]:
+    return {m["metadata"]["name"]: m for m in run.manifests() if m["kind"] == "Job"}
+
+
+def pod(job: dict[str, Any]) -> dict[str, Any]:
+    return job["spec"]["template"]["spec"]
+
+
+def worker(job: dict[str, Any]) -> dict[str, Any]:
+    (container,) = [x for x in pod(job)["containers"] if x["name"] == c.WORKER_CONTAINER_NAME]
+    return container
+
+
+def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def job_urn(run: OfflineRun, name: str) -> str:
+    (resource,) = [r for r in run.of_type("kubernetes:batch/v1:Job") if r.inputs["metadata"]["name"] == name]
+    return resource.urn
+
+
+def configmap_tasks(run: OfflineRun, model: str) -> list[list[str]]:
+    data = run.manifest("ConfigMap", c.STUDIES_CONFIGMAP)["data"]
+    return json.loads(data[f"tasks.{model}.json"])
+
+
+@pytest.fixture(scope="module")
+def all_job_mode_run() -> OfflineRun:
+    """Every model in job mode, monitoring on, extraction on the models' own servers."""
+    raw = base_config()
+    raw["models"] = [{**m, "servingMode": "job"} for m in raw["models"]]
+    raw["monitoring"] = {"enabled": True}
+    return render_stack(raw)
+
+
+def config_of(**overrides: Any) -> GraceConfig:
+    return GraceConfig.parse(base_config(**overrides))
+
+
+# --- the matrix -----------------------------------------------------------------------------------
+
+
+def test_nrp_matrix_renders_every_job_by_name(nrp_run: OfflineRun) -> None:
+    # nrp: five persistent models get one Job per cell; llama-3-70b (job mode) one Job for its share.
+    expected = {
+        name
+        for study in STUDIES
+        for model in PERSISTENT_NRP
+        for name in (f"{study}-exp1-{model}", f"{study}-exp2-{model}", f"structured-output-{study}-{model}")
+    } | {"matrix-llama-3-70b"}
+    assert set(jobs_of(nrp_run)) == expected
+    assert len(expected) == 31
+    assert len(nrp_run.of_type(TYPE_TOKEN)) == 31
+
+
+def test_job_names_and_output_paths_follow_the_seed() -> None:
+    assert job_name(Study.STUDY1, Experiment.EXP1, "gemma-2-2b") == "study1-exp1-gemma-2-2b"
+    assert job_name(Study.STUDY2, Experiment.EXP2, "gpt-oss-20b") == "study2-exp2-gpt-oss-20b"
+    assert (
+        job_name(Study.STUDY1, Experiment.STRUCTURED, "gemma-2-9b") == "structured-output-study1-gemma-2-9b"
+    )
+    assert output_path(Study.STUDY1, Experiment.EXP1, "gemma-2-2b") == PurePosixPath(
+        "/output/exp1/gemma-2-2b/study1_responses.csv"
+    )
+    assert str(output_path(Study.STUDY1, Experiment.EXP2, "gemma-2-2b")) == (
+        "/output/exp2/gemma-2-2b/study1_probabilities.csv"
+    )
+    assert str(output_path(Study.STUDY2, Experiment.STRUCTURED, "llama-3-70b")) == (
+        "/output/structured/llama-3-70b/study2_structured.csv"
+    )
+
+
+def test_every_job_writes_only_its_own_files(nrp_run: OfflineRun) -> None:
+    # CephFS: no two Jobs may write the same file.
+    outputs: list[str] = []
+    for job in jobs_of(nrp_run).values():
+        argvs = [worker(job)["args"]]
+        if worker(job)["args"][0] == "run":
+            argvs = configmap_tasks(nrp_run, job["metadata"]["labels"]["model"])
+        outputs += [argv[argv.index("--output") + 1] for argv in argvs]
+    assert len(outputs) == len(set(outputs)) == 36  # 6 models x 2 studies x 3 experiments
+
+
+# --- command lines --------------------------------------------------------------------------------
+
+
+def test_exp1_command_is_exact(nrp_run: OfflineRun) -> None:
+    assert worker(jobs_of(nrp_run)["study1-exp1-gemma-2-2b"])["args"] == [
+        "query",
+        "--input", "/input/study1.csv",
+        "--output", "/output/exp1/gemma-2-2b/study1_responses.csv",
+        "--model-endpoint", "http://vllm-gemma-2-2b:8000/v1",
+        "--model-name", "gemma-2-2b",
+        "--batch-size", "64",
+        "--timeout", "120",
+        "--max-retries", "5",
+        "--study", "/etc/grace/studies/study1.yaml",
+        "--wait-timeout", "3600",
+        "--metrics-port", "9090",
+    ]  # fmt: skip
+
+
+def test_exp2_command_reads_at_the_harmony_answer_for_gpt_oss(nrp_run: OfflineRun) -> None:
+    args = worker(jobs_of(nrp_run)["study2-exp2-gpt-oss-20b"])["args"]
+    assert args[:2] == ["probs", "--input"]
+    assert args[args.index("--output") + 1] == "/output/exp2/gpt-oss-20b/study2_probabilities.csv"
+    assert args[args.index("--logprobs") + 1] == "20"
+    assert args[args.index("--temperature") + 1] == "0.0"
+    assert args[args.index("--method") + 1] == "auto"
+    assert args[args.index("--answer-prefix") + 1] == HARMONY_FINAL_PREFIX
+    gemma = worker(jobs_of(nrp_run)["study2-exp2-gemma-2-2b"])["args"]
+    assert "--answer-prefix" not in gemma
+
+
+def test_exp2_asks_the_study_questions_not_the_generic_tokens(tmp_path: Path) -> None:
+    # A study file that lists probability questions is asked those; --tokens would replace them.
+    jobs_dir = copy_jobs_dir(tmp_path)
+    study = yaml.safe_load((jobs_dir / "studies" / "study1.yaml").read_text())
+    study["probability"] = {"questions": [{"name": "q", "user": "?", "options": [{"text": "yes"}]}]}
+    (jobs_dir / "studies" / "study1.yaml").write_text(yaml.safe_dump(study))
+    config = config_of(experiments={"studies": ["study1"], "experiments": ["exp2"], "models": ["gemma-2-2b"]})
+    (job,) = plan_jobs(config, load_study_bundle(config, jobs_dir=jobs_dir))
+    assert "--tokens" not in job.args
+
+    del study["probability"]
+    (jobs_dir / "studies" / "study1.yaml").write_text(yaml.safe_dump(study))
+    (job,) = plan_jobs(config, load_study_bundle(config, jobs_dir=jobs_dir))
+    assert job.args[job.args.index("--tokens") + 1] == "0,1,2,3,yes,no"
+
+
+def test_extraction_on_the_models_own_server_waits_for_the_exp1_file(nrp_run: OfflineRun) -> None:
+    job = jobs_of(nrp_run)["structured-output-study1-gemma-2-9b"]
+    args = worker(job)["args"]
+    assert args[0] == "extract"
+    assert args[args.index("--input") + 1] == "/output/exp1/gemma-2-9b/study1_responses.csv"
+    assert args[args.index("--output") + 1] == "/output/structured/gemma-2-9b/study1_structured.csv"
+    assert args[args.index("--schema") + 1] == "/etc/grace/schemas/study1_schema.json"
+    assert args[args.index("--model-endpoint") + 1] == "http://vllm-gemma-2-9b:8000/v1"
+    assert args[args.index("--wait-for-input") + 1] == "3600"
+    assert "--validate" in args
+    assert "--deepseek-endpoint" not in args
+    assert c.DEEPSEEK_API_KEY_ENV not in env_of(worker(job))
+    assert pod(job)["serviceAccountName"] == c.SA_EXTRACTION_JOB
+
+
+def test_external_extraction_gets_the_key_only_by_reference(created_namespace_run: OfflineRun) -> None:
+    job = jobs_of(created_namespace_run)["structured-output-study2-gemma-2-2b"]
+    args = worker(job)["args"]
+    assert args[args.index("--deepseek-endpoint") + 1] == DEEPSEEK
+    assert args[args.index("--model-name") + 1] == "deepseek-chat"
+    assert args[args.index("--api-key-env") + 1] == c.DEEPSEEK_API_KEY_ENV
+    assert "--model-endpoint" not in args
+    assert env_of(worker(job))[c.DEEPSEEK_API_KEY_ENV] == {
+        "name": c.DEEPSEEK_API_KEY_ENV,
+        "valueFrom": {"secretKeyRef": {"name": c.DEEPSEEK_SECRET, "key": c.DEEPSEEK_SECRET_KEY}},
+    }
+
+
+def test_no_secret_value_in_any_job_environment(created_namespace_run: OfflineRun) -> None:
+    for job in jobs_of(created_namespace_run).values():
+        for container in [*pod(job)["containers"], *pod(job).get("initContainers", [])]:
+            for env in container.get("env", []):
+                if "KEY" in env["name"] or "TOKEN" in env["name"]:
+                    assert "value" not in env, (job["metadata"]["name"], env["name"])
+                    assert "secretKeyRef" in env["valueFrom"]
+
+
+# --- never block pulumi up; order in the cluster --------------------------------------------------
+
+
+def test_every_job_is_skip_await_retried_and_cleaned_up(
+    nrp_run: OfflineRun, all_job_mode_run: OfflineRun
+) -> None:
+    ttl = GraceConfig.parse(base_config()).jobs.ttl_seconds_after_finished
+    for job in [*jobs_of(nrp_run).values(), *jobs_of(all_job_mode_run).values()]:
+        name = job["metadata"]["name"]
+        assert job["metadata"]["annotations"][c.JOB_SKIP_AWAIT_ANNOTATION] == "true", name
+        assert job["spec"]["backoffLimit"] == 3, name
+        assert job["spec"]["ttlSecondsAfterFinished"] == ttl, name
+        assert pod(job)["restartPolicy"] == "OnFailure", name
+        assert pod(job)["automountServiceAccountToken"] is False, name
+
+
+def test_extraction_jobs_are_created_after_their_exp1_job(nrp_run: OfflineRun) -> None:
+    for study in STUDIES:
+        for model in PERSISTENT_NRP:
+            (resource,) = [
+                r
+                for r in nrp_run.of_type("kubernetes:batch/v1:Job")
+                if r.inputs["metadata"]["name"] == f"structured-output-{study}-{model}"
+            ]
+            assert job_urn(nrp_run, f"{study}-exp1-{model}") in resource.depends_on
+            others = {job_urn(nrp_run, f"{s}-exp1-{m}") for s in STUDIES for m in PERSISTENT_NRP} - {
+                job_urn(nrp_run, f"{study}-exp1-{model}")
+            }
+            assert not others & set(resource.depends_on)
+
+
+def test_no_job_waits_in_pulumi_for_a_model_server(nrp_run: OfflineRun) -> None:
+    # Depending on a StatefulSet would make `pulumi up` wait up to its load budget; the worker waits.
+    servers = {r.urn for r in nrp_run.of_type("kubernetes:apps/v1:StatefulSet")}
+    for resource in nrp_run.of_type("kubernetes:batch/v1:Job"):
+        assert not servers & set(resource.depends_on)
+        args = resource.inputs["spec"]["template"]["spec"]["containers"][0]["args"]
+        if args[0] in {"query", "probs"}:
+            assert int(args[args.index("--wait-timeout") + 1]) >= 600
+
+
+# --- job serving mode -----------------------------------------------------------------------------
+
+
+def test_job_mode_is_one_job_per_model_with_the_sidecar_and_no_statefulset(
+    all_job_mode_run: OfflineRun,
+) -> None:
+    config = GraceConfig.parse(base_config())
+    jobs = jobs_of(all_job_mode_run)
+    assert set(jobs) == {f"matrix-{m.key}" for m in config.served_models()}
+    assert not [m for m in all_job_mode_run.manifests() if m["kind"] in {"StatefulSet", "Service"}]
+    for model in config.served_models():
+        spec = pod(jobs[f"matrix-{model.key}"])
+        job_model = model.model_copy(update={"serving_mode": "job"})
+        init_containers, volumes = model_server.vllm_sidecar_parts(job_model, config)
+        assert spec["initContainers"] == init_containers
+        assert spec["initContainers"][1]["restartPolicy"] == "Always"
+        assert all(v in spec["volumes"] for v in volumes)
+        assert worker(jobs[f"matrix-{model.key}"])["args"] == [
+            "run",
+            "--tasks",
+            f"/etc/grace/tasks/{model.key}.json",
+        ]
+
+
+def test_job_mode_task_list_runs_the_whole_share_in_order(all_job_mode_run: OfflineRun) -> None:
+    tasks = configmap_tasks(all_job_mode_run, "gemma-2-9b")
+    outputs = [t[t.index("--output") + 1] for t in tasks]
+    assert outputs == [
+        "/output/exp1/gemma-2-9b/study1_responses.csv",
+        "/output/exp1/gemma-2-9b/study2_responses.csv",
+        "/output/exp2/gemma-2-9b/study1_probabilities.csv",
+        "/output/exp2/gemma-2-9b/study2_probabilities.csv",
+        "/output/structured/gemma-2-9b/study1_structured.csv",
+        "/output/structured/gemma-2-9b/study2_structured.csv",
+    ]
+    for task in tasks:
+        assert task[task.index("--model-endpoint") + 1] == "http://localhost:8000/v1"
+
+
+def test_job_mode_with_external_extraction_keeps_extraction_off_the_gpus(
+    created_namespace_run: OfflineRun,
+) -> None:
+    jobs = jobs_of(created_namespace_run)
+    tasks = configmap_tasks(created_namespace_run, "llama-3-70b")
+    assert [t[0] for t in tasks] == ["query", "query", "probs", "probs"]
+    extraction = jobs["structured-output-study1-llama-3-70b"]
+    assert "initContainers" not in pod(extraction)
+    (resource,) = [
+        r
+        for r in created_namespace_run.of_type("kubernetes:batch/v1:Job")
+        if r.inputs["metadata"]["name"] == "structured-output-study1-llama-3-70b"
+    ]
+    assert job_urn(created_namespace_run, "matrix-llama-3-70b") in resource.depends_on
+
+
+def test_endpoint_is_the_service_or_localhost() -> None:
+    config = GraceConfig.parse(base_config())
+    served = {m.key: m for m in config.served_models()}
+    assert model_endpoint(served["gemma-2-2b"]) == "http://vllm-gemma-2-2b:8000/v1"
+    assert model_endpoint(served["llama-3-70b"]) == "http://localhost:8000/v1"
+
+
+# --- pods: labels, mounts, resources, security ----------------------------------------------------
+
+
+def test_labels_select_the_job_for_cleanup_and_policies(nrp_run: OfflineRun) -> None:
+    job = jobs_of(nrp_run)["study1-exp2-gemma-2-27b"]
+    for labels in (job["metadata"]["labels"], job["spec"]["template"]["metadata"]["labels"]):
+        assert labels[c.LABEL_PROJECT] == c.PROJECT
+        assert labels["study"] == "study1"
+        assert labels["experiment"] == "exp2"
+        assert labels["model"] == "gemma-2-27b"
+        assert labels[c.LABEL_COMPONENT] == c.COMPONENT_QUERY_JOB
+        assert labels[c.LABEL_PART_OF] == c.PROJECT
+        assert labels[c.LABEL_MANAGED_BY] == "pulumi"
+        assert labels[c.LABEL_INSTANCE] == "study1-exp2-gemma-2-27b"
+
+
+def test_https_egress_only_where_a_pod_leaves_the_cluster(
+    nrp_run: OfflineRun, created_namespace_run: OfflineRun
+) -> None:
+    def egress(run: OfflineRun, name: str) -> bool:
+        labels = jobs_of(run)[name]["spec"]["template"]["metadata"]["labels"]
+        return labels.get(c.LABEL_EGRESS_HTTPS) == "true"
+
+    assert egress(nrp_run, "matrix-llama-3-70b")  # its init container downloads the weights
+    assert not egress(nrp_run, "study1-exp1-gemma-2-2b")
+    assert not egress(nrp_run, "structured-output-study1-gemma-2-2b")  # extracts on the model's own server
+    assert egress(created_namespace_run, "structured-output-study1-gemma-2-2b")  # DeepSeek API
+    assert not egress(created_namespace_run, "study1-exp1-gemma-2-2b")
+
+
+def test_mounts_input_read_only_and_studies_from_the_configmap(nrp_run: OfflineRun) -> None:
+    job = jobs_of(nrp_run)["study2-exp1-gemma-2-2b"]
+    mounts = {m["mountPath"]: m for m in worker(job)["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod(job)["volumes"]}
+    assert mounts[c.INPUT_MOUNT]["readOnly"] is True
+    assert volumes[mounts[c.INPUT_MOUNT]["name"]]["persistentVolumeClaim"] == {
+        "claimName": c.INPUT_PVC,
+        "readOnly": True,
+    }
+    assert volumes[mounts[c.OUTPUT_MOUNT]["name"]]["persistentVolumeClaim"]["claimName"] == c.OUTPUT_PVC
+    assert volumes[mounts[c.LOGS_MOUNT]["name"]]["persistentVolumeClaim"]["claimName"] == c.LOGS_PVC
+    assert mounts[c.STUDIES_MOUNT]["readOnly"] is True
+    studies = volumes[mounts[c.STUDIES_MOUNT]["name"]]["configMap"]
+    assert studies["name"] == c.STUDIES_CONFIGMAP
+    # Only the files this Job reads (their hash is on its pod), at the paths of jobs/.
+    assert studies["items"] == [{"key": "studies.study2.yaml", "path": "studies/study2.yaml"}]
+    env = env_of(worker(job))
+    assert env["LOG_LEVEL"]["value"] == "INFO"
+    assert env["EXPERIMENT_ID"]["value"] == "study2-exp1-gemma-2-2b"
+    assert env[c.WORKER_LOG_FILE_ENV]["value"] == "/logs/study2-exp1-gemma-2-2b.log"
+    assert worker(job)["ports"] == [{"name": "metrics", "containerPort": 9090, "protocol": "TCP"}]
+
+
+def test_every_limit_is_within_nrp_1_2_times_its_request(nrp_run: OfflineRun) -> None:
+    for job in jobs_of(nrp_run).values():
+        for container in [*pod(job)["containers"], *pod(job).get("initContainers", [])]:
+            requests, limits = container["resources"]["requests"], container["resources"]["limits"]
+            assert set(requests) == set(limits)
+            for resource, limit in limits.items():
+                ratio = parse_quantity(limit) / parse_quantity(requests[resource])
+                assert Decimal(1) <= ratio <= Decimal("1.2"), (
+                    job["metadata"]["name"],
+                    container["name"],
+                    resource,
+                )
+
+
+def test_worker_runs_unprivileged(nrp_run: OfflineRun) -> None:
+    security = worker(jobs_of(nrp_run)["study1-exp1-gpt-oss-120b"])["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert security["runAsUser"] == c.WORKER_UID
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_service_account_per_kind(nrp_run: OfflineRun) -> None:
+    for name, job in jobs_of(nrp_run).items():
+        expected = c.SA_EXTRACTION_JOB if name.startswith("structured-output-") else c.SA_QUERY_JOB
+        assert pod(job)["serviceAccountName"] == expected, name
+
+
+def test_every_rendered_builtin_object_is_valid_kubernetes_1_30(
+    nrp_run: OfflineRun, all_job_mode_run: OfflineRun, created_namespace_run: OfflineRun
+) -> None:
+    for run in (nrp_run, all_job_mode_run, created_namespace_run):
+        for manifest in run.manifests():
+            if manifest["kind"] in {"Job", "ConfigMap"}:
+                assert_valid_k8s(manifest)
+
+
+# --- monitoring -----------------------------------------------------------------------------------
+
+
+def test_pod_monitor_scrapes_workers_and_sidecars_when_enabled(
+    nrp_run: OfflineRun, all_job_mode_run: OfflineRun
+) -> None:
+    assert not [m for m in nrp_run.manifests() if m["kind"] == "PodMonitor"]
+    monitor = all_job_mode_run.manifest("PodMonitor", POD_MONITOR_NAME)
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    job_labels = next(iter(jobs_of(all_job_mode_run).values()))["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= job_labels.items()
+    assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["metrics", "http"]
+
+
+# --- the studies ConfigMap ------------------------------------------------------------------------
+
+
+def copy_jobs_dir(tmp_path: Path) -> Path:
+    """The project's study definitions and schemas (project files, not study data) in a scratch dir."""
+    target = tmp_path / "jobs"
+    for sub in ("studies", "schemas"):
+        shutil.copytree(PROJECT_ROOT / "jobs" / sub, target / sub)
+    return target
+
+
+def manifests_for(config: GraceConfig, bundle: StudyBundle) -> dict[str, dict[str, Any]]:
+    full, planned = plan_experiments(config, bundle)
+    return {job.name: job_manifest(job, config, full) for job in planned}
+
+
+def test_changing_a_prompt_changes_the_configmap_and_only_the_jobs_that_read_it(tmp_path: Path) -> None:
+    jobs_dir = copy_jobs_dir(tmp_path)
+    if not (jobs_dir / "studies" / "study1.yaml").is_file():
+        pytest.skip("jobs/studies/study1.yaml is not written yet")
+    config = GraceConfig.parse(base_config())
+    before_bundle = load_study_bundle(config, jobs_dir=jobs_dir)
+    before = manifests_for(config, before_bundle)
+
+    study_file = jobs_dir / "studies" / "study1.yaml"
+    study_file.write_text(study_file.read_text() + "\n# a reworded prompt\n")
+    after_bundle = load_study_bundle(config, jobs_dir=jobs_dir)
+    after = manifests_for(config, after_bundle)
+
+    assert before_bundle.configmap_data() != after_bundle.configmap_data()
+
+    def digest(manifest: dict[str, Any]) -> str:
+        return manifest["spec"]["template"]["metadata"]["annotations"][c.STUDIES_CONTENT_HASH_ANNOTATION]
+
+    changed = {name for name in before if digest(before[name]) != digest(after[name])}
+    # study1's Jobs, and llama's job-mode Job, whose task list runs study1 too; no study2-only Job.
+    assert changed == {name for name in before if "study1" in name} | {"matrix-llama-3-70b"}
+
+
+def test_configmap_ships_whatever_study_files_exist(tmp_path: Path) -> None:
+    jobs_dir = tmp_path / "jobs"
+    (jobs_dir / "studies").mkdir(parents=True)
+    (jobs_dir / "studies" / "study2.yaml").write_text("name: study2\n")
+    config = GraceConfig.parse(base_config())
+    bundle = load_study_bundle(config, jobs_dir=jobs_dir)
+    assert bundle.configmap_data() == {"studies.study2.yaml": "name: study2\n"}
+    (job,) = [j for j in plan_jobs(config, bundle) if j.name == "study1-exp1-gemma-2-2b"]
+    assert job.args[job.args.index("--study") + 1] == "study1"  # the worker's own lookup by name
+
+
+def test_small_local_csv_ships_in_the_configmap(tmp_path: Path) -> None:
+    csv = tmp_path / "tiny.csv"
+    csv.write_text('participant_id,story_setup\n1,"a, quoted\nline"\n2,plain\n', encoding="utf-8")
+    config = config_of(experiments={"inputFiles": {"study1": str(csv)}})
+    full, planned = plan_experiments(config)
+    assert full.configmap_data()["inputs.study1.csv"] == csv.read_text(encoding="utf-8")
+    assert full.input_rows[Study.STUDY1] == 2
+    (job,) = [j for j in planned if j.name == "study1-exp1-gemma-2-2b"]
+    assert job.args[job.args.index("--input") + 1] == "/etc/grace/inputs/study1.csv"
+    (other,) = [j for j in planned if j.name == "study2-exp1-gemma-2-2b"]
+    assert other.args[other.args.index("--input") + 1] == "/input/study2.csv"
+
+
+def test_missing_local_csv_is_one_sentence_naming_the_key(tmp_path: Path) -> None:
+    config = config_of(experiments={"inputFiles": {"study2": str(tmp_path / "nope.csv")}})
+    with pytest.raises(
+        ConfigError, match=r"^grace:experiments\.inputFiles\.study2=.*nope\.csv' does not name"
+    ):
+        load_study_bundle(config)
+
+
+def test_csv_too_large_for_a_configmap_is_refused(tmp_path: Path) -> None:
+    csv = tmp_path / "big.csv"
+    csv.write_text("a\n" + "x" * c.CONFIGMAP_MAX_BYTES + "\n", encoding="utf-8")
+    config = config_of(experiments={"inputFiles": {"study1": str(csv)}})
+    with pytest.raises(ConfigError, match=r"grace:experiments\.inputFiles: .* over the .*-byte limit"):
+        load_study_bundle(config)
+
+
+def test_non_utf8_csv_is_refused(tmp_path: Path) -> None:
+    csv = tmp_path / "latin1.csv"
+    csv.write_bytes("a\ncaf\xe9\n".encode("latin-1"))
+    config = config_of(experiments={"inputFiles": {"study1": str(csv)}})
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_study_bundle(config)

@@ -1,0 +1,246 @@
+"""GraceFoundation as rendered under mocks: namespace, quota, accounts, Secrets, NetworkPolicies."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from grace_infra import constants as c
+from grace_infra import naming
+from grace_infra.errors import PolicyViolation
+from grace_infra.foundation import TYPE_TOKEN
+from grace_infra.offline import REDACTED, OfflineRun
+
+from .support import (
+    PLACEHOLDER_SECRETS,
+    assert_valid_k8s,
+    base_config,
+    pod_templates,
+    render_stack,
+    selects,
+)
+
+MUTATING_VERBS = {
+    "create", "update", "patch", "delete", "deletecollection", "escalate", "bind", "impersonate",
+}
+
+
+def kinds(run: OfflineRun, kind: str) -> list[dict]:
+    return [m for m in run.manifests() if m["kind"] == kind]
+
+
+# --- namespace -----------------------------------------------------------------------------------
+
+
+def test_adopted_namespace_is_not_created_but_used_everywhere(nrp_run: OfflineRun) -> None:
+    assert kinds(nrp_run, "Namespace") == []
+    assert kinds(nrp_run, "ResourceQuota") == []
+    for manifest in nrp_run.manifests():
+        assert manifest["metadata"]["namespace"] == "grace-experiments", manifest["metadata"]["name"]
+
+
+def test_created_namespace_is_labelled_protected_and_retained(created_namespace_run: OfflineRun) -> None:
+    namespace = created_namespace_run.manifest("Namespace", "grace-experiments")
+    assert namespace["metadata"]["labels"]["project"] == "grace"
+    assert namespace["metadata"]["labels"]["environment"] == "research"
+    [resource] = created_namespace_run.of_type("kubernetes:core/v1:Namespace")
+    assert resource.protect
+    assert resource.retain_on_delete
+
+
+def test_created_namespace_comes_before_everything_in_it(created_namespace_run: OfflineRun) -> None:
+    [namespace] = created_namespace_run.of_type("kubernetes:core/v1:Namespace")
+    for resource in created_namespace_run.resources:
+        if resource.custom and resource.inputs.get("metadata", {}).get("namespace"):
+            assert namespace.urn in resource.depends_on, resource.name
+
+
+def test_quota_is_the_configured_one(created_namespace_run: OfflineRun) -> None:
+    quota = created_namespace_run.manifest("ResourceQuota", c.QUOTA_NAME)
+    assert quota["spec"]["hard"] == {
+        "requests.cpu": "200",
+        "requests.memory": "800Gi",
+        "requests.nvidia.com/gpu": "15",
+        "persistentvolumeclaims": "20",
+        "pods": "50",
+    }
+
+
+def test_quota_uses_the_configured_gpu_resource_name() -> None:
+    raw = base_config(gpu={"resourceName": "nvidia.com/a100", "nodeProduct": "NVIDIA-A100-SXM4-80GB"})
+    raw["namespace"] = {**raw["namespace"], "create": True}
+    quota = render_stack(raw).manifest("ResourceQuota", c.QUOTA_NAME)
+    assert quota["spec"]["hard"]["requests.nvidia.com/a100"] == "15"
+    assert "requests.nvidia.com/gpu" not in quota["spec"]["hard"]
+
+
+# --- identities ----------------------------------------------------------------------------------
+
+
+def test_three_service_accounts_with_least_privilege(nrp_run: OfflineRun) -> None:
+    accounts = {m["metadata"]["name"]: m for m in kinds(nrp_run, "ServiceAccount")}
+    assert set(accounts) == {c.SA_MODEL_SERVER, c.SA_QUERY_JOB, c.SA_EXTRACTION_JOB}
+    # The model server never calls the API: no token in its pods, no Role.
+    assert accounts[c.SA_MODEL_SERVER]["automountServiceAccountToken"] is False
+    roles = {m["metadata"]["name"]: m for m in kinds(nrp_run, "Role")}
+    assert set(roles) == {c.SA_QUERY_JOB, c.SA_EXTRACTION_JOB}
+    for role in roles.values():
+        for rule in role["rules"]:
+            assert not set(rule["verbs"]) & MUTATING_VERBS
+            assert "secrets" not in rule["resources"]
+            assert "*" not in rule["resources"] + rule["verbs"]
+
+
+def test_role_bindings_bind_each_job_account_to_its_role(nrp_run: OfflineRun) -> None:
+    bindings = {m["metadata"]["name"]: m for m in kinds(nrp_run, "RoleBinding")}
+    assert set(bindings) == {c.SA_QUERY_JOB, c.SA_EXTRACTION_JOB}
+    for name, binding in bindings.items():
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}
+        subject = {"kind": "ServiceAccount", "name": name, "namespace": "grace-experiments"}
+        assert binding["subjects"] == [subject]
+
+
+def test_pods_use_the_foundation_accounts(nrp_run: OfflineRun) -> None:
+    accounts = {m["metadata"]["name"] for m in kinds(nrp_run, "ServiceAccount")}
+    templates = pod_templates(nrp_run.manifests())
+    assert templates
+    for where, template in templates.items():
+        assert template["spec"].get("serviceAccountName") in accounts, where
+
+
+# --- Secrets -------------------------------------------------------------------------------------
+
+
+def test_secrets_exist_only_when_set(nrp_run: OfflineRun, created_namespace_run: OfflineRun) -> None:
+    assert {m["metadata"]["name"] for m in kinds(nrp_run, "Secret")} == {c.HF_TOKEN_SECRET}
+    assert {m["metadata"]["name"] for m in kinds(created_namespace_run, "Secret")} == {
+        c.HF_TOKEN_SECRET,
+        c.DEEPSEEK_SECRET,
+    }
+    ungated = render_stack(base_config(models=[{"key": "gpt-oss-20b"}]), secrets={})
+    assert kinds(ungated, "Secret") == []
+
+
+def test_secret_values_are_redacted_and_marked_secret(created_namespace_run: OfflineRun) -> None:
+    token = created_namespace_run.manifest("Secret", c.HF_TOKEN_SECRET)
+    assert token["stringData"] == {c.HF_TOKEN_SECRET_KEY: REDACTED}
+    key = created_namespace_run.manifest("Secret", c.DEEPSEEK_SECRET)
+    assert key["stringData"] == {c.DEEPSEEK_SECRET_KEY: REDACTED}
+    secrets = created_namespace_run.of_type("kubernetes:core/v1:Secret")
+    assert secrets
+    assert all(resource.secret_inputs for resource in secrets)
+
+
+def test_no_secret_plaintext_in_any_recorded_input(created_namespace_run: OfflineRun) -> None:
+    recorded = json.dumps([r.inputs for r in created_namespace_run.resources])
+    for value in PLACEHOLDER_SECRETS.values():
+        assert value not in recorded
+
+
+def test_a_gated_model_without_token_is_refused_before_any_resource() -> None:
+    with pytest.raises(PolicyViolation, match=r"^\[secret-hf-token-missing\] model gemma-2-2b .* is gated"):
+        render_stack(base_config(), secrets={})
+
+
+# --- NetworkPolicies -----------------------------------------------------------------------------
+
+
+def _policies(run: OfflineRun) -> dict[str, dict]:
+    return {m["metadata"]["name"]: m["spec"] for m in kinds(run, "NetworkPolicy")}
+
+
+def _component(template: dict) -> str:
+    return template["metadata"]["labels"].get(c.LABEL_COMPONENT, "")
+
+
+def test_default_deny_selects_every_pod_the_program_creates(nrp_run: OfflineRun) -> None:
+    deny = _policies(nrp_run)[c.NETPOL_DEFAULT_DENY]
+    assert deny["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in deny
+    assert "egress" not in deny
+    templates = pod_templates(nrp_run.manifests())
+    assert any(_component(t) == c.COMPONENT_MODEL_SERVER for t in templates.values())
+    for where, template in templates.items():
+        labels = template["metadata"]["labels"]
+        assert selects(deny["podSelector"], labels), where
+        for key in (c.LABEL_NAME, c.LABEL_INSTANCE, c.LABEL_COMPONENT, c.LABEL_PART_OF, c.LABEL_MANAGED_BY):
+            assert key in labels, f"{where} lacks {key}"
+
+
+def test_model_servers_accept_only_grace_pods_on_8000(nrp_run: OfflineRun) -> None:
+    ingress = _policies(nrp_run)[c.NETPOL_MODEL_SERVER_INGRESS]
+    assert ingress["policyTypes"] == ["Ingress"]
+    assert ingress["ingress"] == [{
+        "from": [{"podSelector": {"matchLabels": {"project": "grace"}}}],
+        "ports": [{"protocol": "TCP", "port": 8000}],
+    }]
+    for where, template in pod_templates(nrp_run.manifests()).items():
+        is_server = _component(template) == c.COMPONENT_MODEL_SERVER
+        assert selects(ingress["podSelector"], template["metadata"]["labels"]) == is_server, where
+
+
+def test_jobs_may_reach_model_servers_and_dns_only(nrp_run: OfflineRun) -> None:
+    policies = _policies(nrp_run)
+    job_egress = policies[c.NETPOL_JOB_EGRESS]
+    assert job_egress["egress"][0]["ports"] == [{"protocol": "TCP", "port": 8000}]
+    target = job_egress["egress"][0]["to"][0]["podSelector"]
+    templates = pod_templates(nrp_run.manifests())
+    servers = [t for t in templates.values() if _component(t) == c.COMPONENT_MODEL_SERVER]
+    assert servers
+    assert all(selects(target, t["metadata"]["labels"]) for t in servers)
+    jobs = {w: t for w, t in templates.items() if w.startswith("Job/")}
+    job_labels = [t["metadata"]["labels"] for t in jobs.values()] or [
+        naming.job_labels(model_key="m", component=c.COMPONENT_QUERY_JOB, experiment="exp1"),
+        naming.job_labels(model_key="m", component=c.COMPONENT_EXTRACTION_JOB, experiment="structured"),
+    ]
+    for labels in job_labels:
+        assert selects(job_egress["podSelector"], labels), labels
+        assert not selects(target, labels), "a Job must not look like a model server"
+    dns = policies[c.NETPOL_DNS_EGRESS]
+    assert dns["podSelector"] == {"matchLabels": {"project": "grace"}}
+    assert dns["egress"] == [{"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}]
+
+
+def test_https_egress_only_for_pods_that_download_or_call_deepseek(
+    nrp_run: OfflineRun, created_namespace_run: OfflineRun
+) -> None:
+    https = _policies(nrp_run)[c.NETPOL_HTTPS_EGRESS]
+    assert https["egress"][0]["ports"] == [{"protocol": "TCP", "port": 443}]
+    assert selects(https["podSelector"], {"project": "grace", **naming.https_egress_labels()})
+    assert not selects(https["podSelector"], {"project": "grace"})
+    assert not selects(https["podSelector"], naming.https_egress_labels())  # foreign pods with the label
+    for run in (nrp_run, created_namespace_run):
+        external = run is created_namespace_run
+        for where, template in pod_templates(run.manifests()).items():
+            spec = template["spec"]
+            downloads = bool(spec.get("initContainers"))  # the weights download runs as an init container
+            extraction = _component(template) == c.COMPONENT_EXTRACTION_JOB
+            needs = downloads or (extraction and external)
+            assert selects(https["podSelector"], template["metadata"]["labels"]) == needs, where
+
+
+def test_no_pod_but_grace_pods_is_confined(nrp_run: OfflineRun) -> None:
+    """Other tenants' pods in a shared namespace keep their own network rules."""
+    foreign = {"app": "someone-else"}
+    for name, spec in _policies(nrp_run).items():
+        assert not selects(spec["podSelector"], foreign), name
+
+
+# --- shape ---------------------------------------------------------------------------------------
+
+
+def test_children_are_named_after_the_component_and_parented_to_it(nrp_run: OfflineRun) -> None:
+    [component] = nrp_run.of_type(TYPE_TOKEN)
+    children = [r for r in nrp_run.resources if r.parent == component.urn]
+    assert len(children) >= 13
+    assert all(r.name.startswith(f"{component.name}-") for r in children)
+
+
+@pytest.mark.parametrize("run_name", ["nrp_run", "created_namespace_run"])
+def test_every_rendered_builtin_object_validates(run_name: str, request: pytest.FixtureRequest) -> None:
+    run: OfflineRun = request.getfixturevalue(run_name)
+    manifests = run.manifests()
+    assert len(manifests) > 20
+    for manifest in manifests:
+        assert_valid_k8s(manifest)

@@ -1,0 +1,448 @@
+"""Rendered vLLM model servers (issue 3): the StatefulSet, Service and ServiceMonitor of each model,
+both serving modes, and the sidecar parts the ExperimentJob embeds.
+
+Each render runs the whole program under Pulumi mocks (about 1 s), so renders are module-scoped and
+the per-model tests read from them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from grace_infra import constants as c
+from grace_infra import model_server as ms
+from grace_infra.catalog import CATALOG, Dtype
+from grace_infra.config import GraceConfig
+from grace_infra.offline import OfflineRun, RecordingMonitor, run_offline
+from grace_infra.quantities import parse_quantity
+
+from .support import assert_valid_k8s, base_config, render_stack
+
+VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
+A100 = "NVIDIA-A100-SXM4-80GB"
+GPU_RESOURCE = "nvidia.com/a100"  # not the default, so a test notices a hard-coded nvidia.com/gpu
+ALL_MODELS = list(CATALOG)
+# Within NRP's 2-GPU StatefulSet rule; llama-3-70b (4 GPUs) is covered with an exception below.
+EXCEPTION_REASON = "NRP ticket 1234 (test)"
+
+
+def raw_config(**overrides: Any) -> dict[str, Any]:
+    """The nrp stack with all six models persistent (llama-3-70b under an exception) on A100 nodes."""
+    defaults: dict[str, Any] = {
+        "images": {"vllm": VLLM_IMAGE, "job": "registry.example/grace-job:0.1.0"},
+        "gpu": {"resourceName": GPU_RESOURCE, "nodeProduct": A100, "memoryGb": 80},
+        "models": [{"key": key} for key in ALL_MODELS],
+        "exceptions": [{"model": "llama-3-70b", "rule": "gpus-per-stateful-pod", "reason": EXCEPTION_REASON}],
+        # One experiment keeps the issue-4 Jobs few: these tests look at the servers.
+        "experiments": {"studies": ["study1"], "experiments": ["exp1"]},
+    }
+    return base_config(**{**defaults, **overrides})
+
+
+def render(raw: dict[str, Any]) -> OfflineRun:
+    return render_stack(raw)
+
+
+def parsed(raw: dict[str, Any]) -> GraceConfig:
+    return GraceConfig.parse(raw)
+
+
+@pytest.fixture(scope="module")
+def persistent_run() -> OfflineRun:
+    return render(raw_config())
+
+
+@pytest.fixture(scope="module")
+def config() -> GraceConfig:
+    return parsed(raw_config())
+
+
+def statefulset(run: OfflineRun, key: str) -> dict[str, Any]:
+    return run.manifest("StatefulSet", f"vllm-{key}")
+
+
+def pod_spec(run: OfflineRun, key: str) -> dict[str, Any]:
+    return statefulset(run, key)["spec"]["template"]["spec"]
+
+
+def vllm(run: OfflineRun, key: str) -> dict[str, Any]:
+    (container,) = [x for x in pod_spec(run, key)["containers"] if x["name"] == c.VLLM_CONTAINER_NAME]
+    return container
+
+
+def flag_values(args: list[str]) -> dict[str, str]:
+    return dict(a.removeprefix("--").split("=", 1) if "=" in a else (a.removeprefix("--"), "") for a in args)
+
+
+# --- the vLLM container, per model -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ALL_MODELS)
+def test_vllm_args_follow_the_catalog(persistent_run: OfflineRun, key: str) -> None:
+    spec = CATALOG[key]
+    container = vllm(persistent_run, key)
+    flags = flag_values(container["args"])
+    assert container["command"] == ["vllm", "serve"]
+    assert flags["model"] == c.WEIGHTS_MOUNT
+    assert flags["served-model-name"] == key
+    assert flags["tensor-parallel-size"] == str(spec.gpus)
+    assert flags["dtype"] == spec.dtype.value
+    assert flags["max-model-len"] == str(spec.max_model_len)
+    assert float(flags["gpu-memory-utilization"]) == spec.gpu_memory_utilization
+    assert "enable-chunked-prefill" in flags
+    assert "enable-prefix-caching" in flags
+    assert int(flags["max-logprobs"]) >= 20
+    assert json.loads(flags["structured-outputs-config"]) == {
+        "backend": "xgrammar",
+        "disable_any_whitespace": True,
+    }
+    if spec.extra_args:  # catalog extras come last so they can refine the defaults
+        assert container["args"][-len(spec.extra_args) :] == list(spec.extra_args)
+
+
+def test_gemma2_is_served_in_bfloat16_and_gpt_oss_on_the_ampere_backend(persistent_run: OfflineRun) -> None:
+    for key in ("gemma-2-2b", "gemma-2-9b", "gemma-2-27b"):
+        assert "--dtype=bfloat16" in vllm(persistent_run, key)["args"]
+    for key in ("gpt-oss-20b", "gpt-oss-120b"):
+        args = vllm(persistent_run, key)["args"]
+        assert "--dtype=auto" in args
+        assert "--attention-backend=TRITON_ATTN" in args
+    assert CATALOG["gemma-2-27b"].dtype is Dtype.BFLOAT16
+
+
+@pytest.mark.parametrize("key", ALL_MODELS)
+def test_gpus_under_the_configured_resource_name(persistent_run: OfflineRun, key: str) -> None:
+    resources = vllm(persistent_run, key)["resources"]
+    gpus = str(CATALOG[key].gpus)
+    assert resources["requests"][GPU_RESOURCE] == gpus
+    assert resources["limits"][GPU_RESOURCE] == gpus
+    assert "nvidia.com/gpu" not in resources["requests"]
+
+
+@pytest.mark.parametrize("key", ALL_MODELS)
+def test_every_limit_is_within_1_2_times_its_request(persistent_run: OfflineRun, key: str) -> None:
+    containers = [
+        *pod_spec(persistent_run, key)["initContainers"],
+        *pod_spec(persistent_run, key)["containers"],
+    ]
+    assert len(containers) == 2
+    for container in containers:
+        requests, limits = container["resources"]["requests"], container["resources"]["limits"]
+        assert set(limits) == set(requests), container["name"]
+        for resource, limit in limits.items():
+            assert parse_quantity(limit) <= parse_quantity(requests[resource]) * Decimal("1.2"), (
+                container["name"],
+                resource,
+            )
+    assert (
+        vllm(persistent_run, key)["resources"]["requests"]["memory"] == f"{CATALOG[key].memory_request_gi}Gi"
+    )
+
+
+@pytest.mark.parametrize("key", ALL_MODELS)
+def test_shared_memory_exactly_when_tensor_parallel(persistent_run: OfflineRun, key: str) -> None:
+    volumes = {v["name"]: v for v in pod_spec(persistent_run, key)["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in vllm(persistent_run, key)["volumeMounts"]}
+    if CATALOG[key].tensor_parallel_size > 1:
+        assert volumes[ms.SHM_VOLUME]["emptyDir"] == {
+            "medium": "Memory",
+            "sizeLimit": f"{c.SHM_SIZE_LIMIT_GI}Gi",
+        }
+        assert mounts["/dev/shm"] == ms.SHM_VOLUME
+    else:
+        assert ms.SHM_VOLUME not in volumes
+        assert "/dev/shm" not in mounts
+
+
+@pytest.mark.parametrize("key", ALL_MODELS)
+def test_startup_probe_budget_covers_the_load_time(persistent_run: OfflineRun, key: str) -> None:
+    container = vllm(persistent_run, key)
+    startup = container["startupProbe"]
+    assert startup["httpGet"] == {"path": "/health", "port": "http"}
+    assert startup["failureThreshold"] * startup["periodSeconds"] >= CATALOG[key].load_budget_s
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["path"] == "/health"
+        assert "initialDelaySeconds" not in container[probe]  # the startup probe holds them back instead
+
+
+def test_a_70b_model_gets_a_longer_startup_budget_than_a_2b_model(persistent_run: OfflineRun) -> None:
+    small = vllm(persistent_run, "gemma-2-2b")["startupProbe"]["failureThreshold"]
+    large = vllm(persistent_run, "llama-3-70b")["startupProbe"]["failureThreshold"]
+    assert large * c.STARTUP_PROBE_PERIOD_S >= 45 * 60  # 140 GB from Ceph: well over 10 minutes
+    assert large > small
+
+
+@pytest.mark.parametrize("key", ALL_MODELS)
+def test_node_selector_and_pinned_images(persistent_run: OfflineRun, key: str) -> None:
+    spec = pod_spec(persistent_run, key)
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.product": A100}
+    images = {x["image"] for x in [*spec["initContainers"], *spec["containers"]]}
+    assert images == {VLLM_IMAGE}
+
+
+def test_per_model_gpu_product_overrides_the_default() -> None:
+    raw = raw_config(models=[{"key": "gemma-2-2b", "gpuProduct": "NVIDIA-L40"}], exceptions=[])
+    model = parsed(raw).served_models()[0]
+    assert ms.statefulset_pod_spec(model, parsed(raw))["nodeSelector"] == {
+        "nvidia.com/gpu.product": "NVIDIA-L40"
+    }
+    no_product = raw_config(gpu={"memoryGb": 80}, models=[{"key": "gemma-2-2b"}], exceptions=[])
+    assert "nodeSelector" not in ms.statefulset_pod_spec(
+        parsed(no_product).served_models()[0], parsed(no_product)
+    )
+
+
+@pytest.mark.parametrize("key", ALL_MODELS)
+def test_labels_service_and_selector(persistent_run: OfflineRun, key: str) -> None:
+    sts = statefulset(persistent_run, key)
+    pod_labels = sts["spec"]["template"]["metadata"]["labels"]
+    assert pod_labels[c.LABEL_PROJECT] == "grace"
+    assert pod_labels[c.LABEL_COMPONENT] == c.COMPONENT_MODEL_SERVER
+    assert pod_labels[c.LABEL_INSTANCE] == key
+    assert pod_labels[c.LABEL_EGRESS_HTTPS] == "true"  # the download init container reaches huggingface.co
+    service = persistent_run.manifest("Service", f"vllm-{key}")
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}
+    ]
+    selector = service["spec"]["selector"]
+    assert selector.items() <= pod_labels.items()
+    assert selector == sts["spec"]["selector"]["matchLabels"]
+    # Selecting one model only: another model's pods must not match.
+    other = next(k for k in ALL_MODELS if k != key)
+    assert (
+        not selector.items()
+        <= statefulset(persistent_run, other)["spec"]["template"]["metadata"]["labels"].items()
+    )
+
+
+@pytest.mark.parametrize("key", ALL_MODELS)
+def test_least_privilege_and_documented_exceptions(persistent_run: OfflineRun, key: str) -> None:
+    sts = statefulset(persistent_run, key)
+    spec = sts["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["serviceAccountName"] == c.SA_MODEL_SERVER
+    assert spec["enableServiceLinks"] is False
+    for container in [*spec["initContainers"], *spec["containers"]]:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        assert context.get("runAsNonRoot") is not True  # the image runs as root: documented below instead
+    for notes in (sts["metadata"]["annotations"], sts["spec"]["template"]["metadata"]["annotations"]):
+        reason = notes[f"{c.SECURITY_EXCEPTION_ANNOTATION_PREFIX}run-as-root"]
+        assert "root" in reason
+        assert len(reason.split()) > 5
+
+
+@pytest.mark.parametrize("key", ALL_MODELS)
+def test_weights_come_from_the_storage_claim_read_only(persistent_run: OfflineRun, key: str) -> None:
+    sts = statefulset(persistent_run, key)
+    assert "volumeClaimTemplates" not in sts["spec"]  # the claim must outlive the StatefulSet
+    volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+    assert volumes[ms.WEIGHTS_VOLUME]["persistentVolumeClaim"] == {"claimName": f"grace-model-weights-{key}"}
+    weights_mount = next(
+        m for m in vllm(persistent_run, key)["volumeMounts"] if m["name"] == ms.WEIGHTS_VOLUME
+    )
+    assert weights_mount == {"name": ms.WEIGHTS_VOLUME, "mountPath": "/model-weights", "readOnly": True}
+
+
+def test_statefulset_depends_on_its_weights_claim_and_is_parented(persistent_run: OfflineRun) -> None:
+    pvcs = {
+        r.inputs["metadata"]["name"]: r.urn
+        for r in persistent_run.of_type("kubernetes:core/v1:PersistentVolumeClaim")
+    }
+    for key in ALL_MODELS:
+        resource = next(
+            r
+            for r in persistent_run.of_type("kubernetes:apps/v1:StatefulSet")
+            if r.name == f"vllm-{key}-statefulset"
+        )
+        assert pvcs[f"grace-model-weights-{key}"] in resource.depends_on
+        parent = persistent_run.by_urn(resource.parent)
+        assert parent.type == ms.TYPE_TOKEN
+        assert parent.name == f"vllm-{key}"
+
+
+# --- the weight download init container --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ALL_MODELS)
+def test_download_init_container(persistent_run: OfflineRun, key: str) -> None:
+    (init,) = pod_spec(persistent_run, key)["initContainers"]
+    spec = CATALOG[key]
+    assert init["name"] == c.WEIGHTS_DOWNLOAD_CONTAINER_NAME
+    assert init["image"] == VLLM_IMAGE
+    assert init["command"][:2] == ["python3", "-c"]
+    assert "pip" not in " ".join(init["command"][:2])
+    assert "import grace_infra" not in init["command"][2]  # runs inside the vLLM image
+    env = {e["name"]: e for e in init["env"]}
+    assert env["GRACE_HF_REPO"]["value"] == spec.hf_repo
+    assert env["GRACE_HF_REVISION"]["value"] == spec.revision
+    assert env["HF_HOME"]["value"].startswith("/tmp/")
+    assert "original/*" in env["GRACE_IGNORE_PATTERNS"]["value"]
+    token = env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert token == {"name": "huggingface-token", "key": c.HF_TOKEN_SECRET_KEY, "optional": not spec.gated}
+    mounts = {m["mountPath"]: m["name"] for m in init["volumeMounts"]}
+    assert mounts == {"/model-weights": ms.WEIGHTS_VOLUME, "/tmp": ms.HF_CACHE_VOLUME}
+    volumes = {v["name"]: v for v in pod_spec(persistent_run, key)["volumes"]}
+    assert "emptyDir" in volumes[ms.HF_CACHE_VOLUME]  # node-local disk, never CephFS
+    assert "persistentVolumeClaim" not in volumes[ms.HF_CACHE_VOLUME]
+
+
+# --- Pulumi options and validity ----------------------------------------------------------------------
+
+
+def test_custom_timeouts_follow_the_load_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, str] = {}
+    original = RecordingMonitor.RegisterResource
+
+    def spy(self: RecordingMonitor, request: Any) -> Any:
+        if request.type == "kubernetes:apps/v1:StatefulSet":
+            seen[request.name] = request.customTimeouts.create
+        return original(self, request)
+
+    monkeypatch.setattr(RecordingMonitor, "RegisterResource", spy)
+    render(raw_config(models=[{"key": "gemma-2-2b"}, {"key": "llama-3-70b"}]))
+    for key in ("gemma-2-2b", "llama-3-70b"):
+        minutes = int(seen[f"vllm-{key}-statefulset"].removesuffix("m"))
+        assert minutes * 60 >= CATALOG[key].load_budget_s + c.AWAIT_MARGIN_S
+    assert int(seen["vllm-llama-3-70b-statefulset"][:-1]) > 10  # Pulumi's default await is 10 minutes
+
+
+def test_every_rendered_builtin_object_is_valid_kubernetes_1_30(persistent_run: OfflineRun) -> None:
+    manifests = [m for m in persistent_run.manifests() if m["kind"] in {"StatefulSet", "Service"}]
+    assert len(manifests) == 2 * len(ALL_MODELS)
+    for manifest in manifests:
+        assert_valid_k8s(manifest)
+
+
+# --- serving modes ------------------------------------------------------------------------------------
+
+
+def test_job_mode_removes_the_statefulset_and_service() -> None:
+    models = [{"key": "gemma-2-2b"}, {"key": "gpt-oss-20b", "servingMode": "job"}]
+    run = render(raw_config(models=models, exceptions=[]))
+    names = {(m["kind"], m["metadata"]["name"]) for m in run.manifests()}
+    assert ("StatefulSet", "vllm-gemma-2-2b") in names
+    assert ("Service", "vllm-gemma-2-2b") in names
+    assert not {n for n in names if n[1] == "vllm-gpt-oss-20b"}
+    assert not [r for r in run.of_type(ms.TYPE_TOKEN) if r.name == "vllm-gpt-oss-20b"]
+    # Its weights claim stays: the Job's sidecar mounts it.
+    assert ("PersistentVolumeClaim", "grace-model-weights-gpt-oss-20b") in names
+
+
+def test_a_job_mode_model_cannot_be_given_a_persistent_server(config: GraceConfig) -> None:
+    raw = raw_config(models=[{"key": "gpt-oss-20b", "servingMode": "job"}], exceptions=[])
+    job_config = parsed(raw)
+
+    def program() -> None:
+        ms.VllmModelServer(
+            "x", ms.VllmModelServerArgs(model=job_config.served_models()[0], config=job_config)
+        )
+
+    with pytest.raises(ValueError, match=r"'gpt-oss-20b' is in 'job' serving mode"):
+        run_offline(raw, program=program)
+
+
+@pytest.mark.parametrize("key", ALL_MODELS)
+def test_sidecar_parts_reuse_the_same_vllm_container(config: GraceConfig, key: str) -> None:
+    model = next(m for m in config.served_models() if m.key == key)
+    init_containers, volumes = ms.vllm_sidecar_parts(model, config)
+    download, sidecar = init_containers
+    assert download == ms.weights_download_init_container(model, config)
+    assert sidecar == {**ms.vllm_container(model, config), "restartPolicy": "Always"}
+    assert volumes == ms.pod_volumes(model, config)
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": f"probe-{key}"},
+        "spec": {
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "initContainers": init_containers,
+                    "containers": [{"name": "worker", "image": "registry.example/grace-job:0.1.0"}],
+                    "volumes": volumes,
+                    "nodeSelector": ms.node_selector(model),
+                }
+            }
+        },
+    }
+    assert_valid_k8s(job)
+
+
+def test_sidecar_is_byte_identical_to_the_persistent_container(
+    persistent_run: OfflineRun, config: GraceConfig
+) -> None:
+    model = next(m for m in config.served_models() if m.key == "gemma-2-27b")
+    _, sidecar = ms.vllm_sidecar_parts(model, config)[0]
+    rendered = vllm(persistent_run, "gemma-2-27b")
+    assert {k: v for k, v in sidecar.items() if k != "restartPolicy"} == rendered
+
+
+# --- monitoring ---------------------------------------------------------------------------------------
+
+
+def test_monitoring_disabled_creates_no_service_monitor(persistent_run: OfflineRun) -> None:
+    assert not [m for m in persistent_run.manifests() if m["kind"] == "ServiceMonitor"]
+
+
+def test_monitoring_enabled_scrapes_metrics_on_port_http() -> None:
+    run = render(
+        raw_config(
+            models=[{"key": "gemma-2-2b"}, {"key": "gpt-oss-20b", "servingMode": "job"}],
+            exceptions=[],
+            monitoring={"enabled": True},
+        )
+    )
+    (monitor,) = [m for m in run.manifests() if m["kind"] == "ServiceMonitor"]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["name"] == "vllm-gemma-2-2b"
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "http", "path": "/metrics", "interval": "30s", "scheme": "http"}
+    ]
+    service = run.manifest("Service", "vllm-gemma-2-2b")
+    assert monitor["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+
+
+def test_await_timeout_rounds_up_to_whole_minutes(config: GraceConfig) -> None:
+    model = next(m for m in config.served_models() if m.key == "llama-3-70b")
+    assert ms.await_timeout(model) == f"{math.ceil((2700 + c.AWAIT_MARGIN_S) / 60)}m"
+    assert ms.server_url(model) == "http://vllm-llama-3-70b:8000/v1"
+
+
+# --- the committed nrp stack -----------------------------------------------------------------------------
+
+
+def test_nrp_stack_serves_five_models_persistently_and_llama_in_its_jobs(nrp_run: OfflineRun) -> None:
+    statefulsets = {m["metadata"]["name"] for m in nrp_run.manifests() if m["kind"] == "StatefulSet"}
+    persistent = {f"vllm-{k}" for k in ALL_MODELS if k != "llama-3-70b"}
+    assert statefulsets == persistent
+    assert {m["metadata"]["name"] for m in nrp_run.manifests() if m["kind"] == "Service"} >= persistent
+    for manifest in nrp_run.manifests():
+        if manifest["kind"] in {"StatefulSet", "Service"}:
+            assert_valid_k8s(manifest)
+
+
+def test_a_job_mode_models_jobs_carry_the_identical_vllm_container(nrp_run: OfflineRun) -> None:
+    config = GraceConfig.parse(base_config())
+    llama = next(m for m in config.served_models() if m.key == "llama-3-70b")
+    expected = {**ms.vllm_container(llama, config), "restartPolicy": "Always"}
+    jobs = [
+        m
+        for m in nrp_run.manifests()
+        if m["kind"] == "Job"
+        and "vllm" in {x["name"] for x in m["spec"]["template"]["spec"].get("initContainers", [])}
+    ]
+    assert jobs, "no Job embeds a vLLM sidecar"
+    for job in jobs:
+        init = job["spec"]["template"]["spec"]["initContainers"]
+        assert [x["name"] for x in init[:2]] == [c.WEIGHTS_DOWNLOAD_CONTAINER_NAME, c.VLLM_CONTAINER_NAME]
+        assert init[1] == expected, job["metadata"]["name"]
+        assert_valid_k8s(job)

@@ -1,0 +1,149 @@
+"""The GPU-hour plan (issue 4): the numbers of a small hand-computed case, where the request counts
+come from, and that render's plan.json and stdout carry the matrix and the table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from grace_infra.config import Experiment, GraceConfig, Study
+from grace_infra.gpu_hours import format_gpu_hour_table, gpu_hour_plan
+from grace_infra.plan import build_plan, summary
+from grace_infra.studies import StudyBundle, load_study_bundle, requests_per_row
+
+from .support import PROJECT_ROOT, base_config
+
+# One study with one question template asked for k in 0..3 plus one plain question: 5 per row.
+STUDY_WITH_FIVE_QUESTIONS = {
+    "name": "study1",
+    "probability": {
+        "questions": [
+            {"name": "state{k}", "expand": {"k": [0, 1, 2, 3]}, "user": "?", "options": []},
+            {"name": "knowledge", "user": "?", "options": []},
+        ]
+    },
+}
+
+
+def small_case(tmp_path: Path, **jobs: Any) -> tuple[GraceConfig, StudyBundle]:
+    """gemma-2-2b (1 GPU, 20 req/s, 600 s load) and gemma-2-27b (2 GPUs, overridden to 5 req/s and
+    1500 s load), study1 with 100 rows, exp1 + exp2 (+ structured when asked), a one-day campaign."""
+    (tmp_path / "studies").mkdir(parents=True)
+    (tmp_path / "studies" / "study1.yaml").write_text(yaml.safe_dump(STUDY_WITH_FIVE_QUESTIONS))
+    experiments = ["exp1", "exp2", *(["structured"] if jobs.pop("structured", False) else [])]
+    raw = base_config(
+        models=[
+            {"key": "gemma-2-2b", "throughputRps": 20, "loadBudgetS": 600},
+            {"key": "gemma-2-27b", "throughputRps": 5, "loadBudgetS": 1500, "servingMode": "job"},
+        ],
+        experiments={"studies": ["study1"], "experiments": experiments},
+        plan={"campaignDays": 1, "studyRows": {"study1": 100}},
+        jobs=jobs,
+    )
+    config = GraceConfig.parse(raw)
+    return config, load_study_bundle(config, jobs_dir=tmp_path)
+
+
+def test_hand_computed_case(tmp_path: Path) -> None:
+    config, bundle = small_case(tmp_path)
+    plan = gpu_hour_plan(config, bundle)
+    small, large = plan.models
+    # requests = 100 rows x (1 exp1 + 5 exp2) = 600 per model
+    assert small.requests == large.requests == 600
+    assert small.requests_by_experiment == {"exp1": 100, "exp2": 500}
+    # gemma-2-2b: busy 600/20 s = 1/120 h; job 1 x (600 s + 30 s) = 0.175 h; persistent 24 h
+    assert small.busy_wall_hours == pytest.approx(1 / 120)
+    assert small.job_gpu_hours == pytest.approx(0.175)
+    assert small.persistent_gpu_hours == pytest.approx(24.0)
+    assert small.persistent_idle_gpu_hours == pytest.approx(24 - 1 / 120)
+    # gemma-2-27b: busy 600/5 s = 1/30 h; job 2 x (1500 s + 120 s) = 0.9 h; persistent 2 x 24 = 48 h
+    assert large.job_gpu_hours == pytest.approx(0.9)
+    assert large.persistent_gpu_hours == pytest.approx(48.0)
+    assert large.persistent_idle_gpu_hours == pytest.approx(48 - 2 / 30)
+    assert plan.total_gpus == 3
+    assert plan.total_requests == 1200
+    assert plan.total_job_gpu_hours == pytest.approx(1.075)
+    assert plan.total_persistent_gpu_hours == pytest.approx(72.0)
+    # as configured: gemma-2-2b persistent (24) + gemma-2-27b job (0.9)
+    assert plan.total_configured_gpu_hours == pytest.approx(24.9)
+    totals = plan.to_json()["totals"]
+    assert totals == {
+        "gpus": 3,
+        "requests": 1200,
+        "jobGpuHours": 1.1,
+        "persistentGpuHours": 72.0,
+        "persistentIdleGpuHours": 71.9,
+        "configuredGpuHours": 24.9,
+    }
+
+
+def test_a_server_busier_than_the_campaign_is_up_as_long_as_it_works(tmp_path: Path) -> None:
+    config, bundle = small_case(tmp_path)
+    slow = config.model_copy(update={"plan": config.plan.model_copy(update={"campaign_days": 0.001})})
+    small = gpu_hour_plan(slow, bundle).models[0]
+    assert small.persistent_gpu_hours == pytest.approx(small.job_gpu_hours)
+    assert small.persistent_idle_gpu_hours == pytest.approx(600 / 3600)  # only the load
+
+
+def test_extraction_counts_on_the_gpus_only_without_an_external_endpoint(tmp_path: Path) -> None:
+    config, bundle = small_case(tmp_path / "own", structured=True)
+    own = gpu_hour_plan(config, bundle)
+    assert own.models[0].requests == 700
+    assert own.external_extraction_requests == 0
+
+    config, bundle = small_case(
+        tmp_path / "ext", structured=True, deepseekEndpoint="https://api.deepseek.com/v1"
+    )
+    external = gpu_hour_plan(config, bundle)
+    assert external.models[0].requests == 600
+    assert external.external_extraction_requests == 200  # 100 rows x 2 models
+
+
+def test_request_counts_come_from_the_study_file_or_the_published_design(tmp_path: Path) -> None:
+    _, bundle = small_case(tmp_path)
+    counted = requests_per_row(Study.STUDY1, bundle)
+    assert counted.counts[Experiment.EXP2] == 5
+    assert counted.source == "jobs/studies/study1.yaml"
+    fallback = requests_per_row(Study.STUDY2, StudyBundle())
+    assert fallback.counts == {Experiment.EXP1: 1, Experiment.EXP2: 3, Experiment.STRUCTURED: 1}
+    assert fallback.source == "default"
+
+
+def test_the_real_study_files_ask_five_and_three_questions_per_row() -> None:
+    if not (PROJECT_ROOT / "jobs" / "studies" / "study2.yaml").is_file():
+        pytest.skip("the study files are not written yet")
+    config = GraceConfig.parse(base_config())
+    bundle = load_study_bundle(config)
+    assert requests_per_row(Study.STUDY1, bundle).counts[Experiment.EXP2] == 5  # 4 states + knowledge
+    assert requests_per_row(Study.STUDY2, bundle).counts[Experiment.EXP2] == 3  # frame, assessment, utterance
+
+
+def test_rows_of_the_real_study_csvs_match_the_published_counts() -> None:
+    data = PROJECT_ROOT.parent / "shared" / "data"
+    if not (data / "study1.csv").is_file():
+        pytest.skip("../shared/data is not present")
+    for study, expected in (("study1", 300), ("study2", 2424)):
+        config = GraceConfig.parse(
+            base_config(experiments={"inputFiles": {study: str(data / f"{study}.csv")}})
+        )
+        assert load_study_bundle(config).input_rows[Study(study)] == expected
+
+
+def test_render_plan_has_the_matrix_and_gpu_hours_and_prints_both() -> None:
+    config = GraceConfig.parse(base_config())
+    plan = build_plan(config, findings=[])
+    assert len(plan["matrix"]) == 31
+    llama = next(m for m in plan["matrix"] if m["job"] == "matrix-llama-3-70b")
+    assert llama["sidecar"] is True
+    assert len(llama["cells"]) == 6
+    assert plan["gpuHours"]["totals"]["gpus"] == 11
+    text = summary(plan)
+    assert "structured-output-study2-gpt-oss-120b" in text
+    assert "persistent GPU-h" in text
+    assert format_gpu_hour_table(plan["gpuHours"]) in text
+    nrp = plan["gpuHours"]
+    # The idle share of all-persistent serving is what job mode saves: it dwarfs the work itself.
+    assert nrp["totals"]["persistentIdleGpuHours"] > 0.99 * nrp["totals"]["persistentGpuHours"]

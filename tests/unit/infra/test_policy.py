@@ -1,0 +1,290 @@
+"""NRP rules and fit checks (issue 3): one test per rule and per warning, asserting the message.
+
+Rules run on the parsed config (fast, no render); one whole-program test shows a violation stops the
+program before any resource exists, and one shows warnings reach `pulumi.log.warn`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from grace_infra import model_server, policy
+from grace_infra.config import GraceConfig
+from grace_infra.errors import ConfigError, PolicyViolation
+from grace_infra.policy import Severity
+
+from .support import base_config, render_stack
+
+LLAMA_EXCEPTION = {
+    "model": "llama-3-70b",
+    "rule": "gpus-per-stateful-pod",
+    "reason": "NRP ticket 1234 (test)",
+}
+
+
+def config(**overrides: Any) -> GraceConfig:
+    return GraceConfig.parse(base_config(**overrides))
+
+
+def findings(rule: policy.Rule, cfg: GraceConfig) -> list[policy.Finding]:
+    return list(rule(cfg))
+
+
+def only(rule: policy.Rule, cfg: GraceConfig) -> policy.Finding:
+    (finding,) = findings(rule, cfg)
+    return finding
+
+
+def test_the_committed_nrp_stack_has_no_findings() -> None:
+    assert policy.check_config(config()) == []
+
+
+def test_every_issue_3_rule_is_registered() -> None:
+    for rule in (
+        policy.stateful_pod_gpus,
+        policy.pod_gpus,
+        policy.tensor_parallel_layout,
+        policy.model_server_limits,
+        policy.two_week_limit,
+        policy.gpu_memory_fit,
+        policy.quota_fits,
+        policy.forbidden_storage_class,
+    ):
+        assert rule in policy.RULES
+
+
+# --- GPUs per pod -------------------------------------------------------------------------------------
+
+
+def test_more_than_two_gpus_in_a_statefulset_pod_is_an_error() -> None:
+    finding = only(policy.stateful_pod_gpus, config(models=[{"key": "gemma-2-2b"}, {"key": "llama-3-70b"}]))
+    assert finding.severity is Severity.ERROR
+    assert finding.model == "llama-3-70b"
+    assert finding.message == (
+        "model llama-3-70b asks for 4 GPUs in its StatefulSet pod but NRP allows at most 2 there; "
+        "set grace:models[1].servingMode=job or add a grace:exceptions entry "
+        "(model llama-3-70b, rule gpus-per-stateful-pod)."
+    )
+
+
+def test_an_exception_or_job_mode_allows_more_than_two_gpus() -> None:
+    assert (
+        findings(
+            policy.stateful_pod_gpus, config(models=[{"key": "llama-3-70b"}], exceptions=[LLAMA_EXCEPTION])
+        )
+        == []
+    )
+    assert (
+        findings(policy.stateful_pod_gpus, config(models=[{"key": "llama-3-70b", "servingMode": "job"}]))
+        == []
+    )
+    # An exception for another rule does not count.
+    other = {**LLAMA_EXCEPTION, "rule": "two-week-limit"}
+    assert findings(policy.stateful_pod_gpus, config(models=[{"key": "llama-3-70b"}], exceptions=[other]))
+
+
+def test_two_gpus_in_a_statefulset_pod_is_allowed() -> None:
+    assert findings(policy.stateful_pod_gpus, config(models=[{"key": "gemma-2-27b"}])) == []
+
+
+def test_more_than_eight_gpus_in_any_pod_is_an_error() -> None:
+    models = [{"key": "llama-3-70b", "servingMode": "job", "gpus": 16, "tensorParallelSize": 16}]
+    finding = only(policy.pod_gpus, config(models=models))
+    assert finding.severity is Severity.ERROR
+    assert (
+        finding.message
+        == "model llama-3-70b asks for 16 GPUs in one pod but NRP allows at most 8 GPUs per pod."
+    )
+    eight = [{"key": "llama-3-70b", "servingMode": "job", "gpus": 8, "tensorParallelSize": 8}]
+    assert findings(policy.pod_gpus, config(models=eight)) == []
+
+
+# --- tensor parallelism -------------------------------------------------------------------------------
+
+
+def test_tensor_parallel_size_must_divide_the_attention_heads() -> None:
+    models = [{"key": "llama-3-70b", "servingMode": "job", "gpus": 3, "tensorParallelSize": 3}]
+    finding = only(policy.tensor_parallel_layout, config(models=models))
+    assert finding.severity is Severity.ERROR
+    assert finding.message == (
+        "model llama-3-70b has 64 attention heads, which tensor parallel size 3 does not divide; "
+        "use a divisor of 64."
+    )
+
+
+def test_tensor_parallel_size_different_from_gpus_is_refused_by_config() -> None:
+    with pytest.raises(ConfigError, match=r"^grace:models\[0\]\.tensorParallelSize=2 must equal gpus=4$"):
+        config(models=[{"key": "llama-3-70b", "servingMode": "job", "tensorParallelSize": 2}])
+
+
+def test_tensor_parallel_rule_also_catches_a_mismatch_itself() -> None:
+    # The config validator refuses this first; the rule must not rely on that (plain-function use).
+    cfg = config(models=[{"key": "gemma-2-2b"}])
+    model = cfg.served_models()[0].model_copy(update={"tensor_parallel_size": 2})
+    patched = type("Patched", (), {"served_models": lambda self: [model]})()
+    (finding,) = policy.tensor_parallel_layout(patched)  # type: ignore[arg-type]
+    assert finding.message == "model gemma-2-2b has tensor parallel size 2 but 1 GPUs; they must be equal."
+
+
+# --- limits and quota ---------------------------------------------------------------------------------
+
+
+def seed_template_pod() -> dict[str, Any]:
+    """The seed's vLLM container resources: 8 -> 16 CPU and 32 -> 64 Gi (both break NRP's 1.2x rule)."""
+    resources = {
+        "requests": {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"},
+        "limits": {"cpu": "16", "memory": "64Gi", "nvidia.com/gpu": "1"},
+    }
+    return {"containers": [{"name": "vllm", "resources": resources}]}
+
+
+def test_a_limit_over_1_2_times_its_request_is_an_error() -> None:
+    cpu, memory = policy.container_limit_findings(seed_template_pod(), "StatefulSet vllm-x", "x")
+    assert cpu.severity is Severity.ERROR
+    assert cpu.message == (
+        "StatefulSet vllm-x container vllm has cpu limit 16 over 1.2 x its request 8; "
+        "NRP allows a limit at most 20 % above its request."
+    )
+    assert "memory limit 64Gi over 1.2 x its request 32Gi" in memory.message
+
+
+def test_the_limit_rule_parses_quantities_in_mixed_units() -> None:
+    pod = {
+        "initContainers": [
+            {
+                "name": "ok",
+                "resources": {
+                    "requests": {"cpu": "4", "memory": "1Gi"},
+                    "limits": {"cpu": "4800m", "memory": "1228Mi"},
+                },
+            },
+            {"name": "bad", "resources": {"requests": {"cpu": "500m"}, "limits": {"cpu": "601m"}}},
+        ]
+    }
+    (finding,) = policy.container_limit_findings(pod, "Job j")
+    assert "container bad has cpu limit 601m over 1.2 x its request 500m" in finding.message
+
+
+def test_every_model_servers_rendered_containers_obey_the_limit_rule() -> None:
+    models = [{"key": "gemma-2-2b"}, {"key": "llama-3-70b", "servingMode": "job"}]
+    assert policy.model_server_limits(config(models=models)) == []
+
+
+def test_the_limit_rule_sees_the_containers_the_builders_render(monkeypatch: pytest.MonkeyPatch) -> None:
+    def greedy(model: Any, cfg: Any) -> dict[str, dict[str, str]]:
+        return {"requests": {"cpu": "8", "memory": "32Gi"}, "limits": {"cpu": "16", "memory": "32Gi"}}
+
+    monkeypatch.setattr(model_server, "vllm_resources", greedy)
+    models = [{"key": "gemma-2-2b"}, {"key": "gpt-oss-20b", "servingMode": "job"}]
+    messages = [f.message for f in policy.model_server_limits(config(models=models))]
+    assert messages[0].startswith("StatefulSet vllm-gemma-2-2b container vllm has cpu limit 16")
+    assert messages[1].startswith("model gpt-oss-20b's job-mode sidecar container vllm has cpu limit 16")
+
+
+@pytest.mark.parametrize(
+    ("quota", "what"),
+    [
+        ({"requestsGpu": 4}, "GPUs"),
+        ({"requestsCpu": "20"}, "CPU cores"),
+        ({"requestsMemory": "200Gi"}, "memory GiB"),
+    ],
+)
+def test_persistent_servers_over_the_resource_quota_are_an_error(quota: dict[str, Any], what: str) -> None:
+    raw = base_config()
+    raw["namespace"]["quota"].update(quota)
+    errors = [f for f in policy.quota_fits(GraceConfig.parse(raw)) if f.severity is Severity.ERROR]
+    (finding,) = errors
+    assert f" {what} together but grace:namespace.quota." in finding.message
+    # nrp persistent servers: 7 GPUs, 32 CPU cores, 288 GiB (llama-3-70b runs in job mode).
+    assert finding.message.startswith("the persistent model servers request ")
+
+
+def test_a_quota_in_milli_cpu_is_parsed() -> None:
+    raw = base_config()
+    raw["namespace"]["quota"]["requestsCpu"] = "31900m"  # nrp persistent servers need 32 cores
+    (finding,) = [f for f in policy.quota_fits(GraceConfig.parse(raw)) if f.severity is Severity.ERROR]
+    assert re.search(
+        r"request 32(\.0*)? CPU cores together but grace:namespace\.quota\.requestsCpu allows 31\.90*\.$",
+        finding.message,
+    )
+    raw["namespace"]["quota"]["requestsCpu"] = "32000m"
+    assert [f for f in policy.quota_fits(GraceConfig.parse(raw)) if f.severity is Severity.ERROR] == []
+
+
+# --- storage class and unknown model ------------------------------------------------------------------
+
+
+def test_a_forbidden_storage_class_is_an_error() -> None:
+    raw = base_config()
+    raw["storage"] = {**raw["storage"], "sharedClass": "rook-cephfs-ucsd"}
+    (finding,) = policy.forbidden_storage_class(GraceConfig.parse(raw))
+    assert finding.severity is Severity.ERROR
+    assert finding.message.startswith("grace:storage.sharedClass='rook-cephfs-ucsd' is refused")
+
+
+def test_an_unknown_model_key_is_refused_by_config() -> None:
+    with pytest.raises(
+        ConfigError, match=r"^grace:models\[1\]\.key='llama-5' is not in the catalog \(known: gemma-2-2b, "
+    ):
+        config(models=[{"key": "gemma-2-2b"}, {"key": "llama-5"}])
+
+
+# --- warnings -----------------------------------------------------------------------------------------
+
+
+def test_a_persistent_server_outliving_two_weeks_is_a_warning() -> None:
+    cfg = config(
+        models=[{"key": "gemma-2-2b"}, {"key": "gpt-oss-20b", "servingMode": "job"}, {"key": "gemma-2-9b"}],
+        plan={"campaignDays": 21},
+        exceptions=[{"model": "gemma-2-9b", "rule": "two-week-limit", "reason": "NRP ticket 99 (test)"}],
+    )
+    finding = only(policy.two_week_limit, cfg)  # job mode and the excepted model are fine
+    assert finding.severity is Severity.WARNING
+    assert finding.message == (
+        "model gemma-2-2b runs as a persistent server for grace:plan.campaignDays=21 days but NRP deletes "
+        "workloads after 14 days; use servingMode=job or add a grace:exceptions entry "
+        "(model gemma-2-2b, rule two-week-limit)."
+    )
+    assert (
+        findings(policy.two_week_limit, config(models=[{"key": "gemma-2-2b"}], plan={"campaignDays": 14}))
+        == []
+    )
+
+
+def test_llama_70b_on_40gb_cards_is_a_fit_warning_with_the_numbers() -> None:
+    models = [{"key": "llama-3-70b", "servingMode": "job"}, {"key": "gemma-2-2b"}]
+    finding = only(policy.gpu_memory_fit, config(models=models, gpu={"memoryGb": 40}))
+    assert finding.severity is Severity.WARNING
+    assert finding.message == (
+        "model llama-3-70b needs 151.7 GB (141.0 GB weights + 2.7 GB KV cache for one 8192-token sequence + "
+        "8.0 GB runtime) but 4 x 40 GB GPUs at gpu-memory-utilization 0.9 give 144.0 GB; select 80 GB cards "
+        "(grace:gpu) or a quantized checkpoint, or lower maxModelLen."
+    )
+    assert findings(policy.gpu_memory_fit, config(models=models, gpu={"memoryGb": 80})) == []
+
+
+def test_kv_cache_bytes_per_token_follow_the_architecture() -> None:
+    llama = next(m for m in config().served_models() if m.key == "llama-3-70b")
+    fit = policy.gpu_fit(llama, 80)
+    assert fit.kv_bytes_per_token == 2 * 80 * 8 * 128 * 2  # K and V x layers x kv heads x head dim x bf16
+    assert fit.usable_gb == pytest.approx(4 * 80 * 0.9)
+    longer = policy.gpu_fit(llama.model_copy(update={"max_model_len": 16384}), 80)
+    assert longer.kv_gb == pytest.approx(2 * fit.kv_gb)
+
+
+# --- enforcement in the program -----------------------------------------------------------------------
+
+
+def test_a_violation_stops_the_program_before_any_resource() -> None:
+    with pytest.raises(
+        PolicyViolation, match=r"^\[gpus-per-stateful-pod\] model llama-3-70b asks for 4 GPUs"
+    ):
+        render_stack(base_config(models=[{"key": "llama-3-70b"}]))
+
+
+def test_warnings_reach_the_pulumi_log() -> None:
+    run = render_stack(base_config(models=[{"key": "gemma-2-2b"}], plan={"campaignDays": 20}))
+    assert any("[two-week-limit] model gemma-2-2b runs as a persistent server" in w for w in run.warnings)

@@ -1,0 +1,470 @@
+"""`python -m worker query` end to end against the fault-injecting server: the rules of issue 5."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.support.fake_openai import Behaviour, FakeOpenAI, Hang, Request, Reset, Status, Trickle, Truncate
+from worker.cli import main
+
+REPO = Path(__file__).resolve().parents[3]
+FIXTURES = REPO / "tests" / "fixtures"
+STUDY1 = FIXTURES / "study1_small.csv"
+STUDY2 = FIXTURES / "study2_small.csv"
+ADDED = [
+    "model_name",
+    "model_response",
+    "finish_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "response_timestamp",
+    "processing_time_ms",
+    "attempts",
+    "error",
+]
+
+
+@pytest.fixture
+def server() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+def argv(
+    server: FakeOpenAI, output: Path, *extra: str, source: Path = STUDY1, study: str = "study1"
+) -> list[str]:
+    return [
+        "query",
+        "--input", str(source),
+        "--output", str(output),
+        "--model-endpoint", server.base_url,
+        "--model-name", "tiny",
+        "--study", study,
+        "--metrics-port", "0",
+        "--timeout", "1",
+        "--max-retries", "2",
+        "--backoff-base", "0.01",
+        "--wait-timeout", "2",
+        *extra,
+    ]  # fmt: skip
+
+
+def read(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def rows_of(request: Request) -> str:
+    return str(request.json()["messages"][-1]["content"])
+
+
+def test_every_row_once_in_order_with_the_input_columns_unchanged(server: FakeOpenAI, tmp_path: Path) -> None:
+    output = tmp_path / "out.csv"
+    assert main(argv(server, output, "--batch-size", "3")) == 0
+    source, result = read(STUDY1), read(output)
+    assert list(result.columns) == [*source.columns, *ADDED]
+    pd.testing.assert_frame_equal(result[source.columns], source)  # ids keep their text: "007" stays "007"
+    assert result["participant_id"].iloc[0] == "007"
+    assert (result["error"] == "").all()
+    assert (result["attempts"] == "1").all()
+    assert (result["model_name"] == "tiny").all()
+    assert (result["finish_reason"] == "stop").all()
+    # each answer belongs to its own row: the fake echoes the start of the row's prompt
+    for setup, answer in zip(source["story_setup"], result["model_response"], strict=True):
+        assert answer.startswith("answer to: Please read the following scenario.")
+        assert setup.split("<br>")[0][:10] in answer
+    assert len(server.requests_to("/v1/chat/completions")) == len(source)
+
+
+def test_the_prompt_comes_from_the_study_with_sampling_parameters(server: FakeOpenAI, tmp_path: Path) -> None:
+    args = [*argv(server, tmp_path / "out.csv", source=STUDY2, study="study2"), "--temperature", "0.5"]
+    assert main(args) == 0
+    request = server.requests_to("/v1/chat/completions")[0].json()
+    row = read(STUDY2).iloc[0]
+    assert request["model"] == "tiny"
+    assert request["temperature"] == 0.5
+    assert request["max_tokens"] == 16
+    system, user = request["messages"]
+    assert system["role"] == "system"
+    assert row["Precontext"] in user["content"]
+    assert row["Goal"] in user["content"]
+    assert f"deserved {row['State']}" in user["content"]
+    assert row["Utterance"] not in user["content"]  # the human's answer is never shown to the model
+
+
+def test_the_meta_file_records_the_run(server: FakeOpenAI, tmp_path: Path) -> None:
+    output = tmp_path / "out.csv"
+    assert main(argv(server, output, "--limit", "4")) == 0
+    meta = json.loads((tmp_path / "out.csv.meta.json").read_text())
+    assert meta["pipeline"] == "query"
+    assert meta["command_line"][:2] == ["python -m worker", "query"]
+    assert meta["input"]["rows_in_file"] == 6
+    assert meta["input"]["rows_processed"] == 4
+    assert len(meta["input"]["sha256"]) == 64
+    assert meta["server"]["version"] == {"version": "0.32.0"}
+    assert meta["server"]["model"]["id"] == "tiny"
+    assert meta["server"]["model"]["max_model_len"] == 512
+    assert meta["parameters"]["model_name"] == "tiny"
+    assert meta["parameters"]["generation"]["max_tokens"] == 128
+    assert meta["rows"] == {"ok": 4, "failed": 0, "from_checkpoint": 0}
+    assert meta["exit_code"] == 0
+    assert len(read(output)) == 4
+
+
+def row_matcher(row: pd.Series) -> Callable[[Request], bool]:
+    """Matches the requests of one study2 fixture row (its scenario and state are unique together)."""
+    return lambda request: row["Scenario"] in request.text and f"deserved {row['State']}." in request.text
+
+
+def test_faults_are_retried_and_never_lose_a_row(server: FakeOpenAI, tmp_path: Path) -> None:
+    rows = read(STUDY2)
+    faults: list[list[Behaviour]] = [
+        [Status(500)], [Status(429, retry_after=0.1)], [Hang(2)], [Truncate()], [Reset()], [],
+        [Status(502), Trickle(0.5)], [],
+    ]  # fmt: skip
+    for index, row_faults in enumerate(faults):
+        for fault in row_faults:
+            server.rule(row_matcher(rows.iloc[index]), fault, times=1)
+    output = tmp_path / "out.csv"
+    assert main(argv(server, output, "--batch-size", "4", source=STUDY2, study="study2")) == 0
+    result = read(output)
+    assert len(result) == 8
+    assert (result["error"] == "").all()
+    assert list(result["attempts"]) == [str(1 + len(row_faults)) for row_faults in faults]
+
+
+def test_permanent_failures_are_recorded_on_their_rows_and_exit_3(server: FakeOpenAI, tmp_path: Path) -> None:
+    server.rule(lambda r: "Ben tells you" in r.text, Status(400, "prompt is too long for this model"))
+    server.rule(lambda r: "Chen tells you" in r.text, Status(503, "overloaded"))
+    output = tmp_path / "out.csv"
+    assert main(argv(server, output)) == 3
+    result = read(output)
+    assert len(result) == 6  # complete despite the failures
+    failed = result[result["error"] != ""]
+    assert list(failed.index) == [1, 2, 4, 5]
+    refused = failed[failed["speach"].str.contains("Ben")]
+    assert (refused["error"] == "HTTP 400: prompt is too long for this model").all()
+    assert (refused["attempts"] == "1").all()  # a refusal is not retried
+    overloaded = failed[failed["speach"].str.contains("Chen")]
+    assert overloaded["error"].str.startswith("gave up after 3 attempts: HTTP 503: overloaded").all()
+    assert (overloaded["attempts"] == "3").all()
+    assert (failed["model_response"] == "").all()
+    meta = json.loads((tmp_path / "out.csv.meta.json").read_text())
+    assert meta["rows"]["ok"] == 2
+    assert meta["rows"]["failed"] == 4
+    assert meta["exit_code"] == 3
+
+
+def test_an_unknown_model_exits_2_before_any_row(
+    server: FakeOpenAI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "out.csv"
+    args = argv(server, output)
+    args[args.index("--model-name") + 1] = "nope"
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        f"worker query: error: --model-name nope: The model `nope` does not exist at {server.base_url} "
+        "(served: tiny)."
+    )
+    assert server.requests_to("/v1/chat/completions") == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_404_model_mid_run_stops_the_run_but_keeps_finished_rows(
+    server: FakeOpenAI, tmp_path: Path
+) -> None:
+    # The model was undeployed mid-run: every later row would fail the same way, so stop and say so.
+    server.rule(
+        lambda r: "Chen tells you" in r.text,
+        Status(404, "The model `tiny` does not exist. Valid aliases: other."),
+    )
+    output = tmp_path / "out.csv"
+    assert main(argv(server, output, "--batch-size", "1")) == 2
+    assert not output.exists()
+    lines = (tmp_path / "out.csv.partial.jsonl").read_text().splitlines()
+    assert [json.loads(line)["row"] for line in lines[1:]] == [0, 1]
+
+
+def test_unreachable_server_exits_2_after_the_wait(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "out.csv"
+    args = argv(FakeOpenAI(port=9), output)  # never started: port 9 is closed
+    args[args.index("--wait-timeout") + 1] = "0.5"
+    assert main(args) == 2
+    assert "did not answer /health within --wait-timeout 0.5 s" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+BAD_INPUTS = {
+    "missing file": (None, "no such file"),
+    "empty file": (b"", "the file is empty"),
+    "header only": (b"participant_id,story_shortname\n", "missing column(s)"),
+    "no rows": (
+        b"participant_id,story_shortname,story_setup,priorQ,speach,speachQ,knowledgeQ,access,observe\n",
+        "has a header but no rows",
+    ),
+    "missing columns": (b"participant_id,story\n1,a\n", "missing column(s) story_shortname, story_setup"),
+    "undecodable bytes": (
+        b"participant_id,story_shortname,story_setup,priorQ,speach,speachQ,knowledgeQ,access,observe\n"
+        b"1,\xff\xfe,x,x,x,x,x,1,1\n",
+        "not UTF-8 text",
+    ),
+    "ragged csv": (b'a,b\n1,"unterminated\n', "not a readable CSV"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2_and_nothing_written(
+    server: FakeOpenAI, tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    content, expected = BAD_INPUTS[case]
+    source = tmp_path / "in.csv"
+    if content is not None:
+        source.write_bytes(content)
+    out_dir = tmp_path / "out"
+    assert main(argv(server, out_dir / "out.csv", source=source)) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"worker query: error: --input {source}: ")
+    assert expected in lines[0]
+    assert not out_dir.exists()
+    assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("--study", "nosuchstudy"), "--study nosuchstudy: unknown study"),
+        (("--batch-size", "0"), "--batch-size 0: Input should be greater than 0."),
+        (("--model-endpoint", "localhost:8000"), "--model-endpoint must start with http:// or https://"),
+        (("--limit", "-1"), "--limit -1: Input should be greater than 0."),
+        (
+            ("--api-key-env", "GRACE_TEST_UNSET_VARIABLE"),
+            "--api-key-env GRACE_TEST_UNSET_VARIABLE: that environment",
+        ),
+        (("--timeout", "soon"), "argument --timeout: invalid float value: 'soon'"),
+        (("--max-tokens", "0"), "--max-tokens 0: Input should be greater than 0."),
+    ],
+)
+def test_bad_arguments_are_one_line_exit_2(
+    server: FakeOpenAI,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    change: tuple[str, str],
+    expected: str,
+) -> None:
+    args = argv(server, tmp_path / "out.csv")
+    flag, value = change
+    if flag in args:
+        args[args.index(flag) + 1] = value
+    else:
+        args += [flag, value]
+    assert main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert expected in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_existing_output_without_a_checkpoint_is_never_overwritten(
+    server: FakeOpenAI, tmp_path: Path
+) -> None:
+    output = tmp_path / "out.csv"
+    output.write_text("precious,results\n1,2\n")
+    assert main(argv(server, output)) == 2
+    assert output.read_text() == "precious,results\n1,2\n"
+
+
+def test_resume_skips_finished_rows(server: FakeOpenAI, tmp_path: Path) -> None:
+    output = tmp_path / "out.csv"
+    assert main(argv(server, output, "--limit", "2")) == 0
+    assert main(argv(server, output)) == 0  # same input and parameters, more rows: continues
+    assert len(server.requests_to("/v1/chat/completions")) == 6
+    result = read(output)
+    assert len(result) == 6
+    assert json.loads((tmp_path / "out.csv.meta.json").read_text())["rows"]["from_checkpoint"] == 2
+    # a rerun of a complete run sends nothing and rewrites the same file
+    before = output.read_text()
+    assert main(argv(server, output)) == 0
+    assert len(server.requests_to("/v1/chat/completions")) == 6
+    assert output.read_text() == before
+
+
+def test_a_checkpoint_from_other_parameters_is_refused(
+    server: FakeOpenAI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "out.csv"
+    assert main(argv(server, output, "--limit", "2")) == 0
+    checkpoint = (tmp_path / "out.csv.partial.jsonl").read_bytes()
+    assert main(argv(server, output, "--temperature", "0.7")) == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "was written by a different run (different parameters: generation" in message
+    assert (tmp_path / "out.csv.partial.jsonl").read_bytes() == checkpoint
+
+
+def test_a_checkpoint_from_another_input_is_refused(
+    server: FakeOpenAI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_bytes(STUDY1.read_bytes())
+    output = tmp_path / "out.csv"
+    assert main(argv(server, output, "--limit", "2", source=source)) == 0
+    source.write_bytes(STUDY1.read_bytes().replace(b"Ana", b"Anna"))
+    assert main(argv(server, output, source=source)) == 2
+    assert "its input file had different contents" in capsys.readouterr().err
+
+
+def test_a_torn_last_checkpoint_line_is_dropped_and_the_row_redone(
+    server: FakeOpenAI, tmp_path: Path
+) -> None:
+    output = tmp_path / "out.csv"
+    assert main(argv(server, output, "--limit", "3", "--batch-size", "1")) == 0
+    output.unlink()  # as if the run had died before writing the output
+    checkpoint = tmp_path / "out.csv.partial.jsonl"
+    lines = checkpoint.read_bytes().splitlines(keepends=True)
+    checkpoint.write_bytes(b"".join(lines[:-1]) + lines[-1][:20])  # the last row only half written
+    before = len(server.requests_to("/v1/chat/completions"))
+    assert main(argv(server, output)) == 0
+    assert len(server.requests_to("/v1/chat/completions")) - before == 4  # row 2 again, rows 3-5
+    assert len(read(output)) == 6
+
+
+def test_sigkill_mid_run_then_rerun_gives_every_row_exactly_once_in_order(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    frame = pd.concat([read(STUDY2)] * 25, ignore_index=True)  # 200 rows
+    frame["Participant_ID"] = [f"{i:04d}" for i in range(len(frame))]
+    frame.to_csv(source, index=False)
+    with FakeOpenAI(latency_s=0.05) as fake:
+        output = tmp_path / "out.csv"
+        args = argv(fake, output, "--batch-size", "8", source=source, study="study2")
+        env = {**os.environ, "PYTHONPATH": str(REPO), "LOG_LEVEL": "WARNING"}
+        worker = subprocess.Popen([sys.executable, "-m", "worker", *args], cwd=tmp_path, env=env)
+        checkpoint = tmp_path / "out.csv.partial.jsonl"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # kill it once some, not all, rows are done
+            if checkpoint.exists() and checkpoint.read_text().count("\n") > 40:
+                break
+            time.sleep(0.02)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+        assert worker.returncode == -signal.SIGKILL
+        assert not output.exists()
+        done_before = checkpoint.read_text().count("\n") - 1
+        assert 40 <= done_before < 200
+        rerun = subprocess.run([sys.executable, "-m", "worker", *args], cwd=tmp_path, env=env, check=False)
+        assert rerun.returncode == 0
+        sent = len(fake.requests_to("/v1/chat/completions"))
+    result = read(output)
+    assert list(result["Participant_ID"]) == [f"{i:04d}" for i in range(200)]  # every row once, in order
+    pd.testing.assert_frame_equal(result[frame.columns], frame.astype(str))
+    assert (result["error"] == "").all()
+    # at most the requests in flight at the kill (8) were sent twice
+    assert 200 <= sent <= 200 + 8
+
+
+def test_in_a_pod_progress_is_a_log_line(
+    server: FakeOpenAI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv(server, tmp_path / "out.csv")) == 0
+    err = capsys.readouterr().err
+    assert "progress pipeline=query done=6 total=6 ok=6 failed=0" in err
+
+
+def test_metrics_are_served_while_running(tmp_path: Path) -> None:
+    with FakeOpenAI(latency_s=0.3) as fake:
+        port = _free_port()
+        args = argv(fake, tmp_path / "out.csv", "--batch-size", "1", "--limit", "3")
+        args[args.index("--metrics-port") + 1] = str(port)
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        worker = subprocess.Popen([sys.executable, "-m", "worker", *args], cwd=tmp_path, env=env)
+        try:
+            scrape = ""
+            deadline = time.monotonic() + 20
+            while 'grace_worker_rows_total{pipeline="query",status="ok"} 1.0' not in scrape:
+                assert time.monotonic() < deadline, scrape
+                time.sleep(0.05)
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:
+                        scrape = response.read().decode()
+                except OSError:
+                    continue
+        finally:
+            assert worker.wait(20) == 0
+    assert 'grace_worker_requests_total{outcome="ok"}' in scrape
+    assert "grace_worker_request_seconds_bucket" in scrape
+    assert 'grace_worker_tokens_total{kind="prompt"}' in scrape
+    assert 'grace_worker_rows_to_do{pipeline="query"} 3.0' in scrape
+
+
+def test_run_tasks_runs_in_order_and_exits_with_the_worst_code(server: FakeOpenAI, tmp_path: Path) -> None:
+    server.rule(lambda r: "Ben tells you" in r.text, Status(400, "too long"))
+    tasks = [
+        argv(server, tmp_path / "a.csv", source=STUDY2, study="study2"),
+        argv(server, tmp_path / "b.csv"),  # exit 3: one row refused
+        [*argv(server, tmp_path / "c.csv", source=STUDY2, study="study2"), "--limit", "2"],
+    ]
+    task_file = tmp_path / "tasks.json"
+    task_file.write_text(json.dumps(tasks))
+    assert main(["run", "--tasks", str(task_file)]) == 3
+    assert len(read(tmp_path / "a.csv")) == 8
+    assert len(read(tmp_path / "c.csv")) == 2
+    tasks.append(argv(server, tmp_path / "d.csv", source=tmp_path / "missing.csv"))
+    task_file.write_text(json.dumps(tasks))
+    assert main(["run", "--tasks", str(task_file)]) == 2  # 2 (nothing done) outranks 3
+
+
+@pytest.mark.parametrize("content", ["not json", "[]", '[["query"], "x"]', '[["dance", "--input", "x"]]'])
+def test_run_tasks_refuses_a_bad_task_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str
+) -> None:
+    task_file = tmp_path / "tasks.json"
+    task_file.write_text(content)
+    assert main(["run", "--tasks", str(task_file)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"worker run: error: --tasks {task_file}: ")
+
+
+def test_the_cli_never_shows_a_traceback_for_bad_input(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "worker", "query", "--input", str(tmp_path / "none.csv"), "--output",
+         str(tmp_path / "o.csv"), "--model-endpoint", "http://127.0.0.1:9/v1", "--model-name", "m",
+         "--study", "study1"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"worker query: error: --input {tmp_path / 'none.csv'}: no such file."
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_round_trips_commas_quotes_and_newlines(server: FakeOpenAI, tmp_path: Path) -> None:
+    server.chat_content = lambda _r: 'Initial answer: 2\n"quoted", with commas\n0: 10%'
+    output = tmp_path / "out.csv"
+    assert main(argv(server, output)) == 0
+    with output.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 6
+    assert rows[1]["story_setup"] == read(STUDY1)["story_setup"].iloc[1]  # quotes and <br> as in the input
+    assert rows[0]["model_response"] == 'Initial answer: 2\n"quoted", with commas\n0: 10%'
+
+
+def _free_port() -> int:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -1,0 +1,161 @@
+"""The append-only checkpoint `<output>.partial.jsonl`: one JSON line per finished row.
+
+Line 1 is a header naming the pipeline, the input file's SHA-256 and the run's parameters; every later
+line is one finished row (`{"row": 17, "columns": {...}}`), success or permanent failure. A restarted run
+with the same input and parameters skips the rows listed; any other run is refused, because mixing rows
+from two different runs into one output would silently corrupt an experiment.
+
+Durability: each line is written and flushed before its row counts as done (a `kill -9` then loses only
+requests in flight), and fsynced by a group commit (one fsync covers every line written while the previous
+one ran), so a node crash loses nothing acknowledged either, without one fsync per row capping throughput.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from worker.errors import InputError
+
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointWriter", "load_checkpoint"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1  # bump when the line layout changes; older checkpoints are then refused
+
+
+def make_header(pipeline: str, input_sha256: str, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    # Round-trip through JSON so tuples and lists compare equal with what a reload reads back.
+    return json.loads(
+        json.dumps(
+            {
+                "checkpoint": CHECKPOINT_FORMAT,
+                "pipeline": pipeline,
+                "input_sha256": input_sha256,
+                "parameters": dict(parameters),
+            },
+            sort_keys=True,
+        )
+    )
+
+
+def load_checkpoint(path: Path, header: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
+    """Rows already finished, by row index; {} when there is no checkpoint. Refuses a foreign checkpoint.
+
+    A torn last line (the process died mid-write) is cut off so appending continues on a clean line.
+    """
+    if not path.exists():
+        return {}
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise InputError(f"checkpoint {path}: cannot be read ({err.strerror}).") from err
+    lines = raw.split(b"\n")
+    # Everything after the last newline is a line the previous run did not finish writing.
+    complete, torn = lines[:-1], lines[-1]
+    if torn:
+        log.warning(
+            "checkpoint %s: dropping a torn last line (%d bytes) from an interrupted run", path, len(torn)
+        )
+        with path.open("r+b") as handle:
+            handle.truncate(len(raw) - len(torn))
+    if not complete:
+        return {}
+    found = _parse_line(path, 1, complete[0])
+    if found != dict(header):
+        raise InputError(
+            f"checkpoint {path} was written by a different run ({_difference(found, header)}); "
+            "rerun with the same input and parameters, or delete the checkpoint to start over."
+        )
+    done: dict[int, dict[str, Any]] = {}
+    for number, line in enumerate(complete[1:], start=2):
+        record = _parse_line(path, number, line)
+        row, columns = record.get("row"), record.get("columns")
+        if not isinstance(row, int) or not isinstance(columns, dict):
+            raise InputError(
+                f"checkpoint {path} line {number}: not a row record; delete the file to start over."
+            )
+        done.setdefault(row, columns)  # a row is finished once; a duplicate line cannot change it
+    return done
+
+
+class CheckpointWriter:
+    """Appends finished rows; `await commit(...)` returns once the line is durable."""
+
+    def __init__(self, handle: IO[str]) -> None:
+        self._handle = handle
+        self._written = 0  # lines written and flushed
+        self._synced = 0  # lines known to be on disk
+        self._sync_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def open(cls, path: Path, header: Mapping[str, Any]) -> CheckpointWriter:
+        """Open for appending, writing the header first when the file is new or empty."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = path.open("a", encoding="utf-8")
+        if handle.tell() == 0:
+            handle.write(_line(header))
+            handle.flush()
+            os.fsync(handle.fileno())
+        return cls(handle)
+
+    async def commit(self, row_index: int, columns: Mapping[str, Any]) -> None:
+        self._handle.write(_line({"row": row_index, "columns": dict(columns)}))
+        self._handle.flush()  # in the OS now: survives kill -9 of this process
+        self._written += 1
+        mine = self._written
+        while self._synced < mine:
+            if self._sync_task is None:
+                self._sync_task = asyncio.ensure_future(self._sync())
+            # shield: a cancelled row must not cancel the fsync other rows are waiting for
+            await asyncio.shield(self._sync_task)
+
+    async def _sync(self) -> None:
+        covered = self._written
+        try:
+            await asyncio.to_thread(os.fsync, self._handle.fileno())
+            self._synced = max(self._synced, covered)
+        finally:
+            self._sync_task = None
+
+    def close(self) -> None:
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._handle.close()
+
+
+def _line(record: Mapping[str, Any]) -> str:
+    return json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+def _parse_line(path: Path, number: int, line: bytes) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+    except ValueError as err:
+        raise InputError(
+            f"checkpoint {path} line {number} is not JSON ({err}); delete the file to start over."
+        ) from err
+    if not isinstance(record, dict):
+        raise InputError(
+            f"checkpoint {path} line {number} is not a JSON object; delete the file to start over."
+        )
+    return record
+
+
+def _difference(found: Mapping[str, Any], expected: Mapping[str, Any]) -> str:
+    """Name what differs, e.g. `input_sha256 differs` or `parameters.temperature: 0.7 != 0.0`."""
+    if found.get("checkpoint") != expected.get("checkpoint"):
+        return f"format {found.get('checkpoint')!r}; this worker writes {expected.get('checkpoint')!r}"
+    if found.get("pipeline") != expected.get("pipeline"):
+        return f"pipeline {found.get('pipeline')!r}, not {expected.get('pipeline')!r}"
+    if found.get("input_sha256") != expected.get("input_sha256"):
+        return "its input file had different contents"
+    old, new = found.get("parameters") or {}, expected.get("parameters") or {}
+    changed = sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
+    shown = "; ".join(f"{key}: {old.get(key)!r} then, {new.get(key)!r} now" for key in changed[:3])
+    return f"different parameters: {shown}" if shown else "a different header"

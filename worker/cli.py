@@ -1,0 +1,276 @@
+"""`python -m worker query|probs|extract|run`: argument parsing, logging, and the exit code.
+
+A pipeline joins the CLI with one line in SUBCOMMANDS naming its module. The module provides:
+    HELP: str                                    one line for `python -m worker -h`
+    add_arguments(parser) -> None                its own flags (the common ones are already added)
+    build(args) -> runner.Pipeline               may raise InputError (e.g. unknown study)
+    resolve_arguments(args) -> None              optional: fill common flags from the pipeline's own
+Modules are imported only when their subcommand runs, so one pipeline's import error cannot break another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
+
+from pydantic import ValidationError
+
+from worker import __version__
+from worker import constants as c
+from worker.errors import InputError
+from worker.options import ClientOptions, RunOptions, api_key_from_env
+from worker.runner import report_fatal, run_pipeline
+
+__all__ = ["SUBCOMMANDS", "add_common_arguments", "main", "run_options"]
+
+log = logging.getLogger(__name__)
+
+# subcommand -> module implementing it. Add a pipeline here, nowhere else.
+SUBCOMMANDS: dict[str, str] = {
+    "query": "worker.query",
+    "probs": "worker.probs",
+    "extract": "worker.extract",
+}
+RUN_COMMAND = "run"
+
+# For `run --tasks`: the worst result wins. Exit 2 (nothing done) is worse than 3 (done, some rows failed).
+_SEVERITY = {c.EXIT_OK: 0, c.EXIT_ROWS_FAILED: 1, c.EXIT_INPUT: 2}
+
+
+class UsageError(Exception):
+    """A command line argparse rejected; printed as one line, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting, so the CLI can print one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags every pipeline shares (the Job passes all of them)."""
+    group = parser.add_argument_group("common options")
+    group.add_argument(
+        "--input", type=Path, required=True, help="Input CSV (a study file, or a query output)."
+    )
+    group.add_argument("--output", type=Path, required=True, help="Output CSV; exists only once complete.")
+    group.add_argument("--model-endpoint", required=True, help="OpenAI base URL, e.g. http://vllm-x:8000/v1.")
+    group.add_argument("--model-name", required=True, help="Served model name.")
+    group.add_argument("--study", required=True, help="Study name (jobs/studies/NAME.yaml) or a YAML path.")
+    group.add_argument(
+        "--batch-size",
+        type=int,
+        default=c.DEFAULT_BATCH_SIZE,
+        help="Requests in flight (default %(default)s).",
+    )
+    group.add_argument(
+        "--timeout", type=float, default=c.DEFAULT_TIMEOUT_S, help="Deadline per attempt, s (%(default)s)."
+    )
+    group.add_argument(
+        "--max-retries", type=int, default=c.DEFAULT_MAX_RETRIES, help="Retries per request (%(default)s)."
+    )
+    group.add_argument(
+        "--backoff-base",
+        type=float,
+        default=c.BACKOFF_BASE_S,
+        help="First retry delay, s; doubles per retry, jittered (%(default)s).",
+    )
+    group.add_argument(
+        "--api-key-env", help=f"Environment variable holding the API key (default ${c.DEFAULT_API_KEY_ENV})."
+    )
+    group.add_argument("--limit", type=int, help="Process only the first N rows (smoke runs).")
+    group.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=c.DEFAULT_WAIT_TIMEOUT_S,
+        help="Seconds to wait for the server's /health before giving up (%(default)s).",
+    )
+    group.add_argument(
+        "--metrics-port",
+        type=int,
+        default=c.DEFAULT_METRICS_PORT,
+        help="Prometheus metrics port; 0 disables (%(default)s).",
+    )
+
+
+def run_options(args: argparse.Namespace, argv: Sequence[str]) -> RunOptions:
+    """The validated RunOptions of parsed common flags; InputError naming the flag otherwise."""
+    try:
+        client = ClientOptions(
+            endpoint=args.model_endpoint,
+            model_name=args.model_name,
+            batch_size=args.batch_size,
+            timeout_s=args.timeout,
+            max_retries=args.max_retries,
+            backoff_base_s=args.backoff_base,
+            api_key=api_key_from_env(args.api_key_env),
+        )
+        return RunOptions(
+            input=args.input,
+            output=args.output,
+            client=client,
+            limit=args.limit,
+            wait_timeout_s=args.wait_timeout,
+            metrics_port=args.metrics_port,
+            command_line=("python -m worker", *argv),
+        )
+    except ValidationError as err:
+        raise InputError(_validation_sentence(err)) from err
+    except ValueError as err:
+        raise InputError(str(err)) from err
+
+
+# pydantic field -> the flag a user typed
+_FLAGS = {
+    "batch_size": "--batch-size",
+    "timeout_s": "--timeout",
+    "max_retries": "--max-retries",
+    "backoff_base_s": "--backoff-base",
+    "model_name": "--model-name",
+    "endpoint": "--model-endpoint",
+    "limit": "--limit",
+    "wait_timeout_s": "--wait-timeout",
+    "metrics_port": "--metrics-port",
+}
+
+
+def _validation_sentence(err: ValidationError) -> str:
+    first = err.errors()[0]
+    field = str(first["loc"][-1]) if first["loc"] else ""
+    flag = _FLAGS.get(field, field)
+    message = str(first["msg"]).removeprefix("Value error, ")
+    value = first.get("input")
+    return f"{flag} {value!r}: {message}." if flag else f"{message}."
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(prog="python -m worker", description="Run a Grace study against a model server.")
+    parser.add_argument("--version", action="version", version=f"grace-worker {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, module_name in SUBCOMMANDS.items():
+        # Help text needs the module; a module that is not there yet still gets a (failing) entry.
+        help_text = getattr(_try_import(module_name), "HELP", f"(module {module_name} not available)")
+        sub.add_parser(name, help=help_text, add_help=False)
+    run = sub.add_parser(RUN_COMMAND, help="Run several subcommands in order (the Kubernetes Job mode).")
+    run.add_argument(
+        "--tasks", type=Path, required=True, help='JSON list of argv lists: [["query", ...], ...]'
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        _configure_logging()
+    except InputError as err:
+        report_fatal("", err)
+        return c.EXIT_INPUT
+    if argv and argv[0] == RUN_COMMAND:
+        return _run_tasks(argv)
+    return _run_one(argv)
+
+
+def _run_one(argv: list[str]) -> int:
+    command = argv[0] if argv and argv[0] in SUBCOMMANDS else ""
+    try:
+        if not command:
+            _top_level(argv)
+        module = _import(command)
+        parser = _Parser(prog=f"python -m worker {command}", description=getattr(module, "HELP", None))
+        add_common_arguments(parser)
+        module.add_arguments(parser)
+        args = parser.parse_args(argv[1:])
+        # Optional hook (issue 7): a pipeline may fill common flags from its own before they are validated,
+        # e.g. extract's --deepseek-endpoint standing in for --model-endpoint.
+        if hasattr(module, "resolve_arguments"):
+            module.resolve_arguments(args)
+        options = run_options(args, argv)
+        pipeline = module.build(args)
+    except (UsageError, InputError) as err:
+        report_fatal(command, err)
+        return c.EXIT_INPUT
+    return run_pipeline(pipeline, options)
+
+
+def _top_level(argv: list[str]) -> NoReturn:
+    """No known subcommand: argparse prints help or --version and exits, or names the problem."""
+    build_parser().parse_args(argv)
+    raise UsageError("choose a subcommand: " + ", ".join([*SUBCOMMANDS, RUN_COMMAND]))
+
+
+def _run_tasks(argv: list[str]) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        tasks = _read_tasks(args.tasks)
+    except (UsageError, InputError) as err:
+        report_fatal(RUN_COMMAND, err)
+        return c.EXIT_INPUT
+    worst = c.EXIT_OK
+    for number, task in enumerate(tasks, start=1):
+        log.info("task %d/%d: %s", number, len(tasks), " ".join(task))
+        code = _run_one(task)
+        log.info("task %d/%d finished with exit code %d", number, len(tasks), code)
+        worst = max(worst, code, key=lambda value: _SEVERITY.get(value, 3))
+    return worst
+
+
+def _read_tasks(path: Path) -> list[list[str]]:
+    try:
+        tasks = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise InputError(f"--tasks {path}: cannot be read ({err.strerror}).") from err
+    except (UnicodeDecodeError, ValueError) as err:
+        raise InputError(f"--tasks {path}: not JSON ({err}).") from err
+    valid = isinstance(tasks, list) and all(
+        isinstance(task, list) and task and all(isinstance(arg, str) for arg in task) for task in tasks
+    )
+    if not valid or not tasks:
+        raise InputError(
+            f'--tasks {path}: expected a non-empty JSON list of argv lists, e.g. [["query", ...]].'
+        )
+    for task in tasks:
+        if task[0] not in SUBCOMMANDS:
+            raise InputError(
+                f"--tasks {path}: unknown subcommand {task[0]!r} (known: {', '.join(SUBCOMMANDS)})."
+            )
+    return tasks
+
+
+def _import(command: str) -> ModuleType:
+    try:
+        return importlib.import_module(SUBCOMMANDS[command])
+    except ModuleNotFoundError as err:
+        if err.name != SUBCOMMANDS[command]:
+            raise  # the module exists but one of its imports is missing: a bug, show the traceback
+        raise InputError(f"subcommand {command!r} is not implemented in this worker build.") from err
+
+
+def _try_import(module_name: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(module_name)
+    except ImportError:
+        return None
+
+
+def _configure_logging() -> None:
+    level_name = os.environ.get(c.LOG_LEVEL_ENV, "INFO").upper()
+    level = logging.getLevelNamesMapping().get(level_name)
+    if level is None:
+        raise InputError(
+            f"{c.LOG_LEVEL_ENV}={level_name!r} is not a log level (DEBUG, INFO, WARNING, ERROR)."
+        )
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
+    )
+    # httpx logs every request at INFO; at 64 in flight that drowns the progress lines.
+    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))

@@ -1,0 +1,53 @@
+"""Every fixed number and name of the worker in one place, each with the reason it has its value."""
+
+from __future__ import annotations
+
+# CLI defaults. The Job sets all of these explicitly; the defaults suit a laptop against one vLLM server.
+DEFAULT_BATCH_SIZE = 64  # requests in flight: enough to fill vLLM's continuous batching on one GPU
+DEFAULT_TIMEOUT_S = 120.0  # per attempt; a 7B model writing ~512 tokens under load takes well under this
+DEFAULT_MAX_RETRIES = 5
+DEFAULT_WAIT_TIMEOUT_S = 600.0  # a Job may start before its model server has loaded its weights
+DEFAULT_METRICS_PORT = 9090  # port name `metrics` in the Job (grace_infra.constants.WORKER_METRICS_PORT)
+DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
+# vLLM accepts any key unless started with --api-key; the openai client insists on a non-empty one.
+PLACEHOLDER_API_KEY = "EMPTY"
+
+# Retry policy. Exponential backoff with full jitter, capped so a long outage is polled, not abandoned.
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 30.0
+RETRY_AFTER_CAP_S = 120.0  # a server asking us to wait longer than this is treated as asking for the cap
+# Statuses worth another attempt: timeouts, conflicts, rate limits, and every 5xx (checked separately).
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
+# Statuses that mean the request itself is wrong: retrying sends the same wrong request again.
+REJECTED_STATUSES = frozenset({400, 404, 413, 422})
+
+# Waiting for the server.
+HEALTH_POLL_INTERVAL_S = 2.0
+HEALTH_PROBE_TIMEOUT_S = 5.0
+
+# Server paths. The OpenAI API lives under /v1; vLLM serves its own endpoints at the root.
+HEALTH_PATH = "/health"
+VERSION_PATH = "/version"
+MODELS_PATH = "/v1/models"
+CHAT_PATH = "/v1/chat/completions"
+
+# Files next to the output CSV.
+CHECKPOINT_SUFFIX = ".partial.jsonl"
+META_SUFFIX = ".meta.json"
+TEMP_SUFFIX = ".tmp"
+
+# Progress: a bar on a terminal, else one log line this often (seconds).
+PROGRESS_BAR_INTERVAL_S = 0.2
+PROGRESS_LOG_INTERVAL_S = 5.0
+
+# Where `--study NAME` looks, first to last. The container mounts the studies ConfigMap at /etc/grace.
+STUDIES_DIR_ENV = "GRACE_STUDIES_DIR"
+CONTAINER_STUDIES_DIR = "/etc/grace/studies"
+
+# Exit codes (documented in the README; the Job's podFailurePolicy may key on them).
+EXIT_OK = 0
+EXIT_INPUT = 2  # bad input or arguments, unreachable server, unknown model: retrying cannot help
+EXIT_ROWS_FAILED = 3  # output complete, some rows carry an error
+
+# Environment variables the worker reads.
+LOG_LEVEL_ENV = "LOG_LEVEL"

@@ -1,0 +1,103 @@
+"""The worker's typed errors. Every failure the worker expects is one of these; anything else is a bug.
+
+    WorkerError                      base; never raised itself
+    ├── InputError                   the user's input or arguments are wrong          -> exit 2
+    │   (missing/unreadable/empty file, undecodable bytes, missing columns, unknown study,
+    │    a checkpoint or output from a different run, bad flag values)
+    ├── ServerUnavailable            no healthy server after --wait-timeout           -> exit 2
+    ├── RequestRejected              400/404/413/422 (any non-retryable 4xx): the request is wrong;
+    │                                not retried; carries `status` and the server's `message`.
+    │                                404 unknown model and 401/403 abort the run (exit 2); the
+    │                                others are recorded on the row.
+    ├── RetryableError               worth another attempt: connection error, attempt deadline,
+    │                                408/409/429 (with `retry_after`), 5xx
+    ├── ResponseError                a 2xx whose body is not what the API promises (truncated or
+    │                                non-JSON, missing fields); retried like RetryableError because
+    │                                a cut connection or a proxy page is its usual cause
+    └── RowFailure                   one row failed permanently; carries `row_index` and `cause`
+                                     and is recorded in the row's `error` column -> exit 3
+
+Pipelines raise RowFailure (or let RequestRejected through); the runner decides what a failure means for
+the exit code. Errors carry one sentence a researcher can act on, because `str(error)` is what the CLI
+prints and what the `error` column holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+__all__ = [
+    "InputError",
+    "RequestRejected",
+    "ResponseError",
+    "RetryableError",
+    "RowFailure",
+    "ServerUnavailable",
+    "WorkerError",
+]
+
+
+class WorkerError(Exception):
+    """Base of every error the worker raises on purpose.
+
+    `attempts` is how many HTTP attempts were made before this error was final (set by the client), so a
+    failed row still reports its attempt count.
+    """
+
+    attempts: int = 0
+
+
+class InputError(WorkerError):
+    """The input file, the study, the arguments or an existing checkpoint/output are not usable."""
+
+
+class ServerUnavailable(WorkerError):  # noqa: N818 - the names issue 5 and the other pipelines use
+    """The model server did not become healthy within --wait-timeout."""
+
+
+class RequestRejected(WorkerError):  # noqa: N818 - the names issue 5 and the other pipelines use
+    """The server refused the request as invalid (400/404/413/422). Sending it again cannot help."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+
+    @property
+    def unknown_model(self) -> bool:
+        """True when the server says the model does not exist (vLLM: "The model `x` does not exist.")."""
+        return self.status == 404 and "model" in self.message.lower()
+
+    @property
+    def fatal(self) -> bool:
+        """True when every later row would be refused the same way (unknown model, bad credentials)."""
+        return self.unknown_model or self.status in {401, 403}
+
+
+class RetryableError(WorkerError):
+    """A transient failure; `retry_after` is the server's Retry-After in seconds when it sent one."""
+
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class ResponseError(RetryableError):
+    """A successful status with a body that is not what the API promises."""
+
+
+class RowFailure(WorkerError):  # noqa: N818 - the names issue 5 and the other pipelines use
+    """Row `row_index` failed permanently; `cause` is the last error. Its message goes into `error`.
+
+    `columns` are output columns worth keeping on a failed row (e.g. `attempts`, or a raw response that did
+    not parse), so a failure is still evidence.
+    """
+
+    def __init__(
+        self, row_index: int, cause: BaseException | str, *, columns: Mapping[str, object] | None = None
+    ) -> None:
+        super().__init__(str(cause))
+        self.row_index = row_index
+        self.cause = cause
+        self.columns = dict(columns or {})

@@ -1,0 +1,397 @@
+"""`python -m worker extract`: Experiment 1 free text -> schema-valid columns, or an explicit failure per row.
+
+For each Experiment 1 row the extractor model is shown the study's questions and the recorded reply and
+asked for the study's JSON object. The reply is judged (`worker.structured.judge_reply`); a blank, cut-off,
+unreadable or schema-violating reply is re-asked up to `--max-retries` times, each time telling the model
+exactly what was wrong. Every row ends with either the schema's fields (null where the reply states
+nothing) or `extraction_errors` holding the last error; `extraction_attempts` counts the extraction
+requests sent for the row and `extraction_warnings` lists broken cross-field rules. Every Experiment 1
+column is kept, in order; nothing is dropped or invented.
+
+Which structured-output form the server enforces is detected once, before the rows
+(`worker.extract_backend`). Checkpointing, transport retries, progress, metrics, the meta file and exit
+codes are the shared runner's (`worker.runner`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jsonschema.protocols import Validator
+
+from worker.client import ModelClient
+from worker.errors import InputError, RequestRejected, RetryableError, RowFailure
+from worker.extract_backend import BackendChoice, ChatClient, detect_backend, reply_text
+from worker.extraction_spec import (
+    ATTEMPTS_COLUMN,
+    ERRORS_COLUMN,
+    STATUS_COLUMNS,
+    WARNINGS_COLUMN,
+    ExtractionSpec,
+    load_extraction,
+)
+from worker.structured import (
+    AttemptFailure,
+    Backend,
+    Parsed,
+    correction_messages,
+    cross_field_warnings,
+    format_instructions,
+    judge_reply,
+    make_validator,
+    response_format_for,
+    schema_name,
+)
+from worker.studies import load_study, resolve_study_path
+
+__all__ = [
+    "HELP",
+    "ExtractPipeline",
+    "ExtractionPlan",
+    "RowOutcome",
+    "add_arguments",
+    "build",
+    "resolve_arguments",
+]
+
+log = logging.getLogger(__name__)
+
+HELP = "Structured extraction: turn Experiment 1 free text into schema-valid columns, or an explicit error."
+
+# DeepSeek's hosted API: the model name the Job uses and the secret's environment variable (issue 7).
+DEEPSEEK_MODEL = "deepseek-chat"
+DEEPSEEK_API_KEY_ENV = "DEEPSEEK_API_KEY"
+# --wait-for-input: how often to look for the Experiment 1 file, and how often to say we are still waiting.
+INPUT_POLL_INTERVAL_S = 2.0
+INPUT_WAIT_LOG_INTERVAL_S = 30.0
+# "auto" on the command line: probe the server for the strongest form it enforces.
+AUTO_BACKEND = "auto"
+
+# Several warnings in one CSV cell: a separator that no warning sentence contains.
+WARNING_SEPARATOR = " | "
+
+
+@dataclass(frozen=True)
+class RowOutcome:
+    """How one row ended."""
+
+    fields: dict[str, Any]  # every schema field, None where the reply states nothing or on failure
+    error: str = ""  # empty on success, else the last failure as one sentence
+    attempts: int = 0  # extraction requests sent for the row (each with its own transport retries)
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+    def columns(self) -> dict[str, Any]:
+        """The columns added to the Experiment 1 row, in output order."""
+        return {
+            **self.fields,
+            ERRORS_COLUMN: self.error,
+            ATTEMPTS_COLUMN: self.attempts,
+            WARNINGS_COLUMN: WARNING_SEPARATOR.join(self.warnings),
+        }
+
+
+@dataclass(frozen=True)
+class ExtractionPlan:
+    """The per-run decisions every row shares: the backend, the request form, and how replies are judged."""
+
+    spec: ExtractionSpec
+    choice: BackendChoice
+    validator: Validator | None  # None with --no-validate: replies are parsed, not checked
+    max_reasks: int
+
+    @classmethod
+    def build(
+        cls, spec: ExtractionSpec, choice: BackendChoice, *, validate: bool, max_reasks: int
+    ) -> ExtractionPlan:
+        return cls(
+            spec=spec,
+            choice=choice,
+            validator=make_validator(spec.schema) if validate else None,
+            max_reasks=max_reasks,
+        )
+
+    def request_params(self) -> dict[str, Any]:
+        params = self.spec.section.generation.request_params()
+        response_format = response_format_for(
+            self.choice.backend, self.spec.schema, schema_name(self.spec.schema, self.spec.study.name)
+        )
+        if response_format is not None:
+            params["response_format"] = response_format
+        return params
+
+    def messages(self, row: Mapping[str, str]) -> list[dict[str, str]]:
+        messages = self.spec.render(dict(row))
+        instructions = format_instructions(self.choice.backend, self.spec.schema, self.spec.example)
+        if instructions:
+            if messages[0]["role"] == "system":
+                messages[0] = {"role": "system", "content": f"{messages[0]['content']}\n\n{instructions}"}
+            else:
+                messages.insert(0, {"role": "system", "content": instructions})
+        return messages
+
+    def empty_fields(self) -> dict[str, Any]:
+        return dict.fromkeys(self.spec.fields)
+
+    async def extract(self, client: ChatClient, row: Mapping[str, str]) -> RowOutcome:
+        """Ask, judge, re-ask; raises only for a run-fatal refusal (unknown model, rejected key)."""
+        text = row.get(self.spec.section.input_column, "")
+        if not text.strip():
+            return RowOutcome(
+                self.empty_fields(), error=_no_response_error(row, self.spec.section.input_column)
+            )
+        base = self.messages(row)
+        params = self.request_params()
+        messages = base
+        attempts = 0
+        previous: AttemptFailure | None = None
+        while True:
+            attempts += 1
+            try:
+                reply = await client.chat(messages, **params)
+            except RequestRejected as err:
+                if err.fatal:  # unknown model, bad key: every row would fail alike; the runner stops
+                    raise
+                return self._request_failed(err, attempts, previous)
+            except RetryableError as err:
+                return self._request_failed(err, attempts, previous)
+            content, finish_reason = reply_text(reply.body)
+            verdict = judge_reply(content, finish_reason, self.spec.schema, self.validator)
+            if isinstance(verdict, Parsed):
+                warnings = tuple(cross_field_warnings(self.spec.section.checks, verdict.fields))
+                return RowOutcome(verdict.fields, attempts=attempts, warnings=warnings)
+            if attempts > self.max_reasks:
+                return RowOutcome(
+                    self.empty_fields(), error=_final_error(verdict, attempts), attempts=attempts
+                )
+            log.debug("re-asking (attempt %d): %s", attempts + 1, verdict.message)
+            messages = base + correction_messages(verdict, content)
+            previous = verdict
+
+    def _request_failed(self, err: Exception, attempts: int, previous: AttemptFailure | None) -> RowOutcome:
+        # A re-ask can fail where the first request did not (it is longer: the echoed reply may push it
+        # past the context length); the reply that caused the re-ask is part of the story.
+        error = f"request: {err}"
+        if previous is not None:
+            error += f" (while re-asking after {previous.kind}: {previous.message})"
+        return RowOutcome(self.empty_fields(), error=error, attempts=attempts)
+
+
+def _final_error(failure: AttemptFailure, attempts: int) -> str:
+    return f"{failure.kind}: {failure.message} (after {attempts} attempt{'s' if attempts != 1 else ''})"
+
+
+def _no_response_error(row: Mapping[str, str], input_column: str) -> str:
+    # Experiment 1's own failure explains why there is nothing to extract; keep its words.
+    exp1_error = str(row.get("error", "") or "").strip()
+    reason = f"Experiment 1 failed on this row: {exp1_error}" if exp1_error else f"{input_column} is empty"
+    return f"no_response: nothing to extract ({reason})"
+
+
+class ExtractPipeline:
+    """The `extract` pipeline for the shared runner: one ExtractionPlan, fixed in `prepare()`."""
+
+    name = "extract"
+    error_column = ERRORS_COLUMN
+
+    def __init__(
+        self,
+        spec: ExtractionSpec,
+        *,
+        model_name: str,
+        requested_backend: Backend | None,
+        validate: bool,
+        max_reasks: int,
+    ) -> None:
+        self.spec = spec
+        self.model_name = model_name
+        self.requested_backend = requested_backend
+        self.validate = validate
+        self.max_reasks = max_reasks
+        # The response column first, so a missing one is named first; then the prompt's other columns.
+        others = sorted(spec.row_columns - {spec.section.input_column})
+        self.required_columns: tuple[str, ...] = (spec.section.input_column, *others)
+        self.output_columns: tuple[str, ...] = (*spec.fields, *STATUS_COLUMNS)
+        self._plan: ExtractionPlan | None = None
+
+    def parameters(self) -> dict[str, Any]:
+        """What changes the extracted values; the detected backend joins once `prepare()` has run.
+
+        The runner writes the checkpoint header before `prepare()`, so the header holds the *requested*
+        backend and a resumed run re-probes (a server restarted with other flags may legitimately answer
+        differently; every row is validated against the same schema either way). The meta file, written at
+        the end, also holds the probe's evidence. No secret is ever part of this.
+        """
+        section = self.spec.section
+        parameters: dict[str, Any] = {
+            "study": self.spec.study.name,
+            "model_name": self.model_name,
+            "input_column": section.input_column,
+            "schema_file": str(self.spec.schema_file),
+            "schema_sha256": self.spec.schema_sha256,
+            "prompt": section.prompt.model_dump(),
+            "text_replacements": dict(self.spec.study.text_replacements),
+            "example": self.spec.example,
+            "generation": section.generation.request_params(),
+            "checks": [check.model_dump() for check in section.checks],
+            "backend_requested": str(self.requested_backend or AUTO_BACKEND),
+            "validate": self.validate,
+            "max_reasks": self.max_reasks,
+        }
+        if self._plan is not None:
+            parameters["structured_output"] = self._plan.choice.as_meta()
+        return parameters
+
+    async def prepare(self, client: ModelClient) -> None:
+        choice = await detect_backend(client, self.requested_backend)
+        log.info("extract: using %s (%s)", choice.backend, "; ".join(choice.evidence))
+        if not self.validate:
+            log.warning("extract: --no-validate: replies are parsed but not checked against the schema")
+        if choice.backend is not Backend.JSON_SCHEMA and self.spec.example is None:
+            log.warning(
+                "extract: no example object for the %s prompt (--schema replaced the study's)", choice.backend
+            )
+        self._plan = ExtractionPlan.build(
+            self.spec, choice, validate=self.validate, max_reasks=self.max_reasks
+        )
+
+    async def process(self, row_index: int, row: Mapping[str, str], client: ModelClient) -> dict[str, Any]:
+        if self._plan is None:
+            raise RuntimeError("ExtractPipeline.process() before prepare()")
+        outcome = await self._plan.extract(client, row)
+        columns = outcome.columns()
+        del columns[ERRORS_COLUMN]  # the runner owns the error column
+        if not outcome.ok:
+            raise RowFailure(row_index, outcome.error, columns=columns)
+        return columns
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("extract options")
+    group.add_argument(
+        "--deepseek-endpoint",
+        help="Extract with the DeepSeek API at this URL instead of --model-endpoint (json_object mode; the "
+        f"model defaults to {DEEPSEEK_MODEL} and the key to ${DEEPSEEK_API_KEY_ENV}).",
+    )
+    group.add_argument(
+        "--schema", type=Path, help="JSON Schema file replacing the study's extraction.schema."
+    )
+    group.add_argument(
+        "--validate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Validate every reply against the schema and re-ask on failure (default: on).",
+    )
+    group.add_argument(
+        "--backend",
+        choices=[AUTO_BACKEND, *(str(backend) for backend in Backend)],
+        default=AUTO_BACKEND,
+        help="Structured-output form: auto probes the server for the strongest one it enforces (default).",
+    )
+    group.add_argument(
+        "--wait-for-input",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="Wait up to SECONDS for --input to appear (Experiment 1 writes it atomically when complete).",
+    )
+    group.add_argument("--max-tokens", type=int, help="Override the study's extraction max_tokens.")
+    # --model-endpoint and --model-name are common flags that every other pipeline needs; extraction
+    # can take both from --deepseek-endpoint instead. argparse has no public way to relax a flag another
+    # function added, so the required mark is lifted on the parsed action itself; resolve_arguments()
+    # then names whatever is still missing.
+    for action in parser._actions:
+        if action.dest in {"model_endpoint", "model_name"}:
+            action.required = False
+
+
+def resolve_arguments(args: argparse.Namespace) -> None:
+    """Fill the common flags from extract's own, before the CLI validates them (worker.cli hook).
+
+    --deepseek-endpoint wins over --model-endpoint (the Job passes both when DeepSeek is configured). The
+    key variable defaults to $DEEPSEEK_API_KEY when that is set, or always with --deepseek-endpoint (a
+    hosted API needs a key); vLLM without --api-key accepts the placeholder.
+    """
+    if args.deepseek_endpoint:
+        if args.model_endpoint and args.model_endpoint != args.deepseek_endpoint:
+            log.info("extract: --deepseek-endpoint %s replaces --model-endpoint", args.deepseek_endpoint)
+        args.model_endpoint = args.deepseek_endpoint
+        args.model_name = args.model_name or DEEPSEEK_MODEL
+        args.api_key_env = args.api_key_env or DEEPSEEK_API_KEY_ENV
+    if not args.model_endpoint:
+        raise InputError(
+            "extract needs --model-endpoint (a vLLM server) or --deepseek-endpoint (DeepSeek API)."
+        )
+    if not args.model_name:
+        raise InputError("extract needs --model-name (the served model that extracts).")
+    if args.api_key_env is None and os.environ.get(DEEPSEEK_API_KEY_ENV):
+        args.api_key_env = DEEPSEEK_API_KEY_ENV
+
+
+def build(args: argparse.Namespace) -> ExtractPipeline:
+    """The pipeline from parsed flags; InputError for a bad study, schema or flag, or a missing input."""
+    if args.max_retries < 0:
+        raise InputError(f"--max-retries {args.max_retries}: must be 0 or more.")
+    if args.wait_for_input < 0:
+        raise InputError(f"--wait-for-input {args.wait_for_input:g}: must be 0 or more seconds.")
+    study_file = resolve_study_path(args.study)
+    study = load_study(str(study_file))
+    spec = load_extraction(study, study_file, args.schema)
+    if args.max_tokens is not None:
+        if args.max_tokens <= 0:
+            raise InputError(f"--max-tokens {args.max_tokens}: must be a positive number of tokens.")
+        generation = spec.section.generation.model_copy(update={"max_tokens": args.max_tokens})
+        spec = spec.with_generation(generation)
+    wait_for_input(args.input, args.wait_for_input)
+    return ExtractPipeline(
+        spec,
+        model_name=args.model_name,
+        requested_backend=None if args.backend == AUTO_BACKEND else Backend(args.backend),
+        validate=args.validate,
+        max_reasks=args.max_retries,
+    )
+
+
+def wait_for_input(path: Path, timeout_s: float, *, poll_s: float | None = None) -> None:
+    """Return once `path` exists; InputError after `timeout_s`. 0 means do not wait.
+
+    Experiment 1 renames its output into place only when every row is done, so existence means complete
+    and there is nothing to gain from watching the file grow.
+    """
+    if timeout_s <= 0 or path.exists():
+        return
+    poll_s = INPUT_POLL_INTERVAL_S if poll_s is None else poll_s
+    started = time.monotonic()
+    deadline = started + timeout_s
+    next_log = started
+    while not path.exists():
+        now = time.monotonic()
+        if now >= deadline:
+            raise InputError(
+                f"--input {path} did not appear within --wait-for-input {timeout_s:g} s "
+                "(Experiment 1 writes it only when every row is done)."
+            )
+        if now >= next_log:
+            log.info(
+                "extract: waiting for --input %s (written when Experiment 1 completes): %.0f of %g s",
+                path,
+                now - started,
+                timeout_s,
+            )
+            next_log = now + INPUT_WAIT_LOG_INTERVAL_S
+        time.sleep(min(poll_s, max(0.0, deadline - now)))
+    log.info("extract: --input %s appeared after %.0f s", path, time.monotonic() - started)

@@ -1,0 +1,168 @@
+"""The `extraction:` section of a study file, validated, with its schema loaded: what `worker extract` does.
+
+    extraction:
+      input_column: model_response        # the Experiment 1 column holding the free text
+      schema: ../schemas/study1_schema.json   # relative to the study file (same layout in the pod)
+      prompt: {system: ..., user: ...}    # `{column}` placeholders over the Experiment 1 row
+      example: {...}                      # one valid object, shown to servers that cannot enforce the schema
+      generation: {max_tokens: 160, temperature: 0.0}
+      checks: [{kind: sum, fields: [...], total: 100, tolerance: 1}]
+
+Every problem is an InputError naming the file and key, so a bad study file stops the run with exit 2 before
+any request is sent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from worker.errors import InputError
+from worker.structured import SumCheck, check_schema, make_validator, schema_fields
+from worker.studies import GenerationParams, PromptTemplate, Study
+
+__all__ = ["ExtractionSection", "ExtractionSpec", "load_extraction", "load_schema_file"]
+
+# The Experiment 1 column `worker query` writes the model's free text into (issue 5).
+DEFAULT_INPUT_COLUMN = "model_response"
+# Columns `worker extract` adds after the schema's fields. Also reserved: a schema property of the same
+# name would collide with them.
+ERRORS_COLUMN = "extraction_errors"
+ATTEMPTS_COLUMN = "extraction_attempts"
+WARNINGS_COLUMN = "extraction_warnings"
+STATUS_COLUMNS = (ERRORS_COLUMN, ATTEMPTS_COLUMN, WARNINGS_COLUMN)
+
+
+class ExtractionSection(BaseModel):
+    """The YAML section as written. Paths are still relative; `load_extraction` resolves them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    input_column: str = Field(
+        default=DEFAULT_INPUT_COLUMN, min_length=1, description="Experiment 1 column with the free text."
+    )
+    schema_path: str = Field(
+        alias="schema", min_length=1, description="JSON Schema file, relative to the study file."
+    )
+    prompt: PromptTemplate = Field(description="Extraction messages; `{column}` placeholders over the row.")
+    example: dict[str, Any] | None = Field(
+        default=None,
+        description="A schema-valid example object, put in the prompt when the server "
+        "cannot enforce the schema (DeepSeek asks for one). Required unless --schema replaces the schema.",
+    )
+    generation: GenerationParams = Field(
+        default_factory=lambda: GenerationParams(max_tokens=160, temperature=0.0),
+        description="Sampling for extraction; greedy by default so a rerun extracts the same values.",
+    )
+    checks: tuple[SumCheck, ...] = Field(default=(), description="Cross-field rules, reported as warnings.")
+
+    @model_validator(mode="after")
+    def _prompt_shows_the_response(self) -> ExtractionSection:
+        if self.input_column not in self.prompt.columns:
+            raise ValueError(f"the prompt never shows {{{self.input_column}}}, the text to extract from")
+        return self
+
+
+@dataclass(frozen=True)
+class ExtractionSpec:
+    """Everything extraction needs from the study, resolved and checked against each other."""
+
+    study: Study
+    section: ExtractionSection
+    schema: dict[str, Any]
+    schema_file: Path
+    schema_sha256: str
+    example: dict[str, Any] | None
+
+    def with_generation(self, generation: GenerationParams) -> ExtractionSpec:
+        """The same spec with other sampling parameters (a command-line override)."""
+        section = self.section.model_copy(update={"generation": generation})
+        return dataclasses.replace(self, section=section)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The columns the schema adds, in schema order."""
+        return schema_fields(self.schema)
+
+    @property
+    def row_columns(self) -> set[str]:
+        """Experiment 1 columns the extraction reads: the prompt's placeholders."""
+        return set(self.section.prompt.columns)
+
+    def render(self, row: dict[str, str]) -> list[dict[str, str]]:
+        """The extraction messages for one row. Study columns get the study's text clean-up (the survey's
+        <br>); the model's response is shown exactly as Experiment 1 recorded it."""
+        values = {
+            column: row[column] if column == self.section.input_column else self.study.clean(row[column])
+            for column in self.row_columns
+        }
+        prompt = self.section.prompt
+        messages = []
+        if prompt.system:
+            messages.append({"role": "system", "content": prompt.system.format_map(values)})
+        messages.append({"role": "user", "content": prompt.user.format_map(values)})
+        return messages
+
+
+def load_schema_file(path: Path, what: str) -> tuple[dict[str, Any], str]:
+    """A schema file's JSON and SHA-256; InputError naming `what` (the flag or key) when it is unusable."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise InputError(f"{what} {path}: cannot be read ({err.strerror or err}).") from err
+    try:
+        schema = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"{what} {path}: not a JSON file ({err}).") from err
+    problems = check_schema(schema)
+    if problems:
+        raise InputError(f"{what} {path}: cannot drive extraction: {'; '.join(problems)}.")
+    reserved = sorted(set(schema["properties"]) & set(STATUS_COLUMNS))
+    if reserved:
+        raise InputError(f"{what} {path}: property {', '.join(reserved)} collides with an output column.")
+    return schema, hashlib.sha256(raw).hexdigest()
+
+
+def load_extraction(study: Study, study_file: Path, schema_override: Path | None = None) -> ExtractionSpec:
+    """Validate the study's `extraction:` section and load its schema (or `--schema`'s)."""
+    where = f"study file {study_file}: extraction"
+    if study.extraction is None:
+        raise InputError(f"study file {study_file} has no extraction: section; `worker extract` needs one.")
+    try:
+        section = ExtractionSection.model_validate(study.extraction)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        raise InputError(f"{where}.{key}: {first['msg']}.") from err
+    if schema_override is not None:
+        schema_file, what = schema_override, "--schema"
+    else:
+        schema_file, what = (study_file.parent / section.schema_path).resolve(), f"{where}.schema"
+    schema, digest = load_schema_file(schema_file, what)
+    example = section.example
+    if example is not None:
+        errors = sorted(make_validator(schema).iter_errors(example), key=lambda e: list(e.absolute_path))
+        if errors:
+            if schema_override is None:
+                raise InputError(f"{where}.example does not match {schema_file}: {errors[0].message}.")
+            # A replacement schema with a different shape: the study's example would mislead the model.
+            example = None
+    overlap = sorted(set(schema["properties"]) & (set(study.required_columns) | {section.input_column}))
+    if overlap:
+        raise InputError(
+            f"{what} {schema_file}: property {', '.join(overlap)} would overwrite an Experiment 1 column."
+        )
+    return ExtractionSpec(
+        study=study,
+        section=section,
+        schema=schema,
+        schema_file=schema_file,
+        schema_sha256=digest,
+        example=example,
+    )

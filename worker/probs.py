@@ -1,0 +1,881 @@
+"""Experiment 2, `python -m worker probs`: the probability the model gives every allowed answer.
+
+A probability question is a chat prompt plus a closed set of answer options. The probability of an option
+is P(option text | prompt, answer prefix) under the model, read from the server's log-probabilities:
+
+- `first-token`: one `/v1/completions` request with `max_tokens=1, logprobs=N` on the prompt's token ids;
+  each option's probability is its first token's. Exact only when every option (and every surface variant
+  of it) is ONE token for this model's tokenizer, all distinct, and all inside the top N.
+- `continuation`: for every option, the summed log-probability of the option's tokens appended to the
+  prompt, from `prompt_logprobs` (one batched request per question). Exact for options of any length.
+- `auto` (default): decide per question from the server's tokenizer; use `first-token` only when it is
+  exact, and fall back to `continuation` for a row where an option fell outside the top N.
+- A server without `/tokenize` (a hosted API): chat completions with `top_logprobs`, matched by text. The
+  meta file says the result is approximate (no token ids, no answer prefix, multi-token options unseen).
+
+The prompt is rendered by the SERVER's chat template (`POST /tokenize` with `messages` and
+`add_generation_prompt`), then the answer prefix is appended (for gpt-oss the harmony final-channel header,
+so the answer is read after the reasoning channel, not at its first token). The same token ids are sent
+for scoring, and recorded with the decoded prompt text, so anyone can recompute every number.
+
+Surface variants: "yes", " yes", "Yes", " Yes" are the same answer. Each option's variants are tokenized
+AFTER the real generation prompt (so the tokenizer decides whether the answer position takes a leading
+space), each distinct token sequence is counted once, and the variants summed are recorded. When one
+option's tokens are a proper prefix of another's ("was" and "was"+"n't"), the shorter option counts only
+when the answer does not continue into the longer one, so the options stay disjoint events.
+
+Mathematics (log-sum-exp, entropy in bits, mean/std) and response parsing live in `worker.logprobs`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import re
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from worker import logprobs as lp
+from worker.errors import InputError, RequestRejected, ResponseError, RowFailure, WorkerError
+from worker.studies import Study, load_study, template_fields
+
+__all__ = ["HELP", "Method", "ProbsConfig", "ProbsPipeline", "add_arguments", "build"]
+
+HELP = "Experiment 2: the probability of every allowed answer, from the model's log-probabilities."
+
+COMPLETIONS_PATH = "/v1/completions"
+TOKENIZE_PATH = "/tokenize"
+DETOKENIZE_PATH = "/detokenize"
+
+# vLLM's --max-logprobs default: a request for more top candidates is refused with a 400.
+MAX_TOP_LOGPROBS = 20
+DEFAULT_TOP_LOGPROBS = 20  # the seed's 5 silently dropped options that ranked 6th or lower
+# vLLM returns raw log-probabilities (logprobs_mode=raw_logprobs) unless the server is started otherwise,
+# so temperature does not change them; 1.0 is the value under which "raw" and "processed" agree anyway.
+DEFAULT_TEMPERATURE = 1.0
+# A short fixed conversation whose rendering shows what the chat template puts before the answer.
+PROBE_USER_MESSAGE = "Answer with one word."
+GENERIC_QUESTION_NAME = "answer"
+ERROR_COLUMN = "error"
+ENTROPY_UNIT = "bits"
+
+
+class Method(StrEnum):
+    """How an option's probability is read (`--method`), plus the approximate fallback's name."""
+
+    FIRST_TOKEN = "first-token"  # noqa: S105 - a method name, not a secret
+    CONTINUATION = "continuation"
+    AUTO = "auto"
+    CHAT_TOP_LOGPROBS = "chat-top-logprobs"  # never requested; recorded when /tokenize is missing
+
+
+class VariantPolicy(StrEnum):
+    """Which surface forms of an option count as that option (`--variants`)."""
+
+    CASE_AND_SPACE = "case-and-space"  # yes, Yes, " yes", " Yes"
+    SPACE = "space"  # yes, " yes"
+    NONE = "none"  # exactly the option text
+
+
+# ---- study definitions: the `probability:` section -------------------------------------------------------
+
+
+class OptionSpec(BaseModel):
+    """One allowed answer."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    text: str = Field(min_length=1, description="What the model would write, e.g. '10%' or \"wasn't\".")
+    label: str = Field(description="Name used in output columns, e.g. '10' or 'wasnt'.")
+    value: float | None = Field(default=None, description="Numeric value, for the mean/std columns.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_plain_text(cls, data: Any) -> Any:
+        if isinstance(data, str | int | float) and not isinstance(data, bool):
+            return {"text": str(data), "label": option_label(str(data))}
+        return data
+
+    @field_validator("label")
+    @classmethod
+    def _label_is_a_column_part(cls, label: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_]+", label):
+            raise ValueError(f"option label {label!r} must be letters, digits and underscores")
+        return label
+
+
+class ColumnNames(BaseModel):
+    """Output column names of a question. `{label}` stands for the option label; `{k}`-style names for
+    the question's expansion variables."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prob: str = Field(description="Renormalised probability of each option; must contain {label}.")
+    entropy: str = Field(description="Entropy in bits of the renormalised distribution.")
+    mean: str | None = Field(default=None, description="Mean of the option values (needs every value).")
+    std: str | None = Field(default=None, description="Standard deviation of the option values.")
+
+    @field_validator("prob")
+    @classmethod
+    def _prob_has_label(cls, name: str) -> str:
+        if "label" not in template_fields(name):
+            raise ValueError(f"columns.prob {name!r} must contain {{label}}")
+        return name
+
+
+class QuestionSpec(BaseModel):
+    """One probability question as written in a study file (before `expand`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, description="Prefix of the question's detail columns, e.g. state{k}.")
+    user: str = Field(min_length=1, description="User message template over the row's columns.")
+    system: str | None = Field(default=None, description="System message; the section's when omitted.")
+    options: tuple[OptionSpec, ...] = Field(min_length=2, description="The closed set of answers.")
+    columns: ColumnNames = Field(description="Output column names.")
+    expand: dict[str, tuple[str | int, ...]] = Field(
+        default_factory=dict, description="Ask the question once per value, e.g. {k: [0, 1, 2, 3]}."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> QuestionSpec:
+        labels = [option.label for option in self.options]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"question {self.name!r} repeats an option label")
+        texts = [option.text for option in self.options]
+        if len(set(texts)) != len(texts):
+            raise ValueError(f"question {self.name!r} repeats an option text")
+        if (self.columns.mean or self.columns.std) and any(o.value is None for o in self.options):
+            raise ValueError(f"question {self.name!r} asks for a mean/std but not every option has a value")
+        if len(self.expand) > 1:
+            raise ValueError(f"question {self.name!r}: expand takes one variable")
+        return self
+
+
+class ProbabilitySection(BaseModel):
+    """A study file's `probability:` section."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    system: str | None = Field(default=None, description="System message of every question.")
+    questions: tuple[QuestionSpec, ...] = Field(min_length=1, description="The questions asked per row.")
+
+
+def option_label(text: str) -> str:
+    """A column-safe label for an option given as plain text: '10%' -> '10', "wasn't" -> 'wasnt'."""
+    label = re.sub(r"[^A-Za-z0-9]+", "_", text.replace("'", "")).strip("_").lower()
+    return label or "option"
+
+
+@dataclass(frozen=True)
+class Question:
+    """One concrete question (after expansion) with its output column names resolved."""
+
+    name: str
+    system: str | None
+    user: str  # template over row columns; expansion variables already substituted
+    options: tuple[OptionSpec, ...]
+    prob_columns: dict[str, str]  # option label -> column
+    entropy_column: str
+    mean_column: str | None
+    std_column: str | None
+
+    def messages(self, row: Mapping[str, str], study: Study | None) -> list[dict[str, str]]:
+        values = {key: study.clean(value) if study else value for key, value in row.items()}
+        messages = []
+        if self.system:
+            messages.append({"role": "system", "content": self.system})
+        messages.append({"role": "user", "content": self.user.format_map(values)})
+        return messages
+
+    @property
+    def detail_columns(self) -> dict[str, str]:
+        """What each per-question record column holds, keyed by column name."""
+        return {
+            f"{self.name}_method": "method used for this row",
+            f"{self.name}_coverage": "total raw probability of the options",
+            f"{self.name}_absent": "options outside the top-N (first-token), ';'-separated",
+            f"{self.name}_raw": "JSON: option -> raw probability",
+            f"{self.name}_logprobs": "JSON: option -> natural-log probability",
+            f"{self.name}_variants": "JSON: option -> {variant text: token ids} summed",
+            f"{self.name}_prompt": "exact prompt text (decoded prompt token ids)",
+            f"{self.name}_prompt_token_ids": "JSON: the prompt token ids sent",
+        }
+
+    @property
+    def output_columns(self) -> list[str]:
+        stats = [c for c in (self.mean_column, self.std_column) if c]
+        return [*self.prob_columns.values(), *stats, self.entropy_column, *self.detail_columns]
+
+
+def _substitute(template: str, bindings: Mapping[str, str]) -> str:
+    """Fill only the expansion variables of `template`; `{column}` placeholders stay for the row."""
+    parts = []
+    for literal, name, _, _ in string.Formatter().parse(template):
+        parts.append(literal.replace("{", "{{").replace("}", "}}"))
+        if name is not None:
+            parts.append(bindings.get(name, "{" + name + "}"))
+    return "".join(parts)
+
+
+def expand_questions(section: ProbabilitySection, available: Sequence[str]) -> list[Question]:
+    """Every concrete question of a section, checked against the columns a row will have."""
+    questions: list[Question] = []
+    for spec in section.questions:
+        expansions = [
+            {variable: str(value)} for variable, values in spec.expand.items() for value in values
+        ] or [{}]
+        for bindings in expansions:
+            unknown = sorted(template_fields(spec.name) - set(bindings))
+            if unknown:
+                raise InputError(
+                    f"probability question name {spec.name!r} uses {{{unknown[0]}}}, not an expand variable."
+                )
+            name = _substitute(spec.name, bindings).format()
+            user = _substitute(spec.user, bindings)
+            missing = sorted(template_fields(user) - set(available))
+            if missing:
+                raise InputError(
+                    f"probability question {name!r} uses {', '.join(missing)}, which the study's "
+                    "required_columns does not list."
+                )
+            columns = spec.columns
+            try:
+                prob = {
+                    o.label: columns.prob.format_map({**bindings, "label": o.label}) for o in spec.options
+                }
+                entropy = columns.entropy.format_map(bindings)
+                mean = columns.mean.format_map(bindings) if columns.mean else None
+                std = columns.std.format_map(bindings) if columns.std else None
+            except KeyError as err:
+                raise InputError(
+                    f"probability question {name!r}: a column name uses {{{err.args[0]}}}, which is neither "
+                    "{label} nor an expand variable."
+                ) from None
+            questions.append(
+                Question(
+                    name=name,
+                    system=spec.system if spec.system is not None else section.system,
+                    user=user,
+                    options=spec.options,
+                    prob_columns=prob,
+                    entropy_column=entropy,
+                    mean_column=mean,
+                    std_column=std,
+                )
+            )
+    names = [column for question in questions for column in question.output_columns]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise InputError(f"probability questions produce the column {duplicated[0]!r} twice.")
+    return questions
+
+
+def generic_question(tokens: Sequence[str], study: Study) -> Question:
+    """The seed's form: one question, the study's Experiment 1 prompt, options given by --tokens."""
+    options = tuple(OptionSpec.model_validate(token) for token in tokens)
+    labels = [option.label for option in options]
+    if len(set(labels)) != len(labels):
+        raise InputError(f"--tokens {','.join(tokens)}: two options give the same column label.")
+    return Question(
+        name=GENERIC_QUESTION_NAME,
+        system=study.prompt.system,
+        user=study.prompt.user,
+        options=options,
+        prob_columns={label: f"prob_{label}" for label in labels},
+        entropy_column="entropy",
+        mean_column=None,
+        std_column=None,
+    )
+
+
+# ---- configuration ---------------------------------------------------------------------------------------
+
+
+class ProbsConfig(BaseModel):
+    """The `probs` subcommand's own settings (the shared run options live in worker.options)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    method: Method = Field(default=Method.AUTO, description="first-token, continuation or auto.")
+    top_logprobs: int = Field(
+        default=DEFAULT_TOP_LOGPROBS, ge=1, le=MAX_TOP_LOGPROBS, description="--logprobs N (first-token)."
+    )
+    temperature: float = Field(default=DEFAULT_TEMPERATURE, gt=0, description="Sent with every request.")
+    answer_prefix: str = Field(default="", description="Text appended after the generation prompt.")
+    variants: VariantPolicy = Field(default=VariantPolicy.CASE_AND_SPACE, description="Surface variants.")
+    tokens: tuple[str, ...] | None = Field(default=None, description="--tokens: the generic question.")
+
+    @field_validator("method")
+    @classmethod
+    def _requestable(cls, method: Method) -> Method:
+        if method is Method.CHAT_TOP_LOGPROBS:
+            raise ValueError("--method chat-top-logprobs is chosen automatically when /tokenize is missing")
+        return method
+
+
+def surface_variants(text: str, policy: VariantPolicy) -> list[str]:
+    """The forms of an option that mean the same answer, the option's own text first."""
+    forms = [text]
+    if policy is VariantPolicy.CASE_AND_SPACE:
+        forms += [text[:1].upper() + text[1:], text[:1].lower() + text[1:]]
+    if policy is not VariantPolicy.NONE:
+        forms += [" " + form for form in forms]
+    return list(dict.fromkeys(forms))
+
+
+# ---- tokenization of the options, decided once per model -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OptionTokens:
+    """One option's distinct token sequences at the answer position, keyed by the variant text."""
+
+    label: str
+    sequences: dict[str, tuple[int, ...]]  # variant text -> token ids (distinct, none a prefix of another)
+
+
+@dataclass(frozen=True)
+class OptionPlan:
+    """How a question's options are scored for this model."""
+
+    options: tuple[OptionTokens, ...]
+    first_token_exact: bool  # every sequence is one token, all distinct
+    # For option i: the tokens that, right after one of its sequences, would turn it into another option.
+    continuations: dict[tuple[str, str], tuple[int, ...]] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "first_token_exact": self.first_token_exact,
+            "options": {o.label: {t: list(ids) for t, ids in o.sequences.items()} for o in self.options},
+        }
+
+
+def plan_options(option_sequences: Mapping[str, Mapping[str, Sequence[int]]]) -> OptionPlan:
+    """Deduplicate each option's variant sequences and find the cross-option prefix relations.
+
+    `option_sequences` is label -> variant text -> token ids, in preference order. Within an option, a
+    sequence equal to an earlier one, or extending one, is already counted and is dropped. Across options,
+    an identical sequence makes the options indistinguishable: InputError.
+    """
+    options: list[OptionTokens] = []
+    for label, variants in option_sequences.items():
+        kept: dict[str, tuple[int, ...]] = {}
+        for text, ids in variants.items():
+            seq = tuple(ids)
+            if not seq:
+                raise InputError(f"option {label!r} variant {text!r} tokenizes to no tokens.")
+            if any(seq[: len(other)] == other for other in kept.values()):
+                continue
+            kept = {t: s for t, s in kept.items() if s[: len(seq)] != seq}
+            kept[text] = seq
+        options.append(OptionTokens(label=label, sequences=kept))
+    continuations: dict[tuple[str, str], set[int]] = {}
+    for option in options:
+        for other in options:
+            if other is option:
+                continue
+            for text, seq in option.sequences.items():
+                for other_text, other_seq in other.sequences.items():
+                    if other_seq == seq:
+                        raise InputError(
+                            f"options {option.label!r} ({text!r}) and {other.label!r} ({other_text!r}) are "
+                            "the same tokens for this model, so their probabilities cannot be told apart."
+                        )
+                    if other_seq[: len(seq)] == seq:
+                        continuations.setdefault((option.label, text), set()).add(other_seq[len(seq)])
+    single = all(len(seq) == 1 for o in options for seq in o.sequences.values())
+    return OptionPlan(
+        options=tuple(options),
+        first_token_exact=single,
+        continuations={key: tuple(sorted(ids)) for key, ids in continuations.items()},
+    )
+
+
+# ---- results ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QuestionResult:
+    """Everything recorded for one question of one row."""
+
+    method: Method
+    option_logprobs: dict[str, float]  # label -> natural log P(option | prompt); -inf when unseen
+    absent: tuple[str, ...]  # labels with no variant among the top-N (first-token, chat fallback)
+    variants: dict[str, dict[str, list[int]]]  # label -> variant text -> token ids that were summed
+    prompt_text: str
+    prompt_token_ids: tuple[int, ...]
+
+    def columns(self, question: Question) -> dict[str, Any]:
+        dist = lp.distribution(self.option_logprobs)
+        out: dict[str, Any] = {
+            question.prob_columns[label]: dist.normalised[label] for label in question.prob_columns
+        }
+        normalised = [dist.normalised[o.label] for o in question.options]
+        if question.mean_column or question.std_column:
+            values = [float(o.value) for o in question.options if o.value is not None]
+            mean, std = lp.mean_and_std(values, normalised)
+            if question.mean_column:
+                out[question.mean_column] = mean
+            if question.std_column:
+                out[question.std_column] = std
+        out[question.entropy_column] = lp.entropy_bits(normalised)
+        name = question.name
+        out[f"{name}_method"] = self.method.value
+        out[f"{name}_coverage"] = dist.coverage
+        out[f"{name}_absent"] = ";".join(self.absent)
+        out[f"{name}_raw"] = json.dumps(dist.raw)
+        out[f"{name}_logprobs"] = json.dumps({k: _json_float(v) for k, v in self.option_logprobs.items()})
+        out[f"{name}_variants"] = json.dumps(self.variants, ensure_ascii=False)
+        out[f"{name}_prompt"] = self.prompt_text
+        out[f"{name}_prompt_token_ids"] = json.dumps(list(self.prompt_token_ids))
+        return out
+
+
+def _json_float(value: float) -> float | None:
+    # JSON has no -Infinity; null means "probability 0 / not seen" and is explained in the README.
+    return None if math.isinf(value) else value
+
+
+# ---- the pipeline ----------------------------------------------------------------------------------------
+
+
+class ProbsPipeline:
+    """Experiment 2 as a runner Pipeline: one row -> the probability columns of every question."""
+
+    name = "probs"
+    error_column = ERROR_COLUMN
+
+    def __init__(self, study: Study, questions: Sequence[Question], config: ProbsConfig) -> None:
+        self.study = study
+        self.questions = list(questions)
+        self.config = config
+        # Learned from the server in prepare(); recorded in the meta file.
+        self._tokenize_available = True
+        self._prefix_ids: tuple[int, ...] = ()
+        self._plans: dict[str, OptionPlan] = {}
+        self._merge_system = False
+        self.server_findings: dict[str, Any] = {}
+
+    # -- what the runner asks --
+    @property
+    def required_columns(self) -> list[str]:
+        return list(self.study.required_columns)
+
+    @property
+    def output_columns(self) -> list[str]:
+        return [*(column for question in self.questions for column in question.output_columns), ERROR_COLUMN]
+
+    def parameters(self) -> dict[str, Any]:
+        """Everything that determines the numbers, for the checkpoint header and the meta file."""
+        return {
+            "study": self.study.name,
+            "method": self.config.method.value,
+            "top_logprobs": self.config.top_logprobs,
+            "temperature": self.config.temperature,
+            "answer_prefix": self.config.answer_prefix,
+            "variants": self.config.variants.value,
+            "entropy_unit": ENTROPY_UNIT,
+            "questions": [
+                {
+                    "name": q.name,
+                    "system": q.system,
+                    "user": q.user,
+                    "options": [o.model_dump(exclude_none=True) for o in q.options],
+                }
+                for q in self.questions
+            ],
+        }
+
+    async def prepare(self, client: Any) -> None:
+        """Learn from the server: is /tokenize there, how are options tokenized, what does T do."""
+        probe = [{"role": "user", "content": PROBE_USER_MESSAGE}]
+        if self.questions[0].system:
+            probe.insert(0, {"role": "system", "content": self.questions[0].system})
+        try:
+            probe_ids = await self._chat_prompt_ids(probe, client)
+        except RequestRejected as err:
+            if err.status != 404 or err.fatal:
+                raise
+            self._tokenize_available = False
+        if not self._tokenize_available:
+            self.server_findings = {
+                "method": Method.CHAT_TOP_LOGPROBS.value,
+                "approximate": True,
+                "why": (
+                    "The server has no /tokenize endpoint, so the prompt's token ids and the options' "
+                    "tokenization are unknown: probabilities come from chat completions' top_logprobs "
+                    "matched by text; options longer than one token, and options outside the top "
+                    f"{self.config.top_logprobs}, are reported absent; no answer prefix is applied."
+                ),
+            }
+            return
+        self._prefix_ids = tuple(await self._tokenize_text(self.config.answer_prefix, client))
+        context = await self._detokenize([*probe_ids, *self._prefix_ids], client)
+        plans: dict[tuple[str, ...], OptionPlan] = {}
+        for question in self.questions:
+            key = tuple(o.text for o in question.options)
+            if key not in plans:
+                plans[key] = await self._plan_for(question.options, context, client)
+            self._plans[question.name] = plans[key]
+            if self.config.method is Method.FIRST_TOKEN and not plans[key].first_token_exact:
+                # Asked for explicitly on multi-token options: each option's first token is read, as
+                # asked, but only when first tokens are distinct; otherwise the numbers mean nothing.
+                self._check_first_tokens_distinct(question, plans[key])
+        self.server_findings = {
+            "approximate": False,
+            "system_merged_into_user": self._merge_system,
+            "answer_prefix_token_ids": list(self._prefix_ids),
+            "methods": {q.name: self._method_for(q) for q in self.questions},
+            "option_tokens": {q.name: self._plans[q.name].describe() for q in self.questions},
+            "temperature": await self._probe_temperature(probe_ids, client),
+        }
+
+    async def process(self, row_index: int, row: Mapping[str, Any], client: Any) -> dict[str, Any]:
+        """Ask every question of one row concurrently; the client bounds the requests in flight."""
+        values = {column: "" if row[column] is None else str(row[column]) for column in self.required_columns}
+        results = await asyncio.gather(
+            *(self._ask(q, values, client) for q in self.questions), return_exceptions=True
+        )
+        out: dict[str, Any] = {}
+        for question, result in zip(self.questions, results, strict=True):
+            if isinstance(result, RequestRejected) and result.fatal:
+                raise result
+            if isinstance(result, WorkerError):
+                # The other questions' columns are kept: a rerun of the row redoes them all anyway.
+                raise RowFailure(row_index, f"question {question.name}: {result}", columns=out)
+            if isinstance(result, BaseException):
+                raise result
+            out.update(result.columns(question))
+        return out
+
+    # -- one question --
+    def _method_for(self, question: Question) -> str:
+        plan = self._plans[question.name]
+        if self.config.method is Method.AUTO:
+            return (Method.FIRST_TOKEN if plan.first_token_exact else Method.CONTINUATION).value
+        return self.config.method.value
+
+    async def _ask(self, question: Question, row: Mapping[str, str], client: Any) -> QuestionResult:
+        messages = question.messages(row, self.study)
+        if not self._tokenize_available:
+            return await self._chat_fallback(question, messages, client)
+        prompt_ids = [*await self._chat_prompt_ids(messages, client), *self._prefix_ids]
+        prompt_text = await self._detokenize(prompt_ids, client)
+        plan = self._plans[question.name]
+        method = Method(self._method_for(question))
+        if method is Method.FIRST_TOKEN:
+            result = await self._first_token(plan, prompt_ids, prompt_text, client)
+            if not result.absent or self.config.method is not Method.AUTO:
+                return result
+        return await self._continuation(plan, prompt_ids, prompt_text, client)
+
+    async def _first_token(
+        self, plan: OptionPlan, prompt_ids: list[int], prompt_text: str, client: Any
+    ) -> QuestionResult:
+        reply = await client.post_json(
+            COMPLETIONS_PATH,
+            {
+                "model": client.options.model_name,
+                "prompt": prompt_ids,
+                "max_tokens": 1,
+                "logprobs": self.config.top_logprobs,
+                "temperature": self.config.temperature,
+                # Keys become token_id:<id>: decoded-text keys collide and cannot be matched to ids.
+                "return_tokens_as_token_ids": True,
+            },
+        )
+        top = lp.completion_top_by_token_id(reply.body)
+        option_logprobs: dict[str, float] = {}
+        absent: list[str] = []
+        variants: dict[str, dict[str, list[int]]] = {}
+        for option in plan.options:
+            firsts = {text: seq[0] for text, seq in option.sequences.items()}
+            seen = {text: tok for text, tok in firsts.items() if tok in top}
+            # Each distinct token once: two variants may start with the same token (multi-token options).
+            option_logprobs[option.label] = lp.logsumexp(top[tok] for tok in set(seen.values()))
+            variants[option.label] = {text: [tok] for text, tok in seen.items()}
+            if not seen:
+                absent.append(option.label)
+        return QuestionResult(
+            method=Method.FIRST_TOKEN,
+            option_logprobs=option_logprobs,
+            absent=tuple(absent),
+            variants=variants,
+            prompt_text=prompt_text,
+            prompt_token_ids=tuple(prompt_ids),
+        )
+
+    async def _continuation(
+        self, plan: OptionPlan, prompt_ids: list[int], prompt_text: str, client: Any
+    ) -> QuestionResult:
+        keys = [(o.label, text) for o in plan.options for text in o.sequences]
+        sequences = {(o.label, text): seq for o in plan.options for text, seq in o.sequences.items()}
+        prompts = [[*prompt_ids, *sequences[key]] for key in keys]
+        # Where a shorter option could continue into a longer one, also score the continuing token(s).
+        extension_keys = [(key, tok) for key in keys for tok in plan.continuations.get(key, ())]
+        prompts += [[*prompt_ids, *sequences[key], tok] for key, tok in extension_keys]
+        reply = await client.post_json(
+            COMPLETIONS_PATH,
+            {
+                "model": client.options.model_name,
+                "prompt": prompts,
+                "max_tokens": 1,
+                "prompt_logprobs": 0,
+                "temperature": self.config.temperature,
+            },
+        )
+        per_token = lp.prompt_token_logprobs(reply.body, prompts)
+        start = len(prompt_ids)
+        seq_logprob = {key: math.fsum(per_token[i][start:]) for i, key in enumerate(keys)}
+        next_logprob: dict[tuple[str, str], list[float]] = {}
+        for j, (key, _) in enumerate(extension_keys):
+            next_logprob.setdefault(key, []).append(per_token[len(keys) + j][-1])
+        option_logprobs: dict[str, float] = {}
+        for option in plan.options:
+            terms = []
+            for text in option.sequences:
+                value = seq_logprob[(option.label, text)]
+                if (option.label, text) in next_logprob:
+                    # P(seq and the answer does not go on into another option) = P(seq) * (1 - P(next)).
+                    leak = lp.to_probability(lp.logsumexp(next_logprob[(option.label, text)]))
+                    value = value + math.log1p(-leak) if leak < 1.0 else -math.inf
+                terms.append(value)
+            option_logprobs[option.label] = lp.logsumexp(terms)
+        return QuestionResult(
+            method=Method.CONTINUATION,
+            option_logprobs=option_logprobs,
+            absent=(),
+            variants={o.label: {t: list(s) for t, s in o.sequences.items()} for o in plan.options},
+            prompt_text=prompt_text,
+            prompt_token_ids=tuple(prompt_ids),
+        )
+
+    async def _chat_fallback(
+        self, question: Question, messages: list[dict[str, str]], client: Any
+    ) -> QuestionResult:
+        reply = await client.chat(
+            messages,
+            max_tokens=1,
+            temperature=self.config.temperature,
+            logprobs=True,
+            top_logprobs=self.config.top_logprobs,
+        )
+        candidates = lp.chat_top_candidates(reply.body)
+        option_logprobs: dict[str, float] = {}
+        variants: dict[str, dict[str, list[int]]] = {}
+        absent = []
+        for option in question.options:
+            forms = set(surface_variants(option.text, self.config.variants))
+            # List entries are distinct tokens, so each matching entry is counted once.
+            matched = [c for c in candidates if c.text in forms]
+            option_logprobs[option.label] = lp.logsumexp(c.logprob for c in matched)
+            variants[option.label] = {c.text: [] for c in matched}
+            if not matched:
+                absent.append(option.label)
+        return QuestionResult(
+            method=Method.CHAT_TOP_LOGPROBS,
+            option_logprobs=option_logprobs,
+            absent=tuple(absent),
+            variants=variants,
+            prompt_text=json.dumps(messages, ensure_ascii=False),
+            prompt_token_ids=(),
+        )
+
+    @staticmethod
+    def _check_first_tokens_distinct(question: Question, plan: OptionPlan) -> None:
+        owner: dict[int, str] = {}
+        for option in plan.options:
+            for seq in option.sequences.values():
+                if owner.setdefault(seq[0], option.label) != option.label:
+                    raise InputError(
+                        f"--method first-token: options {owner[seq[0]]!r} and {option.label!r} of question "
+                        f"{question.name!r} start with the same token for this model; use --method "
+                        "continuation (or auto)."
+                    )
+
+    # -- server helpers --
+    async def _chat_prompt_ids(self, messages: list[dict[str, str]], client: Any) -> list[int]:
+        if self._merge_system:
+            messages = merge_system_message(messages)
+        body = {"model": client.options.model_name, "messages": messages, "add_generation_prompt": True}
+        try:
+            reply = await client.post_json(TOKENIZE_PATH, body)
+        except RequestRejected as err:
+            # Some chat templates (Gemma 2) refuse a system role; fold it into the user turn, once.
+            if err.status != 400 or "system" not in err.message.lower() or messages[0]["role"] != "system":
+                raise
+            self._merge_system = True
+            body["messages"] = merge_system_message(messages)
+            reply = await client.post_json(TOKENIZE_PATH, body)
+        return _token_list(reply.body, "tokens", TOKENIZE_PATH)
+
+    async def _tokenize_text(self, text: str, client: Any) -> list[int]:
+        if not text:
+            return []
+        reply = await client.post_json(
+            TOKENIZE_PATH, {"model": client.options.model_name, "prompt": text, "add_special_tokens": False}
+        )
+        return _token_list(reply.body, "tokens", TOKENIZE_PATH)
+
+    async def _detokenize(self, token_ids: Sequence[int], client: Any) -> str:
+        reply = await client.post_json(
+            DETOKENIZE_PATH, {"model": client.options.model_name, "tokens": list(token_ids)}
+        )
+        text = reply.body.get("prompt")
+        if not isinstance(text, str):
+            raise ResponseError(f"POST {DETOKENIZE_PATH} returned no prompt text.")
+        return text
+
+    async def _plan_for(self, options: Sequence[OptionSpec], context: str, client: Any) -> OptionPlan:
+        """Tokenize every variant right after the generation prompt, as the model would write it."""
+        base = await self._tokenize_text(context, client)
+        sequences: dict[str, dict[str, list[int]]] = {}
+        for option in options:
+            sequences[option.label] = {}
+            for text in surface_variants(option.text, self.config.variants):
+                full = await self._tokenize_text(context + text, client)
+                if full[: len(base)] == base and len(full) > len(base):
+                    sequences[option.label][text] = full[len(base) :]
+                else:
+                    # The variant merges with the prompt's last token; scored on its own tokens instead.
+                    sequences[option.label][text] = await self._tokenize_text(text, client)
+        return plan_options(sequences)
+
+    async def _probe_temperature(self, prompt_ids: list[int], client: Any) -> dict[str, Any]:
+        """Ask the server whether --temperature changes the log-probabilities it returns."""
+        finding: dict[str, Any] = {"requested": self.config.temperature}
+        if self.config.temperature == 1.0:
+            finding["scaled_by_server"] = "not measurable at temperature 1.0"
+            return finding
+        tops = []
+        for temperature in (1.0, self.config.temperature):
+            reply = await client.post_json(
+                COMPLETIONS_PATH,
+                {
+                    "model": client.options.model_name,
+                    "prompt": [*prompt_ids, *self._prefix_ids],
+                    "max_tokens": 1,
+                    "logprobs": self.config.top_logprobs,
+                    "temperature": temperature,
+                    "return_tokens_as_token_ids": True,
+                },
+            )
+            tops.append(lp.completion_top_by_token_id(reply.body))
+        shared = set(tops[0]) & set(tops[1])
+        scaled = any(abs(tops[0][t] - tops[1][t]) > 1e-4 for t in shared)
+        finding["scaled_by_server"] = scaled
+        finding["note"] = (
+            "the returned log-probabilities depend on temperature (server logprobs_mode processed)"
+            if scaled
+            else "the server returns raw log-probabilities; temperature does not change the numbers"
+        )
+        return finding
+
+
+def merge_system_message(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The same conversation without a system turn: its text leads the first user message."""
+    if not messages or messages[0]["role"] != "system":
+        return messages
+    system, first, *rest = messages
+    return [{"role": "user", "content": f"{system['content']}\n\n{first['content']}"}, *rest]
+
+
+def _token_list(body: Mapping[str, Any], key: str, path: str) -> list[int]:
+    tokens = body.get(key)
+    if not isinstance(tokens, list) or any(isinstance(t, bool) or not isinstance(t, int) for t in tokens):
+        raise ResponseError(f"POST {path} returned no `{key}` list of token ids.")
+    return tokens
+
+
+# ---- CLI -------------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags `probs` adds to the shared ones (input, output, endpoint, model, study, ...)."""
+    parser.add_argument(
+        "--method",
+        choices=[m.value for m in Method if m is not Method.CHAT_TOP_LOGPROBS],
+        default=Method.AUTO.value,
+        help="first-token (exact only for single-token options), continuation (exact), or auto (default).",
+    )
+    parser.add_argument(
+        "--tokens",
+        help="Comma-separated answer options for one generic question over the study's prompt "
+        "(the seed's form, e.g. 0,1,2,3,yes,no); without it the study's probability questions are asked.",
+    )
+    parser.add_argument(
+        "--logprobs",
+        type=int,
+        default=DEFAULT_TOP_LOGPROBS,
+        help=f"Top candidates read by the first-token method (1-{MAX_TOP_LOGPROBS}, vLLM's cap).",
+    )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=DEFAULT_TEMPERATURE,
+        help="Sent with each request; vLLM's log-probabilities are raw by default, so it usually does not "
+        "change them (the meta file records what the server did).",
+    )
+    parser.add_argument(
+        "--answer-prefix",
+        default="",
+        help="Text appended after the chat template's generation prompt, before the answer "
+        "(gpt-oss: '<|channel|>final<|message|>'; see the model catalog).",
+    )
+    parser.add_argument(
+        "--variants",
+        choices=[v.value for v in VariantPolicy],
+        default=VariantPolicy.CASE_AND_SPACE.value,
+        help="Surface forms counted as the same answer (default: case-and-space).",
+    )
+
+
+def build(args: argparse.Namespace) -> ProbsPipeline:
+    """The pipeline for parsed arguments; InputError (one sentence) for anything unusable."""
+    study = load_study(args.study)
+    tokens = None
+    if args.tokens is not None:
+        tokens = tuple(t for t in (part.strip() for part in args.tokens.split(",")) if t)
+        if len(tokens) < 2:
+            raise InputError(f"--tokens {args.tokens!r}: give at least two comma-separated options.")
+    try:
+        config = ProbsConfig(
+            method=Method(args.method),
+            top_logprobs=args.logprobs,
+            temperature=args.temperature,
+            answer_prefix=args.answer_prefix,
+            variants=VariantPolicy(args.variants),
+            tokens=tokens,
+        )
+    except ValidationError as err:
+        first = err.errors()[0]
+        flag = {"top_logprobs": "--logprobs", "temperature": "--temperature"}.get(
+            str(first["loc"][0]) if first["loc"] else "", "probs"
+        )
+        raise InputError(f"{flag}: {first['msg']}.") from err
+    return ProbsPipeline(study, questions_for(study, tokens), config)
+
+
+def questions_for(study: Study, tokens: Sequence[str] | None) -> list[Question]:
+    """The questions a run asks: --tokens' generic one, else the study's probability section."""
+    if tokens:
+        return [generic_question(tokens, study)]
+    if study.probability is None:
+        raise InputError(
+            f"study {study.name} has no probability: section; add one or pass --tokens with the options."
+        )
+    try:
+        section = ProbabilitySection.model_validate(study.probability)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise InputError(f"study {study.name}: probability.{where}: {first['msg']}.") from err
+    return expand_questions(section, study.required_columns)

@@ -1,0 +1,155 @@
+"""Study definitions as data: `jobs/studies/<name>.yaml` parsed into one validated model.
+
+A new study needs only a new YAML file. The sections issue 6 (`probability:`) and issue 7 (`extraction:`)
+own are kept here as opaque mappings: their pipelines validate them, so they can grow without this module
+changing.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from worker import constants as c
+from worker.errors import InputError
+
+__all__ = ["GenerationParams", "PromptTemplate", "Study", "load_study", "study_search_path"]
+
+# The repository's studies, for runs from a checkout.
+REPO_STUDIES_DIR = Path(__file__).resolve().parent.parent / "jobs" / "studies"
+
+
+def template_fields(template: str) -> set[str]:
+    """The `{column}` names a template uses (`{{` and `}}` are literal braces)."""
+    return {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+
+
+class PromptTemplate(BaseModel):
+    """The chat messages of one row: `{column}` placeholders filled from the row's values."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    system: str | None = Field(default=None, description="System message; omitted when empty.")
+    user: str = Field(min_length=1, description="User message template.")
+
+    @field_validator("system", "user")
+    @classmethod
+    def _placeholders_are_plain_names(cls, template: str | None) -> str | None:
+        if template is None:
+            return None
+        for field in template_fields(template):
+            if not field.isidentifier():
+                raise ValueError(
+                    f"placeholder {{{field}}} is not a plain column name (write {{{{ and }}}} for braces)"
+                )
+        return template
+
+    @property
+    def columns(self) -> set[str]:
+        return template_fields(self.user) | (template_fields(self.system) if self.system else set())
+
+
+class GenerationParams(BaseModel):
+    """Sampling parameters of Experiment 1, sent as-is with every chat request."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_tokens: int = Field(default=256, gt=0, description="Completion token budget per row.")
+    temperature: float = Field(default=0.0, ge=0, description="0 = greedy: reruns give the same answer.")
+    top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    seed: int | None = Field(default=None, description="Sampling seed, for temperature > 0 reproducibility.")
+    stop: tuple[str, ...] | None = Field(default=None, description="Stop strings.")
+
+    def request_params(self) -> dict[str, Any]:
+        """The keyword arguments for `ModelClient.chat`, without unset optional fields."""
+        params = self.model_dump(exclude_none=True)
+        if "stop" in params:
+            params["stop"] = list(params["stop"])
+        return params
+
+
+class Study(BaseModel):
+    """One study: the columns it needs, how a row becomes a prompt, and how to sample."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, description="Short name, e.g. study1; recorded in outputs.")
+    description: str = Field(default="", description="What the study measures, for people.")
+    required_columns: tuple[str, ...] = Field(min_length=1, description="Columns the input CSV must have.")
+    text_replacements: dict[str, str] = Field(
+        default_factory=dict,
+        description="Substrings replaced in row values before they enter a prompt (e.g. the survey's <br>).",
+    )
+    prompt: PromptTemplate = Field(description="Experiment 1 chat messages.")
+    generation: GenerationParams = Field(default_factory=GenerationParams, description="Sampling parameters.")
+    probability: dict[str, Any] | None = Field(
+        default=None, description="Experiment 2 definition; owned and validated by worker.probs."
+    )
+    extraction: dict[str, Any] | None = Field(
+        default=None, description="Structured extraction definition; owned and validated by worker.extract."
+    )
+
+    @model_validator(mode="after")
+    def _prompt_uses_only_required_columns(self) -> Study:
+        unknown = sorted(self.prompt.columns - set(self.required_columns))
+        if unknown:
+            raise ValueError(f"the prompt uses {', '.join(unknown)}, which required_columns does not list")
+        return self
+
+    def clean(self, value: str) -> str:
+        for old, new in self.text_replacements.items():
+            value = value.replace(old, new)
+        return value
+
+    def render(self, row: Mapping[str, str]) -> list[dict[str, str]]:
+        """The chat messages for one row; the row must have every required column."""
+        values = {column: self.clean(row[column]) for column in self.required_columns}
+        messages = []
+        if self.prompt.system:
+            messages.append({"role": "system", "content": self.prompt.system.format_map(values)})
+        messages.append({"role": "user", "content": self.prompt.user.format_map(values)})
+        return messages
+
+
+def study_search_path() -> list[Path]:
+    """Directories `--study NAME` looks in, first to last: $GRACE_STUDIES_DIR, the container, the repo."""
+    dirs = [Path(p) for p in os.environ.get(c.STUDIES_DIR_ENV, "").split(os.pathsep) if p]
+    return [*dirs, Path(c.CONTAINER_STUDIES_DIR), REPO_STUDIES_DIR]
+
+
+def resolve_study_path(name_or_path: str) -> Path:
+    """A path as given when it names a file (or ends in .yaml), else NAME.yaml on the search path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in {".yaml", ".yml"} or candidate.parent != Path():
+        if not candidate.is_file():
+            raise InputError(f"--study {name_or_path}: no such file.")
+        return candidate
+    for directory in study_search_path():
+        path = directory / f"{name_or_path}.yaml"
+        if path.is_file():
+            return path
+    searched = ", ".join(str(d) for d in study_search_path())
+    raise InputError(f"--study {name_or_path}: unknown study (no {name_or_path}.yaml in {searched}).")
+
+
+def load_study(name_or_path: str) -> Study:
+    """Load and validate a study; InputError with one sentence naming the file and key otherwise."""
+    path = resolve_study_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise InputError(f"study file {path}: cannot be read as YAML ({err}).") from err
+    if not isinstance(raw, dict):
+        raise InputError(f"study file {path}: expected a mapping at the top level.")
+    try:
+        return Study.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise InputError(f"study file {path}: {where}: {first['msg']}.") from err
