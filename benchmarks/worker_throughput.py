@@ -79,9 +79,10 @@ def generated_study2(rows: int) -> pd.DataFrame:
         records.append({
             "Participant_ID": str(i // 12 + 1), "Domain": domain,
             "Precontext": f"Imagine that {listener} has just finished a {domain}.",
-            "Scenario": f"Imagine that {listener} approached {speaker}, who had just seen {listener}'s {domain}, "
-                        f"and asked, 'How was my {domain}?'",
-            "Utterance": "It wasn't terrible", "Goal": f"If {speaker} wanted to " + goals[i % 2].format(l=listener),
+            "Scenario": f"Imagine that {listener} approached {speaker}, who had just seen "
+                        f"{listener}'s {domain}, and asked, 'How was my {domain}?'",
+            "Utterance": "It wasn't terrible",
+            "Goal": f"If {speaker} wanted to " + goals[i % 2].format(l=listener),
             "State": states[i % 4], "SP_Name": speaker, "LS_Name": listener,
         })  # fmt: skip
     return pd.DataFrame.from_records(records)
@@ -122,21 +123,45 @@ def request_bodies(path: Path) -> list[bytes]:
 
 
 async def load_generator(base_url: str, bodies: list[bytes]) -> float:
-    """Requests per second the server sustains with CONCURRENCY in flight: the capacity to compare with."""
+    """Requests per second the server sustains with CONCURRENCY in flight: the capacity to compare with.
+
+    Deliberately plain: raw keep-alive HTTP/1.1 over asyncio streams, reading each response by its
+    Content-Length and nothing more, so the generator costs as little CPU as possible and the figure is
+    the server's, not a client library's.
+    """
+    url = httpx.URL(base_url)
+    host, port, path = url.host, url.port, f"{url.path}/chat/completions"
     queue = iter(bodies)
-    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
 
-        async def one_connection() -> None:
+    async def one_connection() -> int:
+        reader, writer = await asyncio.open_connection(host, port)
+        done = 0
+        try:
             for body in queue:
-                response = await client.post(
-                    f"{base_url}/chat/completions", content=body, headers={"content-type": "application/json"}
+                head = (
+                    f"POST {path} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n"
+                    f"content-length: {len(body)}\r\n\r\n"
                 )
-                response.raise_for_status()
+                writer.write(head.encode() + body)
+                status_and_headers = await reader.readuntil(b"\r\n\r\n")
+                if not status_and_headers.startswith(b"HTTP/1.1 200"):
+                    raise RuntimeError(f"load generator got {status_and_headers[:40]!r}")
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in status_and_headers.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+                done += 1
+        finally:
+            writer.close()
+        return done
 
-        started = time.perf_counter()
-        await asyncio.gather(*(one_connection() for _ in range(CONCURRENCY)))
-        return len(bodies) / (time.perf_counter() - started)
+    started = time.perf_counter()
+    counts = await asyncio.gather(*(one_connection() for _ in range(CONCURRENCY)))
+    elapsed = time.perf_counter() - started
+    assert sum(counts) == len(bodies)
+    return len(bodies) / elapsed
 
 
 def run_worker(base_url: str, source: Path, output: Path) -> WorkerRun:
@@ -190,7 +215,8 @@ def benchmark(
         bound = rows * latency_ms / 1000 / CONCURRENCY
         over = run.run_s / bound - 1
         print(
-            f"latency bound rows x {latency_ms / 1000:g} s / {CONCURRENCY} = {bound:.2f} s; run time is {over:+.1%}"
+            f"latency bound rows x {latency_ms / 1000:g} s / {CONCURRENCY} = {bound:.2f} s; "
+            f"run time is {over:+.1%}"
         )
         passed = passed and over <= TARGET_LATENCY_SLACK
     print(

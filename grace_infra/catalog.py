@@ -42,7 +42,7 @@ class ModelSpec(BaseModel):
     gated: bool = Field(description="The repository needs an accepted licence and a token with access.")
     params_billion: float = Field(gt=0, description="Total parameters, in billions (for the fit check).")
     weights_gb: float = Field(gt=0, description="Size of the checkpoint's weights in GB (10^9 bytes).")
-    num_attention_heads: int = Field(gt=0, description="Attention heads; tensor parallel size must divide it.")
+    num_attention_heads: int = Field(gt=0, description="Attention heads; tensor parallel size divides it.")
     num_kv_heads: int = Field(gt=0, description="Key/value heads (grouped-query attention).")
     num_layers: int = Field(gt=0, description="Transformer layers (for the KV-cache estimate).")
     head_dim: int = Field(gt=0, description="Per-head dimension (for the KV-cache estimate).")

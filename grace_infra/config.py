@@ -26,6 +26,7 @@ from pydantic.alias_generators import to_camel
 from grace_infra import constants as c
 from grace_infra.catalog import CATALOG, Dtype, ModelSpec, ServingMode
 from grace_infra.errors import ConfigError
+from grace_infra.quantities import QuantityError, parse_quantity
 
 __all__ = ["ConfigError", "GraceConfig", "ServedModel"]
 
@@ -60,8 +61,21 @@ class QuotaConfig(_Section):
     requests_gpu: int = Field(
         default=15, ge=0, description="ResourceQuota requests.<gpu resource name> (GPUs)."
     )
-    persistent_volume_claims: int = Field(default=20, ge=0, description="ResourceQuota persistentvolumeclaims.")
+    persistent_volume_claims: int = Field(
+        default=20, ge=0, description="ResourceQuota persistentvolumeclaims."
+    )
     pods: int = Field(default=50, ge=0, description="ResourceQuota pods.")
+
+    @field_validator("requests_cpu", "requests_memory")
+    @classmethod
+    def _quantity(cls, value: str, info: Any) -> str:
+        # The quota rule adds requests up against these: a typo must be a config error, not a crash.
+        try:
+            parse_quantity(value)
+        except QuantityError:
+            key = to_camel(info.field_name)
+            raise ValueError(f"{key}={value!r} is not a Kubernetes quantity such as 200 or 800Gi") from None
+        return value
 
 
 class NamespaceConfig(_Section):
@@ -142,8 +156,18 @@ class ImagesConfig(_Section):
     def _pinned(cls, value: str, info: Any) -> str:
         reference = value.rsplit("/", 1)[-1]
         if "@sha256:" not in value and (":" not in reference or reference.endswith(":latest")):
-            raise ValueError(f"{to_camel(info.field_name)}={value!r} must be pinned to a tag or digest, not latest")
+            key = to_camel(info.field_name)
+            raise ValueError(f"{key}={value!r} must be pinned to a tag or digest, not latest")
         return value
+
+
+def _override(field: str, **constraints: Any) -> Any:
+    """An optional per-model override of a catalog field, described by the catalog's own description."""
+    return Field(
+        default=None,
+        description=f"Override of the catalog's {field}: {ModelSpec.model_fields[field].description}",
+        **constraints,
+    )
 
 
 class ModelConfig(_Section):
@@ -154,24 +178,25 @@ class ModelConfig(_Section):
         default=ServingMode.PERSISTENT, description="persistent (StatefulSet) or job (sidecar in its Job)."
     )
     gpu_product: str | None = Field(
-        default=None, description="nvidia.com/gpu.product node label for this model; defaults to gpu.nodeProduct."
+        default=None,
+        description="nvidia.com/gpu.product node label for this model; defaults to gpu.nodeProduct.",
     )
-    hf_repo: str | None = None
-    revision: str | None = None
-    gated: bool | None = None
-    gpus: int | None = Field(default=None, gt=0)
-    tensor_parallel_size: int | None = Field(default=None, gt=0)
-    dtype: Dtype | None = None
-    max_model_len: int | None = Field(default=None, gt=0)
-    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
-    weights_pvc_gi: int | None = Field(default=None, gt=0)
-    cpu_request: float | None = Field(default=None, gt=0)
-    memory_request_gi: int | None = Field(default=None, gt=0)
-    extra_args: tuple[str, ...] | None = None
-    extra_env: dict[str, str] | None = None
-    answer_prefix: str | None = None
-    load_budget_s: int | None = Field(default=None, gt=0)
-    throughput_rps: float | None = Field(default=None, gt=0)
+    hf_repo: str | None = _override("hf_repo")
+    revision: str | None = _override("revision")
+    gated: bool | None = _override("gated")
+    gpus: int | None = _override("gpus", gt=0)
+    tensor_parallel_size: int | None = _override("tensor_parallel_size", gt=0)
+    dtype: Dtype | None = _override("dtype")
+    max_model_len: int | None = _override("max_model_len", gt=0)
+    gpu_memory_utilization: float | None = _override("gpu_memory_utilization", gt=0, le=1)
+    weights_pvc_gi: int | None = _override("weights_pvc_gi", gt=0)
+    cpu_request: float | None = _override("cpu_request", gt=0)
+    memory_request_gi: int | None = _override("memory_request_gi", gt=0)
+    extra_args: tuple[str, ...] | None = _override("extra_args")
+    extra_env: dict[str, str] | None = _override("extra_env")
+    answer_prefix: str | None = _override("answer_prefix")
+    load_budget_s: int | None = _override("load_budget_s", gt=0)
+    throughput_rps: float | None = _override("throughput_rps", gt=0)
 
     @field_validator("key")
     @classmethod
@@ -223,6 +248,14 @@ class JobsConfig(_Section):
     wait_timeout_s: int = Field(
         default=3600, gt=0, description="How long a Job waits for its server or input before failing."
     )
+    input_wait_timeout_s: int = Field(
+        default=6 * 3600,
+        gt=0,
+        description=(
+            "How long an extraction Job waits for the exp1 file it reads: exp1 may first wait for its "
+            "server to load, then run for a while (worker extract --wait-for-input)."
+        ),
+    )
     logprobs: int = Field(default=20, gt=0, le=20, description="Worker probs --logprobs (top-N, at most 20).")
     temperature: float = Field(default=0.0, ge=0, description="Sampling temperature.")
     tokens: tuple[str, ...] = Field(
@@ -236,7 +269,10 @@ class JobsConfig(_Section):
     log_level: str = Field(default="INFO", description="LOG_LEVEL of the worker.")
     deepseek_endpoint: str | None = Field(
         default=None,
-        description="External OpenAI-compatible extraction endpoint (DeepSeek); unset: extract with the model's own server.",
+        description=(
+            "External OpenAI-compatible extraction endpoint (DeepSeek); unset: extract with the model's "
+            "own server."
+        ),
     )
     deepseek_model: str = Field(default="deepseek-chat", description="Model name at the external endpoint.")
 
@@ -245,6 +281,13 @@ class MonitoringConfig(_Section):
     enabled: bool = Field(
         default=False,
         description="Create ServiceMonitor/PodMonitor objects (needs the Prometheus Operator CRDs).",
+    )
+    prometheus_namespace: str = Field(
+        default="monitoring",
+        description=(
+            "Namespace of the Prometheus that scrapes grace pods; with monitoring enabled a NetworkPolicy "
+            "lets it (and nothing else outside grace) reach the metrics ports."
+        ),
     )
 
 
@@ -261,7 +304,9 @@ class ExceptionConfig(_Section):
 
 class PlanConfig(_Section):
     campaign_days: float = Field(
-        default=14.0, gt=0, description="How long persistent servers stay up for the campaign (GPU-hour plan)."
+        default=14.0,
+        gt=0,
+        description="How long persistent servers stay up for the campaign (GPU-hour plan).",
     )
     study_rows: dict[Study, PositiveInt] = Field(
         default_factory=dict,
@@ -302,12 +347,14 @@ class GraceConfig(_Section):
         for i, model in enumerate(self.served_models()):
             if model.tensor_parallel_size != model.gpus:
                 raise ValueError(
-                    f"models[{i}].tensorParallelSize={model.tensor_parallel_size} must equal gpus={model.gpus}"
+                    f"models[{i}].tensorParallelSize={model.tensor_parallel_size} "
+                    f"must equal gpus={model.gpus}"
                 )
         for i, key in enumerate(self.experiments.models or ()):
             if key not in keys:
                 raise ValueError(
-                    f"experiments.models[{i}]={key!r} is not a configured model (configured: {', '.join(keys)})"
+                    f"experiments.models[{i}]={key!r} is not a configured model "
+                    f"(configured: {', '.join(keys)})"
                 )
         for i, exc in enumerate(self.exceptions):
             if exc.model not in keys:
@@ -335,7 +382,9 @@ class GraceConfig(_Section):
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> GraceConfig:
-        """Validate `grace:*` values (keys without the `grace:` prefix); raise ConfigError on the first problem."""
+        """Validate `grace:*` values (keys without the `grace:` prefix).
+
+        Raises ConfigError on the first problem."""
         try:
             return cls.model_validate(dict(raw))
         except ValidationError as exc:

@@ -77,8 +77,11 @@ LIVENESS_PROBE_PERIOD_S = 15
 LIVENESS_FAILURE_THRESHOLD = 4  # one minute of failed /health before a restart: a busy server answers late
 READINESS_PROBE_PERIOD_S = 10
 PROBE_TIMEOUT_S = 5
-# `pulumi up` waits this much longer than the load budget (image pull of ~10 GB, scheduling, download).
+# `pulumi up` waits for the first rollout: image pull (~10 GB) and scheduling, the weight download, then
+# the load budget. The download time assumes 100 MB/s from huggingface.co into Ceph RBD (an assumption,
+# not a measurement on NRP; a slower link needs a larger loadBudgetS).
 AWAIT_MARGIN_S = 900
+DOWNLOAD_ASSUMED_MB_PER_S = 100
 MONITORING_SCRAPE_INTERVAL = "30s"
 # Annotation prefix for documented exceptions to least privilege, placed on the object they concern.
 SECURITY_EXCEPTION_ANNOTATION_PREFIX = "grace.nrp.io/security-exception-"
@@ -107,6 +110,8 @@ NETPOL_MODEL_SERVER_INGRESS = "grace-model-server-ingress"
 NETPOL_JOB_EGRESS = "grace-job-egress"
 NETPOL_DNS_EGRESS = "grace-dns-egress"
 NETPOL_HTTPS_EGRESS = "grace-https-egress"
+NETPOL_METRICS_INGRESS = "grace-metrics-ingress"
+LABEL_NAMESPACE_NAME = "kubernetes.io/metadata.name"  # set by the API server on every namespace (1.21+)
 DNS_PORT = 53
 HTTPS_PORT = 443
 # Pods carrying this label (value "true") may open HTTPS connections to anywhere: weight downloads

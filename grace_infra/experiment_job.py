@@ -109,8 +109,13 @@ def _worker_env(job: PlannedJob, config: GraceConfig) -> list[dict[str, Any]]:
     return env
 
 
-def worker_container(job: PlannedJob, config: GraceConfig) -> dict[str, Any]:
+def worker_container(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> dict[str, Any]:
     """The worker container. The image's entry point is `python -m worker`: args start at the subcommand."""
+    studies = (
+        [{"name": STUDIES_VOLUME, "mountPath": c.STUDIES_MOUNT, "readOnly": True}]
+        if bundle.configmap_items(job.reads)
+        else []
+    )
     return {
         "name": c.WORKER_CONTAINER_NAME,
         "image": config.images.job,
@@ -125,7 +130,7 @@ def worker_container(job: PlannedJob, config: GraceConfig) -> dict[str, Any]:
             {"name": INPUT_VOLUME, "mountPath": c.INPUT_MOUNT, "readOnly": True},
             {"name": OUTPUT_VOLUME, "mountPath": c.OUTPUT_MOUNT},
             {"name": LOGS_VOLUME, "mountPath": c.LOGS_MOUNT},
-            {"name": STUDIES_VOLUME, "mountPath": c.STUDIES_MOUNT, "readOnly": True},
+            *studies,
             {"name": TMP_VOLUME, "mountPath": "/tmp"},  # noqa: S108 (an emptyDir: the root filesystem is read-only)
         ],
         "securityContext": {
@@ -141,12 +146,15 @@ def worker_container(job: PlannedJob, config: GraceConfig) -> dict[str, Any]:
 
 
 def _volumes(job: PlannedJob, bundle: StudyBundle) -> list[dict[str, Any]]:
+    # Only the files this Job reads (whose hash its template carries); none yet: no studies volume,
+    # because an empty `items` would project every key of the ConfigMap.
     items = [{"key": key, "path": path} for key, path in bundle.configmap_items(job.reads)]
+    studies = [{"name": STUDIES_VOLUME, "configMap": {"name": c.STUDIES_CONFIGMAP, "items": items}}]
     return [
         {"name": INPUT_VOLUME, "persistentVolumeClaim": {"claimName": c.INPUT_PVC, "readOnly": True}},
         {"name": OUTPUT_VOLUME, "persistentVolumeClaim": {"claimName": c.OUTPUT_PVC}},
         {"name": LOGS_VOLUME, "persistentVolumeClaim": {"claimName": c.LOGS_PVC}},
-        {"name": STUDIES_VOLUME, "configMap": {"name": c.STUDIES_CONFIGMAP, "items": items}},
+        *(studies if items else []),
         {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
     ]
 
@@ -158,7 +166,7 @@ def pod_spec(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> dict[
         "enableServiceLinks": False,
         "restartPolicy": "OnFailure",  # the worker resumes from its checkpoint on the same PVC
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [worker_container(job, config)],
+        "containers": [worker_container(job, config, bundle)],
         "volumes": _volumes(job, bundle),
     }
     if job.sidecar:

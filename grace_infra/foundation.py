@@ -9,7 +9,7 @@ secret is set); and the NetworkPolicies that confine grace pods. Names are the s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -112,7 +112,8 @@ class GraceFoundation(pulumi.ComponentResource):
 
     # --- helpers ---------------------------------------------------------------------------------
 
-    def _metadata(self, object_name: str, role: str) -> dict[str, Any]:
+    # Manifests are plain dicts in the API's camelCase; `Any` because the SDK types them as TypedDicts.
+    def _metadata(self, object_name: str, role: str) -> Any:
         return {
             "name": object_name,
             "namespace": self.namespace,
@@ -146,7 +147,7 @@ class GraceFoundation(pulumi.ComponentResource):
         k8s.core.v1.ResourceQuota(
             f"{name}-quota",
             metadata=self._metadata(c.QUOTA_NAME, "resource-quota"),
-            spec={
+            spec=cast(Any, {
                 "hard": {
                     "requests.cpu": quota.requests_cpu,
                     "requests.memory": quota.requests_memory,
@@ -154,7 +155,7 @@ class GraceFoundation(pulumi.ComponentResource):
                     "persistentvolumeclaims": str(quota.persistent_volume_claims),
                     "pods": str(quota.pods),
                 }
-            },
+            }),
             opts=self._child(),
         )
 
@@ -173,14 +174,16 @@ class GraceFoundation(pulumi.ComponentResource):
             role = k8s.rbac.v1.Role(
                 f"{name}-{suffix}-role",
                 metadata=self._metadata(account.name, "role"),
-                rules=account.rules,
+                rules=cast(Any, account.rules),
                 opts=self._child(),
             )
+            role_ref: Any = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account.name}
+            subject: Any = {"kind": "ServiceAccount", "name": account.name, "namespace": self.namespace}
             binding = k8s.rbac.v1.RoleBinding(
                 f"{name}-{suffix}-rolebinding",
                 metadata=self._metadata(account.name, "role-binding"),
-                role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account.name},
-                subjects=[{"kind": "ServiceAccount", "name": account.name, "namespace": self.namespace}],
+                role_ref=role_ref,
+                subjects=[subject],
                 opts=self._child(depends_on=[role, service_account]),
             )
             self.ready.append(binding)
@@ -196,7 +199,7 @@ class GraceFoundation(pulumi.ComponentResource):
             metadata=self._metadata(secret_name, "credentials"),
             type="Opaque",
             # Wrapping again keeps the value secret in state even if a caller passed a plain string.
-            string_data={key: pulumi.Output.secret(value)},
+            string_data=cast(Any, {key: pulumi.Output.secret(value)}),
             opts=self._child(),
         )
         self.ready.append(secret)
@@ -256,10 +259,28 @@ class GraceFoundation(pulumi.ComponentResource):
                 }],
             }),
         }
+        monitoring = self._config.monitoring
+        if monitoring.enabled:
+            # vLLM serves /metrics on its API port and the worker on its metrics port; a NetworkPolicy
+            # cannot filter by path, so only the Prometheus namespace gets this, not the whole cluster.
+            prometheus = {"namespaceSelector": {"matchLabels": {
+                c.LABEL_NAMESPACE_NAME: monitoring.prometheus_namespace,
+            }}}
+            policies["metrics-ingress"] = (c.NETPOL_METRICS_INGRESS, {
+                "podSelector": {"matchLabels": grace},
+                "policyTypes": ["Ingress"],
+                "ingress": [{
+                    "from": [prometheus],
+                    "ports": [
+                        {"protocol": "TCP", "port": c.VLLM_PORT},
+                        {"protocol": "TCP", "port": c.WORKER_METRICS_PORT},
+                    ],
+                }],
+            })
         for suffix, (policy_name, spec) in policies.items():
             k8s.networking.v1.NetworkPolicy(
                 f"{name}-{suffix}",
                 metadata=self._metadata(policy_name, "network-policy"),
-                spec=spec,
+                spec=cast(Any, spec),
                 opts=self._child(),
             )

@@ -156,7 +156,8 @@ def gpu_hour_plan(config: GraceConfig, bundle: StudyBundle) -> GpuHourPlan:
                 throughput_rps=model.throughput_rps,
                 load_s=model.load_budget_s,
                 busy_wall_hours=busy,
-                job_gpu_hours=model.gpus * (load + busy),
+                # No request on this model's GPUs (e.g. only external extraction): no GPU Job runs.
+                job_gpu_hours=model.gpus * (load + busy) if requests else 0.0,
                 persistent_gpu_hours=persistent,
                 persistent_idle_gpu_hours=persistent - model.gpus * busy,
             )

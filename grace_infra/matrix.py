@@ -20,6 +20,7 @@ from typing import Any
 from grace_infra import constants as c
 from grace_infra.catalog import ServingMode
 from grace_infra.config import Experiment, GraceConfig, ServedModel, Study
+from grace_infra.model_server import server_url
 from grace_infra.studies import (
     STUDIES_ROOT,
     TASKS_SUBDIR,
@@ -126,7 +127,7 @@ def model_endpoint(model: ServedModel) -> str:
     """The model's Service in persistent mode; the sidecar on localhost in job mode."""
     if model.serving_mode is ServingMode.JOB:
         return f"http://localhost:{c.VLLM_PORT}/v1"
-    return f"http://{model.server_name}:{c.VLLM_PORT}/v1"
+    return server_url(model)
 
 
 def matrix_cells(config: GraceConfig) -> list[MatrixCell]:
@@ -194,7 +195,7 @@ def worker_args(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> l
         if bundle.has(schema_pod_path(study)):
             args += ["--schema", str(schema_pod_path(study))]
         # Exp1 writes its file atomically when complete: waiting for it is waiting for exp1 to finish.
-        args += ["--validate", "--wait-for-input", str(jobs.wait_timeout_s)]
+        args += ["--validate", "--wait-for-input", str(jobs.input_wait_timeout_s)]
     return args
 
 

@@ -30,6 +30,23 @@ from grace_infra.config import GraceConfig, ServedModel
 from grace_infra.quantities import cpu_quantity, gib_quantity
 from grace_infra.sizing import model_server_resources
 
+__all__ = [
+    "TYPE_TOKEN",
+    "VllmModelServer",
+    "VllmModelServerArgs",
+    "await_timeout",
+    "node_selector",
+    "pod_annotations",
+    "pod_volumes",
+    "service_manifest",
+    "startup_probe",
+    "statefulset_manifest",
+    "vllm_args",
+    "vllm_container",
+    "vllm_sidecar_parts",
+    "weights_download_init_container",
+]
+
 TYPE_TOKEN = "grace:index:VllmModelServer"  # noqa: S105  (a Pulumi type token, not a secret)
 
 WEIGHTS_VOLUME = "model-weights"
@@ -337,8 +354,10 @@ def service_manifest(model: ServedModel, config: GraceConfig) -> dict[str, Any]:
 
 
 def await_timeout(model: ServedModel) -> str:
-    """How long `pulumi up` waits for the StatefulSet: the load budget plus pull/schedule/download margin."""
-    return f"{math.ceil((model.load_budget_s + c.AWAIT_MARGIN_S) / 60)}m"
+    """How long `pulumi up` waits for the StatefulSet's first rollout, in whole minutes: pull and
+    scheduling margin + the weight download at the assumed bandwidth + the load budget."""
+    download_s = model.weights_gb * 1000 / c.DOWNLOAD_ASSUMED_MB_PER_S
+    return f"{math.ceil((c.AWAIT_MARGIN_S + download_s + model.load_budget_s) / 60)}m"
 
 
 def server_url(model: ServedModel) -> str:
@@ -368,7 +387,11 @@ class VllmModelServer(pulumi.ComponentResource):
     """StatefulSet + ClusterIP Service (+ optional ServiceMonitor) serving one model with vLLM."""
 
     service_name: pulumi.Output[str]
+    """`vllm-<key>`: the Service (and StatefulSet) name."""
     url: pulumi.Output[str]
+    """`http://vllm-<key>:8000/v1`, the OpenAI base URL the Jobs use."""
+    statefulset: k8s.apps.v1.StatefulSet
+    service: k8s.core.v1.Service
 
     def __init__(
         self, name: str, args: VllmModelServerArgs, opts: pulumi.ResourceOptions | None = None

@@ -10,6 +10,8 @@ from typing import Any
 
 from grace_infra import constants as c
 
+__all__ = ["service_monitor_manifest"]
+
 SERVICE_MONITOR_API_VERSION = "monitoring.coreos.com/v1"
 SERVICE_MONITOR_KIND = "ServiceMonitor"
 

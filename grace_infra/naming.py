@@ -47,14 +47,3 @@ def https_egress_labels(needed: bool = True) -> dict[str, str]:
     """
     return {c.LABEL_EGRESS_HTTPS: "true"} if needed else {}
 
-
-def job_labels(*, model_key: str, component: str, experiment: str) -> dict[str, str]:
-    """Labels of an experiment Job's pods: `project: grace`, the recommended labels and the model.
-
-    `component` is `constants.COMPONENT_QUERY_JOB` or `COMPONENT_EXTRACTION_JOB`; the job NetworkPolicy
-    lets pods with either component reach the model servers on port 8000.
-    """
-    return {
-        **recommended_labels(name="grace-worker", instance=f"{model_key}-{experiment}", component=component),
-        "model": model_key,
-    }

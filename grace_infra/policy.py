@@ -10,6 +10,7 @@ To add a rule: write `def my_rule(config: GraceConfig) -> list[Finding]` and app
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -21,7 +22,7 @@ import pulumi
 from grace_infra import constants as c
 from grace_infra import quantities
 from grace_infra.catalog import ServingMode
-from grace_infra.config import AccessMode, ExceptionRule, GraceConfig, VolumeConfig
+from grace_infra.config import AccessMode, ExceptionRule, GraceConfig, ServedModel, VolumeConfig
 from grace_infra.errors import PolicyViolation
 from grace_infra.sizing import GI, model_server_resources, parse_quantity
 
@@ -135,10 +136,10 @@ def quota_fits(config: GraceConfig) -> list[Finding]:
         "memory GiB": (parse_quantity(quota.requests_memory) / GI, "namespace.quota.requestsMemory"),
     }
 
-    def totals(models: Iterable[object]) -> dict[str, Decimal]:
+    def totals(models: Iterable[ServedModel]) -> dict[str, Decimal]:
         sums = dict.fromkeys(limits, Decimal(0))
         for model in models:
-            res = model_server_resources(model, config.gpu)  # type: ignore[arg-type]
+            res = model_server_resources(model, config.gpu)
             sums["GPUs"] += res.gpus
             sums["CPU cores"] += Decimal(str(res.cpu_request))
             sums["memory GiB"] += res.memory_request_gi
@@ -314,18 +315,29 @@ def gpu_fit(model: Any, memory_gb: float) -> GpuFit:
     )
 
 
+_PRODUCT_MEMORY = re.compile(r"(\d+)GB", re.IGNORECASE)
+
+
+def gpu_memory_gb(product: str | None, configured_gb: float) -> float:
+    """Memory of one GPU: the size a node product label names (`NVIDIA-A100-PCIE-40GB` -> 40), since a
+    per-model gpuProduct may select other cards than grace:gpu.memoryGb describes; else memoryGb."""
+    match = _PRODUCT_MEMORY.search(product or "")
+    return float(match.group(1)) if match else configured_gb
+
+
 def gpu_memory_fit(config: GraceConfig) -> list[Finding]:
     """Warn when a model cannot hold even one max-model-len sequence: vLLM refuses to start then."""
     findings = []
     for model in config.served_models():
-        fit = gpu_fit(model, config.gpu.memory_gb)
+        memory_gb = gpu_memory_gb(model.gpu_product, config.gpu.memory_gb)
+        fit = gpu_fit(model, memory_gb)
         if fit.needed_gb <= fit.usable_gb:
             continue
         findings.append(Finding(
             "gpu-memory-fit", Severity.WARNING, model.key,
             f"model {model.key} needs {fit.needed_gb:.1f} GB ({fit.weights_gb:.1f} GB weights + "
             f"{fit.kv_gb:.1f} GB KV cache for one {model.max_model_len}-token sequence + "
-            f"{fit.runtime_gb:.1f} GB runtime) but {model.gpus} x {config.gpu.memory_gb:g} GB GPUs at "
+            f"{fit.runtime_gb:.1f} GB runtime) but {model.gpus} x {memory_gb:g} GB GPUs at "
             f"gpu-memory-utilization {model.gpu_memory_utilization:g} give {fit.usable_gb:.1f} GB; "
             "select 80 GB cards (grace:gpu) or a quantized checkpoint, or lower maxModelLen.",
         ))
@@ -351,9 +363,23 @@ def check_config(config: GraceConfig, rules: Iterable[Rule] | None = None) -> li
     return [finding for rule in (RULES if rules is None else rules) for finding in rule(config)]
 
 
-def check_secrets(config: GraceConfig, *, has_hf_token: bool, has_deepseek_key: bool) -> list[Finding]:
-    """Secrets the config depends on. Only their presence is known here, never their values."""
+def check_secrets(
+    config: GraceConfig, *, has_hf_token: bool, has_deepseek_key: bool, plaintext: Iterable[str] = ()
+) -> list[Finding]:
+    """Secrets the config depends on. Only their presence is known here, never their values.
+
+    `plaintext` names secret keys that hold a value NOT set with `--secret`: it would sit unencrypted
+    in Pulumi.<stack>.yaml, so the stack is refused.
+    """
     findings = [
+        Finding(
+            "secret-in-plaintext", Severity.ERROR, None,
+            f"grace:{key} is stored in plaintext; run `pulumi config rm grace:{key}` and set it again "
+            f"with `pulumi config set --secret grace:{key} <value>`.",
+        )
+        for key in plaintext
+    ]
+    findings += [
         Finding(
             "secret-hf-token-missing", Severity.ERROR, model.key,
             f"model {model.key} ({model.hf_repo}) is gated but grace:hfToken is not set; run "

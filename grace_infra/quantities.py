@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
+__all__ = ["GI", "QuantityError", "cpu_quantity", "gib_quantity", "parse_quantity"]
+
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DECIMAL = {
     "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
@@ -19,7 +21,7 @@ _DECIMAL = {
 _QUANTITY = re.compile(
     r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?[0-9]+|[numkMGTPE]?)$"
 )
-GI = 2**30
+GI = 2**30  # bytes in a GiB
 
 
 class QuantityError(ValueError):
@@ -59,8 +61,3 @@ def gib_quantity(gib: float | Decimal) -> str:
     if value == value.to_integral_value():
         return f"{int(value)}Gi"
     return f"{int(value * 1024)}Mi"
-
-
-def format_gib(num_bytes: Decimal) -> str:
-    """Bytes as GiB for messages, e.g. `230.4 GiB`."""
-    return f"{num_bytes / GI:.1f} GiB"

@@ -62,6 +62,14 @@ class StackSecrets:
 
     hf_token: pulumi.Output[str] | None
     deepseek_api_key: pulumi.Output[str] | None
+    plaintext: tuple[str, ...]  # keys holding a value that was not set with --secret
+
+
+def _is_encrypted(key: str) -> bool:
+    full_key = f"{c.PULUMI_CONFIG_NAMESPACE}:{key}"
+    # Mocks and the Automation API set secret keys in-process; the CLI passes them in the environment.
+    runtime = pulumi.runtime
+    return runtime.is_config_secret(full_key) or full_key in runtime.get_config_secret_keys_env()
 
 
 def read_secrets() -> StackSecrets:
@@ -71,7 +79,11 @@ def read_secrets() -> StackSecrets:
         # Presence is not secret; the value only ever leaves here as a secret Output.
         return cfg.get_secret(key) if cfg.get(key) else None
 
-    return StackSecrets(hf_token=secret(HF_TOKEN_KEY), deepseek_api_key=secret(DEEPSEEK_API_KEY_KEY))
+    return StackSecrets(
+        hf_token=secret(HF_TOKEN_KEY),
+        deepseek_api_key=secret(DEEPSEEK_API_KEY_KEY),
+        plaintext=tuple(key for key in SECRET_KEYS if cfg.get(key) and not _is_encrypted(key)),
+    )
 
 
 def component_options(config: GraceConfig) -> pulumi.ResourceOptions | None:
@@ -99,6 +111,7 @@ def build_stack() -> None:
             config,
             has_hf_token=secrets.hf_token is not None,
             has_deepseek_key=secrets.deepseek_api_key is not None,
+            plaintext=secrets.plaintext,
         ),
     ])
     opts = component_options(config)
@@ -136,7 +149,7 @@ def build_stack() -> None:
         opts=opts,
     )
     pulumi.export("experimentJobs", [job.name for job in experiments.planned])
-    pulumi.export("gpuHourPlan", gpu_hour_plan(config, experiments.bundle).to_json()["totals"])
+    pulumi.export("gpuHourPlan", gpu_hour_plan(config, experiments.bundle).to_json())
 
     pulumi.export("namespace", foundation.namespace)
     pulumi.export("modelServers", {key: server.url for key, server in servers.items()})

@@ -7,6 +7,7 @@ Claims keep the seed's fixed names (`grace-input-data`, `grace-output-data`, `gr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -112,11 +113,11 @@ class GraceStorage(pulumi.ComponentResource):
         # changed size class or access mode forces a replacement of a PVC).
         return k8s.core.v1.PersistentVolumeClaim(
             f"{name}-{spec.suffix}",
-            metadata={"name": spec.name, "namespace": namespace, "labels": labels},
-            spec={
+            metadata=cast(Any, {"name": spec.name, "namespace": namespace, "labels": labels}),
+            spec=cast(Any, {
                 "accessModes": [spec.access_mode.value],
                 "storageClassName": spec.storage_class,
                 "resources": {"requests": {"storage": spec.size}},
-            },
+            }),
             opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True),
         )

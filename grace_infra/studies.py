@@ -56,6 +56,7 @@ PROBABILITY_SECTION = "probability"
 PROBABILITY_QUESTIONS_KEY = "questions"
 PROBABILITY_EXPAND_KEY = "expand"  # one question template asked once per listed value
 
+
 def study_pod_path(study: Study) -> PurePosixPath:
     return STUDIES_ROOT / STUDIES_SUBDIR / f"{study}.yaml"
 

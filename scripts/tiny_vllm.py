@@ -34,13 +34,15 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILDER = REPO_ROOT / "scripts" / "build_tiny_model.py"
-DEFAULT_VENV = REPO_ROOT / ".venv-vllm"
+# Same variable as scripts/setup-vllm-cpu.sh, so both agree on where the server lives.
+DEFAULT_VENV = Path(os.environ.get("GRACE_VLLM_VENV") or REPO_ROOT / ".venv-vllm")
 # Written last by setup-vllm-cpu.sh: a venv without it is still installing or broke half-way.
 READY_STAMP = ".grace-vllm-ready"
 
 SERVED_NAME = "tiny"
 HOST = "127.0.0.1"
 MAX_MODEL_LEN = 512
+MAX_POSITIONS = 2048  # the tiny model's max_position_embeddings (scripts/build_tiny_model.py)
 # The cluster's servers run with --max-logprobs 20; vLLM's default is 20 too, set explicitly so a
 # future default change cannot make the tests disagree with production.
 MAX_LOGPROBS = 20
@@ -54,6 +56,7 @@ KV_CACHE_GIB = 1  # VLLM_CPU_KVCACHE_SPACE: the CPU backend's KV cache, far more
 DEFAULT_START_TIMEOUT_S = 300.0
 HEALTH_POLL_S = 0.5
 STOP_GRACE_S = 20.0  # SIGTERM stops it in ~4 s; SIGKILL after this
+REAP_WAIT_S = 10.0
 LOG_TAIL_LINES = 60
 
 # Servers started by this process, by pid: holding the Popen lets stop_server reap the leader
@@ -236,6 +239,25 @@ def warm_up(server: TinyServer) -> None:
     )  # fmt: skip
 
 
+def spawn_in_own_group(
+    argv: list[str], env: dict[str, str] | None, log_path: Path
+) -> subprocess.Popen[bytes]:
+    """Start argv as the leader of a new process group, stdout+stderr into log_path."""
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            # Its own process group: vLLM runs ~4 processes (API server, engine core, workers) and
+            # stopping only the leader would leave the engine holding 3 GB of memory.
+            start_new_session=True,
+        )
+    _CHILDREN[proc.pid] = proc
+    return proc
+
+
 def start_server(
     model_dir: Path,
     workdir: Path,
@@ -258,18 +280,9 @@ def start_server(
     log_path = workdir / "vllm-server.log"
     cache_dir = workdir / "vllm-cache"
     root_url = f"http://{HOST}:{port}"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            server_command(python, model_dir, port, max_model_len),
-            env=server_env(cache_dir),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            # Its own process group: vLLM runs ~4 processes (API server, engine core, workers) and
-            # stopping only the leader would leave the engine holding 3 GB of memory.
-            start_new_session=True,
-        )
-    _CHILDREN[proc.pid] = proc
+    proc = spawn_in_own_group(
+        server_command(python, model_dir, port, max_model_len), server_env(cache_dir), log_path
+    )
     server = TinyServer(
         base_url=f"{root_url}/v1",
         root_url=root_url,
@@ -297,17 +310,24 @@ def stop_server(server: TinyServer, grace_s: float = STOP_GRACE_S) -> None:
         os.killpg(server.pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        if not _group_alive(server.pid):
-            break
-        time.sleep(0.2)
-    else:
+    if not _wait_group_gone(server.pid, grace_s):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGKILL)
+        # Killed children linger as zombies until their new parent (PID 1) reaps them, which can
+        # take seconds (measured ~1-2 s here); wait so the caller can rely on the group being gone.
+        _wait_group_gone(server.pid, REAP_WAIT_S)
     proc = _CHILDREN.pop(server.pid, None)
     if proc is not None:
         proc.wait(timeout=grace_s)
+
+
+def _wait_group_gone(pgid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while _group_alive(pgid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def _group_alive(pgid: int) -> bool:
@@ -339,7 +359,14 @@ def _cmd_start(args: argparse.Namespace) -> int:
         if not (model_dir / "config.json").exists():
             build_model(server_python(args.venv), model_dir)
         started = time.monotonic()
-        server = start_server(model_dir, workdir, venv=args.venv, port=args.port, timeout_s=args.timeout)
+        server = start_server(
+            model_dir,
+            workdir,
+            venv=args.venv,
+            port=args.port,
+            max_model_len=args.max_model_len,
+            timeout_s=args.timeout,
+        )
     except TinyVllmError as exc:
         print(f"tiny_vllm: {exc}", file=sys.stderr)
         return 1
@@ -388,6 +415,12 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--port", type=int, default=None, help="loopback port (default: a free one)")
     start.add_argument(
         "--timeout", type=float, default=DEFAULT_START_TIMEOUT_S, help="seconds to wait for /health"
+    )
+    start.add_argument(
+        "--max-model-len",
+        type=int,
+        default=MAX_MODEL_LEN,
+        help=f"context length in tokens (default {MAX_MODEL_LEN} as in the tests; at most {MAX_POSITIONS})",
     )
     start.set_defaults(func=_cmd_start)
     stop = sub.add_parser("stop", help="stop the server started with the same --workdir")

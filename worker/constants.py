@@ -12,6 +12,9 @@ DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
 # vLLM accepts any key unless started with --api-key; the openai client insists on a non-empty one.
 PLACEHOLDER_API_KEY = "EMPTY"
 
+# Connections per httpx pool; requests in flight are spread over batch_size / 8 pools (see worker.client).
+POOL_CONNECTIONS = 8
+
 # Retry policy. Exponential backoff with full jitter, capped so a long outage is polled, not abandoned.
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 30.0

@@ -28,7 +28,7 @@ from jsonschema.protocols import Validator
 
 from worker.client import ModelClient
 from worker.errors import InputError, RequestRejected, RetryableError, RowFailure
-from worker.extract_backend import BackendChoice, ChatClient, detect_backend, reply_text
+from worker.extract_backend import BackendChoice, ChatClient, detect_backend, has_reasoning, reply_text
 from worker.extraction_spec import (
     ATTEMPTS_COLUMN,
     ERRORS_COLUMN,
@@ -40,6 +40,7 @@ from worker.extraction_spec import (
 from worker.structured import (
     AttemptFailure,
     Backend,
+    FailureKind,
     Parsed,
     correction_messages,
     cross_field_warnings,
@@ -71,6 +72,12 @@ DEEPSEEK_API_KEY_ENV = "DEEPSEEK_API_KEY"
 # --wait-for-input: how often to look for the Experiment 1 file, and how often to say we are still waiting.
 INPUT_POLL_INTERVAL_S = 2.0
 INPUT_WAIT_LOG_INTERVAL_S = 30.0
+# Experiment 1's finish_reason column (worker.query), read when present.
+EXP1_FINISH_COLUMN = "finish_reason"
+EXP1_TRUNCATED_WARNING = (
+    "the Experiment 1 reply was cut off at its token limit (finish_reason=length): "
+    "values it did not reach are null"
+)
 # "auto" on the command line: probe the server for the strongest form it enforces.
 AUTO_BACKEND = "auto"
 
@@ -167,9 +174,22 @@ class ExtractionPlan:
                 return self._request_failed(err, attempts, previous)
             content, finish_reason = reply_text(reply.body)
             verdict = judge_reply(content, finish_reason, self.spec.schema, self.validator)
+            if (
+                isinstance(verdict, AttemptFailure)
+                and verdict.kind is FailureKind.BLANK
+                and has_reasoning(reply.body)
+            ):
+                # A reasoning model that used its whole budget thinking: say so, the fix is --max-tokens.
+                verdict = AttemptFailure(
+                    verdict.kind,
+                    f"{verdict.message}; the model spent its tokens on reasoning (raise --max-tokens)",
+                )
             if isinstance(verdict, Parsed):
-                warnings = tuple(cross_field_warnings(self.spec.section.checks, verdict.fields))
-                return RowOutcome(verdict.fields, attempts=attempts, warnings=warnings)
+                warnings = [
+                    *_exp1_warnings(row),
+                    *cross_field_warnings(self.spec.section.checks, verdict.fields),
+                ]
+                return RowOutcome(verdict.fields, attempts=attempts, warnings=tuple(warnings))
             if attempts > self.max_reasks:
                 return RowOutcome(
                     self.empty_fields(), error=_final_error(verdict, attempts), attempts=attempts
@@ -185,6 +205,14 @@ class ExtractionPlan:
         if previous is not None:
             error += f" (while re-asking after {previous.kind}: {previous.message})"
         return RowOutcome(self.empty_fields(), error=error, attempts=attempts)
+
+
+def _exp1_warnings(row: Mapping[str, str]) -> list[str]:
+    # A reply Experiment 1 cut off may simply not have reached a question: its nulls mean "not reached",
+    # not "not stated", and the analysis should be able to tell.
+    if row.get(EXP1_FINISH_COLUMN) == "length":
+        return [EXP1_TRUNCATED_WARNING]
+    return []
 
 
 def _final_error(failure: AttemptFailure, attempts: int) -> str:
@@ -225,15 +253,14 @@ class ExtractPipeline:
         self._plan: ExtractionPlan | None = None
 
     def parameters(self) -> dict[str, Any]:
-        """What changes the extracted values; the detected backend joins once `prepare()` has run.
+        """What changes the extracted values (the checkpoint refuses a rerun where any of it differs).
 
-        The runner writes the checkpoint header before `prepare()`, so the header holds the *requested*
-        backend and a resumed run re-probes (a server restarted with other flags may legitimately answer
-        differently; every row is validated against the same schema either way). The meta file, written at
-        the end, also holds the probe's evidence. No secret is ever part of this.
+        The *requested* backend is a parameter; what the probe found is not (a server restarted with other
+        flags may answer differently, and every row is validated against the same schema either way): it
+        is a server finding, recorded in the meta file. No secret is ever part of either.
         """
         section = self.spec.section
-        parameters: dict[str, Any] = {
+        return {
             "study": self.spec.study.name,
             "model_name": self.model_name,
             "input_column": section.input_column,
@@ -248,9 +275,13 @@ class ExtractPipeline:
             "validate": self.validate,
             "max_reasks": self.max_reasks,
         }
-        if self._plan is not None:
-            parameters["structured_output"] = self._plan.choice.as_meta()
-        return parameters
+
+    @property
+    def server_findings(self) -> dict[str, Any] | None:
+        """The structured-output probe's outcome, for the meta file (worker.runner reads this)."""
+        if self._plan is None:
+            return None
+        return {"structured_output": self._plan.choice.as_meta()}
 
     async def prepare(self, client: ModelClient) -> None:
         choice = await detect_backend(client, self.requested_backend)
@@ -284,8 +315,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("extract options")
     group.add_argument(
         "--deepseek-endpoint",
-        help="Extract with the DeepSeek API at this URL instead of --model-endpoint (json_object mode; the "
-        f"model defaults to {DEEPSEEK_MODEL} and the key to ${DEEPSEEK_API_KEY_ENV}).",
+        help="Extract with the DeepSeek API at this URL instead of --model-endpoint (the model defaults to "
+        f"{DEEPSEEK_MODEL}, the key to ${DEEPSEEK_API_KEY_ENV}).",
     )
     group.add_argument(
         "--schema", type=Path, help="JSON Schema file replacing the study's extraction.schema."
@@ -313,10 +344,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # --model-endpoint and --model-name are common flags that every other pipeline needs; extraction
     # can take both from --deepseek-endpoint instead. argparse has no public way to relax a flag another
     # function added, so the required mark is lifted on the parsed action itself; resolve_arguments()
-    # then names whatever is still missing.
+    # then names whatever is still missing. Two common flags also mean more here; their help says so.
     for action in parser._actions:
         if action.dest in {"model_endpoint", "model_name"}:
             action.required = False
+        elif action.dest == "api_key_env":
+            action.help = (
+                f"Environment variable holding the API key (default ${DEEPSEEK_API_KEY_ENV} when set)."
+            )
+        elif action.dest == "max_retries":
+            action.help = (
+                "Re-asks per row after a bad reply, and transport retries per request (%(default)s)."
+            )
 
 
 def resolve_arguments(args: argparse.Namespace) -> None:

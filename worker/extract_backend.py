@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from worker.errors import InputError, RequestRejected
 from worker.structured import Backend, response_format_for
 
-__all__ = ["BackendChoice", "ChatClient", "detect_backend", "reply_text"]
+__all__ = ["BackendChoice", "ChatClient", "detect_backend", "has_reasoning", "reply_text"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ PROBE_MESSAGES = [{"role": "user", "content": "Reply with a JSON object."}]
 # Statuses that mean "this server does not take this request form" rather than "this run is misconfigured".
 UNSUPPORTED_STATUSES = frozenset({400, 422})
 AUTH_STATUSES = frozenset({401, 403})
+REASONING_KEYS = ("reasoning", "reasoning_content")
 WHITESPACE_HINT = (
     "the server enforces json_schema but pads the JSON with whitespace up to max_tokens; start vLLM with "
     """--structured-outputs-config '{"backend":"xgrammar","disable_any_whitespace":true}' or replies """
@@ -128,6 +129,16 @@ async def _probe(client: ChatClient, backend: Backend) -> _Verdict:
         # documented DeepSeek behaviour handled per row by re-asking.
         return _Verdict(True, f"accepted (finish_reason={finish_reason}, reply {_short(content)})")
     compact = "".join((content or "").split())
+    if not compact and has_reasoning(reply.body):
+        # A reasoning model (gpt-oss) spends tokens on `reasoning` before vLLM applies the grammar to the
+        # answer, so the probe's small budget can end before any content: not evidence of being ignored.
+        return _Verdict(
+            True,
+            "accepted; not verified: the model spent the probe's tokens reasoning "
+            f"(finish_reason={finish_reason})",
+            "json_schema was accepted but could not be verified on a reasoning model; every reply is still "
+            "validated",
+        )
     if compact == PROBE_EXPECTED:
         return _Verdict(True, "enforced (the reply is exactly the only object the schema allows)")
     if compact and finish_reason == "length" and PROBE_EXPECTED.startswith(compact):
@@ -137,6 +148,17 @@ async def _probe(client: ChatClient, backend: Backend) -> _Verdict:
         f"accepted but ignored (finish_reason={finish_reason}, reply {_short(content)} "
         "is not the only object the schema allows)",
     )
+
+
+def has_reasoning(body: dict[str, Any]) -> bool:
+    """True when the first choice carries reasoning text (vLLM: `reasoning`; older: `reasoning_content`)."""
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return False
+    message = choices[0].get("message")
+    if not isinstance(message, dict):
+        return False
+    return any(isinstance(message.get(key), str) and message[key].strip() for key in REASONING_KEYS)
 
 
 def _short(content: str | None) -> str:

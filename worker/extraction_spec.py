@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from worker.errors import InputError
-from worker.structured import SumCheck, check_schema, make_validator, schema_fields
+from worker.structured import SumCheck, check_schema, make_validator, schema_fields, schema_violations
 from worker.studies import GenerationParams, PromptTemplate, Study
 
 __all__ = ["ExtractionSection", "ExtractionSpec", "load_extraction", "load_schema_file"]
@@ -138,8 +138,9 @@ def load_extraction(study: Study, study_file: Path, schema_override: Path | None
         section = ExtractionSection.model_validate(study.extraction)
     except ValidationError as err:
         first = err.errors()[0]
-        key = ".".join(str(part) for part in first["loc"])
-        raise InputError(f"{where}.{key}: {first['msg']}.") from err
+        key = "".join(f".{part}" for part in first["loc"])
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise InputError(f"{where}{key}: {message}.") from err
     if schema_override is not None:
         schema_file, what = schema_override, "--schema"
     else:
@@ -147,12 +148,18 @@ def load_extraction(study: Study, study_file: Path, schema_override: Path | None
     schema, digest = load_schema_file(schema_file, what)
     example = section.example
     if example is not None:
-        errors = sorted(make_validator(schema).iter_errors(example), key=lambda e: list(e.absolute_path))
-        if errors:
+        violations = schema_violations(make_validator(schema), example)
+        if violations:
             if schema_override is None:
-                raise InputError(f"{where}.example does not match {schema_file}: {errors[0].message}.")
+                raise InputError(f"{where}.example does not match {schema_file}: {violations[0]}.")
             # A replacement schema with a different shape: the study's example would mislead the model.
             example = None
+    for number, check in enumerate(section.checks):
+        unknown = [name for name in check.fields if name not in schema["properties"]]
+        if unknown:
+            raise InputError(
+                f"{where}.checks.{number}.fields: {', '.join(unknown)} is not a property of {schema_file}."
+            )
     overlap = sorted(set(schema["properties"]) & (set(study.required_columns) | {section.input_column}))
     if overlap:
         raise InputError(

@@ -24,7 +24,9 @@ space), each distinct token sequence is counted once, and the variants summed ar
 option's tokens are a proper prefix of another's ("was" and "was"+"n't"), the shorter option counts only
 when the answer does not continue into the longer one, so the options stay disjoint events.
 
-Mathematics (log-sum-exp, entropy in bits, mean/std) and response parsing live in `worker.logprobs`.
+The questions come from the study file (`worker.probability_spec`); option tokenization rules are in
+`worker.option_tokens`; response parsing and the arithmetic (log-sum-exp, entropy in bits, mean/std) in
+`worker.logprobs`. This module owns the requests.
 """
 
 from __future__ import annotations
@@ -33,18 +35,18 @@ import argparse
 import asyncio
 import json
 import math
-import re
-import string
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from worker import logprobs as lp
 from worker.errors import InputError, RequestRejected, ResponseError, RowFailure, WorkerError
-from worker.studies import Study, load_study, template_fields
+from worker.option_tokens import OptionPlan, VariantPolicy, plan_options, surface_variants
+from worker.probability_spec import OptionSpec, Question, questions_for
+from worker.studies import Study, load_study
 
 __all__ = ["HELP", "Method", "ProbsConfig", "ProbsPipeline", "add_arguments", "build"]
 
@@ -62,7 +64,6 @@ DEFAULT_TOP_LOGPROBS = 20  # the seed's 5 silently dropped options that ranked 6
 DEFAULT_TEMPERATURE = 1.0
 # A short fixed conversation whose rendering shows what the chat template puts before the answer.
 PROBE_USER_MESSAGE = "Answer with one word."
-GENERIC_QUESTION_NAME = "answer"
 ERROR_COLUMN = "error"
 ENTROPY_UNIT = "bits"
 
@@ -74,226 +75,6 @@ class Method(StrEnum):
     CONTINUATION = "continuation"
     AUTO = "auto"
     CHAT_TOP_LOGPROBS = "chat-top-logprobs"  # never requested; recorded when /tokenize is missing
-
-
-class VariantPolicy(StrEnum):
-    """Which surface forms of an option count as that option (`--variants`)."""
-
-    CASE_AND_SPACE = "case-and-space"  # yes, Yes, " yes", " Yes"
-    SPACE = "space"  # yes, " yes"
-    NONE = "none"  # exactly the option text
-
-
-# ---- study definitions: the `probability:` section -------------------------------------------------------
-
-
-class OptionSpec(BaseModel):
-    """One allowed answer."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    text: str = Field(min_length=1, description="What the model would write, e.g. '10%' or \"wasn't\".")
-    label: str = Field(description="Name used in output columns, e.g. '10' or 'wasnt'.")
-    value: float | None = Field(default=None, description="Numeric value, for the mean/std columns.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_plain_text(cls, data: Any) -> Any:
-        if isinstance(data, str | int | float) and not isinstance(data, bool):
-            return {"text": str(data), "label": option_label(str(data))}
-        return data
-
-    @field_validator("label")
-    @classmethod
-    def _label_is_a_column_part(cls, label: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_]+", label):
-            raise ValueError(f"option label {label!r} must be letters, digits and underscores")
-        return label
-
-
-class ColumnNames(BaseModel):
-    """Output column names of a question. `{label}` stands for the option label; `{k}`-style names for
-    the question's expansion variables."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    prob: str = Field(description="Renormalised probability of each option; must contain {label}.")
-    entropy: str = Field(description="Entropy in bits of the renormalised distribution.")
-    mean: str | None = Field(default=None, description="Mean of the option values (needs every value).")
-    std: str | None = Field(default=None, description="Standard deviation of the option values.")
-
-    @field_validator("prob")
-    @classmethod
-    def _prob_has_label(cls, name: str) -> str:
-        if "label" not in template_fields(name):
-            raise ValueError(f"columns.prob {name!r} must contain {{label}}")
-        return name
-
-
-class QuestionSpec(BaseModel):
-    """One probability question as written in a study file (before `expand`)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str = Field(min_length=1, description="Prefix of the question's detail columns, e.g. state{k}.")
-    user: str = Field(min_length=1, description="User message template over the row's columns.")
-    system: str | None = Field(default=None, description="System message; the section's when omitted.")
-    options: tuple[OptionSpec, ...] = Field(min_length=2, description="The closed set of answers.")
-    columns: ColumnNames = Field(description="Output column names.")
-    expand: dict[str, tuple[str | int, ...]] = Field(
-        default_factory=dict, description="Ask the question once per value, e.g. {k: [0, 1, 2, 3]}."
-    )
-
-    @model_validator(mode="after")
-    def _consistent(self) -> QuestionSpec:
-        labels = [option.label for option in self.options]
-        if len(set(labels)) != len(labels):
-            raise ValueError(f"question {self.name!r} repeats an option label")
-        texts = [option.text for option in self.options]
-        if len(set(texts)) != len(texts):
-            raise ValueError(f"question {self.name!r} repeats an option text")
-        if (self.columns.mean or self.columns.std) and any(o.value is None for o in self.options):
-            raise ValueError(f"question {self.name!r} asks for a mean/std but not every option has a value")
-        if len(self.expand) > 1:
-            raise ValueError(f"question {self.name!r}: expand takes one variable")
-        return self
-
-
-class ProbabilitySection(BaseModel):
-    """A study file's `probability:` section."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    system: str | None = Field(default=None, description="System message of every question.")
-    questions: tuple[QuestionSpec, ...] = Field(min_length=1, description="The questions asked per row.")
-
-
-def option_label(text: str) -> str:
-    """A column-safe label for an option given as plain text: '10%' -> '10', "wasn't" -> 'wasnt'."""
-    label = re.sub(r"[^A-Za-z0-9]+", "_", text.replace("'", "")).strip("_").lower()
-    return label or "option"
-
-
-@dataclass(frozen=True)
-class Question:
-    """One concrete question (after expansion) with its output column names resolved."""
-
-    name: str
-    system: str | None
-    user: str  # template over row columns; expansion variables already substituted
-    options: tuple[OptionSpec, ...]
-    prob_columns: dict[str, str]  # option label -> column
-    entropy_column: str
-    mean_column: str | None
-    std_column: str | None
-
-    def messages(self, row: Mapping[str, str], study: Study | None) -> list[dict[str, str]]:
-        values = {key: study.clean(value) if study else value for key, value in row.items()}
-        messages = []
-        if self.system:
-            messages.append({"role": "system", "content": self.system})
-        messages.append({"role": "user", "content": self.user.format_map(values)})
-        return messages
-
-    @property
-    def detail_columns(self) -> dict[str, str]:
-        """What each per-question record column holds, keyed by column name."""
-        return {
-            f"{self.name}_method": "method used for this row",
-            f"{self.name}_coverage": "total raw probability of the options",
-            f"{self.name}_absent": "options outside the top-N (first-token), ';'-separated",
-            f"{self.name}_raw": "JSON: option -> raw probability",
-            f"{self.name}_logprobs": "JSON: option -> natural-log probability",
-            f"{self.name}_variants": "JSON: option -> {variant text: token ids} summed",
-            f"{self.name}_prompt": "exact prompt text (decoded prompt token ids)",
-            f"{self.name}_prompt_token_ids": "JSON: the prompt token ids sent",
-        }
-
-    @property
-    def output_columns(self) -> list[str]:
-        stats = [c for c in (self.mean_column, self.std_column) if c]
-        return [*self.prob_columns.values(), *stats, self.entropy_column, *self.detail_columns]
-
-
-def _substitute(template: str, bindings: Mapping[str, str]) -> str:
-    """Fill only the expansion variables of `template`; `{column}` placeholders stay for the row."""
-    parts = []
-    for literal, name, _, _ in string.Formatter().parse(template):
-        parts.append(literal.replace("{", "{{").replace("}", "}}"))
-        if name is not None:
-            parts.append(bindings.get(name, "{" + name + "}"))
-    return "".join(parts)
-
-
-def expand_questions(section: ProbabilitySection, available: Sequence[str]) -> list[Question]:
-    """Every concrete question of a section, checked against the columns a row will have."""
-    questions: list[Question] = []
-    for spec in section.questions:
-        expansions = [
-            {variable: str(value)} for variable, values in spec.expand.items() for value in values
-        ] or [{}]
-        for bindings in expansions:
-            unknown = sorted(template_fields(spec.name) - set(bindings))
-            if unknown:
-                raise InputError(
-                    f"probability question name {spec.name!r} uses {{{unknown[0]}}}, not an expand variable."
-                )
-            name = _substitute(spec.name, bindings).format()
-            user = _substitute(spec.user, bindings)
-            missing = sorted(template_fields(user) - set(available))
-            if missing:
-                raise InputError(
-                    f"probability question {name!r} uses {', '.join(missing)}, which the study's "
-                    "required_columns does not list."
-                )
-            columns = spec.columns
-            try:
-                prob = {
-                    o.label: columns.prob.format_map({**bindings, "label": o.label}) for o in spec.options
-                }
-                entropy = columns.entropy.format_map(bindings)
-                mean = columns.mean.format_map(bindings) if columns.mean else None
-                std = columns.std.format_map(bindings) if columns.std else None
-            except KeyError as err:
-                raise InputError(
-                    f"probability question {name!r}: a column name uses {{{err.args[0]}}}, which is neither "
-                    "{label} nor an expand variable."
-                ) from None
-            questions.append(
-                Question(
-                    name=name,
-                    system=spec.system if spec.system is not None else section.system,
-                    user=user,
-                    options=spec.options,
-                    prob_columns=prob,
-                    entropy_column=entropy,
-                    mean_column=mean,
-                    std_column=std,
-                )
-            )
-    names = [column for question in questions for column in question.output_columns]
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
-        raise InputError(f"probability questions produce the column {duplicated[0]!r} twice.")
-    return questions
-
-
-def generic_question(tokens: Sequence[str], study: Study) -> Question:
-    """The seed's form: one question, the study's Experiment 1 prompt, options given by --tokens."""
-    options = tuple(OptionSpec.model_validate(token) for token in tokens)
-    labels = [option.label for option in options]
-    if len(set(labels)) != len(labels):
-        raise InputError(f"--tokens {','.join(tokens)}: two options give the same column label.")
-    return Question(
-        name=GENERIC_QUESTION_NAME,
-        system=study.prompt.system,
-        user=study.prompt.user,
-        options=options,
-        prob_columns={label: f"prob_{label}" for label in labels},
-        entropy_column="entropy",
-        mean_column=None,
-        std_column=None,
-    )
 
 
 # ---- configuration ---------------------------------------------------------------------------------------
@@ -308,7 +89,7 @@ class ProbsConfig(BaseModel):
     top_logprobs: int = Field(
         default=DEFAULT_TOP_LOGPROBS, ge=1, le=MAX_TOP_LOGPROBS, description="--logprobs N (first-token)."
     )
-    temperature: float = Field(default=DEFAULT_TEMPERATURE, gt=0, description="Sent with every request.")
+    temperature: float = Field(default=DEFAULT_TEMPERATURE, ge=0, description="Sent with every request.")
     answer_prefix: str = Field(default="", description="Text appended after the generation prompt.")
     variants: VariantPolicy = Field(default=VariantPolicy.CASE_AND_SPACE, description="Surface variants.")
     tokens: tuple[str, ...] | None = Field(default=None, description="--tokens: the generic question.")
@@ -319,84 +100,6 @@ class ProbsConfig(BaseModel):
         if method is Method.CHAT_TOP_LOGPROBS:
             raise ValueError("--method chat-top-logprobs is chosen automatically when /tokenize is missing")
         return method
-
-
-def surface_variants(text: str, policy: VariantPolicy) -> list[str]:
-    """The forms of an option that mean the same answer, the option's own text first."""
-    forms = [text]
-    if policy is VariantPolicy.CASE_AND_SPACE:
-        forms += [text[:1].upper() + text[1:], text[:1].lower() + text[1:]]
-    if policy is not VariantPolicy.NONE:
-        forms += [" " + form for form in forms]
-    return list(dict.fromkeys(forms))
-
-
-# ---- tokenization of the options, decided once per model -------------------------------------------------
-
-
-@dataclass(frozen=True)
-class OptionTokens:
-    """One option's distinct token sequences at the answer position, keyed by the variant text."""
-
-    label: str
-    sequences: dict[str, tuple[int, ...]]  # variant text -> token ids (distinct, none a prefix of another)
-
-
-@dataclass(frozen=True)
-class OptionPlan:
-    """How a question's options are scored for this model."""
-
-    options: tuple[OptionTokens, ...]
-    first_token_exact: bool  # every sequence is one token, all distinct
-    # For option i: the tokens that, right after one of its sequences, would turn it into another option.
-    continuations: dict[tuple[str, str], tuple[int, ...]] = field(default_factory=dict)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "first_token_exact": self.first_token_exact,
-            "options": {o.label: {t: list(ids) for t, ids in o.sequences.items()} for o in self.options},
-        }
-
-
-def plan_options(option_sequences: Mapping[str, Mapping[str, Sequence[int]]]) -> OptionPlan:
-    """Deduplicate each option's variant sequences and find the cross-option prefix relations.
-
-    `option_sequences` is label -> variant text -> token ids, in preference order. Within an option, a
-    sequence equal to an earlier one, or extending one, is already counted and is dropped. Across options,
-    an identical sequence makes the options indistinguishable: InputError.
-    """
-    options: list[OptionTokens] = []
-    for label, variants in option_sequences.items():
-        kept: dict[str, tuple[int, ...]] = {}
-        for text, ids in variants.items():
-            seq = tuple(ids)
-            if not seq:
-                raise InputError(f"option {label!r} variant {text!r} tokenizes to no tokens.")
-            if any(seq[: len(other)] == other for other in kept.values()):
-                continue
-            kept = {t: s for t, s in kept.items() if s[: len(seq)] != seq}
-            kept[text] = seq
-        options.append(OptionTokens(label=label, sequences=kept))
-    continuations: dict[tuple[str, str], set[int]] = {}
-    for option in options:
-        for other in options:
-            if other is option:
-                continue
-            for text, seq in option.sequences.items():
-                for other_text, other_seq in other.sequences.items():
-                    if other_seq == seq:
-                        raise InputError(
-                            f"options {option.label!r} ({text!r}) and {other.label!r} ({other_text!r}) are "
-                            "the same tokens for this model, so their probabilities cannot be told apart."
-                        )
-                    if other_seq[: len(seq)] == seq:
-                        continuations.setdefault((option.label, text), set()).add(other_seq[len(seq)])
-    single = all(len(seq) == 1 for o in options for seq in o.sequences.values())
-    return OptionPlan(
-        options=tuple(options),
-        first_token_exact=single,
-        continuations={key: tuple(sorted(ids)) for key, ids in continuations.items()},
-    )
 
 
 # ---- results ---------------------------------------------------------------------------------------------
@@ -864,18 +567,3 @@ def build(args: argparse.Namespace) -> ProbsPipeline:
     return ProbsPipeline(study, questions_for(study, tokens), config)
 
 
-def questions_for(study: Study, tokens: Sequence[str] | None) -> list[Question]:
-    """The questions a run asks: --tokens' generic one, else the study's probability section."""
-    if tokens:
-        return [generic_question(tokens, study)]
-    if study.probability is None:
-        raise InputError(
-            f"study {study.name} has no probability: section; add one or pass --tokens with the options."
-        )
-    try:
-        section = ProbabilitySection.model_validate(study.probability)
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        raise InputError(f"study {study.name}: probability.{where}: {first['msg']}.") from err
-    return expand_questions(section, study.required_columns)

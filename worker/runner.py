@@ -191,7 +191,7 @@ class _Run:
                     client, writer, records, pending, finished=finished, progress=progress
                 )
             finally:
-                writer.close()
+                await writer.aclose()
                 progress.close()
         facts: dict[str, Any] = {"version": version, "model": model}
         # Optional (issue 6): what a pipeline learned from the server in prepare() (e.g. how the options
@@ -217,7 +217,7 @@ class _Run:
         async def row_worker() -> None:
             for index in todo:
                 outcome = await self._one_row(client, index, records[index])
-                await writer.commit(index, outcome.columns)
+                writer.append(index, outcome.columns)
                 finished[index] = outcome.columns
                 progress.row_finished(outcome.ok)
                 self.metrics.rows.labels(self.pipeline.name, "ok" if outcome.ok else "failed").inc()

@@ -45,6 +45,7 @@ __all__ = [
     "response_format_for",
     "schema_fields",
     "schema_name",
+    "schema_violations",
 ]
 
 # How much of a failed reply is echoed back in the re-ask turn. Only the last failed reply is echoed (the
@@ -58,6 +59,10 @@ MAX_LISTED_VIOLATIONS = 3
 # OpenAI-style `json_schema.name`: letters, digits, underscores and dashes, at most 64 characters.
 SCHEMA_NAME_MAX = 64
 _SCHEMA_NAME_BAD_CHARS = re.compile(r"[^A-Za-z0-9_-]")
+# strict=False lets a raw tab or newline stand inside a string. xgrammar's JSON grammar (vLLM 0.32) lets
+# a model emit them, and they are the model's own characters: rejecting the whole reply for them would
+# turn a readable answer into a failure.
+_LENIENT_DECODER = json.JSONDecoder(strict=False)
 # A Markdown code fence, optionally tagged json: ```json\n{...}\n```.
 _FENCE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\r?\n(.*?)```", re.DOTALL)
 
@@ -223,7 +228,9 @@ def format_instructions(
         f"The JSON object must match this JSON Schema:\n{json.dumps(schema, separators=(',', ':'))}"
     )
     if example is not None:
-        text += f"\nExample of the expected JSON output:\n{json.dumps(example)}"
+        # Lower-case "json" on purpose: DeepSeek's JSON mode insists on the word, and a case-sensitive
+        # check must not be what rejects the prompt.
+        text += f"\nExample of the expected json output:\n{json.dumps(example)}"
     return text
 
 
@@ -238,16 +245,16 @@ def find_json_object(text: str) -> tuple[Any, bool]:
     object decodes (prose before and after is ignored). Raises ValueError with a sentence when none does.
     """
     stripped = text.strip()
+    decoder = _LENIENT_DECODER
     try:
-        return json.loads(stripped), False
+        return decoder.decode(stripped), False
     except json.JSONDecodeError as exc:
         whole_error = exc
     for block in _FENCE.findall(stripped):
         try:
-            return json.loads(block.strip()), True
+            return decoder.decode(block.strip()), True
         except json.JSONDecodeError:
             continue
-    decoder = json.JSONDecoder()
     position = stripped.find("{")
     while position != -1:
         try:
@@ -258,8 +265,9 @@ def find_json_object(text: str) -> tuple[Any, bool]:
         if isinstance(value, dict):
             return value, True
         position = stripped.find("{", position + 1)
+    reason = whole_error.msg.removesuffix(" at")
     raise ValueError(
-        f"the reply is not valid JSON ({whole_error.msg} at character {whole_error.pos}) "
+        f"the reply is not valid JSON ({reason} at character {whole_error.pos}) "
         f"and contains no complete JSON object: {_quote(stripped)}"
     )
 
@@ -297,7 +305,7 @@ def judge_reply(
             FailureKind.NOT_OBJECT, f"the reply is JSON but not an object: {_quote(json.dumps(value))}"
         )
     if validator is not None:
-        violations = _violations(validator, value)
+        violations = schema_violations(validator, value)
         if violations:
             listed = "; ".join(violations[:MAX_LISTED_VIOLATIONS])
             more = len(violations) - MAX_LISTED_VIOLATIONS
@@ -314,7 +322,7 @@ def _plain_number(value: Any) -> Any:
     return value
 
 
-def _violations(validator: Validator, value: dict[str, Any]) -> list[str]:
+def schema_violations(validator: Validator, value: dict[str, Any]) -> list[str]:
     """Schema violations as short phrases, missing properties first and gathered into one phrase."""
     missing: list[str] = []
     others: list[str] = []
@@ -359,12 +367,14 @@ def cross_field_warnings(checks: Sequence[SumCheck], fields: Mapping[str, Any]) 
 def correction_messages(failure: AttemptFailure, reply: str | None) -> list[dict[str, str]]:
     """The turns appended to the original messages to re-ask after `failure`.
 
-    The failed reply goes back as the assistant turn (capped; omitted when blank, as an empty assistant
-    turn is rejected by some servers), followed by the error and the instruction to answer again.
+    The failed reply goes back as the assistant turn (capped), followed by the error and the instruction to
+    answer again. It is omitted when blank (some servers reject an empty assistant turn) and when cut off
+    at the token limit: that reply is as long as the context allows, echoing it would push the re-ask
+    past the context length, and the error already quotes its start.
     """
     turns: list[dict[str, str]] = []
     text = (reply or "").strip()
-    if text:
+    if text and failure.kind is not FailureKind.TRUNCATED:
         shown = text if len(text) <= ECHO_LIMIT_CHARS else text[:ECHO_LIMIT_CHARS] + " [...]"
         turns.append({"role": "assistant", "content": shown})
     turns.append(

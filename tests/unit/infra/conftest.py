@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from grace_infra.offline import OfflineRun
+from grace_infra.render import Rendered, render
 
 from . import support
 
@@ -31,9 +32,15 @@ def assert_valid_k8s() -> Callable[[dict[str, Any]], None]:
 
 
 @pytest.fixture(scope="session")
-def nrp_run() -> OfflineRun:
+def nrp_rendered() -> Rendered:
+    """`render("nrp")`, what `python -m grace_infra render --stack nrp` computes. Read-only."""
+    return render("nrp")
+
+
+@pytest.fixture(scope="session")
+def nrp_run(nrp_rendered: Rendered) -> OfflineRun:
     """The nrp stack as committed (namespace adopted), with the Hugging Face token set. Read-only."""
-    return support.render_stack(support.base_config())
+    return nrp_rendered.run
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,12 @@ No Pulumi program runs here (see test_foundation/test_storage/test_render for re
 
 from __future__ import annotations
 
+import typing
+from collections.abc import Iterator
+
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from grace_infra.catalog import CATALOG
 from grace_infra.config import ConfigError, GraceConfig
@@ -90,10 +94,33 @@ def _field(alias: str) -> str:
     return next(name for name, info in GraceConfig.model_fields.items() if (info.alias or name) == alias)
 
 
-def test_secrets_are_declared_secret() -> None:
+def test_optional_secrets_are_declared_without_the_secret_flag() -> None:
+    """`secret: true` plus a default fails `pulumi preview` when the key is unset (the CLI applies the
+    plaintext default, then demands it be encrypted); the program refuses plaintext values instead."""
     for key in SECRET_KEYS:
-        assert DECLARED[key]["secret"] is True
-        assert DECLARED[key]["type"] == "string"
+        assert DECLARED[key] == {"type": "string", "description": DECLARED[key]["description"], "default": ""}
+        assert "--secret" in DECLARED[key]["description"]
+
+
+def _described_fields(model: type[BaseModel], path: str) -> Iterator[tuple[str, str | None]]:
+    for name, info in model.model_fields.items():
+        yield f"{path}.{name}", info.description
+        for arg in (info.annotation, *typing.get_args(info.annotation)):
+            for candidate in (arg, *typing.get_args(arg)):
+                nested = isinstance(candidate, type) and issubclass(candidate, BaseModel)
+                if nested and candidate is not model:
+                    yield from _described_fields(candidate, f"{path}.{name}")
+
+
+def test_every_config_field_has_a_description() -> None:
+    fields = dict(_described_fields(GraceConfig, "grace"))
+    assert "grace.models.gpus" in fields
+    assert [path for path, description in fields.items() if not description] == []
+
+
+def test_a_model_override_keeps_its_constraint() -> None:
+    with pytest.raises(ConfigError, match=r"^grace:models\[0\]\.gpus=0: Input should be greater than 0"):
+        parse(models=[{"key": "gemma-2-2b", "gpus": 0}])
 
 
 # --- Pulumi.nrp.yaml -----------------------------------------------------------------------------
@@ -166,6 +193,10 @@ def test_nrp_stack_passes_every_policy_rule() -> None:
             "grace:experiments.models[0]='gpt-5' is not a configured model",
         ),
         ({"namespace": {"quota": {"requestsGpu": -1}}}, "grace:namespace.quota.requestsGpu=-1"),
+        (
+            {"namespace": {"quota": {"requestsMemory": "lots"}}},
+            "grace:namespace.quota.requestsMemory='lots' is not a Kubernetes quantity",
+        ),
     ],
 )
 def test_invalid_config_names_the_key(overrides: dict[str, object], message: str) -> None:

@@ -174,7 +174,7 @@ def test_extraction_on_the_models_own_server_waits_for_the_exp1_file(nrp_run: Of
     assert args[args.index("--output") + 1] == "/output/structured/gemma-2-9b/study1_structured.csv"
     assert args[args.index("--schema") + 1] == "/etc/grace/schemas/study1_schema.json"
     assert args[args.index("--model-endpoint") + 1] == "http://vllm-gemma-2-9b:8000/v1"
-    assert args[args.index("--wait-for-input") + 1] == "3600"
+    assert args[args.index("--wait-for-input") + 1] == "21600"
     assert "--validate" in args
     assert "--deepseek-endpoint" not in args
     assert c.DEEPSEEK_API_KEY_ENV not in env_of(worker(job))
@@ -459,6 +459,11 @@ def test_configmap_ships_whatever_study_files_exist(tmp_path: Path) -> None:
     assert bundle.configmap_data() == {"studies.study2.yaml": "name: study2\n"}
     (job,) = [j for j in plan_jobs(config, bundle) if j.name == "study1-exp1-gemma-2-2b"]
     assert job.args[job.args.index("--study") + 1] == "study1"  # the worker's own lookup by name
+    # No file to mount: no studies volume at all (an empty `items` would project every key).
+    manifests = manifests_for(config, bundle)
+    assert "studies" not in {v["name"] for v in pod(manifests["study1-exp1-gemma-2-2b"])["volumes"]}
+    (studies,) = [v for v in pod(manifests["study2-exp1-gemma-2-2b"])["volumes"] if v["name"] == "studies"]
+    assert studies["configMap"]["items"] == [{"key": "studies.study2.yaml", "path": "studies/study2.yaml"}]
 
 
 def test_small_local_csv_ships_in_the_configmap(tmp_path: Path) -> None:
@@ -496,3 +501,22 @@ def test_non_utf8_csv_is_refused(tmp_path: Path) -> None:
     config = config_of(experiments={"inputFiles": {"study1": str(csv)}})
     with pytest.raises(ConfigError, match="is not UTF-8 text"):
         load_study_bundle(config)
+
+
+def test_matrix_follows_the_configured_studies_experiments_and_models() -> None:
+    config = config_of(
+        experiments={"studies": ["study2"], "experiments": ["exp2"], "models": ["gpt-oss-20b"]}
+    )
+    assert [job.name for job in plan_jobs(config, StudyBundle())] == ["study2-exp2-gpt-oss-20b"]
+    config = config_of(
+        experiments={"studies": ["study1"], "experiments": ["structured"], "models": ["llama-3-70b"]}
+    )
+    (job,) = plan_jobs(config, StudyBundle())
+    # Only extraction on a job-mode model without an external endpoint: it runs on the sidecar.
+    assert job.name == "matrix-llama-3-70b"
+    assert [t[0] for t in job.tasks] == ["extract"]
+
+
+def test_a_job_mode_job_is_labelled_with_every_study_and_experiment(nrp_run: OfflineRun) -> None:
+    labels = jobs_of(nrp_run)["matrix-llama-3-70b"]["metadata"]["labels"]
+    assert (labels["study"], labels["experiment"], labels["model"]) == ("all", "all", "llama-3-70b")

@@ -10,7 +10,7 @@ from grace_infra import constants as c
 from grace_infra import naming
 from grace_infra.errors import PolicyViolation
 from grace_infra.foundation import TYPE_TOKEN
-from grace_infra.offline import REDACTED, OfflineRun
+from grace_infra.offline import REDACTED, OfflineRun, run_offline
 
 from .support import (
     PLACEHOLDER_SECRETS,
@@ -143,6 +143,13 @@ def test_a_gated_model_without_token_is_refused_before_any_resource() -> None:
         render_stack(base_config(), secrets={})
 
 
+def test_a_secret_set_in_plaintext_is_refused() -> None:
+    raw = {**base_config(), "hfToken": PLACEHOLDER_SECRETS["hfToken"]}
+    message = r"^\[secret-in-plaintext\] grace:hfToken is stored in plaintext"
+    with pytest.raises(PolicyViolation, match=message):
+        run_offline(raw, secret_keys=[])
+
+
 # --- NetworkPolicies -----------------------------------------------------------------------------
 
 
@@ -189,14 +196,12 @@ def test_jobs_may_reach_model_servers_and_dns_only(nrp_run: OfflineRun) -> None:
     servers = [t for t in templates.values() if _component(t) == c.COMPONENT_MODEL_SERVER]
     assert servers
     assert all(selects(target, t["metadata"]["labels"]) for t in servers)
-    jobs = {w: t for w, t in templates.items() if w.startswith("Job/")}
-    job_labels = [t["metadata"]["labels"] for t in jobs.values()] or [
-        naming.job_labels(model_key="m", component=c.COMPONENT_QUERY_JOB, experiment="exp1"),
-        naming.job_labels(model_key="m", component=c.COMPONENT_EXTRACTION_JOB, experiment="structured"),
-    ]
-    for labels in job_labels:
-        assert selects(job_egress["podSelector"], labels), labels
-        assert not selects(target, labels), "a Job must not look like a model server"
+    jobs = {w: t["metadata"]["labels"] for w, t in templates.items() if w.startswith("Job/")}
+    components = {labels[c.LABEL_COMPONENT] for labels in jobs.values()}
+    assert components == {c.COMPONENT_QUERY_JOB, c.COMPONENT_EXTRACTION_JOB}
+    for where, labels in jobs.items():
+        assert selects(job_egress["podSelector"], labels), where
+        assert not selects(target, labels), f"{where} must not look like a model server"
     dns = policies[c.NETPOL_DNS_EGRESS]
     assert dns["podSelector"] == {"matchLabels": {"project": "grace"}}
     assert dns["egress"] == [{"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}]
@@ -214,7 +219,8 @@ def test_https_egress_only_for_pods_that_download_or_call_deepseek(
         external = run is created_namespace_run
         for where, template in pod_templates(run.manifests()).items():
             spec = template["spec"]
-            downloads = bool(spec.get("initContainers"))  # the weights download runs as an init container
+            init_names = {container["name"] for container in spec.get("initContainers", [])}
+            downloads = c.WEIGHTS_DOWNLOAD_CONTAINER_NAME in init_names
             extraction = _component(template) == c.COMPONENT_EXTRACTION_JOB
             needs = downloads or (extraction and external)
             assert selects(https["podSelector"], template["metadata"]["labels"]) == needs, where
@@ -244,3 +250,14 @@ def test_every_rendered_builtin_object_validates(run_name: str, request: pytest.
     assert len(manifests) > 20
     for manifest in manifests:
         assert_valid_k8s(manifest)
+
+
+def test_metrics_ingress_only_with_monitoring_and_only_from_prometheus(nrp_run: OfflineRun) -> None:
+    assert c.NETPOL_METRICS_INGRESS not in _policies(nrp_run)
+    run = render_stack(base_config(monitoring={"enabled": True, "prometheusNamespace": "prom"}))
+    metrics = _policies(run)[c.NETPOL_METRICS_INGRESS]
+    assert metrics["podSelector"] == {"matchLabels": {"project": "grace"}}
+    assert metrics["ingress"] == [{
+        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "prom"}}}],
+        "ports": [{"protocol": "TCP", "port": 8000}, {"protocol": "TCP", "port": 9090}],
+    }]

@@ -7,11 +7,12 @@ program before any resource exists, and one shows warnings reach `pulumi.log.war
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from grace_infra import model_server, policy
+from grace_infra import model_server, policy, render
 from grace_infra.config import GraceConfig
 from grace_infra.errors import ConfigError, PolicyViolation
 from grace_infra.policy import Severity
@@ -266,6 +267,16 @@ def test_llama_70b_on_40gb_cards_is_a_fit_warning_with_the_numbers() -> None:
     assert findings(policy.gpu_memory_fit, config(models=models, gpu={"memoryGb": 80})) == []
 
 
+def test_a_per_model_40gb_product_label_overrides_the_configured_card_size() -> None:
+    models = [{"key": "llama-3-70b", "servingMode": "job", "gpuProduct": "NVIDIA-A100-PCIE-40GB"}]
+    cfg = config(models=models, gpu={"nodeProduct": "NVIDIA-A100-SXM4-80GB", "memoryGb": 80})
+    assert (
+        "but 4 x 40 GB GPUs at gpu-memory-utilization 0.9 give 144.0 GB"
+        in only(policy.gpu_memory_fit, cfg).message
+    )
+    assert policy.gpu_memory_gb("NVIDIA-L40", 48) == 48  # no size in the label: grace:gpu.memoryGb
+
+
 def test_kv_cache_bytes_per_token_follow_the_architecture() -> None:
     llama = next(m for m in config().served_models() if m.key == "llama-3-70b")
     fit = policy.gpu_fit(llama, 80)
@@ -288,3 +299,17 @@ def test_a_violation_stops_the_program_before_any_resource() -> None:
 def test_warnings_reach_the_pulumi_log() -> None:
     run = render_stack(base_config(models=[{"key": "gemma-2-2b"}], plan={"campaignDays": 20}))
     assert any("[two-week-limit] model gemma-2-2b runs as a persistent server" in w for w in run.warnings)
+
+
+def test_render_exits_2_with_the_rule_sentence_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    override = tmp_path / "persistent-llama.yaml"
+    override.write_text("config:\n  grace:models:\n    - key: llama-3-70b\n")
+    out = tmp_path / "out"
+    assert render.main(["render", "--stack", "nrp", "--config-file", str(override), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "model llama-3-70b asks for 4 GPUs in its StatefulSet pod but NRP allows at most 2" in err
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1
+    assert not out.exists()

@@ -14,6 +14,7 @@ from grace_infra.errors import ConfigError
 from grace_infra.offline import REDACTED
 from grace_infra.render import (
     SECRET_PLACEHOLDER,
+    Rendered,
     RenderInputError,
     load_raw_config,
     main,
@@ -63,6 +64,13 @@ def test_encrypted_values_become_secrets_without_a_value(tmp_path: Path) -> None
     assert "hfToken" not in raw
 
 
+def test_an_encrypted_ordinary_key_is_a_clear_error(tmp_path: Path) -> None:
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(yaml.safe_dump({"grace:jobs": {"secure": "v1:abc"}}))
+    with pytest.raises(RenderInputError, match=r"^grace:jobs is stored encrypted and cannot be decrypted"):
+        render("nrp", [extra])
+
+
 def test_missing_stack_and_unreadable_files_are_one_line_errors(tmp_path: Path) -> None:
     root = _project(tmp_path, {})
     with pytest.raises(RenderInputError, match=r"^--stack prod: Pulumi\.prod\.yaml does not exist in "):
@@ -83,9 +91,9 @@ def test_missing_stack_and_unreadable_files_are_one_line_errors(tmp_path: Path) 
 # --- what render computes ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def rendered():
-    return render("nrp")
+@pytest.fixture
+def rendered(nrp_rendered: Rendered) -> Rendered:
+    return nrp_rendered
 
 
 def test_render_fills_only_the_needed_secrets_with_placeholders(rendered) -> None:

@@ -113,17 +113,21 @@ def test_claims_are_children_of_the_storage_component(nrp_run: OfflineRun) -> No
         assert pvc.name.startswith(f"{component.name}-")
 
 
-def test_weights_claims_are_mounted_by_their_model_only(nrp_run: OfflineRun) -> None:
-    """A ReadWriteOnce weights claim must not be shared between different models' pods."""
-    mounts: dict[str, set[str]] = {}
+def test_each_weights_claim_is_mounted_by_one_single_pod_workload(nrp_run: OfflineRun) -> None:
+    """ReadWriteOnce attaches to one node: exactly one workload of one model, with one pod, mounts it."""
+    mounts: dict[str, list[tuple[str, str]]] = {}
     for manifest in nrp_run.manifests():
-        template = (manifest.get("spec") or {}).get("template")
+        spec = manifest.get("spec") or {}
+        template = spec.get("template")
         if not template:
             continue
         for volume in template["spec"].get("volumes", []):
             claim = (volume.get("persistentVolumeClaim") or {}).get("claimName", "")
             if claim.startswith(c.WEIGHTS_PVC_PREFIX):
-                mounts.setdefault(claim, set()).add(template["metadata"]["labels"]["model"])
-    assert mounts, "no pod mounts a weights claim"
-    for claim, models in mounts.items():
-        assert models == {claim.removeprefix(c.WEIGHTS_PVC_PREFIX)}
+                workload = f"{manifest['kind']}/{manifest['metadata']['name']}"
+                assert spec.get("replicas", 1) == 1, workload
+                assert spec.get("parallelism", 1) == 1, workload
+                mounts.setdefault(claim, []).append((workload, template["metadata"]["labels"]["model"]))
+    assert set(mounts) == {f"{c.WEIGHTS_PVC_PREFIX}{key}" for key in CATALOG}
+    for claim, users in mounts.items():
+        assert [model for _, model in users] == [claim.removeprefix(c.WEIGHTS_PVC_PREFIX)], users

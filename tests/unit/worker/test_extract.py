@@ -24,6 +24,7 @@ import pytest
 
 from tests.support.fake_openai import FakeOpenAI, Ok, Request, Status, chat_completion_body
 from worker import cli
+from worker.errors import InputError
 from worker.extract import resolve_arguments, wait_for_input
 from worker.extract_backend import PROBE_EXPECTED, PROBE_VALUE
 from worker.extraction_spec import load_extraction
@@ -62,7 +63,7 @@ class Extractor:
     """The fake server's /v1/chat/completions: probe answers by server kind, scripted replies per row."""
 
     def __init__(self, kind: str = "vllm") -> None:
-        self.kind = kind  # "vllm" | "deepseek" | "ignores_schema" | "pads_whitespace"
+        self.kind = kind  # "vllm" | "deepseek" | "ignores_schema" | "pads_whitespace" | "reasoning"
         self.replies: dict[str, list[tuple[str, str]]] = {}
         self.lock = threading.Lock()
 
@@ -90,13 +91,20 @@ class Extractor:
         with self.lock:
             queue = self.replies[match.group(1)]
             content, finish_reason = queue.pop(0) if len(queue) > 1 else queue[0]
-        return self._reply(request, content, finish_reason)
+        reply = self._reply(request, content, finish_reason)
+        if self.kind == "reasoning" and not content:
+            reply.body["choices"][0]["message"].update(content=None, reasoning="Let me think step by step")
+        return reply
 
     def _probe(self, request: Request) -> Ok:
         if self.kind == "vllm":
             return self._reply(request, PROBE_EXPECTED, "stop")
         if self.kind == "pads_whitespace":  # vLLM without disable_any_whitespace
             return self._reply(request, '{"probe":' + "\t" * 40, "length")
+        if self.kind == "reasoning":  # gpt-oss: the probe's budget goes to reasoning, content stays null
+            reply = self._reply(request, "", "length")
+            reply.body["choices"][0]["message"].update(content=None, reasoning="The user wants JSON. Let me")
+            return reply
         return self._reply(request, "Sure! Here is some JSON for you.", "stop")  # accepted, not enforced
 
     @staticmethod
@@ -165,6 +173,12 @@ def read(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
+def probe_findings(folder: Path) -> dict[str, Any]:
+    """What the run's meta file records about the structured-output probe."""
+    meta = json.loads((folder / "structured.csv.meta.json").read_text(encoding="utf-8"))
+    return meta["server"]["pipeline_findings"]["structured_output"]
+
+
 def chat_requests(server: FakeOpenAI, key: str) -> list[dict[str, Any]]:
     bodies = [request.json() for request in server.requests_to("/v1/chat/completions")]
     return [body for body in bodies if any(f"ROW-{key}" in str(m["content"]) for m in body["messages"])]
@@ -186,10 +200,13 @@ def test_every_row_ends_valid_or_with_its_error(
     extractor.script("cut", ('{"prior_answer": 3, "probability_0"', "length"))
     extractor.script("sum", good(probability_3=60))
     extractor.script("nulls", json.dumps(dict.fromkeys(FIELDS1)))
+    extractor.script("exp1cut", good(knowledge_answer=None))
     rows = [
         study1_row(key, f"ROW-{key} Initial answer: 3. 0: 0% 1: 5% 2: 25% 3: 70%. Knows exactly: no")
         for key in ("valid", "fenced", "prose", "invalid", "schema", "blank", "cut", "sum", "nulls")
     ]
+    rows.append({**study1_row("exp1cut", "ROW-exp1cut Initial answer: 3. 0: 0% 1: 5% 2: 25% 3: 70%. Kn"),
+                 "finish_reason": "length"})  # fmt: skip
     rows.append(study1_row("failed", "", error="gave up after 6 attempts: HTTP 503: overloaded"))
 
     code, output = run(server, tmp_path, rows, "--max-retries", "2")
@@ -232,6 +249,12 @@ def test_every_row_ends_valid_or_with_its_error(
     nulls = state("nulls")
     assert all(nulls[name] == "" for name in FIELDS1)
     assert (nulls["extraction_errors"], nulls["extraction_attempts"]) == ("", "1")
+    exp1cut = state("exp1cut")
+    assert (exp1cut["knowledge_answer"], exp1cut["extraction_errors"]) == ("", "")
+    assert exp1cut["extraction_warnings"] == (
+        "the Experiment 1 reply was cut off at its token limit (finish_reason=length): "
+        "values it did not reach are null"
+    )
     failed = state("failed")
     assert failed["extraction_errors"] == (
         "no_response: nothing to extract (Experiment 1 failed on this row: "
@@ -241,9 +264,9 @@ def test_every_row_ends_valid_or_with_its_error(
     assert chat_requests(server, "failed") == []
 
     meta = json.loads((tmp_path / "structured.csv.meta.json").read_text())
-    assert meta["rows"] == {"ok": 8, "failed": 2, "from_checkpoint": 0}
-    assert meta["parameters"]["structured_output"]["backend"] == "json_schema"
-    assert "enforced" in meta["parameters"]["structured_output"]["probes"][0]
+    assert meta["rows"] == {"ok": 9, "failed": 2, "from_checkpoint": 0}
+    assert meta["server"]["pipeline_findings"]["structured_output"]["backend"] == "json_schema"
+    assert "enforced" in meta["server"]["pipeline_findings"]["structured_output"]["probes"][0]
 
 
 def test_reask_carries_the_validation_error_and_the_failed_reply(
@@ -370,8 +393,8 @@ def test_deepseek_gets_json_object_with_schema_and_example_and_the_key_stays_sec
     assert all(request.headers["authorization"] == f"Bearer {SECRET}" for request in chat)
     meta_text = (tmp_path / "structured.csv.meta.json").read_text()
     meta = json.loads(meta_text)
-    assert meta["parameters"]["structured_output"]["backend"] == "json_object"
-    assert "refused with HTTP 400" in meta["parameters"]["structured_output"]["probes"][0]
+    assert meta["server"]["pipeline_findings"]["structured_output"]["backend"] == "json_object"
+    assert "refused with HTTP 400" in meta["server"]["pipeline_findings"]["structured_output"]["probes"][0]
     captured = capsys.readouterr()
     assert "structured-output probe" in captured.err  # the logs were captured
     for place in (meta_text, output.read_text(), captured.out, captured.err):
@@ -403,9 +426,7 @@ def test_server_that_ignores_json_schema_falls_back_to_json_object(
     extractor.script("a", f"```json\n{good()}\n```")
     code, _ = run(server, tmp_path, [study1_row("a", "ROW-a text")])
     assert code == 0
-    structured = json.loads((tmp_path / "structured.csv.meta.json").read_text())["parameters"][
-        "structured_output"
-    ]
+    structured = probe_findings(tmp_path)
     assert structured["backend"] == "json_object"
     assert "accepted but ignored" in structured["probes"][0]
     (body,) = chat_requests(server, "a")
@@ -420,9 +441,7 @@ def test_whitespace_padding_server_is_used_with_a_warning(
     code, _ = run(server, tmp_path, [study1_row("a", "ROW-a text")])
     assert code == 0
     assert "WARNING" in capsys.readouterr().err.split("disable_any_whitespace")[0].splitlines()[-1]
-    structured = json.loads((tmp_path / "structured.csv.meta.json").read_text())["parameters"][
-        "structured_output"
-    ]
+    structured = probe_findings(tmp_path)
     assert structured["backend"] == "json_schema"
 
 
@@ -550,3 +569,130 @@ def test_study_extraction_sections_load(study: str) -> None:
     assert spec.schema_file == (REPO / "jobs" / "schemas" / f"{study}_schema.json").resolve()
     assert spec.example is not None
     assert spec.row_columns <= {*load_study(str(path)).required_columns, "model_response"}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Resume: extract's parameters must be the same on a rerun, or the shared checkpoint refuses it
+
+
+def test_rerun_resumes_from_the_checkpoint(server: FakeOpenAI, extractor: Extractor, tmp_path: Path) -> None:
+    for key in ("a", "b", "c"):
+        extractor.script(key, good())
+    rows = [study1_row(key, f"ROW-{key} text") for key in ("a", "b", "c")]
+    code, output = run(server, tmp_path, rows)
+    assert code == 0
+    first = output.read_text(encoding="utf-8")
+    checkpoint = tmp_path / "structured.csv.partial.jsonl"
+    lines = checkpoint.read_text(encoding="utf-8").splitlines(keepends=True)
+    assert len(lines) == 4  # header + three rows
+    # As if killed after the first row: the checkpoint holds one row, the output was never written.
+    checkpoint.write_text("".join(lines[:2]), encoding="utf-8")
+    output.unlink()
+    done_key = json.loads(lines[1])["columns"]
+    assert done_key["extraction_attempts"] == 1
+    before = len(server.requests_to("/v1/chat/completions"))
+
+    code, output = run(server, tmp_path, rows)
+
+    assert code == 0
+    assert output.read_text(encoding="utf-8") == first
+    assert len(server.requests_to("/v1/chat/completions")) - before == 1 + 2  # the probe, then two rows
+
+
+def test_rerun_with_another_schema_is_refused(
+    server: FakeOpenAI, extractor: Extractor, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extractor.script("a", good())
+    extractor.script("b", good())
+    rows = [study1_row(key, f"ROW-{key} text") for key in ("a", "b")]
+    code, output = run(server, tmp_path, rows)
+    assert code == 0
+    output.unlink()
+    changed = tmp_path / "changed_schema.json"
+    schema = json.loads((REPO / "jobs" / "schemas" / "study1_schema.json").read_text(encoding="utf-8"))
+    schema["properties"]["prior_answer"]["description"] = "edited between the crash and the rerun"
+    changed.write_text(json.dumps(schema), encoding="utf-8")
+
+    code, output = run(server, tmp_path, rows, "--schema", str(changed))
+
+    assert code == 2
+    assert "was written by a different run" in capsys.readouterr().err
+    assert not output.exists()
+
+
+def test_no_endpoint_at_all_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = write_csv(tmp_path / "exp1.csv", [study1_row("a", "ROW-a text")])
+    code = cli.main(
+        ["extract", "--input", str(source), "--output", str(tmp_path / "o.csv"), "--study", "study1"]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "extract needs --model-endpoint (a vLLM server) or --deepseek-endpoint" in err
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_rejected_key_at_the_probe_is_exit_2_with_a_hint(
+    server: FakeOpenAI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.rule(lambda request: request.path == "/v1/chat/completions", Status(401, "Authentication Fails"))
+    code, output = run(server, tmp_path, [study1_row("a", "ROW-a text")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "refused the structured-output probe with HTTP 401: Authentication Fails" in err
+    assert "check the key in --api-key-env" in err
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("  input_column: model_response\n", "  input_column: model_response\n  colour: red\n",
+         "extraction.colour: Extra inputs are not permitted."),
+        ('knowledge_answer: "no"', "knowledge_answer: maybe",
+         'extraction.example does not match {schema}: knowledge_answer: "maybe" is not allowed'),
+        ("{model_response}", "{modelresponse}",
+         "extraction: the prompt never shows {{model_response}}, the text to extract from."),
+        ("tolerance: 1", "tolerance: -1",
+         "extraction.checks.0.tolerance: Input should be greater than or equal"),
+        ("fields: [probability_0,", "fields: [probability_9,",
+         "extraction.checks.0.fields: probability_9 is not a property of {schema}."),
+        ("schema: ../schemas/study1_schema.json", "schema: nothere.json",
+         "extraction.schema {folder}/nothere.json: cannot be read"),
+    ],
+)  # fmt: skip
+def test_bad_extraction_section_names_the_key(tmp_path: Path, old: str, new: str, message: str) -> None:
+    schema = (REPO / "jobs" / "schemas" / "study1_schema.json").resolve()
+    text = (REPO / "jobs" / "studies" / "study1.yaml").read_text(encoding="utf-8")
+    text = (
+        text.replace("schema: ../schemas/study1_schema.json", f"schema: {schema}")
+        if "nothere" not in new
+        else text
+    )
+    assert old in text
+    path = tmp_path / "study.yaml"
+    path.write_text(text.replace(old, new), encoding="utf-8")
+    with pytest.raises(InputError) as raised:
+        load_extraction(load_study(str(path)), path)
+    assert str(raised.value).startswith(f"study file {path}: ")
+    assert message.format(schema=schema, folder=tmp_path) in str(raised.value)
+
+
+def test_reasoning_model_probe_is_inconclusive_not_ignored(
+    server: FakeOpenAI, extractor: Extractor, tmp_path: Path
+) -> None:
+    extractor.kind = "reasoning"
+    extractor.script("a", good())
+    extractor.script("b", ("", "length"))
+    code, output = run(
+        server, tmp_path, [study1_row(key, f"ROW-{key} text") for key in "ab"], "--max-retries", "0"
+    )
+    assert code == 3
+    a, b = read(output).to_dict("records")
+    assert (a["prior_answer"], a["extraction_errors"]) == ("3", "")
+    assert b["extraction_errors"] == (
+        "blank: the reply was blank (finish_reason=length); the model spent its tokens on reasoning "
+        "(raise --max-tokens) (after 1 attempt)"
+    )
+    structured = probe_findings(tmp_path)
+    assert structured["backend"] == "json_schema"
+    assert "not verified: the model spent the probe's tokens reasoning" in structured["probes"][0]
