@@ -120,7 +120,7 @@ class StorageConfig(_Section):
         default="rook-ceph-block", description="RBD class for model weights (ReadWriteOnce, fast reads)."
     )
     input: VolumeConfig = Field(
-        default_factory=lambda: VolumeConfig(size="5Gi", access_mode=AccessMode.READ_ONLY_MANY),
+        default_factory=lambda: VolumeConfig(size="5Gi", access_mode=AccessMode.READ_WRITE_MANY),
         description="The study CSVs (grace-input-data).",
     )
     output: VolumeConfig = Field(

@@ -124,6 +124,11 @@ def single_node_shared_volume(config: GraceConfig) -> list[Finding]:
 # --- capacity rules ------------------------------------------------------------------------------
 
 
+def _plain(number: Decimal) -> str:
+    """A Decimal without exponent or trailing zeros: 31.9, not 31.900 or 3.19E+1."""
+    return f"{number.normalize():f}"
+
+
 def quota_fits(config: GraceConfig) -> list[Finding]:
     """Persistent servers all run at once for the campaign, so together they must fit the quota.
 
@@ -153,14 +158,14 @@ def quota_fits(config: GraceConfig) -> list[Finding]:
         if persistent[what] > limit:
             findings.append(Finding(
                 "quota-exceeded", Severity.ERROR, None,
-                f"the persistent model servers request {persistent[what]:g} {what} together but "
-                f"grace:{key} allows {limit:g}.",
+                f"the persistent model servers request {_plain(persistent[what])} {what} together but "
+                f"grace:{key} allows {_plain(limit)}.",
             ))
         elif everything[what] > limit:
             findings.append(Finding(
                 "quota-tight", Severity.WARNING, None,
-                f"all model servers at once would request {everything[what]:g} {what} but grace:{key} "
-                f"allows {limit:g}; job-mode models must not run at the same time.",
+                f"all model servers at once would request {_plain(everything[what])} {what} but grace:{key} "
+                f"allows {_plain(limit)}; job-mode models must not run at the same time.",
             ))
     pvcs = len(_SHARED_VOLUMES) + len(served)
     if pvcs > quota.persistent_volume_claims:

@@ -4,15 +4,19 @@ Every request goes through `ModelClient._attempts`, which:
 - holds one of `batch_size` slots only while a request is on the wire (not while backing off), so a slow
   request never idles the others (issue 5: `--batch-size` is requests in flight, not a lockstep batch);
 - puts an overall asyncio deadline of `timeout_s` on each attempt, covering connect, headers AND body, so
-  a server that trickles bytes cannot hang a row (httpx's own timeouts are per read and would not fire);
+  a server that trickles bytes cannot hang a row (socket read timeouts reset on every byte);
 - retries connection errors, the deadline, 408/409/429 and 5xx, and bodies that are not the JSON the
   API promises, with jittered exponential backoff that honours Retry-After, up to `max_retries`;
 - never retries 4xx refusals (`RequestRejected`): the same request would be refused again.
 
-It speaks the OpenAI wire protocol with httpx directly rather than through the `openai` client: profiled
-on study2, openai's request-parameter transform cost ~12 ms of CPU per chat request (its TypedDict
-introspection), which alone would cap one worker below what a single vLLM GPU serves. Without it there
-is also exactly one retry layer by construction.
+It speaks the OpenAI wire protocol itself over aiohttp, not through the `openai` client over httpx as
+issue 5 first suggested, because both cost too much CPU to keep a server saturated (issue 5 "Speed"),
+measured on this project's 2-core machine with 64 requests in flight against a local instant server:
+  openai chat.completions.create   ~12 ms CPU per request (its parameter transform introspects TypedDicts)
+  httpx, one 64-connection pool    ~5.7 ms (httpcore scans every connection on every request event)
+  httpx, 64 one-connection pools   ~2.1-3.4 ms
+  aiohttp, one 64-connection pool  ~0.4-0.5 ms
+Without the openai client there is also exactly one retry layer by construction.
 """
 
 from __future__ import annotations
@@ -22,14 +26,13 @@ import email.utils
 import json
 import logging
 import random
-import ssl
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import httpx
+import aiohttp
 
 from worker import constants as c
 from worker.errors import RequestRejected, ResponseError, RetryableError, ServerUnavailable
@@ -77,39 +80,40 @@ class ModelClient:
     ) -> None:
         self.options = options
         self._observer = observer
-        # Requests in flight are bounded by "lanes": batch_size tokens, each naming the connection pool the
-        # request uses. httpcore's pool does work proportional to its connection count on every request
-        # event (profiled: 2.2 ms of CPU per request with one 64-connection pool), so the lanes are spread
-        # over small pools of POOL_CONNECTIONS, each never asked for more connections than it has.
-        # One TLS context for all pools: building one loads the CA bundle (~0.2 s of CPU each).
-        self._tls = ssl.create_default_context()
-        per_pool = c.POOL_CONNECTIONS
-        sizes = [
-            min(per_pool, options.batch_size - start) for start in range(0, options.batch_size, per_pool)
-        ]
-        self._pools = [self._new_pool(size) for size in sizes]
-        self._lanes: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
-        for pool, size in zip(self._pools, sizes, strict=True):
-            for _ in range(size):
-                self._lanes.put_nowait(pool)
-
-    def _new_pool(self, connections: int) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            timeout=httpx.Timeout(self.options.timeout_s),
-            verify=self._tls,
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-            headers={"Authorization": f"Bearer {self.options.api_key.get_secret_value()}"},
-        )
+        self._slots = asyncio.Semaphore(options.batch_size)
+        self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> ModelClient:
+        # aiohttp sessions belong to the running event loop, so the session is made here, not in __init__.
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=self.options.batch_size,
+                limit_per_host=self.options.batch_size,
+                ttl_dns_cache=c.DNS_CACHE_S,
+            ),
+            # The overall per-attempt deadline is ours (asyncio.timeout in _attempts); these only stop a
+            # connect or a silent socket earlier.
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=self.options.timeout_s, sock_read=self.options.timeout_s
+            ),
+            headers={"Authorization": f"Bearer {self.options.api_key.get_secret_value()}"},
+            raise_for_status=False,
+        )
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
-        for pool in self._pools:
-            await pool.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("use ModelClient as `async with ModelClient(options) as client:`")
+        return self._session
 
     # ---- the API the pipelines use -------------------------------------------------------------------
 
@@ -160,13 +164,18 @@ class ModelClient:
         """One probe: True when the server answers /health with 200 (or, lacking /health, /v1/models)."""
         try:
             async with asyncio.timeout(c.HEALTH_PROBE_TIMEOUT_S):
-                response = await self._pools[0].get(self._url(c.HEALTH_PATH))
-                if response.status_code == 404:  # not vLLM: a hosted API has no /health
-                    response = await self._pools[0].get(self._url(c.MODELS_PATH))
-        except (httpx.HTTPError, TimeoutError) as err:
-            log.debug("health probe failed: %s", err)
+                status = await self._status_of(c.HEALTH_PATH)
+                if status == 404:  # not vLLM: a hosted API has no /health
+                    status = await self._status_of(c.MODELS_PATH)
+        except (aiohttp.ClientError, TimeoutError) as err:
+            log.debug("health probe failed: %s", _describe(err))
             return False
-        return response.status_code == 200
+        return status == 200
+
+    async def _status_of(self, path: str) -> int:
+        async with self.session.get(self._url(path)) as response:
+            await response.read()
+            return response.status
 
     async def wait_until_healthy(self, timeout_s: float) -> None:
         """Poll /health until it answers or `timeout_s` passes; ServerUnavailable then."""
@@ -188,14 +197,15 @@ class ModelClient:
     async def _attempts(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Reply:
         """Send until a JSON object comes back, a refusal, or the retries run out."""
         url = self._url(path)
+        payload = None if body is None else json.dumps(body, ensure_ascii=False).encode()
         attempt = 0
         while True:
             attempt += 1
-            pool = await self._lanes.get()  # waits while batch_size requests are in flight
             started = time.monotonic()
             try:
-                async with asyncio.timeout(self.options.timeout_s):
-                    answer = await self._send(pool, method, url, body)
+                # The slot is held only while on the wire, never during backoff.
+                async with self._slots, asyncio.timeout(self.options.timeout_s):
+                    answer = await self._send(method, url, payload)
             except TimeoutError as err:
                 failure: RetryableError = RetryableError(
                     f"no complete response within the {self.options.timeout_s:g} s attempt deadline"
@@ -216,8 +226,6 @@ class ModelClient:
                 usage = answer.get("usage")
                 self._observe(OUTCOME_OK, started, usage if isinstance(usage, dict) else None)
                 return Reply(body=answer, attempts=attempt, latency_s=time.monotonic() - started)
-            finally:
-                self._lanes.put_nowait(pool)  # the lane is free during backoff
 
             if attempt > self.options.max_retries:
                 final = RetryableError(f"gave up after {attempt} attempts: {failure}", status=failure.status)
@@ -252,46 +260,44 @@ class ModelClient:
     def _url(self, path: str) -> str:
         return f"{self.options.server_root}/{path.lstrip('/')}"
 
-    @staticmethod
-    async def _send(
-        pool: httpx.AsyncClient, method: str, url: str, body: Mapping[str, Any] | None
-    ) -> JsonObject:
+    async def _send(self, method: str, url: str, payload: bytes | None) -> JsonObject:
+        headers = {"Content-Type": "application/json"} if payload is not None else None
         try:
-            response = await pool.request(method, url, json=body)
-        except httpx.HTTPError as err:
+            async with self.session.request(method, url, data=payload, headers=headers) as response:
+                content = await response.read()
+        except aiohttp.ClientError as err:
             raise RetryableError(f"connection error: {_describe(err)}") from err
-        if not response.is_success:
-            raise _status_error(response)
-        return _json_object(response.content)
+        if not 200 <= response.status < 300:
+            raise _status_error(response.status, response.headers, content, response.reason)
+        return _json_object(content)
 
 
 def _describe(err: BaseException) -> str:
-    """httpx errors often have empty messages (a reset is `ReadError('')`): name the type too."""
+    """Connection errors often have empty messages (a reset can be bare): name the type too."""
     text = str(err).strip()
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
-def _status_error(response: httpx.Response) -> RetryableError | RequestRejected:
+def _status_error(
+    status: int, headers: Mapping[str, str], content: bytes, reason: str | None
+) -> RetryableError | RequestRejected:
     """Classify a non-2xx response: retry the transient ones, refuse the rest with the server's message."""
-    status = response.status_code
-    message = _server_message(response)
+    message = _server_message(content, reason)
     if status in c.RETRYABLE_STATUSES or status >= 500:
-        return RetryableError(
-            f"HTTP {status}: {message}", status=status, retry_after=_retry_after(response.headers)
-        )
+        return RetryableError(f"HTTP {status}: {message}", status=status, retry_after=_retry_after(headers))
     return RequestRejected(status, message)
 
 
-def _server_message(response: httpx.Response) -> str:
+def _server_message(content: bytes, reason: str | None) -> str:
     """The `error.message` of an OpenAI/vLLM error body, else the start of whatever the body was."""
     try:
-        body = response.json()
+        body = json.loads(content)
     except ValueError:
-        return response.text[:200].strip() or response.reason_phrase
+        return content[:200].decode("utf-8", errors="replace").strip() or reason or "no message"
     if isinstance(body, dict):
         error = body.get("error", body)
         if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return error["message"]
+            return str(error["message"])
         if isinstance(body.get("message"), str):
             return str(body["message"])
     return str(body)[:200]
@@ -299,7 +305,7 @@ def _server_message(response: httpx.Response) -> str:
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
     """Retry-After as seconds: either delta-seconds or an HTTP date (RFC 9110 section 10.2.3)."""
-    value = headers.get("retry-after") or headers.get("Retry-After")
+    value = headers.get("Retry-After")  # case-insensitive in aiohttp's and httpx's headers
     if value is None:
         return None
     try:

@@ -12,8 +12,8 @@ DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
 # vLLM accepts any key unless started with --api-key; the openai client insists on a non-empty one.
 PLACEHOLDER_API_KEY = "EMPTY"
 
-# Connections per httpx pool; requests in flight are spread over batch_size / 8 pools (see worker.client).
-POOL_CONNECTIONS = 8
+# Seconds a resolved server name is reused; a Service's ClusterIP is stable, a restarted pod's is not.
+DNS_CACHE_S = 60
 
 # Retry policy. Exponential backoff with full jitter, capped so a long outage is polled, not abandoned.
 BACKOFF_BASE_S = 0.5

@@ -92,7 +92,6 @@ class ProbsConfig(BaseModel):
     temperature: float = Field(default=DEFAULT_TEMPERATURE, ge=0, description="Sent with every request.")
     answer_prefix: str = Field(default="", description="Text appended after the generation prompt.")
     variants: VariantPolicy = Field(default=VariantPolicy.CASE_AND_SPACE, description="Surface variants.")
-    tokens: tuple[str, ...] | None = Field(default=None, description="--tokens: the generic question.")
 
     @field_validator("method")
     @classmethod
@@ -556,14 +555,13 @@ def build(args: argparse.Namespace) -> ProbsPipeline:
             temperature=args.temperature,
             answer_prefix=args.answer_prefix,
             variants=VariantPolicy(args.variants),
-            tokens=tokens,
         )
     except ValidationError as err:
         first = err.errors()[0]
         flag = {"top_logprobs": "--logprobs", "temperature": "--temperature"}.get(
             str(first["loc"][0]) if first["loc"] else "", "probs"
         )
-        raise InputError(f"{flag}: {first['msg']}.") from err
+        raise InputError(f"{flag} {first.get('input')!r}: {first['msg']}.") from err
     return ProbsPipeline(study, questions_for(study, tokens), config)
 
 

@@ -135,7 +135,7 @@ def test_nrp_stack_is_the_seed_deployment() -> None:
     assert (quota.persistent_volume_claims, quota.pods) == (20, 50)
     storage = config.storage
     assert (storage.shared_class, storage.weights_class) == ("rook-cephfs", "rook-ceph-block")
-    assert (storage.input.size, storage.input.access_mode.value) == ("5Gi", "ReadOnlyMany")
+    assert (storage.input.size, storage.input.access_mode.value) == ("5Gi", "ReadWriteMany")
     assert (storage.output.size, storage.output.access_mode.value) == ("100Gi", "ReadWriteMany")
     assert (storage.logs.size, storage.logs.access_mode.value) == ("10Gi", "ReadWriteMany")
     assert [m.key for m in config.served_models()] == list(CATALOG)

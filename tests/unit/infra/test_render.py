@@ -117,7 +117,7 @@ def test_plan_matches_what_the_model_servers_request(rendered) -> None:
         assert resources["requests"]["memory"] == f"{row['memoryRequestGi']}Gi"
         assert resources["limits"]["memory"] == f"{row['memoryLimitGi']}Gi"
         assert row["memoryLimitGi"] <= row["memoryRequestGi"] * 1.2
-        assert row["cpuLimit"] <= row["cpuRequest"] * 1.2
+        assert row["cpuLimit"] <= round(row["cpuRequest"] * 1.2, 6)
 
 
 def test_plan_totals_against_the_quota(rendered) -> None:

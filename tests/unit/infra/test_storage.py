@@ -28,7 +28,7 @@ def _summary(claim: dict) -> tuple[str, str, str]:
 
 def test_shared_claims_keep_the_seed_names_modes_sizes_and_classes(nrp_run: OfflineRun) -> None:
     found = claims(nrp_run)
-    assert _summary(found[c.INPUT_PVC]) == ("5Gi", "ReadOnlyMany", "rook-cephfs")
+    assert _summary(found[c.INPUT_PVC]) == ("5Gi", "ReadWriteMany", "rook-cephfs")
     assert _summary(found[c.OUTPUT_PVC]) == ("100Gi", "ReadWriteMany", "rook-cephfs")
     assert _summary(found[c.LOGS_PVC]) == ("10Gi", "ReadWriteMany", "rook-cephfs")
 

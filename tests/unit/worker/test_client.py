@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.support.fake_openai import FakeOpenAI, Hang, Ok, Reset, Status, Trickle, Truncate
@@ -84,11 +83,11 @@ def test_retry_after_is_honoured(server: FakeOpenAI) -> None:
 
 def test_retry_after_as_an_http_date() -> None:
     when = datetime.now(UTC) + timedelta(seconds=30)
-    seconds = _retry_after(httpx.Headers({"Retry-After": format_datetime(when, usegmt=True)}))
+    seconds = _retry_after({"Retry-After": format_datetime(when, usegmt=True)})
     assert seconds is not None
     assert 28 <= seconds <= 31
-    assert _retry_after(httpx.Headers({"Retry-After": "garbage"})) is None
-    assert _retry_after(httpx.Headers({})) is None
+    assert _retry_after({"Retry-After": "garbage"}) is None
+    assert _retry_after({}) is None
 
 
 def test_retries_stop_at_max_retries_with_the_last_error(server: FakeOpenAI) -> None:

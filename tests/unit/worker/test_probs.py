@@ -129,7 +129,7 @@ def args(**overrides: Any) -> argparse.Namespace:
 
 
 def test_build_refuses_more_top_logprobs_than_vllm_allows():
-    with pytest.raises(InputError, match=r"--logprobs: Input should be less than or equal to 20"):
+    with pytest.raises(InputError, match=r"--logprobs 21: Input should be less than or equal to 20"):
         probs.build(args(logprobs=21))
 
 
@@ -464,3 +464,30 @@ def test_study2_runs_with_every_column(server, tmp_path):
             assert (frame[column] != "").all(), column
     # "wasn't" is "wasn" + "'t" for the toy tokenizer: a multi-token option.
     assert len(json.loads(frame.loc[0, "frame_variants"])["wasnt"]["wasn't"]) == 2
+
+
+def test_no_mass_on_any_option_leaves_the_distribution_empty_not_uniform(server, toy, tmp_path):
+    # Top-1 (plus the sampled token) of 400: neither option is seen, so nothing is known about them.
+    code, output = run(
+        server, tmp_path, "--tokens", "yes,no", "--variants", "none", "--logprobs", "1", "--method", "first-token"
+    )
+    assert code == 0
+    row = read(output).iloc[0]
+    assert row["answer_absent"] == "yes;no"
+    assert float(row["answer_coverage"]) == 0.0
+    assert (row["prob_yes"], row["prob_no"], row["entropy"]) == ("", "", "")
+
+
+def test_the_answer_prefix_is_appended_after_the_generation_prompt(server, toy, tmp_path):
+    # gpt-oss: the answer is read after the harmony final-channel header, not at the first reasoning token.
+    prefix = "<|channel|>final<|message|>"
+    code, output = run(server, tmp_path, "--tokens", "yes,no", "--answer-prefix", prefix)
+    assert code == 0
+    row = read(output).iloc[0]
+    assert row["answer_prompt"].endswith("<|assistant|>\n" + prefix)
+    ids = json.loads(row["answer_prompt_token_ids"])
+    assert ids[-3:] == toy.encode(prefix)
+    assert json.loads(row["answer_logprobs"]) == pytest.approx(expected_logprobs(toy, row, "answer"), abs=1e-9)
+    meta = json.loads((tmp_path / "out.csv.meta.json").read_text())
+    assert meta["parameters"]["answer_prefix"] == prefix
+    assert meta["server"]["pipeline_findings"]["answer_prefix_token_ids"] == toy.encode(prefix)
