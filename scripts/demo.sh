@@ -117,6 +117,43 @@ with open(sys.argv[1], newline="") as steps:
         print(f"{study:<8} {step:<8} {rc:>4} {secs:>5} {rows:>5} {ok:>5}  {output}")
 PY
 echo
+echo "== a look at the first rows (random weights: the numbers are noise, the columns are real)"
+"$py" - "$run_dir" <<'PY'
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+SHOWN_ROWS = 3
+run_dir = Path(sys.argv[1])
+
+
+def read(path: Path) -> pd.DataFrame | None:
+    return pd.read_csv(path, dtype=str, keep_default_na=False) if path.exists() else None
+
+
+def short(value: str, width: int = 28) -> str:
+    flat = " ".join(str(value).split())
+    return flat if len(flat) <= width else flat[: width - 1] + "~"
+
+
+for study_dir in sorted(p for p in run_dir.iterdir() if (p / "exp1_responses.csv").exists()):
+    exp1 = read(study_dir / "exp1_responses.csv")
+    probs = read(study_dir / "exp2_probs.csv")
+    extracted = read(study_dir / "extracted.csv")
+    view = pd.DataFrame({"exp1 answer": exp1["model_response"].map(short)}).head(SHOWN_ROWS)
+    if probs is not None:
+        # Per-question summaries: means of the percentage scales, entropies of every question.
+        for column in [c for c in probs.columns if c.endswith("_mean") or c.startswith("entropy_")]:
+            view[column] = pd.to_numeric(probs[column], errors="coerce").round(3).head(SHOWN_ROWS)
+    if extracted is not None:
+        # The schema's fields: whatever extraction added, minus its bookkeeping columns.
+        for column in [c for c in extracted.columns if c not in exp1.columns and not c.startswith("extraction_")]:
+            view[column] = extracted[column].map(short).head(SHOWN_ROWS)
+    print(f"-- {study_dir.name}")
+    print(view.to_string(index=False))
+PY
+echo
 echo "== rendered stack: $run_dir/render (manifests/, resources.json, plan.json; render exit $render_rc)"
 echo "== server log: $server_dir/vllm-server.log; step logs: $run_dir/<study>/<step>.log"
 echo "== demo finished in $((SECONDS - start)) s"

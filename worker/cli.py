@@ -40,6 +40,8 @@ SUBCOMMANDS: dict[str, str] = {
     "extract": "worker.extract",
 }
 RUN_COMMAND = "run"
+EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
+CLEAR_LINE = "\r\x1b[K"  # carriage return + ANSI "erase to end of line"
 
 # For `run --tasks`: the worst result wins. Exit 2 (nothing done) is worse than 3 (done, some rows failed).
 _SEVERITY = {c.EXIT_OK: 0, c.EXIT_ROWS_FAILED: 1, c.EXIT_INPUT: 2}
@@ -175,9 +177,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as err:
         report_fatal("", err)
         return c.EXIT_INPUT
-    if argv and argv[0] == RUN_COMMAND:
-        return _run_tasks(argv)
-    return _run_one(argv)
+    try:
+        if argv and argv[0] == RUN_COMMAND:
+            return _run_tasks(argv)
+        return _run_one(argv)
+    except KeyboardInterrupt:
+        # Every finished row is already in the checkpoint; the same command resumes.
+        report_fatal(argv[0] if argv else "", InputError("interrupted; rerun the same command to resume."))
+        return EXIT_INTERRUPTED
 
 
 def _run_one(argv: list[str]) -> int:
@@ -269,8 +276,10 @@ def _configure_logging() -> None:
         raise InputError(
             f"{c.LOG_LEVEL_ENV}={level_name!r} is not a log level (DEBUG, INFO, WARNING, ERROR)."
         )
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
-    )
+    log_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    if sys.stderr.isatty():
+        # On a terminal the progress bar owns the last line: clear it first so a log line starts clean.
+        log_format = CLEAR_LINE + log_format
+    logging.basicConfig(level=level, format=log_format, stream=sys.stderr, force=True)
     # httpx logs every request at INFO; at 64 in flight that drowns the progress lines.
     logging.getLogger("httpx").setLevel(max(level, logging.WARNING))

@@ -38,6 +38,8 @@ CHAT_PATH = "/v1/chat/completions"
 CHECKPOINT_SUFFIX = ".partial.jsonl"
 META_SUFFIX = ".meta.json"
 TEMP_SUFFIX = ".tmp"
+# How often the checkpoint is fsynced (every line is flushed to the OS at once; this guards node crashes).
+CHECKPOINT_SYNC_INTERVAL_S = 0.5
 
 # Progress: a bar on a terminal, else one log line this often (seconds).
 PROGRESS_BAR_INTERVAL_S = 0.2

@@ -52,13 +52,18 @@ class OptionPlan:
 
     options: tuple[OptionTokens, ...]
     first_token_exact: bool  # every sequence is one token, all distinct
-    # For option i: the tokens that, right after one of its sequences, would turn it into another option.
+    # (option label, variant text) -> the next tokens that would turn that sequence into another option.
     continuations: dict[tuple[str, str], tuple[int, ...]] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
+        """The plan as JSON for the meta file, enough to recompute every option's probability."""
         return {
             "first_token_exact": self.first_token_exact,
             "options": {o.label: {t: list(ids) for t, ids in o.sequences.items()} for o in self.options},
+            "excluded_continuations": [
+                {"option": label, "variant": text, "next_token_ids": list(ids)}
+                for (label, text), ids in self.continuations.items()
+            ],
         }
 
 

@@ -43,9 +43,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from worker import logprobs as lp
+from worker.client import ModelClient
 from worker.errors import InputError, RequestRejected, ResponseError, RowFailure, WorkerError
 from worker.option_tokens import OptionPlan, VariantPolicy, plan_options, surface_variants
 from worker.probability_spec import OptionSpec, Question, questions_for
+from worker.runner import DEFAULT_ERROR_COLUMN
 from worker.studies import Study, load_study
 
 __all__ = ["HELP", "Method", "ProbsConfig", "ProbsPipeline", "add_arguments", "build"]
@@ -62,9 +64,11 @@ DEFAULT_TOP_LOGPROBS = 20  # the seed's 5 silently dropped options that ranked 6
 # vLLM returns raw log-probabilities (logprobs_mode=raw_logprobs) unless the server is started otherwise,
 # so temperature does not change them; 1.0 is the value under which "raw" and "processed" agree anyway.
 DEFAULT_TEMPERATURE = 1.0
+# vLLM >= 0.30 scores requested token ids at any rank (`logprob_token_ids`), up to this many per request
+# (vllm/sampling_params.py MAX_LOGPROB_TOKEN_IDS); older servers ignore the field and return the top N.
+MAX_REQUESTED_TOKEN_IDS = 128
 # A short fixed conversation whose rendering shows what the chat template puts before the answer.
 PROBE_USER_MESSAGE = "Answer with one word."
-ERROR_COLUMN = "error"
 ENTROPY_UNIT = "bits"
 
 
@@ -114,6 +118,8 @@ class QuestionResult:
     variants: dict[str, dict[str, list[int]]]  # label -> variant text -> token ids that were summed
     prompt_text: str
     prompt_token_ids: tuple[int, ...]
+    # False when some variant's token was outside the top N: its (small) mass is missing from the option.
+    complete: bool = True
 
     def columns(self, question: Question) -> dict[str, Any]:
         dist = lp.distribution(self.option_logprobs)
@@ -153,7 +159,7 @@ class ProbsPipeline:
     """Experiment 2 as a runner Pipeline: one row -> the probability columns of every question."""
 
     name = "probs"
-    error_column = ERROR_COLUMN
+    error_column = DEFAULT_ERROR_COLUMN
 
     def __init__(self, study: Study, questions: Sequence[Question], config: ProbsConfig) -> None:
         self.study = study
@@ -164,6 +170,7 @@ class ProbsPipeline:
         self._prefix_ids: tuple[int, ...] = ()
         self._plans: dict[str, OptionPlan] = {}
         self._merge_system = False
+        self._scores_requested_ids = False  # the server honours logprob_token_ids (probed in prepare)
         self.server_findings: dict[str, Any] = {}
 
     # -- what the runner asks --
@@ -173,7 +180,10 @@ class ProbsPipeline:
 
     @property
     def output_columns(self) -> list[str]:
-        return [*(column for question in self.questions for column in question.output_columns), ERROR_COLUMN]
+        return [
+            *(column for question in self.questions for column in question.output_columns),
+            DEFAULT_ERROR_COLUMN,
+        ]
 
     def parameters(self) -> dict[str, Any]:
         """Everything that determines the numbers, for the checkpoint header and the meta file."""
@@ -196,7 +206,7 @@ class ProbsPipeline:
             ],
         }
 
-    async def prepare(self, client: Any) -> None:
+    async def prepare(self, client: ModelClient) -> None:
         """Learn from the server: is /tokenize there, how are options tokenized, what does T do."""
         probe = [{"role": "user", "content": PROBE_USER_MESSAGE}]
         if self.questions[0].system:
@@ -231,16 +241,20 @@ class ProbsPipeline:
                 # Asked for explicitly on multi-token options: each option's first token is read, as
                 # asked, but only when first tokens are distinct; otherwise the numbers mean nothing.
                 self._check_first_tokens_distinct(question, plans[key])
+        self._scores_requested_ids = await self._probe_requested_ids(probe_ids, client)
         self.server_findings = {
             "approximate": False,
+            "first_token_reads": self._first_token_reads(),
             "system_merged_into_user": self._merge_system,
             "answer_prefix_token_ids": list(self._prefix_ids),
-            "methods": {q.name: self._method_for(q) for q in self.questions},
+            # Per question before any row; a row's own <q>_method says what was used (auto may rescore a
+            # first-token row by continuation when a variant falls outside the top N).
+            "planned_methods": {q.name: self._method_for(q) for q in self.questions},
             "option_tokens": {q.name: self._plans[q.name].describe() for q in self.questions},
             "temperature": await self._probe_temperature(probe_ids, client),
         }
 
-    async def process(self, row_index: int, row: Mapping[str, Any], client: Any) -> dict[str, Any]:
+    async def process(self, row_index: int, row: Mapping[str, Any], client: ModelClient) -> dict[str, Any]:
         """Ask every question of one row concurrently; the client bounds the requests in flight."""
         values = {column: "" if row[column] is None else str(row[column]) for column in self.required_columns}
         results = await asyncio.gather(
@@ -265,7 +279,7 @@ class ProbsPipeline:
             return (Method.FIRST_TOKEN if plan.first_token_exact else Method.CONTINUATION).value
         return self.config.method.value
 
-    async def _ask(self, question: Question, row: Mapping[str, str], client: Any) -> QuestionResult:
+    async def _ask(self, question: Question, row: Mapping[str, str], client: ModelClient) -> QuestionResult:
         messages = question.messages(row, self.study)
         if not self._tokenize_available:
             return await self._chat_fallback(question, messages, client)
@@ -275,12 +289,14 @@ class ProbsPipeline:
         method = Method(self._method_for(question))
         if method is Method.FIRST_TOKEN:
             result = await self._first_token(plan, prompt_ids, prompt_text, client)
-            if not result.absent or self.config.method is not Method.AUTO:
+            # auto promises exact numbers: a variant outside the top N means the option is only a lower
+            # bound, so that row is scored again by continuation.
+            if result.complete or self.config.method is not Method.AUTO:
                 return result
         return await self._continuation(plan, prompt_ids, prompt_text, client)
 
     async def _first_token(
-        self, plan: OptionPlan, prompt_ids: list[int], prompt_text: str, client: Any
+        self, plan: OptionPlan, prompt_ids: list[int], prompt_text: str, client: ModelClient
     ) -> QuestionResult:
         reply = await client.post_json(
             COMPLETIONS_PATH,
@@ -292,6 +308,7 @@ class ProbsPipeline:
                 "temperature": self.config.temperature,
                 # Keys become token_id:<id>: decoded-text keys collide and cannot be matched to ids.
                 "return_tokens_as_token_ids": True,
+                **self._requested_ids(plan),
             },
         )
         top = lp.completion_top_by_token_id(reply.body)
@@ -313,10 +330,11 @@ class ProbsPipeline:
             variants=variants,
             prompt_text=prompt_text,
             prompt_token_ids=tuple(prompt_ids),
+            complete=all(tok in top for o in plan.options for tok in (s[0] for s in o.sequences.values())),
         )
 
     async def _continuation(
-        self, plan: OptionPlan, prompt_ids: list[int], prompt_text: str, client: Any
+        self, plan: OptionPlan, prompt_ids: list[int], prompt_text: str, client: ModelClient
     ) -> QuestionResult:
         keys = [(o.label, text) for o in plan.options for text in o.sequences]
         sequences = {(o.label, text): seq for o in plan.options for text, seq in o.sequences.items()}
@@ -361,7 +379,7 @@ class ProbsPipeline:
         )
 
     async def _chat_fallback(
-        self, question: Question, messages: list[dict[str, str]], client: Any
+        self, question: Question, messages: list[dict[str, str]], client: ModelClient
     ) -> QuestionResult:
         reply = await client.chat(
             messages,
@@ -391,6 +409,43 @@ class ProbsPipeline:
             prompt_token_ids=(),
         )
 
+    def _first_token_reads(self) -> str:
+        if not any(self._method_for(q) == Method.FIRST_TOKEN for q in self.questions):
+            return "not used: every question is scored by continuation"
+        if self._scores_requested_ids:
+            return "the options' own token ids (logprob_token_ids): exact at any rank"
+        return f"the top {self.config.top_logprobs} candidates only"
+
+    def _requested_ids(self, plan: OptionPlan) -> dict[str, list[int]]:
+        """Ask for the options' own first tokens, so none can fall outside the top N, where supported."""
+        ids = sorted({seq[0] for o in plan.options for seq in o.sequences.values()})
+        if not self._scores_requested_ids or len(ids) > MAX_REQUESTED_TOKEN_IDS:
+            return {}
+        return {"logprob_token_ids": ids}
+
+    async def _probe_requested_ids(self, prompt_ids: list[int], client: ModelClient) -> bool:
+        """Does the server score requested token ids (vLLM's logprob_token_ids) instead of the top N?"""
+        uses_first_token = any(self._method_for(q) == Method.FIRST_TOKEN for q in self.questions)
+        if not uses_first_token:
+            return False
+        # Greedy, one candidate: a server that ignores the field returns only the argmax token, so two
+        # other ids (taken from the prompt: valid for this vocabulary) come back only if it scored them.
+        body = {
+            "model": client.options.model_name,
+            "prompt": [*prompt_ids, *self._prefix_ids],
+            "max_tokens": 1,
+            "logprobs": 1,
+            "temperature": 0.0,
+            "return_tokens_as_token_ids": True,
+        }
+        try:
+            argmax = set(lp.completion_top_by_token_id((await client.post_json(COMPLETIONS_PATH, body)).body))
+            wanted = [token for token in dict.fromkeys(prompt_ids) if token not in argmax][:2]
+            reply = await client.post_json(COMPLETIONS_PATH, {**body, "logprob_token_ids": wanted})
+        except RequestRejected:
+            return False  # the field is unknown here, or probing is refused: read the top N as before
+        return set(wanted) <= set(lp.completion_top_by_token_id(reply.body))
+
     @staticmethod
     def _check_first_tokens_distinct(question: Question, plan: OptionPlan) -> None:
         owner: dict[int, str] = {}
@@ -404,7 +459,7 @@ class ProbsPipeline:
                     )
 
     # -- server helpers --
-    async def _chat_prompt_ids(self, messages: list[dict[str, str]], client: Any) -> list[int]:
+    async def _chat_prompt_ids(self, messages: list[dict[str, str]], client: ModelClient) -> list[int]:
         if self._merge_system:
             messages = merge_system_message(messages)
         body = {"model": client.options.model_name, "messages": messages, "add_generation_prompt": True}
@@ -419,7 +474,7 @@ class ProbsPipeline:
             reply = await client.post_json(TOKENIZE_PATH, body)
         return _token_list(reply.body, "tokens", TOKENIZE_PATH)
 
-    async def _tokenize_text(self, text: str, client: Any) -> list[int]:
+    async def _tokenize_text(self, text: str, client: ModelClient) -> list[int]:
         if not text:
             return []
         reply = await client.post_json(
@@ -427,7 +482,7 @@ class ProbsPipeline:
         )
         return _token_list(reply.body, "tokens", TOKENIZE_PATH)
 
-    async def _detokenize(self, token_ids: Sequence[int], client: Any) -> str:
+    async def _detokenize(self, token_ids: Sequence[int], client: ModelClient) -> str:
         reply = await client.post_json(
             DETOKENIZE_PATH, {"model": client.options.model_name, "tokens": list(token_ids)}
         )
@@ -436,7 +491,7 @@ class ProbsPipeline:
             raise ResponseError(f"POST {DETOKENIZE_PATH} returned no prompt text.")
         return text
 
-    async def _plan_for(self, options: Sequence[OptionSpec], context: str, client: Any) -> OptionPlan:
+    async def _plan_for(self, options: Sequence[OptionSpec], context: str, client: ModelClient) -> OptionPlan:
         """Tokenize every variant right after the generation prompt, as the model would write it."""
         base = await self._tokenize_text(context, client)
         sequences: dict[str, dict[str, list[int]]] = {}
@@ -451,7 +506,7 @@ class ProbsPipeline:
                     sequences[option.label][text] = await self._tokenize_text(text, client)
         return plan_options(sequences)
 
-    async def _probe_temperature(self, prompt_ids: list[int], client: Any) -> dict[str, Any]:
+    async def _probe_temperature(self, prompt_ids: list[int], client: ModelClient) -> dict[str, Any]:
         """Ask the server whether --temperature changes the log-probabilities it returns."""
         finding: dict[str, Any] = {"requested": self.config.temperature}
         if self.config.temperature == 1.0:
@@ -563,5 +618,3 @@ def build(args: argparse.Namespace) -> ProbsPipeline:
         )
         raise InputError(f"{flag} {first.get('input')!r}: {first['msg']}.") from err
     return ProbsPipeline(study, questions_for(study, tokens), config)
-
-

@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from pydantic import ValidationError
@@ -92,6 +93,11 @@ class QueryPipeline:
     def required_columns(self) -> tuple[str, ...]:
         return self.study.required_columns
 
+    @cached_property
+    def request_params(self) -> dict[str, Any]:
+        """The sampling fields of every request, built once (a pydantic dump per row showed in profiles)."""
+        return self.generation.request_params()
+
     def parameters(self) -> dict[str, Any]:
         prompt = self.study.prompt.model_dump()
         return {
@@ -112,7 +118,7 @@ class QueryPipeline:
         messages = self.study.render(row)
         started = time.monotonic()
         try:
-            reply = await client.chat(messages, **self.generation.request_params())
+            reply = await client.chat(messages, **self.request_params)
         except RequestRejected as err:
             if err.fatal:
                 raise  # the runner stops the run: every row would be refused the same way

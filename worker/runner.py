@@ -14,9 +14,11 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -39,7 +41,11 @@ DEFAULT_ERROR_COLUMN = "error"
 
 @runtime_checkable
 class Pipeline(Protocol):
-    """What a pipeline module builds from its arguments. Everything else is the runner's job."""
+    """What a pipeline module builds from its arguments. Everything else is the runner's job.
+
+    Optional: an attribute `server_findings` (a JSON-serialisable dict filled by `prepare`, e.g. how the
+    answer options tokenize) is recorded in the meta file's `server` section; it is not a parameter.
+    """
 
     name: str  # the subcommand, e.g. "query"; recorded in the checkpoint, meta and metrics
     required_columns: Sequence[str]  # input columns the pipeline reads; missing ones are an InputError
@@ -80,7 +86,8 @@ def run_pipeline(pipeline: Pipeline, options: RunOptions) -> int:
 def report_fatal(command: str, err: BaseException) -> None:
     """The one line a user sees for a fatal error, on stderr (also the Job's log)."""
     message = " ".join(str(err).split())  # one line even when a server message has newlines
-    print(f"worker {command}: error: {message}", file=sys.stderr, flush=True)
+    prefix = f"worker {command}" if command else "worker"
+    print(f"{prefix}: error: {message}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -95,6 +102,7 @@ class _Run:
     options: RunOptions
     metrics: RunMetrics = field(default_factory=RunMetrics)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    rows_phase_s: float = 0.0  # first row sent to last row written: the run minus setup and output
 
     @property
     def parameters(self) -> dict[str, Any]:
@@ -124,7 +132,11 @@ class _Run:
             finally:
                 self.metrics.stop()
         else:
-            server["note"] = "not contacted: every row was already in the checkpoint"
+            # Nothing to send: keep what the run that did the work learned about its server.
+            server = _previous_server(options.meta_path) or {
+                **server,
+                "note": "not contacted: every row was already in the checkpoint",
+            }
         return self._finish(table, finished, server, resumed=rows - len(pending))
 
     def _check_columns(self, table: InputTable) -> None:
@@ -165,11 +177,7 @@ class _Run:
         self.metrics.rows_total.labels(pipeline.name).set(len(table.frame))
         async with ModelClient(options.client, observer=self.metrics) as client:
             await client.wait_until_healthy(options.wait_timeout_s)
-            version = await client.version()
-            try:
-                model = await client.model_entry()
-            except RequestRejected as err:
-                raise InputError(f"--model-name {options.client.model_name}: {err.message}") from err
+            version, model = await asyncio.gather(client.version(), self._model_entry(client))
             await pipeline.prepare(client)
             try:
                 writer = CheckpointWriter.open(options.checkpoint_path, header)
@@ -186,6 +194,7 @@ class _Run:
                 options.client.model_name,
                 _without_credentials(options.client.base_url),
             )
+            rows_started = time.monotonic()
             try:
                 await self._process_rows(
                     client, writer, records, pending, finished=finished, progress=progress
@@ -193,6 +202,7 @@ class _Run:
             finally:
                 await writer.aclose()
                 progress.close()
+                self.rows_phase_s = time.monotonic() - rows_started
         facts: dict[str, Any] = {"version": version, "model": model}
         # Optional (issue 6): what a pipeline learned from the server in prepare() (e.g. how the options
         # tokenize, which method was exact), recorded in the meta file; it is not a parameter, so it never
@@ -201,6 +211,17 @@ class _Run:
         if findings:
             facts["pipeline_findings"] = findings
         return facts
+
+    async def _model_entry(self, client: ModelClient) -> dict[str, Any] | None:
+        """The server's entry for --model-name; InputError when the server says it has no such model."""
+        try:
+            return await client.model_entry()
+        except RequestRejected as err:
+            if err.unknown_model:
+                raise InputError(f"--model-name {self.options.client.model_name}: {err.message}") from err
+            # A server without /v1/models (some hosted APIs): the first row's request will tell.
+            log.warning("cannot list the server's models (%s); not checking --model-name", err)
+            return None
 
     async def _process_rows(
         self,
@@ -305,8 +326,17 @@ class _Run:
             "started_at": self.started_at.isoformat(),
             "finished_at": finished_at.isoformat(),
             "duration_s": round((finished_at - self.started_at).total_seconds(), 3),
+            "rows_phase_s": round(self.rows_phase_s, 3),
             "rows": {"ok": ok, "failed": failed, "from_checkpoint": resumed},
         }
+
+
+def _previous_server(meta_path: Path) -> dict[str, Any] | None:
+    try:
+        server = json.loads(meta_path.read_text(encoding="utf-8")).get("server")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return server if isinstance(server, dict) else None
 
 
 def _cell(value: Any) -> Any:

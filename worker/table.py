@@ -46,6 +46,14 @@ def read_input(path: Path, required_columns: Sequence[str], limit: int | None = 
             f"--input {path}: not UTF-8 text (undecodable byte at offset {err.start}); re-save it as UTF-8."
         ) from err
     try:
+        header = next(csv.reader(io.StringIO(text)), [])
+    except csv.Error as err:
+        raise InputError(f"--input {path}: not a readable CSV header ({err}).") from err
+    duplicates = sorted({name for name in header if header.count(name) > 1})
+    if duplicates:
+        # pandas would rename the second "x" to "x.1", and the output's header would no longer be the input's.
+        raise InputError(f"--input {path}: duplicate column name(s) {', '.join(duplicates)} in the header.")
+    try:
         # dtype=str + keep_default_na=False: "007" stays "007", "NA" and "" stay text, nothing becomes NaN.
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as err:
@@ -80,9 +88,13 @@ def write_atomically(path: Path, content: str) -> None:
 
 
 def frame_to_csv(frame: pd.DataFrame) -> str:
-    # QUOTE_MINIMAL round-trips commas, quotes and newlines in the study texts; index=False keeps the
-    # input's columns exactly.
-    return frame.to_csv(index=False, lineterminator="\n")
+    """CSV text with RFC 4180 line ends.
+
+    The csv module quotes a field only for the delimiter, the quote and the characters of the line
+    terminator. With "\n" a lone "\r" in a model's answer (the tiny test model writes them) went out
+    unquoted and readers split the row in two; with "\r\n" both characters force quoting.
+    """
+    return frame.to_csv(index=False, lineterminator="\r\n")
 
 
 def _fsync_directory(directory: Path) -> None:

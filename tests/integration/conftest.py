@@ -25,7 +25,7 @@ several tokens: "terrible", "wasn't", "100%".
 Behaviour
 ---------
 - Starts once per session on a free loopback port, in its own process group, waits for
-  ``/health`` (deadline ``GRACE_VLLM_START_TIMEOUT``, default 300 s; failure shows the server log
+  ``/health`` (deadline ``GRACE_VLLM_START_TIMEOUT``, default 600 s; failure shows the server log
   tail), warms up, and is always stopped at the end of the session.
 - Every test marked ``vllm`` (mark modules with ``pytestmark = pytest.mark.vllm``) is SKIPPED with
   the reason when ``.venv-vllm`` is missing, but FAILS instead when the environment variable

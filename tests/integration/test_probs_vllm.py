@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pandas as pd
 import pytest
 
@@ -54,24 +55,11 @@ def first_rows(study: str, tmp_path: Path) -> Path:
 
 def run_probs(server: Any, input_csv: Path, output: Path, *extra: str) -> pd.DataFrame:
     command = [
-        sys.executable,
-        "-m",
-        "worker",
-        "probs",
-        "--input",
-        str(input_csv),
-        "--output",
-        str(output),
-        "--model-endpoint",
-        server.base_url,
-        "--model-name",
-        server.served_name,
-        "--metrics-port",
-        "0",
-        "--wait-timeout",
-        "30",
-        *extra,
-    ]
+        sys.executable, "-m", "worker", "probs",
+        "--input", str(input_csv), "--output", str(output),
+        "--model-endpoint", server.base_url, "--model-name", server.served_name,
+        "--metrics-port", "0", "--wait-timeout", "30", *extra,
+    ]  # fmt: skip
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stderr[-3000:]}"
     return pd.read_csv(output, dtype=str, keep_default_na=False)
@@ -176,12 +164,17 @@ def assert_exact(frame: pd.DataFrame, questions: list[str], server: Any) -> set[
                 leak = sum(math.exp(v) for v in result["next"].values())
                 value = sum(result["token_logprobs"]) + math.log1p(-leak)
             per_option[label].append(value)
+        compared = []
         for label, values in per_option.items():
             if label in case.absent:
                 assert case.worker[label] == -math.inf, case.where
             else:
                 expected = logsumexp(values)
                 assert case.worker[label] == pytest.approx(expected, abs=TOLERANCE), (case.where, label)
+                compared.append(expected)
+        # The options' values differ by far more than the tolerance: a wrong token id could not pass.
+        if len(compared) > 1:
+            assert max(compared) - min(compared) > 100 * TOLERANCE, case.where
     return {case.method for case in cases}
 
 
@@ -224,7 +217,7 @@ def test_study1_end_to_end_and_exact(vllm_server, tmp_path):
     meta = json.loads((tmp_path / "s1.csv.meta.json").read_text())
     findings = meta["server"]["pipeline_findings"]
     assert findings["approximate"] is False
-    assert findings["methods"]["state0"] == "continuation"
+    assert findings["planned_methods"]["state0"] == "continuation"
 
 
 def test_study2_end_to_end_and_exact(vllm_server, tmp_path):
@@ -247,22 +240,61 @@ def test_study2_end_to_end_and_exact(vllm_server, tmp_path):
     assert any(len(ids) > 1 for ids in variants["wasnt"].values())
 
 
+def top_words(server: Any, prompt_ids: list[int], count: int) -> list[str]:
+    """Words the model itself ranks in its top 20 at the answer position, each one token there.
+
+    Random weights put yes/no/0-3 far down the ranking, so a first-token check on them would compare
+    nothing (every option outside the top N). Options taken from the top 20 are certain to be read.
+    """
+    with httpx.Client(base_url=server.root_url, timeout=60) as http:
+        body = {
+            "model": server.served_name,
+            "prompt": prompt_ids,
+            "max_tokens": 1,
+            "logprobs": 20,
+            "return_tokens_as_token_ids": True,
+        }
+        top = http.post("/v1/completions", json=body).json()["choices"][0]["logprobs"]["top_logprobs"][0]
+        words: list[str] = []
+        for key, _ in sorted(top.items(), key=lambda item: -item[1]):
+            token = int(key.removeprefix("token_id:"))
+            text = http.post("/detokenize", json={"model": server.served_name, "tokens": [token]}).json()[
+                "prompt"
+            ]
+            if text.isascii() and text.isalpha() and text.lower() not in {w.lower() for w in words}:
+                words.append(text)
+            if len(words) == count:
+                return words
+    pytest.fail(f"fewer than {count} plain words in the model's top 20: {top}")
+
+
 def test_single_token_options_are_exact_with_both_methods_and_agree(vllm_server, tmp_path):
-    # yes/no and 0-3, with and without a leading space, are single tokens of the tiny tokenizer, so both
-    # methods apply: each must match the forward pass, and they must match each other.
+    # Two options the model ranks in its top 20 for the first row, and yes/no, which rank in the hundreds:
+    # with no variants every option is one token, so both methods apply. vLLM 0.32 scores the options'
+    # own ids (logprob_token_ids), so first-token reads all four at any rank. Each method must match the
+    # forward pass, and they must match each other.
     source = first_rows("study1", tmp_path)
-    common = ["--study", "study1", "--tokens", "0,1,2,3,yes,no", "--variants", "space"]
+    probe = run_probs(vllm_server, source, tmp_path / "probe.csv", "--study", "study1", "--tokens", "yes,no")
+    words = top_words(vllm_server, json.loads(probe.loc[0, "answer_prompt_token_ids"]), 2)
+    words += [w for w in ("yes", "no") if w not in {x.lower() for x in words}]
+    common = ["--study", "study1", "--tokens", ",".join(words), "--variants", "none"]
     first = run_probs(vllm_server, source, tmp_path / "ft.csv", *common, "--method", "first-token")
     cont = run_probs(vllm_server, source, tmp_path / "ct.csv", *common, "--method", "continuation")
     assert set(first["answer_method"]) == {"first-token"}
     assert set(cont["answer_method"]) == {"continuation"}
-    variants = json.loads(first.loc[0, "answer_variants"])
-    assert all(len(ids) == 1 for forms in variants.values() for ids in forms.values())
+    assert (first["answer_absent"] == "").all()  # every option was read: the comparison compares them all
+    findings = json.loads((tmp_path / "ft.csv.meta.json").read_text())["server"]["pipeline_findings"]
+    assert findings["option_tokens"]["answer"]["first_token_exact"] is True
+    assert findings["first_token_reads"].startswith("the options' own token ids")
     both = pd.concat([first, cont], ignore_index=True)
     assert assert_exact(both, ["answer"], vllm_server) == {"first-token", "continuation"}
+    assert_distributions_sum_to_one(first, ["prob_"])
     assert_distributions_sum_to_one(cont, ["prob_"])
+    compared = 0
     for (_, a), (_, b) in zip(first.iterrows(), cont.iterrows(), strict=True):
         assert a["answer_prompt_token_ids"] == b["answer_prompt_token_ids"]
         la, lb = json.loads(a["answer_logprobs"]), json.loads(b["answer_logprobs"])
         for label in set(la) - set(a["answer_absent"].split(";")):
             assert la[label] == pytest.approx(lb[label], abs=TOLERANCE), label
+            compared += 1
+    assert compared == len(words) * len(first)

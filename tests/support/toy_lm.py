@@ -45,6 +45,7 @@ class ToyLM:
     boost: dict[str, float] = field(default_factory=dict)  # piece -> added logit (to put it in the top N)
     temperature_scales_logprobs: bool = False  # like vLLM started with logprobs_mode=processed_logprobs
     reject_system_role: bool = False  # like Gemma 2's chat template
+    scores_requested_ids: bool = True  # honours logprob_token_ids like vLLM 0.32 (older ones ignore it)
     pieces: list[str] = field(default_factory=lambda: list(SPECIALS))
     _memo: dict[tuple[Any, ...], list[float]] = field(default_factory=dict, repr=False)
 
@@ -69,7 +70,8 @@ class ToyLM:
 
     # ---- model -------------------------------------------------------------------------------------------
     def next_logprobs(self, context: list[int], temperature: float = 1.0) -> list[float]:
-        scale = temperature if self.temperature_scales_logprobs else 1.0
+        # Greedy (temperature 0) does no division, in vLLM too.
+        scale = temperature if self.temperature_scales_logprobs and temperature > 0 else 1.0
         key = (len(context), context[-1] if context else 0, scale, tuple(sorted(self.boost.items())))
         if key not in self._memo:
             self._memo[key] = self._next_logprobs(key[0], key[1], scale)
@@ -142,13 +144,16 @@ class ToyLM:
     def _top(self, prompt: list[int], n: int, temperature: float, body: dict[str, Any]) -> dict[str, Any]:
         logprobs = self.next_logprobs(prompt, temperature)
         ranked = sorted(range(VOCAB_SIZE), key=lambda t: -logprobs[t])
-        sampled = ranked[n + 3]  # sampled below the top N: the reply then holds N+1 entries, as vLLM's can
+        # Sampled below the top N (the reply then holds N+1 entries, as vLLM's can); greedy takes the argmax.
+        sampled = ranked[0] if temperature == 0 else ranked[n + 3]
         as_ids = bool(body.get("return_tokens_as_token_ids"))
+        requested = body.get("logprob_token_ids")
+        chosen = requested if requested and self.scores_requested_ids else ranked[:n]
 
         def key(t: int) -> str:
             return f"token_id:{t}" if as_ids else self.decode([t])
 
-        top = {key(t): max(logprobs[t], -9999.0) for t in [sampled, *ranked[:n]]}
+        top = {key(t): max(logprobs[t], -9999.0) for t in [sampled, *chosen]}
         return {
             "text_offset": [0],
             "token_logprobs": [logprobs[sampled]],

@@ -198,6 +198,9 @@ def test_plan_finds_where_one_option_could_continue_into_another():
     plan = option_tokens.plan_options({"1": {"1": [4]}, "10": {"10": [4, 9]}, "2": {"2": [5]}})
     assert plan.continuations == {("1", "1"): (9,)}
     assert not plan.first_token_exact
+    assert plan.describe()["excluded_continuations"] == [
+        {"option": "1", "variant": "1", "next_token_ids": [9]}
+    ]
 
 
 def test_plan_refuses_options_with_identical_tokens():
@@ -301,7 +304,8 @@ def test_study1_continuation_matches_the_model_exactly(server, toy, tmp_path):
     assert (frame["error"] == "").all()
     for _, row in frame.iterrows():
         for question in ["state0", "state1", "state2", "state3", "knowledge"]:
-            assert row[f"{question}_method"] == "continuation"
+            # "10%" and "100%" share a first token; yes/no variants are one token each for the toy.
+            assert row[f"{question}_method"] == ("first-token" if question == "knowledge" else "continuation")
             worker = json.loads(row[f"{question}_logprobs"])
             assert worker == pytest.approx(expected_logprobs(toy, row, question), abs=1e-9)
             ids = json.loads(row[f"{question}_prompt_token_ids"])
@@ -320,7 +324,7 @@ def test_study1_continuation_matches_the_model_exactly(server, toy, tmp_path):
     meta = json.loads((tmp_path / "out.csv.meta.json").read_text())
     findings = meta["server"]["pipeline_findings"]
     assert findings["approximate"] is False
-    assert findings["methods"]["state0"] == "continuation"
+    assert findings["planned_methods"]["state0"] == "continuation"
     assert findings["option_tokens"]["state0"]["first_token_exact"] is False
     assert meta["parameters"]["entropy_unit"] == "bits"
 
@@ -342,16 +346,21 @@ def test_single_token_options_use_first_token_and_match_the_model(server, toy, t
     }
     assert float(row["prob_yes"]) + float(row["prob_no"]) == pytest.approx(1.0, abs=1e-12)
     requests = [r.json() for r in server.requests_to("/v1/completions")]
+    probes = [r for r in requests if r["logprobs"] == 1]  # prepare's check for logprob_token_ids support
+    rows = [r for r in requests if r not in probes]
     # One first-token request per row and nothing else: no row needed the continuation fallback.
-    assert len(requests) == 2
-    request = requests[0] if requests[0]["prompt"] == prompt else requests[1]
+    assert len(rows) == 2
+    request = rows[0] if rows[0]["prompt"] == prompt else rows[1]
     assert request["max_tokens"] == 1
     assert request["logprobs"] == 20
     assert request["return_tokens_as_token_ids"] is True
     assert request["prompt"] == prompt
+    options = ["yes", " yes", "no", " no"]
+    assert request["logprob_token_ids"] == sorted(toy.token_id(text) for text in options)
 
 
 def test_first_token_reports_options_outside_the_top_n_and_auto_falls_back(server, toy, tmp_path):
+    toy.scores_requested_ids = False  # a server that only returns the top N (vLLM before logprob_token_ids)
     toy.boost.update({"yes": 9.0, " yes": 9.0})
     code, output = run(
         server,
@@ -467,9 +476,19 @@ def test_study2_runs_with_every_column(server, tmp_path):
 
 
 def test_no_mass_on_any_option_leaves_the_distribution_empty_not_uniform(server, toy, tmp_path):
+    toy.scores_requested_ids = False
     # Top-1 (plus the sampled token) of 400: neither option is seen, so nothing is known about them.
     code, output = run(
-        server, tmp_path, "--tokens", "yes,no", "--variants", "none", "--logprobs", "1", "--method", "first-token"
+        server,
+        tmp_path,
+        "--tokens",
+        "yes,no",
+        "--variants",
+        "none",
+        "--logprobs",
+        "1",
+        "--method",
+        "first-token",
     )
     assert code == 0
     row = read(output).iloc[0]
@@ -487,7 +506,66 @@ def test_the_answer_prefix_is_appended_after_the_generation_prompt(server, toy, 
     assert row["answer_prompt"].endswith("<|assistant|>\n" + prefix)
     ids = json.loads(row["answer_prompt_token_ids"])
     assert ids[-3:] == toy.encode(prefix)
-    assert json.loads(row["answer_logprobs"]) == pytest.approx(expected_logprobs(toy, row, "answer"), abs=1e-9)
+    assert json.loads(row["answer_logprobs"]) == pytest.approx(
+        expected_logprobs(toy, row, "answer"), abs=1e-9
+    )
     meta = json.loads((tmp_path / "out.csv.meta.json").read_text())
     assert meta["parameters"]["answer_prefix"] == prefix
     assert meta["server"]["pipeline_findings"]["answer_prefix_token_ids"] == toy.encode(prefix)
+
+
+def test_auto_rescores_a_row_when_any_variant_is_outside_the_top_n(server, toy, tmp_path):
+    toy.scores_requested_ids = False
+    # "yes" and "no" are in the top 20 but " yes" and " no" are not: first-token would give lower bounds.
+    toy.boost.update({"yes": 12.0, "no": 12.0})
+    code, output = run(server, tmp_path, "--tokens", "yes,no", "--variants", "space")
+    assert code == 0
+    row = read(output).iloc[0]
+    assert row["answer_method"] == "continuation"
+    assert set(json.loads(row["answer_variants"])["yes"]) == {"yes", " yes"}
+    assert json.loads(row["answer_logprobs"]) == pytest.approx(
+        expected_logprobs(toy, row, "answer"), abs=1e-9
+    )
+    # Explicit first-token reads what the top N holds and records only the variants it summed.
+    code, output = run(
+        server, tmp_path / "ft", "--tokens", "yes,no", "--variants", "space", "--method", "first-token"
+    )
+    row = read(output).iloc[0]
+    assert row["answer_method"] == "first-token"
+    assert json.loads(row["answer_variants"])["yes"] == {"yes": [toy.token_id("yes")]}
+    assert row["answer_absent"] == ""
+
+
+def test_a_refused_question_fails_its_row_with_the_question_named(server, tmp_path):
+    # The first scoring request is refused (as vLLM refuses a prompt longer than max_model_len); that row
+    # is recorded with its error, the other row is complete, and the exit code says some rows failed.
+    server.script("/v1/completions", Status(400, "This model's maximum context length is 512 tokens."))
+    code, output = run(server, tmp_path, "--tokens", "yes,no", "--method", "continuation")
+    assert code == 3
+    frame = read(output)
+    failed = frame[frame["error"] != ""]
+    assert len(failed) == 1
+    assert failed.iloc[0]["error"].startswith(
+        "question answer: HTTP 400: This model's maximum context length"
+    )
+    assert failed.iloc[0]["prob_yes"] == ""
+    done = frame[frame["error"] == ""].iloc[0]
+    assert float(done["prob_yes"]) + float(done["prob_no"]) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_requested_token_ids_make_first_token_exact_at_any_rank(server, toy, tmp_path):
+    # No boost: yes/no rank far below the top 20, yet vLLM's logprob_token_ids scores them exactly.
+    code, output = run(server, tmp_path, "--tokens", "yes,no", "--variants", "space", "--logprobs", "1")
+    assert code == 0
+    row = read(output).iloc[0]
+    assert row["answer_method"] == "first-token"
+    assert row["answer_absent"] == ""
+    assert json.loads(row["answer_logprobs"]) == pytest.approx(
+        expected_logprobs(toy, row, "answer"), abs=1e-12
+    )
+    findings = json.loads((tmp_path / "out.csv.meta.json").read_text())["server"]["pipeline_findings"]
+    assert findings["first_token_reads"].startswith("the options' own token ids")
+    toy.scores_requested_ids = False
+    code, _ = run(server, tmp_path / "old", "--tokens", "yes,no", "--variants", "space", "--logprobs", "1")
+    findings = json.loads((tmp_path / "old" / "out.csv.meta.json").read_text())["server"]["pipeline_findings"]
+    assert findings["first_token_reads"] == "the top 1 candidates only"

@@ -301,6 +301,9 @@ def test_resume_skips_finished_rows(server: FakeOpenAI, tmp_path: Path) -> None:
     assert main(argv(server, output)) == 0
     assert len(server.requests_to("/v1/chat/completions")) == 6
     assert output.read_text() == before
+    meta = json.loads((tmp_path / "out.csv.meta.json").read_text())
+    assert meta["rows"]["from_checkpoint"] == 6
+    assert meta["server"]["model"]["id"] == "tiny"  # the server facts of the run that did the work
 
 
 def test_a_checkpoint_from_other_parameters_is_refused(
@@ -452,14 +455,17 @@ def test_the_cli_never_shows_a_traceback_for_bad_input(tmp_path: Path) -> None:
 
 
 def test_output_round_trips_commas_quotes_and_newlines(server: FakeOpenAI, tmp_path: Path) -> None:
-    server.chat_content = lambda _r: 'Initial answer: 2\n"quoted", with commas\n0: 10%'
+    # A lone carriage return once split rows: real vLLM output (tiny model) contains them.
+    answer = "Initial answer: 2\r0: 10%\u20281: 90%"  # no quote or newline to force quoting by chance
+    server.chat_content = lambda _r: answer
     output = tmp_path / "out.csv"
     assert main(argv(server, output)) == 0
     with output.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 6
     assert rows[1]["story_setup"] == read(STUDY1)["story_setup"].iloc[1]  # quotes and <br> as in the input
-    assert rows[0]["model_response"] == 'Initial answer: 2\n"quoted", with commas\n0: 10%'
+    assert all(row["model_response"] == answer for row in rows)
+    assert (read(output)["model_response"] == answer).all()  # pandas' C parser agrees
 
 
 def _free_port() -> int:
@@ -468,3 +474,15 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_a_server_without_a_models_list_is_still_usable(server: FakeOpenAI, tmp_path: Path) -> None:
+    # Hosted OpenAI-compatible APIs may lack /v1/models (and /health, /version): the rows decide.
+    for path in ("/v1/models", "/health", "/version"):
+        del server.handlers[path]
+    server.handlers["/v1/models"] = lambda _r: Status(404, "Not Found")
+    output = tmp_path / "out.csv"
+    assert main(argv(server, output, "--limit", "2")) == 0
+    meta = json.loads((tmp_path / "out.csv.meta.json").read_text())
+    assert meta["server"]["model"] is None
+    assert meta["server"]["version"] is None
