@@ -11,10 +11,12 @@ Facts this module relies on (measured with pulumi 3.272, see the foundation issu
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import runpy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,6 +148,13 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         self.recorded: list[RecordedResource] = []
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+        # Pulumi calls the monitor from executor threads and MockMonitor creates an event loop in each
+        # one without ever closing it; their self-pipe sockets then leak (ResourceWarning at exit).
+        # Give the call a loop of our own and close it afterwards.
+        with _thread_event_loop():
+            return self._register(request)
+
+    def _register(self, request: Any) -> Any:
         response = super().RegisterResource(request)
         if request.type == "pulumi:pulumi:Stack":
             return response
@@ -167,6 +176,23 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             )
         )
         return response
+
+
+@contextlib.contextmanager
+def _thread_event_loop() -> Iterator[None]:
+    """An event loop for the current non-main thread for the duration of a block, closed afterwards."""
+    own: asyncio.AbstractEventLoop | None = None
+    try:
+        asyncio.get_event_loop()
+    except RuntimeError:
+        own = asyncio.new_event_loop()
+        asyncio.set_event_loop(own)
+    try:
+        yield
+    finally:
+        if own is not None:
+            asyncio.set_event_loop(None)
+            own.close()
 
 
 class _WarningCollector(logging.Handler):
