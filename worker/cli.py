@@ -5,6 +5,8 @@ A pipeline joins the CLI with one line in SUBCOMMANDS naming its module. The mod
     add_arguments(parser) -> None                its own flags (the common ones are already added)
     build(args) -> runner.Pipeline               may raise InputError (e.g. unknown study)
     resolve_arguments(args) -> None              optional: fill common flags from the pipeline's own
+    ENDPOINT_REQUIRED: bool                      optional, default True; False when resolve_arguments
+                                                 supplies --model-endpoint/--model-name (extract + DeepSeek)
 Modules are imported only when their subcommand runs, so one pipeline's import error cannot break another.
 """
 
@@ -58,15 +60,17 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+def add_common_arguments(parser: argparse.ArgumentParser, *, endpoint_required: bool = True) -> None:
     """The flags every pipeline shares (the Job passes all of them)."""
     group = parser.add_argument_group("common options")
     group.add_argument(
         "--input", type=Path, required=True, help="Input CSV (a study file, or a query output)."
     )
     group.add_argument("--output", type=Path, required=True, help="Output CSV; exists only once complete.")
-    group.add_argument("--model-endpoint", required=True, help="OpenAI base URL, e.g. http://vllm-x:8000/v1.")
-    group.add_argument("--model-name", required=True, help="Served model name.")
+    group.add_argument(
+        "--model-endpoint", required=endpoint_required, help="OpenAI base URL, e.g. http://vllm-x:8000/v1."
+    )
+    group.add_argument("--model-name", required=endpoint_required, help="Served model name.")
     group.add_argument("--study", required=True, help="Study name (jobs/studies/NAME.yaml) or a YAML path.")
     group.add_argument(
         "--batch-size",
@@ -194,7 +198,7 @@ def _run_one(argv: list[str]) -> int:
             _top_level(argv)
         module = _import(command)
         parser = _Parser(prog=f"python -m worker {command}", description=getattr(module, "HELP", None))
-        add_common_arguments(parser)
+        add_common_arguments(parser, endpoint_required=getattr(module, "ENDPOINT_REQUIRED", True))
         module.add_arguments(parser)
         args = parser.parse_args(argv[1:])
         # Optional hook (issue 7): a pipeline may fill common flags from its own before they are validated,
@@ -281,5 +285,16 @@ def _configure_logging() -> None:
         # On a terminal the progress bar owns the last line: clear it first so a log line starts clean.
         log_format = CLEAR_LINE + log_format
     logging.basicConfig(level=level, format=log_format, stream=sys.stderr, force=True)
+    log_file = os.environ.get(c.LOG_FILE_ENV)
+    if log_file:
+        # The Job's log outlives the pod on the logs claim; kubectl logs keeps only the last container run.
+        try:
+            handler = logging.FileHandler(log_file, mode="a", encoding="utf-8")
+        except OSError as err:
+            raise InputError(
+                f"{c.LOG_FILE_ENV}={log_file!r} cannot be opened for appending ({err.strerror})."
+            ) from err
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
     # httpx logs every request at INFO; at 64 in flight that drowns the progress lines.
     logging.getLogger("httpx").setLevel(max(level, logging.WARNING))

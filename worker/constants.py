@@ -56,3 +56,4 @@ EXIT_ROWS_FAILED = 3  # output complete, some rows carry an error
 
 # Environment variables the worker reads.
 LOG_LEVEL_ENV = "LOG_LEVEL"
+LOG_FILE_ENV = "GRACE_LOG_FILE"  # also append the log here (the Jobs point it at the logs PVC)

@@ -65,6 +65,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 HELP = "Structured extraction: turn Experiment 1 free text into schema-valid columns, or an explicit error."
+# --deepseek-endpoint can stand in for --model-endpoint/--model-name (see resolve_arguments), so the CLI
+# must not require them; resolve_arguments names whatever is still missing.
+ENDPOINT_REQUIRED = False
 
 # DeepSeek's hosted API: the model name the Job uses and the secret's environment variable (issue 7).
 DEEPSEEK_MODEL = "deepseek-chat"
@@ -341,21 +344,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Wait up to SECONDS for --input to appear (Experiment 1 writes it atomically when complete).",
     )
     group.add_argument("--max-tokens", type=int, help="Override the study's extraction max_tokens.")
-    # --model-endpoint and --model-name are common flags that every other pipeline needs; extraction
-    # can take both from --deepseek-endpoint instead. argparse has no public way to relax a flag another
-    # function added, so the required mark is lifted on the parsed action itself; resolve_arguments()
-    # then names whatever is still missing. Two common flags also mean more here; their help says so.
-    for action in parser._actions:
-        if action.dest in {"model_endpoint", "model_name"}:
-            action.required = False
-        elif action.dest == "api_key_env":
-            action.help = (
-                f"Environment variable holding the API key (default ${DEEPSEEK_API_KEY_ENV} when set)."
-            )
-        elif action.dest == "max_retries":
-            action.help = (
-                "Re-asks per row after a bad reply, and transport retries per request (%(default)s)."
-            )
 
 
 def resolve_arguments(args: argparse.Namespace) -> None:

@@ -486,3 +486,26 @@ def test_a_server_without_a_models_list_is_still_usable(server: FakeOpenAI, tmp_
     meta = json.loads((tmp_path / "out.csv.meta.json").read_text())
     assert meta["server"]["model"] is None
     assert meta["server"]["version"] is None
+
+
+def test_the_log_is_also_appended_to_grace_log_file(
+    server: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log_file = tmp_path / "logs" / "study1-exp1-tiny.log"
+    log_file.parent.mkdir()
+    log_file.write_text("earlier attempt\n", encoding="utf-8")
+    monkeypatch.setenv("GRACE_LOG_FILE", str(log_file))
+    assert main(argv(server, tmp_path / "out.csv")) == 0
+    text = log_file.read_text(encoding="utf-8")
+    assert text.startswith("earlier attempt\n")  # a restarted pod appends, never truncates
+    assert "INFO" in text and len(text.splitlines()) > 1
+
+
+def test_an_unopenable_grace_log_file_is_one_line_exit_2(
+    server: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("GRACE_LOG_FILE", str(tmp_path / "missing-dir" / "x.log"))
+    assert main(argv(server, tmp_path / "out.csv")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "GRACE_LOG_FILE=" in err[0]
+    assert not (tmp_path / "out.csv").exists()
