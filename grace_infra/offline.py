@@ -180,7 +180,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
 
 @contextlib.contextmanager
 def _thread_event_loop() -> Iterator[None]:
-    """An event loop for the current non-main thread for the duration of a block, closed afterwards."""
+    """A current event loop for this thread during a block when it has none; closed afterwards."""
     own: asyncio.AbstractEventLoop | None = None
     try:
         asyncio.get_event_loop()
@@ -232,19 +232,21 @@ def run_offline(
     collector = _WarningCollector()
     logger.addHandler(collector)
 
-    pulumi.runtime.set_all_config(encode_config(config), secret_keys or [])
-    pulumi.runtime.set_mocks(
-        mocks, project=c.PROJECT, stack=stack, preview=True, logger=logger, monitor=monitor
-    )
-    settings = pulumi.runtime.settings.SETTINGS
-    settings.rpc_manager.clear()
-    settings.outputs.clear()
-
     def body() -> None:
         if program is not None:
             program()
         else:
             runpy.run_path(str(PROGRAM), run_name="__pulumi_program__")
 
-    _sync_await(run_pulumi_func(body))
+    # Pulumi's mock runtime is synchronous and uses the thread's current event loop; an earlier
+    # asyncio.run() in the same thread (the worker's CLI, in tests) leaves none, so bring one if needed.
+    with _thread_event_loop():
+        pulumi.runtime.set_all_config(encode_config(config), secret_keys or [])
+        pulumi.runtime.set_mocks(
+            mocks, project=c.PROJECT, stack=stack, preview=True, logger=logger, monitor=monitor
+        )
+        settings = pulumi.runtime.settings.SETTINGS
+        settings.rpc_manager.clear()
+        settings.outputs.clear()
+        _sync_await(run_pulumi_func(body))
     return OfflineRun(resources=monitor.recorded, warnings=collector.messages)

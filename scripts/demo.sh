@@ -55,7 +55,7 @@ else
     echo "== input: ../shared/data not found; using the project's fixtures in tests/fixtures"
 fi
 
-echo "== 2/3 start the tiny vLLM CPU server (about 30 s on idle cores, minutes on a busy machine)"
+echo "== 2/3 start the tiny vLLM CPU server (about 80 s on idle cores, minutes on a busy machine)"
 server_dir="$run_dir/server"
 stop_server() { "$py" scripts/tiny_vllm.py stop --workdir "$server_dir" || true; }
 trap stop_server EXIT

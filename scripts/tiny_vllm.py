@@ -51,9 +51,9 @@ MAX_LOGPROBS = 20
 STRUCTURED_OUTPUTS_CONFIG = '{"backend":"xgrammar","disable_any_whitespace":true}'
 KV_CACHE_GIB = 1  # VLLM_CPU_KVCACHE_SPACE: the CPU backend's KV cache, far more than 512 tokens need
 
-# Measured: /health answers 25-35 s after start on 2 idle cores, but 100-260 s on the same cores
-# shared with other test runs (load average 5-9). A crash is caught at once (the process exits),
-# so a generous deadline only delays reporting a server that hangs while loading.
+# Measured here: /health answers ~65 s after start on 2 idle cores (issue 8 quotes 25-35 s), and
+# 100-260 s on the same cores shared with other test runs (load average 5-9). A crash is caught
+# at once (the process exits), so a generous deadline only delays reporting a server that hangs.
 DEFAULT_START_TIMEOUT_S = 600.0
 HEALTH_POLL_S = 0.5
 STOP_GRACE_S = 20.0  # SIGTERM stops it in ~4 s; SIGKILL after this

@@ -31,7 +31,7 @@ from worker.errors import InputError
 from worker.options import ClientOptions, RunOptions, api_key_from_env
 from worker.runner import report_fatal, run_pipeline
 
-__all__ = ["SUBCOMMANDS", "add_common_arguments", "main", "run_options"]
+__all__ = ["SUBCOMMANDS", "add_common_arguments", "main", "parse_subcommand", "run_options"]
 
 log = logging.getLogger(__name__)
 
@@ -191,20 +191,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def parse_subcommand(argv: Sequence[str]) -> tuple[ModuleType, argparse.Namespace]:
+    """Parse `<subcommand> <flags>` exactly as `python -m worker` does (the Job tests use it too).
+
+    Raises UsageError or InputError with one sentence on a bad command line.
+    """
+    command = argv[0] if argv and argv[0] in SUBCOMMANDS else ""
+    if not command:
+        _top_level(list(argv))
+    module = _import(command)
+    parser = _Parser(prog=f"python -m worker {command}", description=getattr(module, "HELP", None))
+    add_common_arguments(parser, endpoint_required=getattr(module, "ENDPOINT_REQUIRED", True))
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    # Optional hook (issue 7): a pipeline may fill common flags from its own before they are validated,
+    # e.g. extract's --deepseek-endpoint standing in for --model-endpoint.
+    if hasattr(module, "resolve_arguments"):
+        module.resolve_arguments(args)
+    return module, args
+
+
 def _run_one(argv: list[str]) -> int:
     command = argv[0] if argv and argv[0] in SUBCOMMANDS else ""
     try:
-        if not command:
-            _top_level(argv)
-        module = _import(command)
-        parser = _Parser(prog=f"python -m worker {command}", description=getattr(module, "HELP", None))
-        add_common_arguments(parser, endpoint_required=getattr(module, "ENDPOINT_REQUIRED", True))
-        module.add_arguments(parser)
-        args = parser.parse_args(argv[1:])
-        # Optional hook (issue 7): a pipeline may fill common flags from its own before they are validated,
-        # e.g. extract's --deepseek-endpoint standing in for --model-endpoint.
-        if hasattr(module, "resolve_arguments"):
-            module.resolve_arguments(args)
+        module, args = parse_subcommand(argv)
         options = run_options(args, argv)
         pipeline = module.build(args)
     except (UsageError, InputError) as err:

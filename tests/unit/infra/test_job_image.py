@@ -12,7 +12,6 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 
@@ -123,21 +122,10 @@ def test_worker_help_lists_every_command_the_jobs_run() -> None:
     assert set(JOB_COMMANDS) <= set(choices.split(","))
 
 
-class _RaisingParser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise ValueError(message)
-
-
 def _parse_with_the_worker(argv: list[str]) -> argparse.Namespace:
-    """Parse one worker command line exactly as `python -m worker` builds its parser; run nothing."""
+    """Parse one worker command line with the worker's own CLI parsing; run nothing."""
     cli = importlib.import_module("worker.cli")
-    module = importlib.import_module(cli.SUBCOMMANDS[argv[0]])
-    parser = _RaisingParser(prog=f"python -m worker {argv[0]}")
-    cli.add_common_arguments(parser)
-    module.add_arguments(parser)
-    args = parser.parse_args(argv[1:])
-    if hasattr(module, "resolve_arguments"):
-        module.resolve_arguments(args)
+    _module, args = cli.parse_subcommand(argv)
     return args
 
 

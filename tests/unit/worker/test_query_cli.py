@@ -498,7 +498,8 @@ def test_the_log_is_also_appended_to_grace_log_file(
     assert main(argv(server, tmp_path / "out.csv")) == 0
     text = log_file.read_text(encoding="utf-8")
     assert text.startswith("earlier attempt\n")  # a restarted pod appends, never truncates
-    assert "INFO" in text and len(text.splitlines()) > 1
+    assert "INFO" in text
+    assert len(text.splitlines()) > 1
 
 
 def test_an_unopenable_grace_log_file_is_one_line_exit_2(
@@ -507,5 +508,6 @@ def test_an_unopenable_grace_log_file_is_one_line_exit_2(
     monkeypatch.setenv("GRACE_LOG_FILE", str(tmp_path / "missing-dir" / "x.log"))
     assert main(argv(server, tmp_path / "out.csv")) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "GRACE_LOG_FILE=" in err[0]
+    assert len(err) == 1
+    assert "GRACE_LOG_FILE=" in err[0]
     assert not (tmp_path / "out.csv").exists()
