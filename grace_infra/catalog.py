@@ -77,6 +77,14 @@ class ModelSpec(BaseModel):
             "read at the answer and not at the first reasoning token."
         ),
     )
+    reasoning_tokens: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Tokens a reasoning model spends before it answers (gpt-oss's analysis channel). The Jobs add "
+            "them to the study's max_tokens for exp1 and extraction, or the answer would be cut off."
+        ),
+    )
     load_budget_s: int = Field(
         gt=0, description="Seconds the server may take to load weights from Ceph before it is restarted."
     )
@@ -88,6 +96,9 @@ class ModelSpec(BaseModel):
 # gpt-oss speaks the harmony format: the model first writes an analysis channel; the answer starts
 # after this header (https://cookbook.openai.com/articles/openai-harmony).
 HARMONY_FINAL_PREFIX = "<|channel|>final<|message|>"
+# Room for gpt-oss's analysis channel before the final answer. Its default reasoning effort ("medium")
+# commonly writes a few hundred to about a thousand tokens for a short question; 2048 leaves headroom.
+GPT_OSS_REASONING_TOKENS = 2048
 
 # gpt-oss on A100 (Ampere: no native MXFP4, no FlashAttention 3): vLLM's gpt-oss recipe runs it with the
 # TRITON_ATTN backend (the one with attention-sink support there) and Marlin MXFP4 MoE kernels. Pinning the
@@ -127,6 +138,7 @@ CATALOG: dict[str, ModelSpec] = {
             head_dim=64, gpus=1, tensor_parallel_size=1, dtype=Dtype.AUTO, max_model_len=8192,
             weights_pvc_gi=15, cpu_request=6, memory_request_gi=48, load_budget_s=900, throughput_rps=10,
             answer_prefix=HARMONY_FINAL_PREFIX, extra_args=GPT_OSS_AMPERE_ARGS,
+            reasoning_tokens=GPT_OSS_REASONING_TOKENS,
         ),
         ModelSpec(
             key="gpt-oss-120b", hf_repo="openai/gpt-oss-120b", gated=False,
@@ -134,6 +146,7 @@ CATALOG: dict[str, ModelSpec] = {
             head_dim=64, gpus=2, tensor_parallel_size=2, dtype=Dtype.AUTO, max_model_len=8192,
             weights_pvc_gi=70, cpu_request=8, memory_request_gi=96, load_budget_s=1800, throughput_rps=4,
             answer_prefix=HARMONY_FINAL_PREFIX, extra_args=GPT_OSS_AMPERE_ARGS,
+            reasoning_tokens=GPT_OSS_REASONING_TOKENS,
         ),
     )
 }

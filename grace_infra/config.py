@@ -195,6 +195,7 @@ class ModelConfig(_Section):
     extra_args: tuple[str, ...] | None = _override("extra_args")
     extra_env: dict[str, str] | None = _override("extra_env")
     answer_prefix: str | None = _override("answer_prefix")
+    reasoning_tokens: int | None = _override("reasoning_tokens", ge=0)
     load_budget_s: int | None = _override("load_budget_s", gt=0)
     throughput_rps: float | None = _override("throughput_rps", gt=0)
 

@@ -29,6 +29,7 @@ from grace_infra.studies import (
     input_pod_path,
     load_study_bundle,
     schema_pod_path,
+    study_max_tokens,
     study_pod_path,
 )
 
@@ -191,6 +192,12 @@ def worker_args(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> l
         if cell.model.answer_prefix:
             # gpt-oss: read the probability at the final-channel answer, not the first reasoning token.
             args += ["--answer-prefix", cell.model.answer_prefix]
+    budget = study_max_tokens(study, experiment, bundle)
+    on_model = experiment is Experiment.EXP1 or (structured and config.jobs.deepseek_endpoint is None)
+    if on_model and cell.model.reasoning_tokens and budget is not None:
+        # A reasoning model (gpt-oss) writes its analysis channel first, inside the same max_tokens:
+        # without the extra room the study's short budget ends before the answer starts.
+        args += ["--max-tokens", str(budget + cell.model.reasoning_tokens)]
     if structured:
         if bundle.has(schema_pod_path(study)):
             args += ["--schema", str(schema_pod_path(study))]

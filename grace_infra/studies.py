@@ -218,6 +218,16 @@ def requests_per_row(study: Study, bundle: StudyBundle) -> RequestsPerRow:
     return RequestsPerRow(counts, "default")
 
 
+def study_max_tokens(study: Study, experiment: Experiment, bundle: StudyBundle) -> int | None:
+    """The completion budget the study file sets for exp1 (`generation`) or extraction
+    (`extraction.generation`), or None when the file does not set one."""
+    definition = bundle.definitions.get(study) or {}
+    section = definition.get("extraction") if experiment is Experiment.STRUCTURED else definition
+    generation = section.get("generation") if isinstance(section, Mapping) else None
+    value = generation.get("max_tokens") if isinstance(generation, Mapping) else None
+    return value if isinstance(value, int) else None
+
+
 def study_rows(study: Study, config: GraceConfig, bundle: StudyBundle) -> tuple[int, str]:
     """Rows of a study's CSV and where the number came from (local file, config, or published count)."""
     if study in bundle.input_rows:

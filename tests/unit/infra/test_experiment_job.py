@@ -18,7 +18,7 @@ import yaml
 
 from grace_infra import constants as c
 from grace_infra import model_server
-from grace_infra.catalog import HARMONY_FINAL_PREFIX
+from grace_infra.catalog import GPT_OSS_REASONING_TOKENS, HARMONY_FINAL_PREFIX
 from grace_infra.config import Experiment, GraceConfig, Study
 from grace_infra.errors import ConfigError
 from grace_infra.experiment_job import TYPE_TOKEN, job_manifest
@@ -148,6 +148,18 @@ def test_exp2_command_reads_at_the_harmony_answer_for_gpt_oss(nrp_run: OfflineRu
     assert args[args.index("--answer-prefix") + 1] == HARMONY_FINAL_PREFIX
     gemma = worker(jobs_of(nrp_run)["study2-exp2-gemma-2-2b"])["args"]
     assert "--answer-prefix" not in gemma
+
+
+def test_reasoning_models_get_room_to_think_before_answering(nrp_run: OfflineRun) -> None:
+    # gpt-oss writes its analysis channel inside max_tokens: the study's budget plus the catalog's
+    # reasoning budget; exp2 reads log-probs at the answer and generates nothing, so it gets no flag.
+    jobs = jobs_of(nrp_run)
+    exp1 = worker(jobs["study2-exp1-gpt-oss-20b"])["args"]
+    assert exp1[exp1.index("--max-tokens") + 1] == str(16 + GPT_OSS_REASONING_TOKENS)
+    extract = worker(jobs["structured-output-study1-gpt-oss-120b"])["args"]
+    assert extract[extract.index("--max-tokens") + 1] == str(160 + GPT_OSS_REASONING_TOKENS)
+    assert "--max-tokens" not in worker(jobs["study1-exp2-gpt-oss-20b"])["args"]
+    assert "--max-tokens" not in worker(jobs["study1-exp1-gemma-2-2b"])["args"]
 
 
 def test_exp2_asks_the_study_questions_not_the_generic_tokens(tmp_path: Path) -> None:
