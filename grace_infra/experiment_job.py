@@ -13,7 +13,6 @@ it and moves on; the worker itself waits for its server's /health and for its in
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +24,7 @@ from grace_infra import constants as c
 from grace_infra import model_server, naming
 from grace_infra.config import GraceConfig
 from grace_infra.matrix import JobKind, PlannedJob
-from grace_infra.sizing import ContainerResources
+from grace_infra.sizing import ContainerResources, cpu_limit_within
 from grace_infra.studies import StudyBundle
 
 __all__ = [
@@ -82,7 +81,7 @@ def worker_resources(config: GraceConfig) -> ContainerResources:
     jobs = config.jobs
     return ContainerResources(
         cpu_request=jobs.cpu_request,
-        cpu_limit=math.floor(jobs.cpu_request * c.WORKER_CPU_LIMIT_RATIO * 1000) / 1000,
+        cpu_limit=cpu_limit_within(jobs.cpu_request, c.WORKER_CPU_LIMIT_RATIO),
         memory_request_gi=jobs.memory_request_gi,
         memory_limit_gi=jobs.memory_request_gi,
         gpus=0,

@@ -37,6 +37,14 @@ class ContainerResources:
         return {"requests": requests, "limits": limits}
 
 
+def cpu_limit_within(request_cores: float, ratio: float) -> float:
+    """The largest whole-millicore CPU limit <= ratio x request.
+
+    Rounds to whole millicores before flooring: 6 * 1.2 * 1000 is 7199.999... in binary floating point.
+    """
+    return math.floor(round(request_cores * ratio * 1000, 6)) / 1000
+
+
 def model_server_resources(model: ServedModel, gpu: GpuConfig) -> ContainerResources:
     """The vLLM container of one model.
 
@@ -44,10 +52,9 @@ def model_server_resources(model: ServedModel, gpu: GpuConfig) -> ContainerResou
     bursts) and memory (weight loading peaks), rounded down so the ratio never exceeds 1.2.
     """
     ratio = c.NRP_LIMIT_TO_REQUEST_MAX_RATIO
-    # Round to whole millicores before flooring: 6 * 1.2 * 1000 is 7199.999... in binary floating point.
     return ContainerResources(
         cpu_request=model.cpu_request,
-        cpu_limit=math.floor(round(model.cpu_request * ratio * 1000, 6)) / 1000,
+        cpu_limit=cpu_limit_within(model.cpu_request, ratio),
         memory_request_gi=model.memory_request_gi,
         memory_limit_gi=math.floor(model.memory_request_gi * ratio),
         gpus=model.gpus,
