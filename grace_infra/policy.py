@@ -24,7 +24,10 @@ from grace_infra import quantities
 from grace_infra.catalog import ServingMode
 from grace_infra.config import AccessMode, ExceptionRule, GraceConfig, ServedModel, VolumeConfig
 from grace_infra.errors import PolicyViolation
+from grace_infra.experiment_job import worker_resources
+from grace_infra.matrix import plan_jobs
 from grace_infra.sizing import GI, model_server_resources, parse_quantity
+from grace_infra.studies import StudyBundle
 
 __all__ = ["RULES", "Finding", "PolicyViolation", "Severity", "check_config", "check_secrets", "enforce"]
 
@@ -132,7 +135,8 @@ def _plain(number: Decimal) -> str:
 def quota_fits(config: GraceConfig) -> list[Finding]:
     """Persistent servers all run at once for the campaign, so together they must fit the quota.
 
-    Job-mode servers come and go with their Jobs; if they would only fit one at a time we warn.
+    Job-mode servers come and go with their Jobs: `all_pods_fit_quota` warns when everything that
+    starts at once would not fit.
     """
     quota = config.namespace.quota
     limits = {
@@ -152,7 +156,6 @@ def quota_fits(config: GraceConfig) -> list[Finding]:
 
     served = config.served_models()
     persistent = totals(m for m in served if m.serving_mode == ServingMode.PERSISTENT)
-    everything = totals(served)
     findings = []
     for what, (limit, key) in limits.items():
         if persistent[what] > limit:
@@ -160,12 +163,6 @@ def quota_fits(config: GraceConfig) -> list[Finding]:
                 "quota-exceeded", Severity.ERROR, None,
                 f"the persistent model servers request {_plain(persistent[what])} {what} together but "
                 f"grace:{key} allows {_plain(limit)}.",
-            ))
-        elif everything[what] > limit:
-            findings.append(Finding(
-                "quota-tight", Severity.WARNING, None,
-                f"all model servers at once would request {_plain(everything[what])} {what} but grace:{key} "
-                f"allows {_plain(limit)}; job-mode models must not run at the same time.",
             ))
     pvcs = len(_SHARED_VOLUMES) + len(served)
     if pvcs > quota.persistent_volume_claims:
@@ -175,6 +172,44 @@ def quota_fits(config: GraceConfig) -> list[Finding]:
             f"allows {quota.persistent_volume_claims}.",
         ))
     return findings
+
+
+def all_pods_fit_quota(config: GraceConfig) -> list[Finding]:
+    """`pulumi up` creates every experiment Job at once (none is awaited), and an extraction pod holds
+    its requests while it waits for its exp1 file. So at the start every Job pod (worker, plus the vLLM
+    sidecar in job mode) runs beside the persistent servers. Over the quota, Kubernetes refuses the
+    extra pods and the Job controller retries them later: the work queues, nothing fails; warn."""
+    quota = config.namespace.quota
+    jobs = plan_jobs(config, StudyBundle())  # the Job list does not depend on the study files' content
+    servers = [m for m in config.served_models() if m.serving_mode == ServingMode.PERSISTENT]
+    servers += [job.model for job in jobs if job.sidecar]
+    worker = worker_resources(config)
+    pods = len(servers) - sum(1 for job in jobs if job.sidecar) + len(jobs)
+    wanted = {
+        "GPUs": (Decimal(sum(m.gpus for m in servers)), Decimal(quota.requests_gpu), "requestsGpu"),
+        "CPU cores": (
+            sum((Decimal(str(m.cpu_request)) for m in servers), Decimal(0))
+            + len(jobs) * Decimal(str(worker.cpu_request)),
+            parse_quantity(quota.requests_cpu),
+            "requestsCpu",
+        ),
+        "memory GiB": (
+            Decimal(sum(m.memory_request_gi for m in servers) + len(jobs) * worker.memory_request_gi),
+            parse_quantity(quota.requests_memory) / GI,
+            "requestsMemory",
+        ),
+        "pods": (Decimal(pods), Decimal(quota.pods), "pods"),
+    }
+    return [
+        Finding(
+            "quota-queued", Severity.WARNING, None,
+            f"the {len(jobs)} experiment Jobs start together with the model servers and would request "
+            f"{_plain(total)} {what} but grace:namespace.quota.{key} allows {_plain(limit)}; the extra pods "
+            "wait until others finish.",
+        )
+        for what, (total, limit, key) in wanted.items()
+        if total > limit
+    ]
 
 
 # --- model-server rules (issue 3) go below this line ----------------------------------------------
@@ -354,6 +389,7 @@ RULES: list[Rule] = [
     many_writers_on_block_class,
     single_node_shared_volume,
     quota_fits,
+    all_pods_fit_quota,
     stateful_pod_gpus,
     pod_gpus,
     tensor_parallel_layout,

@@ -300,8 +300,8 @@ def test_persistent_servers_over_the_gpu_quota_are_refused() -> None:
 
 def test_job_mode_peak_over_the_quota_is_a_warning() -> None:
     found = check_config(parse(namespace=_quota(requestsGpu=8)))
-    assert [(f.rule, f.severity) for f in found] == [("quota-tight", Severity.WARNING)]
-    assert "11 GPUs" in found[0].message
+    assert [(f.rule, f.severity) for f in found] == [("quota-queued", Severity.WARNING)]
+    assert "would request 11 GPUs but grace:namespace.quota.requestsGpu allows 8" in found[0].message
 
 
 def test_memory_quota_is_compared_in_gib() -> None:

@@ -313,3 +313,31 @@ def test_render_exits_2_with_the_rule_sentence_and_writes_nothing(
     assert "Traceback" not in err
     assert len(err.splitlines()) == 1
     assert not out.exists()
+
+
+# --- everything that starts at once -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("quota", "expected"),
+    [
+        # nrp: 5 persistent servers + 31 Jobs (llama-3-70b's with its vLLM sidecar) all start together
+        ({"pods": 35}, "would request 36 pods but grace:namespace.quota.pods allows 35"),
+        ({"requestsCpu": "78"}, "would request 79 CPU cores but grace:namespace.quota.requestsCpu allows 78"),
+        ({"requestsGpu": 10}, "would request 11 GPUs but grace:namespace.quota.requestsGpu allows 10"),
+    ],
+)
+def test_jobs_that_would_queue_on_the_quota_are_a_warning(quota: dict[str, Any], expected: str) -> None:
+    raw = base_config()
+    raw["namespace"]["quota"].update(quota)
+    finding = only(policy.all_pods_fit_quota, GraceConfig.parse(raw))
+    assert finding.severity is Severity.WARNING
+    assert finding.message.startswith("the 31 experiment Jobs start together with the model servers")
+    assert expected in finding.message
+
+
+def test_jobs_that_just_fit_the_quota_give_no_warning() -> None:
+    raw = base_config()
+    raw["namespace"]["quota"].update({"pods": 36, "requestsCpu": "79", "requestsGpu": 11})
+    assert findings(policy.all_pods_fit_quota, GraceConfig.parse(raw)) == []
+    assert policy.all_pods_fit_quota in policy.RULES
