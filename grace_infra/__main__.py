@@ -1,5 +1,5 @@
-"""`python -m grace_infra render ...`: see grace_infra/render.py."""
+"""`python -m grace_infra <command>`: the same as the `grace` command (grace_infra/cli.py)."""
 
-from grace_infra.render import main
+from grace_infra.cli import main
 
 raise SystemExit(main())

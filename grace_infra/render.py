@@ -233,19 +233,17 @@ def write_render(rendered: Rendered, out: Path) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m grace_infra", description="Grace stack tools.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    render_cmd = commands.add_parser(
-        "render", help="Render the stack offline into manifests, resources.json and plan.json."
+    parser = argparse.ArgumentParser(
+        prog="grace render",
+        description="Render the stack offline into manifests, resources.json and plan.json.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    render_cmd.add_argument(
-        "--stack", default=c.DEFAULT_STACK, help="Reads Pulumi.<stack>.yaml (default: nrp)."
-    )
-    render_cmd.add_argument(
+    parser.add_argument("--stack", default=c.DEFAULT_STACK, help="Reads Pulumi.<stack>.yaml.")
+    parser.add_argument(
         "--config-file", action="append", type=Path, default=[], metavar="EXTRA.yaml",
         help="Extra grace:* settings replacing the stack's top-level keys; may be repeated.",
     )
-    render_cmd.add_argument("--out", required=True, type=Path, metavar="DIR", help="Output directory.")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="Output directory.")
     return parser
 
 

@@ -307,7 +307,7 @@ def test_render_exits_2_with_the_rule_sentence_and_writes_nothing(
     override = tmp_path / "persistent-llama.yaml"
     override.write_text("config:\n  grace:models:\n    - key: llama-3-70b\n")
     out = tmp_path / "out"
-    assert render.main(["render", "--stack", "nrp", "--config-file", str(override), "--out", str(out)]) == 2
+    assert render.main(["--stack", "nrp", "--config-file", str(override), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "model llama-3-70b asks for 4 GPUs in its StatefulSet pod but NRP allows at most 2" in err
     assert "Traceback" not in err

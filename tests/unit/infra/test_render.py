@@ -182,7 +182,7 @@ def test_write_refuses_a_directory_with_other_files(rendered, tmp_path: Path) ->
 def test_main_reports_a_config_error_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     extra = tmp_path / "extra.yaml"
     extra.write_text(yaml.safe_dump({"grace:models": [{"key": "gemma-2-2b", "tensorParallelSize": 2}]}))
-    assert main(["render", "--config-file", str(extra), "--out", str(tmp_path / "out")]) == 2
+    assert main(["--config-file", str(extra), "--out", str(tmp_path / "out")]) == 2
     captured = capsys.readouterr()
     assert captured.err == "error: grace:models[0].tensorParallelSize=2 must equal gpus=1\n"
     assert captured.out == ""

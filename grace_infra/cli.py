@@ -1,0 +1,44 @@
+"""`grace` (also `python -m grace_infra`): one command line for the stack's tools.
+
+Each command lives in its own module with a `main(argv) -> int` that parses only the arguments after
+the command's name; the module is imported only when its command runs, so `grace render` never imports
+the Kubernetes client and `grace status` never imports Pulumi.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+__all__ = ["COMMANDS", "main"]
+
+EXIT_USAGE = 2
+
+# command -> (module, one-line summary). The order is the order of a researcher's campaign.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "render": ("grace_infra.render", "render the stack offline: every manifest, resources.json, plan.json"),
+    "preflight": ("grace_infra.preflight", "check the live cluster against the stack before pulumi up"),
+    "status": ("grace_infra.status", "one line per planned Job and model server on the live cluster"),
+    "results": ("grace_infra.results.cli", "pull, check and report the campaign's output files"),
+}
+
+
+def _usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = ["usage: grace <command> [options]   (grace <command> --help for each)", "", "commands:"]
+    lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in {"-h", "--help"}:
+        print(_usage())
+        return 0 if args else EXIT_USAGE
+    command, rest = args[0], args[1:]
+    if command not in COMMANDS:
+        print(f"error: unknown command '{command}'; the commands are {', '.join(COMMANDS)}", file=sys.stderr)
+        return EXIT_USAGE
+    module = importlib.import_module(COMMANDS[command][0])
+    return int(module.main(rest))
