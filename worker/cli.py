@@ -101,6 +101,22 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, endpoint_required: 
         help="Seconds to wait for the server's /health before giving up (%(default)s).",
     )
     group.add_argument(
+        "--temperature",
+        type=float,
+        help="Sampling temperature (default: the study's sampling.temperature; probs: 1.0, see its help).",
+    )
+    group.add_argument(
+        "--samples",
+        type=int,
+        help="Answers per input row, one output row each (default: the study's sampling.samples_per_row).",
+    )
+    group.add_argument(
+        "--seed",
+        type=int,
+        help="Base seed; each sample's request seed derives from it, the row and the sample index "
+        "(default: the study's sampling.base_seed).",
+    )
+    group.add_argument(
         "--metrics-port",
         type=int,
         default=c.DEFAULT_METRICS_PORT,

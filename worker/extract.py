@@ -32,11 +32,13 @@ from worker.extract_backend import BackendChoice, ChatClient, detect_backend, ha
 from worker.extraction_spec import (
     ATTEMPTS_COLUMN,
     ERRORS_COLUMN,
+    METHOD_COLUMN,
     STATUS_COLUMNS,
     WARNINGS_COLUMN,
     ExtractionSpec,
     load_extraction,
 )
+from worker.reply_parser import PARSER_METHOD
 from worker.structured import (
     AttemptFailure,
     Backend,
@@ -93,6 +95,7 @@ class RowOutcome:
     """How one row ended."""
 
     fields: dict[str, Any]  # every schema field, None where the reply states nothing or on failure
+    method: str = ""  # who coded the row: "parser" or the extractor model's name; "" when nobody could
     error: str = ""  # empty on success, else the last failure as one sentence
     attempts: int = 0  # extraction requests sent for the row (each with its own transport retries)
     warnings: tuple[str, ...] = field(default=())
@@ -105,6 +108,7 @@ class RowOutcome:
         """The columns added to the Experiment 1 row, in output order."""
         return {
             **self.fields,
+            METHOD_COLUMN: self.method,
             ERRORS_COLUMN: self.error,
             ATTEMPTS_COLUMN: self.attempts,
             WARNINGS_COLUMN: WARNING_SEPARATOR.join(self.warnings),
@@ -119,16 +123,24 @@ class ExtractionPlan:
     choice: BackendChoice
     validator: Validator | None  # None with --no-validate: replies are parsed, not checked
     max_reasks: int
+    model_name: str = ""  # the extractor model, recorded in extraction_method on the rows it codes
 
     @classmethod
     def build(
-        cls, spec: ExtractionSpec, choice: BackendChoice, *, validate: bool, max_reasks: int
+        cls,
+        spec: ExtractionSpec,
+        choice: BackendChoice,
+        *,
+        validate: bool,
+        max_reasks: int,
+        model_name: str = "",
     ) -> ExtractionPlan:
         return cls(
             spec=spec,
             choice=choice,
             validator=make_validator(spec.schema) if validate else None,
             max_reasks=max_reasks,
+            model_name=model_name,
         )
 
     def request_params(self) -> dict[str, Any]:
@@ -154,12 +166,18 @@ class ExtractionPlan:
         return dict.fromkeys(self.spec.fields)
 
     async def extract(self, client: ChatClient, row: Mapping[str, str]) -> RowOutcome:
-        """Ask, judge, re-ask; raises only for a run-fatal refusal (unknown model, rejected key)."""
-        text = row.get(self.spec.section.input_column, "")
-        if not text.strip():
-            return RowOutcome(
-                self.empty_fields(), error=_no_response_error(row, self.spec.section.input_column)
-            )
+        """The parser first; otherwise ask the extractor model, judge, re-ask. Raises only for a run-fatal
+        refusal (unknown model, rejected key)."""
+        columns = self.spec.section.reply_columns
+        if not any(str(row.get(column) or "").strip() for column in columns):
+            return RowOutcome(self.empty_fields(), error=_no_response_error(row, columns))
+        parsed = self.spec.parser.code(row)
+        if parsed is not None:
+            warnings = cross_field_warnings(self.spec.section.checks, parsed)
+            return RowOutcome(parsed, method=PARSER_METHOD, warnings=tuple(warnings))
+        return await self._ask_model(client, row)
+
+    async def _ask_model(self, client: ChatClient, row: Mapping[str, str]) -> RowOutcome:
         base = self.messages(row)
         params = self.request_params()
         messages = base
@@ -192,7 +210,9 @@ class ExtractionPlan:
                     *_exp1_warnings(row),
                     *cross_field_warnings(self.spec.section.checks, verdict.fields),
                 ]
-                return RowOutcome(verdict.fields, attempts=attempts, warnings=tuple(warnings))
+                return RowOutcome(
+                    verdict.fields, method=self.model_name, attempts=attempts, warnings=tuple(warnings)
+                )
             if attempts > self.max_reasks:
                 return RowOutcome(
                     self.empty_fields(), error=_final_error(verdict, attempts), attempts=attempts
@@ -222,10 +242,11 @@ def _final_error(failure: AttemptFailure, attempts: int) -> str:
     return f"{failure.kind}: {failure.message} (after {attempts} attempt{'s' if attempts != 1 else ''})"
 
 
-def _no_response_error(row: Mapping[str, str], input_column: str) -> str:
+def _no_response_error(row: Mapping[str, str], reply_columns: tuple[str, ...]) -> str:
     # Experiment 1's own failure explains why there is nothing to extract; keep its words.
     exp1_error = str(row.get("error", "") or "").strip()
-    reason = f"Experiment 1 failed on this row: {exp1_error}" if exp1_error else f"{input_column} is empty"
+    empty = f"{' and '.join(reply_columns)} {'is' if len(reply_columns) == 1 else 'are'} empty"
+    reason = f"Experiment 1 failed on this row: {exp1_error}" if exp1_error else empty
     return f"no_response: nothing to extract ({reason})"
 
 
@@ -234,6 +255,9 @@ class ExtractPipeline:
 
     name = "extract"
     error_column = ERRORS_COLUMN
+    # One coding per Experiment 1 row: each of that file's rows is already one sample of the studied model,
+    # and a coder that answered differently on a second try would be measuring itself.
+    samples_per_row = 1
 
     def __init__(
         self,
@@ -243,15 +267,18 @@ class ExtractPipeline:
         requested_backend: Backend | None,
         validate: bool,
         max_reasks: int,
+        base_seed: int = 0,
     ) -> None:
         self.spec = spec
+        self.base_seed = base_seed
         self.model_name = model_name
         self.requested_backend = requested_backend
         self.validate = validate
         self.max_reasks = max_reasks
-        # The response column first, so a missing one is named first; then the prompt's other columns.
-        others = sorted(spec.row_columns - {spec.section.input_column})
-        self.required_columns: tuple[str, ...] = (spec.section.input_column, *others)
+        # The reply columns first, so a missing one is named first; then the prompt's other columns.
+        replies = spec.section.reply_columns
+        others = sorted(spec.row_columns - set(replies))
+        self.required_columns: tuple[str, ...] = (*replies, *others)
         self.output_columns: tuple[str, ...] = (*spec.fields, *STATUS_COLUMNS)
         self._plan: ExtractionPlan | None = None
 
@@ -266,7 +293,8 @@ class ExtractPipeline:
         return {
             "study": self.spec.study.name,
             "model_name": self.model_name,
-            "input_column": section.input_column,
+            "reply_columns": list(section.reply_columns),
+            "parser": [rule.model_dump() for rule in section.parser],
             "schema_file": str(self.spec.schema_file),
             "schema_sha256": self.spec.schema_sha256,
             "prompt": section.prompt.model_dump(),
@@ -296,7 +324,7 @@ class ExtractPipeline:
                 "extract: no example object for the %s prompt (--schema replaced the study's)", choice.backend
             )
         self._plan = ExtractionPlan.build(
-            self.spec, choice, validate=self.validate, max_reasks=self.max_reasks
+            self.spec, choice, validate=self.validate, max_reasks=self.max_reasks, model_name=self.model_name
         )
 
     async def process(self, row_index: int, row: Mapping[str, str], client: ModelClient) -> dict[str, Any]:
@@ -378,11 +406,22 @@ def build(args: argparse.Namespace) -> ExtractPipeline:
     study_file = resolve_study_path(args.study)
     study = load_study(str(study_file))
     spec = load_extraction(study, study_file, args.schema)
+    if args.samples is not None and args.samples != 1:
+        raise InputError(
+            f"--samples {args.samples}: extraction codes each Experiment 1 row once (each of its rows is "
+            "already one sample); use 1."
+        )
+    updates: dict[str, Any] = {}
     if args.max_tokens is not None:
         if args.max_tokens <= 0:
             raise InputError(f"--max-tokens {args.max_tokens}: must be a positive number of tokens.")
-        generation = spec.section.generation.model_copy(update={"max_tokens": args.max_tokens})
-        spec = spec.with_generation(generation)
+        updates["max_tokens"] = args.max_tokens
+    if args.temperature is not None:
+        if args.temperature < 0:
+            raise InputError(f"--temperature {args.temperature:g}: must be 0 or more.")
+        updates["temperature"] = args.temperature
+    if updates:
+        spec = spec.with_generation(spec.section.generation.model_copy(update=updates))
     wait_for_input(args.input, args.wait_for_input)
     return ExtractPipeline(
         spec,
@@ -390,6 +429,7 @@ def build(args: argparse.Namespace) -> ExtractPipeline:
         requested_backend=None if args.backend == AUTO_BACKEND else Backend(args.backend),
         validate=args.validate,
         max_reasks=args.max_retries,
+        base_seed=study.sampling.base_seed if args.seed is None else args.seed,
     )
 
 

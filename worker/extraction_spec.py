@@ -1,10 +1,11 @@
 """The `extraction:` section of a study file, validated, with its schema loaded: what `worker extract` does.
 
     extraction:
-      input_column: model_response        # the Experiment 1 column holding the free text
+      reply_columns: [model_response]     # the Experiment 1 columns holding the model's replies
       schema: ../schemas/study1_schema.json   # relative to the study file (same layout in the pod)
       prompt: {system: ..., user: ...}    # `{column}` placeholders over the Experiment 1 row
       example: {...}                      # one valid object, shown to servers that cannot enforce the schema
+      parser: [{column: ..., pattern: ..., fields: {...}}]   # worker.reply_parser: codes exact-format replies
       generation: {max_tokens: 160, temperature: 0.0}
       checks: [{kind: sum, fields: [...], total: 100, tolerance: 1}]
 
@@ -24,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from worker.errors import InputError
+from worker.reply_parser import ParseRule, ReplyParser
 from worker.structured import SumCheck, check_schema, make_validator, schema_fields, schema_violations
 from worker.studies import GenerationParams, PromptTemplate, Study
 
@@ -36,7 +38,9 @@ DEFAULT_INPUT_COLUMN = "model_response"
 ERRORS_COLUMN = "extraction_errors"
 ATTEMPTS_COLUMN = "extraction_attempts"
 WARNINGS_COLUMN = "extraction_warnings"
-STATUS_COLUMNS = (ERRORS_COLUMN, ATTEMPTS_COLUMN, WARNINGS_COLUMN)
+# Which coder coded the row: "parser" (worker.reply_parser) or the extractor model's name.
+METHOD_COLUMN = "extraction_method"
+STATUS_COLUMNS = (METHOD_COLUMN, ERRORS_COLUMN, ATTEMPTS_COLUMN, WARNINGS_COLUMN)
 
 
 class ExtractionSection(BaseModel):
@@ -44,8 +48,10 @@ class ExtractionSection(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    input_column: str = Field(
-        default=DEFAULT_INPUT_COLUMN, min_length=1, description="Experiment 1 column with the free text."
+    reply_columns: tuple[str, ...] = Field(
+        default=(DEFAULT_INPUT_COLUMN,),
+        min_length=1,
+        description="Experiment 1 columns holding the model's replies (one per question turn).",
     )
     schema_path: str = Field(
         alias="schema", min_length=1, description="JSON Schema file, relative to the study file."
@@ -61,11 +67,18 @@ class ExtractionSection(BaseModel):
         description="Sampling for extraction; greedy by default so a rerun extracts the same values.",
     )
     checks: tuple[SumCheck, ...] = Field(default=(), description="Cross-field rules, reported as warnings.")
+    parser: tuple[ParseRule, ...] = Field(
+        default=(), description="Rules coding replies in the study's own format without a model."
+    )
 
     @model_validator(mode="after")
-    def _prompt_shows_the_response(self) -> ExtractionSection:
-        if self.input_column not in self.prompt.columns:
-            raise ValueError(f"the prompt never shows {{{self.input_column}}}, the text to extract from")
+    def _prompt_shows_the_replies(self) -> ExtractionSection:
+        for column in self.reply_columns:
+            if column not in self.prompt.columns:
+                raise ValueError(f"the prompt never shows {{{column}}}, a reply to extract from")
+        for number, rule in enumerate(self.parser):
+            if rule.column not in self.reply_columns:
+                raise ValueError(f"parser.{number}.column {rule.column!r} is not one of reply_columns")
         return self
 
 
@@ -79,6 +92,7 @@ class ExtractionSpec:
     schema_file: Path
     schema_sha256: str
     example: dict[str, Any] | None
+    parser: ReplyParser
 
     def with_generation(self, generation: GenerationParams) -> ExtractionSpec:
         """The same spec with other sampling parameters (a command-line override)."""
@@ -98,8 +112,9 @@ class ExtractionSpec:
     def render(self, row: dict[str, str]) -> list[dict[str, str]]:
         """The extraction messages for one row. Study columns get the study's text clean-up (the survey's
         <br>); the model's response is shown exactly as Experiment 1 recorded it."""
+        replies = set(self.section.reply_columns)
         values = {
-            column: row[column] if column == self.section.input_column else self.study.clean(row[column])
+            column: row[column] if column in replies else self.study.clean(row[column])
             for column in self.row_columns
         }
         prompt = self.section.prompt
@@ -160,7 +175,14 @@ def load_extraction(study: Study, study_file: Path, schema_override: Path | None
             raise InputError(
                 f"{where}.checks.{number}.fields: {', '.join(unknown)} is not a property of {schema_file}."
             )
-    overlap = sorted(set(schema["properties"]) & (set(study.required_columns) | {section.input_column}))
+    try:
+        parser = ReplyParser(section.parser, schema, make_validator(schema))
+    except ValueError as err:
+        if schema_override is None:
+            raise InputError(f"{where}.parser: {err} ({schema_file}).") from err
+        # A replacement schema with other fields: the study's rules cannot code it; the model codes all.
+        parser = ReplyParser((), schema, make_validator(schema))
+    overlap = sorted(set(schema["properties"]) & (set(study.required_columns) | set(section.reply_columns)))
     if overlap:
         raise InputError(
             f"{what} {schema_file}: property {', '.join(overlap)} would overwrite an Experiment 1 column."
@@ -172,4 +194,5 @@ def load_extraction(study: Study, study_file: Path, schema_override: Path | None
         schema_file=schema_file,
         schema_sha256=digest,
         example=example,
+        parser=parser,
     )

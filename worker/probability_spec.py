@@ -21,10 +21,12 @@ from worker.studies import Study, template_fields
 
 __all__ = [
     "ColumnNames",
+    "Marginal",
     "OptionSpec",
     "ProbabilitySection",
     "Question",
     "QuestionSpec",
+    "consistency_for",
     "expand_questions",
     "generic_question",
     "option_label",
@@ -106,6 +108,34 @@ class QuestionSpec(BaseModel):
         return self
 
 
+class MarginalSpec(BaseModel):
+    """A marginal of one question's distribution, written beside a separately asked question.
+
+    Study 2 asks the frame and the assessment on their own and also asks for the whole sentence; summing
+    the sentence probabilities per frame (per assessment) gives what the joint implies for the separately
+    asked question, so an analysis can see whether the model's answers agree with each other.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    name: str = Field(min_length=1, description="Name of the marginal, for messages.")
+    source: str = Field(alias="from", description="The question whose distribution is summed.")
+    compare_with: str | None = Field(
+        default=None, description="The separately asked question these marginals correspond to."
+    )
+    groups: dict[str, tuple[str, ...]] = Field(
+        min_length=2, description="Marginal label -> option labels of `from` summed into it."
+    )
+    column: str = Field(description="Output column per marginal label; must contain {label}.")
+
+    @field_validator("column")
+    @classmethod
+    def _column_has_label(cls, name: str) -> str:
+        if "label" not in template_fields(name):
+            raise ValueError(f"consistency column {name!r} must contain {{label}}")
+        return name
+
+
 class ProbabilitySection(BaseModel):
     """A study file's `probability:` section."""
 
@@ -113,6 +143,53 @@ class ProbabilitySection(BaseModel):
 
     system: str | None = Field(default=None, description="System message of every question.")
     questions: tuple[QuestionSpec, ...] = Field(min_length=1, description="The questions asked per row.")
+    consistency: tuple[MarginalSpec, ...] = Field(
+        default=(), description="Marginals of one question's distribution, as consistency columns."
+    )
+
+
+@dataclass(frozen=True)
+class Marginal:
+    """A resolved marginal: which question it sums, and the column of each marginal label."""
+
+    name: str
+    source: str  # question name
+    groups: dict[str, tuple[str, ...]]  # marginal label -> source option labels
+    columns: dict[str, str]  # marginal label -> output column
+
+    def values(self, normalised: Mapping[str, float]) -> dict[str, float]:
+        """The marginal probabilities from the source question's renormalised distribution."""
+        return {
+            self.columns[label]: sum(normalised[option] for option in options)
+            for label, options in self.groups.items()
+        }
+
+
+def marginals_for(section: ProbabilitySection, questions: Sequence[Question]) -> list[Marginal]:
+    """The section's consistency marginals, checked against the questions they sum."""
+    by_name = {question.name: question for question in questions}
+    marginals = []
+    for spec in section.consistency:
+        source = by_name.get(spec.source)
+        if source is None:
+            raise InputError(
+                f"probability.consistency {spec.name!r}: from {spec.source!r} is not a question."
+            )
+        if spec.compare_with is not None and spec.compare_with not in by_name:
+            raise InputError(
+                f"probability.consistency {spec.name!r}: compare_with {spec.compare_with!r} "
+                "is not a question."
+            )
+        listed = [option for options in spec.groups.values() for option in options]
+        labels = set(source.prob_columns)
+        if sorted(listed) != sorted(labels):
+            raise InputError(
+                f"probability.consistency {spec.name!r}: the groups must list every option of "
+                f"{spec.source!r} exactly once ({', '.join(sorted(labels))})."
+            )
+        columns = {label: spec.column.format(label=label) for label in spec.groups}
+        marginals.append(Marginal(spec.name, spec.source, dict(spec.groups), columns))
+    return marginals
 
 
 def option_label(text: str) -> str:
@@ -247,6 +324,20 @@ def questions_for(study: Study, tokens: Sequence[str] | None) -> list[Question]:
     """The questions a run asks: --tokens' generic one, else the study's probability section."""
     if tokens:
         return [generic_question(tokens, study)]
+    return expand_questions(probability_section(study), study.required_columns)
+
+
+def consistency_for(
+    study: Study, questions: Sequence[Question], tokens: Sequence[str] | None
+) -> list[Marginal]:
+    """The consistency marginals of a run (none with --tokens, which replaces the study's questions)."""
+    if tokens:
+        return []
+    return marginals_for(probability_section(study), questions)
+
+
+def probability_section(study: Study) -> ProbabilitySection:
+    """The study's `probability:` section, validated; InputError naming the key otherwise."""
     if study.probability is None:
         raise InputError(
             f"study {study.name} has no probability: section; add one or pass --tokens with the options."
@@ -257,4 +348,4 @@ def questions_for(study: Study, tokens: Sequence[str] | None) -> list[Question]:
         first = err.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "(top level)"
         raise InputError(f"study {study.name}: probability.{where}: {first['msg']}.") from err
-    return expand_questions(section, study.required_columns)
+    return section

@@ -46,7 +46,7 @@ from worker import logprobs as lp
 from worker.client import ModelClient
 from worker.errors import InputError, RequestRejected, ResponseError, RowFailure, WorkerError
 from worker.option_tokens import OptionPlan, VariantPolicy, plan_options, surface_variants
-from worker.probability_spec import OptionSpec, Question, questions_for
+from worker.probability_spec import Marginal, OptionSpec, Question, consistency_for, questions_for
 from worker.runner import DEFAULT_ERROR_COLUMN
 from worker.studies import Study, load_study
 
@@ -70,6 +70,8 @@ MAX_REQUESTED_TOKEN_IDS = 128
 # A short fixed conversation whose rendering shows what the chat template puts before the answer.
 PROBE_USER_MESSAGE = "Answer with one word."
 ENTROPY_UNIT = "bits"
+# The served model that was scored, first among the added columns as in every pipeline's output.
+MODEL_NAME_COLUMN = "model_name"
 
 
 class Method(StrEnum):
@@ -161,10 +163,24 @@ class ProbsPipeline:
     name = "probs"
     error_column = DEFAULT_ERROR_COLUMN
 
-    def __init__(self, study: Study, questions: Sequence[Question], config: ProbsConfig) -> None:
+    # Scoring reads the log-probabilities of fixed options after a fixed prompt: nothing is sampled, so
+    # every sample of a row would be the same numbers. One sample per row, whatever the study's setting.
+    samples_per_row = 1
+
+    def __init__(
+        self,
+        study: Study,
+        questions: Sequence[Question],
+        config: ProbsConfig,
+        *,
+        marginals: Sequence[Marginal] = (),
+        base_seed: int = 0,
+    ) -> None:
         self.study = study
         self.questions = list(questions)
+        self.marginals = list(marginals)
         self.config = config
+        self.base_seed = base_seed
         # Learned from the server in prepare(); recorded in the meta file.
         self._tokenize_available = True
         self._prefix_ids: tuple[int, ...] = ()
@@ -181,7 +197,9 @@ class ProbsPipeline:
     @property
     def output_columns(self) -> list[str]:
         return [
+            MODEL_NAME_COLUMN,
             *(column for question in self.questions for column in question.output_columns),
+            *(column for marginal in self.marginals for column in marginal.columns.values()),
             DEFAULT_ERROR_COLUMN,
         ]
 
@@ -203,6 +221,10 @@ class ProbsPipeline:
                     "options": [o.model_dump(exclude_none=True) for o in q.options],
                 }
                 for q in self.questions
+            ],
+            "consistency": [
+                {"name": m.name, "from": m.source, "groups": {k: list(v) for k, v in m.groups.items()}}
+                for m in self.marginals
             ],
         }
 
@@ -260,7 +282,8 @@ class ProbsPipeline:
         results = await asyncio.gather(
             *(self._ask(q, values, client) for q in self.questions), return_exceptions=True
         )
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = {MODEL_NAME_COLUMN: client.options.model_name}
+        normalised: dict[str, dict[str, float]] = {}
         for question, result in zip(self.questions, results, strict=True):
             if isinstance(result, RequestRejected) and result.fatal:
                 raise result
@@ -270,6 +293,9 @@ class ProbsPipeline:
             if isinstance(result, BaseException):
                 raise result
             out.update(result.columns(question))
+            normalised[question.name] = lp.distribution(result.option_logprobs).normalised
+        for marginal in self.marginals:
+            out.update(marginal.values(normalised[marginal.source]))
         return out
 
     # -- one question --
@@ -575,13 +601,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"Top candidates read by the first-token method (1-{MAX_TOP_LOGPROBS}, vLLM's cap).",
     )
     parser.add_argument(
-        "--temperature",
-        type=float,
-        default=DEFAULT_TEMPERATURE,
-        help="Sent with each request; vLLM's log-probabilities are raw by default, so it usually does not "
-        "change them (the meta file records what the server did).",
-    )
-    parser.add_argument(
         "--answer-prefix",
         default="",
         help="Text appended after the chat template's generation prompt, before the answer "
@@ -603,11 +622,18 @@ def build(args: argparse.Namespace) -> ProbsPipeline:
         tokens = tuple(t for t in (part.strip() for part in args.tokens.split(",")) if t)
         if len(tokens) < 2:
             raise InputError(f"--tokens {args.tokens!r}: give at least two comma-separated options.")
+    if args.samples is not None and args.samples != 1:
+        raise InputError(
+            f"--samples {args.samples}: probs reads the log-probabilities of fixed options after a fixed "
+            "prompt and samples nothing, so every sample would be the same numbers; use 1."
+        )
     try:
         config = ProbsConfig(
             method=Method(args.method),
             top_logprobs=args.logprobs,
-            temperature=args.temperature,
+            # The study's sampling temperature is for generating answers; scoring sends 1.0 unless asked,
+            # the value under which vLLM's raw and processed log-probabilities agree.
+            temperature=DEFAULT_TEMPERATURE if args.temperature is None else args.temperature,
             answer_prefix=args.answer_prefix,
             variants=VariantPolicy(args.variants),
         )
@@ -617,4 +643,11 @@ def build(args: argparse.Namespace) -> ProbsPipeline:
             str(first["loc"][0]) if first["loc"] else "", "probs"
         )
         raise InputError(f"{flag} {first.get('input')!r}: {first['msg']}.") from err
-    return ProbsPipeline(study, questions_for(study, tokens), config)
+    questions = questions_for(study, tokens)
+    return ProbsPipeline(
+        study,
+        questions,
+        config,
+        marginals=consistency_for(study, questions, tokens),
+        base_seed=study.sampling.base_seed if args.seed is None else args.seed,
+    )

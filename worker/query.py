@@ -19,7 +19,7 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from worker.client import ModelClient, Reply
 from worker.errors import InputError, RequestRejected, ResponseError, RetryableError, RowFailure
 from worker.runner import DEFAULT_ERROR_COLUMN
-from worker.studies import GenerationParams, Study, load_study
+from worker.studies import GenerationParams, SamplingSettings, Study, load_study, sampling_settings
 
 __all__ = ["HELP", "OUTPUT_COLUMNS", "QueryPipeline", "add_arguments", "build"]
 
@@ -51,22 +51,17 @@ OUTPUT_COLUMNS = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("query options (override the study's generation parameters)")
     group.add_argument("--max-tokens", type=int, help="Completion token budget per row.")
-    group.add_argument("--temperature", type=float, help="Sampling temperature.")
-    group.add_argument("--seed", type=int, help="Sampling seed.")
 
 
 def build(args: argparse.Namespace) -> QueryPipeline:
     study = load_study(args.study)
-    overrides = {
-        name: value
-        for name, value in (
-            ("max_tokens", args.max_tokens),
-            ("temperature", args.temperature),
-            ("seed", args.seed),
-        )
-        if value is not None
-    }
-    return QueryPipeline(study=study, generation=_with_overrides(study.generation, overrides))
+    sampling = sampling_settings(study, args)
+    overrides: dict[str, Any] = {"temperature": sampling.temperature}
+    if args.max_tokens is not None:
+        overrides["max_tokens"] = args.max_tokens
+    return QueryPipeline(
+        study=study, generation=_with_overrides(study.generation, overrides), sampling=sampling
+    )
 
 
 def _with_overrides(generation: GenerationParams, overrides: Mapping[str, Any]) -> GenerationParams:
@@ -84,6 +79,7 @@ class QueryPipeline:
 
     study: Study
     generation: GenerationParams
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
 
     name = "query"
     output_columns = OUTPUT_COLUMNS
@@ -92,6 +88,14 @@ class QueryPipeline:
     @property
     def required_columns(self) -> tuple[str, ...]:
         return self.study.required_columns
+
+    @property
+    def samples_per_row(self) -> int:
+        return self.sampling.samples_per_row
+
+    @property
+    def base_seed(self) -> int:
+        return self.sampling.base_seed
 
     @cached_property
     def request_params(self) -> dict[str, Any]:
@@ -109,6 +113,7 @@ class QueryPipeline:
             "prompt": prompt,
             "text_replacements": dict(self.study.text_replacements),
             "generation": self.generation.request_params(),
+            "sampling": self.sampling.model_dump(),
         }
 
     async def prepare(self, client: ModelClient) -> None:

@@ -19,7 +19,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from worker import constants as c
 from worker.errors import InputError
 
-__all__ = ["GenerationParams", "PromptTemplate", "Study", "load_study", "study_search_path"]
+__all__ = [
+    "Deviation",
+    "GenerationParams",
+    "PromptTemplate",
+    "SamplingSettings",
+    "Study",
+    "load_study",
+    "sampling_settings",
+    "study_search_path",
+]
 
 # The repository's studies, for runs from a checkout.
 REPO_STUDIES_DIR = Path(__file__).resolve().parent.parent / "jobs" / "studies"
@@ -74,6 +83,38 @@ class GenerationParams(BaseModel):
         return params
 
 
+class SamplingSettings(BaseModel):
+    """How many answers each row gets and how they are drawn: a property of the study's design.
+
+    A study repeats prompts (Study 1's 300 rows are 36 distinct prompts, Study 2's 2,424 are 2,046), so
+    at temperature 0 the repeats are copies of one answer and a test over rows counts them as independent.
+    Sampling every row several times at a temperature above 0, each sample with its own derived seed,
+    gives answers that really vary and stay reproducible. The stack (`grace:jobs.sampling`) and the
+    worker's `--temperature`/`--samples`/`--seed` override these values.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    temperature: float = Field(default=0.0, ge=0, description="Experiment 1 sampling temperature.")
+    samples_per_row: int = Field(
+        default=1, ge=1, description="Answers per input row; each is one output row with its own seed."
+    )
+    base_seed: int = Field(
+        default=0, ge=0, description="With the row and sample index, fixes every sample's request seed."
+    )
+
+
+class Deviation(BaseModel):
+    """One place where our prompt departs from the researchers' wording, and why (kept with the study)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    what: str = Field(min_length=1, description="The part of the prompt or procedure.")
+    researchers: str = Field(min_length=1, description="What the researchers wrote or ran, with its source.")
+    ours: str = Field(min_length=1, description="What this study file does instead.")
+    why: str = Field(min_length=1, description="The reason.")
+
+
 class Study(BaseModel):
     """One study: the columns it needs, how a row becomes a prompt, and how to sample."""
 
@@ -87,7 +128,16 @@ class Study(BaseModel):
         description="Substrings replaced in row values before they enter a prompt (e.g. the survey's <br>).",
     )
     prompt: PromptTemplate = Field(description="Experiment 1 chat messages.")
-    generation: GenerationParams = Field(default_factory=GenerationParams, description="Sampling parameters.")
+    generation: GenerationParams = Field(
+        default_factory=GenerationParams,
+        description="Experiment 1 request parameters; temperature and seed come from `sampling`.",
+    )
+    sampling: SamplingSettings = Field(
+        default_factory=SamplingSettings, description="Temperature, samples per row and base seed."
+    )
+    deviations: tuple[Deviation, ...] = Field(
+        default=(), description="Where the prompts depart from the researchers' wording, and why."
+    )
     probability: dict[str, Any] | None = Field(
         default=None, description="Experiment 2 definition; owned and validated by worker.probs."
     )
@@ -100,6 +150,16 @@ class Study(BaseModel):
         unknown = sorted(self.prompt.columns - set(self.required_columns))
         if unknown:
             raise ValueError(f"the prompt uses {', '.join(unknown)}, which required_columns does not list")
+        return self
+
+    @model_validator(mode="after")
+    def _sampling_lives_in_one_place(self) -> Study:
+        doubled = sorted({"temperature", "seed"} & self.generation.model_fields_set)
+        if doubled:
+            raise ValueError(
+                f"generation.{doubled[0]} is a sampling setting: "
+                "set sampling.temperature or sampling.base_seed"
+            )
         return self
 
     def clean(self, value: str) -> str:
@@ -115,6 +175,32 @@ class Study(BaseModel):
             messages.append({"role": "system", "content": self.prompt.system.format_map(values)})
         messages.append({"role": "user", "content": self.prompt.user.format_map(values)})
         return messages
+
+
+def sampling_settings(study: Study, args: Any) -> SamplingSettings:
+    """The study's sampling settings with the worker's `--temperature`, `--samples`, `--seed` applied.
+
+    InputError naming the flag for a value the settings refuse (a negative temperature, zero samples).
+    """
+    overrides = {
+        field: value
+        for field, value in (
+            ("temperature", getattr(args, "temperature", None)),
+            ("samples_per_row", getattr(args, "samples", None)),
+            ("base_seed", getattr(args, "seed", None)),
+        )
+        if value is not None
+    }
+    try:
+        return SamplingSettings.model_validate({**study.sampling.model_dump(), **overrides})
+    except ValidationError as err:
+        first = err.errors()[0]
+        flag = SAMPLING_FLAGS[str(first["loc"][0])]
+        raise InputError(f"{flag} {first.get('input')!r}: {first['msg']}.") from err
+
+
+# SamplingSettings field -> the worker flag that overrides it.
+SAMPLING_FLAGS = {"temperature": "--temperature", "samples_per_row": "--samples", "base_seed": "--seed"}
 
 
 def study_search_path() -> list[Path]:

@@ -223,7 +223,7 @@ def test_study1_end_to_end_and_exact(vllm_server, tmp_path):
 def test_study2_end_to_end_and_exact(vllm_server, tmp_path):
     frame = run_probs(vllm_server, first_rows("study2", tmp_path), tmp_path / "s2.csv", "--study", "study2")
     assert len(frame) == ROWS
-    assessments = ["terrible", "bad", "okay", "good", "amazing"]
+    assessments = ["terrible", "bad", "good", "amazing"]  # the published four
     expected = ["prob_frame_was", "prob_frame_wasnt"]
     expected += ["entropy_frame", "entropy_assessment", "entropy_utterance"]
     expected += [f"prob_assessment_{a}" for a in assessments]

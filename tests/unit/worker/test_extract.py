@@ -47,7 +47,7 @@ FIELDS1 = [
     "probability_3",
     "knowledge_answer",
 ]
-ADDED = ["extraction_errors", "extraction_attempts", "extraction_warnings"]
+ADDED = ["extraction_method", "extraction_errors", "extraction_attempts", "extraction_warnings"]
 ROW_MARK = re.compile(r"ROW-(\w+)")
 SECRET = "sk-test-do-not-leak-4242"
 
@@ -565,7 +565,7 @@ def test_deepseek_endpoint_replaces_model_endpoint_and_fills_defaults(
 def test_study_extraction_sections_load(study: str) -> None:
     path = resolve_study_path(study)
     spec = load_extraction(load_study(str(path)), path)
-    assert spec.section.input_column == "model_response"
+    assert spec.section.reply_columns == ("model_response",)
     assert spec.schema_file == (REPO / "jobs" / "schemas" / f"{study}_schema.json").resolve()
     assert spec.example is not None
     assert spec.row_columns <= {*load_study(str(path)).required_columns, "model_response"}
@@ -646,12 +646,12 @@ def test_rejected_key_at_the_probe_is_exit_2_with_a_hint(
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
-        ("  input_column: model_response\n", "  input_column: model_response\n  colour: red\n",
+        ("  reply_columns: [model_response]\n", "  reply_columns: [model_response]\n  colour: red\n",
          "extraction.colour: Extra inputs are not permitted."),
         ('knowledge_answer: "no"', "knowledge_answer: maybe",
          'extraction.example does not match {schema}: knowledge_answer: "maybe" is not allowed'),
         ("{model_response}", "{modelresponse}",
-         "extraction: the prompt never shows {{model_response}}, the text to extract from."),
+         "extraction: the prompt never shows {{model_response}}, a reply to extract from."),
         ("tolerance: 1", "tolerance: -1",
          "extraction.checks.0.tolerance: Input should be greater than or equal"),
         ("fields: [probability_0,", "fields: [probability_9,",
@@ -696,3 +696,64 @@ def test_reasoning_model_probe_is_inconclusive_not_ignored(
     structured = probe_findings(tmp_path)
     assert structured["backend"] == "json_schema"
     assert "not verified: the model spent the probe's tokens reasoning" in structured["probes"][0]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The deterministic parser codes replies in the study's own format; the extractor model codes the rest
+
+
+EXACT_FORMAT = "Initial answer: 3\n0: 0%\n1: 5%\n2: 25%\n3: 70%\nKnows exactly: no"
+
+
+def test_a_reply_in_the_asked_format_is_coded_by_the_parser_without_a_request(
+    server: FakeOpenAI, extractor: Extractor, tmp_path: Path
+) -> None:
+    extractor.script("prose", good(prior_answer=2))
+    # The parser's row has no ROW- marker in its reply: a request for it would be answered with a 400.
+    rows = [
+        study1_row("exact", EXACT_FORMAT),
+        study1_row("prose", "ROW-prose I think 2 of them, and no, Kim cannot know for sure."),
+    ]
+    code, output = run(server, tmp_path, rows)
+    assert code == 0
+    by_story = read(output).set_index("story_shortname")
+    exact, prose = by_story.loc["story-exact"], by_story.loc["story-prose"]
+    assert (exact["extraction_method"], exact["extraction_attempts"]) == ("parser", "0")
+    assert {name: exact[name] for name in FIELDS1} == {name: str(value) for name, value in GOOD.items()}
+    assert (prose["extraction_method"], prose["prior_answer"]) == ("tiny", "2")
+    assert len(chat_requests(server, "prose")) == 1
+    asked = [r.json() for r in server.requests_to("/v1/chat/completions")]
+    assert not any(EXACT_FORMAT in str(body["messages"]) for body in asked)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        EXACT_FORMAT.replace("Knows exactly: no", "Knows exactly: no, because she did not open one box"),
+        EXACT_FORMAT.replace("1: 5%", "1: about 5%"),
+        "Sure! " + EXACT_FORMAT,
+        EXACT_FORMAT.replace(
+            "Initial answer: 3", "Initial answer: 4"
+        ),  # outside the schema: the model decides
+    ],
+)
+def test_a_reply_off_the_format_is_left_to_the_model(reply: str) -> None:
+    path = resolve_study_path("study1")
+    parser = load_extraction(load_study(str(path)), path).parser
+    assert parser.code({"model_response": reply}) is None
+    assert parser.code({"model_response": EXACT_FORMAT}) == GOOD
+
+
+def test_parser_rules_must_code_every_schema_field(tmp_path: Path) -> None:
+    text = (REPO / "jobs" / "studies" / "study1.yaml").read_text(encoding="utf-8")
+    broken = text.replace("\\s*knows exactly:\\s*(?P<knowledge_answer>yes|no)", "")
+    assert broken != text
+    (tmp_path / "studies").mkdir()
+    path = tmp_path / "studies" / "study1.yaml"
+    path.write_text(broken, encoding="utf-8")
+    (tmp_path / "schemas").mkdir()
+    (tmp_path / "schemas" / "study1_schema.json").write_text(
+        (REPO / "jobs" / "schemas" / "study1_schema.json").read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    with pytest.raises(InputError, match=r"extraction.parser: the parser rules never code knowledge_answer"):
+        load_extraction(load_study(str(path)), path)

@@ -58,14 +58,17 @@ def test_study2_asks_frame_assessment_and_the_joint_utterance():
     questions = spec.questions_for(study, None)
     assert [q.name for q in questions] == ["frame", "assessment", "utterance"]
     assert list(questions[0].prob_columns.values()) == ["prob_frame_was", "prob_frame_wasnt"]
-    assert len(questions[2].options) == 10
-    assert questions[2].prob_columns["wasnt_okay"] == "prob_utterance_wasnt_okay"
+    # The published eight: {was, wasn't} x {terrible, bad, good, amazing}; no "okay".
+    assert [o.text for o in questions[2].options] == [
+        f"It {frame} {word}" for frame in ("was", "wasn't") for word in ("terrible", "bad", "good", "amazing")
+    ]
+    assert [o.text for o in questions[1].options] == ["terrible", "bad", "good", "amazing"]
     assert [q.entropy_column for q in questions] == [
         "entropy_frame",
         "entropy_assessment",
         "entropy_utterance",
     ]
-    # The human's answer must never be in the prompt.
+    # Utterance is a stimulus-design column, not part of any prompt.
     assert all("{Utterance}" not in q.user for q in questions)
 
 
@@ -123,6 +126,8 @@ def args(**overrides: Any) -> argparse.Namespace:
     probs.add_arguments(parser)
     namespace = parser.parse_args([])
     namespace.study = "study1"
+    # The common flags (worker.cli.add_common_arguments) a pipeline reads, unset.
+    namespace.temperature = namespace.samples = namespace.seed = None
     for key, value in overrides.items():
         setattr(namespace, key, value)
     return namespace
@@ -131,6 +136,15 @@ def args(**overrides: Any) -> argparse.Namespace:
 def test_build_refuses_more_top_logprobs_than_vllm_allows():
     with pytest.raises(InputError, match=r"--logprobs 21: Input should be less than or equal to 20"):
         probs.build(args(logprobs=21))
+
+
+def test_scoring_is_one_sample_per_row_and_more_are_refused():
+    pipeline = probs.build(args())
+    assert pipeline.samples_per_row == 1
+    assert pipeline.base_seed == load_study("study1").sampling.base_seed
+    assert pipeline.config.temperature == probs.DEFAULT_TEMPERATURE  # not the study's sampling temperature
+    with pytest.raises(InputError, match=r"^--samples 5: probs .* samples nothing"):
+        probs.build(args(samples=5))
 
 
 def test_build_generic_question_from_tokens():
@@ -466,11 +480,28 @@ def test_study2_runs_with_every_column(server, tmp_path):
     assert code == 0
     frame = read(output)
     study = load_study("study2")
-    pipeline = probs.ProbsPipeline(study, spec.questions_for(study, None), probs.ProbsConfig())
+    questions = spec.questions_for(study, None)
+    marginals = spec.consistency_for(study, questions, None)
+    pipeline = probs.ProbsPipeline(study, questions, probs.ProbsConfig(), marginals=marginals)
     assert list(frame.columns) == [*study.required_columns, *pipeline.output_columns]
     for column in pipeline.output_columns:
         if not column.endswith(("_absent", "error")):
             assert (frame[column] != "").all(), column
+    assert (frame["model_name"] == "tiny").all()
+    # The joint's marginals, beside the separately asked frame and assessment, are sums of the joint.
+    numbers = frame.drop(columns=[*study.required_columns, "model_name"]).apply(
+        pd.to_numeric, errors="coerce"
+    )
+    words = ("terrible", "bad", "good", "amazing")
+    for frame_label in ("was", "wasnt"):
+        joint = sum(numbers[f"prob_utterance_{frame_label}_{word}"] for word in words)
+        assert numbers[f"prob_joint_frame_{frame_label}"].tolist() == pytest.approx(joint.tolist(), abs=1e-12)
+    for word in words:
+        joint = numbers[f"prob_utterance_was_{word}"] + numbers[f"prob_utterance_wasnt_{word}"]
+        assert numbers[f"prob_joint_assessment_{word}"].tolist() == pytest.approx(joint.tolist(), abs=1e-12)
+    assert numbers[[f"prob_joint_frame_{f}" for f in ("was", "wasnt")]].sum(axis=1).tolist() == pytest.approx(
+        [1.0] * len(frame)
+    )
     # "wasn't" is "wasn" + "'t" for the toy tokenizer: a multi-token option.
     assert len(json.loads(frame.loc[0, "frame_variants"])["wasnt"]["wasn't"]) == 2
 

@@ -84,13 +84,13 @@ def test_the_prompt_comes_from_the_study_with_sampling_parameters(server: FakeOp
     row = read(STUDY2).iloc[0]
     assert request["model"] == "tiny"
     assert request["temperature"] == 0.5
-    assert request["max_tokens"] == 16
+    assert request["max_tokens"] == 64  # room for a preamble before the sentence
     system, user = request["messages"]
     assert system["role"] == "system"
     assert row["Precontext"] in user["content"]
     assert row["Goal"] in user["content"]
     assert f"deserved {row['State']}" in user["content"]
-    assert row["Utterance"] not in user["content"]  # the human's answer is never shown to the model
+    assert row["Utterance"] not in user["content"]  # a stimulus-design column, not part of the prompt
 
 
 def test_the_meta_file_records_the_run(server: FakeOpenAI, tmp_path: Path) -> None:

@@ -109,12 +109,13 @@ def test_study2_schema_fields_and_vocabulary() -> None:
     assert schema_fields(schema) == ("was_wasnt", "assessment", "response_cleaned")
     validator = make_validator(schema)
     for polarity in ("was", "wasn't"):
-        for word in ("terrible", "bad", "okay", "good", "amazing"):
+        for word in ("terrible", "bad", "good", "amazing"):  # the published four
             reply = {"was_wasnt": polarity, "assessment": word, "response_cleaned": f"It {polarity} {word}"}
             assert validator.is_valid(reply)
     assert validator.is_valid({"was_wasnt": None, "assessment": None, "response_cleaned": None})
     assert not validator.is_valid({"was_wasnt": "is", "assessment": "good", "response_cleaned": "x"})
     assert not validator.is_valid({"was_wasnt": "was", "assessment": "great", "response_cleaned": "x"})
+    assert not validator.is_valid({"was_wasnt": "was", "assessment": "okay", "response_cleaned": "x"})
     assert not validator.is_valid({"was_wasnt": "was", "assessment": "good", "response_cleaned": ""})
 
 
