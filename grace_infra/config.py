@@ -242,6 +242,20 @@ class ExperimentsConfig(_Section):
     )
 
 
+class SamplingOverride(_Section):
+    """The stack's override of a study's `sampling:` settings; an unset field keeps the study's value."""
+
+    temperature: float | None = Field(
+        default=None, ge=0, description="Experiment 1 sampling temperature (worker --temperature)."
+    )
+    samples_per_row: int | None = Field(
+        default=None, ge=1, description="Experiment 1 answers per input row (worker --samples)."
+    )
+    base_seed: int | None = Field(
+        default=None, ge=0, description="Base seed every request seed derives from (worker --seed)."
+    )
+
+
 class JobsConfig(_Section):
     batch_size: int = Field(default=64, gt=0, description="Worker --batch-size: requests in flight.")
     timeout_s: int = Field(default=120, gt=0, description="Worker --timeout: deadline per request attempt.")
@@ -258,7 +272,13 @@ class JobsConfig(_Section):
         ),
     )
     logprobs: int = Field(default=20, gt=0, le=20, description="Worker probs --logprobs (top-N, at most 20).")
-    temperature: float = Field(default=0.0, ge=0, description="Sampling temperature.")
+    sampling: SamplingOverride = Field(
+        default_factory=SamplingOverride,
+        description=(
+            "Overrides of the study files' sampling settings {temperature, samplesPerRow, baseSeed}; unset "
+            "keeps each study's (the researchers' configuration: 0.3, 5 samples, seed 42)."
+        ),
+    )
     tokens: tuple[str, ...] = Field(
         default=("0", "1", "2", "3", "yes", "no"), description="Worker probs --tokens (the seed's form)."
     )
@@ -276,6 +296,14 @@ class JobsConfig(_Section):
         ),
     )
     deepseek_model: str = Field(default="deepseek-chat", description="Model name at the external endpoint.")
+    extractor: str | None = Field(
+        default=None,
+        description=(
+            "Key of the ONE configured model that codes every model's replies when deepseekEndpoint is "
+            "unset (one coder for all, so coding quality is not confounded with the model under study); "
+            "must be served persistently. Unset: the first configured persistent model."
+        ),
+    )
 
 
 class MonitoringConfig(_Section):
@@ -360,7 +388,50 @@ class GraceConfig(_Section):
         for i, exc in enumerate(self.exceptions):
             if exc.model not in keys:
                 raise ValueError(f"exceptions[{i}].model={exc.model!r} is not a configured model")
+        self._check_extractor(keys)
         return self
+
+    def _check_extractor(self, keys: list[str]) -> None:
+        """The self-hosted extractor must be reachable by every extraction Job for the whole campaign."""
+        extracting = Experiment.STRUCTURED in self.experiments.experiments
+        if self.jobs.deepseek_endpoint is not None or not extracting:
+            return
+        chosen = self.jobs.extractor
+        if chosen is not None and chosen not in keys:
+            raise ValueError(
+                f"jobs.extractor={chosen!r} is not a configured model (configured: {', '.join(keys)})"
+            )
+        extractor = self.extractor_model()
+        if extractor is None:
+            raise ValueError(
+                "jobs.extractor=null: no configured model is served persistently, so the replies of several "
+                "models have no one coder; serve one persistently and name it here, or set "
+                "jobs.deepseekEndpoint"
+            )
+        only_model = [m.key for m in self.matrix_models()] == [extractor.key]
+        if extractor.serving_mode is ServingMode.JOB and not only_model:
+            raise ValueError(
+                f"jobs.extractor={extractor.key!r} is served in job mode: its server exists only while its "
+                "own matrix Job runs, so other models' extraction Jobs could not reach it; choose a "
+                "persistent model or set jobs.deepseekEndpoint"
+            )
+
+    def extractor_model(self) -> ServedModel | None:
+        """The self-hosted model that codes every model's replies; None with an external endpoint.
+
+        Unset: the first persistently served model; with none, a job-mode model that is the matrix's only
+        model codes its own replies inside its matrix Job (one model, so still one coder for all).
+        """
+        if self.jobs.deepseek_endpoint is not None:
+            return None
+        served = self.served_models()
+        if self.jobs.extractor is not None:
+            return next((m for m in served if m.key == self.jobs.extractor), None)
+        persistent = next((m for m in served if m.serving_mode is ServingMode.PERSISTENT), None)
+        if persistent is not None:
+            return persistent
+        matrix = self.matrix_models()
+        return matrix[0] if len(matrix) == 1 else None
 
     def served_models(self) -> list[ServedModel]:
         """The configured models with overrides applied, in config order."""
@@ -405,7 +476,7 @@ def format_validation_error(exc: ValidationError) -> str:
         # (a field validator's path already ends with the field it names).
         field = message.split("=", 1)[0]
         if path == field or path.endswith(f".{field}"):
-            return f"grace:{path}{message[len(field):]}"
+            return f"grace:{path}{message[len(field) :]}"
         return f"grace:{path}.{message}" if path else f"grace:{message}"
     if err["type"] == "missing":
         return f"grace:{path} is required but not set."

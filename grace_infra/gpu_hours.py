@@ -2,8 +2,11 @@
 GPU is requested.
 
 For each matrix model:
-    requests     = sum over studies and experiments of rows x requests per row (studies.requests_per_row);
-                   extraction counts only when it runs on the model's own server (no external endpoint)
+    requests     = sum over studies of rows x (exp1 requests per row x samples per row + exp2 requests per
+                   row) (studies.requests_per_row, studies.study_sampling: exp2 scores, it does not sample);
+                   extraction, one request per exp1 output row (every sample) of EVERY matrix model, is
+                   counted on the one self-hosted extractor (on no GPU of ours with an external endpoint);
+                   an upper bound, since replies in the study's format are coded by the parser instead
     busy hours   = requests / throughput_rps / 3600            (the model's catalog assumption)
     job          = GPUs x (load_budget_s / 3600 + busy hours)  (one load per matrix Job; GPUs freed after)
     persistent   = GPUs x max(campaign_days x 24, load + busy)  (the server stays up all campaign)
@@ -21,8 +24,8 @@ from typing import Any
 
 from grace_infra import constants as c
 from grace_infra.catalog import ServingMode
-from grace_infra.config import Experiment, GraceConfig, Study
-from grace_infra.studies import StudyBundle, requests_per_row, study_rows
+from grace_infra.config import Experiment, GraceConfig
+from grace_infra.studies import StudyBundle, requests_per_row, study_rows, study_sampling
 
 __all__ = ["GpuHourPlan", "ModelGpuHours", "format_gpu_hour_table", "gpu_hour_plan"]
 
@@ -55,6 +58,7 @@ class GpuHourPlan:
     campaign_days: float
     study_rows: dict[str, dict[str, Any]]  # study -> {"rows": n, "source": ...}
     requests_per_row: dict[str, dict[str, Any]]  # study -> {"exp1": n, ..., "source": ...}
+    sampling: dict[str, dict[str, Any]]  # study -> {"samplesPerRow": n, "temperature": t, "source": ...}
     external_extraction_requests: int  # sent to the external endpoint: no GPU of ours
     models: list[ModelGpuHours] = field(default_factory=list)
 
@@ -88,6 +92,7 @@ class GpuHourPlan:
                 "campaignDays": self.campaign_days,
                 "studyRows": self.study_rows,
                 "requestsPerRow": self.requests_per_row,
+                "sampling": self.sampling,
                 "formula": {
                     "busyWallHours": "requests / throughputRps / 3600",
                     "jobGpuHours": "gpus * (loadSeconds / 3600 + busyWallHours)",
@@ -124,25 +129,44 @@ def gpu_hour_plan(config: GraceConfig, bundle: StudyBundle) -> GpuHourPlan:
     """The GPU-hour plan of the configured matrix (studies x experiments x matrix models)."""
     experiments = config.experiments.experiments
     external = config.jobs.deepseek_endpoint is not None
-    rows: dict[Study, int] = {}
     rows_json: dict[str, dict[str, Any]] = {}
     per_row_json: dict[str, dict[str, Any]] = {}
-    per_study_requests: dict[Experiment, int] = dict.fromkeys(experiments, 0)
+    sampling_json: dict[str, dict[str, Any]] = {}
+    # Requests one studied model's share sends, per experiment; extraction is counted per exp1 output row.
+    per_model: dict[Experiment, int] = dict.fromkeys(experiments, 0)
     for study in config.experiments.studies:
-        rows[study], source = study_rows(study, config, bundle)
-        rows_json[study.value] = {"rows": rows[study], "source": source}
+        rows, source = study_rows(study, config, bundle)
+        rows_json[study.value] = {"rows": rows, "source": source}
         per_row = requests_per_row(study, bundle)
         per_row_json[study.value] = {e.value: per_row.counts[e] for e in experiments}
         per_row_json[study.value]["source"] = per_row.source
+        sampling = study_sampling(study, config, bundle)
+        sampling_json[study.value] = {
+            "samplesPerRow": sampling.samples_per_row,
+            "temperature": sampling.temperature,
+            "source": sampling.source,
+        }
         for experiment in experiments:
-            per_study_requests[experiment] += rows[study] * per_row.counts[experiment]
+            # exp1 answers every row samples_per_row times, and extraction codes each of those answers;
+            # exp2 reads fixed probabilities, so it never repeats a row.
+            samples = 1 if experiment is Experiment.EXP2 else sampling.samples_per_row
+            per_model[experiment] += rows * samples * per_row.counts[experiment]
 
-    on_gpu = {e: n for e, n in per_study_requests.items() if not (external and e is Experiment.STRUCTURED)}
-    hours_per_day = c.HOURS_PER_DAY
-    campaign_hours = config.plan.campaign_days * hours_per_day
+    matrix = config.matrix_models()
+    extraction_total = per_model.get(Experiment.STRUCTURED, 0) * len(matrix)
+    extractor = None if external else config.extractor_model()
+    serving = [*matrix, *([extractor] if extractor and extractor.key not in {m.key for m in matrix} else [])]
+    campaign_hours = config.plan.campaign_days * c.HOURS_PER_DAY
     models = []
-    for model in config.matrix_models():
-        requests = sum(on_gpu.values())
+    for model in serving:
+        by_experiment = {
+            e.value: n for e, n in per_model.items() if e is not Experiment.STRUCTURED and model in matrix
+        }
+        if Experiment.STRUCTURED in per_model and not external:
+            by_experiment[Experiment.STRUCTURED.value] = (
+                extraction_total if extractor is not None and model.key == extractor.key else 0
+            )
+        requests = sum(by_experiment.values())
         busy = requests / model.throughput_rps / c.SECONDS_PER_HOUR
         load = model.load_budget_s / c.SECONDS_PER_HOUR
         persistent = model.gpus * max(campaign_hours, load + busy)
@@ -152,7 +176,7 @@ def gpu_hour_plan(config: GraceConfig, bundle: StudyBundle) -> GpuHourPlan:
                 serving_mode=model.serving_mode.value,
                 gpus=model.gpus,
                 requests=requests,
-                requests_by_experiment={e.value: n for e, n in on_gpu.items()},
+                requests_by_experiment=by_experiment,
                 throughput_rps=model.throughput_rps,
                 load_s=model.load_budget_s,
                 busy_wall_hours=busy,
@@ -162,12 +186,12 @@ def gpu_hour_plan(config: GraceConfig, bundle: StudyBundle) -> GpuHourPlan:
                 persistent_idle_gpu_hours=persistent - model.gpus * busy,
             )
         )
-    external_requests = per_study_requests.get(Experiment.STRUCTURED, 0) * len(models) if external else 0
     return GpuHourPlan(
         campaign_days=config.plan.campaign_days,
         study_rows=rows_json,
         requests_per_row=per_row_json,
-        external_extraction_requests=external_requests,
+        sampling=sampling_json,
+        external_extraction_requests=extraction_total if external else 0,
         models=models,
     )
 
@@ -207,8 +231,13 @@ def format_gpu_hour_table(plan_json: dict[str, Any]) -> str:
         f"{s}: {', '.join(f'{k} {v}' for k, v in counts.items() if k != 'source')} ({counts['source']})"
         for s, counts in assumptions["requestsPerRow"].items()
     )
+    sampling = "; ".join(
+        f"{s}: {v['samplesPerRow']} sample(s) per row at temperature {v['temperature']:g} ({v['source']})"
+        for s, v in assumptions["sampling"].items()
+    )
     lines.append(f"Rows: {rows}.")
     lines.append(f"Requests per row: {per_row}.")
+    lines.append(f"Experiment 1 sampling (exp1 and extraction requests are multiplied by it): {sampling}.")
     if plan_json["externalExtractionRequests"]:
         external = plan_json["externalExtractionRequests"]
         lines.append(f"Extraction: {external:,} requests go to the external endpoint (no GPU of ours).")

@@ -1,10 +1,16 @@
 """The experiment matrix as a list of planned Jobs: names, paths and worker command lines, no resources.
 
 Every cell is (study, experiment, model). A `persistent` model gets one Job per cell, talking to the
-model's Service. A `job`-mode model gets ONE Job (`matrix-<model>`) that runs all its cells in order
-with `worker run --tasks` against a vLLM sidecar on localhost and then exits, releasing the GPUs.
-Structured extraction against an external endpoint needs no GPU, so it always stays a Job of its own
-that waits in the cluster for the exp1 file it reads (the worker writes that file atomically).
+model's Service. A `job`-mode model gets ONE Job (`matrix-<model>`) that runs its exp1 and exp2 cells in
+order with `worker run --tasks` against a vLLM sidecar on localhost and then exits, releasing the GPUs.
+
+Structured extraction has ONE coder for every model's replies, so coding quality is never confounded
+with the model under study: the external endpoint when one is set, otherwise the stack's extractor
+(`grace:jobs.extractor`, a persistently served model). Each (study, model) extraction is therefore a
+Job of its own, talking to that coder, that waits in the cluster for the exp1 file it reads (the worker
+writes that file atomically) and for the extractor's /health. A job-mode server lives only inside its own
+matrix Job, so config.py accepts a job-mode extractor only when it is the matrix's one model; it then
+codes its replies at the end of that Job, on its sidecar.
 
 These functions are pure so tests and the GPU-hour plan call them without building anything.
 """
@@ -31,6 +37,7 @@ from grace_infra.studies import (
     schema_pod_path,
     study_max_tokens,
     study_pod_path,
+    study_sampling,
 )
 
 __all__ = [
@@ -91,6 +98,7 @@ class PlannedJob:
     reads: tuple[PurePosixPath, ...]  # files under /etc/grace the pod reads (their hash is on the pod)
     sidecar: bool  # job serving mode: the model's vLLM runs as a native sidecar in this pod
     external_endpoint: bool = False  # talks HTTPS to the external extraction endpoint with an API key
+    coder: str | None = None  # extraction Jobs: the model that codes the replies (extractor key or external)
     tasks: tuple[tuple[str, ...], ...] = ()  # job mode: the argv lists of `worker run --tasks`
 
     @property
@@ -147,17 +155,41 @@ def _study_arg(study: Study, bundle: StudyBundle) -> str:
     return str(path) if bundle.has(path) else study.value
 
 
+def coder_name(config: GraceConfig) -> str | None:
+    """The one model that codes every model's replies: the external endpoint's or the extractor's key."""
+    if config.jobs.deepseek_endpoint is not None:
+        return config.jobs.deepseek_model
+    extractor = config.extractor_model()
+    return extractor.key if extractor is not None else None
+
+
 def _endpoint_flags(cell: MatrixCell, config: GraceConfig) -> list[str]:
     external = config.jobs.deepseek_endpoint
-    if cell.experiment is Experiment.STRUCTURED and external is not None:
+    if cell.experiment is not Experiment.STRUCTURED:
+        return ["--model-endpoint", model_endpoint(cell.model), "--model-name", cell.model.key]
+    if external is not None:
         # The worker's DeepSeek mode: json_object responses and the key from the Secret-backed env var.
         return [
             "--deepseek-endpoint", external,
             "--model-name", config.jobs.deepseek_model,
             "--api-key-env", c.DEEPSEEK_API_KEY_ENV,
         ]  # fmt: skip
-    # Extraction without an external endpoint uses the model's own vLLM (schema-constrained decoding).
-    return ["--model-endpoint", model_endpoint(cell.model), "--model-name", cell.model.key]
+    # One self-hosted coder for every model: the extractor's server (schema-constrained decoding).
+    extractor = _extractor(config)
+    return ["--model-endpoint", model_endpoint(extractor), "--model-name", extractor.key]
+
+
+def extracts_on_sidecar(model: ServedModel, config: GraceConfig) -> bool:
+    """A job-mode model that is the stack's extractor codes its own replies inside its matrix Job."""
+    extractor = config.extractor_model()
+    return model.serving_mode is ServingMode.JOB and extractor is not None and extractor.key == model.key
+
+
+def _extractor(config: GraceConfig) -> ServedModel:
+    extractor = config.extractor_model()
+    if extractor is None:  # config.py refuses such a stack; reaching here is a bug
+        raise AssertionError("extraction planned with neither an external endpoint nor an extractor")
+    return extractor
 
 
 def worker_args(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> list[str]:
@@ -179,12 +211,11 @@ def worker_args(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> l
         "--wait-timeout", str(max(jobs.wait_timeout_s, cell.model.load_budget_s)),
         "--metrics-port", str(c.WORKER_METRICS_PORT),
     ]  # fmt: skip
+    if experiment is Experiment.EXP1:
+        args += study_sampling(study, config, bundle).worker_flags()
     if experiment is Experiment.EXP2:
-        args += [
-            "--logprobs", str(jobs.logprobs),
-            "--temperature", str(jobs.temperature),
-            "--method", PROBS_METHOD,
-        ]  # fmt: skip
+        # No --temperature or --samples: scoring samples nothing (worker probs), so one sample per row.
+        args += ["--logprobs", str(jobs.logprobs), "--method", PROBS_METHOD]
         if not has_probability_questions(study, bundle):
             # The seed's generic question; a study that lists its own questions is asked those instead
             # (passing --tokens would replace them with one generic question).
@@ -193,11 +224,15 @@ def worker_args(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> l
             # gpt-oss: read the probability at the final-channel answer, not the first reasoning token.
             args += ["--answer-prefix", cell.model.answer_prefix]
     budget = study_max_tokens(study, experiment, bundle)
-    on_model = experiment is Experiment.EXP1 or (structured and config.jobs.deepseek_endpoint is None)
-    if on_model and cell.model.reasoning_tokens and budget is not None:
+    generating = None
+    if experiment is Experiment.EXP1:
+        generating = cell.model
+    elif structured and config.jobs.deepseek_endpoint is None:
+        generating = _extractor(config)
+    if generating is not None and generating.reasoning_tokens and budget is not None:
         # A reasoning model (gpt-oss) writes its analysis channel first, inside the same max_tokens:
         # without the extra room the study's short budget ends before the answer starts.
-        args += ["--max-tokens", str(budget + cell.model.reasoning_tokens)]
+        args += ["--max-tokens", str(budget + generating.reasoning_tokens)]
     if structured:
         if bundle.has(schema_pod_path(study)):
             args += ["--schema", str(schema_pod_path(study))]
@@ -217,11 +252,11 @@ def _reads(cells: tuple[MatrixCell, ...], config: GraceConfig) -> tuple[PurePosi
     return tuple(dict.fromkeys(paths))
 
 
-def _job_mode_order(cells: list[MatrixCell], external_extraction: bool) -> list[MatrixCell]:
-    # exp1 first (an external extraction Job waits for those files), then exp2, then extraction
-    # against the model's own sidecar, which needs its exp1 file already written.
+def _job_mode_order(cells: list[MatrixCell], on_sidecar: bool) -> list[MatrixCell]:
+    # exp1 first (extraction waits for those files), then exp2, then extraction only when this model is
+    # the one coder; otherwise the coder is another server (or the external endpoint), in its own Job.
     rank = {Experiment.EXP1: 0, Experiment.EXP2: 1, Experiment.STRUCTURED: 2}
-    kept = [cell for cell in cells if not (external_extraction and cell.experiment is Experiment.STRUCTURED)]
+    kept = [cell for cell in cells if on_sidecar or cell.experiment is not Experiment.STRUCTURED]
     return sorted(kept, key=lambda cell: rank[cell.experiment])  # stable: studies keep config order
 
 
@@ -229,13 +264,15 @@ def plan_jobs(config: GraceConfig, bundle: StudyBundle) -> list[PlannedJob]:
     """Every Job of the matrix, in an order where each Job comes after the Jobs it runs after."""
     cells = matrix_cells(config)
     external = config.jobs.deepseek_endpoint is not None
+    coder = coder_name(config)
     planned: list[PlannedJob] = []
     exp1_job_of: dict[tuple[Study, str], str] = {}  # (study, model) -> Job that writes its exp1 file
 
     for model in config.matrix_models():
         if model.serving_mode is not ServingMode.JOB:
             continue
-        ordered = tuple(_job_mode_order([x for x in cells if x.model.key == model.key], external))
+        share = [x for x in cells if x.model.key == model.key]
+        ordered = tuple(_job_mode_order(share, extracts_on_sidecar(model, config)))
         if not ordered:
             continue
         name = job_mode_job_name(model.key)
@@ -259,9 +296,9 @@ def plan_jobs(config: GraceConfig, bundle: StudyBundle) -> list[PlannedJob]:
                 exp1_job_of[(cell.study, model.key)] = name
 
     def own_job(cell: MatrixCell) -> bool:
-        # job mode keeps exp1/exp2 (and own-server extraction) inside the matrix Job
+        # job mode keeps exp1/exp2 inside the matrix Job; extraction talks to the one coder instead
         if cell.model.serving_mode is ServingMode.JOB:
-            return cell.experiment is Experiment.STRUCTURED and external
+            return cell.experiment is Experiment.STRUCTURED and not extracts_on_sidecar(cell.model, config)
         return True
 
     separate = [cell for cell in cells if own_job(cell)]
@@ -284,6 +321,7 @@ def plan_jobs(config: GraceConfig, bundle: StudyBundle) -> list[PlannedJob]:
                 reads=_reads((cell,), config),
                 sidecar=False,
                 external_endpoint=extraction and external,
+                coder=coder if extraction else None,
             )
         )
     return planned
@@ -311,6 +349,7 @@ def matrix_json(jobs: list[PlannedJob]) -> list[dict[str, Any]]:
             "outputs": [str(output_path(cell.study, cell.experiment, cell.model.key)) for cell in job.cells],
             "runsAfter": list(job.runs_after),
             "sidecar": job.sidecar,
+            **({"coder": job.coder} if job.coder else {}),
         }
         for job in jobs
     ]

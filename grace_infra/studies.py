@@ -27,6 +27,7 @@ __all__ = [
     "JOBS_DIR",
     "RequestsPerRow",
     "StudyBundle",
+    "StudySampling",
     "has_probability_questions",
     "input_pod_path",
     "load_study_bundle",
@@ -34,6 +35,7 @@ __all__ = [
     "schema_pod_path",
     "study_pod_path",
     "study_rows",
+    "study_sampling",
 ]
 
 JOBS_DIR = Path(__file__).resolve().parent.parent / "jobs"
@@ -55,6 +57,10 @@ DEFAULT_REQUESTS_PER_ROW: dict[Study, dict[Experiment, int]] = {
 PROBABILITY_SECTION = "probability"
 PROBABILITY_QUESTIONS_KEY = "questions"
 PROBABILITY_EXPAND_KEY = "expand"  # one question template asked once per listed value
+# A study file's `sampling:` section (worker.studies.SamplingSettings) and the worker's defaults for a
+# study file without one: greedy, one answer per row.
+SAMPLING_SECTION = "sampling"
+DEFAULT_SAMPLING = {"temperature": 0.0, "samples_per_row": 1, "base_seed": 0}
 
 
 def study_pod_path(study: Study) -> PurePosixPath:
@@ -235,3 +241,41 @@ def study_rows(study: Study, config: GraceConfig, bundle: StudyBundle) -> tuple[
     if study in config.plan.study_rows:
         return config.plan.study_rows[study], "grace:plan.studyRows"
     return c.PUBLISHED_STUDY_ROWS[study.value], "published"
+
+
+@dataclass(frozen=True)
+class StudySampling:
+    """How Experiment 1 samples a study in this stack: the study file's settings, then the stack's."""
+
+    temperature: float
+    samples_per_row: int
+    base_seed: int
+    source: str  # "jobs/studies/study1.yaml", "grace:jobs.sampling" or "default"
+
+    def worker_flags(self) -> list[str]:
+        """The worker's `--temperature`, `--samples`, `--seed`, explicit on every exp1 command line."""
+        return [
+            "--temperature", f"{self.temperature:g}",
+            "--samples", str(self.samples_per_row),
+            "--seed", str(self.base_seed),
+        ]  # fmt: skip
+
+
+def study_sampling(study: Study, config: GraceConfig, bundle: StudyBundle) -> StudySampling:
+    """The sampling settings Experiment 1 runs with: `grace:jobs.sampling` over the study file's."""
+    section = (bundle.definitions.get(study) or {}).get(SAMPLING_SECTION)
+    values = dict(DEFAULT_SAMPLING)
+    source = "default"
+    if isinstance(section, Mapping):
+        values |= {key: section[key] for key in DEFAULT_SAMPLING if key in section}
+        source = f"jobs/{STUDIES_SUBDIR}/{study}.yaml"
+    overrides = config.jobs.sampling.model_dump(exclude_none=True)
+    if overrides:
+        values |= overrides
+        source = f"{source} + grace:jobs.sampling"
+    return StudySampling(
+        temperature=float(values["temperature"]),
+        samples_per_row=int(values["samples_per_row"]),
+        base_seed=int(values["base_seed"]),
+        source=source,
+    )

@@ -64,9 +64,11 @@ def configmap_tasks(run: OfflineRun, model: str) -> list[list[str]]:
 
 @pytest.fixture(scope="module")
 def all_job_mode_run() -> OfflineRun:
-    """Every model in job mode, monitoring on, extraction on the models' own servers."""
+    """Every model in job mode, monitoring on. No extraction: with every server inside its own Job there
+    is no one coder every model's extraction could reach (config.py refuses it without an endpoint)."""
     raw = base_config()
     raw["models"] = [{**m, "servingMode": "job"} for m in raw["models"]]
+    raw["experiments"] = {"experiments": ["exp1", "exp2"]}
     raw["monitoring"] = {"enabled": True}
     return render_stack(raw)
 
@@ -79,16 +81,17 @@ def config_of(**overrides: Any) -> GraceConfig:
 
 
 def test_nrp_matrix_renders_every_job_by_name(nrp_run: OfflineRun) -> None:
-    # nrp: five persistent models get one Job per cell; llama-3-70b (job mode) one Job for its share.
+    # nrp: five persistent models get one Job per cell; llama-3-70b (job mode) one Job for its exp1 and
+    # exp2 share, and its extraction Jobs of its own, talking to the one coder like everyone else's.
     expected = {
         name
         for study in STUDIES
         for model in PERSISTENT_NRP
         for name in (f"{study}-exp1-{model}", f"{study}-exp2-{model}", f"structured-output-{study}-{model}")
-    } | {"matrix-llama-3-70b"}
+    } | {"matrix-llama-3-70b", *(f"structured-output-{study}-llama-3-70b" for study in STUDIES)}
     assert set(jobs_of(nrp_run)) == expected
-    assert len(expected) == 31
-    assert len(nrp_run.of_type(TYPE_TOKEN)) == 31
+    assert len(expected) == 33
+    assert len(nrp_run.of_type(TYPE_TOKEN)) == 33
 
 
 def test_job_names_and_output_paths_follow_the_seed() -> None:
@@ -135,7 +138,25 @@ def test_exp1_command_is_exact(nrp_run: OfflineRun) -> None:
         "--study", "/etc/grace/studies/study1.yaml",
         "--wait-timeout", "3600",
         "--metrics-port", "9090",
+        # The study file's sampling (the researchers' 0.3, 5 samples, seed 42), explicit on the Job.
+        "--temperature", "0.3",
+        "--samples", "5",
+        "--seed", "42",
     ]  # fmt: skip
+
+
+def test_the_stack_overrides_the_study_sampling_for_exp1_only() -> None:
+    config = config_of(
+        experiments={"studies": ["study1"], "models": ["gemma-2-2b"]},
+        jobs={"sampling": {"temperature": 0, "samplesPerRow": 1}, "extractor": "gemma-2-27b"},
+    )
+    jobs = {job.name: job.args for job in plan_jobs(config, load_study_bundle(config))}
+    exp1 = jobs["study1-exp1-gemma-2-2b"]
+    assert exp1[exp1.index("--temperature") :] == ("--temperature", "0", "--samples", "1", "--seed", "42")
+    # Scoring and coding sample nothing: neither gets the sampling flags.
+    for name in ("study1-exp2-gemma-2-2b", "structured-output-study1-gemma-2-2b"):
+        assert "--samples" not in jobs[name]
+        assert "--temperature" not in jobs[name]
 
 
 def test_exp2_command_reads_at_the_harmony_answer_for_gpt_oss(nrp_run: OfflineRun) -> None:
@@ -143,7 +164,7 @@ def test_exp2_command_reads_at_the_harmony_answer_for_gpt_oss(nrp_run: OfflineRu
     assert args[:2] == ["probs", "--input"]
     assert args[args.index("--output") + 1] == "/output/exp2/gpt-oss-20b/study2_probabilities.csv"
     assert args[args.index("--logprobs") + 1] == "20"
-    assert args[args.index("--temperature") + 1] == "0.0"
+    assert "--temperature" not in args  # scoring samples nothing; probs sends its own 1.0
     assert args[args.index("--method") + 1] == "auto"
     assert args[args.index("--answer-prefix") + 1] == HARMONY_FINAL_PREFIX
     gemma = worker(jobs_of(nrp_run)["study2-exp2-gemma-2-2b"])["args"]
@@ -155,9 +176,10 @@ def test_reasoning_models_get_room_to_think_before_answering(nrp_run: OfflineRun
     # reasoning budget; exp2 reads log-probs at the answer and generates nothing, so it gets no flag.
     jobs = jobs_of(nrp_run)
     exp1 = worker(jobs["study2-exp1-gpt-oss-20b"])["args"]
-    assert exp1[exp1.index("--max-tokens") + 1] == str(16 + GPT_OSS_REASONING_TOKENS)
+    assert exp1[exp1.index("--max-tokens") + 1] == str(64 + GPT_OSS_REASONING_TOKENS)
+    # Extraction's budget follows the CODER (gemma-2-27b on nrp), not the model whose replies it codes.
     extract = worker(jobs["structured-output-study1-gpt-oss-120b"])["args"]
-    assert extract[extract.index("--max-tokens") + 1] == str(160 + GPT_OSS_REASONING_TOKENS)
+    assert "--max-tokens" not in extract
     assert "--max-tokens" not in worker(jobs["study1-exp2-gpt-oss-20b"])["args"]
     assert "--max-tokens" not in worker(jobs["study1-exp1-gemma-2-2b"])["args"]
 
@@ -178,14 +200,19 @@ def test_exp2_asks_the_study_questions_not_the_generic_tokens(tmp_path: Path) ->
     assert job.args[job.args.index("--tokens") + 1] == "0,1,2,3,yes,no"
 
 
-def test_extraction_on_the_models_own_server_waits_for_the_exp1_file(nrp_run: OfflineRun) -> None:
-    job = jobs_of(nrp_run)["structured-output-study1-gemma-2-9b"]
+def test_every_models_replies_are_coded_by_the_one_extractor(nrp_run: OfflineRun) -> None:
+    jobs = jobs_of(nrp_run)
+    extraction = {name: worker(job)["args"] for name, job in jobs.items() if name.startswith("structured-")}
+    assert len(extraction) == 12  # 2 studies x 6 models, llama-3-70b's included
+    for args in extraction.values():
+        assert args[args.index("--model-endpoint") + 1] == "http://vllm-gemma-2-27b:8000/v1"
+        assert args[args.index("--model-name") + 1] == "gemma-2-27b"
+    job = jobs["structured-output-study1-gemma-2-9b"]
     args = worker(job)["args"]
     assert args[0] == "extract"
     assert args[args.index("--input") + 1] == "/output/exp1/gemma-2-9b/study1_responses.csv"
     assert args[args.index("--output") + 1] == "/output/structured/gemma-2-9b/study1_structured.csv"
     assert args[args.index("--schema") + 1] == "/etc/grace/schemas/study1_schema.json"
-    assert args[args.index("--model-endpoint") + 1] == "http://vllm-gemma-2-9b:8000/v1"
     assert args[args.index("--wait-for-input") + 1] == "21600"
     assert "--validate" in args
     assert "--deepseek-endpoint" not in args
@@ -288,8 +315,6 @@ def test_job_mode_task_list_runs_the_whole_share_in_order(all_job_mode_run: Offl
         "/output/exp1/gemma-2-9b/study2_responses.csv",
         "/output/exp2/gemma-2-9b/study1_probabilities.csv",
         "/output/exp2/gemma-2-9b/study2_probabilities.csv",
-        "/output/structured/gemma-2-9b/study1_structured.csv",
-        "/output/structured/gemma-2-9b/study2_structured.csv",
     ]
     for task in tasks:
         assert task[task.index("--model-endpoint") + 1] == "http://localhost:8000/v1"
@@ -524,9 +549,33 @@ def test_matrix_follows_the_configured_studies_experiments_and_models() -> None:
         experiments={"studies": ["study1"], "experiments": ["structured"], "models": ["llama-3-70b"]}
     )
     (job,) = plan_jobs(config, StudyBundle())
-    # Only extraction on a job-mode model without an external endpoint: it runs on the sidecar.
-    assert job.name == "matrix-llama-3-70b"
-    assert [t[0] for t in job.tasks] == ["extract"]
+    # A job-mode model's replies go to the one coder (nrp: gemma-2-27b), in an extraction Job of its own.
+    assert job.name == "structured-output-study1-llama-3-70b"
+    assert (job.sidecar, job.coder) == (False, "gemma-2-27b")
+    assert job.args[job.args.index("--model-endpoint") + 1] == "http://vllm-gemma-2-27b:8000/v1"
+
+
+def test_a_lone_job_mode_model_codes_its_own_replies_at_the_end_of_its_job() -> None:
+    # One model in the matrix and no persistent server: that model is the one coder for all.
+    config = config_of(models=[{"key": "gemma-2-9b", "servingMode": "job"}])
+    (job,) = plan_jobs(config, load_study_bundle(config))
+    assert job.name == "matrix-gemma-2-9b"
+    assert [t[0] for t in job.tasks] == ["query", "query", "probs", "probs", "extract", "extract"]
+    extract = job.tasks[-1]
+    assert extract[extract.index("--model-endpoint") + 1] == "http://localhost:8000/v1"
+
+
+def test_a_job_mode_extractor_for_several_models_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"^grace:jobs.extractor='llama-3-70b' is served in job mode"):
+        config_of(jobs={"extractor": "llama-3-70b"})
+    both_job_mode = [{"key": "gemma-2-2b", "servingMode": "job"}, {"key": "gemma-2-9b", "servingMode": "job"}]
+    with pytest.raises(ConfigError, match=r"^grace:jobs.extractor=null: no configured model is served"):
+        config_of(models=both_job_mode)
+    with pytest.raises(ConfigError, match=r"^grace:jobs.extractor='gemma-2-2b' is not a configured model"):
+        config_of(models=[{"key": "gemma-2-9b"}], jobs={"extractor": "gemma-2-2b"})
+    # Without extraction, or with an external endpoint, no self-hosted coder is needed.
+    config_of(models=both_job_mode, experiments={"experiments": ["exp1", "exp2"]})
+    config_of(models=both_job_mode, jobs={"deepseekEndpoint": "https://api.deepseek.com"})
 
 
 def test_a_job_mode_job_is_labelled_with_every_study_and_experiment(nrp_run: OfflineRun) -> None:

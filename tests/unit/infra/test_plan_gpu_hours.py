@@ -88,10 +88,12 @@ def test_a_server_busier_than_the_campaign_is_up_as_long_as_it_works(tmp_path: P
     assert small.persistent_idle_gpu_hours == pytest.approx(600 / 3600)  # only the load
 
 
-def test_extraction_counts_on_the_gpus_only_without_an_external_endpoint(tmp_path: Path) -> None:
+def test_extraction_counts_on_the_one_extractor_only_without_an_external_endpoint(tmp_path: Path) -> None:
     config, bundle = small_case(tmp_path / "own", structured=True)
     own = gpu_hour_plan(config, bundle)
-    assert own.models[0].requests == 700
+    # gemma-2-2b (the first persistent model) codes BOTH models' 100 exp1 rows; gemma-2-27b codes none.
+    assert own.models[0].requests_by_experiment == {"exp1": 100, "exp2": 500, "structured": 200}
+    assert own.models[1].requests_by_experiment == {"exp1": 100, "exp2": 500, "structured": 0}
     assert own.external_extraction_requests == 0
 
     config, bundle = small_case(
@@ -100,6 +102,45 @@ def test_extraction_counts_on_the_gpus_only_without_an_external_endpoint(tmp_pat
     external = gpu_hour_plan(config, bundle)
     assert external.models[0].requests == 600
     assert external.external_extraction_requests == 200  # 100 rows x 2 models
+
+
+def test_sampled_requests_are_counted_for_exp1_and_extraction_not_for_scoring(tmp_path: Path) -> None:
+    (tmp_path / "studies").mkdir(parents=True)
+    sampled = {**STUDY_WITH_FIVE_QUESTIONS, "sampling": {"temperature": 0.3, "samples_per_row": 5}}
+    (tmp_path / "studies" / "study1.yaml").write_text(yaml.safe_dump(sampled))
+    raw = base_config(
+        models=[{"key": "gemma-2-2b"}, {"key": "gemma-2-9b"}],
+        experiments={"studies": ["study1"]},
+        plan={"studyRows": {"study1": 100}},
+    )
+    config = GraceConfig.parse(raw)
+    plan = gpu_hour_plan(config, load_study_bundle(config, jobs_dir=tmp_path))
+    coder, other = plan.models
+    # exp1: 100 rows x 5 samples; exp2: 100 rows x 5 questions, never repeated; extraction: every sample
+    # of both models, on the one coder (gemma-2-2b, the first persistent model).
+    assert coder.requests_by_experiment == {"exp1": 500, "exp2": 500, "structured": 1000}
+    assert other.requests_by_experiment == {"exp1": 500, "exp2": 500, "structured": 0}
+    assert plan.sampling["study1"]["samplesPerRow"] == 5
+    # The stack's override wins over the study file.
+    raw["jobs"] = {"sampling": {"samplesPerRow": 2}}
+    config = GraceConfig.parse(raw)
+    plan = gpu_hour_plan(config, load_study_bundle(config, jobs_dir=tmp_path))
+    assert plan.models[0].requests_by_experiment == {"exp1": 200, "exp2": 500, "structured": 400}
+    assert plan.sampling["study1"]["source"] == "jobs/studies/study1.yaml + grace:jobs.sampling"
+
+
+def test_the_nrp_plan_counts_the_researchers_five_samples() -> None:
+    config = GraceConfig.parse(base_config())
+    plan = gpu_hour_plan(config, load_study_bundle(config))
+    gemma = next(m for m in plan.models if m.model == "gemma-2-2b")
+    # 300 + 2,424 rows, 5 samples each at 0.3; exp2 is 5 and 3 questions per row, once.
+    assert gemma.requests_by_experiment["exp1"] == (300 + 2424) * 5
+    assert gemma.requests_by_experiment["exp2"] == 300 * 5 + 2424 * 3
+    coder = next(m for m in plan.models if m.model == "gemma-2-27b")
+    assert coder.requests_by_experiment["structured"] == (300 + 2424) * 5 * 6  # all six models' replies
+    assert gemma.requests_by_experiment["structured"] == 0
+    assert {s["samplesPerRow"] for s in plan.sampling.values()} == {5}
+    assert {s["temperature"] for s in plan.sampling.values()} == {0.3}
 
 
 def test_request_counts_come_from_the_study_file_or_the_published_design(tmp_path: Path) -> None:
@@ -135,10 +176,11 @@ def test_rows_of_the_real_study_csvs_match_the_published_counts() -> None:
 def test_render_plan_has_the_matrix_and_gpu_hours_and_prints_both() -> None:
     config = GraceConfig.parse(base_config())
     plan = build_plan(config, findings=[])
-    assert len(plan["matrix"]) == 31
+    assert len(plan["matrix"]) == 33
     llama = next(m for m in plan["matrix"] if m["job"] == "matrix-llama-3-70b")
     assert llama["sidecar"] is True
-    assert len(llama["cells"]) == 6
+    assert len(llama["cells"]) == 4  # exp1 and exp2; its replies are coded by the one extractor
+    assert {m.get("coder") for m in plan["matrix"] if m["kind"] == "extraction"} == {"gemma-2-27b"}
     assert plan["gpuHours"]["totals"]["gpus"] == 11
     text = summary(plan)
     assert "structured-output-study2-gpt-oss-120b" in text

@@ -305,7 +305,9 @@ def test_render_exits_2_with_the_rule_sentence_and_writes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     override = tmp_path / "persistent-llama.yaml"
-    override.write_text("config:\n  grace:models:\n    - key: llama-3-70b\n")
+    override.write_text(
+        "config:\n  grace:models:\n    - key: llama-3-70b\n  grace:jobs:\n    extractor: llama-3-70b\n"
+    )
     out = tmp_path / "out"
     assert render.main(["--stack", "nrp", "--config-file", str(override), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
@@ -321,9 +323,9 @@ def test_render_exits_2_with_the_rule_sentence_and_writes_nothing(
 @pytest.mark.parametrize(
     ("quota", "expected"),
     [
-        # nrp: 5 persistent servers + 31 Jobs (llama-3-70b's with its vLLM sidecar) all start together
-        ({"pods": 35}, "would request 36 pods but grace:namespace.quota.pods allows 35"),
-        ({"requestsCpu": "78"}, "would request 79 CPU cores but grace:namespace.quota.requestsCpu allows 78"),
+        # nrp: 5 persistent servers + 33 Jobs (llama-3-70b's with its vLLM sidecar) all start together
+        ({"pods": 37}, "would request 38 pods but grace:namespace.quota.pods allows 37"),
+        ({"requestsCpu": "80"}, "would request 81 CPU cores but grace:namespace.quota.requestsCpu allows 80"),
         ({"requestsGpu": 10}, "would request 11 GPUs but grace:namespace.quota.requestsGpu allows 10"),
     ],
 )
@@ -332,12 +334,12 @@ def test_jobs_that_would_queue_on_the_quota_are_a_warning(quota: dict[str, Any],
     raw["namespace"]["quota"].update(quota)
     finding = only(policy.all_pods_fit_quota, GraceConfig.parse(raw))
     assert finding.severity is Severity.WARNING
-    assert finding.message.startswith("the 31 experiment Jobs start together with the model servers")
+    assert finding.message.startswith("the 33 experiment Jobs start together with the model servers")
     assert expected in finding.message
 
 
 def test_jobs_that_just_fit_the_quota_give_no_warning() -> None:
     raw = base_config()
-    raw["namespace"]["quota"].update({"pods": 36, "requestsCpu": "79", "requestsGpu": 11})
+    raw["namespace"]["quota"].update({"pods": 38, "requestsCpu": "81", "requestsGpu": 11})
     assert findings(policy.all_pods_fit_quota, GraceConfig.parse(raw)) == []
     assert policy.all_pods_fit_quota in policy.RULES
