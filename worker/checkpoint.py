@@ -1,7 +1,8 @@
 """The append-only checkpoint `<output>.partial.jsonl`: one JSON line per finished row.
 
 Line 1 is a header naming the pipeline, the input file's SHA-256 and the run's parameters; every later
-line is one finished row (`{"row": 17, "columns": {...}}`), success or permanent failure. A restarted run
+line is one finished work item (`{"row": 17, "sample": 0, "columns": {...}}`: input row 17's first sample),
+success or permanent failure; a line without `sample` is sample 0. A restarted run
 with the same input and parameters skips the rows listed; any other run is refused, because mixing rows
 from two different runs into one output would silently corrupt an experiment.
 
@@ -25,11 +26,13 @@ from typing import IO, Any
 from worker import constants as c
 from worker.errors import InputError
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointWriter", "load_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointWriter", "ItemKey", "load_checkpoint"]
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1  # bump when the line layout changes; older checkpoints are then refused
+
+ItemKey = tuple[int, int]  # (input row index, sample index): one work item, one output row
 
 
 def make_header(pipeline: str, input_sha256: str, parameters: Mapping[str, Any]) -> dict[str, Any]:
@@ -47,8 +50,8 @@ def make_header(pipeline: str, input_sha256: str, parameters: Mapping[str, Any])
     )
 
 
-def load_checkpoint(path: Path, header: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
-    """Rows already finished, by row index; {} when there is no checkpoint. Refuses a foreign checkpoint.
+def load_checkpoint(path: Path, header: Mapping[str, Any]) -> dict[ItemKey, dict[str, Any]]:
+    """Finished work items by (row, sample); {} without a checkpoint. Refuses a foreign checkpoint.
 
     A torn last line (the process died mid-write) is cut off so appending continues on a clean line.
     """
@@ -81,15 +84,15 @@ def load_checkpoint(path: Path, header: Mapping[str, Any]) -> dict[int, dict[str
         )
         with path.open("r+b") as handle:
             handle.truncate(size)
-    done: dict[int, dict[str, Any]] = {}
+    done: dict[ItemKey, dict[str, Any]] = {}
     for number, line in enumerate(complete[1:], start=2):
         record = _parse_line(path, number, line)
-        row, columns = record.get("row"), record.get("columns")
-        if not isinstance(row, int) or not isinstance(columns, dict):
+        row, sample, columns = record.get("row"), record.get("sample", 0), record.get("columns")
+        if not isinstance(row, int) or not isinstance(sample, int) or not isinstance(columns, dict):
             raise InputError(
                 f"checkpoint {path} line {number}: not a row record; delete the file to start over."
             )
-        done.setdefault(row, columns)  # a row is finished once; a duplicate line cannot change it
+        done.setdefault((row, sample), columns)  # finished once; a duplicate line cannot change it
     return done
 
 
@@ -118,9 +121,10 @@ class CheckpointWriter:
         """Rows known to be on disk (not only in the OS's cache)."""
         return self._synced
 
-    def append(self, row_index: int, columns: Mapping[str, Any]) -> None:
-        """Write and flush one finished row; call from the event loop."""
-        self._handle.write(_line({"row": row_index, "columns": dict(columns)}))
+    def append(self, key: ItemKey, columns: Mapping[str, Any]) -> None:
+        """Write and flush one finished work item; call from the event loop."""
+        row_index, sample_index = key
+        self._handle.write(_line({"row": row_index, "sample": sample_index, "columns": dict(columns)}))
         self._handle.flush()  # in the OS now: survives kill -9 of this process
         self._written += 1
         # Group commit: a background task fsyncs at most every CHECKPOINT_SYNC_INTERVAL_S, covering every

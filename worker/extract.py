@@ -37,6 +37,7 @@ from worker.extraction_spec import (
     ExtractionSpec,
     load_extraction,
 )
+from worker.sampling import Sample
 from worker.structured import (
     AttemptFailure,
     Backend,
@@ -234,6 +235,8 @@ class ExtractPipeline:
 
     name = "extract"
     error_column = ERRORS_COLUMN
+    samples_per_row = 1
+    base_seed = 0
 
     def __init__(
         self,
@@ -299,7 +302,9 @@ class ExtractPipeline:
             self.spec, choice, validate=self.validate, max_reasks=self.max_reasks
         )
 
-    async def process(self, row_index: int, row: Mapping[str, str], client: ModelClient) -> dict[str, Any]:
+    async def process(
+        self, row_index: int, row: Mapping[str, str], client: ModelClient, sample: Sample  # noqa: ARG002
+    ) -> dict[str, Any]:
         if self._plan is None:
             raise RuntimeError("ExtractPipeline.process() before prepare()")
         outcome = await self._plan.extract(client, row)

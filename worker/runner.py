@@ -1,7 +1,9 @@
 """The runner all pipelines share: input, checkpoint/resume, concurrency, progress, metrics, output, meta.
 
 A pipeline only says how one row becomes requests and how the responses become columns (`Pipeline`);
-`run_pipeline` does the rest and returns the process exit code:
+`run_pipeline` does the rest and returns the process exit code. Each input row is asked
+`samples_per_row` times; each (row, sample) is one work item, one checkpoint line and one output row
+carrying `sample` and `seed` (worker.sampling).
   0  every row succeeded;
   3  the output is complete but some rows carry an error (in the pipeline's error column);
   2  nothing usable could be done: bad input or arguments, no server, unknown model. Nothing is written
@@ -24,19 +26,23 @@ from urllib.parse import urlsplit, urlunsplit
 
 from worker import __version__
 from worker import constants as c
-from worker.checkpoint import CheckpointWriter, load_checkpoint, make_header
+from worker.checkpoint import CheckpointWriter, ItemKey, load_checkpoint, make_header
 from worker.client import ModelClient
 from worker.errors import InputError, RequestRejected, RowFailure, WorkerError
 from worker.metrics import RunMetrics
 from worker.options import RunOptions
 from worker.progress import Progress
+from worker.sampling import Sample, derive_seed
 from worker.table import InputTable, frame_to_csv, read_input, write_atomically
 
-__all__ = ["DEFAULT_ERROR_COLUMN", "Pipeline", "report_fatal", "run_pipeline"]
+__all__ = ["DEFAULT_ERROR_COLUMN", "SAMPLE_COLUMNS", "Pipeline", "report_fatal", "run_pipeline"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ERROR_COLUMN = "error"
+# The runner's own columns, between the input's and the pipeline's: which answer of the row this is, and
+# the seed its requests carried.
+SAMPLE_COLUMNS = ("sample", "seed")
 
 
 @runtime_checkable
@@ -51,6 +57,8 @@ class Pipeline(Protocol):
     required_columns: Sequence[str]  # input columns the pipeline reads; missing ones are an InputError
     output_columns: Sequence[str]  # columns added after the input's, in order; must include error_column
     error_column: str  # "" on success, the failure's one-line message otherwise
+    samples_per_row: int  # answers per input row (1 unless sampling); each is its own output row
+    base_seed: int  # with the row and sample index, fixes every sample's seed (worker.sampling.derive_seed)
 
     def parameters(self) -> Mapping[str, Any]:
         """Everything that changes the answers (model, prompts, sampling). JSON-serialisable.
@@ -63,8 +71,13 @@ class Pipeline(Protocol):
         """One-time probing before the first row (e.g. tokenizing answer options). May raise InputError."""
         ...
 
-    async def process(self, row_index: int, row: Mapping[str, str], client: ModelClient) -> Mapping[str, Any]:
-        """The added columns of one row (error column excluded).
+    async def process(
+        self, row_index: int, row: Mapping[str, str], client: ModelClient, sample: Sample
+    ) -> Mapping[str, Any]:
+        """The added columns of one sample of one row (error column excluded).
+
+        `sample.seed` is the seed to send with this sample's requests, so N samples of one row differ and a
+        rerun reproduces each of them.
 
         Raise RowFailure (optionally with partial `columns`) for a permanent per-row failure; client errors
         (RequestRejected, RetryableError after the last retry) may also be left to propagate: the runner
@@ -106,8 +119,34 @@ class _Run:
 
     @property
     def parameters(self) -> dict[str, Any]:
-        """The pipeline's parameters plus the model name: every answer depends on the model."""
-        return {"model_name": self.options.client.model_name, **self.pipeline.parameters()}
+        """The pipeline's parameters plus the model name (every answer depends on it) and the sampling."""
+        parameters = {"model_name": self.options.client.model_name, **self.pipeline.parameters()}
+        if self.samples_per_row != 1:
+            # Only when sampling, so checkpoints of single-answer runs keep their header.
+            parameters |= {"samples_per_row": self.samples_per_row, "base_seed": self.base_seed}
+        return parameters
+
+    @property
+    def samples_per_row(self) -> int:
+        return int(getattr(self.pipeline, "samples_per_row", 1))
+
+    @property
+    def base_seed(self) -> int:
+        return int(getattr(self.pipeline, "base_seed", 0))
+
+    def sample_columns(self, table: InputTable) -> tuple[str, ...]:
+        """`sample` and `seed`, unless a single-answer run reads an input that already has them.
+
+        Such an input is a sampled run's output (extraction over N answers per row): its `sample` and
+        `seed` say which answer each row is, and a second pair would only say "the first of one".
+        """
+        if self.samples_per_row == 1 and set(SAMPLE_COLUMNS) <= set(table.frame.columns):
+            return ()
+        return SAMPLE_COLUMNS
+
+    def sample(self, key: ItemKey) -> Sample:
+        row_index, sample_index = key
+        return Sample(index=sample_index, seed=derive_seed(self.base_seed, row_index, sample_index))
 
     async def execute(self) -> int:
         pipeline, options = self.pipeline, self.options
@@ -116,12 +155,15 @@ class _Run:
         header = make_header(pipeline.name, table.sha256, self.parameters)
         self._check_output_is_ours()
         done = load_checkpoint(options.checkpoint_path, header)
-        rows = len(table.frame)
-        finished = {index: columns for index, columns in done.items() if index < rows}
-        pending = [index for index in range(rows) if index not in finished]
+        items = [(row, sample) for row in range(len(table.frame)) for sample in range(self.samples_per_row)]
+        finished = {key: done[key] for key in items if key in done}
+        pending = [key for key in items if key not in finished]
         if finished:
             log.info(
-                "resuming from %s: %d of %d rows already done", options.checkpoint_path, len(finished), rows
+                "resuming from %s: %d of %d rows already done",
+                options.checkpoint_path,
+                len(finished),
+                len(items),
             )
 
         server: dict[str, Any] = {"endpoint": _without_credentials(options.client.base_url)}
@@ -137,7 +179,7 @@ class _Run:
                 **server,
                 "note": "not contacted: every row was already in the checkpoint",
             }
-        return self._finish(table, finished, server, resumed=rows - len(pending))
+        return self._finish(table, finished, server, resumed=len(items) - len(pending))
 
     def _check_columns(self, table: InputTable) -> None:
         pipeline = self.pipeline
@@ -145,7 +187,8 @@ class _Run:
             raise TypeError(
                 f"pipeline {pipeline.name}: output_columns must include {pipeline.error_column!r}"
             )
-        clash = [column for column in pipeline.output_columns if column in table.frame.columns]
+        added = [*self.sample_columns(table), *pipeline.output_columns]
+        clash = [column for column in added if column in table.frame.columns]
         if clash:
             raise InputError(
                 f"--input {self.options.input}: already has column(s) {', '.join(clash)} that "
@@ -166,15 +209,16 @@ class _Run:
     async def _process(
         self,
         table: InputTable,
-        pending: list[int],
-        finished: dict[int, dict[str, Any]],
+        pending: list[ItemKey],
+        finished: dict[ItemKey, dict[str, Any]],
         header: Mapping[str, Any],
     ) -> dict[str, Any]:
         """Probe the server, then process every pending row; returns the server facts for the meta file."""
         pipeline, options = self.pipeline, self.options
         ok = sum(1 for columns in finished.values() if not columns.get(pipeline.error_column))
-        progress = Progress(pipeline.name, len(table.frame), ok=ok, failed=len(finished) - ok)
-        self.metrics.rows_total.labels(pipeline.name).set(len(table.frame))
+        total = len(table.frame) * self.samples_per_row
+        progress = Progress(pipeline.name, total, ok=ok, failed=len(finished) - ok)
+        self.metrics.rows_total.labels(pipeline.name).set(total)
         async with ModelClient(options.client, observer=self.metrics) as client:
             await client.wait_until_healthy(options.wait_timeout_s)
             version, model = await asyncio.gather(client.version(), self._model_entry(client))
@@ -228,18 +272,18 @@ class _Run:
         client: ModelClient,
         writer: CheckpointWriter,
         records: list[dict[str, str]],
-        pending: list[int],
+        pending: list[ItemKey],
         *,
-        finished: dict[int, dict[str, Any]],
+        finished: dict[ItemKey, dict[str, Any]],
         progress: Progress,
     ) -> None:
-        todo = iter(pending)  # shared by the row workers; next() never awaits, so no two take one row
+        todo = iter(pending)  # shared by the row workers; next() never awaits, so no two take one item
 
         async def row_worker() -> None:
-            for index in todo:
-                outcome = await self._one_row(client, index, records[index])
-                writer.append(index, outcome.columns)
-                finished[index] = outcome.columns
+            for key in todo:
+                outcome = await self._one_row(client, key, records[key[0]])
+                writer.append(key, outcome.columns)
+                finished[key] = outcome.columns
                 progress.row_finished(outcome.ok)
                 self.metrics.rows.labels(self.pipeline.name, "ok" if outcome.ok else "failed").inc()
 
@@ -257,10 +301,10 @@ class _Run:
                 f"{self.options.checkpoint_path.name}."
             ) from err
 
-    async def _one_row(self, client: ModelClient, index: int, row: Mapping[str, str]) -> _Outcome:
+    async def _one_row(self, client: ModelClient, key: ItemKey, row: Mapping[str, str]) -> _Outcome:
         pipeline = self.pipeline
         try:
-            added = await pipeline.process(index, row, client)
+            added = await pipeline.process(key[0], row, client, self.sample(key))
         except RowFailure as err:
             return _Outcome({**err.columns, pipeline.error_column: _one_line(err)}, ok=False)
         except RequestRejected as err:
@@ -275,14 +319,23 @@ class _Run:
         return _Outcome({**added, pipeline.error_column: ""}, ok=True)
 
     def _finish(
-        self, table: InputTable, finished: dict[int, dict[str, Any]], server: dict[str, Any], *, resumed: int
+        self,
+        table: InputTable,
+        finished: dict[ItemKey, dict[str, Any]],
+        server: dict[str, Any],
+        *,
+        resumed: int,
     ) -> int:
         """Write the meta file, then the output (its existence means complete); the exit code."""
         pipeline, options = self.pipeline, self.options
-        output = table.frame.copy()
+        keys = [(row, sample) for row in range(len(table.frame)) for sample in range(self.samples_per_row)]
+        output = table.frame.iloc[[row for row, _ in keys]].reset_index(drop=True)
+        if self.sample_columns(table):
+            output["sample"] = [sample for _, sample in keys]
+            output["seed"] = [self.sample(key).seed for key in keys]
         for column in pipeline.output_columns:
-            output[column] = [_cell(finished[index].get(column)) for index in range(len(output))]
-        failed = sum(1 for index in range(len(output)) if finished[index].get(pipeline.error_column))
+            output[column] = [_cell(finished[key].get(column)) for key in keys]
+        failed = sum(1 for key in keys if finished[key].get(pipeline.error_column))
         exit_code = c.EXIT_ROWS_FAILED if failed else c.EXIT_OK
         meta = self._meta(table, server, ok=len(output) - failed, failed=failed, resumed=resumed)
         meta["exit_code"] = exit_code

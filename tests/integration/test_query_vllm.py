@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tests.support.contracts import QUERY_ADDED_COLUMNS
+from tests.support.contracts import QUERY_ADDED_COLUMNS, SAMPLE_COLUMNS
 from worker.client import ModelClient
 from worker.errors import RequestRejected
 from worker.options import ClientOptions
@@ -69,7 +69,7 @@ def test_query_end_to_end(vllm_server: Any, tmp_path: Path, study: str) -> None:
     done = run(command(vllm_server, study, source, output))
     assert done.returncode == 0, done.stderr[-3000:]
     result = read(output)
-    assert list(result.columns) == [*frame.columns, *QUERY_ADDED_COLUMNS]
+    assert list(result.columns) == [*frame.columns, *SAMPLE_COLUMNS, *QUERY_ADDED_COLUMNS]
     pd.testing.assert_frame_equal(result[frame.columns], frame)
     assert (result["error"] == "").all()
     assert (result["model_name"] == vllm_server.served_name).all()

@@ -12,3 +12,6 @@ QUERY_ADDED_COLUMNS = (
     "attempts",
     "error",
 )
+
+# The runner's columns between the input's and a pipeline's: which of a row's N answers, and its seed.
+SAMPLE_COLUMNS = ("sample", "seed")

@@ -18,7 +18,7 @@ def write_rows(path: Path, rows: list[int]) -> None:
     async def go() -> None:
         writer = CheckpointWriter.open(path, HEADER)
         for row in rows:
-            writer.append(row, {"model_response": f"answer {row}", "error": ""})
+            writer.append((row, 0), {"model_response": f"answer {row}", "error": ""})
         await writer.aclose()
 
     asyncio.run(go())
@@ -29,9 +29,9 @@ def test_rows_round_trip_and_appending_continues(tmp_path: Path) -> None:
     write_rows(path, [2, 0])
     write_rows(path, [1])  # a second run appends; the header is not repeated
     assert load_checkpoint(path, HEADER) == {
-        2: {"model_response": "answer 2", "error": ""},
-        0: {"model_response": "answer 0", "error": ""},
-        1: {"model_response": "answer 1", "error": ""},
+        (2, 0): {"model_response": "answer 2", "error": ""},
+        (0, 0): {"model_response": "answer 0", "error": ""},
+        (1, 0): {"model_response": "answer 1", "error": ""},
     }
     assert path.read_text().count('"checkpoint"') == 1
 
@@ -45,7 +45,23 @@ def test_a_duplicate_line_keeps_the_first(tmp_path: Path) -> None:
     write_rows(path, [0])
     with path.open("a") as handle:
         handle.write(json.dumps({"row": 0, "columns": {"model_response": "other"}}) + "\n")
-    assert load_checkpoint(path, HEADER)[0]["model_response"] == "answer 0"
+    assert load_checkpoint(path, HEADER)[(0, 0)]["model_response"] == "answer 0"
+
+
+def test_samples_of_one_row_are_separate_items(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+
+    async def go() -> None:
+        writer = CheckpointWriter.open(path, HEADER)
+        writer.append((4, 1), {"model_response": "second"})
+        writer.append((4, 0), {"model_response": "first"})
+        await writer.aclose()
+
+    asyncio.run(go())
+    assert load_checkpoint(path, HEADER) == {
+        (4, 1): {"model_response": "second"},
+        (4, 0): {"model_response": "first"},
+    }
 
 
 @pytest.mark.parametrize(
@@ -56,7 +72,7 @@ def test_an_unfinished_tail_is_cut_off(tmp_path: Path, tail: bytes) -> None:
     write_rows(path, [0, 1])
     clean = path.read_bytes()
     path.write_bytes(clean + tail)
-    assert set(load_checkpoint(path, HEADER)) == {0, 1}
+    assert set(load_checkpoint(path, HEADER)) == {(0, 0), (1, 0)}
     assert path.read_bytes() == clean
 
 
