@@ -42,11 +42,17 @@ SUBCOMMANDS: dict[str, str] = {
     "extract": "worker.extract",
 }
 RUN_COMMAND = "run"
-EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
+EXIT_INTERRUPTED = c.EXIT_SIGNAL_BASE + 2  # SIGINT outside a run (while parsing); runs handle it themselves
 CLEAR_LINE = "\r\x1b[K"  # carriage return + ANSI "erase to end of line"
 
-# For `run --tasks`: the worst result wins. Exit 2 (nothing done) is worse than 3 (done, some rows failed).
-_SEVERITY = {c.EXIT_OK: 0, c.EXIT_ROWS_FAILED: 1, c.EXIT_INPUT: 2}
+# For `run --tasks`: the worst result wins; exit 2 (nothing done, retrying cannot help) is the worst.
+_SEVERITY = {
+    c.EXIT_OK: 0,
+    c.EXIT_ROWS_FAILED: 1,
+    c.EXIT_SERVER_UNAVAILABLE: 2,
+    c.EXIT_STORAGE: 3,
+    c.EXIT_INPUT: 4,
+}
 
 
 class UsageError(Exception):
@@ -101,6 +107,19 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, endpoint_required: 
         help="Seconds to wait for the server's /health before giving up (%(default)s).",
     )
     group.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="Send rows again that failed for their own reason (a 400, an unparseable answer); rows that "
+        "failed because the server was unreachable are always sent again.",
+    )
+    group.add_argument(
+        "--wait-for-lock",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="Wait this long for another worker writing the same --output instead of exiting 2 (0).",
+    )
+    group.add_argument(
         "--metrics-port",
         type=int,
         default=c.DEFAULT_METRICS_PORT,
@@ -127,6 +146,8 @@ def run_options(args: argparse.Namespace, argv: Sequence[str]) -> RunOptions:
             limit=args.limit,
             wait_timeout_s=args.wait_timeout,
             metrics_port=args.metrics_port,
+            retry_failed=args.retry_failed,
+            wait_for_lock_s=args.wait_for_lock,
             command_line=("python -m worker", *argv),
         )
     except ValidationError as err:
@@ -146,6 +167,7 @@ _FLAGS = {
     "limit": "--limit",
     "wait_timeout_s": "--wait-timeout",
     "metrics_port": "--metrics-port",
+    "wait_for_lock_s": "--wait-for-lock",
 }
 
 
@@ -241,7 +263,9 @@ def _run_tasks(argv: list[str]) -> int:
         log.info("task %d/%d: %s", number, len(tasks), " ".join(task))
         code = _run_one(task)
         log.info("task %d/%d finished with exit code %d", number, len(tasks), code)
-        worst = max(worst, code, key=lambda value: _SEVERITY.get(value, 3))
+        if code > c.EXIT_SIGNAL_BASE:
+            return code  # stopped by a signal: the pod is going away, start nothing new
+        worst = max(worst, code, key=lambda value: _SEVERITY.get(value, len(_SEVERITY)))
     return worst
 
 

@@ -303,7 +303,11 @@ class ExtractPipeline:
         )
 
     async def process(
-        self, row_index: int, row: Mapping[str, str], client: ModelClient, sample: Sample  # noqa: ARG002
+        self,
+        row_index: int,
+        row: Mapping[str, str],
+        client: ModelClient,
+        sample: Sample,  # noqa: ARG002
     ) -> dict[str, Any]:
         if self._plan is None:
             raise RuntimeError("ExtractPipeline.process() before prepare()")

@@ -258,7 +258,11 @@ class ProbsPipeline:
         }
 
     async def process(
-        self, row_index: int, row: Mapping[str, Any], client: ModelClient, sample: Sample  # noqa: ARG002
+        self,
+        row_index: int,
+        row: Mapping[str, Any],
+        client: ModelClient,
+        sample: Sample,  # noqa: ARG002
     ) -> dict[str, Any]:
         """Ask every question of one row concurrently; the client bounds the requests in flight."""
         values = {column: "" if row[column] is None else str(row[column]) for column in self.required_columns}

@@ -118,7 +118,11 @@ class QueryPipeline:
         """Nothing to probe: the runner has already checked the server and the model name."""
 
     async def process(
-        self, row_index: int, row: Mapping[str, str], client: ModelClient, sample: Sample  # noqa: ARG002
+        self,
+        row_index: int,
+        row: Mapping[str, str],
+        client: ModelClient,
+        sample: Sample,  # noqa: ARG002
     ) -> dict[str, Any]:
         messages = self.study.render(row)
         started = time.monotonic()

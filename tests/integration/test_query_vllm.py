@@ -82,7 +82,14 @@ def test_query_end_to_end(vllm_server: Any, tmp_path: Path, study: str) -> None:
     assert meta["server"]["model"]["id"] == vllm_server.served_name
     assert meta["server"]["model"]["max_model_len"] == 512
     assert meta["parameters"]["generation"]["max_tokens"] == 8
-    assert meta["rows"] == {"ok": ROWS, "failed": 0, "from_checkpoint": 0}
+    assert meta["rows"] == {
+        "ok": ROWS,
+        "failed": 0,
+        "failed_row_specific": 0,
+        "failed_transport": 0,
+        "not_done": 0,
+        "from_checkpoint": 0,
+    }
 
 
 def test_sigkill_then_rerun_against_the_real_server(vllm_server: Any, tmp_path: Path) -> None:

@@ -265,7 +265,14 @@ def test_every_row_ends_valid_or_with_its_error(
     assert chat_requests(server, "failed") == []
 
     meta = json.loads((tmp_path / "structured.csv.meta.json").read_text())
-    assert meta["rows"] == {"ok": 9, "failed": 2, "from_checkpoint": 0}
+    assert meta["rows"] == {
+        "ok": 9,
+        "failed": 2,
+        "failed_row_specific": 2,
+        "failed_transport": 0,
+        "not_done": 0,
+        "from_checkpoint": 0,
+    }
     assert meta["server"]["pipeline_findings"]["structured_output"]["backend"] == "json_schema"
     assert "enforced" in meta["server"]["pipeline_findings"]["structured_output"]["probes"][0]
 

@@ -107,7 +107,14 @@ def test_the_meta_file_records_the_run(server: FakeOpenAI, tmp_path: Path) -> No
     assert meta["server"]["model"]["max_model_len"] == 512
     assert meta["parameters"]["model_name"] == "tiny"
     assert meta["parameters"]["generation"]["max_tokens"] == 128
-    assert meta["rows"] == {"ok": 4, "failed": 0, "from_checkpoint": 0}
+    assert meta["rows"] == {
+        "ok": 4,
+        "failed": 0,
+        "failed_row_specific": 0,
+        "failed_transport": 0,
+        "not_done": 0,
+        "from_checkpoint": 0,
+    }
     assert meta["exit_code"] == 0
     assert len(read(output)) == 4
 
@@ -187,13 +194,13 @@ def test_a_404_model_mid_run_stops_the_run_but_keeps_finished_rows(
     assert [json.loads(line)["row"] for line in lines[1:]] == [0, 1]
 
 
-def test_unreachable_server_exits_2_after_the_wait(
+def test_unreachable_server_exits_5_after_the_wait(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     output = tmp_path / "out.csv"
     args = argv(FakeOpenAI(port=9), output)  # never started: port 9 is closed
     args[args.index("--wait-timeout") + 1] = "0.5"
-    assert main(args) == 2
+    assert main(args) == 5
     assert "did not answer /health within --wait-timeout 0.5 s" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
