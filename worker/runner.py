@@ -421,9 +421,10 @@ class _Run:
             c.SHUTDOWN_GRACE_S,
         )
         abandon = asyncio.ensure_future(self.signals.wait_for_abandon())
+        all_done = asyncio.gather(*running, return_exceptions=True)
         try:
             await asyncio.wait(
-                {*running, abandon}, timeout=c.SHUTDOWN_GRACE_S, return_when=asyncio.ALL_COMPLETED
+                {all_done, abandon}, timeout=c.SHUTDOWN_GRACE_S, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             abandon.cancel()
