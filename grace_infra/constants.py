@@ -83,8 +83,21 @@ PROBE_TIMEOUT_S = 5
 AWAIT_MARGIN_S = 900
 DOWNLOAD_ASSUMED_MB_PER_S = 100
 MONITORING_SCRAPE_INTERVAL = "30s"
-# Annotation prefix for documented exceptions to least privilege, placed on the object they concern.
-SECURITY_EXCEPTION_ANNOTATION_PREFIX = "grace.nrp.io/security-exception-"
+# Least privilege for the vLLM image (docs/preflight-and-security.md). vllm/vllm-openai keeps USER root
+# but ships a `vllm` user, uid 2000, gid 0, HOME /home/vllm, for non-root runs (vLLM's docker/Dockerfile,
+# "Non-root support", https://github.com/vllm-project/vllm/pull/40275). A uid missing from the image's
+# /etc/passwd fails at import: torch's compile cache calls getpass.getuser().
+VLLM_UID = 2000
+VLLM_HOME = "/home/vllm"
+# With readOnlyRootFilesystem, vLLM, torch.compile, Triton and FlashInfer write their JIT caches under
+# $HOME/.cache and /tmp: both are one node-local emptyDir.
+VLLM_SCRATCH_SIZE_LIMIT = "10Gi"
+# The Hugging Face token reaches the download as a file (huggingface_hub reads HF_TOKEN_PATH), never as an
+# environment variable that `kubectl describe`, crash dumps and child processes would show.
+HF_TOKEN_MOUNT = "/var/run/secrets/grace/huggingface"  # noqa: S105 (a mount path, not a credential)
+# Always re-resolve the tag at pod start: a re-pushed tag cannot run stale code, and the layers of an
+# unchanged image stay cached on the node (only the manifest is fetched).
+IMAGE_PULL_POLICY = "Always"
 
 # Experiment Jobs and the GPU-hour plan (issue 4; see README "Experiment Jobs").
 JOB_SKIP_AWAIT_ANNOTATION = "pulumi.com/skipAwait"  # `pulumi up` must not wait hours for a batch Job

