@@ -21,6 +21,10 @@ SA_QUERY_JOB = "grace-query-job"
 SA_EXTRACTION_JOB = "grace-extraction-job"
 STUDIES_CONFIGMAP = "grace-studies"
 MODEL_SERVER_PREFIX = "vllm-"
+# A model key ends object names and label values, which Kubernetes caps at 63 characters (DNS-1123
+# label); the longest name built from it is the weights claim's.
+KUBERNETES_NAME_MAX_LENGTH = 63
+MODEL_KEY_MAX_LENGTH = KUBERNETES_NAME_MAX_LENGTH - len(WEIGHTS_PVC_PREFIX)
 
 # Mount points inside pods (the worker's CLI paths are built from these).
 INPUT_MOUNT = "/input"
