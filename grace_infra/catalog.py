@@ -23,7 +23,7 @@ class Dtype(StrEnum):
 
 
 class ServingMode(StrEnum):
-    """How a model's vLLM server lives (see README "Serving modes")."""
+    """How a model's vLLM server lives (docs/model-servers.md, "Serving modes")."""
 
     PERSISTENT = "persistent"  # StatefulSet + Service for the whole campaign (the seed's design)
     JOB = "job"  # native sidecar inside the model's experiment Job; GPUs released when the work ends

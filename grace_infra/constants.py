@@ -60,7 +60,7 @@ COMPONENT_MODEL_SERVER = "model-server"
 COMPONENT_QUERY_JOB = "query-job"
 COMPONENT_EXTRACTION_JOB = "extraction-job"
 
-# vLLM model server pod (issue 3; see README "Model servers").
+# vLLM model server pod (docs/model-servers.md).
 VLLM_CONTAINER_NAME = "vllm"
 WEIGHTS_DOWNLOAD_CONTAINER_NAME = "download-weights"
 VLLM_HEALTH_PATH = "/health"
@@ -90,7 +90,7 @@ MONITORING_SCRAPE_INTERVAL = "30s"
 # Annotation prefix for documented exceptions to least privilege, placed on the object they concern.
 SECURITY_EXCEPTION_ANNOTATION_PREFIX = "grace.nrp.io/security-exception-"
 
-# Experiment Jobs and the GPU-hour plan (issue 4; see README "Experiment Jobs").
+# Experiment Jobs and the GPU-hour plan (docs/experiment-jobs.md).
 JOB_SKIP_AWAIT_ANNOTATION = "pulumi.com/skipAwait"  # `pulumi up` must not wait hours for a batch Job
 JOB_BACKOFF_LIMIT = 3  # the worker resumes from its checkpoint, so a retried pod redoes no finished row
 JOB_MODE_JOB_PREFIX = "matrix-"  # job serving mode: `matrix-<model>` runs that model's whole share
@@ -106,7 +106,7 @@ WORKER_LOG_FILE_ENV = "GRACE_LOG_FILE"  # the worker also logs to this file (on 
 HOURS_PER_DAY = 24
 SECONDS_PER_HOUR = 3600
 
-# Foundation objects (issue 2). Fixed names: people address them with kubectl.
+# Foundation objects (docs/stack.md). Fixed names: people address them with kubectl.
 QUOTA_NAME = "grace-quota"
 NAMESPACE_LABELS = {"project": PROJECT, "environment": "research"}
 NETPOL_DEFAULT_DENY = "grace-default-deny"

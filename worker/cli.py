@@ -204,7 +204,7 @@ def parse_subcommand(argv: Sequence[str]) -> tuple[ModuleType, argparse.Namespac
     add_common_arguments(parser, endpoint_required=getattr(module, "ENDPOINT_REQUIRED", True))
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
-    # Optional hook (issue 7): a pipeline may fill common flags from its own before they are validated,
+    # Optional hook: a pipeline may fill common flags from its own before they are validated,
     # e.g. extract's --deepseek-endpoint standing in for --model-endpoint.
     if hasattr(module, "resolve_arguments"):
         module.resolve_arguments(args)

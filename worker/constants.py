@@ -49,7 +49,7 @@ PROGRESS_LOG_INTERVAL_S = 5.0
 STUDIES_DIR_ENV = "GRACE_STUDIES_DIR"
 CONTAINER_STUDIES_DIR = "/etc/grace/studies"
 
-# Exit codes (documented in the README; the Job's podFailurePolicy may key on them).
+# Exit codes (in `python -m worker --help` and docs/worker.md; a Job's podFailurePolicy may key on them).
 EXIT_OK = 0
 EXIT_INPUT = 2  # bad input or arguments, unreachable server, unknown model: retrying cannot help
 EXIT_ROWS_FAILED = 3  # output complete, some rows carry an error

@@ -69,7 +69,7 @@ HELP = "Structured extraction: turn Experiment 1 free text into schema-valid col
 # must not require them; resolve_arguments names whatever is still missing.
 ENDPOINT_REQUIRED = False
 
-# DeepSeek's hosted API: the model name the Job uses and the secret's environment variable (issue 7).
+# DeepSeek's hosted API: the model name the Job uses and the secret's environment variable.
 DEEPSEEK_MODEL = "deepseek-chat"
 DEEPSEEK_API_KEY_ENV = "DEEPSEEK_API_KEY"
 # --wait-for-input: how often to look for the Experiment 1 file, and how often to say we are still waiting.

@@ -204,7 +204,7 @@ class _Run:
                 progress.close()
                 self.rows_phase_s = time.monotonic() - rows_started
         facts: dict[str, Any] = {"version": version, "model": model}
-        # Optional (issue 6): what a pipeline learned from the server in prepare() (e.g. how the options
+        # Optional: what a pipeline learned from the server in prepare() (e.g. how the options
         # tokenize, which method was exact), recorded in the meta file; it is not a parameter, so it never
         # enters the checkpoint header.
         findings = getattr(pipeline, "server_findings", None)
