@@ -322,7 +322,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"{DEEPSEEK_MODEL}, the key to ${DEEPSEEK_API_KEY_ENV}).",
     )
     group.add_argument(
-        "--schema", type=Path, help="JSON Schema file replacing the study's extraction.schema."
+        "--schema",
+        type=Path,
+        help="JSON Schema file replacing the study's (default: the study's extraction.schema).",
     )
     group.add_argument(
         "--validate",
@@ -343,7 +345,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="Wait up to SECONDS for --input to appear (Experiment 1 writes it atomically when complete).",
     )
-    group.add_argument("--max-tokens", type=int, help="Override the study's extraction max_tokens.")
+    group.add_argument(
+        "--max-tokens", type=int, help="Reply token budget (default: the study's extraction max_tokens)."
+    )
 
 
 def resolve_arguments(args: argparse.Namespace) -> None:
