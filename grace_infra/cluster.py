@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import os
+
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
@@ -21,7 +23,9 @@ class ClusterAccessError(GraceError):
 def api_client(context: str | None = None) -> client.ApiClient:
     """An API client for `context` (the kubeconfig's current context when None)."""
     try:
-        return config.new_client_from_config(context=context)
+        # Read $KUBECONFIG now: the client reads it once, when it is first imported.
+        kubeconfig = os.environ.get("KUBECONFIG") or None
+        return config.new_client_from_config(config_file=kubeconfig, context=context)
     except ConfigException as err:
         where = f"context {context!r}" if context else "the current context"
         raise ClusterAccessError(
