@@ -36,7 +36,8 @@ STYLE = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; max-width: 1400px; }
 h1 { font-size: 1.5em; } h2 { border-bottom: 1px solid #ccc; margin-top: 2em; } h3 { margin-top: 1.5em; }
 .figures { display: flex; flex-wrap: wrap; gap: 8px; }
-figure { margin: 0; } figcaption, .note { font-size: 0.85em; color: #555; max-width: 60em; }
+figure { margin: 0; width: min-content; }
+figcaption, .note { font-size: 0.85em; color: #555; max-width: 60em; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
 td, th { border: 1px solid #ccc; padding: 2px 6px; text-align: right; } td:first-child { text-align: left; }
 """
