@@ -40,15 +40,8 @@ def base_config(stack: str = "nrp", **overrides: Any) -> dict[str, Any]:
 
     `overrides` replace whole top-level keys, as a second `pulumi config set` would:
     `base_config(models=[{"key": "gemma-2-2b"}], renderYamlTo="out/")`. A fresh deep copy each call.
-    Replacing `models` without `jobs` drops the stack's `jobs.extractor` when the new list lacks it (the
-    extractor must be a configured model; unset, the first persistent model codes every reply).
     """
-    raw = {**copy.deepcopy(_stack_file(stack)), **copy.deepcopy(overrides)}
-    jobs = raw.get("jobs")
-    replaced = "models" in overrides and "jobs" not in overrides and isinstance(jobs, dict)
-    if replaced and jobs.get("extractor") not in {model.get("key") for model in raw["models"]}:
-        jobs.pop("extractor", None)
-    return raw
+    return {**copy.deepcopy(_stack_file(stack)), **copy.deepcopy(overrides)}
 
 
 def render_stack(raw_config: dict[str, Any], secrets: dict[str, str] | None = None) -> OfflineRun:

@@ -1,4 +1,4 @@
-"""The GPU-hour plan (issue 4): the numbers of a small hand-computed case, where the request counts
+"""The GPU-hour plan: the numbers of a small hand-computed case, where the request counts
 come from, and that render's plan.json and stdout carry the matrix and the table."""
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def test_a_server_busier_than_the_campaign_is_up_as_long_as_it_works(tmp_path: P
 def test_extraction_counts_on_the_one_extractor_only_without_an_external_endpoint(tmp_path: Path) -> None:
     config, bundle = small_case(tmp_path / "own", structured=True)
     own = gpu_hour_plan(config, bundle)
-    # gemma-2-2b (the first persistent model) codes BOTH models' 100 exp1 rows; gemma-2-27b codes none.
+    # gemma-2-2b (the only persistent model) codes BOTH models' 100 exp1 rows; gemma-2-27b codes none.
     assert own.models[0].requests_by_experiment == {"exp1": 100, "exp2": 500, "structured": 200}
     assert own.models[1].requests_by_experiment == {"exp1": 100, "exp2": 500, "structured": 0}
     assert own.external_extraction_requests == 0
@@ -115,9 +115,10 @@ def test_sampled_requests_are_counted_for_exp1_and_extraction_not_for_scoring(tm
     )
     config = GraceConfig.parse(raw)
     plan = gpu_hour_plan(config, load_study_bundle(config, jobs_dir=tmp_path))
-    coder, other = plan.models
+    other, coder = plan.models
+    assert coder.model == "gemma-2-9b"  # the larger persistent model codes for both
     # exp1: 100 rows x 5 samples; exp2: 100 rows x 5 questions, never repeated; extraction: every sample
-    # of both models, on the one coder (gemma-2-2b, the first persistent model).
+    # of both models, on the one coder.
     assert coder.requests_by_experiment == {"exp1": 500, "exp2": 500, "structured": 1000}
     assert other.requests_by_experiment == {"exp1": 500, "exp2": 500, "structured": 0}
     assert plan.sampling["study1"]["samplesPerRow"] == 5
@@ -125,7 +126,7 @@ def test_sampled_requests_are_counted_for_exp1_and_extraction_not_for_scoring(tm
     raw["jobs"] = {"sampling": {"samplesPerRow": 2}}
     config = GraceConfig.parse(raw)
     plan = gpu_hour_plan(config, load_study_bundle(config, jobs_dir=tmp_path))
-    assert plan.models[0].requests_by_experiment == {"exp1": 200, "exp2": 500, "structured": 400}
+    assert plan.models[1].requests_by_experiment == {"exp1": 200, "exp2": 500, "structured": 400}
     assert plan.sampling["study1"]["source"] == "jobs/studies/study1.yaml + grace:jobs.sampling"
 
 

@@ -1,4 +1,4 @@
-"""NRP rules and fit checks (issue 3): one test per rule and per warning, asserting the message.
+"""NRP rules and fit checks: one test per rule and per warning, asserting the message.
 
 Rules run on the parsed config (fast, no render); one whole-program test shows a violation stops the
 program before any resource exists, and one shows warnings reach `pulumi.log.warn`.
@@ -226,9 +226,10 @@ def test_a_forbidden_storage_class_is_an_error() -> None:
     assert finding.message.startswith("grace:storage.sharedClass='rook-cephfs-ucsd' is refused")
 
 
-def test_an_unknown_model_key_is_refused_by_config() -> None:
+def test_a_new_model_key_without_its_fields_is_refused_by_config() -> None:
     with pytest.raises(
-        ConfigError, match=r"^grace:models\[1\]\.key='llama-5' is not in the catalog \(known: gemma-2-2b, "
+        ConfigError,
+        match=r"^grace:models\[1\]\.key='llama-5' is not in the catalog \(gemma-2-2b, .*missing: hfRepo, ",
     ):
         config(models=[{"key": "gemma-2-2b"}, {"key": "llama-5"}])
 
@@ -305,9 +306,7 @@ def test_render_exits_2_with_the_rule_sentence_and_writes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     override = tmp_path / "persistent-llama.yaml"
-    override.write_text(
-        "config:\n  grace:models:\n    - key: llama-3-70b\n  grace:jobs:\n    extractor: llama-3-70b\n"
-    )
+    override.write_text("config:\n  grace:models:\n    - key: llama-3-70b\n")
     out = tmp_path / "out"
     assert render.main(["--stack", "nrp", "--config-file", str(override), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
@@ -323,7 +322,8 @@ def test_render_exits_2_with_the_rule_sentence_and_writes_nothing(
 @pytest.mark.parametrize(
     ("quota", "expected"),
     [
-        # nrp: 5 persistent servers + 33 Jobs (llama-3-70b's with its vLLM sidecar) all start together
+        # nrp: 5 persistent servers + 33 Jobs (llama-3-70b's with its vLLM sidecar; its two extraction Jobs
+        # talk to the one coder) all start together
         ({"pods": 37}, "would request 38 pods but grace:namespace.quota.pods allows 37"),
         ({"requestsCpu": "80"}, "would request 81 CPU cores but grace:namespace.quota.requestsCpu allows 80"),
         ({"requestsGpu": 10}, "would request 11 GPUs but grace:namespace.quota.requestsGpu allows 10"),

@@ -1,4 +1,4 @@
-"""`python -m worker query` end to end against the fault-injecting server: the rules of issue 5."""
+"""`python -m worker query` end to end against the fault-injecting server: checkpoint, retries, exit codes."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.support.contracts import QUERY_ADDED_COLUMNS
+from tests.support.contracts import QUERY_ADDED_COLUMNS, SAMPLE_COLUMNS
 from tests.support.fake_openai import Behaviour, FakeOpenAI, Hang, Request, Reset, Status, Trickle, Truncate
 from worker.cli import main
 
@@ -47,6 +47,8 @@ def argv(
         "--max-retries", "2",
         "--backoff-base", "0.01",
         "--wait-timeout", "2",
+        # One answer per row unless a test asks for the study's sampling (its own setting is 5 per row).
+        *(() if "--samples" in extra else ("--samples", "1")),
         *extra,
     ]  # fmt: skip
 
@@ -63,7 +65,7 @@ def test_every_row_once_in_order_with_the_input_columns_unchanged(server: FakeOp
     output = tmp_path / "out.csv"
     assert main(argv(server, output, "--batch-size", "3")) == 0
     source, result = read(STUDY1), read(output)
-    assert list(result.columns) == [*source.columns, *QUERY_ADDED_COLUMNS]
+    assert list(result.columns) == [*source.columns, *SAMPLE_COLUMNS, *QUERY_ADDED_COLUMNS]
     pd.testing.assert_frame_equal(result[source.columns], source)  # ids keep their text: "007" stays "007"
     assert result["participant_id"].iloc[0] == "007"
     assert (result["error"] == "").all()
@@ -107,7 +109,14 @@ def test_the_meta_file_records_the_run(server: FakeOpenAI, tmp_path: Path) -> No
     assert meta["server"]["model"]["max_model_len"] == 512
     assert meta["parameters"]["model_name"] == "tiny"
     assert meta["parameters"]["generation"]["max_tokens"] == 128
-    assert meta["rows"] == {"ok": 4, "failed": 0, "from_checkpoint": 0}
+    assert meta["rows"] == {
+        "ok": 4,
+        "failed": 0,
+        "failed_row_specific": 0,
+        "failed_transport": 0,
+        "not_done": 0,
+        "from_checkpoint": 0,
+    }
     assert meta["exit_code"] == 0
     assert len(read(output)) == 4
 
@@ -187,13 +196,13 @@ def test_a_404_model_mid_run_stops_the_run_but_keeps_finished_rows(
     assert [json.loads(line)["row"] for line in lines[1:]] == [0, 1]
 
 
-def test_unreachable_server_exits_2_after_the_wait(
+def test_unreachable_server_exits_5_after_the_wait(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     output = tmp_path / "out.csv"
     args = argv(FakeOpenAI(port=9), output)  # never started: port 9 is closed
     args[args.index("--wait-timeout") + 1] = "0.5"
-    assert main(args) == 2
+    assert main(args) == 5
     assert "did not answer /health within --wait-timeout 0.5 s" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
@@ -501,3 +510,22 @@ def test_an_unopenable_grace_log_file_is_one_line_exit_2(
     assert len(err) == 1
     assert "GRACE_LOG_FILE=" in err[0]
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_the_study_samples_every_row_five_times_at_its_temperature(
+    server: FakeOpenAI, tmp_path: Path
+) -> None:
+    # The researchers' configuration, from the study file: temperature 0.3, 5 samples per row, seed 42.
+    output = tmp_path / "out.csv"
+    command = argv(server, output, "--limit", "2", "--samples", "5")
+    at = command.index("--samples")
+    del command[at : at + 2]  # no --samples at all: the study's own setting applies
+    assert "--samples" not in command
+    assert main(command) == 0
+    frame = read(output)
+    assert frame["sample"].tolist() == ["0", "1", "2", "3", "4"] * 2
+    assert frame["seed"].nunique() == 10
+    requests = [r.json() for r in server.requests_to("/v1/chat/completions")]
+    assert {r["temperature"] for r in requests} == {0.3}
+    meta = json.loads((tmp_path / "out.csv.meta.json").read_text())
+    assert meta["parameters"]["sampling"] == {"temperature": 0.3, "samples_per_row": 5, "base_seed": 42}
