@@ -6,8 +6,9 @@ that forbids every fetch, so it opens the same on a laptop offline as on a share
     Study 1, per model  expected percentage for each number 0-3 after the speaker's statement, per
                         access/observe condition (Experiment 2 log-probabilities, and the percentages the
                         model wrote in Experiment 1 as extracted); P(knows exactly = yes) per condition
-    Study 2, per model  the distribution over the utterances for each goal and state: Experiment 2,
-                        Experiment 1 as extracted, and the human choices of the same rows (`Utterance`)
+    Study 2, per model  the distribution over the utterances for each goal and state: Experiment 2, and
+                        Experiment 1 as extracted. The CSV's `Utterance` is not plotted: it is a column
+                        of the stimulus design, balanced over State, not a participant's answer
     Every model         rows, failed and empty rows per output; probability coverage per question
 """
 
@@ -49,7 +50,7 @@ EXTRACTED_KNOWLEDGE = "knowledge_answer"
 # Study 2: the goal sentences come in three kinds (the researchers' Goal_simplified).
 GOAL_KINDS = ("informational", "social", "both")
 UTTERANCE_PREFIX = "it was"  # option texts "It was ..." / "It wasn't ..." mark the utterance question
-SERIES_EXP2, SERIES_EXP1, SERIES_HUMAN = "Exp. 2 (log-prob.)", "Exp. 1 (extracted)", "human (same rows)"
+SERIES_EXP2, SERIES_EXP1 = "Exp. 2 (log-prob.)", "Exp. 1 (extracted)"
 
 
 def goal_kind(goal: str) -> str:
@@ -254,16 +255,6 @@ def _utterance_distributions(model: _Model) -> tuple[list[str], dict[str, pd.Dat
             labelled.groupby(["goal", "State"])["said"].value_counts(normalize=True).unstack(fill_value=0.0)
         )
         rows = rows if rows is not None else extracted.frame
-    if rows is not None and "Utterance" in rows.columns and texts:
-        by_key = {_utterance_key(t): t for t in texts}
-        human = rows.assign(
-            goal=rows["Goal"].map(goal_kind), said=rows["Utterance"].map(_utterance_key).map(by_key)
-        )
-        series[SERIES_HUMAN] = (
-            human.groupby(["goal", "State"])["said"]
-            .apply(lambda said: said.value_counts(dropna=False, normalize=True))
-            .unstack(fill_value=0.0)
-        )
     return texts, series, rows
 
 
@@ -297,16 +288,7 @@ def _study2(model: _Model) -> tuple[list[str], str]:
                     )
                 )
             )
-    note = ""
-    if "Utterance" in rows.columns:
-        keys = {_utterance_key(t) for t in texts}
-        other = int((~rows["Utterance"].map(_utterance_key).isin(keys)).sum())
-        if other:
-            note = (
-                f"{other} of {len(rows)} human choices are not among the {len(texts)} utterances plotted "
-                '(e.g. "It was okay"); they count in the human shares\' denominator only.'
-            )
-    return figures, note
+    return figures, ""
 
 
 # ---- health of every output ------------------------------------------------------------------------------

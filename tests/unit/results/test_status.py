@@ -55,7 +55,7 @@ def worker_logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
             [
                 "query", "--study", "study1", "--input", "tests/fixtures/study1_small.csv",
                 "--output", str(folder / "out.csv"), "--model-endpoint", server.base_url,
-                "--model-name", "tiny", "--limit", "3", "--metrics-port", "0",
+                "--model-name", "tiny", "--limit", "3", "--metrics-port", "0", "--samples", "1",
             ],
             folder,
         )  # fmt: skip
