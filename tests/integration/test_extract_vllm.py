@@ -16,6 +16,7 @@ import jsonschema
 import pandas as pd
 import pytest
 
+from tests.support.contracts import SAMPLE_COLUMNS
 from worker import cli
 
 pytestmark = pytest.mark.vllm
@@ -76,7 +77,8 @@ def test_extract_exp1_shaped_rows(vllm_server: Any, tmp_path: Path, study: str) 
     assert code in (0, 3)
     exp1 = pd.read_csv(source, dtype=str, keep_default_na=False)
     frame = pd.read_csv(output, dtype=str, keep_default_na=False)
-    assert list(frame.columns) == [*exp1.columns, *schema_of(study)["properties"], *STATUS]
+    # An exp1 file without sample columns (one answer per row) gets them from the runner.
+    assert list(frame.columns) == [*exp1.columns, *SAMPLE_COLUMNS, *schema_of(study)["properties"], *STATUS]
     pd.testing.assert_frame_equal(frame[list(exp1.columns)], exp1)
     answered = exp1["model_response"] != ""
     # Constrained decoding plus validation: every row that has a response extracts to schema-valid values.
@@ -112,6 +114,8 @@ def test_query_then_extract_end_to_end(vllm_server: Any, tmp_path: Path) -> None
     assert code in (0, 3)
     exp1_frame = pd.read_csv(exp1, dtype=str, keep_default_na=False)
     frame = pd.read_csv(output, dtype=str, keep_default_na=False)
-    assert len(frame) == 4
+    # The study's sampling: 4 rows x 5 samples, each sample coded once, its sample and seed kept.
+    assert len(exp1_frame) == len(frame) == 20
+    assert frame["sample"].tolist() == ["0", "1", "2", "3", "4"] * 4
     pd.testing.assert_frame_equal(frame[list(exp1_frame.columns)], exp1_frame)
     assert_valid_or_error(frame, "study1")
