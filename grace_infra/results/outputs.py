@@ -86,8 +86,9 @@ class OutputFile:
 
     @property
     def samples(self) -> int:
-        """Samples per input row (1 unless the run asked for more)."""
-        value = self.parameters.get("samples", 1)
+        """Samples per input row (1 unless the run asked for more): the runner records `samples_per_row`
+        in the meta file's parameters whenever it is not 1 (worker.runner)."""
+        value = self.parameters.get("samples_per_row", 1)
         return value if isinstance(value, int) and value > 0 else 1
 
     @property
