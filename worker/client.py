@@ -2,7 +2,7 @@
 
 Every request goes through `ModelClient._attempts`, which:
 - holds one of `batch_size` slots only while a request is on the wire (not while backing off), so a slow
-  request never idles the others (issue 5: `--batch-size` is requests in flight, not a lockstep batch);
+  request never idles the others (`--batch-size` is requests in flight, not a lockstep batch);
 - puts an overall asyncio deadline of `timeout_s` on each attempt, covering connect, headers AND body, so
   a server that trickles bytes cannot hang a row (socket read timeouts reset on every byte);
 - retries connection errors, the deadline, 408/409/429 and 5xx, and bodies that are not the JSON the
@@ -21,8 +21,8 @@ Which requests gave up after every retry is tallied per work item (`tally_reques
 tell a row that failed for transport reasons (sent again by the next run) from one that failed for its
 own (kept), whatever a pipeline wraps the error in.
 
-It speaks the OpenAI wire protocol itself over aiohttp, not through the `openai` client over httpx as
-issue 5 first suggested, because both cost too much CPU to keep a server saturated (issue 5 "Speed"),
+It speaks the OpenAI wire protocol itself over aiohttp, not through the `openai` client over httpx,
+because both cost too much CPU to keep a server saturated (benchmarks/worker_throughput.py),
 measured on this project's 2-core machine with 64 requests in flight against a local instant server:
   openai chat.completions.create   ~12 ms CPU per request (its parameter transform introspects TypedDicts)
   httpx, one 64-connection pool    ~5.7 ms (httpcore scans every connection on every request event)

@@ -69,11 +69,11 @@ class StorageError(WorkerError):
         self.path = path
 
 
-class ServerUnavailable(WorkerError):  # noqa: N818 - the names issue 5 and the other pipelines use
+class ServerUnavailable(WorkerError):  # noqa: N818 - domain names every pipeline uses
     """The model server did not become healthy within --wait-timeout."""
 
 
-class RequestRejected(WorkerError):  # noqa: N818 - the names issue 5 and the other pipelines use
+class RequestRejected(WorkerError):  # noqa: N818 - domain names every pipeline uses
     """The server refused the request as invalid (400/404/413/422). Sending it again cannot help."""
 
     def __init__(self, status: int, message: str) -> None:
@@ -105,7 +105,7 @@ class ResponseError(RetryableError):
     """A successful status with a body that is not what the API promises."""
 
 
-class RowFailure(WorkerError):  # noqa: N818 - the names issue 5 and the other pipelines use
+class RowFailure(WorkerError):  # noqa: N818 - domain names every pipeline uses
     """Row `row_index` failed permanently; `cause` is the last error. Its message goes into `error`.
 
     `columns` are output columns worth keeping on a failed row (e.g. `attempts`, or a raw response that did

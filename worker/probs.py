@@ -149,7 +149,7 @@ class QuestionResult:
 
 
 def _json_float(value: float) -> float | None:
-    # JSON has no -Infinity; null means "probability 0 / not seen" and is explained in the README.
+    # JSON has no -Infinity; null means "probability 0 / not seen" and is explained in docs/probabilities.md.
     return None if math.isinf(value) else value
 
 

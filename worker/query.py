@@ -51,9 +51,13 @@ OUTPUT_COLUMNS = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("query options (override the study's generation parameters)")
-    group.add_argument("--max-tokens", type=int, help="Completion token budget per row.")
-    group.add_argument("--temperature", type=float, help="Sampling temperature.")
-    group.add_argument("--seed", type=int, help="Sampling seed.")
+    group.add_argument(
+        "--max-tokens", type=int, help="Completion token budget per row (default: the study's max_tokens)."
+    )
+    group.add_argument(
+        "--temperature", type=float, help="Sampling temperature (default: the study's temperature)."
+    )
+    group.add_argument("--seed", type=int, help="Sampling seed (default: the study's seed).")
 
 
 def build(args: argparse.Namespace) -> QueryPipeline:

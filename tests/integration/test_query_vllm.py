@@ -1,4 +1,4 @@
-"""`worker query` against the real vLLM server (tiny random-weight model): issue 5's "done when".
+"""`worker query` against the real vLLM server (tiny random-weight model): the whole pipeline end to end.
 
 The model's text is random, so these tests check structure, counts and the server's own facts, never
 wording. Requests ask for few tokens (`--max-tokens 8`) to keep a 2-core CPU server quick.

@@ -1,4 +1,4 @@
-"""`python -m worker query` end to end against the fault-injecting server: the rules of issue 5."""
+"""`python -m worker query` end to end against the fault-injecting server: checkpoint, retries, exit codes."""
 
 from __future__ import annotations
 
