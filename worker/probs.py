@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from worker import logprobs as lp
 from worker.client import ModelClient
 from worker.errors import InputError, RequestRejected, ResponseError, RowFailure, WorkerError
+from worker.messages import TOKENIZE_PATH, MessageBuilder, probe_system_role
 from worker.option_tokens import OptionPlan, VariantPolicy, plan_options, surface_variants
 from worker.probability_spec import OptionSpec, Question, questions_for
 from worker.runner import DEFAULT_ERROR_COLUMN
@@ -55,7 +56,6 @@ __all__ = ["HELP", "Method", "ProbsConfig", "ProbsPipeline", "add_arguments", "b
 HELP = "Experiment 2: the probability of every allowed answer, from the model's log-probabilities."
 
 COMPLETIONS_PATH = "/v1/completions"
-TOKENIZE_PATH = "/tokenize"
 DETOKENIZE_PATH = "/detokenize"
 
 # vLLM's --max-logprobs default: a request for more top candidates is refused with a 400.
@@ -169,7 +169,7 @@ class ProbsPipeline:
         self._tokenize_available = True
         self._prefix_ids: tuple[int, ...] = ()
         self._plans: dict[str, OptionPlan] = {}
-        self._merge_system = False
+        self._messages = MessageBuilder()
         self._scores_requested_ids = False  # the server honours logprob_token_ids (probed in prepare)
         self.server_findings: dict[str, Any] = {}
 
@@ -208,6 +208,7 @@ class ProbsPipeline:
 
     async def prepare(self, client: ModelClient) -> None:
         """Learn from the server: is /tokenize there, how are options tokenized, what does T do."""
+        self._messages = await probe_system_role(client)
         probe = [{"role": "user", "content": PROBE_USER_MESSAGE}]
         if self.questions[0].system:
             probe.insert(0, {"role": "system", "content": self.questions[0].system})
@@ -219,6 +220,7 @@ class ProbsPipeline:
             self._tokenize_available = False
         if not self._tokenize_available:
             self.server_findings = {
+                **self._messages.findings(),
                 "method": Method.CHAT_TOP_LOGPROBS.value,
                 "approximate": True,
                 "why": (
@@ -245,7 +247,7 @@ class ProbsPipeline:
         self.server_findings = {
             "approximate": False,
             "first_token_reads": self._first_token_reads(),
-            "system_merged_into_user": self._merge_system,
+            **self._messages.findings(),
             "answer_prefix_token_ids": list(self._prefix_ids),
             # Per question before any row; a row's own <q>_method says what was used (auto may rescore a
             # first-token row by continuation when a variant falls outside the top N).
@@ -382,7 +384,7 @@ class ProbsPipeline:
         self, question: Question, messages: list[dict[str, str]], client: ModelClient
     ) -> QuestionResult:
         reply = await client.chat(
-            messages,
+            self._messages.fit(messages),
             max_tokens=1,
             temperature=self.config.temperature,
             logprobs=True,
@@ -460,18 +462,12 @@ class ProbsPipeline:
 
     # -- server helpers --
     async def _chat_prompt_ids(self, messages: list[dict[str, str]], client: ModelClient) -> list[int]:
-        if self._merge_system:
-            messages = merge_system_message(messages)
-        body = {"model": client.options.model_name, "messages": messages, "add_generation_prompt": True}
-        try:
-            reply = await client.post_json(TOKENIZE_PATH, body)
-        except RequestRejected as err:
-            # Some chat templates (Gemma 2) refuse a system role; fold it into the user turn, once.
-            if err.status != 400 or "system" not in err.message.lower() or messages[0]["role"] != "system":
-                raise
-            self._merge_system = True
-            body["messages"] = merge_system_message(messages)
-            reply = await client.post_json(TOKENIZE_PATH, body)
+        body = {
+            "model": client.options.model_name,
+            "messages": self._messages.fit(messages),
+            "add_generation_prompt": True,
+        }
+        reply = await client.post_json(TOKENIZE_PATH, body)
         return _token_list(reply.body, "tokens", TOKENIZE_PATH)
 
     async def _tokenize_text(self, text: str, client: ModelClient) -> list[int]:
@@ -535,14 +531,6 @@ class ProbsPipeline:
             else "the server returns raw log-probabilities; temperature does not change the numbers"
         )
         return finding
-
-
-def merge_system_message(messages: list[dict[str, str]]) -> list[dict[str, str]]:
-    """The same conversation without a system turn: its text leads the first user message."""
-    if not messages or messages[0]["role"] != "system":
-        return messages
-    system, first, *rest = messages
-    return [{"role": "user", "content": f"{system['content']}\n\n{first['content']}"}, *rest]
 
 
 def _token_list(body: Mapping[str, Any], key: str, path: str) -> list[int]:
