@@ -320,7 +320,7 @@ def test_prompt_shows_the_questions_and_the_response_verbatim(
     (body,) = chat_requests(server, "a")
     user = body["messages"][1]["content"]
     assert response in user  # the response exactly as Experiment 1 recorded it
-    assert "Question 1 (a whole number from 0 to 3): How many of the 3 boxes do you think hold a toy?" in user
+    assert "Q1 (a whole number from 0 to 3): How many of the 3 boxes do you think hold a toy?" in user
 
 
 def test_transport_retries_are_not_reasks(server: FakeOpenAI, extractor: Extractor, tmp_path: Path) -> None:
