@@ -17,7 +17,18 @@ import pandas as pd
 import pytest
 
 from tests.support.contracts import QUERY_ADDED_COLUMNS
-from tests.support.fake_openai import Behaviour, FakeOpenAI, Hang, Request, Reset, Status, Trickle, Truncate
+from tests.support.fake_openai import (
+    Behaviour,
+    FakeOpenAI,
+    Hang,
+    Ok,
+    Request,
+    Reset,
+    Status,
+    Trickle,
+    Truncate,
+    chat_completion_body,
+)
 from worker.cli import main
 
 REPO = Path(__file__).resolve().parents[3]
@@ -550,3 +561,62 @@ def test_an_unopenable_grace_log_file_is_one_line_exit_2(
     assert len(err) == 1
     assert "GRACE_LOG_FILE=" in err[0]
     assert not (tmp_path / "out.csv").exists()
+
+
+def reasoning_reply(content: str | None, reasoning: str, finish_reason: str) -> Ok:
+    """A reasoning model's chat completion in vLLM 0.32's shape (the message's `reasoning` field)."""
+    body = chat_completion_body(Request("POST", "/v1/chat/completions", {}, b"{}", 0.0), content or "")
+    body["model"] = "tiny"
+    body["choices"][0]["message"].update(content=content, reasoning=reasoning)
+    body["choices"][0]["finish_reason"] = finish_reason
+    return Ok(body)
+
+
+def test_a_reasoning_models_reasoning_has_its_own_column_and_the_effort_is_sent(
+    server: FakeOpenAI, tmp_path: Path
+) -> None:
+    server.rule(
+        lambda r: r.path == "/v1/chat/completions", reasoning_reply("It was good", "They liked it.", "stop")
+    )
+    output = tmp_path / "out.csv"
+    args = argv(server, output, "--limit", "2", "--reasoning-effort", "low", source=STUDY2, study="study2")
+    assert main(args) == 0
+    result = read(output)
+    assert (result["model_response"] == "It was good").all()
+    assert (result["model_response_reasoning"] == "They liked it.").all()
+    assert all(r.json()["reasoning_effort"] == "low" for r in server.requests_to("/v1/chat/completions"))
+    meta = json.loads((tmp_path / "out.csv.meta.json").read_text())
+    assert meta["parameters"]["reasoning_effort"] == "low"
+
+
+@pytest.mark.parametrize(
+    ("finish_reason", "phrase"),
+    [
+        ("length", "empty final answer: the model's reasoning used the whole token budget"),
+        ("stop", "empty final answer: the model reasoned and then stopped (finish_reason=stop)"),
+    ],
+)
+def test_an_empty_final_answer_after_reasoning_is_a_row_error_naming_the_cause(
+    server: FakeOpenAI, tmp_path: Path, finish_reason: str, phrase: str
+) -> None:
+    server.rule(
+        lambda r: r.path == "/v1/chat/completions", reasoning_reply(None, "Let me think", finish_reason)
+    )
+    output = tmp_path / "out.csv"
+    assert main(argv(server, output, "--limit", "2", source=STUDY2, study="study2")) == 3
+    result = read(output)
+    assert result["error"].str.startswith(phrase).all()
+    assert (result["model_response"] == "").all()
+
+
+def test_the_exact_prompt_token_ids_the_server_rendered_are_recorded(
+    server: FakeOpenAI, tmp_path: Path
+) -> None:
+    body = chat_completion_body(Request("POST", "/v1/chat/completions", {}, b"{}", 0.0), "fine")
+    body["model"] = "tiny"
+    body["prompt_token_ids"] = [0, 4, 204, 93, 1, 204, 5, 204]  # vLLM 0.32's field (return_token_ids)
+    server.rule(lambda r: r.path == "/v1/chat/completions", Ok(body))
+    output = tmp_path / "out.csv"
+    assert main(argv(server, output, "--limit", "1", source=STUDY2, study="study2")) == 0
+    assert json.loads(read(output)["prompt_token_ids"].iloc[0]) == [[0, 4, 204, 93, 1, 204, 5, 204]]
+    assert server.requests_to("/v1/chat/completions")[0].json()["return_token_ids"] is True
