@@ -50,6 +50,7 @@ from worker.option_tokens import OptionPlan, VariantPolicy, plan_options, surfac
 from worker.probability_spec import OptionSpec, Question, questions_for
 from worker.reasoning import FORMATS, Reasoning, ReasoningFormat, ReasoningMode, generate_reasoning
 from worker.runner import DEFAULT_ERROR_COLUMN
+from worker.sampling import Sample
 from worker.studies import Study, load_study
 
 __all__ = ["HELP", "Method", "ProbsConfig", "ProbsPipeline", "add_arguments", "build"]
@@ -115,7 +116,6 @@ class ProbsConfig(BaseModel):
     reasoning_effort: str | None = Field(
         default=None, description="Passed to the chat template (gpt-oss writes it into its system message)."
     )
-    seed: int | None = Field(default=None, description="Seed of the generated reasoning.")
 
     @model_validator(mode="after")
     def _reasoning_is_consistent(self) -> ProbsConfig:
@@ -205,7 +205,7 @@ class QuestionResult:
 
 
 def _json_float(value: float) -> float | None:
-    # JSON has no -Infinity; null means "probability 0 / not seen" and is explained in the README.
+    # JSON has no -Infinity; null means "probability 0 / not seen" and is explained in docs/probabilities.md.
     return None if math.isinf(value) else value
 
 
@@ -217,6 +217,8 @@ class ProbsPipeline:
 
     name = "probs"
     error_column = DEFAULT_ERROR_COLUMN
+    samples_per_row = 1
+    base_seed = 0
 
     def __init__(self, study: Study, questions: Sequence[Question], config: ProbsConfig) -> None:
         self.study = study
@@ -293,7 +295,7 @@ class ProbsPipeline:
             "effort": config.reasoning_effort,
             "max_tokens": config.reasoning_max_tokens,
             "temperature": config.temperature,
-            "seed": config.seed,
+            "seed": "each row's sample seed (the seed column)",
             "note": "the model's own analysis channel is generated first; the answer is read after it",
         }
 
@@ -363,11 +365,17 @@ class ProbsPipeline:
             "temperature": await self._probe_temperature(probe_ids, client),
         }
 
-    async def process(self, row_index: int, row: Mapping[str, Any], client: ModelClient) -> dict[str, Any]:
+    async def process(
+        self,
+        row_index: int,
+        row: Mapping[str, Any],
+        client: ModelClient,
+        sample: Sample,
+    ) -> dict[str, Any]:
         """Ask every question of one row concurrently; the client bounds the requests in flight."""
         values = {column: "" if row[column] is None else str(row[column]) for column in self.required_columns}
         results = await asyncio.gather(
-            *(self._ask(q, values, client) for q in self.questions), return_exceptions=True
+            *(self._ask(q, values, client, sample.seed) for q in self.questions), return_exceptions=True
         )
         out: dict[str, Any] = {}
         for question, result in zip(self.questions, results, strict=True):
@@ -388,13 +396,15 @@ class ProbsPipeline:
             return (Method.FIRST_TOKEN if plan.first_token_exact else Method.CONTINUATION).value
         return self.config.method.value
 
-    async def _ask(self, question: Question, row: Mapping[str, str], client: ModelClient) -> QuestionResult:
+    async def _ask(
+        self, question: Question, row: Mapping[str, str], client: ModelClient, seed: int
+    ) -> QuestionResult:
         messages = question.messages(row, self.study)
         if not self._tokenize_available:
             return await self._chat_fallback(question, messages, client)
         reasoning = None
         if self.config.mode is ReasoningMode.AFTER_REASONING:
-            reasoning, prompt_ids = await self._after_reasoning(messages, client)
+            reasoning, prompt_ids = await self._after_reasoning(messages, client, seed)
         else:
             prompt_ids = [*await self._chat_prompt_ids(messages, client), *self._prefix_ids]
         prompt_text = await self._detokenize(prompt_ids, client)
@@ -410,7 +420,7 @@ class ProbsPipeline:
         return replace(result, reasoning=reasoning)
 
     async def _after_reasoning(
-        self, messages: list[dict[str, str]], client: ModelClient
+        self, messages: list[dict[str, str]], client: ModelClient, seed: int
     ) -> tuple[Reasoning, list[int]]:
         """Generate the analysis channel; the prompt ids at which the answer is then read."""
         opened = [*await self._chat_prompt_ids(messages, client), *self._analysis_prefix_ids]
@@ -420,7 +430,7 @@ class ProbsPipeline:
             self._analysis_end_ids,
             max_tokens=self.config.reasoning_max_tokens,
             temperature=self.config.temperature,
-            seed=self.config.seed,
+            seed=seed,
         )
         return reasoning, [*opened, *reasoning.token_ids, *self._analysis_end_ids, *self._after_reasoning_ids]
 
@@ -734,7 +744,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("low", "medium", "high"),
         help="Passed to the chat template (gpt-oss writes it into its system message).",
     )
-    reasoning.add_argument("--seed", type=int, help="Seed of the generated analysis (after-reasoning).")
 
 
 def build(args: argparse.Namespace) -> ProbsPipeline:
@@ -756,7 +765,6 @@ def build(args: argparse.Namespace) -> ProbsPipeline:
             reasoning_mode=ReasoningMode(args.reasoning_mode) if args.reasoning_mode else None,
             reasoning_max_tokens=args.reasoning_max_tokens,
             reasoning_effort=args.reasoning_effort,
-            seed=args.seed,
         )
     except ValidationError as err:
         first = err.errors()[0]

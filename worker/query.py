@@ -50,6 +50,7 @@ from worker.errors import (
 )
 from worker.messages import MessageBuilder, probe_system_role
 from worker.runner import DEFAULT_ERROR_COLUMN
+from worker.sampling import Sample
 from worker.studies import GenerationParams, RenderedPrompt, Study, load_study
 
 __all__ = [
@@ -91,9 +92,13 @@ def output_columns(study: Study) -> tuple[str, ...]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("query options (override the study's generation parameters)")
-    group.add_argument("--max-tokens", type=int, help="Completion token budget per row.")
-    group.add_argument("--temperature", type=float, help="Sampling temperature.")
-    group.add_argument("--seed", type=int, help="Sampling seed.")
+    group.add_argument(
+        "--max-tokens", type=int, help="Completion token budget per row (default: the study's max_tokens)."
+    )
+    group.add_argument(
+        "--temperature", type=float, help="Sampling temperature (default: the study's temperature)."
+    )
+    group.add_argument("--seed", type=int, help="Sampling seed (default: the study's seed).")
     group.add_argument(
         "--reasoning-effort",
         choices=REASONING_EFFORTS,
@@ -140,6 +145,8 @@ class QueryPipeline:
 
     name = "query"
     error_column = DEFAULT_ERROR_COLUMN
+    samples_per_row = 1
+    base_seed = 0
 
     @property
     def output_columns(self) -> tuple[str, ...]:
@@ -182,9 +189,14 @@ class QueryPipeline:
         """Learn whether the server's chat template takes a system message."""
         self.messages = await probe_system_role(client)
 
-    async def process(self, row_index: int, row: Mapping[str, str], client: ModelClient) -> dict[str, Any]:
+    async def process(
+        self, row_index: int, row: Mapping[str, str], client: ModelClient, sample: Sample
+    ) -> dict[str, Any]:
         prompt = self.study.render(row)
         turns = self.study.prompt.conversation
+        # Every request of this sample carries the sample's own seed (worker.sampling), so the N samples
+        # of a row differ and a rerun sends each with the seed it was first sent with.
+        params = {**self.request_params, "seed": sample.seed}
         started = time.monotonic()
         answers: list[_Answer] = []
         attempts = 0
@@ -194,7 +206,7 @@ class QueryPipeline:
             )
             failure: WorkerError | None = None
             try:
-                reply = await client.chat(messages, **self.request_params)
+                reply = await client.chat(messages, **params)
             except RequestRejected as err:
                 if err.fatal:
                     raise  # the runner stops the run: every row would be refused the same way

@@ -54,6 +54,8 @@ from types import ModuleType
 
 import pytest
 
+from tests.support.ci import unavailable
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -75,10 +77,6 @@ def _load_tiny_vllm() -> ModuleType:
 tiny_vllm = _load_tiny_vllm()
 
 
-def running_under_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 # The environment variables that point a fixture at an already running server, per chat template.
 REUSE_VARIABLES = {
     "plain": ("GRACE_VLLM_URL", "GRACE_TINY_MODEL_DIR"),
@@ -96,9 +94,7 @@ def _reuse_settings(template: str = "plain") -> tuple[str, Path] | None:
 
 
 def _unavailable(reason: str) -> None:
-    if running_under_ci():
-        pytest.fail(f"CI is set, so the real vLLM server is required: {reason}", pytrace=False)
-    pytest.skip(reason)
+    unavailable(f"the real vLLM server: {reason}")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -1,4 +1,4 @@
-"""`worker query` against the real vLLM server (tiny random-weight model): issue 5's "done when".
+"""`worker query` against the real vLLM server (tiny random-weight model): the whole pipeline end to end.
 
 The model's text is random, so these tests check structure, counts and the server's own facts, never
 wording. Requests ask for few tokens (`--max-tokens 8`) to keep a 2-core CPU server quick.
@@ -20,7 +20,12 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tests.support.contracts import STUDY1_REPLY_COLUMNS, STUDY2_REPLY_COLUMNS, query_added_columns
+from tests.support.contracts import (
+    SAMPLE_COLUMNS,
+    STUDY1_REPLY_COLUMNS,
+    STUDY2_REPLY_COLUMNS,
+    query_added_columns,
+)
 from worker.client import ModelClient
 from worker.errors import RequestRejected
 from worker.options import ClientOptions
@@ -73,7 +78,7 @@ def test_query_end_to_end(vllm_server: Any, tmp_path: Path, study: str) -> None:
     result = read(output)
     replies = REPLY_COLUMNS[study]
     turns = len(replies)
-    assert list(result.columns) == [*frame.columns, *query_added_columns(replies)]
+    assert list(result.columns) == [*frame.columns, *SAMPLE_COLUMNS, *query_added_columns(replies)]
     pd.testing.assert_frame_equal(result[frame.columns], frame)
     assert (result["error"] == "").all()
     assert (result["model_name"] == vllm_server.served_name).all()
@@ -95,7 +100,14 @@ def test_query_end_to_end(vllm_server: Any, tmp_path: Path, study: str) -> None:
     assert meta["server"]["model"]["id"] == vllm_server.served_name
     assert meta["server"]["model"]["max_model_len"] == 512
     assert meta["parameters"]["generation"]["max_tokens"] == 8
-    assert meta["rows"] == {"ok": ROWS, "failed": 0, "from_checkpoint": 0}
+    assert meta["rows"] == {
+        "ok": ROWS,
+        "failed": 0,
+        "failed_row_specific": 0,
+        "failed_transport": 0,
+        "not_done": 0,
+        "from_checkpoint": 0,
+    }
 
 
 def test_sigkill_then_rerun_against_the_real_server(vllm_server: Any, tmp_path: Path) -> None:

@@ -26,3 +26,6 @@ def query_added_columns(reply_columns: tuple[str, ...]) -> tuple[str, ...]:
 
 
 QUERY_ADDED_COLUMNS = query_added_columns(STUDY1_REPLY_COLUMNS)
+
+# The runner's columns between the input's and a pipeline's: which of a row's N answers, and its seed.
+SAMPLE_COLUMNS = ("sample", "seed")

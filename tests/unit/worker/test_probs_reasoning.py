@@ -67,12 +67,15 @@ def harmony_ids(toy: ToyLM, text: str) -> list[int]:
 
 def test_after_reasoning_reads_the_answer_after_the_models_own_analysis(server, toy, tmp_path):
     server.handlers["/v1/completions"] = reasoning_handler(toy)
-    code, output = run(server, tmp_path, "--reasoning-format", "harmony", "--seed", "41", study="study2")
+    code, output = run(server, tmp_path, "--reasoning-format", "harmony", study="study2")
     assert code == 0
     frame = read(output)
     generations = [r.json() for r in server.requests_to("/v1/completions") if "stop_token_ids" in r.text]
     assert generations, "no analysis was generated"
-    assert all(g["seed"] == 41 and g["return_token_ids"] is True for g in generations)
+    # Each row's analysis is sampled with that row's recorded seed (the runner's seed column).
+    assert {g["seed"] for g in generations} == {int(seed) for seed in frame["seed"]}
+    assert len(set(frame["seed"])) == len(frame)
+    assert all(g["return_token_ids"] is True for g in generations)
     assert all(g["stop_token_ids"] == harmony_ids(toy, HARMONY.analysis_end) for g in generations)
     for _, row in frame.iterrows():
         for question in ("frame", "assessment", "utterance"):
@@ -99,7 +102,7 @@ def test_after_reasoning_reads_the_answer_after_the_models_own_analysis(server, 
     meta = json.loads((tmp_path / "out.csv.meta.json").read_text())
     reasoning = meta["parameters"]["reasoning"]
     assert reasoning["mode"] == "after-reasoning"
-    assert reasoning["seed"] == 41
+    assert reasoning["seed"] == "each row's sample seed (the seed column)"
 
 
 def test_a_reasoning_that_runs_out_of_tokens_is_a_row_error_naming_the_cause(server, toy, tmp_path):
