@@ -332,7 +332,7 @@ def test_every_grace_command_explains_its_exit_codes(
     with pytest.raises(SystemExit) as exited:
         module.main(["--help"])
     assert exited.value.code == 0
-    assert "exit" in capsys.readouterr().out.lower()
+    assert "exit code" in capsys.readouterr().out.lower()
 
 
 def test_the_stack_the_readme_configures_renders(tmp_path: Path) -> None:
