@@ -23,6 +23,7 @@ import io
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -363,6 +364,29 @@ def test_the_stack_the_readme_configures_renders(tmp_path: Path) -> None:
     job_image = next(v for k, v, _ in walk.config_sets if k == "grace:images.job")
     assert rendered.config.images.job == job_image
     assert set(rendered.placeholder_secrets) >= {"hfToken"}
+
+
+def test_the_preflight_step_runs_against_a_recorded_cluster(tmp_path: Path) -> None:
+    """The README's preflight line, run as a process with the README's $KUBECONFIG pointing at recorded
+    API responses: one line per check, and exit 0 exactly when no check failed (what its step promises)."""
+    from tests.support.recorded_kube_api import serve
+    from tests.unit.infra.test_preflight import PASSING
+
+    own = {"grace", ".venv/bin/grace"}
+    (preflight,) = [command for _, command in commands() if command[0] in own and command[1] == "preflight"]
+    with serve(PASSING) as api:
+        environment = {**os.environ, "KUBECONFIG": str(api.kubeconfig(tmp_path))}
+        result = subprocess.run(
+            [sys.executable, "-m", "grace_infra", *preflight[1:]],
+            cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    lines = result.stdout.splitlines()
+    assert result.stderr == ""
+    assert lines[-1].startswith("preflight: ")
+    assert {line.split()[0] for line in lines[:-1]} <= {"PASS", "FAIL", "SKIP"}
+    failed = sum(line.startswith("FAIL") for line in lines[:-1])
+    assert (result.returncode == 0) == (failed == 0), lines
+    assert api.requests, "preflight never reached the recorded API server"
 
 
 def test_the_readme_model_example_validates() -> None:
