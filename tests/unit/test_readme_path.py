@@ -37,6 +37,8 @@ from grace_infra.cli import COMMANDS
 from grace_infra.config import GraceConfig
 from grace_infra.render import render
 from tests.support import readme
+from tests.support.recorded_kube_api import serve
+from tests.unit.infra.test_preflight import PASSING
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 README = REPO_ROOT / "README.md"
@@ -369,9 +371,6 @@ def test_the_stack_the_readme_configures_renders(tmp_path: Path) -> None:
 def test_the_preflight_step_runs_against_a_recorded_cluster(tmp_path: Path) -> None:
     """The README's preflight line, run as a process with the README's $KUBECONFIG pointing at recorded
     API responses: one line per check, and exit 0 exactly when no check failed (what its step promises)."""
-    from tests.support.recorded_kube_api import serve
-    from tests.unit.infra.test_preflight import PASSING
-
     own = {"grace", ".venv/bin/grace"}
     (preflight,) = [command for _, command in commands() if command[0] in own and command[1] == "preflight"]
     with serve(PASSING) as api:
