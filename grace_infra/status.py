@@ -33,7 +33,7 @@ from kubernetes.client.rest import ApiException
 
 from grace_infra import constants as c
 from grace_infra.catalog import ServingMode
-from grace_infra.cluster import ClusterAccessError, api_client
+from grace_infra.cluster import api_client, cluster_errors
 from grace_infra.errors import GraceError
 from grace_infra.plan import format_table
 from grace_infra.results.campaign import Campaign, load_campaign
@@ -251,20 +251,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         campaign = load_campaign(args.stack)
-        jobs, servers = collect_status(campaign, api_client(args.context))
+        with cluster_errors():
+            jobs, servers = collect_status(campaign, api_client(args.context))
     except GraceError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except ApiException as err:
-        print(
-            f"error: {ClusterAccessError(f'the API server refused a call: {err.status} {err.reason}')}",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    except Exception as err:  # urllib3 connection errors: one line, not a traceback
-        if type(err).__module__.startswith("urllib3"):
-            print(f"error: cannot reach the API server of your kubeconfig context: {err}", file=sys.stderr)
-            return EXIT_USAGE
-        raise
     print(format_status(jobs, servers))
     return EXIT_OK

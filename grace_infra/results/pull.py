@@ -30,10 +30,11 @@ from typing import IO, Any
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
+from urllib3.exceptions import HTTPError
 
 from grace_infra import constants as c
 from grace_infra import naming
-from grace_infra.cluster import ClusterAccessError, api_client
+from grace_infra.cluster import ClusterAccessError, api_client, cluster_errors
 from grace_infra.config import GraceConfig
 from grace_infra.results.campaign import load_campaign
 
@@ -272,16 +273,22 @@ def run_pull(
         skipped = len(remote) - len(fetch)
         return PullResult(listed=len(remote), skipped=skipped, copied=copied, changed=changed)
     finally:
-        try:
-            api.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
-            log(f"reader pod {name} deleted")
-        except ApiException as err:
-            if err.status != HTTP_NOT_FOUND:
-                print(
-                    f"warning: could not delete the reader pod {namespace}/{name} ({err.reason}); it ends "
-                    f"itself after {READER_DEADLINE_S} s, or run: kubectl delete pod -n {namespace} {name}",
-                    file=sys.stderr,
-                )
+        _delete_reader(api, name, namespace, log)
+
+
+def _delete_reader(api: k8s.CoreV1Api, name: str, namespace: str, log: Callable[[str], None]) -> None:
+    """Delete the reader pod; if that fails too, say how it ends anyway (never mask the first error)."""
+    try:
+        api.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+        log(f"reader pod {name} deleted")
+    except (ApiException, HTTPError) as err:
+        if isinstance(err, ApiException) and err.status == HTTP_NOT_FOUND:
+            return
+        print(
+            f"warning: could not delete the reader pod {namespace}/{name} ({err}); it ends itself after "
+            f"{READER_DEADLINE_S} s, or run: kubectl delete pod -n {namespace} {name}",
+            file=sys.stderr,
+        )
 
 
 def pull(*, stack: str, context: str | None, destination: Path) -> int:
@@ -289,12 +296,11 @@ def pull(*, stack: str, context: str | None, destination: Path) -> int:
     campaign = load_campaign(stack)
     api = k8s.CoreV1Api(api_client(context))
     try:
-        result = run_pull(api, campaign.config, destination)
+        with cluster_errors():
+            result = run_pull(api, campaign.config, destination)
     except KeyboardInterrupt:
         print("interrupted; every file copied so far is whole; the same command resumes.", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except ApiException as err:
-        raise ClusterAccessError(f"the API server refused a call: {err.status} {err.reason}") from None
     print(f"copied {len(result.copied)} files to {destination} ({result.skipped} already identical)")
     for path in result.changed:
         print(f"note: {path} changed while it was copied (a Job is still writing it); pull again later")

@@ -213,3 +213,31 @@ def test_an_unknown_context_is_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert err.startswith("error: cannot use context 'no-such-context'")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_an_unreachable_api_server_is_one_line_and_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with KubeApi({}) as api:
+        kubeconfig = api.write_kubeconfig(tmp_path)  # the server stops here: its port is closed
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    assert status.main(["--context", CONTEXT]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot reach the API server of your kubeconfig context:")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_refused_call_is_one_line_and_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    forbidden = {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "Forbidden",
+        "message": 'jobs.batch is forbidden: User "someone" cannot list resource "jobs" in API group "batch" '
+        'in the namespace "grace-experiments"', "details": {"group": "batch", "kind": "jobs"}, "code": 403,
+    }  # fmt: skip
+    with KubeApi({("GET", f"/apis/batch/v1/namespaces/{NS}/jobs"): (403, forbidden)}) as api:
+        monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path)))
+        assert status.main(["--context", CONTEXT]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the API server refused a call: 403 Forbidden")
+    assert len(err.strip().splitlines()) == 1
