@@ -2,7 +2,7 @@
 
 Each command lives in its own module with a `main(argv) -> int` that parses only the arguments after
 the command's name; the module is imported only when its command runs, so `grace render` never imports
-the Kubernetes client and `grace status` never imports Pulumi.
+the Kubernetes client (`status` and `results` import the planning code, and with it Pulumi's types).
 """
 
 from __future__ import annotations

@@ -88,8 +88,10 @@ def _check(args: argparse.Namespace) -> int:
         campaign = load_campaign(args.stack)
         planned = [(str(o.relative_path), o.model) for o in campaign.outputs]
     checks = check_outputs(args.folder, planned)
+    if not checks:
+        raise ResultsInputError(f"{args.folder}: holds no worker output (no CSV, checkpoint or meta file).")
     print(format_check(checks))
-    return EXIT_OK if checks and all(check.complete for check in checks) else EXIT_INCOMPLETE
+    return EXIT_OK if all(check.complete for check in checks) else EXIT_INCOMPLETE
 
 
 def _tidy(args: argparse.Namespace) -> int:
