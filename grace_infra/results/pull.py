@@ -119,7 +119,7 @@ def listing_command() -> list[str]:
     skip = " ".join(f"! -name '*{suffix}'" for suffix in IGNORED_SUFFIXES)
     script = (
         f"cd {shlex.quote(c.OUTPUT_MOUNT)} && find . -type f {skip} -exec sh -c "
-        "'for f; do printf \"%s \" \"$(stat -c %s \"$f\")\"; sha256sum \"$f\"; done' sh {} +"
+        '\'for f; do printf "%s " "$(stat -c %s "$f")"; sha256sum "$f"; done\' sh {} +'
     )
     return ["sh", "-c", script]
 
