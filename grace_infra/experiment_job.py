@@ -21,7 +21,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from grace_infra import constants as c
-from grace_infra import model_server, naming
+from grace_infra import model_server, naming, security
 from grace_infra.config import GraceConfig
 from grace_infra.matrix import JobKind, PlannedJob
 from grace_infra.sizing import ContainerResources, cpu_limit_within
@@ -118,7 +118,7 @@ def worker_container(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) 
     return {
         "name": c.WORKER_CONTAINER_NAME,
         "image": config.images.job,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": c.IMAGE_PULL_POLICY,
         "args": list(job.args),
         "env": _worker_env(job, config),
         "ports": [
@@ -164,7 +164,13 @@ def pod_spec(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> dict[
         "automountServiceAccountToken": False,  # the worker never calls the Kubernetes API
         "enableServiceLinks": False,
         "restartPolicy": "OnFailure",  # the worker resumes from its checkpoint on the same PVC
-        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        # fsGroup: ceph-csi creates CephFS subvolumes root-owned 0755; the kubelet hands the output and
+        # logs claims (and a sidecar's weights claim) to this group so the non-root containers write them.
+        "securityContext": {
+            "fsGroup": c.WORKER_UID,
+            "fsGroupChangePolicy": "OnRootMismatch",
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "containers": [worker_container(job, config, bundle)],
         "volumes": _volumes(job, bundle),
     }
@@ -185,22 +191,21 @@ def job_manifest(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> d
         # inline CSV or task list changes the template, and Pulumi's diff shows exactly these Jobs replaced.
         c.STUDIES_CONTENT_HASH_ANNOTATION: bundle.digest(job.reads),
     }
-    if job.sidecar:
-        annotations.update(model_server.pod_annotations(job.model))
     labels = job_labels(job)
+    pod = pod_spec(job, config, bundle)
     return {
         "metadata": {
             "name": job.name,
             "namespace": config.namespace.name,
             "labels": labels,
-            "annotations": {c.JOB_SKIP_AWAIT_ANNOTATION: "true"},
+            "annotations": {c.JOB_SKIP_AWAIT_ANNOTATION: "true", **security.checkov_skip_annotations(pod)},
         },
         "spec": {
             "backoffLimit": c.JOB_BACKOFF_LIMIT,
             "ttlSecondsAfterFinished": config.jobs.ttl_seconds_after_finished,
             "template": {
                 "metadata": {"labels": pod_labels(job), "annotations": annotations},
-                "spec": pod_spec(job, config, bundle),
+                "spec": pod,
             },
         },
     }
