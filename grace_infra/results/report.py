@@ -27,7 +27,7 @@ from grace_infra.results.check import check_output, discover_outputs
 from grace_infra.results.outputs import OutputFile, ResultsInputError, failed_mask, read_output
 from grace_infra.results.svg import bar_chart
 from grace_infra.results.tidy import tidy_probabilities
-from worker.table import write_atomically
+from worker.storage import write_atomically
 
 __all__ = ["build_report", "goal_kind", "write_report"]
 

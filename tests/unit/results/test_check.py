@@ -86,11 +86,31 @@ def test_a_run_that_exited_2_is_a_failed_run(copy: Path) -> None:
 def test_rows_are_input_rows_times_samples(copy: Path) -> None:
     meta_path = companion_paths(copy / RESPONSES)[1]
     meta = json.loads(meta_path.read_text())
-    meta["parameters"]["samples"] = 2
+    meta["input"]["samples_per_row"] = 2
     meta_path.write_text(json.dumps(meta))
     (check,) = check_outputs(copy)
     assert check.expected_rows == 2 * INPUT_ROWS
     assert check.state is State.SHORT
+
+
+def test_rows_the_server_could_not_answer_wait_to_be_resent(copy: Path) -> None:
+    meta_path = companion_paths(copy / RESPONSES)[1]
+    meta = json.loads(meta_path.read_text())
+    meta["rows"]["failed_transport"] = 1
+    meta_path.write_text(json.dumps(meta))
+    (check,) = check_outputs(copy)
+    assert check.state is State.RESEND
+    assert check.state_text == "rows to resend (1)"
+
+
+def test_a_run_stopped_before_its_output_says_why(copy: Path) -> None:
+    (copy / RESPONSES).unlink()
+    meta_path = companion_paths(copy / RESPONSES)[1]
+    meta = json.loads(meta_path.read_text())
+    meta |= {"status": "storage_error", "exit_code": 4}
+    meta_path.write_text(json.dumps(meta))
+    (check,) = check_outputs(copy)
+    assert check.state_text == "stopped (storage_error)"
 
 
 def test_only_a_checkpoint_is_in_progress(copy: Path) -> None:
