@@ -26,6 +26,7 @@ import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client as k8s
@@ -244,6 +245,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--stack", default=c.DEFAULT_STACK, help="reads Pulumi.<stack>.yaml for the plan")
     parser.add_argument("--context", help="kubeconfig context (default: the current context)")
+    parser.add_argument(
+        "--kubeconfig", type=Path, help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)"
+    )
     return parser
 
 
@@ -252,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         campaign = load_campaign(args.stack)
         with cluster_errors():
-            jobs, servers = collect_status(campaign, api_client(args.context))
+            jobs, servers = collect_status(campaign, api_client(args.context, args.kubeconfig))
     except GraceError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE

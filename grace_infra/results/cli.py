@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     pull.add_argument("--stack", default=c.DEFAULT_STACK, help="reads Pulumi.<stack>.yaml for the namespace")
     pull.add_argument("--context", help="kubeconfig context (default: the kubeconfig's current context)")
+    pull.add_argument(
+        "--kubeconfig", type=Path, help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)"
+    )
     pull.add_argument("--to", type=Path, default=DEFAULT_RESULTS_DIR, help="local folder (created)")
 
     check = sub.add_parser(
@@ -115,7 +118,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _pull(args: argparse.Namespace) -> int:
 
-    return pull(stack=args.stack, context=args.context, destination=args.to)
+    return pull(stack=args.stack, context=args.context, kubeconfig=args.kubeconfig, destination=args.to)
 
 
 COMMANDS = {"pull": _pull, "check": _check, "tidy": _tidy, "report": _report}

@@ -34,7 +34,7 @@ from urllib3.exceptions import HTTPError
 
 from grace_infra import constants as c
 from grace_infra import naming
-from grace_infra.cluster import ClusterAccessError, api_client, cluster_errors
+from grace_infra.cluster import ClusterUnreachable, api_client, cluster_errors
 from grace_infra.config import GraceConfig
 from grace_infra.results.campaign import load_campaign
 
@@ -156,7 +156,7 @@ def files_to_fetch(remote: Sequence[RemoteFile], destination: Path) -> list[Remo
 def _safe_target(destination: Path, name: str) -> Path:
     relative = PurePosixPath(name.removeprefix("./"))
     if relative.is_absolute() or ".." in relative.parts or not relative.parts:
-        raise ClusterAccessError(f"the tar stream holds an unsafe path {name!r}; nothing more is written.")
+        raise ClusterUnreachable(f"the tar stream holds an unsafe path {name!r}; nothing more is written.")
     return destination.joinpath(*relative.parts)
 
 
@@ -208,7 +208,7 @@ def _exec_in(api: k8s.CoreV1Api, pod: str, namespace: str) -> Exec:
             session.close()
         if code:
             message = errors.getvalue().decode("utf-8", "replace").strip().splitlines()
-            raise ClusterAccessError(
+            raise ClusterUnreachable(
                 f"`{command[0]}` in the reader pod exited {code}: {message[-1] if message else 'no message'}"
             )
         out.seek(0)
@@ -225,13 +225,13 @@ def _wait_running(api: k8s.CoreV1Api, name: str, namespace: str, timeout_s: floa
         if phase == "Running":
             return
         if phase in {"Failed", "Succeeded"}:
-            raise ClusterAccessError(f"the reader pod {name} ended ({phase}) before it could be used.")
+            raise ClusterUnreachable(f"the reader pod {name} ended ({phase}) before it could be used.")
         if time.monotonic() > deadline:
             why = next(
                 (f"{cond.reason}: {cond.message}" for cond in (pod.status.conditions or []) if cond.message),
                 phase or "no status",
             )
-            raise ClusterAccessError(f"the reader pod {name} did not start within {timeout_s:.0f} s ({why}).")
+            raise ClusterUnreachable(f"the reader pod {name} did not start within {timeout_s:.0f} s ({why}).")
         time.sleep(POLL_INTERVAL_S)
 
 
@@ -291,10 +291,10 @@ def _delete_reader(api: k8s.CoreV1Api, name: str, namespace: str, log: Callable[
         )
 
 
-def pull(*, stack: str, context: str | None, destination: Path) -> int:
+def pull(*, stack: str, context: str | None, kubeconfig: Path | None, destination: Path) -> int:
     """The `grace results pull` command; its exit code."""
     campaign = load_campaign(stack)
-    api = k8s.CoreV1Api(api_client(context))
+    api = k8s.CoreV1Api(api_client(context, kubeconfig))
     try:
         with cluster_errors():
             result = run_pull(api, campaign.config, destination)

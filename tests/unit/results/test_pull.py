@@ -23,7 +23,7 @@ import pytest
 from kubernetes import client as k8s
 
 from grace_infra import constants as c
-from grace_infra.cluster import ClusterAccessError, api_client
+from grace_infra.cluster import ClusterUnreachable, api_client
 from grace_infra.results import cli, pull
 from grace_infra.results.campaign import load_campaign
 from tests.support.kube_api import CONTEXT, KubeApi, not_found
@@ -122,7 +122,7 @@ def _deleted(core: k8s.CoreV1Api) -> list[str]:
     return [path for method, path, _ in core.recorded.requests if method == "DELETE"]  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("error", [ClusterAccessError("exec failed"), KeyboardInterrupt()])
+@pytest.mark.parametrize("error", [ClusterUnreachable("exec failed"), KeyboardInterrupt()])
 def test_the_pod_is_deleted_after_an_error_or_ctrl_c(
     cluster: k8s.CoreV1Api, tmp_path: Path, error: BaseException
 ) -> None:
@@ -201,7 +201,7 @@ def test_unpack_refuses_a_path_outside_the_destination(tmp_path: Path) -> None:
         info.size = 1
         tar.addfile(info, io.BytesIO(b"x"))
     archive.seek(0)
-    with pytest.raises(ClusterAccessError, match="unsafe path"):
+    with pytest.raises(ClusterUnreachable, match="unsafe path"):
         pull.unpack_tar(archive, tmp_path / "results", {"../escape.csv"})
     assert not (tmp_path / "escape.csv").exists()
 

@@ -208,10 +208,10 @@ def test_an_unknown_context_is_one_line_and_exit_2(
     cluster: tuple[KubeApi, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, kubeconfig = cluster
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    assert status.main(["--context", "no-such-context"]) == 2
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    assert status.main(["--context", "no-such-context", "--kubeconfig", str(kubeconfig)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: cannot use context 'no-such-context'")
+    assert err.startswith("error: --context no-such-context is not in the kubeconfig (contexts: recorded)")
     assert len(err.strip().splitlines()) == 1
 
 
@@ -223,7 +223,7 @@ def test_an_unreachable_api_server_is_one_line_and_exit_2(
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     assert status.main(["--context", CONTEXT]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: cannot reach the API server of your kubeconfig context:")
+    assert err.startswith("error: cannot reach the API server of the kubeconfig context:")
     assert len(err.strip().splitlines()) == 1
 
 
