@@ -7,11 +7,12 @@ the Kubernetes client (`status` and `results` import the planning code, and with
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 from collections.abc import Sequence
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMANDS", "HelpFormatter", "main"]
 
 EXIT_USAGE = 2
 
@@ -22,6 +23,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("grace_infra.status", "one line per planned Job and model server on the live cluster"),
     "results": ("grace_infra.results.cli", "pull, check and report the campaign's output files"),
 }
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in its --help line, except options whose default is "not given"."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _usage() -> str:

@@ -34,6 +34,7 @@ from kubernetes.client.rest import ApiException
 
 from grace_infra import constants as c
 from grace_infra.catalog import ServingMode
+from grace_infra.cli import HelpFormatter
 from grace_infra.cluster import api_client, cluster_errors
 from grace_infra.errors import GraceError
 from grace_infra.plan import format_table
@@ -241,7 +242,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="grace status",
         description="One line per planned Job and model server, read from the live cluster.",
         epilog="exit codes: 0 status printed, 2 bad input or no cluster access",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--stack", default=c.DEFAULT_STACK, help="reads Pulumi.<stack>.yaml for the plan")
     parser.add_argument("--context", help="kubeconfig context (default: the current context)")

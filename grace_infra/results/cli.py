@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from grace_infra import constants as c
+from grace_infra.cli import HelpFormatter
 from grace_infra.errors import GraceError
 from grace_infra.results.campaign import load_campaign
 from grace_infra.results.check import check_outputs, discover_outputs, format_check
@@ -51,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    defaults = argparse.ArgumentDefaultsHelpFormatter
+    defaults = HelpFormatter
 
     pull = sub.add_parser(
         "pull",
