@@ -129,7 +129,7 @@ def test_one_line_per_planned_job_with_its_state(
     )
     assert jobs["matrix-llama-3-70b"].startswith("pending: 0/40 nodes are available: ")
     assert "37 Insufficient nvidia.com/a100" in jobs["matrix-llama-3-70b"]
-    assert jobs["study1-exp1-gpt-oss-20b"] == "not created"
+    assert jobs["study1-exp1-gpt-oss-20b"] == "not found (not created yet, or removed 7 d after it finished)"
 
 
 def test_logs_are_read_through_the_api_server_with_a_tail(
@@ -241,3 +241,29 @@ def test_a_refused_call_is_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert err.startswith("error: the API server refused a call: 403 Forbidden")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_container_waiting_to_restart_has_its_previous_runs_log(
+    worker_logs: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API server answers 400 for the log of a container that is not running; `previous` has it."""
+    routes = _routes(_recorded(), worker_logs)
+    log_path = f"/api/v1/namespaces/{NS}/pods/{RESTARTING_POD}/log"
+    waiting = {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "BadRequest",
+        "message": f'container "worker" in pod "{RESTARTING_POD}" is waiting to start: CrashLoopBackOff',
+        "code": 400,
+    }  # fmt: skip
+    answers = iter([(400, waiting), (200, worker_logs["fatal"])])
+
+    class Sequenced(dict):
+        def get(self, key: tuple[str, str], default: Any = None) -> Any:
+            return next(answers) if key == ("GET", log_path) else super().get(key, default)
+
+    with KubeApi(Sequenced(routes)) as api:
+        jobs, _ = _states(api, api.write_kubeconfig(tmp_path), monkeypatch)
+        reads = [query for method, path, query in api.requests if path == log_path]
+    assert [query.get("previous") for query in reads] == [["false"], ["true"]]
+    assert jobs["study1-exp1-gemma-2-9b"].startswith(
+        "restarting (2 restarts, CrashLoopBackOff): worker query: error"
+    )
