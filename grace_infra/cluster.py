@@ -7,6 +7,7 @@ cluster can be out of reach becomes one ClusterUnreachable sentence (exit code 2
 
 from __future__ import annotations
 
+import json
 import os
 import textwrap
 from collections.abc import Iterator
@@ -31,6 +32,15 @@ def api_client(context: str | None = None, kubeconfig: Path | None = None) -> cl
     return connect(context, path)[0]
 
 
+def _status_message(body: str | bytes | None) -> str:
+    """The `message` of the API server's Status body (e.g. the quota a pod would exceed), if any."""
+    try:
+        status = json.loads(body or "")
+    except (TypeError, ValueError):
+        return ""
+    return str(status.get("message", "")) if isinstance(status, dict) else ""
+
+
 @contextmanager
 def cluster_errors() -> Iterator[None]:
     """Turn the client's errors into one ClusterUnreachable sentence (no traceback for the user)."""
@@ -40,9 +50,9 @@ def cluster_errors() -> Iterator[None]:
         if not err.status:  # the websocket of an exec stream failed: no HTTP status, a long reason
             reason = textwrap.shorten(str(err.reason), EXEC_REASON_CHARS)
             raise ClusterUnreachable(f"the exec stream to the pod failed: {reason}") from None
+        message = _status_message(err.body)
         raise ClusterUnreachable(
-            f"the API server refused a call: {err.status} {err.reason}"
-            + (" (is the kubeconfig's token still valid?)" if err.status in {401, 403} else "")
+            f"the API server refused a call: {err.status} {err.reason}" + (f": {message}" if message else "")
         ) from None
     except HTTPError as err:  # urllib3: connection refused, DNS, TLS, after the client's retries
         reason = getattr(err, "reason", None) or err

@@ -89,7 +89,7 @@ def reader_pod_manifest(config: GraceConfig, name: str) -> dict[str, Any]:
                 {
                     "name": READER_CONTAINER,
                     "image": config.images.job,
-                    "imagePullPolicy": "IfNotPresent",
+                    "imagePullPolicy": c.IMAGE_PULL_POLICY,
                     # The image's entry point is the worker; this pod only waits for exec calls.
                     "command": ["sleep", str(READER_DEADLINE_S)],
                     "resources": {

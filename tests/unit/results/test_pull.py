@@ -221,3 +221,22 @@ def test_the_command_deletes_the_pod_when_the_real_exec_stream_fails(
     deleted = [path for method, path, _ in api.requests if method == "DELETE"]
     assert len(deleted) == 1
     assert not (tmp_path / "results").exists()
+
+
+def test_a_pod_the_quota_refuses_is_one_line_naming_the_quota(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exceeded = {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "Forbidden",
+        "message": 'pods "grace-results-reader-1" is forbidden: exceeded quota: grace-quota, requested: '
+        "pods=1, used: pods=40, limited: pods=40",
+        "details": {"name": "grace-results-reader-1", "kind": "pods"}, "code": 403,
+    }  # fmt: skip
+    with KubeApi({("POST", PODS): (403, exceeded)}) as api:
+        monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path)))
+        code = cli.main(["pull", "--stack", "nrp", "--context", CONTEXT, "--to", str(tmp_path / "results")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the API server refused a call: 403 Forbidden: pods ")
+    assert "exceeded quota: grace-quota" in err
+    assert len(err.strip().splitlines()) == 1

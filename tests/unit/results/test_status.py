@@ -239,7 +239,9 @@ def test_a_refused_call_is_one_line_and_exit_2(
         monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path)))
         assert status.main(["--context", CONTEXT]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: the API server refused a call: 403 Forbidden")
+    assert err.startswith(
+        "error: the API server refused a call: 403 Forbidden: jobs.batch is forbidden: User"
+    )
     assert len(err.strip().splitlines()) == 1
 
 
