@@ -87,7 +87,12 @@ def _state(output: OutputFile) -> State:  # noqa: PLR0911 (one return per state,
 def check_output(output: OutputFile, relative_path: str, model: str | None = None) -> OutputCheck:
     frame = output.frame
     state = _state(output)
-    detail = {State.STOPPED: output.status, State.RESEND: str(output.rows_to_resend)}.get(state, "")
+    details = {
+        State.STOPPED: output.status,
+        State.RESEND: str(output.rows_to_resend),
+        State.SHORT: f"--limit {output.limit}" if output.limit else "",
+    }
+    detail = details.get(state, "")
     return OutputCheck(
         relative_path=relative_path,
         model=model or output.model_name,

@@ -103,6 +103,12 @@ class OutputFile:
         return rows * self.samples if isinstance(rows, int) else None
 
     @property
+    def limit(self) -> int | None:
+        """`--limit N` of the run (a smoke run processes only the first N input rows)."""
+        value = (self.meta or {}).get("input", {}).get("limit")
+        return value if isinstance(value, int) else None
+
+    @property
     def status(self) -> str:
         """The meta file's `status`: complete, or why the run stopped (interrupted, storage_error, ...)."""
         return str((self.meta or {}).get("status", ""))
