@@ -55,5 +55,5 @@ def cluster_errors() -> Iterator[None]:
             f"the API server refused a call: {err.status} {err.reason}" + (f": {message}" if message else "")
         ) from None
     except HTTPError as err:  # urllib3: connection refused, DNS, TLS, after the client's retries
-        reason = getattr(err, "reason", None) or err
-        raise ClusterUnreachable(f"cannot reach the API server of the kubeconfig context: {reason}") from None
+        cause = getattr(err, "reason", None) or err
+        raise ClusterUnreachable(f"cannot reach the API server of the kubeconfig context: {cause}") from None
