@@ -269,3 +269,22 @@ def test_a_container_waiting_to_restart_has_its_previous_runs_log(
     assert jobs["study1-exp1-gemma-2-9b"].startswith(
         "restarting (2 restarts, CrashLoopBackOff): worker query: error"
     )
+
+
+def test_a_job_mode_log_shows_the_task_number(tmp_path: Path) -> None:
+    """`worker run --tasks` (job serving mode) logs `task i/n:` before each task; the line says which."""
+    with FakeOpenAI() as server:
+        task = [
+            "query", "--study", "study1", "--input", "tests/fixtures/study1_small.csv",
+            "--model-endpoint", server.base_url, "--model-name", "tiny",
+            "--limit", "2", "--metrics-port", "0",
+        ]  # fmt: skip
+        tasks = tmp_path / "tasks.json"
+        tasks.write_text(
+            json.dumps([[*task, "--output", str(tmp_path / f"out{n}.csv")] for n in (1, 2)]), encoding="utf-8"
+        )
+        log = _worker(["run", "--tasks", str(tasks)], tmp_path)
+    second_task = log[log.index("task 2/2: ") :]
+    assert "progress pipeline=query" in second_task, log
+    assert status.progress_text(log).startswith("query 2/2 rows, ")
+    assert status.progress_text(log).endswith(" rows/s (task 2/2)")
