@@ -2,16 +2,17 @@
 
 Each command lives in its own module with a `main(argv) -> int` that parses only the arguments after
 the command's name; the module is imported only when its command runs, so `grace render` never imports
-the Kubernetes client and `grace status` never imports Pulumi.
+the Kubernetes client (`status` and `results` import the planning code, and with it Pulumi's types).
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 from collections.abc import Sequence
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMANDS", "HelpFormatter", "main"]
 
 EXIT_USAGE = 2
 
@@ -22,6 +23,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("grace_infra.status", "one line per planned Job and model server on the live cluster"),
     "results": ("grace_infra.results.cli", "pull, check and report the campaign's output files"),
 }
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in its --help line, except options whose default is "not given"."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _usage() -> str:
