@@ -38,6 +38,7 @@ from worker.extraction_spec import (
     ExtractionSpec,
     load_extraction,
 )
+from worker.messages import MessageBuilder, probe_system_role
 from worker.reply_parser import PARSER_METHOD
 from worker.sampling import Sample
 from worker.structured import (
@@ -125,6 +126,8 @@ class ExtractionPlan:
     validator: Validator | None  # None with --no-validate: replies are parsed, not checked
     max_reasks: int
     model_name: str = ""  # the extractor model, recorded in extraction_method on the rows it codes
+    # What the server's chat template accepts (worker.messages).
+    chat: MessageBuilder = field(default_factory=MessageBuilder)
 
     @classmethod
     def build(
@@ -135,6 +138,7 @@ class ExtractionPlan:
         validate: bool,
         max_reasks: int,
         model_name: str = "",
+        chat: MessageBuilder | None = None,
     ) -> ExtractionPlan:
         return cls(
             spec=spec,
@@ -142,6 +146,7 @@ class ExtractionPlan:
             validator=make_validator(spec.schema) if validate else None,
             max_reasks=max_reasks,
             model_name=model_name,
+            chat=chat or MessageBuilder(),
         )
 
     def request_params(self) -> dict[str, Any]:
@@ -187,7 +192,7 @@ class ExtractionPlan:
         while True:
             attempts += 1
             try:
-                reply = await client.chat(messages, **params)
+                reply = await client.chat(self.chat.fit(messages), **params)
             except RequestRejected as err:
                 if err.fatal:  # unknown model, bad key: every row would fail alike; the runner stops
                     raise
@@ -313,9 +318,10 @@ class ExtractPipeline:
         """The structured-output probe's outcome, for the meta file (worker.runner reads this)."""
         if self._plan is None:
             return None
-        return {"structured_output": self._plan.choice.as_meta()}
+        return {"structured_output": self._plan.choice.as_meta(), **self._plan.chat.findings()}
 
     async def prepare(self, client: ModelClient) -> None:
+        chat = await probe_system_role(client)
         choice = await detect_backend(client, self.requested_backend)
         log.info("extract: using %s (%s)", choice.backend, "; ".join(choice.evidence))
         if not self.validate:
@@ -325,7 +331,12 @@ class ExtractPipeline:
                 "extract: no example object for the %s prompt (--schema replaced the study's)", choice.backend
             )
         self._plan = ExtractionPlan.build(
-            self.spec, choice, validate=self.validate, max_reasks=self.max_reasks, model_name=self.model_name
+            self.spec,
+            choice,
+            validate=self.validate,
+            max_reasks=self.max_reasks,
+            model_name=self.model_name,
+            chat=chat,
         )
 
     async def process(

@@ -37,7 +37,8 @@ STUDY1_COLUMNS = [
     "observe",
 ]  # fmt: skip
 EXP1_COLUMNS = [
-    "model_name", "model_response", "finish_reason", "prompt_tokens", "completion_tokens",
+    "model_name", "model_response", "response_story", "response_speech", "response_knowledge",
+    "finish_reason", "prompt_tokens", "completion_tokens",
     "response_timestamp", "processing_time_ms", "attempts", "error",
 ]  # fmt: skip
 FIELDS1 = [
@@ -141,6 +142,10 @@ def study1_row(key: str, response: str, *, error: str = "") -> dict[str, str]:
         "observe": "2",
         "model_name": "tiny",
         "model_response": response,
+        # Study 1's Experiment 1 asks three questions in one conversation; the extraction shows all three.
+        "response_story": response,
+        "response_speech": response,
+        "response_knowledge": response,
         "finish_reason": "stop" if response else "",
         "prompt_tokens": "120",
         "completion_tokens": "30",
@@ -305,12 +310,12 @@ def test_reask_carries_the_validation_error_and_the_failed_reply(
     # with json_schema the grammar fixes the form: the prompt does not spend context on the schema
     assert "JSON Schema" not in json.dumps(first["messages"])
     _, blank_reask = chat_requests(server, "blank")
-    assert [m["role"] for m in blank_reask["messages"]] == [
-        "system",
-        "user",
-        "user",
-    ]  # no empty assistant turn
-    assert "the reply was blank (finish_reason=stop)" in blank_reask["messages"][2]["content"]
+    # No empty assistant turn, and no two user turns in a row (Gemma-2's template refuses them): the
+    # correction joins the question's user turn.
+    assert [m["role"] for m in blank_reask["messages"]] == ["system", "user"]
+    question, correction = blank_reask["messages"][1]["content"].split("\n\nThat reply could not be used")
+    assert question == first["messages"][1]["content"].replace("ROW-schema", "ROW-blank")
+    assert "the reply was blank (finish_reason=stop)" in correction
 
 
 def test_prompt_shows_the_questions_and_the_response_verbatim(
@@ -323,7 +328,7 @@ def test_prompt_shows_the_questions_and_the_response_verbatim(
     (body,) = chat_requests(server, "a")
     user = body["messages"][1]["content"]
     assert response in user  # the response exactly as Experiment 1 recorded it
-    assert "Question 1 (a whole number from 0 to 3): How many of the 3 boxes do you think hold a toy?" in user
+    assert "Q1 (a whole number from 0 to 3): How many of the 3 boxes do you think hold a toy?" in user
 
 
 def test_transport_retries_are_not_reasks(server: FakeOpenAI, extractor: Extractor, tmp_path: Path) -> None:
@@ -484,7 +489,7 @@ def test_prompt_backend_sends_no_response_format(
 @pytest.mark.parametrize(
     ("change", "extra", "phrase"),
     [
-        ("drop_response", (), "missing column(s) model_response"),
+        ("drop_response", (), "missing column(s) response_speech"),
         (None, ("--schema", "MISSING"), "--schema"),
         (None, ("--schema", "NOT_STRICT"), "every property must be required"),
         (None, ("--max-retries", "-1"), "--max-retries"),
@@ -502,7 +507,7 @@ def test_bad_input_is_one_line_and_exit_2(
 ) -> None:
     row = study1_row("a", "ROW-a text")
     if change == "drop_response":
-        del row["model_response"]
+        del row["response_speech"]
     not_strict = tmp_path / "loose.json"
     not_strict.write_text(
         json.dumps({"type": "object", "properties": {"a": {}}, "additionalProperties": False})
@@ -573,10 +578,11 @@ def test_deepseek_endpoint_replaces_model_endpoint_and_fills_defaults(
 def test_study_extraction_sections_load(study: str) -> None:
     path = resolve_study_path(study)
     spec = load_extraction(load_study(str(path)), path)
-    assert spec.section.reply_columns == ("model_response",)
+    replies = {turn.reply_column for turn in load_study(str(path)).prompt.conversation}
+    assert set(spec.section.reply_columns) == replies
     assert spec.schema_file == (REPO / "jobs" / "schemas" / f"{study}_schema.json").resolve()
     assert spec.example is not None
-    assert spec.row_columns <= {*load_study(str(path)).required_columns, "model_response"}
+    assert spec.row_columns <= {*load_study(str(path)).required_columns, *replies}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -654,12 +660,13 @@ def test_rejected_key_at_the_probe_is_exit_2_with_a_hint(
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
-        ("  reply_columns: [model_response]\n", "  reply_columns: [model_response]\n  colour: red\n",
+        ("  reply_columns: [response_story, response_speech, response_knowledge]\n",
+         "  reply_columns: [response_story, response_speech, response_knowledge]\n  colour: red\n",
          "extraction.colour: Extra inputs are not permitted."),
         ('knowledge_answer: "no"', "knowledge_answer: maybe",
          'extraction.example does not match {schema}: knowledge_answer: "maybe" is not allowed'),
-        ("{model_response}", "{modelresponse}",
-         "extraction: the prompt never shows {{model_response}}, a reply to extract from."),
+        ("{response_speech}", "{responsespeech}",
+         "extraction: the prompt never shows {{response_speech}}, a reply to extract from."),
         ("tolerance: 1", "tolerance: -1",
          "extraction.checks.0.tolerance: Input should be greater than or equal"),
         ("fields: [probability_0,", "fields: [probability_9,",
@@ -710,16 +717,25 @@ def test_reasoning_model_probe_is_inconclusive_not_ignored(
 # The deterministic parser codes replies in the study's own format; the extractor model codes the rest
 
 
-EXACT_FORMAT = "Initial answer: 3\n0: 0%\n1: 5%\n2: 25%\n3: 70%\nKnows exactly: no"
+EXACT_REPLIES = {
+    "response_story": "3",
+    "response_speech": "0: 0%\n1: 5%\n2: 25%\n3: 70%",
+    "response_knowledge": "No.",
+}
 
 
-def test_a_reply_in_the_asked_format_is_coded_by_the_parser_without_a_request(
+def parser_of_study1() -> Any:
+    path = resolve_study_path("study1")
+    return load_extraction(load_study(str(path)), path).parser
+
+
+def test_replies_in_the_asked_format_are_coded_by_the_parser_without_a_request(
     server: FakeOpenAI, extractor: Extractor, tmp_path: Path
 ) -> None:
     extractor.script("prose", good(prior_answer=2))
-    # The parser's row has no ROW- marker in its reply: a request for it would be answered with a 400.
+    # The parser's row has no ROW- marker in its replies: a request for it would be answered with a 400.
     rows = [
-        study1_row("exact", EXACT_FORMAT),
+        {**study1_row("exact", ""), **EXACT_REPLIES, "finish_reason": "stop"},
         study1_row("prose", "ROW-prose I think 2 of them, and no, Kim cannot know for sure."),
     ]
     code, output = run(server, tmp_path, rows)
@@ -731,37 +747,47 @@ def test_a_reply_in_the_asked_format_is_coded_by_the_parser_without_a_request(
     assert (prose["extraction_method"], prose["prior_answer"]) == ("tiny", "2")
     assert len(chat_requests(server, "prose")) == 1
     asked = [r.json() for r in server.requests_to("/v1/chat/completions")]
-    assert not any(EXACT_FORMAT in str(body["messages"]) for body in asked)
+    assert not any(EXACT_REPLIES["response_speech"] in str(body["messages"]) for body in asked)
 
 
 @pytest.mark.parametrize(
-    "reply",
+    ("column", "reply"),
     [
-        EXACT_FORMAT.replace("Knows exactly: no", "Knows exactly: no, because she did not open one box"),
-        EXACT_FORMAT.replace("1: 5%", "1: about 5%"),
-        "Sure! " + EXACT_FORMAT,
-        EXACT_FORMAT.replace(
-            "Initial answer: 3", "Initial answer: 4"
-        ),  # outside the schema: the model decides
+        ("response_knowledge", "No, because she did not open one box."),
+        ("response_speech", "0: 0%\n1: about 5%\n2: 25%\n3: 70%"),
+        ("response_story", "I would say 3."),
+        ("response_story", "4"),  # outside the schema: the model decides what the reply states
     ],
 )
-def test_a_reply_off_the_format_is_left_to_the_model(reply: str) -> None:
-    path = resolve_study_path("study1")
-    parser = load_extraction(load_study(str(path)), path).parser
-    assert parser.code({"model_response": reply}) is None
-    assert parser.code({"model_response": EXACT_FORMAT}) == GOOD
+def test_a_reply_off_the_format_leaves_the_whole_row_to_the_model(column: str, reply: str) -> None:
+    parser = parser_of_study1()
+    assert parser.code(EXACT_REPLIES) == GOOD
+    assert parser.code({**EXACT_REPLIES, column: reply}) is None
 
 
-def test_parser_rules_must_code_every_schema_field(tmp_path: Path) -> None:
+KNOWLEDGE_RULE = """    - column: response_knowledge
+      pattern: "(?P<knowledge_answer>yes|no)"
+"""
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ("", "the parser rules never code knowledge_answer"),
+        (KNOWLEDGE_RULE.replace("knowledge_answer", "answer"), "rule for response_knowledge: answer is not"),
+    ],
+)
+def test_parser_rules_must_code_every_schema_field_and_nothing_else(
+    tmp_path: Path, rule: str, message: str
+) -> None:
     text = (REPO / "jobs" / "studies" / "study1.yaml").read_text(encoding="utf-8")
-    broken = text.replace("\\s*knows exactly:\\s*(?P<knowledge_answer>yes|no)", "")
-    assert broken != text
+    assert KNOWLEDGE_RULE in text
     (tmp_path / "studies").mkdir()
     path = tmp_path / "studies" / "study1.yaml"
-    path.write_text(broken, encoding="utf-8")
+    path.write_text(text.replace(KNOWLEDGE_RULE, rule), encoding="utf-8")
     (tmp_path / "schemas").mkdir()
     (tmp_path / "schemas" / "study1_schema.json").write_text(
         (REPO / "jobs" / "schemas" / "study1_schema.json").read_text(encoding="utf-8"), encoding="utf-8"
     )
-    with pytest.raises(InputError, match=r"extraction.parser: the parser rules never code knowledge_answer"):
+    with pytest.raises(InputError, match=rf"extraction.parser: {message}"):
         load_extraction(load_study(str(path)), path)
