@@ -57,6 +57,10 @@ DEFAULT_REQUESTS_PER_ROW: dict[Study, dict[Experiment, int]] = {
 PROBABILITY_SECTION = "probability"
 PROBABILITY_QUESTIONS_KEY = "questions"
 PROBABILITY_EXPAND_KEY = "expand"  # one question template asked once per listed value
+# Where a study file lists Experiment 1's conversation (worker.studies.PromptTemplate.turns): one chat
+# completion per turn, each sent after the replies to the turns before it.
+PROMPT_SECTION = "prompt"
+PROMPT_TURNS_KEY = "turns"
 # A study file's `sampling:` section (worker.studies.SamplingSettings) and the worker's defaults for a
 # study file without one: greedy, one answer per row.
 SAMPLING_SECTION = "sampling"
@@ -207,21 +211,30 @@ def _expanded_count(question: object) -> int:
 
 def has_probability_questions(study: Study, bundle: StudyBundle) -> bool:
     """Whether the study file lists its own exp2 questions (else `probs --tokens` asks a generic one)."""
-    return requests_per_row(study, bundle).source != "default"
+    section = (bundle.definitions.get(study) or {}).get(PROBABILITY_SECTION)
+    questions = section.get(PROBABILITY_QUESTIONS_KEY) if isinstance(section, Mapping) else None
+    return isinstance(questions, list) and bool(questions)
 
 
 def requests_per_row(study: Study, bundle: StudyBundle) -> RequestsPerRow:
-    """Requests per row per experiment: exp1 sends the study's one prompt per row; exp2 one request per
-    probability question the study file lists (the study authors' design when it lists none yet; the
-    `continuation` method scores all options of a question in that one request); extraction one
-    request per exp1 row, before re-asks."""
+    """Requests per row per experiment: exp1 one chat completion per turn of the study's conversation
+    (one for a one-question prompt); exp2 one request per probability question the study file lists
+    (the study authors' design when it lists none yet; the `continuation` method scores all options of a
+    question in that one request); extraction one request per exp1 row, before re-asks."""
     counts = dict(DEFAULT_REQUESTS_PER_ROW[study])
-    section = (bundle.definitions.get(study) or {}).get(PROBABILITY_SECTION)
+    definition = bundle.definitions.get(study) or {}
+    source = "default"
+    prompt = definition.get(PROMPT_SECTION)
+    turns = prompt.get(PROMPT_TURNS_KEY) if isinstance(prompt, Mapping) else None
+    if isinstance(turns, list) and turns:
+        counts[Experiment.EXP1] = len(turns)
+        source = f"jobs/{STUDIES_SUBDIR}/{study}.yaml"
+    section = definition.get(PROBABILITY_SECTION)
     questions = section.get(PROBABILITY_QUESTIONS_KEY) if isinstance(section, Mapping) else None
     if isinstance(questions, list) and questions:
         counts[Experiment.EXP2] = sum(_expanded_count(q) for q in questions)
-        return RequestsPerRow(counts, f"jobs/{STUDIES_SUBDIR}/{study}.yaml")
-    return RequestsPerRow(counts, "default")
+        source = f"jobs/{STUDIES_SUBDIR}/{study}.yaml"
+    return RequestsPerRow(counts, source)
 
 
 def study_max_tokens(study: Study, experiment: Experiment, bundle: StudyBundle) -> int | None:

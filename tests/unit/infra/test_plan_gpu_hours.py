@@ -134,8 +134,9 @@ def test_the_nrp_plan_counts_the_researchers_five_samples() -> None:
     config = GraceConfig.parse(base_config())
     plan = gpu_hour_plan(config, load_study_bundle(config))
     gemma = next(m for m in plan.models if m.model == "gemma-2-2b")
-    # 300 + 2,424 rows, 5 samples each at 0.3; exp2 is 5 and 3 questions per row, once.
-    assert gemma.requests_by_experiment["exp1"] == (300 + 2424) * 5
+    # 300 + 2,424 rows, 5 samples each at 0.3 (Study 1's conversation is 3 requests); exp2 is 5 and 3
+    # questions per row, once.
+    assert gemma.requests_by_experiment["exp1"] == (300 * 3 + 2424) * 5
     assert gemma.requests_by_experiment["exp2"] == 300 * 5 + 2424 * 3
     coder = next(m for m in plan.models if m.model == "gemma-2-27b")
     assert coder.requests_by_experiment["structured"] == (300 + 2424) * 5 * 6  # all six models' replies
@@ -161,6 +162,9 @@ def test_the_real_study_files_ask_five_and_three_questions_per_row() -> None:
     bundle = load_study_bundle(config)
     assert requests_per_row(Study.STUDY1, bundle).counts[Experiment.EXP2] == 5  # 4 states + knowledge
     assert requests_per_row(Study.STUDY2, bundle).counts[Experiment.EXP2] == 3  # frame, assessment, utterance
+    # Experiment 1: Study 1 is a conversation of three questions, one request each; Study 2 asks one.
+    assert requests_per_row(Study.STUDY1, bundle).counts[Experiment.EXP1] == 3
+    assert requests_per_row(Study.STUDY2, bundle).counts[Experiment.EXP1] == 1
 
 
 def test_rows_of_the_real_study_csvs_match_the_published_counts() -> None:
