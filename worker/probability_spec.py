@@ -161,6 +161,15 @@ class Question:
         stats = [c for c in (self.mean_column, self.std_column) if c]
         return [*self.prob_columns.values(), *stats, self.entropy_column, *self.detail_columns]
 
+    @property
+    def provenance_columns(self) -> list[str]:
+        """The evidence behind the numbers (JSON records, the exact prompt): the output puts them last."""
+        return [
+            column
+            for column, meaning in self.detail_columns.items()
+            if meaning.startswith("JSON:") or column == f"{self.name}_prompt"
+        ]
+
 
 def _substitute(template: str, bindings: Mapping[str, str]) -> str:
     """Fill only the expansion variables of `template`; `{column}` placeholders stay for the row."""

@@ -256,6 +256,11 @@ class ProbsPipeline:
             DEFAULT_ERROR_COLUMN,
         ]
 
+    @property
+    def provenance_columns(self) -> list[str]:
+        """JSON evidence and prompts, written after every analysis column (worker.runner reads this)."""
+        return [column for question in self.questions for column in question.provenance_columns]
+
     def parameters(self) -> dict[str, Any]:
         """Everything that determines the numbers, for the checkpoint header and the meta file."""
         return {

@@ -469,7 +469,12 @@ def test_study2_runs_with_every_column(server, tmp_path):
     frame = read(output)
     study = load_study("study2")
     pipeline = probs.ProbsPipeline(study, spec.questions_for(study, None), probs.ProbsConfig())
-    assert list(frame.columns) == [*study.required_columns, *SAMPLE_COLUMNS, *pipeline.output_columns]
+    # Analysis columns first, the evidence (JSON records and exact prompts) after all of them.
+    evidence = ("_raw", "_logprobs", "_variants", "_prompt", "_prompt_token_ids")
+    analysis = [column for column in pipeline.output_columns if not column.endswith(evidence)]
+    provenance = [column for column in pipeline.output_columns if column.endswith(evidence)]
+    assert len(provenance) == 5 * len(pipeline.questions)
+    assert list(frame.columns) == [*study.required_columns, *SAMPLE_COLUMNS, *analysis, *provenance]
     for column in pipeline.output_columns:
         if not column.endswith(("_absent", "error")):
             assert (frame[column] != "").all(), column
