@@ -266,3 +266,19 @@ def test_single_token_options_are_exact_with_both_methods_and_agree(vllm_server,
             assert la[label] == pytest.approx(lb[label], abs=TOLERANCE), label
             compared += 1
     assert compared == len(words) * len(first)
+
+
+def test_a_reasoning_format_the_model_does_not_speak_is_refused(vllm_server, tmp_path):
+    # The tiny model has no harmony special tokens: "<|end|>" is several ordinary tokens for it.
+    command = [
+        sys.executable, "-m", "worker", "probs",
+        "--input", str(first_rows("study2", tmp_path)), "--output", str(tmp_path / "out.csv"),
+        "--model-endpoint", vllm_server.base_url, "--model-name", vllm_server.served_name,
+        "--study", "study2", "--metrics-port", "0", "--reasoning-format", "harmony",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 2
+    assert "--reasoning-format harmony: <|end|> is" in done.stderr
+    assert "not one special token; the model does not speak harmony." in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out.csv").exists()
