@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,11 @@ __all__ = ["JobStatus", "ServerStatus", "collect_status", "format_status", "job_
 EXIT_OK = 0
 EXIT_USAGE = 2
 HTTP_BAD_REQUEST = 400
+# The summary line's order: a campaign's Jobs move from right to left.
+SUMMARY_ORDER = (
+    "succeeded", "running", "loading the model", "downloading the weights", "pending", "restarting",
+    "failed", "not found",
+)  # fmt: skip
 SECONDS_PER_DAY = 86400
 LOG_TAIL_LINES = 200  # progress is logged every 5 s: 200 lines reach back past any retry chatter
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set by the Job controller (Kubernetes >= 1.27)
@@ -248,8 +254,11 @@ def format_status(jobs: list[JobStatus], servers: list[ServerStatus]) -> str:
         ["model server", "model", "state"], [[s.server, s.model, s.state] for s in servers]
     )
     job_table = format_table(["job", "model", "state"], [[j.job, j.model, j.state] for j in jobs])
-    done = sum(j.state == "succeeded" for j in jobs)
-    return f"{server_table}\n\n{job_table}\n\n{done} of {len(jobs)} planned Jobs succeeded"
+    # A state's kind is its text before the detail: `running: ...`, `failed (...): ...`, `not found (...)`.
+    kinds = Counter(re.split(r":| \(", j.state, maxsplit=1)[0] for j in jobs)
+    ordered = sorted(kinds, key=lambda kind: SUMMARY_ORDER.index(kind) if kind in SUMMARY_ORDER else 99)
+    counts = ", ".join(f"{kinds[kind]} {kind}" for kind in ordered)
+    return f"{server_table}\n\n{job_table}\n\n{len(jobs)} planned Jobs: {counts}"
 
 
 def _parser() -> argparse.ArgumentParser:
