@@ -257,3 +257,9 @@ def test_ctrl_c_in_the_command_is_exit_130_and_the_pod_is_deleted(
     assert code == pull.EXIT_INTERRUPTED
     assert "the same command resumes" in capsys.readouterr().err
     assert len([path for method, path, _ in api.requests if method == "DELETE"]) == 1
+
+
+def test_batches_bound_the_bytes_of_one_tar_stream() -> None:
+    files = [pull.RemoteFile(name, size, "") for name, size in (("a", 40), ("b", 40), ("c", 150), ("d", 10))]
+    assert [[f.path for f in group] for group in pull.batches(files, 100)] == [["a", "b"], ["c"], ["d"]]
+    assert pull.batches([], 100) == []
