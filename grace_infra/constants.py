@@ -21,6 +21,10 @@ SA_QUERY_JOB = "grace-query-job"
 SA_EXTRACTION_JOB = "grace-extraction-job"
 STUDIES_CONFIGMAP = "grace-studies"
 MODEL_SERVER_PREFIX = "vllm-"
+# A model key ends object names and label values, which Kubernetes caps at 63 characters (DNS-1123
+# label); the longest name built from it is the weights claim's.
+KUBERNETES_NAME_MAX_LENGTH = 63
+MODEL_KEY_MAX_LENGTH = KUBERNETES_NAME_MAX_LENGTH - len(WEIGHTS_PVC_PREFIX)
 
 # Mount points inside pods (the worker's CLI paths are built from these).
 INPUT_MOUNT = "/input"
@@ -56,7 +60,7 @@ COMPONENT_MODEL_SERVER = "model-server"
 COMPONENT_QUERY_JOB = "query-job"
 COMPONENT_EXTRACTION_JOB = "extraction-job"
 
-# vLLM model server pod (issue 3; see README "Model servers").
+# vLLM model server pod (docs/model-servers.md).
 VLLM_CONTAINER_NAME = "vllm"
 WEIGHTS_DOWNLOAD_CONTAINER_NAME = "download-weights"
 VLLM_HEALTH_PATH = "/health"
@@ -99,7 +103,7 @@ HF_TOKEN_MOUNT = "/var/run/secrets/grace/huggingface"  # noqa: S105 (a mount pat
 # unchanged image stay cached on the node (only the manifest is fetched).
 IMAGE_PULL_POLICY = "Always"
 
-# Experiment Jobs and the GPU-hour plan (issue 4; see README "Experiment Jobs").
+# Experiment Jobs and the GPU-hour plan (docs/experiment-jobs.md).
 JOB_SKIP_AWAIT_ANNOTATION = "pulumi.com/skipAwait"  # `pulumi up` must not wait hours for a batch Job
 JOB_BACKOFF_LIMIT = 3  # the worker resumes from its checkpoint, so a retried pod redoes no finished row
 JOB_MODE_JOB_PREFIX = "matrix-"  # job serving mode: `matrix-<model>` runs that model's whole share
@@ -115,7 +119,7 @@ WORKER_LOG_FILE_ENV = "GRACE_LOG_FILE"  # the worker also logs to this file (on 
 HOURS_PER_DAY = 24
 SECONDS_PER_HOUR = 3600
 
-# Foundation objects (issue 2). Fixed names: people address them with kubectl.
+# Foundation objects (docs/stack.md). Fixed names: people address them with kubectl.
 QUOTA_NAME = "grace-quota"
 NAMESPACE_LABELS = {"project": PROJECT, "environment": "research"}
 NETPOL_DEFAULT_DENY = "grace-default-deny"

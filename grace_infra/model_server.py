@@ -9,7 +9,7 @@ them directly. The same `vllm_container` output runs in both modes:
     job:         the model's Job pod     initContainers [download-weights, vllm (restartPolicy: Always)]
                                           containers [worker]  -> talks to http://localhost:8000/v1
 
-Pod anatomy, flags and the reasons for each are in the README section "Model servers".
+Pod anatomy, flags and the reasons for each are in docs/model-servers.md.
 """
 
 from __future__ import annotations

@@ -37,6 +37,8 @@ from worker.extraction_spec import (
     ExtractionSpec,
     load_extraction,
 )
+from worker.messages import MessageBuilder, probe_system_role
+from worker.sampling import Sample
 from worker.structured import (
     AttemptFailure,
     Backend,
@@ -69,7 +71,7 @@ HELP = "Structured extraction: turn Experiment 1 free text into schema-valid col
 # must not require them; resolve_arguments names whatever is still missing.
 ENDPOINT_REQUIRED = False
 
-# DeepSeek's hosted API: the model name the Job uses and the secret's environment variable (issue 7).
+# DeepSeek's hosted API: the model name the Job uses and the secret's environment variable.
 DEEPSEEK_MODEL = "deepseek-chat"
 DEEPSEEK_API_KEY_ENV = "DEEPSEEK_API_KEY"
 # --wait-for-input: how often to look for the Experiment 1 file, and how often to say we are still waiting.
@@ -119,16 +121,25 @@ class ExtractionPlan:
     choice: BackendChoice
     validator: Validator | None  # None with --no-validate: replies are parsed, not checked
     max_reasks: int
+    # What the server's chat template accepts (worker.messages).
+    chat: MessageBuilder = field(default_factory=MessageBuilder)
 
     @classmethod
     def build(
-        cls, spec: ExtractionSpec, choice: BackendChoice, *, validate: bool, max_reasks: int
+        cls,
+        spec: ExtractionSpec,
+        choice: BackendChoice,
+        *,
+        validate: bool,
+        max_reasks: int,
+        chat: MessageBuilder | None = None,
     ) -> ExtractionPlan:
         return cls(
             spec=spec,
             choice=choice,
             validator=make_validator(spec.schema) if validate else None,
             max_reasks=max_reasks,
+            chat=chat or MessageBuilder(),
         )
 
     def request_params(self) -> dict[str, Any]:
@@ -168,7 +179,7 @@ class ExtractionPlan:
         while True:
             attempts += 1
             try:
-                reply = await client.chat(messages, **params)
+                reply = await client.chat(self.chat.fit(messages), **params)
             except RequestRejected as err:
                 if err.fatal:  # unknown model, bad key: every row would fail alike; the runner stops
                     raise
@@ -234,6 +245,8 @@ class ExtractPipeline:
 
     name = "extract"
     error_column = ERRORS_COLUMN
+    samples_per_row = 1
+    base_seed = 0
 
     def __init__(
         self,
@@ -284,9 +297,10 @@ class ExtractPipeline:
         """The structured-output probe's outcome, for the meta file (worker.runner reads this)."""
         if self._plan is None:
             return None
-        return {"structured_output": self._plan.choice.as_meta()}
+        return {"structured_output": self._plan.choice.as_meta(), **self._plan.chat.findings()}
 
     async def prepare(self, client: ModelClient) -> None:
+        chat = await probe_system_role(client)
         choice = await detect_backend(client, self.requested_backend)
         log.info("extract: using %s (%s)", choice.backend, "; ".join(choice.evidence))
         if not self.validate:
@@ -296,10 +310,16 @@ class ExtractPipeline:
                 "extract: no example object for the %s prompt (--schema replaced the study's)", choice.backend
             )
         self._plan = ExtractionPlan.build(
-            self.spec, choice, validate=self.validate, max_reasks=self.max_reasks
+            self.spec, choice, validate=self.validate, max_reasks=self.max_reasks, chat=chat
         )
 
-    async def process(self, row_index: int, row: Mapping[str, str], client: ModelClient) -> dict[str, Any]:
+    async def process(
+        self,
+        row_index: int,
+        row: Mapping[str, str],
+        client: ModelClient,
+        sample: Sample,  # noqa: ARG002
+    ) -> dict[str, Any]:
         if self._plan is None:
             raise RuntimeError("ExtractPipeline.process() before prepare()")
         outcome = await self._plan.extract(client, row)
@@ -322,7 +342,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"{DEEPSEEK_MODEL}, the key to ${DEEPSEEK_API_KEY_ENV}).",
     )
     group.add_argument(
-        "--schema", type=Path, help="JSON Schema file replacing the study's extraction.schema."
+        "--schema",
+        type=Path,
+        help="JSON Schema file replacing the study's (default: the study's extraction.schema).",
     )
     group.add_argument(
         "--validate",
@@ -343,7 +365,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="Wait up to SECONDS for --input to appear (Experiment 1 writes it atomically when complete).",
     )
-    group.add_argument("--max-tokens", type=int, help="Override the study's extraction max_tokens.")
+    group.add_argument(
+        "--max-tokens", type=int, help="Reply token budget (default: the study's extraction max_tokens)."
+    )
 
 
 def resolve_arguments(args: argparse.Namespace) -> None:

@@ -1,4 +1,4 @@
-"""Experiment Jobs (issue 4): the matrix as Kubernetes Jobs that order themselves without blocking
+"""Experiment Jobs: the matrix as Kubernetes Jobs that order themselves without blocking
 `pulumi up`, the studies ConfigMap, and job serving mode.
 
 Renders run the whole program under Pulumi mocks (1-3 s each): the nrp stack comes from conftest's

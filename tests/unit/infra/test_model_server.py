@@ -1,4 +1,4 @@
-"""Rendered vLLM model servers (issue 3): the StatefulSet, Service and ServiceMonitor of each model,
+"""Rendered vLLM model servers: the StatefulSet, Service and ServiceMonitor of each model,
 both serving modes, and the sidecar parts the ExperimentJob embeds.
 
 Each render runs the whole program under Pulumi mocks (about 1 s), so renders are module-scoped and
@@ -37,7 +37,7 @@ def raw_config(**overrides: Any) -> dict[str, Any]:
         "gpu": {"resourceName": GPU_RESOURCE, "nodeProduct": A100, "memoryGb": 80},
         "models": [{"key": key} for key in ALL_MODELS],
         "exceptions": [{"model": "llama-3-70b", "rule": "gpus-per-stateful-pod", "reason": EXCEPTION_REASON}],
-        # One experiment keeps the issue-4 Jobs few: these tests look at the servers.
+        # One experiment keeps the Jobs few: these tests look at the servers.
         "experiments": {"studies": ["study1"], "experiments": ["exp1"]},
     }
     return base_config(**{**defaults, **overrides})
