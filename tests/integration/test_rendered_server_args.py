@@ -45,8 +45,9 @@ REPLACED_FLAGS: dict[str, str] = {
     "--max-model-len": "the tiny model has 2,048 positions and a 1 GiB CPU KV cache; the tests' 512 fits",
     "--port": "a free loopback port instead of the pod's 8000",
 }
-# The weights mount (positional model or --model=) becomes the tiny model's folder; --host 127.0.0.1 is
-# added because the pod listens on every interface and a test server may listen only on loopback.
+# The weights mount (positional model or --model=, and in env values) becomes the tiny model's folder;
+# --host 127.0.0.1 is added because the pod listens on every interface and a test server may listen only
+# on loopback.
 STARTED_MODEL = "gemma-2-2b"  # no catalog extra args: its list is the common core of every other
 VLLM_SERVE_PARSER = REPO_ROOT / "tests" / "support" / "vllm_serve_parser.py"
 VLLM_CLI = REPO_ROOT / "tests" / "support" / "vllm_cli.py"
@@ -161,7 +162,7 @@ def test_vllm_parser_accepts_every_rendered_server(
 @pytest.fixture(scope="module")
 def started(
     renders: tuple[Rendered, Rendered], tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Any]:
+) -> Iterator[tuple[Any, Path]]:
     """vLLM started with STARTED_MODEL's rendered command line (declared changes only)."""
     workdir = tmp_path_factory.mktemp("rendered-vllm")
     model_dir = tiny_model
@@ -172,9 +173,13 @@ def started(
         str(tiny_vllm.server_python()), str(VLLM_CLI), "serve",
         *cpu_args(container["args"], model_dir, port, tiny_vllm.MAX_MODEL_LEN),
     ]  # fmt: skip
-    env = tiny_vllm.server_env(workdir / "vllm-cache")
-    env.update({e["name"]: e["value"] for e in container["env"]})
-    home = workdir / "home"  # on the cluster an emptyDir; here a fresh folder
+    # The container's environment, with HOME on a fresh folder (an emptyDir on the cluster) and the CPU
+    # server's own settings (KV cache size, offline); vLLM's cache location is left to resolve under
+    # HOME as in the pod, so the test sees where a read-only root filesystem must not be written.
+    env = tiny_vllm.server_env(workdir / "unused")
+    del env["VLLM_CACHE_ROOT"]
+    env.update({e["name"]: e["value"].replace(c.WEIGHTS_MOUNT, str(model_dir)) for e in container["env"]})
+    home = workdir / "home"
     home.mkdir()
     env["HOME"] = str(home)
     log_path = workdir / "vllm-server.log"
@@ -190,7 +195,7 @@ def started(
         tiny_vllm.stop_server(server)
         pytest.fail(f"vLLM 0.32 refused the rendered command line {argv[2:]}: {exc}", pytrace=False)
     try:
-        yield server
+        yield server, home
     finally:
         tiny_vllm.stop_server(server)
 
@@ -207,18 +212,21 @@ def test_one_start_covers_every_rendered_list(renders: tuple[Rendered, Rendered]
 
 
 @pytest.mark.vllm
-def test_real_vllm_serves_with_the_rendered_command_line(started: Any) -> None:
-    models = json.loads(_get(f"{started.base_url}/models"))
+def test_real_vllm_serves_with_the_rendered_command_line(started: tuple[Any, Path]) -> None:
+    server, home = started
+    models = json.loads(_get(f"{server.base_url}/models"))
     assert [m["id"] for m in models["data"]] == [STARTED_MODEL]
     # The top-20 alternatives experiment 2 reads (--max-logprobs=20), as a list (the completions API
     # keys them by text, and two tokens of the tiny vocabulary may decode alike).
     completion = tiny_vllm._post_json(
-        f"{started.base_url}/chat/completions",
+        f"{server.base_url}/chat/completions",
         {"model": STARTED_MODEL, "messages": [{"role": "user", "content": "yes or no?"}], "max_tokens": 1,
          "logprobs": True, "top_logprobs": 20, "temperature": 0},
     )  # fmt: skip
     (choice,) = completion["choices"]  # type: ignore[index]
     assert len(choice["logprobs"]["content"][0]["top_logprobs"]) == 20
+    # Its compile cache went under $HOME, the writable emptyDir beside the read-only root filesystem.
+    assert any((home / ".cache" / "vllm").rglob("*")), sorted(p.name for p in home.rglob("*"))[:20]
 
 
 def _get(url: str) -> str:
