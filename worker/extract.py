@@ -171,7 +171,9 @@ class ExtractionPlan:
     def empty_fields(self) -> dict[str, Any]:
         return dict.fromkeys(self.spec.fields)
 
-    async def extract(self, client: ChatClient, row: Mapping[str, str]) -> RowOutcome:
+    async def extract(
+        self, client: ChatClient, row: Mapping[str, str], seed: int | None = None
+    ) -> RowOutcome:
         """The parser first; otherwise ask the extractor model, judge, re-ask. Raises only for a run-fatal
         refusal (unknown model, rejected key)."""
         columns = self.spec.section.reply_columns
@@ -181,11 +183,13 @@ class ExtractionPlan:
         if parsed is not None:
             warnings = cross_field_warnings(self.spec.section.checks, parsed)
             return RowOutcome(parsed, method=PARSER_METHOD, warnings=tuple(warnings))
-        return await self._ask_model(client, row)
+        return await self._ask_model(client, row, seed)
 
-    async def _ask_model(self, client: ChatClient, row: Mapping[str, str]) -> RowOutcome:
+    async def _ask_model(self, client: ChatClient, row: Mapping[str, str], seed: int | None) -> RowOutcome:
         base = self.messages(row)
         params = self.request_params()
+        if seed is not None:
+            params["seed"] = seed  # the sample's own seed (worker.sampling), recorded in its seed column
         messages = base
         attempts = 0
         previous: AttemptFailure | None = None
@@ -344,11 +348,11 @@ class ExtractPipeline:
         row_index: int,
         row: Mapping[str, str],
         client: ModelClient,
-        sample: Sample,  # noqa: ARG002
+        sample: Sample,
     ) -> dict[str, Any]:
         if self._plan is None:
             raise RuntimeError("ExtractPipeline.process() before prepare()")
-        outcome = await self._plan.extract(client, row)
+        outcome = await self._plan.extract(client, row, sample.seed)
         columns = outcome.columns()
         del columns[ERRORS_COLUMN]  # the runner owns the error column
         if not outcome.ok:

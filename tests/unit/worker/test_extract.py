@@ -791,3 +791,16 @@ def test_parser_rules_must_code_every_schema_field_and_nothing_else(
     )
     with pytest.raises(InputError, match=rf"extraction.parser: {message}"):
         load_extraction(load_study(str(path)), path)
+
+
+def test_every_extraction_request_carries_its_samples_seed(
+    server: FakeOpenAI, extractor: Extractor, tmp_path: Path
+) -> None:
+    extractor.script("a", good())
+    extractor.script("b", good())
+    code, output = run(server, tmp_path, [study1_row(key, f"ROW-{key} text") for key in ("a", "b")])
+    assert code == 0
+    seeds = {int(seed) for seed in read(output)["seed"]}
+    sent = {body["seed"] for key in ("a", "b") for body in chat_requests(server, key)}
+    assert sent == seeds
+    assert len(seeds) == 2
