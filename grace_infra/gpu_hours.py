@@ -3,7 +3,8 @@ GPU is requested.
 
 For each matrix model:
     requests     = sum over studies of rows x (exp1 requests per row x samples per row + exp2 requests per
-                   row) (studies.requests_per_row, studies.study_sampling: exp2 scores, it does not sample);
+                   row) (studies.requests_per_row, studies.study_sampling: exp2 scores, it does not sample,
+                   except after-reasoning on a reasoning model, which generates its analysis: x samples);
                    extraction, one request per exp1 output row (every sample) of EVERY matrix model, is
                    counted on the one self-hosted extractor (on no GPU of ours with an external endpoint);
                    an upper bound, since replies in the study's format are coded by the parser instead
@@ -24,7 +25,8 @@ from typing import Any
 
 from grace_infra import constants as c
 from grace_infra.catalog import ServingMode
-from grace_infra.config import Experiment, GraceConfig
+from grace_infra.config import Experiment, GraceConfig, ServedModel
+from grace_infra.matrix import samples_exp2
 from grace_infra.studies import StudyBundle, requests_per_row, study_rows, study_sampling
 
 __all__ = ["GpuHourPlan", "ModelGpuHours", "format_gpu_hour_table", "gpu_hour_plan"]
@@ -132,8 +134,11 @@ def gpu_hour_plan(config: GraceConfig, bundle: StudyBundle) -> GpuHourPlan:
     rows_json: dict[str, dict[str, Any]] = {}
     per_row_json: dict[str, dict[str, Any]] = {}
     sampling_json: dict[str, dict[str, Any]] = {}
-    # Requests one studied model's share sends, per experiment; extraction is counted per exp1 output row.
-    per_model: dict[Experiment, int] = dict.fromkeys(experiments, 0)
+    # Requests one studied model's share sends, per experiment, without and with sampling: exp1 answers
+    # every row samples_per_row times and extraction codes each of those answers; exp2 reads fixed
+    # probabilities (one per row) unless it generates the analysis first (after-reasoning), then it samples.
+    once: dict[Experiment, int] = dict.fromkeys(experiments, 0)
+    sampled: dict[Experiment, int] = dict.fromkeys(experiments, 0)
     for study in config.experiments.studies:
         rows, source = study_rows(study, config, bundle)
         rows_json[study.value] = {"rows": rows, "source": source}
@@ -147,22 +152,24 @@ def gpu_hour_plan(config: GraceConfig, bundle: StudyBundle) -> GpuHourPlan:
             "source": sampling.source,
         }
         for experiment in experiments:
-            # exp1 answers every row samples_per_row times, and extraction codes each of those answers;
-            # exp2 reads fixed probabilities, so it never repeats a row.
-            samples = 1 if experiment is Experiment.EXP2 else sampling.samples_per_row
-            per_model[experiment] += rows * samples * per_row.counts[experiment]
+            once[experiment] += rows * per_row.counts[experiment]
+            sampled[experiment] += rows * sampling.samples_per_row * per_row.counts[experiment]
+
+    def share(model: ServedModel) -> dict[Experiment, int]:
+        exp2 = sampled if samples_exp2(model) else once
+        return {e: exp2[e] if e is Experiment.EXP2 else sampled[e] for e in experiments}
 
     matrix = config.matrix_models()
-    extraction_total = per_model.get(Experiment.STRUCTURED, 0) * len(matrix)
+    extraction_total = sum(share(m).get(Experiment.STRUCTURED, 0) for m in matrix)
     extractor = None if external else config.extractor_model()
     serving = [*matrix, *([extractor] if extractor and extractor.key not in {m.key for m in matrix} else [])]
     campaign_hours = config.plan.campaign_days * c.HOURS_PER_DAY
     models = []
     for model in serving:
         by_experiment = {
-            e.value: n for e, n in per_model.items() if e is not Experiment.STRUCTURED and model in matrix
+            e.value: n for e, n in share(model).items() if e is not Experiment.STRUCTURED and model in matrix
         }
-        if Experiment.STRUCTURED in per_model and not external:
+        if Experiment.STRUCTURED in experiments and not external:
             by_experiment[Experiment.STRUCTURED.value] = (
                 extraction_total if extractor is not None and model.key == extractor.key else 0
             )
@@ -237,7 +244,7 @@ def format_gpu_hour_table(plan_json: dict[str, Any]) -> str:
     )
     lines.append(f"Rows: {rows}.")
     lines.append(f"Requests per row: {per_row}.")
-    lines.append(f"Experiment 1 sampling (exp1 and extraction requests are multiplied by it): {sampling}.")
+    lines.append(f"Sampling (multiplies exp1, extraction, and exp2 after reasoning): {sampling}.")
     if plan_json["externalExtractionRequests"]:
         external = plan_json["externalExtractionRequests"]
         lines.append(f"Extraction: {external:,} requests go to the external endpoint (no GPU of ours).")

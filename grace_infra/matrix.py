@@ -211,10 +211,9 @@ def worker_args(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> l
         "--wait-timeout", str(max(jobs.wait_timeout_s, cell.model.load_budget_s)),
         "--metrics-port", str(c.WORKER_METRICS_PORT),
     ]  # fmt: skip
-    if experiment is Experiment.EXP1:
+    if experiment is Experiment.EXP1 or (experiment is Experiment.EXP2 and samples_exp2(cell.model)):
         args += study_sampling(study, config, bundle).worker_flags()
     if experiment is Experiment.EXP2:
-        # No --temperature or --samples: scoring samples nothing (worker probs), so one sample per row.
         args += ["--logprobs", str(jobs.logprobs), "--method", PROBS_METHOD]
         if not has_probability_questions(study, bundle):
             # The seed's generic question; a study that lists its own questions is asked those instead
@@ -239,6 +238,14 @@ def worker_args(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> l
         # Exp1 writes its file atomically when complete: waiting for it is waiting for exp1 to finish.
         args += ["--validate", "--wait-for-input", str(jobs.input_wait_timeout_s)]
     return args
+
+
+def samples_exp2(model: ModelSpec) -> bool:
+    """Whether Experiment 2 samples on this model: only after-reasoning generates anything (the analysis
+    channel, like an Experiment 1 answer); scoring fixed options after a fixed prompt is deterministic, so
+    every other exp2 run is one sample per row and gets no sampling flags."""
+    after_reasoning = model.exp2_reasoning_mode is Exp2ReasoningMode.AFTER_REASONING
+    return model.reasoning_format is not None and after_reasoning
 
 
 def _exp2_reasoning_flags(model: ModelSpec) -> list[str]:

@@ -164,7 +164,15 @@ def test_exp2_command_reads_at_the_harmony_answer_for_gpt_oss(nrp_run: OfflineRu
     assert args[:2] == ["probs", "--input"]
     assert args[args.index("--output") + 1] == "/output/exp2/gpt-oss-20b/study2_probabilities.csv"
     assert args[args.index("--logprobs") + 1] == "20"
-    assert "--temperature" not in args  # scoring samples nothing; probs sends its own 1.0
+    # After-reasoning generates the analysis, so it samples like exp1: the study's settings, explicit.
+    assert args[args.index("--temperature") :][:6] == [
+        "--temperature",
+        "0.3",
+        "--samples",
+        "5",
+        "--seed",
+        "42",
+    ]
     assert args[args.index("--method") + 1] == "auto"
     # After its own reasoning by default, with the reasoning's budget and the effort set explicitly.
     assert args[args.index("--reasoning-format") + 1] == "harmony"
@@ -174,6 +182,8 @@ def test_exp2_command_reads_at_the_harmony_answer_for_gpt_oss(nrp_run: OfflineRu
     assert "--answer-prefix" not in args  # the format's own final-channel header follows the reasoning
     gemma = worker(jobs_of(nrp_run)["study2-exp2-gemma-2-2b"])["args"]
     assert not [flag for flag in gemma if flag.startswith(("--answer-prefix", "--reasoning"))]
+    # Scoring fixed options samples nothing: no sampling flags (probs sends its own temperature 1.0).
+    assert not {"--temperature", "--samples", "--seed"} & set(gemma)
 
 
 def test_exp1_sets_the_reasoning_effort_of_reasoning_models_only(nrp_run: OfflineRun) -> None:

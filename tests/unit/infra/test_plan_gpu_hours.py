@@ -141,6 +141,9 @@ def test_the_nrp_plan_counts_the_researchers_five_samples() -> None:
     coder = next(m for m in plan.models if m.model == "gemma-2-27b")
     assert coder.requests_by_experiment["structured"] == (300 + 2424) * 5 * 6  # all six models' replies
     assert gemma.requests_by_experiment["structured"] == 0
+    # gpt-oss scores exp2 after generating its analysis (after-reasoning): that samples, x 5.
+    gpt_oss = next(m for m in plan.models if m.model == "gpt-oss-20b")
+    assert gpt_oss.requests_by_experiment["exp2"] == (300 * 5 + 2424 * 3) * 5
     assert {s["samplesPerRow"] for s in plan.sampling.values()} == {5}
     assert {s["temperature"] for s in plan.sampling.values()} == {0.3}
 
@@ -193,4 +196,4 @@ def test_render_plan_has_the_matrix_and_gpu_hours_and_prints_both() -> None:
     assert format_gpu_hour_table(plan["gpuHours"]) in text
     nrp = plan["gpuHours"]
     # The idle share of all-persistent serving is what job mode saves: it dwarfs the work itself.
-    assert nrp["totals"]["persistentIdleGpuHours"] > 0.99 * nrp["totals"]["persistentGpuHours"]
+    assert nrp["totals"]["persistentIdleGpuHours"] > 0.98 * nrp["totals"]["persistentGpuHours"]
