@@ -402,7 +402,6 @@ def test_the_readme_model_example_validates() -> None:
 PENDING_PAGES = {
     "docs/nrp-cluster.md", "docs/lifecycle.md",
     "docs/never-losing-a-row.md",
-    "docs/extraction-and-coding.md", "docs/studies.md"
 }  # fmt: skip
 
 
