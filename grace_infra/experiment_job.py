@@ -6,8 +6,9 @@
     extraction         Job structured-output-study1-<model>: created after the Job that writes its exp1
                        file, and waits in the cluster for that file (--wait-for-input)
 
-Ordering never blocks `pulumi up`: every Job carries `pulumi.com/skipAwait: "true"`, so Pulumi creates
-it and moves on; the worker itself waits for its server's /health and for its input file. The pure
+Ordering never blocks `pulumi up`: every Job carries `pulumi.com/waitFor: jsonpath={.metadata.uid}`, so
+Pulumi creates it and moves on while a replacement still waits for the old Job's deletion
+(`job_lifecycle`); the worker itself waits for its server's /health and for its input file. The pure
 `job_manifest` builds the object; the component only registers it.
 """
 
@@ -21,8 +22,9 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from grace_infra import constants as c
-from grace_infra import model_server, naming
+from grace_infra import job_lifecycle, model_server, naming, outputs_check
 from grace_infra.config import GraceConfig
+from grace_infra.gpu_hours import job_deadline_s
 from grace_infra.matrix import JobKind, PlannedJob
 from grace_infra.sizing import ContainerResources, cpu_limit_within
 from grace_infra.studies import StudyBundle
@@ -163,15 +165,19 @@ def pod_spec(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> dict[
         "serviceAccountName": _SERVICE_ACCOUNT[job.kind],
         "automountServiceAccountToken": False,  # the worker never calls the Kubernetes API
         "enableServiceLinks": False,
-        "restartPolicy": "OnFailure",  # the worker resumes from its checkpoint on the same PVC
+        # Never: the Job controller, not the kubelet, retries a failed pod, so podFailurePolicy can judge
+        # each exit; the next pod resumes from the checkpoint on the same PVC.
+        "restartPolicy": "Never",
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [worker_container(job, config, bundle)],
         "volumes": _volumes(job, bundle),
     }
     if job.sidecar:
         init_containers, server_volumes = model_server.vllm_sidecar_parts(job.model, config)
-        spec["initContainers"] = init_containers
-        spec["volumes"] = [*server_volumes, *spec["volumes"]]
+        # Outputs check (job mode): a rerun whose outputs are complete never loads the weights.
+        check = outputs_check.check_container(job, worker_container(job, config, bundle))
+        spec["initContainers"] = [check, *outputs_check.skip_when_complete(init_containers)]
+        spec["volumes"] = [*server_volumes, *spec["volumes"], outputs_check.run_state_volume()]
         selector = model_server.node_selector(job.model)
         if selector:
             spec["nodeSelector"] = selector
@@ -188,21 +194,25 @@ def job_manifest(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> d
     if job.sidecar:
         annotations.update(model_server.pod_annotations(job.model))
     labels = job_labels(job)
+    spec: dict[str, Any] = {
+        "backoffLimit": c.JOB_BACKOFF_LIMIT,
+        "podFailurePolicy": job_lifecycle.pod_failure_policy(),
+        "activeDeadlineSeconds": job_deadline_s(job, config, bundle),
+        "template": {
+            "metadata": {"labels": pod_labels(job), "annotations": annotations},
+            "spec": pod_spec(job, config, bundle),
+        },
+    }
+    if config.jobs.ttl_seconds_after_finished is not None:
+        spec["ttlSecondsAfterFinished"] = config.jobs.ttl_seconds_after_finished
     return {
         "metadata": {
             "name": job.name,
             "namespace": config.namespace.name,
             "labels": labels,
-            "annotations": {c.JOB_SKIP_AWAIT_ANNOTATION: "true"},
+            "annotations": job_lifecycle.await_annotations(),
         },
-        "spec": {
-            "backoffLimit": c.JOB_BACKOFF_LIMIT,
-            "ttlSecondsAfterFinished": config.jobs.ttl_seconds_after_finished,
-            "template": {
-                "metadata": {"labels": pod_labels(job), "annotations": annotations},
-                "spec": pod_spec(job, config, bundle),
-            },
-        },
+        "spec": spec,
     }
 
 
@@ -218,7 +228,7 @@ class ExperimentJobArgs:
     """The studies ConfigMap's content; the Job's pod template carries the hash of the files it reads."""
     runs_after: Sequence[ExperimentJob] = field(default_factory=tuple)
     """Jobs created first (an extraction Job after the Job writing its exp1 file). Ordering only:
-    skipAwait means Pulumi never waits for them to finish; the worker waits for the file itself."""
+    Pulumi never waits for them to finish; the worker waits for the file itself."""
     depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
     """Resources the Job needs to exist first (the studies ConfigMap, PVCs, service accounts)."""
 

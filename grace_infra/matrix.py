@@ -337,7 +337,7 @@ def format_matrix_table(matrix: list[dict[str, Any]]) -> str:
         "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in [headers, *rows]
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.append(f"{len(rows)} Jobs; none is awaited by pulumi up (pulumi.com/skipAwait).")
+    lines.append(f"{len(rows)} Jobs; pulumi up awaits only their creation (pulumi.com/waitFor).")
     return "\n".join(lines)
 
 
