@@ -31,7 +31,7 @@ from worker.errors import InputError
 from worker.options import ClientOptions, RunOptions, api_key_from_env
 from worker.runner import report_fatal, run_pipeline
 
-__all__ = ["SUBCOMMANDS", "add_common_arguments", "main", "parse_subcommand", "run_options"]
+__all__ = ["SUBCOMMANDS", "add_common_arguments", "main", "parse_subcommand", "read_tasks", "run_options"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,8 @@ SUBCOMMANDS: dict[str, str] = {
     "extract": "worker.extract",
 }
 RUN_COMMAND = "run"
+CHECK_OUTPUTS_COMMAND = "check-outputs"
+CHECK_OUTPUTS_MODULE = "worker.outputs_check"  # imports this module, so it is loaded when used
 EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
 CLEAR_LINE = "\r\x1b[K"  # carriage return + ANSI "erase to end of line"
 
@@ -106,6 +108,16 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, endpoint_required: 
         default=c.DEFAULT_METRICS_PORT,
         help="Prometheus metrics port; 0 disables (%(default)s).",
     )
+    group.add_argument(
+        "--plan-digest",
+        help="Digest of the planned run (the deployment computes it); recorded in the meta file.",
+    )
+    group.add_argument(
+        "--supersede",
+        action="store_true",
+        help="If the output, checkpoint or meta were made with other input or parameters, move them into "
+        "<output dir>/superseded/<UTC time>/ and run (never deletes); default: refuse, exit 2.",
+    )
 
 
 def run_options(args: argparse.Namespace, argv: Sequence[str]) -> RunOptions:
@@ -128,6 +140,8 @@ def run_options(args: argparse.Namespace, argv: Sequence[str]) -> RunOptions:
             wait_timeout_s=args.wait_timeout,
             metrics_port=args.metrics_port,
             command_line=("python -m worker", *argv),
+            plan_digest=args.plan_digest,
+            supersede=args.supersede,
         )
     except ValidationError as err:
         raise InputError(_validation_sentence(err)) from err
@@ -170,6 +184,10 @@ def build_parser() -> _Parser:
     run.add_argument(
         "--tasks", type=Path, required=True, help='JSON list of argv lists: [["query", ...], ...]'
     )
+    sub.add_parser(
+        CHECK_OUTPUTS_COMMAND, add_help=False,
+        help="Whether every task of a --tasks list is already complete (writes --marker if so).",
+    )  # fmt: skip
     return parser
 
 
@@ -184,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv and argv[0] == RUN_COMMAND:
             return _run_tasks(argv)
+        if argv and argv[0] == CHECK_OUTPUTS_COMMAND:  # worker/outputs_check.py (job-mode init container)
+            return importlib.import_module(CHECK_OUTPUTS_MODULE).main(argv[1:])
         return _run_one(argv)
     except KeyboardInterrupt:
         # Every finished row is already in the checkpoint; the same command resumes.
@@ -232,7 +252,7 @@ def _top_level(argv: list[str]) -> NoReturn:
 def _run_tasks(argv: list[str]) -> int:
     try:
         args = build_parser().parse_args(argv)
-        tasks = _read_tasks(args.tasks)
+        tasks = read_tasks(args.tasks)
     except (UsageError, InputError) as err:
         report_fatal(RUN_COMMAND, err)
         return c.EXIT_INPUT
@@ -245,7 +265,7 @@ def _run_tasks(argv: list[str]) -> int:
     return worst
 
 
-def _read_tasks(path: Path) -> list[list[str]]:
+def read_tasks(path: Path) -> list[list[str]]:
     try:
         tasks = json.loads(path.read_text(encoding="utf-8"))
     except OSError as err:

@@ -65,6 +65,16 @@ class RunOptions(BaseModel):
         default=c.DEFAULT_METRICS_PORT, ge=0, le=65535, description="Prometheus port; 0 disables metrics."
     )
     command_line: tuple[str, ...] = Field(default=(), description="argv as typed, recorded in the meta file.")
+    plan_digest: str | None = Field(
+        default=None,
+        description="The digest the deployment planned this run with; recorded in the meta file, where a "
+        "later Job (extraction waiting for exp1) checks it.",
+    )
+    supersede: bool = Field(
+        default=False,
+        description="Move an output, checkpoint and meta made with other input or parameters aside into a "
+        "dated folder (worker/supersede.py) instead of refusing to run.",
+    )
 
     @model_validator(mode="after")
     def _output_is_not_input(self) -> RunOptions:

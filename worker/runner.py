@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
-from worker import __version__
+from worker import __version__, completeness, supersede
 from worker import constants as c
 from worker.checkpoint import CheckpointWriter, load_checkpoint, make_header
 from worker.client import ModelClient
@@ -103,17 +103,31 @@ class _Run:
     metrics: RunMetrics = field(default_factory=RunMetrics)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     rows_phase_s: float = 0.0  # first row sent to last row written: the run minus setup and output
+    supersedes: dict[str, Any] | None = None  # the run this one moved aside (worker/supersede.py)
 
     @property
     def parameters(self) -> dict[str, Any]:
         """The pipeline's parameters plus the model name: every answer depends on the model."""
-        return {"model_name": self.options.client.model_name, **self.pipeline.parameters()}
+        return completeness.run_parameters(self.pipeline.parameters(), self.options)
 
     async def execute(self) -> int:
         pipeline, options = self.pipeline, self.options
         table = read_input(options.input, pipeline.required_columns, options.limit)
         self._check_columns(table)
         header = make_header(pipeline.name, table.sha256, self.parameters)
+        # Lifecycle hooks: a finished run of exactly this experiment whose checkpoint is gone ends here,
+        # before any server is contacted (worker/completeness.py; with the checkpoint, the resume below
+        # finds every row done and contacts no server either); another run's files are moved aside
+        # (worker/supersede.py).
+        recorded = None
+        if not options.checkpoint_path.exists():
+            recorded = completeness.complete_run(options, header, rows=len(table.frame))
+        if recorded is not None:
+            completeness.record_plan_digest(options, recorded)
+            log.info("%s: %s is already complete for this input and these parameters", pipeline.name,
+                     options.output)  # fmt: skip
+            return int(recorded["exit_code"])
+        self.supersedes = supersede.move_aside_if_foreign(options, header, started_at=self.started_at)
         self._check_output_is_ours()
         done = load_checkpoint(options.checkpoint_path, header)
         rows = len(table.frame)
@@ -328,6 +342,8 @@ class _Run:
             "duration_s": round((finished_at - self.started_at).total_seconds(), 3),
             "rows_phase_s": round(self.rows_phase_s, 3),
             "rows": {"ok": ok, "failed": failed, "from_checkpoint": resumed},
+            completeness.PLAN_DIGEST_KEY: options.plan_digest,
+            "supersedes": self.supersedes,
         }
 
 

@@ -8,6 +8,7 @@ session fixtures, the two variants here are module-scoped, and everything else c
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from decimal import Decimal
 from pathlib import Path, PurePosixPath
@@ -123,7 +124,11 @@ def test_every_job_writes_only_its_own_files(nrp_run: OfflineRun) -> None:
 
 
 def test_exp1_command_is_exact(nrp_run: OfflineRun) -> None:
-    assert worker(jobs_of(nrp_run)["study1-exp1-gemma-2-2b"])["args"] == [
+    args = worker(jobs_of(nrp_run)["study1-exp1-gemma-2-2b"])["args"]
+    # The lifecycle flags close every command line (their meaning: tests/unit/infra/test_lifecycle.py).
+    assert args[-3:-1] == ["--supersede", "--plan-digest"]
+    assert re.fullmatch("[0-9a-f]{16}", args[-1])
+    assert args[:-3] == [
         "query",
         "--input", "/input/study1.csv",
         "--output", "/output/exp1/gemma-2-2b/study1_responses.csv",
