@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,9 +29,10 @@ from grace_infra.gpu_hours import job_deadline_s
 from grace_infra.matrix import plan_experiments
 from grace_infra.offline import OfflineRun
 from grace_infra.stack import readiness_commands
+from grace_infra.studies import load_study_bundle
 from worker import constants as worker_constants
 
-from .support import base_config, render_stack
+from .support import PROJECT_ROOT, base_config, render_stack
 
 PROVIDER_REPO = Path("/work/.mirror/pulumi+pulumi-kubernetes/repo")
 WAIT_FOR = {c.AWAIT_OVERRIDE_ANNOTATION: c.AWAIT_CREATED_ONLY}
@@ -302,3 +304,56 @@ def test_sidecar_serves_only_health_when_the_marker_exists(job_mode_run: Offline
         proc.send_signal(signal.SIGTERM)  # what the kubelet sends when the worker has exited
         printed, _ = proc.communicate(timeout=10)
     assert "not starting vLLM" in printed
+
+
+# --- extraction waits for the exp1 run planned beside it -------------------------------------------
+
+
+def _flag(args: list[str], flag: str) -> str:
+    return args[args.index(flag) + 1]
+
+
+def test_extraction_waits_for_the_digest_its_exp1_records(
+    nrp_run: OfflineRun, job_mode_run: OfflineRun
+) -> None:
+    jobs = jobs_of(nrp_run)
+    for study in ("study1", "study2"):
+        exp1 = pod(jobs[f"{study}-exp1-gemma-2-9b"])["containers"][0]["args"]
+        extract = pod(jobs[f"structured-output-{study}-gemma-2-9b"])["containers"][0]["args"]
+        assert "--supersede" in exp1
+        assert "--supersede" in extract
+        assert _flag(extract, "--wait-for-digest") == _flag(exp1, "--plan-digest")
+    # Job mode: the same link inside one task list.
+    tasks = json.loads(
+        job_mode_run.manifest("ConfigMap", c.STUDIES_CONFIGMAP)["data"]["tasks.llama-3-70b.json"]
+    )
+    by_output = {_flag(t, "--output"): t for t in tasks}
+    exp1 = by_output["/output/exp1/llama-3-70b/study1_responses.csv"]
+    extract = by_output["/output/structured/llama-3-70b/study1_structured.csv"]
+    assert _flag(extract, "--wait-for-digest") == _flag(exp1, "--plan-digest")
+
+
+def test_a_prompt_edit_gives_exp1_and_its_extraction_a_new_digest(tmp_path: Path) -> None:
+    jobs_dir = tmp_path / "jobs"
+    for sub in ("studies", "schemas"):
+        shutil.copytree(PROJECT_ROOT / "jobs" / sub, jobs_dir / sub)
+    config = GraceConfig.parse(base_config())
+
+    def args_by_job() -> dict[str, list[str]]:
+        _, planned = plan_experiments(config, load_study_bundle(config, jobs_dir=jobs_dir))
+        return {job.name: list(job.args) for job in planned if not job.sidecar}
+
+    before = args_by_job()
+    study_file = jobs_dir / "studies" / "study1.yaml"
+    study_file.write_text(study_file.read_text() + "\n# a reworded prompt\n")
+    after = args_by_job()
+    changed = {
+        name for name in before if _flag(before[name], "--plan-digest") != _flag(after[name], "--plan-digest")
+    }
+    assert changed == {name for name in before if "study1" in name}
+    for model in ("gemma-2-2b", "gpt-oss-120b"):
+        name = f"structured-output-study1-{model}"
+        assert _flag(after[name], "--wait-for-digest") != _flag(before[name], "--wait-for-digest")
+        assert _flag(after[name], "--wait-for-digest") == _flag(
+            after[f"study1-exp1-{model}"], "--plan-digest"
+        )
