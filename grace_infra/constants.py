@@ -142,3 +142,5 @@ RUN_STATE_VOLUME = "run-state"
 RUN_STATE_MOUNT = "/run/grace"
 OUTPUTS_COMPLETE_MARKER = "/run/grace/outputs-complete"
 OUTPUTS_CHECK_CONTAINER_NAME = "check-outputs"
+# The worker appends this variable's text to a "no such file" error (worker/table.py).
+MISSING_INPUT_HELP_ENV = "GRACE_MISSING_INPUT_HELP"

@@ -99,6 +99,10 @@ def _worker_env(job: PlannedJob, config: GraceConfig) -> list[dict[str, Any]]:
         {"name": c.WORKER_LOG_FILE_ENV, "value": f"{c.LOGS_MOUNT}/{job.name}.log"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
+    on_claim = sorted(str(p) for p in job.reads if p.is_relative_to(c.INPUT_MOUNT))
+    if on_claim:
+        # What the worker adds when such a file is missing: which claim, and how to fill it.
+        env.append({"name": c.MISSING_INPUT_HELP_ENV, "value": missing_input_help(on_claim)})
     if job.external_endpoint:
         env.append(
             {
@@ -108,6 +112,15 @@ def _worker_env(job: PlannedJob, config: GraceConfig) -> list[dict[str, Any]]:
             }
         )
     return env
+
+
+def missing_input_help(paths: Sequence[str]) -> str:
+    """The sentence a Job's worker prints when an input it reads from the input claim is missing."""
+    return (
+        f"{', '.join(paths)} must be uploaded to the claim {c.INPUT_PVC} before this Job runs "
+        "(docs/lifecycle.md, 'Large inputs on the input claim'), or ship a CSV under 1 MiB in the "
+        "studies ConfigMap with grace:experiments.inputFiles; then delete this Job and run pulumi up."
+    )
 
 
 def worker_container(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> dict[str, Any]:

@@ -57,3 +57,4 @@ EXIT_ROWS_FAILED = 3  # output complete, some rows carry an error
 # Environment variables the worker reads.
 LOG_LEVEL_ENV = "LOG_LEVEL"
 LOG_FILE_ENV = "GRACE_LOG_FILE"  # also append the log here (the Jobs point it at the logs PVC)
+MISSING_INPUT_HELP_ENV = "GRACE_MISSING_INPUT_HELP"  # the Job's "how to provide it" for a missing input

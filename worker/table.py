@@ -32,7 +32,9 @@ def read_input(path: Path, required_columns: Sequence[str], limit: int | None = 
     try:
         data = path.read_bytes()
     except FileNotFoundError as err:
-        raise InputError(f"--input {path}: no such file.") from err
+        # In a Job the deployment says where the file should come from (which claim, how to upload).
+        help_text = os.environ.get(c.MISSING_INPUT_HELP_ENV, "")
+        raise InputError(f"--input {path}: no such file. {help_text}".rstrip()) from err
     except IsADirectoryError as err:
         raise InputError(f"--input {path}: is a directory, not a CSV file.") from err
     except OSError as err:

@@ -130,7 +130,7 @@ def test_exp1_command_is_exact(nrp_run: OfflineRun) -> None:
     assert re.fullmatch("[0-9a-f]{16}", args[-1])
     assert args[:-3] == [
         "query",
-        "--input", "/input/study1.csv",
+        "--input", "/etc/grace/inputs/study1.csv",  # the nrp stack ships the CSVs in the ConfigMap
         "--output", "/output/exp1/gemma-2-2b/study1_responses.csv",
         "--model-endpoint", "http://vllm-gemma-2-2b:8000/v1",
         "--model-name", "gemma-2-2b",
@@ -370,7 +370,10 @@ def test_mounts_input_read_only_and_studies_from_the_configmap(nrp_run: OfflineR
     studies = volumes[mounts[c.STUDIES_MOUNT]["name"]]["configMap"]
     assert studies["name"] == c.STUDIES_CONFIGMAP
     # Only the files this Job reads (their hash is on its pod), at the paths of jobs/.
-    assert studies["items"] == [{"key": "studies.study2.yaml", "path": "studies/study2.yaml"}]
+    assert studies["items"] == [
+        {"key": "inputs.study2.csv", "path": "inputs/study2.csv"},
+        {"key": "studies.study2.yaml", "path": "studies/study2.yaml"},
+    ]
     env = env_of(worker(job))
     assert env["LOG_LEVEL"]["value"] == "INFO"
     assert env["EXPERIMENT_ID"]["value"] == "study2-exp1-gemma-2-2b"
@@ -473,7 +476,7 @@ def test_configmap_ships_whatever_study_files_exist(tmp_path: Path) -> None:
     jobs_dir = tmp_path / "jobs"
     (jobs_dir / "studies").mkdir(parents=True)
     (jobs_dir / "studies" / "study2.yaml").write_text("name: study2\n")
-    config = GraceConfig.parse(base_config())
+    config = GraceConfig.parse(base_config(experiments={}))  # the input claim route: no CSV shipped
     bundle = load_study_bundle(config, jobs_dir=jobs_dir)
     assert bundle.configmap_data() == {"studies.study2.yaml": "name: study2\n"}
     (job,) = [j for j in plan_jobs(config, bundle) if j.name == "study1-exp1-gemma-2-2b"]

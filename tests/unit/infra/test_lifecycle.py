@@ -26,6 +26,7 @@ from grace_infra import weights_download
 from grace_infra.config import GraceConfig
 from grace_infra.errors import ConfigError
 from grace_infra.gpu_hours import job_deadline_s
+from grace_infra.input_files import offline_input_files
 from grace_infra.matrix import plan_experiments
 from grace_infra.offline import OfflineRun
 from grace_infra.stack import readiness_commands
@@ -357,3 +358,51 @@ def test_a_prompt_edit_gives_exp1_and_its_extraction_a_new_digest(tmp_path: Path
         assert _flag(after[name], "--wait-for-digest") == _flag(
             after[f"study1-exp1-{model}"], "--plan-digest"
         )
+
+
+# --- first deploy: one pulumi up -----------------------------------------------------------------------
+
+
+def test_the_nrp_stack_ships_both_study_csvs_so_one_pulumi_up_is_enough(nrp_run: OfflineRun) -> None:
+    data = nrp_run.manifest("ConfigMap", c.STUDIES_CONFIGMAP)["data"]
+    assert {"inputs.study1.csv", "inputs.study2.csv"} <= set(data)
+    for name, job in jobs_of(nrp_run).items():
+        for container in [*pod(job).get("initContainers", []), *pod(job)["containers"]]:
+            args = container.get("args") or []
+            assert not any(arg.startswith(c.INPUT_MOUNT + "/") for arg in args), name
+            assert c.MISSING_INPUT_HELP_ENV not in {e["name"] for e in container.get("env", [])}, name
+
+
+def test_the_render_says_which_csv_stands_in_for_the_researchers_file(tmp_path: Path) -> None:
+    raw = {"experiments": {"inputFiles": {"study1": "data/study1.csv", "study2": "data/study2.csv"}}}
+    substituted, notes = offline_input_files(raw, PROJECT_ROOT)
+    shared = PROJECT_ROOT.parent / "shared" / "data" / "study1.csv"
+    expected = shared if shared.is_file() else PROJECT_ROOT / "tests" / "fixtures" / "study1_small.csv"
+    assert substituted["experiments"]["inputFiles"]["study1"] == str(expected)
+    assert notes[0].startswith("grace:experiments.inputFiles.study1=data/study1.csv is not in this checkout")
+    assert notes[0].endswith("(`pulumi up` reads data/study1.csv)")
+    # A file that exists is read as configured; nothing is substituted.
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "study1.csv").write_text("a\n1\n")
+    kept, notes = offline_input_files(
+        {"experiments": {"inputFiles": {"study1": "data/study1.csv"}}}, tmp_path
+    )
+    assert kept["experiments"]["inputFiles"]["study1"] == "data/study1.csv"
+    assert notes == []
+
+
+def test_under_pulumi_up_a_missing_csv_is_one_sentence_naming_the_key() -> None:
+    raw = base_config(experiments={"inputFiles": {"study1": "data/not-there.csv"}})
+    with pytest.raises(
+        ConfigError, match=r"^grace:experiments\.inputFiles\.study1='data/not-there\.csv' does not"
+    ):
+        plan_experiments(GraceConfig.parse(raw))
+
+
+def test_a_job_reading_the_input_claim_says_which_file_and_how_to_upload_it(render_stack: Any) -> None:
+    run = render_stack(base_config(experiments={}, models=[{"key": "gemma-2-2b"}]))
+    job = jobs_of(run)["study1-exp1-gemma-2-2b"]
+    env = {e["name"]: e["value"] for e in pod(job)["containers"][0]["env"] if "value" in e}
+    help_text = env[c.MISSING_INPUT_HELP_ENV]
+    assert help_text.startswith("/input/study1.csv must be uploaded to the claim grace-input-data")
+    assert "docs/lifecycle.md" in help_text

@@ -255,3 +255,16 @@ def test_a_file_without_meta_is_not_the_planned_run(tmp_path: Path) -> None:
     exp1.write_text("x\n")
     with pytest.raises(InputError, match=r"has no readable meta file exp1\.csv\.meta\.json"):
         wait_for_input(exp1, 0.2, plan_digest="planned", poll_s=0.05)
+
+
+def test_a_missing_input_says_how_the_job_gets_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("GRACE_MISSING_INPUT_HELP", "Upload it to the claim grace-input-data.")
+    args = query(UNREACHABLE, tmp_path / "out.csv")
+    args[args.index("--input") + 1] = str(tmp_path / "study1.csv")
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith(
+        f"--input {tmp_path / 'study1.csv'}: no such file. Upload it to the claim grace-input-data."
+    )
