@@ -21,6 +21,10 @@ SA_QUERY_JOB = "grace-query-job"
 SA_EXTRACTION_JOB = "grace-extraction-job"
 STUDIES_CONFIGMAP = "grace-studies"
 MODEL_SERVER_PREFIX = "vllm-"
+# A model key ends object names and label values, which Kubernetes caps at 63 characters (DNS-1123
+# label); the longest name built from it is the weights claim's.
+KUBERNETES_NAME_MAX_LENGTH = 63
+MODEL_KEY_MAX_LENGTH = KUBERNETES_NAME_MAX_LENGTH - len(WEIGHTS_PVC_PREFIX)
 
 # Mount points inside pods (the worker's CLI paths are built from these).
 INPUT_MOUNT = "/input"
@@ -56,7 +60,7 @@ COMPONENT_MODEL_SERVER = "model-server"
 COMPONENT_QUERY_JOB = "query-job"
 COMPONENT_EXTRACTION_JOB = "extraction-job"
 
-# vLLM model server pod (issue 3; see README "Model servers").
+# vLLM model server pod (docs/model-servers.md).
 VLLM_CONTAINER_NAME = "vllm"
 WEIGHTS_DOWNLOAD_CONTAINER_NAME = "download-weights"
 VLLM_HEALTH_PATH = "/health"
@@ -83,10 +87,23 @@ PROBE_TIMEOUT_S = 5
 AWAIT_MARGIN_S = 900
 DOWNLOAD_ASSUMED_MB_PER_S = 100
 MONITORING_SCRAPE_INTERVAL = "30s"
-# Annotation prefix for documented exceptions to least privilege, placed on the object they concern.
-SECURITY_EXCEPTION_ANNOTATION_PREFIX = "grace.nrp.io/security-exception-"
+# Least privilege for the vLLM image (docs/preflight-and-security.md). vllm/vllm-openai keeps USER root
+# but ships a `vllm` user, uid 2000, gid 0, HOME /home/vllm, for non-root runs (vLLM's docker/Dockerfile,
+# "Non-root support", https://github.com/vllm-project/vllm/pull/40275). A uid missing from the image's
+# /etc/passwd fails at import: torch's compile cache calls getpass.getuser().
+VLLM_UID = 2000
+VLLM_HOME = "/home/vllm"
+# With readOnlyRootFilesystem, vLLM, torch.compile, Triton and FlashInfer write their JIT caches under
+# $HOME/.cache and /tmp: both are one node-local emptyDir.
+VLLM_SCRATCH_SIZE_LIMIT = "10Gi"
+# The Hugging Face token reaches the download as a file (huggingface_hub reads HF_TOKEN_PATH), never as an
+# environment variable that `kubectl describe`, crash dumps and child processes would show.
+HF_TOKEN_MOUNT = "/var/run/secrets/grace/huggingface"  # noqa: S105 (a mount path, not a credential)
+# Always re-resolve the tag at pod start: a re-pushed tag cannot run stale code, and the layers of an
+# unchanged image stay cached on the node (only the manifest is fetched).
+IMAGE_PULL_POLICY = "Always"
 
-# Experiment Jobs and the GPU-hour plan (issue 4; see README "Experiment Jobs").
+# Experiment Jobs and the GPU-hour plan (docs/experiment-jobs.md).
 JOB_BACKOFF_LIMIT = 3  # the worker resumes from its checkpoint, so a retried pod redoes no finished row
 JOB_MODE_JOB_PREFIX = "matrix-"  # job serving mode: `matrix-<model>` runs that model's whole share
 WORKER_CONTAINER_NAME = "worker"
@@ -101,7 +118,7 @@ WORKER_LOG_FILE_ENV = "GRACE_LOG_FILE"  # the worker also logs to this file (on 
 HOURS_PER_DAY = 24
 SECONDS_PER_HOUR = 3600
 
-# Foundation objects (issue 2). Fixed names: people address them with kubectl.
+# Foundation objects (docs/stack.md). Fixed names: people address them with kubectl.
 QUOTA_NAME = "grace-quota"
 NAMESPACE_LABELS = {"project": PROJECT, "environment": "research"}
 NETPOL_DEFAULT_DENY = "grace-default-deny"
@@ -132,6 +149,7 @@ AWAIT_CREATED_ONLY = "jsonpath={.metadata.uid}"  # set by the API server on crea
 # with failed rows (3). Kept here as numbers because the infra package never imports the worker.
 WORKER_EXIT_INPUT = 2
 WORKER_EXIT_ROWS_FAILED = 3
+WORKER_EXIT_STORAGE = 4  # the output's filesystem is full or read-only: another pod meets the same claim
 WEIGHTS_DOWNLOAD_EXIT_NO_ACCESS = 3  # weights_download.EXIT_NO_ACCESS: the token cannot read the repository
 JOB_DEADLINE_SAFETY_FACTOR = 2.0  # throughput and load budgets are planning assumptions, not measurements
 # activeDeadlineSeconds counts from the Job's start, Pending time included: a GPU pod may queue for hours

@@ -22,7 +22,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from grace_infra import constants as c
-from grace_infra import job_lifecycle, model_server, naming, outputs_check
+from grace_infra import job_lifecycle, model_server, naming, outputs_check, security
 from grace_infra.config import GraceConfig
 from grace_infra.gpu_hours import job_deadline_s
 from grace_infra.matrix import JobKind, PlannedJob
@@ -133,7 +133,7 @@ def worker_container(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) 
     return {
         "name": c.WORKER_CONTAINER_NAME,
         "image": config.images.job,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": c.IMAGE_PULL_POLICY,
         "args": list(job.args),
         "env": _worker_env(job, config),
         "ports": [
@@ -181,7 +181,13 @@ def pod_spec(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> dict[
         # Never: the Job controller, not the kubelet, retries a failed pod, so podFailurePolicy can judge
         # each exit; the next pod resumes from the checkpoint on the same PVC.
         "restartPolicy": "Never",
-        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        # fsGroup: ceph-csi creates CephFS subvolumes root-owned 0755; the kubelet hands the output and
+        # logs claims (and a sidecar's weights claim) to this group so the non-root containers write them.
+        "securityContext": {
+            "fsGroup": c.WORKER_UID,
+            "fsGroupChangePolicy": "OnRootMismatch",
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "containers": [worker_container(job, config, bundle)],
         "volumes": _volumes(job, bundle),
     }
@@ -204,16 +210,15 @@ def job_manifest(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> d
         # inline CSV or task list changes the template, and Pulumi's diff shows exactly these Jobs replaced.
         c.STUDIES_CONTENT_HASH_ANNOTATION: bundle.digest(job.reads),
     }
-    if job.sidecar:
-        annotations.update(model_server.pod_annotations(job.model))
     labels = job_labels(job)
+    pod = pod_spec(job, config, bundle)
     spec: dict[str, Any] = {
         "backoffLimit": c.JOB_BACKOFF_LIMIT,
         "podFailurePolicy": job_lifecycle.pod_failure_policy(),
         "activeDeadlineSeconds": job_deadline_s(job, config, bundle),
         "template": {
             "metadata": {"labels": pod_labels(job), "annotations": annotations},
-            "spec": pod_spec(job, config, bundle),
+            "spec": pod,
         },
     }
     if config.jobs.ttl_seconds_after_finished is not None:
@@ -223,7 +228,7 @@ def job_manifest(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> d
             "name": job.name,
             "namespace": config.namespace.name,
             "labels": labels,
-            "annotations": job_lifecycle.await_annotations(),
+            "annotations": {**job_lifecycle.await_annotations(), **security.checkov_skip_annotations(pod)},
         },
         "spec": spec,
     }

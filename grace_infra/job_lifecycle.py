@@ -46,12 +46,14 @@ def await_annotations(*, await_readiness: bool = False) -> dict[str, str]:
 def pod_failure_policy() -> dict[str, Any]:
     """How the Job controller judges a failed pod (needs `restartPolicy: Never` on the pod).
 
-    - worker exit 2 (bad input, unreachable server, unknown model) and exit 3 (output complete, some rows
-      failed): FailJob at once, because another pod would do exactly the same;
+    - worker exit 2 (bad input, unknown model, output locked by another worker), exit 3 (output
+      complete, some rows failed) and exit 4 (the output claim is full or read-only): FailJob at once,
+      because another pod would meet exactly the same;
     - the pod was disrupted (preemption, eviction, node drain: condition DisruptionTarget): Ignore, so a
       busy cluster taking the GPUs back does not use up backoffLimit;
-    - anything else (OOM kill, a crashed sidecar, exit 1 from a bug, node lost) counts toward
-      backoffLimit; the next pod resumes from the checkpoint.
+    - anything else counts toward backoffLimit and the next pod resumes from the checkpoint: exit 5
+      (no server within --wait-timeout), 143/130 (stopped by a signal outside a disruption), an OOM
+      kill, exit 1 from a bug, a lost node.
     https://kubernetes.io/docs/concepts/workloads/controllers/job/#pod-failure-policy
     """
     return {
@@ -63,7 +65,7 @@ def pod_failure_policy() -> dict[str, Any]:
                     # use their own, and the outputs check never fails (when in doubt, the Job runs).
                     "containerName": c.WORKER_CONTAINER_NAME,
                     "operator": "In",
-                    "values": [c.WORKER_EXIT_INPUT, c.WORKER_EXIT_ROWS_FAILED],
+                    "values": [c.WORKER_EXIT_INPUT, c.WORKER_EXIT_ROWS_FAILED, c.WORKER_EXIT_STORAGE],
                 },
             },
             {

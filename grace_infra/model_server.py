@@ -9,7 +9,7 @@ them directly. The same `vllm_container` output runs in both modes:
     job:         the model's Job pod     initContainers [download-weights, vllm (restartPolicy: Always)]
                                           containers [worker]  -> talks to http://localhost:8000/v1
 
-Pod anatomy, flags and the reasons for each are in the README section "Model servers".
+Pod anatomy, flags and the reasons for each are in docs/model-servers.md.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from grace_infra import constants as c
-from grace_infra import job_lifecycle, monitoring, naming
+from grace_infra import job_lifecycle, monitoring, naming, security
 from grace_infra.config import GraceConfig, ServedModel
 from grace_infra.quantities import cpu_quantity, gib_quantity
 from grace_infra.sizing import model_server_resources
@@ -36,7 +36,6 @@ __all__ = [
     "VllmModelServerArgs",
     "await_timeout",
     "node_selector",
-    "pod_annotations",
     "pod_volumes",
     "service_manifest",
     "startup_probe",
@@ -51,24 +50,13 @@ TYPE_TOKEN = "grace:index:VllmModelServer"  # noqa: S105  (a Pulumi type token, 
 
 WEIGHTS_VOLUME = "model-weights"
 HF_CACHE_VOLUME = "hf-cache"
+HF_TOKEN_VOLUME = "hf-token"  # noqa: S105 (a volume name, not a credential)
+SCRATCH_VOLUME = "vllm-scratch"
 SHM_VOLUME = "dshm"
 
 # The download program ships as `python3 -c <source>`: no ConfigMap, nothing installed at run time.
 _DOWNLOAD_SOURCE = (Path(__file__).with_name("weights_download.py")).read_text()
 
-# The vllm/vllm-openai image runs as root and writes its compile caches under /root; each deviation
-# from least privilege is written on the object itself (pod template and StatefulSet) with its reason.
-SECURITY_EXCEPTIONS: dict[str, str] = {
-    "run-as-root": (
-        "vllm/vllm-openai runs as uid 0 and keeps torch.compile/Triton caches under /root/.cache; "
-        "runAsNonRoot would stop it. Mitigated: no privilege escalation, all capabilities dropped, "
-        "no service account token, RuntimeDefault seccomp."
-    ),
-    "writable-root-filesystem": (
-        "vLLM and Triton write JIT caches under the home directory at start-up; "
-        "readOnlyRootFilesystem would stop it."
-    ),
-}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -143,21 +131,27 @@ def readiness_probe() -> dict[str, Any]:
 
 
 def container_security_context() -> dict[str, Any]:
-    """Least privilege the vLLM image allows (see SECURITY_EXCEPTIONS for what it does not)."""
+    """Both containers of the vLLM image run as its own non-root `vllm` user on a read-only root
+    filesystem; what they write goes to emptyDirs (scratch, Hub cache) or the weights claim."""
     return {
+        "runAsNonRoot": True,
+        "runAsUser": c.VLLM_UID,
         "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
         "privileged": False,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 
-def pod_annotations(model: ServedModel) -> dict[str, str]:
-    """Annotations every pod running `vllm_container` carries: the documented security exceptions."""
-    del model  # same exceptions for every model today; kept per model so one may differ later
+def pod_security_context() -> dict[str, Any]:
+    """`fsGroup`: the weights claim (and a CephFS claim) is created root-owned; the kubelet hands it to
+    this group, which every container of the pod joins, so the non-root download can write it. Changed
+    only when the volume's root does not match yet, not on every mount of 100 GB of weights."""
     return {
-        f"{c.SECURITY_EXCEPTION_ANNOTATION_PREFIX}{key}": reason
-        for key, reason in SECURITY_EXCEPTIONS.items()
+        "fsGroup": c.VLLM_UID,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 
@@ -168,7 +162,9 @@ def node_selector(model: ServedModel) -> dict[str, str]:
 
 def _volume_mounts(model: ServedModel, *, read_only_weights: bool) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = [
-        {"name": WEIGHTS_VOLUME, "mountPath": c.WEIGHTS_MOUNT, "readOnly": read_only_weights}
+        {"name": WEIGHTS_VOLUME, "mountPath": c.WEIGHTS_MOUNT, "readOnly": read_only_weights},
+        {"name": SCRATCH_VOLUME, "mountPath": c.VLLM_HOME, "subPath": "home"},
+        {"name": SCRATCH_VOLUME, "mountPath": "/tmp", "subPath": "tmp"},  # noqa: S108 (an emptyDir)
     ]
     if model.tensor_parallel_size > 1:
         mounts.append({"name": SHM_VOLUME, "mountPath": c.SHM_MOUNT})
@@ -182,12 +178,16 @@ def vllm_container(model: ServedModel, config: GraceConfig) -> dict[str, Any]:
         {"name": "HF_HUB_OFFLINE", "value": "1"},
         {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
         {"name": "DO_NOT_TRACK", "value": "1"},
+        # The image's user, named explicitly: its caches resolve under $HOME (an emptyDir, see
+        # _volume_mounts) and getpass.getuser() answers without a passwd lookup.
+        {"name": "HOME", "value": c.VLLM_HOME},
+        {"name": "USER", "value": "vllm"},
         *({"name": k, "value": v} for k, v in sorted(model.extra_env.items())),
     ]
     return {
         "name": c.VLLM_CONTAINER_NAME,
         "image": config.images.vllm,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": c.IMAGE_PULL_POLICY,
         "command": ["vllm", "serve"],
         "args": vllm_args(model),
         "env": env,
@@ -205,15 +205,16 @@ def weights_download_init_container(model: ServedModel, config: GraceConfig) -> 
     """Downloads `hf_repo@revision` into the weights PVC unless that revision is already complete.
 
     Uses the pinned vLLM image (it has huggingface_hub); the Hub cache lives on node-local /tmp.
-    The token secret is optional for ungated repos and required for gated ones, so a missing secret
-    stops a gated model at CreateContainerConfigError instead of a confusing 401 later.
+    The token arrives as a file (HF_TOKEN_PATH) from a Secret volume that is optional for ungated repos
+    and required for gated ones, so a missing Secret holds a gated model's pod at ContainerCreating
+    (event FailedMount naming the Secret) instead of a confusing 401 later.
     """
     cpu = c.DOWNLOAD_CPU_REQUEST
     memory = gib_quantity(c.DOWNLOAD_MEMORY_REQUEST_GI)
     return {
         "name": c.WEIGHTS_DOWNLOAD_CONTAINER_NAME,
         "image": config.images.vllm,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": c.IMAGE_PULL_POLICY,
         "command": ["python3", "-c", _DOWNLOAD_SOURCE],
         "env": [
             {"name": "GRACE_HF_REPO", "value": model.hf_repo},
@@ -222,16 +223,7 @@ def weights_download_init_container(model: ServedModel, config: GraceConfig) -> 
             {"name": "GRACE_IGNORE_PATTERNS", "value": ",".join(c.WEIGHTS_IGNORE_PATTERNS)},
             {"name": "HF_HOME", "value": c.HF_HOME},
             {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
-            {
-                "name": "HF_TOKEN",
-                "valueFrom": {
-                    "secretKeyRef": {
-                        "name": c.HF_TOKEN_SECRET,
-                        "key": c.HF_TOKEN_SECRET_KEY,
-                        "optional": not model.gated,
-                    }
-                },
-            },
+            {"name": "HF_TOKEN_PATH", "value": f"{c.HF_TOKEN_MOUNT}/{c.HF_TOKEN_SECRET_KEY}"},
         ],
         "resources": {
             "requests": {"cpu": cpu_quantity(cpu), "memory": memory},
@@ -240,19 +232,27 @@ def weights_download_init_container(model: ServedModel, config: GraceConfig) -> 
         "volumeMounts": [
             {"name": WEIGHTS_VOLUME, "mountPath": c.WEIGHTS_MOUNT},
             {"name": HF_CACHE_VOLUME, "mountPath": c.HF_CACHE_MOUNT},
+            {"name": HF_TOKEN_VOLUME, "mountPath": c.HF_TOKEN_MOUNT, "readOnly": True},
         ],
         "securityContext": container_security_context(),
     }
 
 
 def pod_volumes(model: ServedModel, config: GraceConfig) -> list[dict[str, Any]]:
-    """The weights PVC (created by GraceStorage), node-local /tmp for the Hub cache, and /dev/shm when
+    """The weights PVC (created by GraceStorage), node-local /tmp for the Hub cache, the token Secret
+    as a file, vLLM's scratch ($HOME and /tmp on a read-only root filesystem), and /dev/shm when
     tensor parallel size > 1 (the 64 MB default makes NCCL fail). Memory-backed shm counts against
     the container's memory limit."""
     del config  # volume names and sizes are constants; kept for a uniform builder signature
+    token_item = {"key": c.HF_TOKEN_SECRET_KEY, "path": c.HF_TOKEN_SECRET_KEY}
     volumes: list[dict[str, Any]] = [
         {"name": WEIGHTS_VOLUME, "persistentVolumeClaim": {"claimName": model.weights_pvc_name}},
         {"name": HF_CACHE_VOLUME, "emptyDir": {"sizeLimit": c.HF_CACHE_SIZE_LIMIT}},
+        {
+            "name": HF_TOKEN_VOLUME,
+            "secret": {"secretName": c.HF_TOKEN_SECRET, "items": [token_item], "optional": not model.gated},
+        },
+        {"name": SCRATCH_VOLUME, "emptyDir": {"sizeLimit": c.VLLM_SCRATCH_SIZE_LIMIT}},
     ]
     if model.tensor_parallel_size > 1:
         volumes.append(
@@ -279,9 +279,9 @@ def vllm_sidecar_parts(
     - `volumes`: `model-weights` (PVC grace-model-weights-<key>), `hf-cache` and, when TP > 1,
       `dshm`. Your own volume names must differ from these.
     The GPU requests/limits sit on the sidecar, which Kubernetes counts in the pod's requests. Also
-    apply `node_selector(model)` and `pod_annotations(model)` to the Job's pod template, set
-    `automountServiceAccountToken: false` unless the worker needs the API, and give the pod the
-    HTTPS-egress label (the download reaches huggingface.co).
+    apply `node_selector(model)` to the Job's pod template, give it an `fsGroup` (the non-root
+    download writes the weights claim), set `automountServiceAccountToken: false` unless the worker
+    needs the API, and give the pod the HTTPS-egress label (the download reaches huggingface.co).
     """
     sidecar = {**vllm_container(model, config), "restartPolicy": "Always"}
     return [weights_download_init_container(model, config), sidecar], pod_volumes(model, config)
@@ -299,7 +299,7 @@ def statefulset_pod_spec(model: ServedModel, config: GraceConfig) -> dict[str, A
         "automountServiceAccountToken": False,
         # Service links inject <SERVICE>_PORT variables; vLLM reads VLLM_PORT and similar names itself.
         "enableServiceLinks": False,
-        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": pod_security_context(),
         "initContainers": [weights_download_init_container(model, config)],
         "containers": [vllm_container(model, config)],
         "volumes": pod_volumes(model, config),
@@ -313,7 +313,7 @@ def statefulset_pod_spec(model: ServedModel, config: GraceConfig) -> dict[str, A
 def statefulset_manifest(model: ServedModel, config: GraceConfig) -> dict[str, Any]:
     """The StatefulSet `vllm-<key>` (apiVersion/kind omitted: the resource class sets them)."""
     labels = model_server_pod_labels(model)
-    annotations = pod_annotations(model)
+    pod_spec = statefulset_pod_spec(model, config)
     return {
         "metadata": {
             "name": model.server_name,
@@ -321,7 +321,7 @@ def statefulset_manifest(model: ServedModel, config: GraceConfig) -> dict[str, A
             "labels": labels,
             # `pulumi up` does not wait for the model to load unless the model sets awaitReadiness.
             "annotations": {
-                **annotations,
+                **security.checkov_skip_annotations(pod_spec),
                 **job_lifecycle.await_annotations(await_readiness=model.await_readiness),
             },
         },
@@ -329,10 +329,7 @@ def statefulset_manifest(model: ServedModel, config: GraceConfig) -> dict[str, A
             "serviceName": model.server_name,
             "replicas": 1,
             "selector": {"matchLabels": naming.selector_labels(labels)},
-            "template": {
-                "metadata": {"labels": labels, "annotations": annotations},
-                "spec": statefulset_pod_spec(model, config),
-            },
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },
     }
 

@@ -5,7 +5,8 @@ may import only the standard library and `huggingface_hub` (which the vLLM image
 is pip-installed at run time). Tests import it directly with a fake `huggingface_hub`.
 
 Inputs (environment): GRACE_HF_REPO, GRACE_HF_REVISION, GRACE_WEIGHTS_DIR, GRACE_IGNORE_PATTERNS
-(comma-separated), HF_TOKEN (optional for ungated repos), HF_HOME (node-local /tmp, never CephFS).
+(comma-separated), HF_TOKEN_PATH (the token file from Secret huggingface-token, read by huggingface_hub
+itself; absent for ungated repos), HF_HOME (node-local /tmp, never CephFS).
 
 Exit codes: 0 downloaded or already complete; 3 the token cannot read the repository (gated or private).
 """

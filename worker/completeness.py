@@ -1,12 +1,14 @@
 """Is this run already done? One decision, used by the runner (before it waits on any server) and by
 `python -m worker check-outputs` (before a job-mode pod loads its model).
 
-A run is complete when its output CSV exists and the meta file beside it records the same pipeline,
-the same input file contents (SHA-256), the same rows processed and the same parameters (model name,
-prompts, sampling: everything the checkpoint header holds). The runner writes the meta file and then
-renames the output into place, so an output with a matching meta is a finished run of exactly this
-experiment; anything else (no meta, other parameters, an unreadable meta) is "not complete" and the
-run goes on, where the checkpoint and supersede rules decide what happens to the old files.
+A run is complete when its output CSV exists and the meta file beside it says `status: complete` for
+the same pipeline, the same input file contents (SHA-256), the same rows processed and the same
+parameters (model name, prompts, sampling: everything the checkpoint header holds), with no row a
+rerun would send again (transport failures; row failures under --retry-failed). The runner removes the
+old meta file, renames the output into place, then writes the new meta, so an output with a matching
+meta is a finished run of exactly this experiment; anything else (no meta, other parameters, an
+unreadable meta) is "not complete" and the run goes on, where the checkpoint and supersede rules
+decide what happens to the old files.
 """
 
 from __future__ import annotations
@@ -20,18 +22,26 @@ from typing import Any
 
 from worker import constants as c
 from worker.options import RunOptions
-from worker.table import write_atomically
+from worker.storage import write_atomically
 
 __all__ = ["PLAN_DIGEST_KEY", "complete_run", "read_meta", "record_plan_digest", "run_parameters"]
 
 log = logging.getLogger(__name__)
 
 PLAN_DIGEST_KEY = "plan_digest"  # the meta field extract --wait-for-digest reads
+COMPLETE_STATUS = "complete"  # the runner's meta `status` once the output is written
 
 
-def run_parameters(pipeline_parameters: Mapping[str, Any], options: RunOptions) -> dict[str, Any]:
-    """The pipeline's parameters plus the model name: every answer depends on the model."""
-    return {"model_name": options.client.model_name, **pipeline_parameters}
+def run_parameters(pipeline: Any, options: RunOptions) -> dict[str, Any]:
+    """The pipeline's parameters plus the model name (every answer depends on it) and the sampling:
+    what the checkpoint header and the meta file record (the runner's `_Run.parameters`)."""
+    parameters = {"model_name": options.client.model_name, **pipeline.parameters()}
+    samples_per_row = int(getattr(pipeline, "samples_per_row", 1))
+    if samples_per_row != 1:
+        # Only when sampling, so checkpoints of single-answer runs keep their header.
+        base_seed = int(getattr(pipeline, "base_seed", 0))
+        parameters |= {"samples_per_row": samples_per_row, "base_seed": base_seed}
+    return parameters
 
 
 def read_meta(meta_path: Path) -> dict[str, Any] | None:
@@ -57,14 +67,20 @@ def complete_run(options: RunOptions, header: Mapping[str, Any], *, rows: int) -
     if meta is None:
         return None
     recorded_input = meta.get("input") if isinstance(meta.get("input"), dict) else {}
+    counts = meta.get("rows") if isinstance(meta.get("rows"), dict) else {}
     same = (
-        meta.get("pipeline") == header.get("pipeline")
+        meta.get("status") == COMPLETE_STATUS
+        and meta.get("exit_code") in {c.EXIT_OK, c.EXIT_ROWS_FAILED}
+        and meta.get("pipeline") == header.get("pipeline")
         and recorded_input.get("sha256") == header.get("input_sha256")
         and recorded_input.get("rows_processed") == rows
         and _normalised(meta.get("parameters")) == _normalised(header.get("parameters"))
-        and meta.get("exit_code") in {c.EXIT_OK, c.EXIT_ROWS_FAILED}
     )
-    return meta if same else None
+    # Rows a rerun would send again: transport failures always, row failures with --retry-failed.
+    resend = counts.get("failed_transport", 0) + counts.get("not_done", 0)
+    if options.retry_failed:
+        resend += counts.get("failed_row_specific", 0)
+    return meta if same and resend == 0 else None
 
 
 def record_plan_digest(options: RunOptions, meta: dict[str, Any]) -> None:

@@ -20,7 +20,8 @@ from worker.checkpoint import make_header
 from worker.cli import UsageError, parse_subcommand, read_tasks, run_options
 from worker.completeness import complete_run, run_parameters
 from worker.errors import WorkerError
-from worker.table import read_input, write_atomically
+from worker.storage import write_atomically
+from worker.table import read_input
 
 __all__ = ["main", "task_is_complete"]
 
@@ -38,8 +39,8 @@ def task_is_complete(argv: Sequence[str]) -> tuple[bool, str]:
         table = read_input(options.input, pipeline.required_columns, options.limit)
     except (UsageError, WorkerError) as err:
         return False, f"cannot be checked ({' '.join(str(err).split())})"
-    header = make_header(pipeline.name, table.sha256, run_parameters(pipeline.parameters(), options))
-    if complete_run(options, header, rows=len(table.frame)) is None:
+    header = make_header(pipeline.name, table.sha256, run_parameters(pipeline, options))
+    if complete_run(options, header, rows=table.rows) is None:
         return False, f"{options.output} is missing or was made by another run"
     return True, f"{options.output} is complete"
 

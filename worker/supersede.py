@@ -26,7 +26,7 @@ from typing import Any
 from worker.completeness import PLAN_DIGEST_KEY, read_meta
 from worker.errors import InputError
 from worker.options import RunOptions
-from worker.table import write_atomically
+from worker.storage import write_atomically
 
 __all__ = ["SUPERSEDED_DIR", "checkpoint_header", "move_aside_if_foreign"]
 

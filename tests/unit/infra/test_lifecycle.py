@@ -147,7 +147,7 @@ def test_every_job_fails_at_once_on_exit_2_or_3_and_ignores_disruptions(
             rules = job["spec"]["podFailurePolicy"]["rules"]
             fail = [r["onExitCodes"] for r in rules if r["action"] == "FailJob"]
             worker = [x for x in fail if x["containerName"] == c.WORKER_CONTAINER_NAME]
-            assert worker == [{"containerName": "worker", "operator": "In", "values": [2, 3]}], name
+            assert worker == [{"containerName": "worker", "operator": "In", "values": [2, 3, 4]}], name
             ignore = [r for r in rules if r["action"] == "Ignore"]
             assert ignore == [
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
@@ -155,9 +155,10 @@ def test_every_job_fails_at_once_on_exit_2_or_3_and_ignores_disruptions(
 
 
 def test_the_policy_uses_the_workers_documented_exit_codes() -> None:
-    assert (c.WORKER_EXIT_INPUT, c.WORKER_EXIT_ROWS_FAILED) == (
+    assert (c.WORKER_EXIT_INPUT, c.WORKER_EXIT_ROWS_FAILED, c.WORKER_EXIT_STORAGE) == (
         worker_constants.EXIT_INPUT,
         worker_constants.EXIT_ROWS_FAILED,
+        worker_constants.EXIT_STORAGE,
     )
     assert c.WEIGHTS_DOWNLOAD_EXIT_NO_ACCESS == weights_download.EXIT_NO_ACCESS
 

@@ -1,4 +1,4 @@
-"""NRP rules and fit checks (issue 3): one test per rule and per warning, asserting the message.
+"""NRP rules and fit checks: one test per rule and per warning, asserting the message.
 
 Rules run on the parsed config (fast, no render); one whole-program test shows a violation stops the
 program before any resource exists, and one shows warnings reach `pulumi.log.warn`.
