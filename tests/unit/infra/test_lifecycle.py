@@ -407,3 +407,30 @@ def test_a_job_reading_the_input_claim_says_which_file_and_how_to_upload_it(rend
     help_text = env[c.MISSING_INPUT_HELP_ENV]
     assert help_text.startswith("/input/study1.csv must be uploaded to the claim grace-input-data")
     assert "docs/lifecycle.md" in help_text
+
+
+# --- a second pulumi up with no change; a model added ------------------------------------------------
+
+
+def _objects(run: OfflineRun) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(m["kind"], m["metadata"]["name"]): m for m in run.manifests()}
+
+
+def test_a_second_pulumi_up_with_no_change_sends_the_same_objects(nrp_run: OfflineRun) -> None:
+    # The program is deterministic: the same inputs give byte-identical objects, so Pulumi's diff is
+    # empty and no Job is replaced (no timestamps, no random names, no unordered sets in a manifest).
+    again = render_stack(base_config())
+    assert _objects(again) == _objects(nrp_run)
+
+
+def test_adding_a_model_adds_its_objects_and_changes_no_existing_job() -> None:
+    models = [{"key": "gemma-2-2b"}, {"key": "llama-3-70b", "servingMode": "job"}]
+    before = _objects(render_stack(base_config(models=models)))
+    after = _objects(render_stack(base_config(models=[*models, {"key": "gemma-2-9b"}])))
+    added = set(after) - set(before)
+    assert ("StatefulSet", "vllm-gemma-2-9b") in added
+    assert ("Job", "study1-exp1-gemma-2-9b") in added
+    assert not set(before) - set(after)
+    for key, manifest in before.items():
+        if key[0] == "Job":
+            assert after[key] == manifest, key  # identical: Pulumi neither updates nor replaces it
