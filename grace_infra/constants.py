@@ -81,8 +81,8 @@ LIVENESS_PROBE_PERIOD_S = 15
 LIVENESS_FAILURE_THRESHOLD = 4  # one minute of failed /health before a restart: a busy server answers late
 READINESS_PROBE_PERIOD_S = 10
 PROBE_TIMEOUT_S = 5
-# `pulumi up` waits for the first rollout: image pull (~10 GB) and scheduling, the weight download, then
-# the load budget. The download time assumes 100 MB/s from huggingface.co into Ceph RBD (an assumption,
+# With a model's awaitReadiness, `pulumi up` waits for the first rollout: image pull (~10 GB) and
+# scheduling, the weight download, then the load budget. The download time assumes 100 MB/s from huggingface.co into Ceph RBD (an assumption,
 # not a measurement on NRP; a slower link needs a larger loadBudgetS).
 AWAIT_MARGIN_S = 900
 DOWNLOAD_ASSUMED_MB_PER_S = 100
@@ -142,7 +142,7 @@ VLLM_RUNTIME_OVERHEAD_GB_PER_GPU = 2.0
 # (provider/pkg/await/await.go, Creation/Update: "Use our built-in await logic only if the user hasn't
 # specified any await overrides"), while deletion is still awaited; `pulumi.com/skipAwait` would also
 # skip the deletion wait for Jobs and StatefulSets (provider/pkg/metadata/overrides.go,
-# allowsSkipAwaitWithDelete), so a replacement under a fixed name raced its own deletion (AlreadyExists).
+# allowsSkipAwaitWithDelete), so a replacement under a fixed name would race its own deletion (AlreadyExists).
 AWAIT_OVERRIDE_ANNOTATION = "pulumi.com/waitFor"
 AWAIT_CREATED_ONLY = "jsonpath={.metadata.uid}"  # set by the API server on create: satisfied at once
 # Exit codes of the worker (worker/constants.py) that no retry can change: bad input (2), output complete
