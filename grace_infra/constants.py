@@ -82,8 +82,9 @@ LIVENESS_FAILURE_THRESHOLD = 4  # one minute of failed /health before a restart:
 READINESS_PROBE_PERIOD_S = 10
 PROBE_TIMEOUT_S = 5
 # With a model's awaitReadiness, `pulumi up` waits for the first rollout: image pull (~10 GB) and
-# scheduling, the weight download, then the load budget. The download time assumes 100 MB/s from huggingface.co into Ceph RBD (an assumption,
-# not a measurement on NRP; a slower link needs a larger loadBudgetS).
+# scheduling, the weight download, then the load budget. The download time assumes 100 MB/s from
+# huggingface.co into Ceph RBD (an assumption, not a measurement on NRP; a slower link needs a larger
+# loadBudgetS).
 AWAIT_MARGIN_S = 900
 DOWNLOAD_ASSUMED_MB_PER_S = 100
 MONITORING_SCRAPE_INTERVAL = "30s"
