@@ -213,7 +213,9 @@ class _Run:
                 log.info("%s: %s is already complete for this input and these parameters",
                          pipeline.name, options.output)  # fmt: skip
                 return int(recorded["exit_code"])
-            self.supersedes = supersede.move_aside_if_foreign(options, header, started_at=self.started_at)
+            self.supersedes = supersede.move_aside_if_foreign(
+                options, header, started_at=self.started_at
+            ) or supersede.carried_record(options, header)
             self._check_output_is_ours()
             remove_stale_temporaries(options.output)
             remove_stale_temporaries(options.meta_path)

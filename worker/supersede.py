@@ -28,7 +28,7 @@ from worker.errors import InputError
 from worker.options import RunOptions
 from worker.storage import write_atomically
 
-__all__ = ["SUPERSEDED_DIR", "checkpoint_header", "move_aside_if_foreign"]
+__all__ = ["SUPERSEDED_DIR", "carried_record", "checkpoint_header", "move_aside_if_foreign"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,20 @@ def _free_folder(parent: Path, stamp: str, names: list[str]) -> Path:
         attempt += 1
         folder = parent / SUPERSEDED_DIR / f"{stamp}-{attempt}"
     return folder
+
+
+def carried_record(options: RunOptions, header: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The `supersedes` record of an earlier attempt of this same run (a resume after a stop), so the
+    finished run's meta file still says which run it replaced."""
+    meta = read_meta(options.meta_path) or {}
+    recorded = meta.get("supersedes")
+    same_run = (
+        meta.get("pipeline") == header.get("pipeline")
+        and (meta.get("input") or {}).get("sha256") == header.get("input_sha256")
+        and json.dumps(meta.get("parameters"), sort_keys=True)
+        == json.dumps(header.get("parameters"), sort_keys=True)
+    )
+    return recorded if same_run and isinstance(recorded, dict) else None
 
 
 def move_aside_if_foreign(

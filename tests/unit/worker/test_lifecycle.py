@@ -268,3 +268,19 @@ def test_a_missing_input_says_how_the_job_gets_it(
     assert err.endswith(
         f"--input {tmp_path / 'study1.csv'}: no such file. Upload it to the claim grace-input-data."
     )
+
+
+def test_the_run_that_superseded_another_still_says_so_after_a_resume(
+    server: FakeOpenAI, tmp_path: Path
+) -> None:
+    output = tmp_path / "out.csv"
+    assert cli.main(query(server.base_url, output)) == 0
+    # The changed run moves the old one aside, then loses one row to the server (sent again next time).
+    server.rule(lambda r: r.path == "/v1/chat/completions", Status(503, "busy"), times=2)
+    changed = query(server.base_url, output, "--temperature", "0.7", "--supersede", "--batch-size", "1")
+    assert cli.main(changed) == 3
+    moved_to = meta_of(output)["supersedes"]["moved_to"]
+    assert meta_of(output)["rows"]["failed_transport"] == 1
+    assert cli.main(changed) == 0  # the resume sends the lost row
+    assert meta_of(output)["rows"]["failed_transport"] == 0
+    assert meta_of(output)["supersedes"]["moved_to"] == moved_to
