@@ -226,9 +226,10 @@ def test_a_forbidden_storage_class_is_an_error() -> None:
     assert finding.message.startswith("grace:storage.sharedClass='rook-cephfs-ucsd' is refused")
 
 
-def test_an_unknown_model_key_is_refused_by_config() -> None:
+def test_a_new_model_key_without_its_fields_is_refused_by_config() -> None:
     with pytest.raises(
-        ConfigError, match=r"^grace:models\[1\]\.key='llama-5' is not in the catalog \(known: gemma-2-2b, "
+        ConfigError,
+        match=r"^grace:models\[1\]\.key='llama-5' is not in the catalog \(gemma-2-2b, .*missing: hfRepo, ",
     ):
         config(models=[{"key": "gemma-2-2b"}, {"key": "llama-5"}])
 
