@@ -161,10 +161,10 @@ def test_a_changed_experiment_moves_the_old_run_aside_and_runs(server: FakeOpenA
     assert cli.main(query(server.base_url, output, "--temperature", "0.7")) == 2
     assert {p.name: p.read_bytes() for p in output.parent.iterdir()} == old
 
-    sent = len(server.requests_to("/v1/chat/completions"))
+    sent = len(server.requests_to("/v1/chat/completions"))  # the first run's requests, all rows
     changed = query(server.base_url, output, "--temperature", "0.7", "--supersede", "--plan-digest", "new")
     assert cli.main(changed) == 0
-    assert len(server.requests_to("/v1/chat/completions")) == sent + 3  # every row ran again
+    assert len(server.requests_to("/v1/chat/completions")) == 2 * sent  # every row ran again
     (folder,) = (output.parent / SUPERSEDED_DIR).iterdir()
     moved = {p.name: p.read_bytes() for p in folder.iterdir() if not p.name.endswith(".superseded-by.json")}
     assert moved == old  # byte for byte: nothing deleted, nothing changed
