@@ -33,7 +33,7 @@ from grace_infra.stack import readiness_commands
 from grace_infra.studies import load_study_bundle
 from worker import constants as worker_constants
 
-from .support import PROJECT_ROOT, base_config, render_stack
+from .support import PROJECT_ROOT, assert_valid_k8s, base_config, render_stack
 
 PROVIDER_REPO = Path("/work/.mirror/pulumi+pulumi-kubernetes/repo")
 WAIT_FOR = {c.AWAIT_OVERRIDE_ANNOTATION: c.AWAIT_CREATED_ONLY}
@@ -434,3 +434,10 @@ def test_adding_a_model_adds_its_objects_and_changes_no_existing_job() -> None:
     for key, manifest in before.items():
         if key[0] == "Job":
             assert after[key] == manifest, key  # identical: Pulumi neither updates nor replaces it
+
+
+def test_every_lifecycle_manifest_is_valid_kubernetes(job_mode_run: OfflineRun) -> None:
+    checked = [m for m in job_mode_run.manifests() if m["kind"] in {"Job", "StatefulSet", "ConfigMap"}]
+    assert {m["kind"] for m in checked} == {"Job", "StatefulSet", "ConfigMap"}
+    for manifest in checked:
+        assert_valid_k8s(manifest)
