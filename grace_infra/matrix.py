@@ -19,7 +19,7 @@ from typing import Any
 
 from grace_infra import constants as c
 from grace_infra import run_digest
-from grace_infra.catalog import ServingMode
+from grace_infra.catalog import Exp2ReasoningMode, ModelSpec, ServingMode
 from grace_infra.config import Experiment, GraceConfig, ServedModel, Study
 from grace_infra.model_server import server_url
 from grace_infra.studies import (
@@ -190,9 +190,9 @@ def worker_args(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> l
             # The seed's generic question; a study that lists its own questions is asked those instead
             # (passing --tokens would replace them with one generic question).
             args += ["--tokens", ",".join(jobs.tokens)]
-        if cell.model.answer_prefix:
-            # gpt-oss: read the probability at the final-channel answer, not the first reasoning token.
-            args += ["--answer-prefix", cell.model.answer_prefix]
+        args += _exp2_reasoning_flags(cell.model)
+    if experiment is Experiment.EXP1 and cell.model.reasoning_effort is not None:
+        args += ["--reasoning-effort", cell.model.reasoning_effort.value]
     budget = study_max_tokens(study, experiment, bundle)
     on_model = experiment is Experiment.EXP1 or (structured and config.jobs.deepseek_endpoint is None)
     if on_model and cell.model.reasoning_tokens and budget is not None:
@@ -221,6 +221,25 @@ def cell_plan_digest(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle)
     """The plan digest the cell's worker records in its meta file (grace_infra/run_digest.py)."""
     args = worker_args(cell, config, bundle)
     return args[args.index("--plan-digest") + 1]
+
+
+def _exp2_reasoning_flags(model: ModelSpec) -> list[str]:
+    """Where experiment 2 reads the answer of a reasoning model, and with how much reasoning."""
+    if model.reasoning_format is None:
+        # Not a reasoning model; an answer prefix (if any) is appended after the generation prompt.
+        return ["--answer-prefix", model.answer_prefix] if model.answer_prefix else []
+    flags = [
+        "--reasoning-format", model.reasoning_format,
+        "--reasoning-mode", model.exp2_reasoning_mode.value,
+    ]  # fmt: skip
+    if model.exp2_reasoning_mode is Exp2ReasoningMode.AFTER_REASONING and model.reasoning_tokens:
+        flags += ["--reasoning-max-tokens", str(model.reasoning_tokens)]
+    elif model.answer_prefix:
+        # direct: read the probability at the final-channel answer, not at the first reasoning token.
+        flags += ["--answer-prefix", model.answer_prefix]
+    if model.reasoning_effort is not None:
+        flags += ["--reasoning-effort", model.reasoning_effort.value]
+    return flags
 
 
 def _reads(cells: tuple[MatrixCell, ...], config: GraceConfig) -> tuple[PurePosixPath, ...]:
