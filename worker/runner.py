@@ -58,7 +58,7 @@ from worker.errors import (
 )
 from worker.metrics import RunMetrics
 from worker.options import RunOptions
-from worker.output_lock import hold_output_lock
+from worker.output_lock import LockWaitStopped, hold_output_lock
 from worker.progress import Progress
 from worker.sampling import Sample, derive_seed
 from worker.shutdown import StopSignals
@@ -203,7 +203,23 @@ class _Run:
         table = read_input(options.input, pipeline.required_columns, options.limit)
         self._check_columns(table)
         header = make_header(pipeline.name, table.sha256, self.parameters)
-        with hold_output_lock(options.output, wait_s=options.wait_for_lock_s):
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(
+                    hold_output_lock(
+                        options.output,
+                        wait_s=options.wait_for_lock_s,
+                        stop_requested=lambda: self.signals.stop_requested,
+                    )
+                )
+            except LockWaitStopped:
+                print(
+                    f"worker {pipeline.name}: stopped by {self.signals.name} while waiting for another "
+                    f"worker's lock on {options.output}; nothing was written.",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return self.signals.exit_code
             self._check_output_is_ours()
             remove_stale_temporaries(options.output)
             remove_stale_temporaries(options.meta_path)

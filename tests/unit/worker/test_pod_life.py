@@ -114,6 +114,28 @@ def test_a_second_worker_on_the_same_output_exits_2_naming_the_first(
     ]  # fmt: skip  (no lock file, no temporary file left)
 
 
+def test_sigterm_ends_a_wait_for_the_lock_at_once(server: FakeOpenAI, tmp_path: Path) -> None:
+    source, output = write_study1(tmp_path / "in.csv", 120), tmp_path / "out.csv"
+    command = worker_command(server.base_url, source, output, "--batch-size", "4")
+    first = start_worker(command, tmp_path / "first.log")
+    wait_for_rows(tmp_path, 4)
+    waiting_log = tmp_path / "waiting.log"
+    waiting = start_worker([*command, "--wait-for-lock", "120"], waiting_log)
+    wait_until(lambda: "waiting up to 120 s for" in waiting_log.read_text(), 30, "the second worker to wait")
+
+    waiting.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    assert finish(waiting, 20) == 143
+    assert time.monotonic() - signalled < 3
+    [line] = error_lines(waiting_log)
+    assert line == (
+        f"worker query: stopped by SIGTERM while waiting for another worker's lock on {output}; "
+        "nothing was written."
+    )
+    assert first.poll() is None  # the holder goes on
+    assert finish(first) == 0
+
+
 def test_a_killed_holder_leaves_no_stale_lock(server: FakeOpenAI, tmp_path: Path) -> None:
     source, output = write_study1(tmp_path / "in.csv", 40), tmp_path / "out.csv"
     command = worker_command(server.base_url, source, output, "--batch-size", "4")
