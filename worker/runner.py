@@ -161,6 +161,7 @@ class _Run:
     rows_phase_s: float = 0.0  # first row sent to last row written: the run minus setup and output
     server: dict[str, Any] = field(default_factory=dict)  # the meta file's `server` section
     resumed: int = 0  # work items finished by earlier runs
+    left_work: bool = False  # a stop signal made a worker leave items unstarted
 
     # ---- sampling -----------------------------------------------------------------------------------
 
@@ -388,6 +389,7 @@ class _Run:
         async def item_worker() -> None:
             for key, row in work:
                 if self.signals.stop_requested:
+                    self.left_work = True
                     return
                 columns, state = await self._one_item(client, key, row)
                 offset = writer.append(key, columns, state)
@@ -420,8 +422,8 @@ class _Run:
                 if stop.done() and running:
                     await self._drain(running)
                     raise _Interrupted
-            if self.signals.stop_requested:
-                raise _Interrupted
+            if self.left_work:
+                raise _Interrupted  # a signal came as the last rows finished: some were never started
         finally:
             stop.cancel()
             for task in workers:
