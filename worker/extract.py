@@ -27,7 +27,7 @@ from jsonschema.protocols import Validator
 
 from worker.client import ModelClient
 from worker.errors import InputError, RequestRejected, RetryableError, RowFailure
-from worker.extract_backend import BackendChoice, ChatClient, detect_backend, has_reasoning, reply_text
+from worker.extract_backend import BackendChoice, ChatClient, answered_text, detect_backend, has_reasoning
 from worker.extraction_spec import (
     ATTEMPTS_COLUMN,
     ERRORS_COLUMN,
@@ -180,14 +180,14 @@ class ExtractionPlan:
         while True:
             attempts += 1
             try:
-                reply = await client.chat(self.chat.fit(messages), **params)
+                reply = await client.chat(self.chat.fit(messages), expect=answered_text, **params)
             except RequestRejected as err:
                 if err.fatal:  # unknown model, bad key: every row would fail alike; the runner stops
                     raise
                 return self._request_failed(err, attempts, previous)
             except RetryableError as err:
                 return self._request_failed(err, attempts, previous)
-            content, finish_reason = reply_text(reply.body)
+            content, finish_reason = reply.expected
             verdict = judge_reply(content, finish_reason, self.spec.schema, self.validator)
             if (
                 isinstance(verdict, AttemptFailure)
