@@ -186,11 +186,7 @@ class ModelClient:
 
     async def models(self) -> list[JsonObject]:
         """The `data` entries of GET /v1/models (id, root, max_model_len, ...)."""
-        reply = await self._attempts("GET", c.MODELS_PATH)
-        data = reply.body.get("data")
-        if not isinstance(data, list):
-            raise ResponseError(f"GET {c.MODELS_PATH} returned no `data` list.")
-        return [entry for entry in data if isinstance(entry, dict)]
+        return (await self._attempts("GET", c.MODELS_PATH, expect=_model_entries)).expected
 
     async def model_entry(self) -> JsonObject:
         """The /v1/models entry of the configured model; RequestRejected(404) when the server lacks it."""
@@ -399,6 +395,13 @@ def _check_promised_fields(path: str, body: JsonObject) -> None:
         choices = body.get("choices")
         if not isinstance(choices, list) or not choices or not all(isinstance(x, dict) for x in choices):
             raise ResponseError(f"POST {path} answered 2xx without `choices` (body: {str(body)[:120]})")
+
+
+def _model_entries(body: JsonObject) -> list[JsonObject]:
+    data = body.get("data")
+    if not isinstance(data, list):
+        raise ResponseError(f"GET {c.MODELS_PATH} returned no `data` list.")
+    return [entry for entry in data if isinstance(entry, dict)]
 
 
 def _describe(err: BaseException) -> str:

@@ -21,6 +21,7 @@ import pytest
 from tests.support.fake_openai import FakeOpenAI, Ok, Request, Status
 from tests.support.toy_lm import ToyLM
 from tests.unit.worker.test_extract import GOOD, Extractor, study1_row, write_csv
+from tests.unit.worker.test_probs_reasoning import reasoning_handler
 from worker import cli
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
@@ -121,11 +122,11 @@ def run_query(server: FakeOpenAI, tmp_path: Path) -> tuple[int, Path]:
     return cli.main([*argv, *shared_args(server, output)]), output
 
 
-def probs_runner(*extra: str) -> Callable[[FakeOpenAI, Path], tuple[int, Path]]:
+def probs_runner(*extra: str, study: str = "study1") -> Callable[[FakeOpenAI, Path], tuple[int, Path]]:
     def run(server: FakeOpenAI, tmp_path: Path) -> tuple[int, Path]:
         output = tmp_path / "out.csv"
         argv = [
-            "probs", "--input", str(FIXTURES / "study1_small.csv"), "--study", "study1", "--limit", str(ROWS),
+            "probs", "--input", str(FIXTURES / f"{study}_small.csv"), "--study", study, "--limit", str(ROWS),
             *extra,
         ]  # fmt: skip
         return cli.main([*argv, *shared_args(server, output)]), output
@@ -166,6 +167,10 @@ def no_tokens(body: dict[str, Any]) -> None:
     del body["tokens"]
 
 
+def no_token_ids(body: dict[str, Any]) -> None:
+    del body["choices"][0]["token_ids"]
+
+
 def tokenize_missing(_request: Request) -> Status:
     return Status(404, "Not Found")
 
@@ -183,6 +188,12 @@ CASES = {
         TOKENIZE, no_tokens, is_row_tokenize, probs_runner("--method", "continuation")
     ),
     "probs chat fallback: no logprobs": Case(CHAT, no_logprobs, lambda _r: True, probs_runner()),
+    "probs after-reasoning: a reasoning completion without token_ids": Case(
+        COMPLETIONS,
+        no_token_ids,
+        lambda r: "stop_token_ids" in r.text,
+        probs_runner("--reasoning-format", "harmony", study="study2"),
+    ),
     "extract: a structured-output reply with no content": Case(
         CHAT, no_content, lambda r: "ROW-" in r.text, run_extract, error_column="extraction_errors"
     ),
@@ -199,9 +210,12 @@ def server(request: pytest.FixtureRequest) -> Iterator[FakeOpenAI]:
             extractor.script(key, json.dumps(GOOD))
         fake.handlers[CHAT] = extractor
     elif name.startswith("probs"):
-        ToyLM().install(fake)
+        toy = ToyLM()
+        toy.install(fake)
         if "chat fallback" in name:
             fake.handlers[TOKENIZE] = tokenize_missing
+        if "after-reasoning" in name:
+            fake.handlers[COMPLETIONS] = reasoning_handler(toy)
     with fake:
         yield fake
 
@@ -278,3 +292,20 @@ def test_an_empty_answer_after_reasoning_hit_max_tokens_is_not_resent(
     code, _ = run_query(plain_server, tmp_path)
     assert code == 3
     assert damaged.damaged == ROWS  # kept as the rows' result: the rerun sends nothing
+
+
+def test_a_reasoning_that_never_closed_is_not_resent(tmp_path: Path) -> None:
+    toy = ToyLM()
+    with FakeOpenAI() as fake:
+        toy.install(fake)
+        fake.handlers[COMPLETIONS] = reasoning_handler(toy, finished=False)
+        run = probs_runner("--reasoning-format", "harmony", study="study2")
+
+        code, output = run(fake, tmp_path)
+        generations = [r for r in fake.requests_to(COMPLETIONS) if "stop_token_ids" in r.text]
+
+        assert code == 3
+        assert len(generations) == len({r.text for r in generations})  # none sent twice
+        rows = meta_rows(output)
+        assert (rows["failed_transport"], rows["failed_row_specific"]) == (0, ROWS)
+        assert read(output)["error"].str.contains("the reasoning ran out of tokens").all()
