@@ -38,6 +38,7 @@ def _usage() -> str:
     width = max(len(name) for name in COMMANDS)
     lines = ["usage: grace <command> [options]   (grace <command> --help for each)", "", "commands:"]
     lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
+    lines += ["", f"exit codes: each command's own (see its --help); {EXIT_USAGE} for an unknown command."]
     return "\n".join(lines)
 
 

@@ -25,7 +25,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from grace_infra import constants as c
-from grace_infra.catalog import CATALOG, Dtype, ModelSpec, ServingMode
+from grace_infra.catalog import CATALOG, Dtype, Exp2ReasoningMode, ModelSpec, ReasoningEffort, ServingMode
 from grace_infra.errors import ConfigError
 from grace_infra.quantities import QuantityError, parse_quantity
 
@@ -197,6 +197,14 @@ class ModelConfig(_Section):
         default=None,
         description="nvidia.com/gpu.product node label for this model; defaults to gpu.nodeProduct.",
     )
+    await_readiness: bool = Field(
+        default=False,
+        description=(
+            "persistent mode: make `pulumi up` wait for the server to be Ready (weights downloaded and "
+            "loaded). Off by default: the Jobs wait for /health in the cluster, and a busy GPU pool can "
+            "keep a pod Pending for longer than any sensible timeout."
+        ),
+    )
     hf_repo: str | None = _override("hf_repo")
     revision: str | None = _override("revision")
     gated: bool | None = _override("gated")
@@ -219,6 +227,9 @@ class ModelConfig(_Section):
     extra_env: dict[str, str] | None = _override("extra_env")
     answer_prefix: str | None = _override("answer_prefix")
     reasoning_tokens: int | None = _override("reasoning_tokens")
+    reasoning_format: str | None = _override("reasoning_format")
+    reasoning_effort: ReasoningEffort | None = _override("reasoning_effort")
+    exp2_reasoning_mode: Exp2ReasoningMode | None = _override("exp2_reasoning_mode")
     load_budget_s: int | None = _override("load_budget_s")
     throughput_rps: float | None = _override("throughput_rps")
 
@@ -262,6 +273,7 @@ class ServedModel(ModelSpec):
 
     serving_mode: ServingMode
     gpu_product: str | None
+    await_readiness: bool = False
 
     @property
     def server_name(self) -> str:
@@ -309,8 +321,14 @@ class JobsConfig(_Section):
     )
     cpu_request: float = Field(default=1.0, gt=0, description="Worker container CPU request (cores).")
     memory_request_gi: int = Field(default=2, gt=0, description="Worker container memory request (GiB).")
-    ttl_seconds_after_finished: int = Field(
-        default=7 * 24 * 3600, ge=0, description="Seconds a finished Job (and its logs) is kept."
+    ttl_seconds_after_finished: int | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Seconds Kubernetes keeps a finished Job; unset (the default) keeps it until `pulumi destroy`. "
+            "Must outlast plan.campaignDays: a Job deleted behind Pulumi's back is recreated by the next "
+            "`pulumi refresh` + `pulumi up`."
+        ),
     )
     log_level: str = Field(default="INFO", description="LOG_LEVEL of the worker.")
     deepseek_endpoint: str | None = Field(
@@ -407,6 +425,16 @@ class GraceConfig(_Section):
         for i, exc in enumerate(self.exceptions):
             if exc.model not in keys:
                 raise ValueError(f"exceptions[{i}].model={exc.model!r} is not a configured model")
+        ttl = self.jobs.ttl_seconds_after_finished
+        campaign_s = self.plan.campaign_days * c.HOURS_PER_DAY * c.SECONDS_PER_HOUR
+        if ttl is not None and ttl < campaign_s:
+            # Kubernetes would delete finished Jobs mid-campaign; `pulumi refresh` then drops them from
+            # the state and the next `pulumi up` recreates every one of them.
+            raise ValueError(
+                f"jobs.ttlSecondsAfterFinished={ttl} is shorter than the campaign "
+                f"(plan.campaignDays={self.plan.campaign_days:g} = {campaign_s:.0f} s); unset it to keep "
+                "finished Jobs until `pulumi destroy`"
+            )
         return self
 
     def served_models(self) -> list[ServedModel]:
@@ -416,6 +444,7 @@ class GraceConfig(_Section):
                 **m.spec(),
                 serving_mode=m.serving_mode,
                 gpu_product=m.gpu_product or self.gpu.node_product,
+                await_readiness=m.await_readiness,
             )
             for m in self.models
         ]

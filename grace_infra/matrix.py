@@ -18,7 +18,8 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from grace_infra import constants as c
-from grace_infra.catalog import ServingMode
+from grace_infra import run_digest
+from grace_infra.catalog import Exp2ReasoningMode, ModelSpec, ServingMode
 from grace_infra.config import Experiment, GraceConfig, ServedModel, Study
 from grace_infra.model_server import server_url
 from grace_infra.studies import (
@@ -189,9 +190,9 @@ def worker_args(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> l
             # The seed's generic question; a study that lists its own questions is asked those instead
             # (passing --tokens would replace them with one generic question).
             args += ["--tokens", ",".join(jobs.tokens)]
-        if cell.model.answer_prefix:
-            # gpt-oss: read the probability at the final-channel answer, not the first reasoning token.
-            args += ["--answer-prefix", cell.model.answer_prefix]
+        args += _exp2_reasoning_flags(cell.model)
+    if experiment is Experiment.EXP1 and cell.model.reasoning_effort is not None:
+        args += ["--reasoning-effort", cell.model.reasoning_effort.value]
     budget = study_max_tokens(study, experiment, bundle)
     on_model = experiment is Experiment.EXP1 or (structured and config.jobs.deepseek_endpoint is None)
     if on_model and cell.model.reasoning_tokens and budget is not None:
@@ -203,7 +204,42 @@ def worker_args(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> l
             args += ["--schema", str(schema_pod_path(study))]
         # Exp1 writes its file atomically when complete: waiting for it is waiting for exp1 to finish.
         args += ["--validate", "--wait-for-input", str(jobs.input_wait_timeout_s)]
+        if Experiment.EXP1 in config.experiments.experiments:
+            # ...and for the exp1 run planned beside this one, not an older experiment's file.
+            args += ["--wait-for-digest", cell_plan_digest(MatrixCell(study, Experiment.EXP1, cell.model),
+                                                           config, bundle)]  # fmt: skip
+    # A changed experiment moves the previous run's files aside and runs (worker/supersede.py).
+    args += [
+        "--supersede",
+        "--plan-digest",
+        run_digest.plan_digest(args, bundle.digest(_reads((cell,), config))),
+    ]
     return args
+
+
+def cell_plan_digest(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> str:
+    """The plan digest the cell's worker records in its meta file (grace_infra/run_digest.py)."""
+    args = worker_args(cell, config, bundle)
+    return args[args.index("--plan-digest") + 1]
+
+
+def _exp2_reasoning_flags(model: ModelSpec) -> list[str]:
+    """Where experiment 2 reads the answer of a reasoning model, and with how much reasoning."""
+    if model.reasoning_format is None:
+        # Not a reasoning model; an answer prefix (if any) is appended after the generation prompt.
+        return ["--answer-prefix", model.answer_prefix] if model.answer_prefix else []
+    flags = [
+        "--reasoning-format", model.reasoning_format,
+        "--reasoning-mode", model.exp2_reasoning_mode.value,
+    ]  # fmt: skip
+    if model.exp2_reasoning_mode is Exp2ReasoningMode.AFTER_REASONING and model.reasoning_tokens:
+        flags += ["--reasoning-max-tokens", str(model.reasoning_tokens)]
+    elif model.answer_prefix:
+        # direct: read the probability at the final-channel answer, not at the first reasoning token.
+        flags += ["--answer-prefix", model.answer_prefix]
+    if model.reasoning_effort is not None:
+        flags += ["--reasoning-effort", model.reasoning_effort.value]
+    return flags
 
 
 def _reads(cells: tuple[MatrixCell, ...], config: GraceConfig) -> tuple[PurePosixPath, ...]:
@@ -337,7 +373,7 @@ def format_matrix_table(matrix: list[dict[str, Any]]) -> str:
         "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in [headers, *rows]
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.append(f"{len(rows)} Jobs; none is awaited by pulumi up (pulumi.com/skipAwait).")
+    lines.append(f"{len(rows)} Jobs; pulumi up awaits only their creation (pulumi.com/waitFor).")
     return "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +38,7 @@ __all__ = [
     "build_parser",
     "main",
     "parse_subcommand",
+    "read_tasks",
     "run_options",
     "subcommand_parser",
 ]
@@ -50,6 +52,8 @@ SUBCOMMANDS: dict[str, str] = {
     "extract": "worker.extract",
 }
 RUN_COMMAND = "run"
+CHECK_OUTPUTS_COMMAND = "check-outputs"
+CHECK_OUTPUTS_MODULE = "worker.outputs_check"  # imports this module, so it is loaded when used
 EXIT_INTERRUPTED = c.EXIT_SIGNAL_BASE + 2  # SIGINT outside a run (while parsing); runs handle it themselves
 CLEAR_LINE = "\r\x1b[K"  # carriage return + ANSI "erase to end of line"
 
@@ -84,30 +88,39 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 # The epilog of every subcommand's help: where its files go and what its exit code means.
 FILES_AND_EXIT_CODES = f"""\
 files (beside --output; a rerun of the same command resumes from them):
-  OUTPUT                       the result; written to OUTPUT{c.TEMP_SUFFIX} and renamed only when every
-                               row is done, so it exists only complete
+  OUTPUT                       the result; written to OUTPUT.<pid>{c.TEMP_SUFFIX} and renamed only when
+                               every row is done, so it exists only complete
   OUTPUT{c.CHECKPOINT_SUFFIX:<22} checkpoint: one line per finished row (success or failure)
   OUTPUT{c.META_SUFFIX:<22} provenance: command line, versions, input digest, parameters,
                                server, counts, duration and the exit code
+  OUTPUT{c.LOCK_SUFFIX:<22} held while a worker writes OUTPUT: a second worker refuses it
+  OUTPUT{c.CHECKPOINT_SUFFIX}{c.REJECTED_SUFFIX}
+                               damaged checkpoint lines, moved aside; their rows are redone
   ${c.LOG_FILE_ENV:<27} when set, the log is also appended to this file
 environment:
   ${c.LOG_LEVEL_ENV:<27} DEBUG, INFO (default), WARNING or ERROR
 exit codes:
   {c.EXIT_OK:<28} every row succeeded
   {c.EXIT_ROWS_FAILED:<28} output complete; some rows carry an error in their error column
-  {c.EXIT_INPUT:<28} bad input or arguments, no healthy server within --wait-timeout, or an
-                               unknown model: one line on stderr, no output written
-  {EXIT_INTERRUPTED:<28} interrupted (Ctrl-C); the checkpoint keeps every finished row
+  {c.EXIT_INPUT:<28} bad input or arguments, an unknown model, or OUTPUT locked by another
+                               worker: one line on stderr, nothing written; a rerun cannot help
+  {c.EXIT_STORAGE:<28} the output's filesystem is full or read-only; rerun when there is room
+  {c.EXIT_SERVER_UNAVAILABLE:<28} no healthy server within --wait-timeout (at start or in an outage);
+                               a rerun resumes
+  {c.EXIT_SIGNAL_BASE + signal.SIGTERM:<28} stopped by SIGTERM (e.g. Kubernetes); a rerun resumes
+  {c.EXIT_SIGNAL_BASE + signal.SIGINT:<28} interrupted (Ctrl-C); a rerun resumes
   1                            a bug (traceback); the checkpoint keeps every finished row
 """
 
-RUN_DESCRIPTION = """\
+_WORST_FIRST = sorted(_SEVERITY, key=_SEVERITY.__getitem__, reverse=True)
+RUN_DESCRIPTION = f"""\
 Run several subcommands in order from one JSON task list: what a job-mode Job runs (every
 experiment of one model against its vLLM sidecar). Each task is the argv of one subcommand, e.g.
   [["query", "--input", "/input/study1.csv", "--output", "/output/exp1/m/study1_responses.csv", ...],
    ["probs", ...]]
 Every task runs even when an earlier one fails; each keeps its own output, checkpoint and meta file.
-The exit code is the worst of the tasks' (2 before 3 before 0)."""
+The exit code is the worst of the tasks' (worst first: {", ".join(map(str, _WORST_FIRST))}); a task
+stopped by a signal stops the run with its code."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -169,7 +182,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, endpoint_required: 
         "--wait-timeout",
         type=float,
         default=c.DEFAULT_WAIT_TIMEOUT_S,
-        help="Seconds to wait for the server's /health before giving up.",
+        help="Seconds to wait for /health, at the start and in an outage, before giving up (exit 5).",
     )
     group.add_argument(
         "--retry-failed",
@@ -189,6 +202,16 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, endpoint_required: 
         type=int,
         default=c.DEFAULT_METRICS_PORT,
         help="Prometheus metrics port; 0 disables.",
+    )
+    group.add_argument(
+        "--plan-digest",
+        help="Digest of the planned run (the deployment computes it); recorded in the meta file.",
+    )
+    group.add_argument(
+        "--supersede",
+        action="store_true",
+        help="If the output, checkpoint or meta were made with other input or parameters, move them into "
+        "<output dir>/superseded/<UTC time>/ and run (never deletes); default: refuse, exit 2.",
     )
 
 
@@ -214,6 +237,8 @@ def run_options(args: argparse.Namespace, argv: Sequence[str]) -> RunOptions:
             retry_failed=args.retry_failed,
             wait_for_lock_s=args.wait_for_lock,
             command_line=("python -m worker", *argv),
+            plan_digest=args.plan_digest,
+            supersede=args.supersede,
         )
     except ValidationError as err:
         raise InputError(_validation_sentence(err)) from err
@@ -271,6 +296,10 @@ def build_parser() -> _Parser:
     run.add_argument(
         "--tasks", type=Path, required=True, help='JSON list of argv lists: [["query", ...], ...]'
     )
+    sub.add_parser(
+        CHECK_OUTPUTS_COMMAND, add_help=False,
+        help="Whether every task of a --tasks list is already complete (writes --marker if so).",
+    )  # fmt: skip
     return parser
 
 
@@ -285,6 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv and argv[0] == RUN_COMMAND:
             return _run_tasks(argv)
+        if argv and argv[0] == CHECK_OUTPUTS_COMMAND:  # worker/outputs_check.py (job-mode init container)
+            return importlib.import_module(CHECK_OUTPUTS_MODULE).main(argv[1:])
         return _run_one(argv)
     except KeyboardInterrupt:
         # Every finished row is already in the checkpoint; the same command resumes.
@@ -343,7 +374,7 @@ def _top_level(argv: list[str]) -> NoReturn:
 def _run_tasks(argv: list[str]) -> int:
     try:
         args = build_parser().parse_args(argv)
-        tasks = _read_tasks(args.tasks)
+        tasks = read_tasks(args.tasks)
     except (UsageError, InputError) as err:
         report_fatal(RUN_COMMAND, err)
         return c.EXIT_INPUT
@@ -358,7 +389,7 @@ def _run_tasks(argv: list[str]) -> int:
     return worst
 
 
-def _read_tasks(path: Path) -> list[list[str]]:
+def read_tasks(path: Path) -> list[list[str]]:
     try:
         tasks = json.loads(path.read_text(encoding="utf-8"))
     except OSError as err:

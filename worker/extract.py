@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,8 @@ from worker.extraction_spec import (
     ExtractionSpec,
     load_extraction,
 )
+from worker.input_wait import wait_for_input
+from worker.messages import MessageBuilder, probe_system_role
 from worker.sampling import Sample
 from worker.structured import (
     AttemptFailure,
@@ -73,9 +74,6 @@ ENDPOINT_REQUIRED = False
 # DeepSeek's hosted API: the model name the Job uses and the secret's environment variable.
 DEEPSEEK_MODEL = "deepseek-chat"
 DEEPSEEK_API_KEY_ENV = "DEEPSEEK_API_KEY"
-# --wait-for-input: how often to look for the Experiment 1 file, and how often to say we are still waiting.
-INPUT_POLL_INTERVAL_S = 2.0
-INPUT_WAIT_LOG_INTERVAL_S = 30.0
 # Experiment 1's finish_reason column (worker.query), read when present.
 EXP1_FINISH_COLUMN = "finish_reason"
 EXP1_TRUNCATED_WARNING = (
@@ -120,16 +118,25 @@ class ExtractionPlan:
     choice: BackendChoice
     validator: Validator | None  # None with --no-validate: replies are parsed, not checked
     max_reasks: int
+    # What the server's chat template accepts (worker.messages).
+    chat: MessageBuilder = field(default_factory=MessageBuilder)
 
     @classmethod
     def build(
-        cls, spec: ExtractionSpec, choice: BackendChoice, *, validate: bool, max_reasks: int
+        cls,
+        spec: ExtractionSpec,
+        choice: BackendChoice,
+        *,
+        validate: bool,
+        max_reasks: int,
+        chat: MessageBuilder | None = None,
     ) -> ExtractionPlan:
         return cls(
             spec=spec,
             choice=choice,
             validator=make_validator(spec.schema) if validate else None,
             max_reasks=max_reasks,
+            chat=chat or MessageBuilder(),
         )
 
     def request_params(self) -> dict[str, Any]:
@@ -154,7 +161,9 @@ class ExtractionPlan:
     def empty_fields(self) -> dict[str, Any]:
         return dict.fromkeys(self.spec.fields)
 
-    async def extract(self, client: ChatClient, row: Mapping[str, str]) -> RowOutcome:
+    async def extract(
+        self, client: ChatClient, row: Mapping[str, str], seed: int | None = None
+    ) -> RowOutcome:
         """Ask, judge, re-ask; raises only for a run-fatal refusal (unknown model, rejected key)."""
         text = row.get(self.spec.section.input_column, "")
         if not text.strip():
@@ -163,13 +172,15 @@ class ExtractionPlan:
             )
         base = self.messages(row)
         params = self.request_params()
+        if seed is not None:
+            params["seed"] = seed  # the sample's own seed (worker.sampling), recorded in its seed column
         messages = base
         attempts = 0
         previous: AttemptFailure | None = None
         while True:
             attempts += 1
             try:
-                reply = await client.chat(messages, **params)
+                reply = await client.chat(self.chat.fit(messages), **params)
             except RequestRejected as err:
                 if err.fatal:  # unknown model, bad key: every row would fail alike; the runner stops
                     raise
@@ -287,9 +298,10 @@ class ExtractPipeline:
         """The structured-output probe's outcome, for the meta file (worker.runner reads this)."""
         if self._plan is None:
             return None
-        return {"structured_output": self._plan.choice.as_meta()}
+        return {"structured_output": self._plan.choice.as_meta(), **self._plan.chat.findings()}
 
     async def prepare(self, client: ModelClient) -> None:
+        chat = await probe_system_role(client)
         choice = await detect_backend(client, self.requested_backend)
         log.info("extract: using %s (%s)", choice.backend, "; ".join(choice.evidence))
         if not self.validate:
@@ -299,7 +311,7 @@ class ExtractPipeline:
                 "extract: no example object for the %s prompt (--schema replaced the study's)", choice.backend
             )
         self._plan = ExtractionPlan.build(
-            self.spec, choice, validate=self.validate, max_reasks=self.max_reasks
+            self.spec, choice, validate=self.validate, max_reasks=self.max_reasks, chat=chat
         )
 
     async def process(
@@ -307,11 +319,11 @@ class ExtractPipeline:
         row_index: int,
         row: Mapping[str, str],
         client: ModelClient,
-        sample: Sample,  # noqa: ARG002
+        sample: Sample,
     ) -> dict[str, Any]:
         if self._plan is None:
             raise RuntimeError("ExtractPipeline.process() before prepare()")
-        outcome = await self._plan.extract(client, row)
+        outcome = await self._plan.extract(client, row, sample.seed)
         columns = outcome.columns()
         del columns[ERRORS_COLUMN]  # the runner owns the error column
         if not outcome.ok:
@@ -355,6 +367,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Wait up to SECONDS for --input to appear (Experiment 1 writes it atomically when complete).",
     )
     group.add_argument(
+        "--wait-for-digest",
+        metavar="DIGEST",
+        help="With --wait-for-input: also wait until --input's meta file records this plan digest "
+        "(the Experiment 1 run the deployment planned; worker/input_wait.py).",
+    )
+    group.add_argument(
         "--max-tokens", type=int, help="Reply token budget (default: the study's extraction max_tokens)."
     )
 
@@ -396,7 +414,7 @@ def build(args: argparse.Namespace) -> ExtractPipeline:
             raise InputError(f"--max-tokens {args.max_tokens}: must be a positive number of tokens.")
         generation = spec.section.generation.model_copy(update={"max_tokens": args.max_tokens})
         spec = spec.with_generation(generation)
-    wait_for_input(args.input, args.wait_for_input)
+    wait_for_input(args.input, args.wait_for_input, plan_digest=args.wait_for_digest)
     return ExtractPipeline(
         spec,
         model_name=args.model_name,
@@ -404,34 +422,3 @@ def build(args: argparse.Namespace) -> ExtractPipeline:
         validate=args.validate,
         max_reasks=args.max_retries,
     )
-
-
-def wait_for_input(path: Path, timeout_s: float, *, poll_s: float | None = None) -> None:
-    """Return once `path` exists; InputError after `timeout_s`. 0 means do not wait.
-
-    Experiment 1 renames its output into place only when every row is done, so existence means complete
-    and there is nothing to gain from watching the file grow.
-    """
-    if timeout_s <= 0 or path.exists():
-        return
-    poll_s = INPUT_POLL_INTERVAL_S if poll_s is None else poll_s
-    started = time.monotonic()
-    deadline = started + timeout_s
-    next_log = started
-    while not path.exists():
-        now = time.monotonic()
-        if now >= deadline:
-            raise InputError(
-                f"--input {path} did not appear within --wait-for-input {timeout_s:g} s "
-                "(Experiment 1 writes it only when every row is done)."
-            )
-        if now >= next_log:
-            log.info(
-                "extract: waiting for --input %s (written when Experiment 1 completes): %.0f of %g s",
-                path,
-                now - started,
-                timeout_s,
-            )
-            next_log = now + INPUT_WAIT_LOG_INTERVAL_S
-        time.sleep(min(poll_s, max(0.0, deadline - now)))
-    log.info("extract: --input %s appeared after %.0f s", path, time.monotonic() - started)

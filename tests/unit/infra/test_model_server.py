@@ -327,7 +327,8 @@ def test_custom_timeouts_follow_the_load_budget(monkeypatch: pytest.MonkeyPatch)
         return original(self, request)
 
     monkeypatch.setattr(RecordingMonitor, "RegisterResource", spy)
-    render(raw_config(models=[{"key": "gemma-2-2b"}, {"key": "llama-3-70b"}]))
+    awaited = [{"key": "gemma-2-2b", "awaitReadiness": True}, {"key": "llama-3-70b", "awaitReadiness": True}]
+    render(raw_config(models=awaited))
     for key in ("gemma-2-2b", "llama-3-70b"):
         minutes = int(seen[f"vllm-{key}-statefulset"].removesuffix("m"))
         download_s = CATALOG[key].weights_gb * 1000 / c.DOWNLOAD_ASSUMED_MB_PER_S
@@ -465,6 +466,16 @@ def test_a_job_mode_models_jobs_carry_the_identical_vllm_container(nrp_run: Offl
     assert jobs, "no Job embeds a vLLM sidecar"
     for job in jobs:
         init = job["spec"]["template"]["spec"]["initContainers"]
-        assert [x["name"] for x in init[:2]] == [c.WEIGHTS_DOWNLOAD_CONTAINER_NAME, c.VLLM_CONTAINER_NAME]
-        assert init[1] == expected, job["metadata"]["name"]
+        # The outputs check goes first; the sidecar's command is wrapped so a rerun with complete outputs
+        # skips loading (grace_infra/outputs_check.py), otherwise it is the identical container.
+        names = [c.OUTPUTS_CHECK_CONTAINER_NAME, c.WEIGHTS_DOWNLOAD_CONTAINER_NAME, c.VLLM_CONTAINER_NAME]
+        assert [x["name"] for x in init] == names
+        sidecar = init[2]
+        unwrapped = {k: v for k, v in sidecar.items() if k not in {"command", "args", "env", "volumeMounts"}}
+        assert unwrapped == {
+            k: v for k, v in expected.items() if k not in {"command", "args", "env", "volumeMounts"}
+        }
+        assert sidecar["command"][4:] == [*expected["command"], *expected["args"]]
+        assert sidecar["env"][: len(expected["env"])] == expected["env"]
+        assert sidecar["volumeMounts"][: len(expected["volumeMounts"])] == expected["volumeMounts"]
         assert_valid_k8s(job)
