@@ -1,7 +1,7 @@
 """ExperimentJob: one planned Job of the experiment matrix (see `matrix.py`) as a Kubernetes Job.
 
     persistent model   Job study1-exp1-<model>   containers [worker: query ... http://vllm-<model>:8000/v1]
-    job-mode model     Job matrix-<model>        initContainers [download-weights, vllm (native sidecar)]
+    job-mode model     Job matrix-<model>        initContainers [vllm (native sidecar)], after weights-<model>
                                                  containers [worker: run --tasks <task list>]
     extraction         Job structured-output-study1-<model>: created after the Job that writes its exp1
                        file, and waits in the cluster for that file (--wait-for-input)
@@ -21,7 +21,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from grace_infra import constants as c
-from grace_infra import model_server, naming
+from grace_infra import model_server, naming, nrp_cluster
 from grace_infra.config import GraceConfig
 from grace_infra.matrix import JobKind, PlannedJob
 from grace_infra.sizing import ContainerResources, cpu_limit_within
@@ -44,7 +44,7 @@ OUTPUT_VOLUME = "output"
 LOGS_VOLUME = "logs"
 STUDIES_VOLUME = "studies"
 TMP_VOLUME = "tmp"
-TMP_SIZE_LIMIT = "1Gi"  # pandas/openai scratch only; every result goes to /output
+TMP_SIZE_GI = 1  # pandas/openai scratch only; every result goes to /output
 WORKER_NAME_LABEL = "grace-worker"
 ALL = "all"  # label value of a job-mode Job that runs several studies/experiments
 
@@ -67,9 +67,9 @@ def job_labels(job: PlannedJob) -> dict[str, str]:
 
 
 def pod_labels(job: PlannedJob) -> dict[str, str]:
-    # HTTPS egress only where a pod must leave the cluster: the sidecar's weight download, or the
-    # external extraction endpoint. Every other worker pod reaches only DNS and the model servers.
-    return {**job_labels(job), **naming.https_egress_labels(job.sidecar or job.external_endpoint)}
+    # HTTPS egress only where a worker must leave the cluster: the external extraction endpoint. A
+    # job-mode pod runs vLLM from weights its download Job put on the claim before: no egress.
+    return {**job_labels(job), **naming.https_egress_labels(job.external_endpoint)}
 
 
 def worker_resources(config: GraceConfig) -> ContainerResources:
@@ -85,7 +85,10 @@ def worker_resources(config: GraceConfig) -> ContainerResources:
         memory_request_gi=jobs.memory_request_gi,
         memory_limit_gi=jobs.memory_request_gi,
         gpus=0,
-        gpu_resource_name=config.gpu.resource_name,
+        gpu_resource_name=nrp_cluster.GENERIC_GPU_RESOURCE,  # no GPU: the name is never rendered
+        # /tmp is an emptyDir on node-local disk (the root filesystem is read-only).
+        ephemeral_request_gi=TMP_SIZE_GI,
+        ephemeral_limit_gi=TMP_SIZE_GI,
     )
 
 
@@ -109,18 +112,27 @@ def _worker_env(job: PlannedJob, config: GraceConfig) -> list[dict[str, Any]]:
 
 
 def worker_container(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> dict[str, Any]:
-    """The worker container. The image's entry point is `python -m worker`: args start at the subcommand."""
+    """The worker container. The image's entry point is `python -m worker`: args start at the subcommand.
+
+    In job mode it also mounts its sidecar's weights read-only and is told where the download's marker
+    is, so its meta files record the exact commit the server loaded."""
     studies = (
         [{"name": STUDIES_VOLUME, "mountPath": c.STUDIES_MOUNT, "readOnly": True}]
         if bundle.configmap_items(job.reads)
         else []
     )
+    weights = (
+        [{"name": model_server.WEIGHTS_VOLUME, "mountPath": c.WEIGHTS_MOUNT, "readOnly": True}]
+        if job.sidecar
+        else []
+    )
+    marker_env = [{"name": c.WEIGHTS_MARKER_ENV, "value": c.WEIGHTS_MARKER_PATH}] if job.sidecar else []
     return {
         "name": c.WORKER_CONTAINER_NAME,
         "image": config.images.job,
         "imagePullPolicy": "IfNotPresent",
         "args": list(job.args),
-        "env": _worker_env(job, config),
+        "env": [*_worker_env(job, config), *marker_env],
         "ports": [
             {"name": c.WORKER_METRICS_PORT_NAME, "containerPort": c.WORKER_METRICS_PORT, "protocol": "TCP"}
         ],
@@ -130,6 +142,7 @@ def worker_container(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) 
             {"name": OUTPUT_VOLUME, "mountPath": c.OUTPUT_MOUNT},
             {"name": LOGS_VOLUME, "mountPath": c.LOGS_MOUNT},
             *studies,
+            *weights,
             {"name": TMP_VOLUME, "mountPath": "/tmp"},  # noqa: S108 (an emptyDir: the root filesystem is read-only)
         ],
         "securityContext": {
@@ -154,8 +167,22 @@ def _volumes(job: PlannedJob, bundle: StudyBundle) -> list[dict[str, Any]]:
         {"name": OUTPUT_VOLUME, "persistentVolumeClaim": {"claimName": c.OUTPUT_PVC}},
         {"name": LOGS_VOLUME, "persistentVolumeClaim": {"claimName": c.LOGS_PVC}},
         *(studies if items else []),
-        {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
+        {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": f"{TMP_SIZE_GI}Gi"}},
     ]
+
+
+def worker_pod_security_context() -> dict[str, Any]:
+    """The worker (uid 10001) writes /output and /logs on CephFS claims. ceph-csi creates each CephFS
+    subvolume owned by root with mode 0755 (ceph/ceph-csi#2847 dropped the former 0777; see
+    rook/rook#12242), so a non-root writer needs the volume's group: with fsGroup the kubelet makes the
+    volume's root group-owned by it and group-writable (Rook's cephfs CSIDriver declares
+    fsGroupPolicy: File, rook/rook#17763). OnRootMismatch skips the recursive walk once the root
+    already matches, so a claim holding thousands of result files is not re-chowned at every start."""
+    return {
+        "seccompProfile": {"type": "RuntimeDefault"},
+        "fsGroup": c.WORKER_UID,
+        "fsGroupChangePolicy": "OnRootMismatch",
+    }
 
 
 def pod_spec(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> dict[str, Any]:
@@ -164,7 +191,7 @@ def pod_spec(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> dict[
         "automountServiceAccountToken": False,  # the worker never calls the Kubernetes API
         "enableServiceLinks": False,
         "restartPolicy": "OnFailure",  # the worker resumes from its checkpoint on the same PVC
-        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": worker_pod_security_context(),
         "containers": [worker_container(job, config, bundle)],
         "volumes": _volumes(job, bundle),
     }
@@ -172,9 +199,7 @@ def pod_spec(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> dict[
         init_containers, server_volumes = model_server.vllm_sidecar_parts(job.model, config)
         spec["initContainers"] = init_containers
         spec["volumes"] = [*server_volumes, *spec["volumes"]]
-        selector = model_server.node_selector(job.model)
-        if selector:
-            spec["nodeSelector"] = selector
+        model_server.apply_gpu_placement(spec, job.model)
     return spec
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -316,6 +317,7 @@ class _Run:
                 "limit": options.limit,
             },
             "server": server,
+            "weights": weights_marker(),
             "parameters": self.parameters,
             "client": {
                 "model_name": client.model_name,
@@ -329,6 +331,21 @@ class _Run:
             "rows_phase_s": round(self.rows_phase_s, 3),
             "rows": {"ok": ok, "failed": failed, "from_checkpoint": resumed},
         }
+
+
+def weights_marker() -> dict[str, Any] | None:
+    """The checkpoint the server loaded (repo, requested revision, resolved commit), when the pod can
+    read the download's marker; None otherwise (a persistent server's pod is not the worker's)."""
+    path = os.environ.get(c.WEIGHTS_MARKER_ENV)
+    if not path:
+        return None
+    try:
+        recorded = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(recorded, dict):
+        return None
+    return {key: recorded.get(key) for key in ("repo", "revision", "commit")}
 
 
 def _previous_server(meta_path: Path) -> dict[str, Any] | None:
