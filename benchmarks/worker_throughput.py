@@ -1,4 +1,4 @@
-"""Issue 5 "Speed": does `worker query` keep an OpenAI-compatible server saturated?
+"""Speed: does `worker query` keep an OpenAI-compatible server saturated?
 
 For each local server (instant, and a fixed 200 ms per request) this script
   1. starts the fake server (tests/support/fake_openai.py) in its own process,

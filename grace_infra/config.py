@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import asdict, is_dataclass
 from enum import StrEnum
 from typing import Any, Self
 
@@ -29,7 +30,7 @@ from grace_infra.catalog import CATALOG, Dtype, ModelSpec, ServingMode
 from grace_infra.errors import ConfigError
 from grace_infra.quantities import QuantityError, parse_quantity
 
-__all__ = ["ConfigError", "GraceConfig", "ServedModel"]
+__all__ = ["ConfigError", "GraceConfig", "ModelConfig", "ServedModel", "required_model_fields"]
 
 
 class AccessMode(StrEnum):
@@ -203,19 +204,34 @@ class ImagesConfig(_Section):
         return value
 
 
-def _override(field: str, **constraints: Any) -> Any:
-    """An optional per-model override of a catalog field, described by the catalog's own description."""
-    return Field(
-        default=None,
-        description=f"Override of the catalog's {field}: {ModelSpec.model_fields[field].description}",
-        **constraints,
-    )
+def _override(field: str) -> Any:
+    """An optional per-model setting of a catalog field, with the catalog field's own constraints and
+    description, so a stack entry is validated exactly as strictly as a catalog entry."""
+    spec = ModelSpec.model_fields[field]
+    # annotated_types constraints (Gt, Ge, Le, ...) are dataclasses of their one bound, e.g. {"gt": 0}.
+    constraints = {k: v for m in spec.metadata if is_dataclass(m) for k, v in asdict(m).items()}
+    return Field(default=None, description=f"The catalog's {field}: {spec.description}", **constraints)
+
+
+def required_model_fields() -> list[str]:
+    """The ModelSpec fields without a default: what a model that is not in the catalog must set."""
+    return [name for name, info in ModelSpec.model_fields.items() if info.is_required() and name != "key"]
 
 
 class ModelConfig(_Section):
-    """One served model: a catalog key plus optional overrides of any catalog field."""
+    """One served model: a catalog key with optional overrides, or a new key with every required field.
 
-    key: str = Field(description="Catalog key, e.g. gemma-2-2b.")
+    A key of grace_infra/catalog.py takes the catalog's values as defaults; any other key is a model the
+    catalog does not know, and its entry must set every field the catalog would (hfRepo, gpus, dtype,
+    maxModelLen, ...).
+    """
+
+    key: str = Field(
+        description=(
+            "Model key: the vLLM served model name and the suffix of its objects' names. A catalog key "
+            "(e.g. gemma-2-2b) or a new one."
+        )
+    )
     serving_mode: ServingMode = Field(
         default=ServingMode.JOB,
         description=(
@@ -237,21 +253,28 @@ class ModelConfig(_Section):
     hf_repo: str | None = _override("hf_repo")
     revision: str | None = _override("revision")
     gated: bool | None = _override("gated")
-    gpus: int | None = _override("gpus", gt=0)
-    tensor_parallel_size: int | None = _override("tensor_parallel_size", gt=0)
+    params_billion: float | None = _override("params_billion")
+    weights_gb: float | None = _override("weights_gb")
+    num_attention_heads: int | None = _override("num_attention_heads")
+    num_kv_heads: int | None = _override("num_kv_heads")
+    num_layers: int | None = _override("num_layers")
+    head_dim: int | None = _override("head_dim")
+    gpus: int | None = _override("gpus")
+    tensor_parallel_size: int | None = _override("tensor_parallel_size")
     dtype: Dtype | None = _override("dtype")
-    max_model_len: int | None = _override("max_model_len", gt=0)
-    gpu_memory_utilization: float | None = _override("gpu_memory_utilization", gt=0, le=1)
-    weights_pvc_gi: int | None = _override("weights_pvc_gi", gt=0)
-    cpu_request: float | None = _override("cpu_request", gt=0)
-    memory_request_gi: int | None = _override("memory_request_gi", gt=0)
+    kv_cache_bytes_per_element: int | None = _override("kv_cache_bytes_per_element")
+    max_model_len: int | None = _override("max_model_len")
+    gpu_memory_utilization: float | None = _override("gpu_memory_utilization")
+    weights_pvc_gi: int | None = _override("weights_pvc_gi")
+    cpu_request: float | None = _override("cpu_request")
+    memory_request_gi: int | None = _override("memory_request_gi")
     extra_args: tuple[str, ...] | None = _override("extra_args")
     extra_env: dict[str, str] | None = _override("extra_env")
     tiktoken_files: tuple[str, ...] | None = _override("tiktoken_files")
     answer_prefix: str | None = _override("answer_prefix")
-    reasoning_tokens: int | None = _override("reasoning_tokens", ge=0)
-    load_budget_s: int | None = _override("load_budget_s", gt=0)
-    throughput_rps: float | None = _override("throughput_rps", gt=0)
+    reasoning_tokens: int | None = _override("reasoning_tokens")
+    load_budget_s: int | None = _override("load_budget_s")
+    throughput_rps: float | None = _override("throughput_rps")
 
     @field_validator("gpu_resource")
     @classmethod
@@ -269,15 +292,37 @@ class ModelConfig(_Section):
 
     @field_validator("key")
     @classmethod
-    def _known(cls, value: str) -> str:
-        if value not in CATALOG:
-            raise ValueError(f"key={value!r} is not in the catalog (known: {', '.join(CATALOG)})")
+    def _name_safe(cls, value: str) -> str:
+        # The key ends the names of the model's objects (grace-model-weights-<key>, vllm-<key>, Jobs),
+        # which Kubernetes limits to 63-character DNS-1123 labels.
+        if len(value) > c.MODEL_KEY_MAX_LENGTH or not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", value):
+            raise ValueError(
+                f"key={value!r} must be lowercase letters, digits and '-', start and end with a letter "
+                f"or digit, and be at most {c.MODEL_KEY_MAX_LENGTH} characters (it ends Kubernetes names)"
+            )
         return value
+
+    @model_validator(mode="after")
+    def _complete_when_new(self) -> Self:
+        if self.key in CATALOG:
+            return self
+        missing = [to_camel(name) for name in required_model_fields() if getattr(self, name) is None]
+        if missing:
+            raise ValueError(
+                f"key={self.key!r} is not in the catalog ({', '.join(CATALOG)}), so the entry must set "
+                f"every required model field; missing: {', '.join(missing)}"
+            )
+        return self
 
     def overrides(self) -> dict[str, Any]:
         """The catalog fields this entry sets explicitly."""
         spec_fields = set(ModelSpec.model_fields)
         return {k: v for k, v in self.model_dump(exclude_unset=True).items() if k in spec_fields}
+
+    def spec(self) -> dict[str, Any]:
+        """The model's catalog fields: the catalog's values (none for a new key) under this entry's."""
+        defaults = CATALOG[self.key].model_dump() if self.key in CATALOG else {}
+        return {**defaults, **self.overrides()}
 
 
 class ServedModel(ModelSpec):
@@ -394,7 +439,9 @@ class GraceConfig(_Section):
     storage: StorageConfig = Field(default_factory=StorageConfig, description="PVC classes and sizes.")
     gpu: GpuConfig = Field(default_factory=GpuConfig, description="GPU resource and node selection.")
     images: ImagesConfig = Field(description="Container images, pinned.")
-    models: tuple[ModelConfig, ...] = Field(min_length=1, description="Models to serve, by catalog key.")
+    models: tuple[ModelConfig, ...] = Field(
+        min_length=1, description="Models to serve: catalog keys, or new keys with every required field."
+    )
     experiments: ExperimentsConfig = Field(
         default_factory=ExperimentsConfig, description="The experiment matrix."
     )
@@ -437,7 +484,7 @@ class GraceConfig(_Section):
         for m in self.models:
             product = m.gpu_product or self.gpu.node_product
             served.append(ServedModel(
-                **{**CATALOG[m.key].model_dump(), **m.overrides()},
+                **m.spec(),
                 serving_mode=m.serving_mode,
                 gpu_product=product,
                 gpu_resource=(

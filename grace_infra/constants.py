@@ -21,6 +21,10 @@ SA_QUERY_JOB = "grace-query-job"
 SA_EXTRACTION_JOB = "grace-extraction-job"
 STUDIES_CONFIGMAP = "grace-studies"
 MODEL_SERVER_PREFIX = "vllm-"
+# A model key ends object names and label values, which Kubernetes caps at 63 characters (DNS-1123
+# label); the longest name built from it is the weights claim's.
+KUBERNETES_NAME_MAX_LENGTH = 63
+MODEL_KEY_MAX_LENGTH = KUBERNETES_NAME_MAX_LENGTH - len(WEIGHTS_PVC_PREFIX)
 
 # Mount points inside pods (the worker's CLI paths are built from these).
 INPUT_MOUNT = "/input"
@@ -56,7 +60,7 @@ COMPONENT_QUERY_JOB = "query-job"
 COMPONENT_EXTRACTION_JOB = "extraction-job"
 COMPONENT_WEIGHTS_DOWNLOAD = "weights-download"
 
-# vLLM model server pod (issue 3; see README "Model servers").
+# vLLM model server pod (docs/model-servers.md).
 VLLM_CONTAINER_NAME = "vllm"
 WEIGHTS_DOWNLOAD_CONTAINER_NAME = "download-weights"
 WEIGHTS_DOWNLOAD_JOB_PREFIX = "weights-"  # Job weights-<model> fills grace-model-weights-<model>
@@ -77,10 +81,6 @@ VLLM_METRICS_PATH = "/metrics"
 HF_CACHE_MOUNT = "/tmp"  # noqa: S108  (an emptyDir on node-local disk: HF's cache must never live on CephFS)
 HF_HOME = "/tmp/hf-home"  # noqa: S108
 HF_CACHE_SIZE_GI = 20  # huggingface_hub's Xet chunk cache alone may grow to 10 GB
-# vLLM writes torch.compile, Triton and FlashInfer caches under /root/.cache on the container's writable
-# layer at start-up (an estimate of a few GB per model, not measured on NRP): request it so the
-# scheduler counts it and the kubelet does not evict the server under node disk pressure.
-VLLM_EPHEMERAL_STORAGE_GI = 10
 # Files a checkpoint repo carries that vLLM never reads: Llama-3-70B's original/ holds a second 140 GB copy
 # as .pth, gpt-oss's original/ and metal/ hold two more copies. Skipping them keeps the PVC sizes valid.
 WEIGHTS_IGNORE_PATTERNS = ("original/*", "metal/*", "*.pth", "*.gguf")
@@ -94,16 +94,32 @@ LIVENESS_PROBE_PERIOD_S = 15
 LIVENESS_FAILURE_THRESHOLD = 4  # one minute of failed /health before a restart: a busy server answers late
 READINESS_PROBE_PERIOD_S = 10
 PROBE_TIMEOUT_S = 5
-# `pulumi up` waits for the first rollout: image pull (~10 GB) and scheduling, the weight download, then
-# the load budget. The download time assumes 100 MB/s from huggingface.co into Ceph RBD (an assumption,
-# not a measurement on NRP; a slower link needs a larger loadBudgetS).
+# `pulumi up` waits for the weight download Job, then for the server's first rollout: image pull (~10 GB)
+# and scheduling, then the load budget. The download time assumes 100 MB/s from huggingface.co into Ceph
+# RBD (an assumption, not a measurement on NRP; a slower link makes the download Job's await time out).
 AWAIT_MARGIN_S = 900
 DOWNLOAD_ASSUMED_MB_PER_S = 100
 MONITORING_SCRAPE_INTERVAL = "30s"
-# Annotation prefix for documented exceptions to least privilege, placed on the object they concern.
-SECURITY_EXCEPTION_ANNOTATION_PREFIX = "grace.nrp.io/security-exception-"
+# Least privilege for the vLLM image (docs/preflight-and-security.md). vllm/vllm-openai keeps USER root
+# but ships a `vllm` user, uid 2000, gid 0, HOME /home/vllm, for non-root runs (vLLM's docker/Dockerfile,
+# "Non-root support", https://github.com/vllm-project/vllm/pull/40275). A uid missing from the image's
+# /etc/passwd fails at import: torch's compile cache calls getpass.getuser().
+VLLM_UID = 2000
+VLLM_HOME = "/home/vllm"
+# With readOnlyRootFilesystem, vLLM, torch.compile, Triton and FlashInfer write their JIT caches under
+# $HOME/.cache and /tmp: both are one node-local emptyDir of this size (an estimate of a few GB per
+# model, not measured on NRP). The vLLM container requests it as ephemeral storage, so the scheduler
+# counts it and the kubelet does not evict the server under node disk pressure.
+VLLM_SCRATCH_SIZE_GI = 10
+VLLM_SCRATCH_SIZE_LIMIT = f"{VLLM_SCRATCH_SIZE_GI}Gi"
+# The Hugging Face token reaches the download as a file (huggingface_hub reads HF_TOKEN_PATH), never as an
+# environment variable that `kubectl describe`, crash dumps and child processes would show.
+HF_TOKEN_MOUNT = "/var/run/secrets/grace/huggingface"  # noqa: S105 (a mount path, not a credential)
+# Always re-resolve the tag at pod start: a re-pushed tag cannot run stale code, and the layers of an
+# unchanged image stay cached on the node (only the manifest is fetched).
+IMAGE_PULL_POLICY = "Always"
 
-# Experiment Jobs and the GPU-hour plan (issue 4; see README "Experiment Jobs").
+# Experiment Jobs and the GPU-hour plan (docs/experiment-jobs.md).
 JOB_SKIP_AWAIT_ANNOTATION = "pulumi.com/skipAwait"  # `pulumi up` must not wait hours for a batch Job
 JOB_BACKOFF_LIMIT = 3  # the worker resumes from its checkpoint, so a retried pod redoes no finished row
 JOB_MODE_JOB_PREFIX = "matrix-"  # job serving mode: `matrix-<model>` runs that model's whole share
@@ -119,7 +135,7 @@ WORKER_LOG_FILE_ENV = "GRACE_LOG_FILE"  # the worker also logs to this file (on 
 HOURS_PER_DAY = 24
 SECONDS_PER_HOUR = 3600
 
-# Foundation objects (issue 2). Fixed names: people address them with kubectl.
+# Foundation objects (docs/stack.md). Fixed names: people address them with kubectl.
 QUOTA_NAME = "grace-quota"
 NAMESPACE_LABELS = {"project": PROJECT, "environment": "research"}
 NETPOL_DEFAULT_DENY = "grace-default-deny"

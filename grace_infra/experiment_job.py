@@ -21,7 +21,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from grace_infra import constants as c
-from grace_infra import model_server, naming, nrp_cluster
+from grace_infra import model_server, naming, nrp_cluster, security
 from grace_infra.config import GraceConfig
 from grace_infra.matrix import JobKind, PlannedJob
 from grace_infra.sizing import ContainerResources, cpu_limit_within
@@ -130,7 +130,7 @@ def worker_container(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) 
     return {
         "name": c.WORKER_CONTAINER_NAME,
         "image": config.images.job,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": c.IMAGE_PULL_POLICY,
         "args": list(job.args),
         "env": [*_worker_env(job, config), *marker_env],
         "ports": [
@@ -210,22 +210,21 @@ def job_manifest(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> d
         # inline CSV or task list changes the template, and Pulumi's diff shows exactly these Jobs replaced.
         c.STUDIES_CONTENT_HASH_ANNOTATION: bundle.digest(job.reads),
     }
-    if job.sidecar:
-        annotations.update(model_server.pod_annotations(job.model))
     labels = job_labels(job)
+    pod = pod_spec(job, config, bundle)
     return {
         "metadata": {
             "name": job.name,
             "namespace": config.namespace.name,
             "labels": labels,
-            "annotations": {c.JOB_SKIP_AWAIT_ANNOTATION: "true"},
+            "annotations": {c.JOB_SKIP_AWAIT_ANNOTATION: "true", **security.checkov_skip_annotations(pod)},
         },
         "spec": {
             "backoffLimit": c.JOB_BACKOFF_LIMIT,
             "ttlSecondsAfterFinished": config.jobs.ttl_seconds_after_finished,
             "template": {
                 "metadata": {"labels": pod_labels(job), "annotations": annotations},
-                "spec": pod_spec(job, config, bundle),
+                "spec": pod,
             },
         },
     }

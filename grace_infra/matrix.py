@@ -57,7 +57,7 @@ _OUTPUT_SUFFIX = {
     Experiment.STRUCTURED: "structured",
 }
 _WORKER_COMMAND = {Experiment.EXP1: "query", Experiment.EXP2: "probs", Experiment.STRUCTURED: "extract"}
-PROBS_METHOD = "auto"  # the worker picks first-token only where it is exact (issue 6)
+PROBS_METHOD = "auto"  # the worker picks first-token only where it is exact
 
 
 class JobKind(StrEnum):

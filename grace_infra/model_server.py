@@ -13,7 +13,7 @@ The weights arrive before either starts, from the model's own download Job (`wei
 grace pod running vLLM's image that may reach the internet, so no pod with a vLLM server carries the
 HTTPS-egress label.
 
-Pod anatomy, flags and the reasons for each are in the README section "Model servers".
+Pod anatomy, flags and the reasons for each are in docs/model-servers.md.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from grace_infra import constants as c
-from grace_infra import monitoring, naming, nrp_cluster
+from grace_infra import monitoring, naming, nrp_cluster, security
 from grace_infra.config import GraceConfig, ServedModel
 from grace_infra.quantities import gib_quantity
 from grace_infra.sizing import model_server_resources
@@ -40,7 +40,6 @@ __all__ = [
     "apply_gpu_placement",
     "await_timeout",
     "node_selector",
-    "pod_annotations",
     "pod_volumes",
     "service_manifest",
     "startup_probe",
@@ -54,21 +53,8 @@ __all__ = [
 TYPE_TOKEN = "grace:index:VllmModelServer"  # noqa: S105  (a Pulumi type token, not a secret)
 
 WEIGHTS_VOLUME = "model-weights"
+SCRATCH_VOLUME = "vllm-scratch"
 SHM_VOLUME = "dshm"
-
-# The vllm/vllm-openai image runs as root and writes its compile caches under /root; each deviation
-# from least privilege is written on the object itself (pod template and StatefulSet) with its reason.
-SECURITY_EXCEPTIONS: dict[str, str] = {
-    "run-as-root": (
-        "vllm/vllm-openai runs as uid 0 and keeps torch.compile/Triton caches under /root/.cache; "
-        "runAsNonRoot would stop it. Mitigated: no privilege escalation, all capabilities dropped, "
-        "no service account token, RuntimeDefault seccomp."
-    ),
-    "writable-root-filesystem": (
-        "vLLM and Triton write JIT caches under the home directory at start-up; "
-        "readOnlyRootFilesystem would stop it."
-    ),
-}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -149,21 +135,27 @@ def readiness_probe() -> dict[str, Any]:
 
 
 def container_security_context() -> dict[str, Any]:
-    """Least privilege the vLLM image allows (see SECURITY_EXCEPTIONS for what it does not)."""
+    """Both containers of the vLLM image run as its own non-root `vllm` user on a read-only root
+    filesystem; what they write goes to emptyDirs (scratch, Hub cache) or the weights claim."""
     return {
+        "runAsNonRoot": True,
+        "runAsUser": c.VLLM_UID,
         "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
         "privileged": False,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 
-def pod_annotations(model: ServedModel) -> dict[str, str]:
-    """Annotations every pod running `vllm_container` carries: the documented security exceptions."""
-    del model  # same exceptions for every model today; kept per model so one may differ later
+def pod_security_context() -> dict[str, Any]:
+    """`fsGroup`: the weights claim (and a CephFS claim) is created root-owned; the kubelet hands it to
+    this group, which every container of the pod joins, so the non-root download can write it. Changed
+    only when the volume's root does not match yet, not on every mount of 100 GB of weights."""
     return {
-        f"{c.SECURITY_EXCEPTION_ANNOTATION_PREFIX}{key}": reason
-        for key, reason in SECURITY_EXCEPTIONS.items()
+        "fsGroup": c.VLLM_UID,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 
@@ -190,7 +182,9 @@ def apply_gpu_placement(spec: dict[str, Any], model: ServedModel) -> None:
 
 def _volume_mounts(model: ServedModel, *, read_only_weights: bool) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = [
-        {"name": WEIGHTS_VOLUME, "mountPath": c.WEIGHTS_MOUNT, "readOnly": read_only_weights}
+        {"name": WEIGHTS_VOLUME, "mountPath": c.WEIGHTS_MOUNT, "readOnly": read_only_weights},
+        {"name": SCRATCH_VOLUME, "mountPath": c.VLLM_HOME, "subPath": "home"},
+        {"name": SCRATCH_VOLUME, "mountPath": "/tmp", "subPath": "tmp"},  # noqa: S108 (an emptyDir)
     ]
     if model.tensor_parallel_size > 1:
         mounts.append({"name": SHM_VOLUME, "mountPath": c.SHM_MOUNT})
@@ -212,6 +206,10 @@ def vllm_container(model: ServedModel, config: GraceConfig) -> dict[str, Any]:
         {"name": "HF_HUB_OFFLINE", "value": "1"},
         {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
         {"name": "DO_NOT_TRACK", "value": "1"},
+        # The image's user, named explicitly: its caches resolve under $HOME (an emptyDir, see
+        # _volume_mounts) and getpass.getuser() answers without a passwd lookup.
+        {"name": "HOME", "value": c.VLLM_HOME},
+        {"name": "USER", "value": "vllm"},
         *tokenizer_vocabulary_env(model),
         # What the download Job recorded: repo, requested revision and the commit it resolved to.
         {"name": c.WEIGHTS_MARKER_ENV, "value": c.WEIGHTS_MARKER_PATH},
@@ -220,7 +218,7 @@ def vllm_container(model: ServedModel, config: GraceConfig) -> dict[str, Any]:
     return {
         "name": c.VLLM_CONTAINER_NAME,
         "image": config.images.vllm,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": c.IMAGE_PULL_POLICY,
         "command": ["vllm", "serve"],
         "args": vllm_args(model),
         "env": env,
@@ -235,12 +233,13 @@ def vllm_container(model: ServedModel, config: GraceConfig) -> dict[str, Any]:
 
 
 def pod_volumes(model: ServedModel, config: GraceConfig) -> list[dict[str, Any]]:
-    """The weights PVC (created by GraceStorage, filled by the model's download Job) and /dev/shm when
-    tensor parallel size > 1 (the 64 MB default makes NCCL fail). Memory-backed shm counts against
-    the container's memory limit."""
+    """The weights PVC (created by GraceStorage, filled by the model's download Job), vLLM's scratch
+    ($HOME and /tmp on a read-only root filesystem) and /dev/shm when tensor parallel size > 1 (the
+    64 MB default makes NCCL fail). Memory-backed shm counts against the container's memory limit."""
     del config  # volume names and sizes are constants; kept for a uniform builder signature
     volumes: list[dict[str, Any]] = [
         {"name": WEIGHTS_VOLUME, "persistentVolumeClaim": {"claimName": model.weights_pvc_name}},
+        {"name": SCRATCH_VOLUME, "emptyDir": {"sizeLimit": c.VLLM_SCRATCH_SIZE_LIMIT}},
     ]
     if model.tensor_parallel_size > 1:
         volumes.append(
@@ -263,12 +262,12 @@ def vllm_sidecar_parts(
       The kubelet starts the pod's main containers only after the sidecar's startupProbe succeeds, so
       the worker starts with the server loaded and talks to `http://localhost:8000/v1`; the sidecar is
       stopped when the main containers exit, so the GPUs are released with the Job.
-    - `volumes`: `model-weights` (PVC grace-model-weights-<key>) and, when TP > 1, `dshm`. Your own
-      volume names must differ from these.
+    - `volumes`: `model-weights` (PVC grace-model-weights-<key>), `vllm-scratch` and, when TP > 1,
+      `dshm`. Your own volume names must differ from these.
     The GPU requests/limits sit on the sidecar, which Kubernetes counts in the pod's requests. Also
-    apply `apply_gpu_placement(spec, model)` and `pod_annotations(model)` to the Job's pod template, and
-    create the Job after the model's download Job (`weights_job.WeightsDownload`) has completed: the
-    weights are there when the pod starts, and the pod needs no HTTPS egress.
+    apply `apply_gpu_placement(spec, model)` to the Job's pod template, and create the Job after the
+    model's download Job (`weights_job.WeightsDownload`) has completed: the weights are there when the
+    pod starts, and the pod needs no HTTPS egress.
     """
     sidecar = {**vllm_container(model, config), "restartPolicy": "Always"}
     return [sidecar], pod_volumes(model, config)
@@ -287,7 +286,7 @@ def statefulset_pod_spec(model: ServedModel, config: GraceConfig) -> dict[str, A
         "automountServiceAccountToken": False,
         # Service links inject <SERVICE>_PORT variables; vLLM reads VLLM_PORT and similar names itself.
         "enableServiceLinks": False,
-        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": pod_security_context(),
         "containers": [vllm_container(model, config)],
         "volumes": pod_volumes(model, config),
     }
@@ -298,22 +297,19 @@ def statefulset_pod_spec(model: ServedModel, config: GraceConfig) -> dict[str, A
 def statefulset_manifest(model: ServedModel, config: GraceConfig) -> dict[str, Any]:
     """The StatefulSet `vllm-<key>` (apiVersion/kind omitted: the resource class sets them)."""
     labels = model_server_pod_labels(model)
-    annotations = pod_annotations(model)
+    pod_spec = statefulset_pod_spec(model, config)
     return {
         "metadata": {
             "name": model.server_name,
             "namespace": config.namespace.name,
             "labels": labels,
-            "annotations": annotations,
+            "annotations": security.checkov_skip_annotations(pod_spec),
         },
         "spec": {
             "serviceName": model.server_name,
             "replicas": 1,
             "selector": {"matchLabels": naming.selector_labels(labels)},
-            "template": {
-                "metadata": {"labels": labels, "annotations": annotations},
-                "spec": statefulset_pod_spec(model, config),
-            },
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },
     }
 

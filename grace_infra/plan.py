@@ -143,13 +143,13 @@ def findings_section(ctx: PlanContext) -> list[dict[str, Any]]:
 
 
 def matrix_section(ctx: PlanContext) -> list[dict[str, Any]]:
-    """Every experiment Job: what it runs, what it writes, what it is created after (issue 4)."""
+    """Every experiment Job: what it runs, what it writes, what it is created after."""
     _, planned = plan_experiments(ctx.config)
     return matrix_json(planned)
 
 
 def gpu_hours_section(ctx: PlanContext) -> dict[str, Any]:
-    """GPU-hours of the matrix in persistent vs job serving, with its assumptions (issue 4)."""
+    """GPU-hours of the matrix in persistent vs job serving, with its assumptions."""
     bundle, _ = plan_experiments(ctx.config)
     return gpu_hour_plan(ctx.config, bundle).to_json()
 

@@ -229,7 +229,7 @@ def all_pods_fit_quota(config: GraceConfig) -> list[Finding]:
     ]
 
 
-# --- model-server rules (issue 3) go below this line ----------------------------------------------
+# --- model-server rules ----------------------------------------------
 
 
 def _model_index(config: GraceConfig, key: str) -> int:

@@ -236,6 +236,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="grace render",
         description="Render the stack offline into manifests, resources.json and plan.json.",
+        epilog=(
+            f"writes DIR/{MANIFESTS_DIR}/<Kind>_<name>.yaml, DIR/{RESOURCES_FILE} and DIR/{PLAN_FILE}; "
+            "nothing reaches a cluster. "
+            f"exit codes: {EXIT_OK} rendered; {EXIT_USAGE} bad config, NRP rule violation or unreadable "
+            "file (one line on stderr, nothing written)."
+        ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--stack", default=c.DEFAULT_STACK, help="Reads Pulumi.<stack>.yaml.")

@@ -67,8 +67,8 @@ def model_server_resources(model: ServedModel) -> ContainerResources:
         memory_limit_gi=math.floor(model.memory_request_gi * ratio),
         gpus=model.gpus,
         gpu_resource_name=model.gpu_resource,
-        ephemeral_request_gi=c.VLLM_EPHEMERAL_STORAGE_GI,
-        ephemeral_limit_gi=ephemeral_limit_within(c.VLLM_EPHEMERAL_STORAGE_GI),
+        ephemeral_request_gi=c.VLLM_SCRATCH_SIZE_GI,
+        ephemeral_limit_gi=ephemeral_limit_within(c.VLLM_SCRATCH_SIZE_GI),
     )
 
 

@@ -1,7 +1,7 @@
 """The whole stack as one dependency graph: what `__main__.py` runs.
 
 Order: parse config -> NRP policy (refuse before any resource exists) -> GraceFoundation ->
-GraceStorage -> model servers (issue 3) -> experiment Jobs (issue 4) -> exports.
+GraceStorage -> model servers -> experiment Jobs -> exports.
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def build_stack() -> None:
         if model.serving_mode == ServingMode.PERSISTENT
     }
 
-    # --- experiment Jobs (issue 4): never awaited, never made to wait for a server in Pulumi; each
+    # --- experiment Jobs: never awaited, never made to wait for a server in Pulumi; each
     # waits in the cluster for its server's /health and its input file (see experiments.py).
     shared_claims = [storage.claims[name] for name in (c.INPUT_PVC, c.OUTPUT_PVC, c.LOGS_PVC)]
     experiments = build_experiments(

@@ -43,7 +43,7 @@ INPUTS_SUBDIR = "inputs"
 TASKS_SUBDIR = "tasks"
 STUDIES_ROOT = PurePosixPath(c.STUDIES_MOUNT)
 
-# Requests one row costs when the study file does not say (the study authors' design, issue 6):
+# Requests one row costs when the study file does not say (the study authors' design):
 # exp1 one chat completion per row; exp2 one request per probability question (study1: four
 # state questions + the knowledge question; study2: frame, assessment and the joint utterance);
 # structured one extraction per exp1 row, before re-asks.

@@ -6,8 +6,9 @@ pip-installed at run time). Tests import it directly with a fake `huggingface_hu
 
 Inputs (environment): GRACE_HF_REPO, GRACE_HF_REVISION, GRACE_WEIGHTS_DIR, GRACE_IGNORE_PATTERNS
 (comma-separated), GRACE_TIKTOKEN_FILES (comma-separated `name=sha256`, may be empty),
-GRACE_TIKTOKEN_BASE_URL, GRACE_TIKTOKEN_DIR, HF_TOKEN (optional for ungated repos), HF_HOME (node-local
-/tmp, never CephFS).
+GRACE_TIKTOKEN_BASE_URL, GRACE_TIKTOKEN_DIR, HF_TOKEN_PATH (the token file from Secret
+huggingface-token, read by huggingface_hub itself; absent for ungated repos), HF_HOME (node-local /tmp,
+never CephFS).
 
 The revision (a branch such as `main`, a tag or a commit) is resolved to its commit SHA first and that
 commit is downloaded, so the marker names exactly the files on the claim.

@@ -26,7 +26,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from grace_infra import constants as c
-from grace_infra import model_server, naming
+from grace_infra import model_server, naming, security
 from grace_infra.config import GraceConfig, ServedModel
 from grace_infra.quantities import cpu_quantity, gib_quantity
 from grace_infra.sizing import ephemeral_limit_within
@@ -43,6 +43,7 @@ __all__ = [
 
 TYPE_TOKEN = "grace:index:WeightsDownload"  # noqa: S105 (a Pulumi type token, not a secret)
 HF_CACHE_VOLUME = "hf-cache"
+HF_TOKEN_VOLUME = "hf-token"  # noqa: S105 (a volume name, not a credential)
 WORKER_NAME_LABEL = "weights-download"
 
 # The download program ships as `python3 -c <source>`: no ConfigMap, nothing installed at run time.
@@ -57,10 +58,11 @@ def download_container(model: ServedModel, config: GraceConfig) -> dict[str, Any
     """Downloads `hf_repo@revision` (and the model's tiktoken vocabularies) into the weights claim
     unless that revision is already complete there.
 
-    Uses the pinned vLLM image (it has huggingface_hub); the Hub cache lives on a node-local emptyDir,
-    requested as ephemeral storage. The token secret is optional for ungated repos and required for
-    gated ones, so a missing secret stops a gated model at CreateContainerConfigError instead of a
-    confusing 401 later.
+    Uses the pinned vLLM image (it has huggingface_hub), as its non-root user on a read-only root
+    filesystem; the Hub cache lives on a node-local emptyDir, requested as ephemeral storage. The token
+    arrives as a file (HF_TOKEN_PATH) from a Secret volume that is optional for ungated repos and
+    required for gated ones, so a missing Secret holds a gated model's download at ContainerCreating
+    (event FailedMount naming the Secret) instead of a confusing 401 later.
     """
     cpu = c.DOWNLOAD_CPU_REQUEST
     memory = gib_quantity(c.DOWNLOAD_MEMORY_REQUEST_GI)
@@ -68,7 +70,7 @@ def download_container(model: ServedModel, config: GraceConfig) -> dict[str, Any
     return {
         "name": c.WEIGHTS_DOWNLOAD_CONTAINER_NAME,
         "image": config.images.vllm,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": c.IMAGE_PULL_POLICY,
         "command": ["python3", "-c", _DOWNLOAD_SOURCE],
         "env": [
             {"name": "GRACE_HF_REPO", "value": model.hf_repo},
@@ -80,16 +82,7 @@ def download_container(model: ServedModel, config: GraceConfig) -> dict[str, Any
             {"name": "GRACE_TIKTOKEN_DIR", "value": c.TIKTOKEN_DIR},
             {"name": "HF_HOME", "value": c.HF_HOME},
             {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
-            {
-                "name": "HF_TOKEN",
-                "valueFrom": {
-                    "secretKeyRef": {
-                        "name": c.HF_TOKEN_SECRET,
-                        "key": c.HF_TOKEN_SECRET_KEY,
-                        "optional": not model.gated,
-                    }
-                },
-            },
+            {"name": "HF_TOKEN_PATH", "value": f"{c.HF_TOKEN_MOUNT}/{c.HF_TOKEN_SECRET_KEY}"},
         ],
         "resources": {
             "requests": {
@@ -106,6 +99,7 @@ def download_container(model: ServedModel, config: GraceConfig) -> dict[str, Any
         "volumeMounts": [
             {"name": model_server.WEIGHTS_VOLUME, "mountPath": c.WEIGHTS_MOUNT},
             {"name": HF_CACHE_VOLUME, "mountPath": c.HF_CACHE_MOUNT},
+            {"name": HF_TOKEN_VOLUME, "mountPath": c.HF_TOKEN_MOUNT, "readOnly": True},
         ],
         "securityContext": model_server.container_security_context(),
     }
@@ -120,36 +114,48 @@ def download_pod_labels(model: ServedModel) -> dict[str, str]:
     return {**labels, "model": model.key, **naming.https_egress_labels()}
 
 
+def download_pod_spec(model: ServedModel, config: GraceConfig) -> dict[str, Any]:
+    token_item = {"key": c.HF_TOKEN_SECRET_KEY, "path": c.HF_TOKEN_SECRET_KEY}
+    return {
+        "serviceAccountName": c.SA_MODEL_SERVER,
+        "automountServiceAccountToken": False,  # the download never calls the Kubernetes API
+        "enableServiceLinks": False,
+        # Never: a failed attempt (e.g. exit 3, no access to a gated repo) shows as a failed pod with its
+        # log, and the Job fails after backoffLimit, failing `pulumi up`.
+        "restartPolicy": "Never",
+        # fsGroup: the RBD weights claim is created root-owned; the non-root download writes it.
+        "securityContext": model_server.pod_security_context(),
+        "containers": [download_container(model, config)],
+        "volumes": [
+            {
+                "name": model_server.WEIGHTS_VOLUME,
+                "persistentVolumeClaim": {"claimName": model.weights_pvc_name},
+            },
+            {"name": HF_CACHE_VOLUME, "emptyDir": {"sizeLimit": gib_quantity(c.HF_CACHE_SIZE_GI)}},
+            {
+                "name": HF_TOKEN_VOLUME,
+                "secret": {
+                    "secretName": c.HF_TOKEN_SECRET, "items": [token_item], "optional": not model.gated,
+                },
+            },
+        ],
+    }
+
+
 def download_job_manifest(model: ServedModel, config: GraceConfig) -> dict[str, Any]:
     """The Job `weights-<key>` (apiVersion/kind omitted: the resource class sets them)."""
     labels = download_pod_labels(model)
+    pod = download_pod_spec(model, config)
     return {
-        "metadata": {"name": download_job_name(model), "namespace": config.namespace.name, "labels": labels},
+        "metadata": {
+            "name": download_job_name(model),
+            "namespace": config.namespace.name,
+            "labels": labels,
+            "annotations": security.checkov_skip_annotations(pod),
+        },
         "spec": {
             "backoffLimit": c.JOB_BACKOFF_LIMIT,
-            "template": {
-                "metadata": {"labels": labels, "annotations": model_server.pod_annotations(model)},
-                "spec": {
-                    "serviceAccountName": c.SA_MODEL_SERVER,
-                    "automountServiceAccountToken": False,  # the download never calls the Kubernetes API
-                    "enableServiceLinks": False,
-                    # Never: a failed attempt (e.g. exit 3, no access to a gated repo) shows as a failed
-                    # pod with its log, and the Job fails after backoffLimit, failing `pulumi up`.
-                    "restartPolicy": "Never",
-                    "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [download_container(model, config)],
-                    "volumes": [
-                        {
-                            "name": model_server.WEIGHTS_VOLUME,
-                            "persistentVolumeClaim": {"claimName": model.weights_pvc_name},
-                        },
-                        {
-                            "name": HF_CACHE_VOLUME,
-                            "emptyDir": {"sizeLimit": gib_quantity(c.HF_CACHE_SIZE_GI)},
-                        },
-                    ],
-                },
-            },
+            "template": {"metadata": {"labels": labels}, "spec": pod},
         },
     }
 

@@ -8,7 +8,7 @@ Takes about 5 s and writes a Hugging Face model folder (config.json, model.safet
 generation_config.json, tokenizer.json, tokenizer_config.json, special_tokens_map.json). The
 files are built, never committed: the same seed gives the same tokenizer and the same weights.
 
-Why each choice (issue 8):
+Why each choice:
 - Llama with hidden size 64, 2 layers, 2 heads of head_dim 32: vLLM's CPU attention needs a head
   size of at least 32; anything smaller than this loads slower without testing more.
 - float32 random weights with a fixed seed, drawn wider than Llama's usual init so that the

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole Grace pipeline on a machine without a cluster or a GPU (issue 8):
+# The whole Grace pipeline on a machine without a cluster or a GPU:
 #   1. set up both environments (scripts/setup.sh; a no-op when already done)
 #   2. render the nrp stack offline: every Kubernetes object the cluster would get
 #   3. build the tiny random model and start a real vLLM CPU server on it

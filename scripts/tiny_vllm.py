@@ -1,4 +1,4 @@
-"""Start, wait for, warm up and stop a real vLLM CPU server on the tiny test model (issue 8).
+"""Start, wait for, warm up and stop a real vLLM CPU server on the tiny test model.
 
 One implementation shared by the integration tests (tests/integration/conftest.py imports this
 file) and the demo (scripts/demo.sh runs it as a command). Standard library only, so it runs
@@ -51,7 +51,7 @@ MAX_LOGPROBS = 20
 STRUCTURED_OUTPUTS_CONFIG = '{"backend":"xgrammar","disable_any_whitespace":true}'
 KV_CACHE_GIB = 1  # VLLM_CPU_KVCACHE_SPACE: the CPU backend's KV cache, far more than 512 tokens need
 
-# Measured here: /health answers ~65 s after start on 2 idle cores (issue 8 quotes 25-35 s), and
+# Measured here: /health answers ~65 s after start on 2 idle cores, and
 # 100-260 s on the same cores shared with other test runs (load average 5-9). A crash is caught
 # at once (the process exits), so a generous deadline only delays reporting a server that hangs.
 DEFAULT_START_TIMEOUT_S = 600.0

@@ -31,7 +31,15 @@ from worker.errors import InputError
 from worker.options import ClientOptions, RunOptions, api_key_from_env
 from worker.runner import report_fatal, run_pipeline
 
-__all__ = ["SUBCOMMANDS", "add_common_arguments", "main", "parse_subcommand", "run_options"]
+__all__ = [
+    "SUBCOMMANDS",
+    "add_common_arguments",
+    "build_parser",
+    "main",
+    "parse_subcommand",
+    "run_options",
+    "subcommand_parser",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +50,64 @@ SUBCOMMANDS: dict[str, str] = {
     "extract": "worker.extract",
 }
 RUN_COMMAND = "run"
-EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
+EXIT_INTERRUPTED = c.EXIT_SIGNAL_BASE + 2  # SIGINT outside a run (while parsing); runs handle it themselves
 CLEAR_LINE = "\r\x1b[K"  # carriage return + ANSI "erase to end of line"
 
-# For `run --tasks`: the worst result wins. Exit 2 (nothing done) is worse than 3 (done, some rows failed).
-_SEVERITY = {c.EXIT_OK: 0, c.EXIT_ROWS_FAILED: 1, c.EXIT_INPUT: 2}
+# For `run --tasks`: the worst result wins; exit 2 (nothing done, retrying cannot help) is the worst.
+_SEVERITY = {
+    c.EXIT_OK: 0,
+    c.EXIT_ROWS_FAILED: 1,
+    c.EXIT_SERVER_UNAVAILABLE: 2,
+    c.EXIT_STORAGE: 3,
+    c.EXIT_INPUT: 4,
+}
 
 
 class UsageError(Exception):
     """A command line argparse rejected; printed as one line, exit 2."""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every optional flag's help ends with its default (pipelines add flags without repeating it); a flag
+    whose help already says "(default ...", or whose default is unset (None), is left as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help_text = action.help or ""
+        if action.required or not action.option_strings or "(default" in help_text:
+            return action.help
+        if action.default is None or action.default is argparse.SUPPRESS:
+            return action.help
+        shown = "empty" if action.default == "" else "%(default)s"
+        return f"{help_text} (default: {shown})"
+
+
+# The epilog of every subcommand's help: where its files go and what its exit code means.
+FILES_AND_EXIT_CODES = f"""\
+files (beside --output; a rerun of the same command resumes from them):
+  OUTPUT                       the result; written to OUTPUT{c.TEMP_SUFFIX} and renamed only when every
+                               row is done, so it exists only complete
+  OUTPUT{c.CHECKPOINT_SUFFIX:<22} checkpoint: one line per finished row (success or failure)
+  OUTPUT{c.META_SUFFIX:<22} provenance: command line, versions, input digest, parameters,
+                               server, counts, duration and the exit code
+  ${c.LOG_FILE_ENV:<27} when set, the log is also appended to this file
+environment:
+  ${c.LOG_LEVEL_ENV:<27} DEBUG, INFO (default), WARNING or ERROR
+exit codes:
+  {c.EXIT_OK:<28} every row succeeded
+  {c.EXIT_ROWS_FAILED:<28} output complete; some rows carry an error in their error column
+  {c.EXIT_INPUT:<28} bad input or arguments, no healthy server within --wait-timeout, or an
+                               unknown model: one line on stderr, no output written
+  {EXIT_INTERRUPTED:<28} interrupted (Ctrl-C); the checkpoint keeps every finished row
+  1                            a bug (traceback); the checkpoint keeps every finished row
+"""
+
+RUN_DESCRIPTION = """\
+Run several subcommands in order from one JSON task list: what a job-mode Job runs (every
+experiment of one model against its vLLM sidecar). Each task is the argv of one subcommand, e.g.
+  [["query", "--input", "/input/study1.csv", "--output", "/output/exp1/m/study1_responses.csv", ...],
+   ["probs", ...]]
+Every task runs even when an earlier one fails; each keeps its own output, checkpoint and meta file.
+The exit code is the worst of the tasks' (2 before 3 before 0)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,45 +123,72 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, endpoint_required: 
     group.add_argument(
         "--input", type=Path, required=True, help="Input CSV (a study file, or a query output)."
     )
-    group.add_argument("--output", type=Path, required=True, help="Output CSV; exists only once complete.")
+    group.add_argument(
+        "--output",
+        type=Path,
+        required=True,
+        help="Output CSV; exists only once complete. Its checkpoint and meta file go beside it (below).",
+    )
     group.add_argument(
         "--model-endpoint", required=endpoint_required, help="OpenAI base URL, e.g. http://vllm-x:8000/v1."
     )
     group.add_argument("--model-name", required=endpoint_required, help="Served model name.")
-    group.add_argument("--study", required=True, help="Study name (jobs/studies/NAME.yaml) or a YAML path.")
+    group.add_argument("--study", required=True, help=(
+            f"Study name, looked up as NAME.yaml in ${c.STUDIES_DIR_ENV}, {c.CONTAINER_STUDIES_DIR}, then "
+            "jobs/studies/; or a YAML path."
+        ),
+    )
     group.add_argument(
         "--batch-size",
         type=int,
         default=c.DEFAULT_BATCH_SIZE,
-        help="Requests in flight (default %(default)s).",
+        help="Requests in flight.",
     )
     group.add_argument(
-        "--timeout", type=float, default=c.DEFAULT_TIMEOUT_S, help="Deadline per attempt, s (%(default)s)."
+        "--timeout", type=float, default=c.DEFAULT_TIMEOUT_S, help="Deadline per attempt, in seconds."
     )
     group.add_argument(
-        "--max-retries", type=int, default=c.DEFAULT_MAX_RETRIES, help="Retries per request (%(default)s)."
+        "--max-retries",
+        type=int,
+        default=c.DEFAULT_MAX_RETRIES,
+        help="Retries per request after the first attempt.",
     )
     group.add_argument(
         "--backoff-base",
         type=float,
         default=c.BACKOFF_BASE_S,
-        help="First retry delay, s; doubles per retry, jittered (%(default)s).",
+        help="First retry delay in seconds; doubles per retry, jittered.",
     )
     group.add_argument(
         "--api-key-env", help=f"Environment variable holding the API key (default ${c.DEFAULT_API_KEY_ENV})."
     )
-    group.add_argument("--limit", type=int, help="Process only the first N rows (smoke runs).")
+    group.add_argument(
+        "--limit", type=int, help="Process only the first N rows, for smoke runs (default: every row)."
+    )
     group.add_argument(
         "--wait-timeout",
         type=float,
         default=c.DEFAULT_WAIT_TIMEOUT_S,
-        help="Seconds to wait for the server's /health before giving up (%(default)s).",
+        help="Seconds to wait for the server's /health before giving up.",
+    )
+    group.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="Send rows again that failed for their own reason (a 400, an unparseable answer); rows that "
+        "failed because the server was unreachable are always sent again.",
+    )
+    group.add_argument(
+        "--wait-for-lock",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="Wait this long for another worker writing the same --output instead of exiting 2 (0).",
     )
     group.add_argument(
         "--metrics-port",
         type=int,
         default=c.DEFAULT_METRICS_PORT,
-        help="Prometheus metrics port; 0 disables (%(default)s).",
+        help="Prometheus metrics port; 0 disables.",
     )
 
 
@@ -127,6 +211,8 @@ def run_options(args: argparse.Namespace, argv: Sequence[str]) -> RunOptions:
             limit=args.limit,
             wait_timeout_s=args.wait_timeout,
             metrics_port=args.metrics_port,
+            retry_failed=args.retry_failed,
+            wait_for_lock_s=args.wait_for_lock,
             command_line=("python -m worker", *argv),
         )
     except ValidationError as err:
@@ -146,6 +232,7 @@ _FLAGS = {
     "limit": "--limit",
     "wait_timeout_s": "--wait-timeout",
     "metrics_port": "--metrics-port",
+    "wait_for_lock_s": "--wait-for-lock",
 }
 
 
@@ -159,14 +246,28 @@ def _validation_sentence(err: ValidationError) -> str:
 
 
 def build_parser() -> _Parser:
-    parser = _Parser(prog="python -m worker", description="Run a Grace study against a model server.")
+    parser = _Parser(
+        prog="python -m worker",
+        description=(
+            "Run a Grace study against an OpenAI-compatible model server (vLLM).\n"
+            "`python -m worker <subcommand> --help` shows each subcommand's flags."
+        ),
+        epilog=FILES_AND_EXIT_CODES,
+        formatter_class=_HelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"grace-worker {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, module_name in SUBCOMMANDS.items():
         # Help text needs the module; a module that is not there yet still gets a (failing) entry.
         help_text = getattr(_try_import(module_name), "HELP", f"(module {module_name} not available)")
         sub.add_parser(name, help=help_text, add_help=False)
-    run = sub.add_parser(RUN_COMMAND, help="Run several subcommands in order (the Kubernetes Job mode).")
+    run = sub.add_parser(
+        RUN_COMMAND,
+        help="Run several subcommands in order from a JSON task list (what a job-mode Job runs).",
+        description=RUN_DESCRIPTION,
+        epilog=FILES_AND_EXIT_CODES,
+        formatter_class=_HelpFormatter,
+    )
     run.add_argument(
         "--tasks", type=Path, required=True, help='JSON list of argv lists: [["query", ...], ...]'
     )
@@ -200,15 +301,25 @@ def parse_subcommand(argv: Sequence[str]) -> tuple[ModuleType, argparse.Namespac
     if not command:
         _top_level(list(argv))
     module = _import(command)
-    parser = _Parser(prog=f"python -m worker {command}", description=getattr(module, "HELP", None))
-    add_common_arguments(parser, endpoint_required=getattr(module, "ENDPOINT_REQUIRED", True))
-    module.add_arguments(parser)
-    args = parser.parse_args(argv[1:])
-    # Optional hook (issue 7): a pipeline may fill common flags from its own before they are validated,
+    args = subcommand_parser(command, module).parse_args(argv[1:])
+    # Optional hook: a pipeline may fill common flags from its own before they are validated,
     # e.g. extract's --deepseek-endpoint standing in for --model-endpoint.
     if hasattr(module, "resolve_arguments"):
         module.resolve_arguments(args)
     return module, args
+
+
+def subcommand_parser(command: str, module: ModuleType) -> argparse.ArgumentParser:
+    """The parser of one pipeline subcommand: the common flags, then the pipeline's own."""
+    parser = _Parser(
+        prog=f"python -m worker {command}",
+        description=getattr(module, "HELP", None),
+        epilog=FILES_AND_EXIT_CODES,
+        formatter_class=_HelpFormatter,
+    )
+    add_common_arguments(parser, endpoint_required=getattr(module, "ENDPOINT_REQUIRED", True))
+    module.add_arguments(parser)
+    return parser
 
 
 def _run_one(argv: list[str]) -> int:
@@ -241,7 +352,9 @@ def _run_tasks(argv: list[str]) -> int:
         log.info("task %d/%d: %s", number, len(tasks), " ".join(task))
         code = _run_one(task)
         log.info("task %d/%d finished with exit code %d", number, len(tasks), code)
-        worst = max(worst, code, key=lambda value: _SEVERITY.get(value, 3))
+        if code > c.EXIT_SIGNAL_BASE:
+            return code  # stopped by a signal: the pod is going away, start nothing new
+        worst = max(worst, code, key=lambda value: _SEVERITY.get(value, len(_SEVERITY)))
     return worst
 
 

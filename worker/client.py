@@ -2,15 +2,27 @@
 
 Every request goes through `ModelClient._attempts`, which:
 - holds one of `batch_size` slots only while a request is on the wire (not while backing off), so a slow
-  request never idles the others (issue 5: `--batch-size` is requests in flight, not a lockstep batch);
+  request never idles the others (`--batch-size` is requests in flight, not a lockstep batch);
 - puts an overall asyncio deadline of `timeout_s` on each attempt, covering connect, headers AND body, so
   a server that trickles bytes cannot hang a row (socket read timeouts reset on every byte);
 - retries connection errors, the deadline, 408/409/429 and 5xx, and bodies that are not the JSON the
   API promises, with jittered exponential backoff that honours Retry-After, up to `max_retries`;
-- never retries 4xx refusals (`RequestRejected`): the same request would be refused again.
+- never retries 4xx refusals (`RequestRejected`): the same request would be refused again;
+- treats a 2xx chat or text completion without `choices` as a bad body (`ResponseError`, retried), here
+  and nowhere else, so every pipeline follows the one taxonomy of worker.errors;
+- given `outage_wait_s`, tells a server that is away from a request that failed: a connection error, an
+  attempt deadline or a 502/503/504 makes it ask /health once (shared by every request in flight); if
+  /health fails too, every request pauses while the client waits for /health to come back (a vLLM
+  restart or a node drain takes minutes on NRP) and the failed attempt does not count as a retry. Past
+  `outage_wait_s` every request raises ServerUnavailable, so the run stops with the rows unsent instead
+  of recording each as failed after burning its retries in seconds.
 
-It speaks the OpenAI wire protocol itself over aiohttp, not through the `openai` client over httpx as
-issue 5 first suggested, because both cost too much CPU to keep a server saturated (issue 5 "Speed"),
+Which requests gave up after every retry is tallied per work item (`tally_requests`), so the runner can
+tell a row that failed for transport reasons (sent again by the next run) from one that failed for its
+own (kept), whatever a pipeline wraps the error in.
+
+It speaks the OpenAI wire protocol itself over aiohttp, not through the `openai` client over httpx,
+because both cost too much CPU to keep a server saturated (benchmarks/worker_throughput.py),
 measured on this project's 2-core machine with 64 requests in flight against a local instant server:
   openai chat.completions.create   ~12 ms CPU per request (its parameter transform introspects TypedDicts)
   httpx, one 64-connection pool    ~5.7 ms (httpcore scans every connection on every request event)
@@ -28,6 +40,7 @@ import logging
 import random
 import time
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -38,7 +51,7 @@ from worker import constants as c
 from worker.errors import RequestRejected, ResponseError, RetryableError, ServerUnavailable
 from worker.options import ClientOptions
 
-__all__ = ["ModelClient", "Reply", "RequestObserver"]
+__all__ = ["ModelClient", "Reply", "RequestObserver", "RequestTally", "tally_requests"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +65,24 @@ class Reply:
     body: JsonObject  # the parsed JSON body, every field the server sent (vLLM extras included)
     attempts: int  # 1 when the first attempt succeeded
     latency_s: float  # seconds the successful attempt took, excluding earlier attempts and backoff
+
+
+@dataclass(slots=True)
+class RequestTally:
+    """The fate of one work item's requests (asyncio tasks a pipeline starts share their parent's)."""
+
+    gave_up: int = 0  # requests that failed every attempt with a transient error
+    rejected: int = 0  # requests refused with a 4xx
+
+
+_TALLY: ContextVar[RequestTally | None] = ContextVar("grace_request_tally", default=None)
+
+
+def tally_requests() -> RequestTally:
+    """Start counting the requests of the current task (and the tasks it starts); returns the tally."""
+    tally = RequestTally()
+    _TALLY.set(tally)
+    return tally
 
 
 class RequestObserver(Protocol):
@@ -77,11 +108,18 @@ class ModelClient:
         options: ClientOptions,
         *,
         observer: RequestObserver | None = None,
+        outage_wait_s: float | None = None,
     ) -> None:
         self.options = options
         self._observer = observer
         self._slots = asyncio.Semaphore(options.batch_size)
         self._session: aiohttp.ClientSession | None = None
+        self._outage_wait_s = outage_wait_s  # None: no outage detection, every failure is a retry
+        self._outage_lock = asyncio.Lock()
+        self._last_check_at = float("-inf")  # when /health was last asked after a failure ...
+        self._last_check_found_outage = False  # ... and whether the server was away then
+        self.outages = 0  # outages waited out
+        self.unavailable: ServerUnavailable | None = None  # set once an outage outlasted outage_wait_s
 
     async def __aenter__(self) -> ModelClient:
         # aiohttp sessions belong to the running event loop, so the session is made here, not in __init__.
@@ -173,20 +211,64 @@ class ModelClient:
             await response.read()
             return response.status
 
-    async def wait_until_healthy(self, timeout_s: float) -> None:
-        """Poll /health until it answers or `timeout_s` passes; ServerUnavailable then."""
-        deadline = time.monotonic() + timeout_s
-        announced = False
+    async def wait_until_healthy(self, timeout_s: float, *, purpose: str = "to start") -> None:
+        """Poll /health until it answers or `timeout_s` passes; ServerUnavailable then.
+
+        Logs what it waits for and how long is left when it starts waiting and every WAIT_LOG_INTERVAL_S.
+        """
+        started = time.monotonic()
+        deadline = started + timeout_s
+        next_log = started
+        where = f"{self.options.server_root}{c.HEALTH_PATH}"
         while not await self.health():
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline:
                 raise ServerUnavailable(
                     f"The model server at {self.options.server_root} did not answer {c.HEALTH_PATH} "
                     f"within --wait-timeout {timeout_s:g} s."
                 )
-            if not announced:
-                log.info("waiting for %s%s (up to %g s)", self.options.server_root, c.HEALTH_PATH, timeout_s)
-                announced = True
+            if now >= next_log:
+                log.info(
+                    "waiting for the model server %s: %s, %.0f s of --wait-timeout %g s left",
+                    purpose,
+                    where,
+                    deadline - now,
+                    timeout_s,
+                )
+                next_log = now + c.WAIT_LOG_INTERVAL_S
             await asyncio.sleep(min(c.HEALTH_POLL_INTERVAL_S, max(0.0, deadline - time.monotonic())))
+
+    async def _server_went_away(self, failed_at: float) -> bool:
+        """After a failed attempt: True when the server was away and has come back (do not count it).
+
+        One /health probe answers for every request that failed before it; while the server is away the
+        lock holds every other failing request here. ServerUnavailable when it stays away too long.
+        """
+        if self._outage_wait_s is None:
+            return False
+        async with self._outage_lock:
+            if self.unavailable is not None:
+                raise self.unavailable
+            if self._last_check_at >= failed_at:
+                return self._last_check_found_outage
+            away = not await self.health()
+            if away:
+                started = time.monotonic()
+                log.warning(
+                    "the model server at %s stopped answering; requests pause until %s answers again",
+                    self.options.server_root,
+                    c.HEALTH_PATH,
+                )
+                try:
+                    await self.wait_until_healthy(self._outage_wait_s, purpose="to come back")
+                except ServerUnavailable as err:
+                    self.unavailable = err
+                    raise
+                self.outages += 1
+                log.info("the model server is back after %.0f s; resuming", time.monotonic() - started)
+            self._last_check_at = time.monotonic()
+            self._last_check_found_outage = away
+            return away
 
     # ---- one retry layer ---------------------------------------------------------------------------------
 
@@ -205,6 +287,7 @@ class ModelClient:
                     started = time.monotonic()
                     async with asyncio.timeout(self.options.timeout_s):
                         answer = await self._send(method, url, payload)
+                    _check_promised_fields(path, answer)
             except TimeoutError as err:
                 failure: RetryableError = RetryableError(
                     f"no complete response within the {self.options.timeout_s:g} s attempt deadline"
@@ -220,15 +303,22 @@ class ModelClient:
             except RequestRejected as err:
                 self._observe(OUTCOME_REJECTED, started, None)
                 err.attempts = attempt
+                if (tally := _TALLY.get()) is not None:
+                    tally.rejected += 1
                 raise
             else:
                 usage = answer.get("usage")
                 self._observe(OUTCOME_OK, started, usage if isinstance(usage, dict) else None)
                 return Reply(body=answer, attempts=attempt, latency_s=time.monotonic() - started)
 
+            if _server_away_hint(failure) and await self._server_went_away(time.monotonic()):
+                attempt -= 1  # the server was away, not this request wrong: the outage was waited out
+                continue
             if attempt > self.options.max_retries:
                 final = RetryableError(f"gave up after {attempt} attempts: {failure}", status=failure.status)
                 final.attempts = attempt
+                if (tally := _TALLY.get()) is not None:
+                    tally.gave_up += 1
                 raise final from failure
             delay = self._backoff(attempt, failure.retry_after)
             log.warning(
@@ -269,6 +359,21 @@ class ModelClient:
         if not 200 <= response.status < 300:
             raise _status_error(response.status, response.headers, content, response.reason)
         return _json_object(content)
+
+
+def _server_away_hint(failure: RetryableError) -> bool:
+    """A failure a server that is away gives: no connection, no answer in time, or a proxy's 502/503/504."""
+    if isinstance(failure, ResponseError):
+        return False
+    return failure.status is None or failure.status in c.SERVER_AWAY_STATUSES
+
+
+def _check_promised_fields(path: str, body: JsonObject) -> None:
+    """A 2xx chat or text completion promises a non-empty `choices` list of objects (the OpenAI API)."""
+    if path in c.COMPLETION_PATHS:
+        choices = body.get("choices")
+        if not isinstance(choices, list) or not choices or not all(isinstance(x, dict) for x in choices):
+            raise ResponseError(f"POST {path} answered 2xx without `choices` (body: {str(body)[:120]})")
 
 
 def _describe(err: BaseException) -> str:

@@ -27,17 +27,27 @@ REJECTED_STATUSES = frozenset({400, 404, 413, 422})
 # Waiting for the server.
 HEALTH_POLL_INTERVAL_S = 2.0
 HEALTH_PROBE_TIMEOUT_S = 5.0
+# While waiting (at the start or in an outage) one log line this often says what for and how long is left:
+# a vLLM restart on NRP takes minutes (weights from Ceph), and a silent worker looks hung.
+WAIT_LOG_INTERVAL_S = 30.0
+# HTTP statuses a proxy or a restarting vLLM gives for every request while the server is away; with a
+# connection error or an attempt deadline they make the client ask /health whether the server is down.
+SERVER_AWAY_STATUSES = frozenset({502, 503, 504})
 
 # Server paths. The OpenAI API lives under /v1; vLLM serves its own endpoints at the root.
 HEALTH_PATH = "/health"
 VERSION_PATH = "/version"
 MODELS_PATH = "/v1/models"
 CHAT_PATH = "/v1/chat/completions"
+COMPLETIONS_PATH = "/v1/completions"
+COMPLETION_PATHS = frozenset({CHAT_PATH, COMPLETIONS_PATH})  # bodies that must carry `choices`
 
 # Files next to the output CSV.
 CHECKPOINT_SUFFIX = ".partial.jsonl"
 META_SUFFIX = ".meta.json"
-TEMP_SUFFIX = ".tmp"
+TEMP_SUFFIX = ".tmp"  # preceded by the writer's pid: `<output>.<pid>.tmp`, never shared by two processes
+LOCK_SUFFIX = ".lock"  # flock()ed for the whole run; holds the holder's host, pid and start time
+REJECTED_SUFFIX = ".rejected"  # damaged checkpoint lines moved aside, appended, never read back
 # How often the checkpoint is fsynced (every line is flushed to the OS at once; this guards node crashes).
 CHECKPOINT_SYNC_INTERVAL_S = 0.5
 
@@ -49,10 +59,22 @@ PROGRESS_LOG_INTERVAL_S = 5.0
 STUDIES_DIR_ENV = "GRACE_STUDIES_DIR"
 CONTAINER_STUDIES_DIR = "/etc/grace/studies"
 
-# Exit codes (documented in the README; the Job's podFailurePolicy may key on them).
+# Exit codes (in `python -m worker --help` and docs/never-losing-a-row.md; a Job's podFailurePolicy
+# keys on them).
 EXIT_OK = 0
-EXIT_INPUT = 2  # bad input or arguments, unreachable server, unknown model: retrying cannot help
+EXIT_INPUT = 2  # bad input or arguments, unknown model, output locked by another worker: a rerun cannot help
 EXIT_ROWS_FAILED = 3  # output complete, some rows carry an error
+EXIT_STORAGE = 4  # the output's filesystem is full or read-only; the checkpoint keeps every finished row
+EXIT_SERVER_UNAVAILABLE = 5  # no server within --wait-timeout (start or outage); a rerun resumes
+EXIT_SIGNAL_BASE = 128  # killed-by-signal convention: SIGTERM 143, SIGINT 130
+
+# Stopping on SIGTERM/SIGINT: rows in flight get this long to finish before they are abandoned. Kubernetes
+# waits terminationGracePeriodSeconds (30 s by default) before SIGKILL; flushing and the meta file take
+# well under a second, so 5 s leaves most of that period unused and still saves most in-flight answers.
+SHUTDOWN_GRACE_S = 5.0
+
+# Waiting for another worker's lock on the same output (--wait-for-lock): how often to try again.
+LOCK_POLL_INTERVAL_S = 1.0
 
 # Environment variables the worker reads.
 LOG_LEVEL_ENV = "LOG_LEVEL"

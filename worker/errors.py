@@ -2,9 +2,13 @@
 
     WorkerError                      base; never raised itself
     ├── InputError                   the user's input or arguments are wrong          -> exit 2
-    │   (missing/unreadable/empty file, undecodable bytes, missing columns, unknown study,
-    │    a checkpoint or output from a different run, bad flag values)
-    ├── ServerUnavailable            no healthy server after --wait-timeout           -> exit 2
+    │   │ (missing/unreadable/empty file, undecodable bytes, missing columns, unknown study,
+    │   │  a checkpoint or output from a different run, bad flag values)
+    │   └── OutputLocked             another live worker holds the output's lock      -> exit 2
+    ├── StorageError                 the output's filesystem refused a write (full,   -> exit 4
+    │                                over quota, read-only); carries `path`
+    ├── ServerUnavailable            no healthy server after --wait-timeout, at the   -> exit 5
+    │                                start or during an outage mid-run
     ├── RequestRejected              400/404/413/422 (any non-retryable 4xx): the request is wrong;
     │                                not retried; carries `status` and the server's `message`.
     │                                404 unknown model and 401/403 abort the run (exit 2); the
@@ -28,11 +32,13 @@ from collections.abc import Mapping
 
 __all__ = [
     "InputError",
+    "OutputLocked",
     "RequestRejected",
     "ResponseError",
     "RetryableError",
     "RowFailure",
     "ServerUnavailable",
+    "StorageError",
     "WorkerError",
 ]
 
@@ -51,11 +57,23 @@ class InputError(WorkerError):
     """The input file, the study, the arguments or an existing checkpoint/output are not usable."""
 
 
-class ServerUnavailable(WorkerError):  # noqa: N818 - the names issue 5 and the other pipelines use
+class OutputLocked(InputError):  # noqa: N818 - reads as the situation it reports
+    """Another worker (named in the message) is writing the same output."""
+
+
+class StorageError(WorkerError):
+    """The filesystem refused writing `path` (no space, quota, read-only); the message says the free space."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class ServerUnavailable(WorkerError):  # noqa: N818 - domain names every pipeline uses
     """The model server did not become healthy within --wait-timeout."""
 
 
-class RequestRejected(WorkerError):  # noqa: N818 - the names issue 5 and the other pipelines use
+class RequestRejected(WorkerError):  # noqa: N818 - domain names every pipeline uses
     """The server refused the request as invalid (400/404/413/422). Sending it again cannot help."""
 
     def __init__(self, status: int, message: str) -> None:
@@ -87,7 +105,7 @@ class ResponseError(RetryableError):
     """A successful status with a body that is not what the API promises."""
 
 
-class RowFailure(WorkerError):  # noqa: N818 - the names issue 5 and the other pipelines use
+class RowFailure(WorkerError):  # noqa: N818 - domain names every pipeline uses
     """Row `row_index` failed permanently; `cause` is the last error. Its message goes into `error`.
 
     `columns` are output columns worth keeping on a failed row (e.g. `attempts`, or a raw response that did

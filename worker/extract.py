@@ -37,6 +37,7 @@ from worker.extraction_spec import (
     ExtractionSpec,
     load_extraction,
 )
+from worker.sampling import Sample
 from worker.structured import (
     AttemptFailure,
     Backend,
@@ -69,7 +70,7 @@ HELP = "Structured extraction: turn Experiment 1 free text into schema-valid col
 # must not require them; resolve_arguments names whatever is still missing.
 ENDPOINT_REQUIRED = False
 
-# DeepSeek's hosted API: the model name the Job uses and the secret's environment variable (issue 7).
+# DeepSeek's hosted API: the model name the Job uses and the secret's environment variable.
 DEEPSEEK_MODEL = "deepseek-chat"
 DEEPSEEK_API_KEY_ENV = "DEEPSEEK_API_KEY"
 # --wait-for-input: how often to look for the Experiment 1 file, and how often to say we are still waiting.
@@ -234,6 +235,8 @@ class ExtractPipeline:
 
     name = "extract"
     error_column = ERRORS_COLUMN
+    samples_per_row = 1
+    base_seed = 0
 
     def __init__(
         self,
@@ -299,7 +302,13 @@ class ExtractPipeline:
             self.spec, choice, validate=self.validate, max_reasks=self.max_reasks
         )
 
-    async def process(self, row_index: int, row: Mapping[str, str], client: ModelClient) -> dict[str, Any]:
+    async def process(
+        self,
+        row_index: int,
+        row: Mapping[str, str],
+        client: ModelClient,
+        sample: Sample,  # noqa: ARG002
+    ) -> dict[str, Any]:
         if self._plan is None:
             raise RuntimeError("ExtractPipeline.process() before prepare()")
         outcome = await self._plan.extract(client, row)
@@ -322,7 +331,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"{DEEPSEEK_MODEL}, the key to ${DEEPSEEK_API_KEY_ENV}).",
     )
     group.add_argument(
-        "--schema", type=Path, help="JSON Schema file replacing the study's extraction.schema."
+        "--schema",
+        type=Path,
+        help="JSON Schema file replacing the study's (default: the study's extraction.schema).",
     )
     group.add_argument(
         "--validate",
@@ -343,7 +354,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="Wait up to SECONDS for --input to appear (Experiment 1 writes it atomically when complete).",
     )
-    group.add_argument("--max-tokens", type=int, help="Override the study's extraction max_tokens.")
+    group.add_argument(
+        "--max-tokens", type=int, help="Reply token budget (default: the study's extraction max_tokens)."
+    )
 
 
 def resolve_arguments(args: argparse.Namespace) -> None:

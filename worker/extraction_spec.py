@@ -29,7 +29,7 @@ from worker.studies import GenerationParams, PromptTemplate, Study
 
 __all__ = ["ExtractionSection", "ExtractionSpec", "load_extraction", "load_schema_file"]
 
-# The Experiment 1 column `worker query` writes the model's free text into (issue 5).
+# The Experiment 1 column `worker query` writes the model's free text into.
 DEFAULT_INPUT_COLUMN = "model_response"
 # Columns `worker extract` adds after the schema's fields. Also reserved: a schema property of the same
 # name would collide with them.

@@ -64,6 +64,14 @@ class RunOptions(BaseModel):
     metrics_port: int = Field(
         default=c.DEFAULT_METRICS_PORT, ge=0, le=65535, description="Prometheus port; 0 disables metrics."
     )
+    retry_failed: bool = Field(
+        default=False,
+        description="Send rows again that failed for their own reason (a 400, an unparseable answer); "
+        "rows that failed for transport reasons are always sent again.",
+    )
+    wait_for_lock_s: float = Field(
+        default=0.0, ge=0, description="How long to wait for another worker writing the same output."
+    )
     command_line: tuple[str, ...] = Field(default=(), description="argv as typed, recorded in the meta file.")
 
     @model_validator(mode="after")

@@ -48,6 +48,7 @@ from worker.errors import InputError, RequestRejected, ResponseError, RowFailure
 from worker.option_tokens import OptionPlan, VariantPolicy, plan_options, surface_variants
 from worker.probability_spec import OptionSpec, Question, questions_for
 from worker.runner import DEFAULT_ERROR_COLUMN
+from worker.sampling import Sample
 from worker.studies import Study, load_study
 
 __all__ = ["HELP", "Method", "ProbsConfig", "ProbsPipeline", "add_arguments", "build"]
@@ -148,7 +149,7 @@ class QuestionResult:
 
 
 def _json_float(value: float) -> float | None:
-    # JSON has no -Infinity; null means "probability 0 / not seen" and is explained in the README.
+    # JSON has no -Infinity; null means "probability 0 / not seen" and is explained in docs/probabilities.md.
     return None if math.isinf(value) else value
 
 
@@ -160,6 +161,8 @@ class ProbsPipeline:
 
     name = "probs"
     error_column = DEFAULT_ERROR_COLUMN
+    samples_per_row = 1
+    base_seed = 0
 
     def __init__(self, study: Study, questions: Sequence[Question], config: ProbsConfig) -> None:
         self.study = study
@@ -254,7 +257,13 @@ class ProbsPipeline:
             "temperature": await self._probe_temperature(probe_ids, client),
         }
 
-    async def process(self, row_index: int, row: Mapping[str, Any], client: ModelClient) -> dict[str, Any]:
+    async def process(
+        self,
+        row_index: int,
+        row: Mapping[str, Any],
+        client: ModelClient,
+        sample: Sample,  # noqa: ARG002
+    ) -> dict[str, Any]:
         """Ask every question of one row concurrently; the client bounds the requests in flight."""
         values = {column: "" if row[column] is None else str(row[column]) for column in self.required_columns}
         results = await asyncio.gather(

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from worker.client import ModelClient, Reply
 from worker.errors import InputError, RequestRejected, ResponseError, RetryableError, RowFailure
 from worker.runner import DEFAULT_ERROR_COLUMN
+from worker.sampling import Sample
 from worker.studies import GenerationParams, Study, load_study
 
 __all__ = ["HELP", "OUTPUT_COLUMNS", "QueryPipeline", "add_arguments", "build"]
@@ -50,9 +51,13 @@ OUTPUT_COLUMNS = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("query options (override the study's generation parameters)")
-    group.add_argument("--max-tokens", type=int, help="Completion token budget per row.")
-    group.add_argument("--temperature", type=float, help="Sampling temperature.")
-    group.add_argument("--seed", type=int, help="Sampling seed.")
+    group.add_argument(
+        "--max-tokens", type=int, help="Completion token budget per row (default: the study's max_tokens)."
+    )
+    group.add_argument(
+        "--temperature", type=float, help="Sampling temperature (default: the study's temperature)."
+    )
+    group.add_argument("--seed", type=int, help="Sampling seed (default: the study's seed).")
 
 
 def build(args: argparse.Namespace) -> QueryPipeline:
@@ -88,6 +93,8 @@ class QueryPipeline:
     name = "query"
     output_columns = OUTPUT_COLUMNS
     error_column = DEFAULT_ERROR_COLUMN
+    samples_per_row = 1
+    base_seed = 0
 
     @property
     def required_columns(self) -> tuple[str, ...]:
@@ -114,7 +121,13 @@ class QueryPipeline:
     async def prepare(self, client: ModelClient) -> None:
         """Nothing to probe: the runner has already checked the server and the model name."""
 
-    async def process(self, row_index: int, row: Mapping[str, str], client: ModelClient) -> dict[str, Any]:
+    async def process(
+        self,
+        row_index: int,
+        row: Mapping[str, str],
+        client: ModelClient,
+        sample: Sample,  # noqa: ARG002
+    ) -> dict[str, Any]:
         messages = self.study.render(row)
         started = time.monotonic()
         try:

@@ -1,57 +1,100 @@
-"""The runner all pipelines share: input, checkpoint/resume, concurrency, progress, metrics, output, meta.
+"""The runner all pipelines share: input, lock, checkpoint/resume, concurrency, signals, output, meta.
 
 A pipeline only says how one row becomes requests and how the responses become columns (`Pipeline`);
-`run_pipeline` does the rest and returns the process exit code:
-  0  every row succeeded;
-  3  the output is complete but some rows carry an error (in the pipeline's error column);
-  2  nothing usable could be done: bad input or arguments, no server, unknown model. Nothing is written
-     (or, when the model vanishes mid-run, the checkpoint keeps every finished row for the rerun).
+`run_pipeline` does the rest and returns the process exit code. Each input row is asked
+`samples_per_row` times; each (row, sample) is one work item, one checkpoint line and one output row
+carrying `sample` and `seed` (worker.sampling).
+
+Exit codes (worker.constants; docs/never-losing-a-row.md has what each means for a rerun):
+  0    every row succeeded;
+  2    nothing usable could be done: bad input or arguments, unknown model, another worker holds the
+       output. Nothing is written (or, when the server refuses the run mid-way, the checkpoint keeps
+       every finished row);
+  3    the output is complete but some rows carry an error (in the pipeline's error column);
+  4    the output's filesystem is full or read-only; the checkpoint keeps every finished row;
+  5    no server within --wait-timeout, at the start or during an outage; finished rows are kept;
+  130  SIGINT, 143 SIGTERM: stopped cleanly, finished rows kept, the meta file records the interruption.
+
+Memory stays bounded by the requests in flight: the input is streamed, the checkpoint is indexed by byte
+offset (9 bytes per work item), and the output is built from the checkpoint in one streaming pass.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import csv
 import json
 import logging
+import math
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
 from worker import __version__
 from worker import constants as c
-from worker.checkpoint import CheckpointWriter, load_checkpoint, make_header
-from worker.client import ModelClient
-from worker.errors import InputError, RequestRejected, RowFailure, WorkerError
+from worker.checkpoint import (
+    CheckpointIndex,
+    CheckpointReader,
+    CheckpointWriter,
+    ItemKey,
+    ItemState,
+    load_checkpoint,
+    make_header,
+)
+from worker.client import ModelClient, tally_requests
+from worker.errors import (
+    InputError,
+    RequestRejected,
+    RowFailure,
+    ServerUnavailable,
+    StorageError,
+    WorkerError,
+)
 from worker.metrics import RunMetrics
 from worker.options import RunOptions
+from worker.output_lock import hold_output_lock
 from worker.progress import Progress
-from worker.table import InputTable, frame_to_csv, read_input, write_atomically
+from worker.sampling import Sample, derive_seed
+from worker.shutdown import StopSignals
+from worker.storage import atomic_writer, remove_stale_temporaries, storage_error, write_atomically
+from worker.table import InputTable, read_input
 
-__all__ = ["DEFAULT_ERROR_COLUMN", "Pipeline", "report_fatal", "run_pipeline"]
+__all__ = ["DEFAULT_ERROR_COLUMN", "SAMPLE_COLUMNS", "Pipeline", "report_fatal", "run_pipeline"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ERROR_COLUMN = "error"
+# The runner's own columns, between the input's and a pipeline's: which answer of the row this is, and
+# the seed its requests carried.
+SAMPLE_COLUMNS = ("sample", "seed")
+
+T = TypeVar("T")
 
 
 @runtime_checkable
 class Pipeline(Protocol):
     """What a pipeline module builds from its arguments. Everything else is the runner's job.
 
-    Optional: an attribute `server_findings` (a JSON-serialisable dict filled by `prepare`, e.g. how the
-    answer options tokenize) is recorded in the meta file's `server` section; it is not a parameter.
+    Optional attributes, read with defaults:
+      server_findings: dict       filled by `prepare` (e.g. how the answer options tokenize), recorded in
+                                  the meta file's `server` section; not a parameter.
+      provenance_columns: tuple   output columns holding JSON evidence (raw distributions, token ids,
+                                  prompts as sent); the output puts them after every analysis column.
     """
 
     name: str  # the subcommand, e.g. "query"; recorded in the checkpoint, meta and metrics
     required_columns: Sequence[str]  # input columns the pipeline reads; missing ones are an InputError
     output_columns: Sequence[str]  # columns added after the input's, in order; must include error_column
     error_column: str  # "" on success, the failure's one-line message otherwise
+    samples_per_row: int  # answers per input row (1 unless sampling); each is its own output row
+    base_seed: int  # with the row and sample index, fixes every sample's seed (worker.sampling.derive_seed)
 
     def parameters(self) -> Mapping[str, Any]:
         """Everything that changes the answers (model, prompts, sampling). JSON-serialisable.
@@ -64,24 +107,38 @@ class Pipeline(Protocol):
         """One-time probing before the first row (e.g. tokenizing answer options). May raise InputError."""
         ...
 
-    async def process(self, row_index: int, row: Mapping[str, str], client: ModelClient) -> Mapping[str, Any]:
-        """The added columns of one row (error column excluded).
+    async def process(
+        self, row_index: int, row: Mapping[str, str], client: ModelClient, sample: Sample
+    ) -> Mapping[str, Any]:
+        """The added columns of one sample of one row (error column excluded).
+
+        `sample.seed` is the seed to send with this sample's requests, so N samples of one row differ and a
+        rerun reproduces each of them.
 
         Raise RowFailure (optionally with partial `columns`) for a permanent per-row failure; client errors
         (RequestRejected, RetryableError after the last retry) may also be left to propagate: the runner
-        records them on the row. Any other exception is a bug and stops the run (the checkpoint keeps the
-        finished rows).
+        records them on the row, and tells transport failures (sent again by the next run) from the row's
+        own by what the client saw, whatever the pipeline wrapped them in. Any other exception is a bug
+        and stops the run (the checkpoint keeps the finished rows).
         """
         ...
 
 
 def run_pipeline(pipeline: Pipeline, options: RunOptions) -> int:
-    """Run `pipeline` over `options.input`; the exit code (0, 2 or 3). Fatal problems print one line."""
-    try:
-        return asyncio.run(_Run(pipeline, options).execute())
-    except WorkerError as err:
-        report_fatal(pipeline.name, err)
-        return c.EXIT_INPUT
+    """Run `pipeline` over `options.input`; the exit code. Fatal problems print one line."""
+    signals = StopSignals()
+    with signals.installed():
+        try:
+            return asyncio.run(_Run(pipeline, options, signals).execute())
+        except StorageError as err:
+            report_fatal(pipeline.name, err)
+            return c.EXIT_STORAGE
+        except ServerUnavailable as err:
+            report_fatal(pipeline.name, err)
+            return c.EXIT_SERVER_UNAVAILABLE
+        except WorkerError as err:
+            report_fatal(pipeline.name, err)
+            return c.EXIT_INPUT
 
 
 def report_fatal(command: str, err: BaseException) -> None:
@@ -91,54 +148,108 @@ def report_fatal(command: str, err: BaseException) -> None:
     print(f"{prefix}: error: {message}", file=sys.stderr, flush=True)
 
 
-@dataclass
-class _Outcome:
-    columns: dict[str, Any]
-    ok: bool
+class _Interrupted(Exception):  # noqa: N818 - a control-flow signal inside the runner, never raised out
+    """Raised inside the run when a stop signal arrived; execute() turns it into the exit code."""
 
 
 @dataclass
 class _Run:
     pipeline: Pipeline
     options: RunOptions
+    signals: StopSignals
     metrics: RunMetrics = field(default_factory=RunMetrics)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     rows_phase_s: float = 0.0  # first row sent to last row written: the run minus setup and output
+    server: dict[str, Any] = field(default_factory=dict)  # the meta file's `server` section
+    resumed: int = 0  # work items finished by earlier runs
+
+    # ---- sampling -----------------------------------------------------------------------------------
+
+    @property
+    def samples_per_row(self) -> int:
+        return int(getattr(self.pipeline, "samples_per_row", 1))
+
+    @property
+    def base_seed(self) -> int:
+        return int(getattr(self.pipeline, "base_seed", 0))
+
+    def sample(self, key: ItemKey) -> Sample:
+        row_index, sample_index = key
+        return Sample(index=sample_index, seed=derive_seed(self.base_seed, row_index, sample_index))
+
+    def sample_columns(self, table: InputTable) -> tuple[str, ...]:
+        """`sample` and `seed`, unless a single-answer run reads an input that already has them.
+
+        Such an input is a sampled run's output (extraction over N answers per row): its `sample` and
+        `seed` say which answer each row is, and a second pair would only say "the first of one".
+        """
+        if self.samples_per_row == 1 and set(SAMPLE_COLUMNS) <= set(table.columns):
+            return ()
+        return SAMPLE_COLUMNS
 
     @property
     def parameters(self) -> dict[str, Any]:
-        """The pipeline's parameters plus the model name: every answer depends on the model."""
-        return {"model_name": self.options.client.model_name, **self.pipeline.parameters()}
+        """The pipeline's parameters plus the model name (every answer depends on it) and the sampling."""
+        parameters = {"model_name": self.options.client.model_name, **self.pipeline.parameters()}
+        if self.samples_per_row != 1:
+            # Only when sampling, so checkpoints of single-answer runs keep their header.
+            parameters |= {"samples_per_row": self.samples_per_row, "base_seed": self.base_seed}
+        return parameters
+
+    # ---- the run --------------------------------------------------------------------------------------
 
     async def execute(self) -> int:
+        self.signals.attach()
         pipeline, options = self.pipeline, self.options
         table = read_input(options.input, pipeline.required_columns, options.limit)
         self._check_columns(table)
         header = make_header(pipeline.name, table.sha256, self.parameters)
-        self._check_output_is_ours()
-        done = load_checkpoint(options.checkpoint_path, header)
-        rows = len(table.frame)
-        finished = {index: columns for index, columns in done.items() if index < rows}
-        pending = [index for index in range(rows) if index not in finished]
-        if finished:
-            log.info(
-                "resuming from %s: %d of %d rows already done", options.checkpoint_path, len(finished), rows
+        with hold_output_lock(options.output, wait_s=options.wait_for_lock_s):
+            self._check_output_is_ours()
+            remove_stale_temporaries(options.output)
+            remove_stale_temporaries(options.meta_path)
+            index = load_checkpoint(
+                options.checkpoint_path,
+                header,
+                rows=table.rows,
+                samples_per_row=self.samples_per_row,
+                error_column=pipeline.error_column,
             )
+            return await self._run_locked(table, header, index)
 
-        server: dict[str, Any] = {"endpoint": _without_credentials(options.client.base_url)}
+    async def _run_locked(self, table: InputTable, header: Mapping[str, Any], index: CheckpointIndex) -> int:
+        options = self.options
+        total = table.rows * self.samples_per_row
+        pending = sum(1 for _ in index.pending(retry_failed=options.retry_failed))
+        self.resumed = total - pending
+        if self.resumed:
+            log.info(
+                "resuming from %s: %d of %d rows already done", options.checkpoint_path, self.resumed, total
+            )
+        self.server = {"endpoint": _without_credentials(options.client.base_url)}
         if pending:
             self.metrics.serve(options.metrics_port)
             try:
-                server |= await self._process(table, pending, finished, header)
+                await self._process(table, header, index, pending)
+            except _Interrupted:
+                return self._record_stop(
+                    table, index, "interrupted", self.signals.exit_code, self._stop_line(index)
+                )
+            except ServerUnavailable as err:
+                self._record_stop(table, index, "server_unavailable", c.EXIT_SERVER_UNAVAILABLE, str(err))
+                raise
+            except StorageError as err:
+                self._record_stop(table, index, "storage_error", c.EXIT_STORAGE, str(err))
+                raise
             finally:
                 self.metrics.stop()
         else:
             # Nothing to send: keep what the run that did the work learned about its server.
-            server = _previous_server(options.meta_path) or {
-                **server,
+            self.server = _previous_server(options.meta_path) or {
+                **self.server,
                 "note": "not contacted: every row was already in the checkpoint",
             }
-        return self._finish(table, finished, server, resumed=rows - len(pending))
+        return self._finish(table, index)
 
     def _check_columns(self, table: InputTable) -> None:
         pipeline = self.pipeline
@@ -146,7 +257,8 @@ class _Run:
             raise TypeError(
                 f"pipeline {pipeline.name}: output_columns must include {pipeline.error_column!r}"
             )
-        clash = [column for column in pipeline.output_columns if column in table.frame.columns]
+        added = [*self.sample_columns(table), *pipeline.output_columns]
+        clash = [column for column in added if column in table.columns]
         if clash:
             raise InputError(
                 f"--input {self.options.input}: already has column(s) {', '.join(clash)} that "
@@ -164,54 +276,67 @@ class _Run:
                 "beside it; choose another --output or remove the old file."
             )
 
+    async def _unless_stopped(self, work: Awaitable[T]) -> T:
+        """`work`'s result, or _Interrupted as soon as a stop signal arrives (the work is cancelled)."""
+        task = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(self.signals.wait_for_stop())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if not task.done() or task.cancelled():
+            raise _Interrupted
+        return task.result()
+
     async def _process(
-        self,
-        table: InputTable,
-        pending: list[int],
-        finished: dict[int, dict[str, Any]],
-        header: Mapping[str, Any],
-    ) -> dict[str, Any]:
-        """Probe the server, then process every pending row; returns the server facts for the meta file."""
+        self, table: InputTable, header: Mapping[str, Any], index: CheckpointIndex, pending: int
+    ) -> None:
+        """Probe the server, then process every pending item; fills self.server for the meta file."""
         pipeline, options = self.pipeline, self.options
-        ok = sum(1 for columns in finished.values() if not columns.get(pipeline.error_column))
-        progress = Progress(pipeline.name, len(table.frame), ok=ok, failed=len(finished) - ok)
-        self.metrics.rows_total.labels(pipeline.name).set(len(table.frame))
-        async with ModelClient(options.client, observer=self.metrics) as client:
-            await client.wait_until_healthy(options.wait_timeout_s)
-            version, model = await asyncio.gather(client.version(), self._model_entry(client))
-            await pipeline.prepare(client)
-            try:
-                writer = CheckpointWriter.open(options.checkpoint_path, header)
-            except OSError as err:
-                raise InputError(
-                    f"--output {options.output}: cannot write beside it ({err.strerror})."
-                ) from err
-            records = table.frame.to_dict("records")
+        ok = index.count(ItemState.OK)
+        kept_failures = 0 if options.retry_failed else index.count(ItemState.ROW_FAILED)
+        total = table.rows * self.samples_per_row
+        progress = Progress(pipeline.name, total, ok=ok, failed=kept_failures)
+        self.metrics.rows_total.labels(pipeline.name).set(total)
+        async with ModelClient(
+            options.client, observer=self.metrics, outage_wait_s=options.wait_timeout_s
+        ) as client:
+
+            async def setup() -> tuple[Any, Any]:
+                await client.wait_until_healthy(options.wait_timeout_s)
+                facts = await asyncio.gather(client.version(), self._model_entry(client))
+                await pipeline.prepare(client)
+                return facts
+
+            version, model = await self._unless_stopped(setup())
+            writer = CheckpointWriter.open(options.checkpoint_path, header)
             log.info(
                 "%s: %d rows to do, %d requests in flight, model %s at %s",
                 pipeline.name,
-                len(pending),
+                pending,
                 options.client.batch_size,
                 options.client.model_name,
                 _without_credentials(options.client.base_url),
             )
             rows_started = time.monotonic()
             try:
-                await self._process_rows(
-                    client, writer, records, pending, finished=finished, progress=progress
-                )
+                await self._process_items(client, writer, table, index, progress)
             finally:
-                await writer.aclose()
-                progress.close()
-                self.rows_phase_s = time.monotonic() - rows_started
-        facts: dict[str, Any] = {"version": version, "model": model}
-        # Optional (issue 6): what a pipeline learned from the server in prepare() (e.g. how the options
-        # tokenize, which method was exact), recorded in the meta file; it is not a parameter, so it never
-        # enters the checkpoint header.
+                try:
+                    await writer.aclose()
+                finally:
+                    progress.close()
+                    self.rows_phase_s = time.monotonic() - rows_started
+                    self.server |= {"version": version, "model": model, "outages_waited_out": client.outages}
+        # What a pipeline learned from the server in prepare() (e.g. how the options tokenize, which
+        # method was exact); it is not a parameter, so it never enters the checkpoint header.
         findings = getattr(pipeline, "server_findings", None)
         if findings:
-            facts["pipeline_findings"] = findings
-        return facts
+            self.server["pipeline_findings"] = findings
 
     async def _model_entry(self, client: ModelClient) -> dict[str, Any] | None:
         """The server's entry for --model-name; InputError when the server says it has no such model."""
@@ -224,87 +349,221 @@ class _Run:
             log.warning("cannot list the server's models (%s); not checking --model-name", err)
             return None
 
-    async def _process_rows(
+    def _work(self, table: InputTable, index: CheckpointIndex) -> Iterator[tuple[ItemKey, dict[str, str]]]:
+        """Pending items with their input rows, streamed in input order."""
+        redo = {ItemState.PENDING, ItemState.TRANSPORT_FAILED}
+        if self.options.retry_failed:
+            redo.add(ItemState.ROW_FAILED)
+        for row_index, row in enumerate(table.records()):
+            for sample_index in range(self.samples_per_row):
+                key = (row_index, sample_index)
+                if index.state(key) in redo:
+                    yield key, row
+
+    async def _process_items(
         self,
         client: ModelClient,
         writer: CheckpointWriter,
-        records: list[dict[str, str]],
-        pending: list[int],
-        *,
-        finished: dict[int, dict[str, Any]],
+        table: InputTable,
+        index: CheckpointIndex,
         progress: Progress,
     ) -> None:
-        todo = iter(pending)  # shared by the row workers; next() never awaits, so no two take one row
+        work = self._work(table, index)  # shared by the workers; next() never awaits, so no two take one
 
-        async def row_worker() -> None:
-            for index in todo:
-                outcome = await self._one_row(client, index, records[index])
-                writer.append(index, outcome.columns)
-                finished[index] = outcome.columns
-                progress.row_finished(outcome.ok)
-                self.metrics.rows.labels(self.pipeline.name, "ok" if outcome.ok else "failed").inc()
+        async def item_worker() -> None:
+            for key, row in work:
+                if self.signals.stop_requested:
+                    return
+                columns, state = await self._one_item(client, key, row)
+                offset = writer.append(key, columns, state)
+                index.record(key, state, offset=offset)
+                progress.row_finished(state is ItemState.OK)
+                status = "ok" if state is ItemState.OK else "failed"
+                self.metrics.rows.labels(self.pipeline.name, status).inc()
 
-        workers = min(self.options.client.batch_size, len(pending))
+        workers = [asyncio.create_task(item_worker()) for _ in range(self.options.client.batch_size)]
         try:
-            async with asyncio.TaskGroup() as group:
-                for _ in range(workers):
-                    group.create_task(row_worker())
-        except* RequestRejected as rejected:
-            # Only run-fatal refusals escape _one_row: every later row would be refused the same way.
-            err = rejected.exceptions[0]
-            assert isinstance(err, RequestRejected)
+            await self._supervise(workers)
+        except RequestRejected as err:
+            # Only run-fatal refusals escape _one_item: every later row would be refused the same way.
             raise InputError(
-                f"the server refused the run ({err}); {len(finished)} finished rows are kept in "
+                f"the server refused the run ({err}); {index.count(ItemState.OK)} finished rows are kept in "
                 f"{self.options.checkpoint_path.name}."
             ) from err
 
-    async def _one_row(self, client: ModelClient, index: int, row: Mapping[str, str]) -> _Outcome:
-        pipeline = self.pipeline
+    async def _supervise(self, workers: list[asyncio.Task[None]]) -> None:
+        """Wait for the workers; on a stop signal give them SHUTDOWN_GRACE_S, on an error stop them all."""
+        stop = asyncio.ensure_future(self.signals.wait_for_stop())
         try:
-            added = await pipeline.process(index, row, client)
+            running = set(workers)
+            while running:
+                done, running = await asyncio.wait({*running, stop}, return_when=asyncio.FIRST_COMPLETED)
+                running.discard(stop)
+                for task in done - {stop}:
+                    if task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
+                if stop.done() and running:
+                    await self._drain(running)
+                    raise _Interrupted
+            if self.signals.stop_requested:
+                raise _Interrupted
+        finally:
+            stop.cancel()
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    async def _drain(self, running: set[asyncio.Task[None]]) -> None:
+        """Let the requests in flight finish for up to SHUTDOWN_GRACE_S (a second signal: not at all)."""
+        log.warning(
+            "%s received: taking no more rows; %d requests in flight get up to %g s to finish",
+            self.signals.name,
+            len(running),
+            c.SHUTDOWN_GRACE_S,
+        )
+        abandon = asyncio.ensure_future(self.signals.wait_for_abandon())
+        all_done = asyncio.gather(*running, return_exceptions=True)
+        try:
+            await asyncio.wait(
+                {all_done, abandon}, timeout=c.SHUTDOWN_GRACE_S, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            abandon.cancel()
+        unfinished = [task for task in running if not task.done()]
+        if unfinished:
+            log.warning("abandoning %d requests in flight; the next run sends them again", len(unfinished))
+        for task in running:
+            if task.done() and not task.cancelled() and isinstance(task.exception(), StorageError):
+                raise task.exception()  # type: ignore[misc]
+
+    async def _one_item(
+        self, client: ModelClient, key: ItemKey, row: Mapping[str, str]
+    ) -> tuple[dict[str, Any], ItemState]:
+        """The item's columns (with the error column) and its state for the checkpoint."""
+        pipeline = self.pipeline
+        tally = tally_requests()  # this task's requests, and those of tasks the pipeline starts
+        try:
+            added = await pipeline.process(key[0], row, client, self.sample(key))
         except RowFailure as err:
-            return _Outcome({**err.columns, pipeline.error_column: _one_line(err)}, ok=False)
+            columns, failed = {**err.columns, pipeline.error_column: _one_line(err)}, True
         except RequestRejected as err:
             if err.fatal:
                 raise
-            return _Outcome({pipeline.error_column: _one_line(err)}, ok=False)
+            columns, failed = {pipeline.error_column: _one_line(err)}, True
+        except ServerUnavailable:
+            raise
         except WorkerError as err:
-            return _Outcome({pipeline.error_column: _one_line(err)}, ok=False)
-        unknown = set(added) - set(pipeline.output_columns)
-        if unknown:
-            raise TypeError(f"pipeline {pipeline.name} returned undeclared column(s) {sorted(unknown)}")
-        return _Outcome({**added, pipeline.error_column: ""}, ok=True)
+            columns, failed = {pipeline.error_column: _one_line(err)}, True
+        else:
+            unknown = set(added) - set(pipeline.output_columns)
+            if unknown:
+                raise TypeError(f"pipeline {pipeline.name} returned undeclared column(s) {sorted(unknown)}")
+            columns, failed = {**added, pipeline.error_column: ""}, False
+        if client.unavailable is not None:
+            raise client.unavailable  # the outage outlasted --wait-timeout, whatever the pipeline made of it
+        if not failed:
+            return columns, ItemState.OK
+        # A request that gave up after every retry means the server, not the row, was the problem.
+        return columns, ItemState.TRANSPORT_FAILED if tally.gave_up else ItemState.ROW_FAILED
 
-    def _finish(
-        self, table: InputTable, finished: dict[int, dict[str, Any]], server: dict[str, Any], *, resumed: int
-    ) -> int:
-        """Write the meta file, then the output (its existence means complete); the exit code."""
+    # ---- the end of a run -------------------------------------------------------------------------------
+
+    def _output_columns(self, table: InputTable) -> tuple[list[str], list[str]]:
+        """(sample columns, pipeline columns) in output order: analysis columns first, JSON evidence last."""
+        provenance = set(getattr(self.pipeline, "provenance_columns", ()))
+        added = list(self.pipeline.output_columns)
+        ordered = [column for column in added if column not in provenance] + [
+            column for column in added if column in provenance
+        ]
+        return list(self.sample_columns(table)), ordered
+
+    def _finish(self, table: InputTable, index: CheckpointIndex) -> int:
+        """Write the output (its existence means complete) from the checkpoint, then the meta file."""
         pipeline, options = self.pipeline, self.options
-        output = table.frame.copy()
-        for column in pipeline.output_columns:
-            output[column] = [_cell(finished[index].get(column)) for index in range(len(output))]
-        failed = sum(1 for index in range(len(output)) if finished[index].get(pipeline.error_column))
+        failed = index.count(ItemState.ROW_FAILED) + index.count(ItemState.TRANSPORT_FAILED)
         exit_code = c.EXIT_ROWS_FAILED if failed else c.EXIT_OK
-        meta = self._meta(table, server, ok=len(output) - failed, failed=failed, resumed=resumed)
-        meta["exit_code"] = exit_code
-        options.output.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(options.meta_path, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
-        write_atomically(options.output, frame_to_csv(output))
+        # A meta file beside the new output must describe it: the old one goes first.
+        with contextlib.suppress(FileNotFoundError):
+            options.meta_path.unlink()
+        self._write_output(table, index)
+        self._write_meta(table, index, status="complete", exit_code=exit_code)
+        total = index.rows * index.samples_per_row
         log.info(
             "%s: wrote %s (%d rows: %d ok, %d failed)",
             pipeline.name,
             options.output,
-            len(output),
-            len(output) - failed,
+            total,
+            total - failed,
             failed,
         )
         return exit_code
 
-    def _meta(
-        self, table: InputTable, server: dict[str, Any], *, ok: int, failed: int, resumed: int
-    ) -> dict[str, Any]:
+    def _write_output(self, table: InputTable, index: CheckpointIndex) -> None:
+        """One streaming pass over the input; each item's columns are read back from its checkpoint line."""
+        sample_columns, added = self._output_columns(table)
+        reader = CheckpointReader(self.options.checkpoint_path)
+        try:
+            self.options.output.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise storage_error(self.options.output, err) from err
+        try:
+            with atomic_writer(self.options.output) as handle:
+                # RFC 4180 line ends: the csv module quotes a field only for the delimiter, the quote and the
+                # characters of the line terminator. With "\n" a lone "\r" in a model's answer (the tiny
+                # test model writes them) went out unquoted and readers split the row in two; with "\r\n"
+                # both characters force quoting.
+                out = csv.writer(handle, lineterminator="\r\n")
+                out.writerow([*table.columns, *sample_columns, *added])
+                for row_index, row in enumerate(table.records()):
+                    values = [row[column] for column in table.columns]
+                    for sample_index in range(self.samples_per_row):
+                        key = (row_index, sample_index)
+                        columns = reader.columns(index.offset(key))
+                        identity = [sample_index, self.sample(key).seed] if sample_columns else []
+                        out.writerow([*values, *identity, *(_cell(columns.get(column)) for column in added)])
+        finally:
+            reader.close()
+
+    def _record_stop(
+        self, table: InputTable, index: CheckpointIndex, status: str, exit_code: int, message: str
+    ) -> int:
+        """A run that ends without an output: the meta file says why and how far it got (best effort).
+
+        Only when the run left a checkpoint: a run that stopped before its first row has nothing to describe.
+        """
+        if self.options.checkpoint_path.exists():
+            with contextlib.suppress(StorageError):
+                self._write_meta(table, index, status=status, exit_code=exit_code, message=message)
+        if status == "interrupted":
+            print(f"worker {self.pipeline.name}: {message}", file=sys.stderr, flush=True)
+        return exit_code
+
+    def _stop_line(self, index: CheckpointIndex) -> str:
+        total = index.rows * index.samples_per_row
+        done = total - index.count(ItemState.PENDING)
+        return (
+            f"stopped by {self.signals.name}: {done} of {total} rows are in "
+            f"{self.options.checkpoint_path.name}; rerun the same command to resume."
+        )
+
+    def _write_meta(
+        self, table: InputTable, index: CheckpointIndex, *, status: str, exit_code: int, message: str = ""
+    ) -> None:
+        meta = self._meta(table, index)
+        meta |= {"status": status, "exit_code": exit_code}
+        if message:
+            meta["message"] = " ".join(message.split())
+        if status == "interrupted":
+            meta["interrupted_by"] = self.signals.name
+        write_atomically(self.options.meta_path, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+
+    def _meta(self, table: InputTable, index: CheckpointIndex) -> dict[str, Any]:
         options, client = self.options, self.options.client
         finished_at = datetime.now(UTC)
+        row_failed, transport_failed = (
+            index.count(ItemState.ROW_FAILED),
+            index.count(ItemState.TRANSPORT_FAILED),
+        )
         return {
             "pipeline": self.pipeline.name,
             "worker_version": __version__,
@@ -313,10 +572,11 @@ class _Run:
                 "path": str(options.input),
                 "sha256": table.sha256,
                 "rows_in_file": table.file_rows,
-                "rows_processed": len(table.frame),
+                "rows_processed": table.rows,
                 "limit": options.limit,
+                "samples_per_row": self.samples_per_row,
             },
-            "server": server,
+            "server": self.server,
             "weights": weights_marker(),
             "parameters": self.parameters,
             "client": {
@@ -329,7 +589,16 @@ class _Run:
             "finished_at": finished_at.isoformat(),
             "duration_s": round((finished_at - self.started_at).total_seconds(), 3),
             "rows_phase_s": round(self.rows_phase_s, 3),
-            "rows": {"ok": ok, "failed": failed, "from_checkpoint": resumed},
+            "rows": {
+                "ok": index.count(ItemState.OK),
+                "failed": row_failed + transport_failed,
+                # kept as results unless --retry-failed (a prompt over the context length, a bad answer)
+                "failed_row_specific": row_failed,
+                # the server could not be reached or kept failing: the next run sends these again
+                "failed_transport": transport_failed,
+                "not_done": index.count(ItemState.PENDING),
+                "from_checkpoint": self.resumed,
+            },
         }
 
 
@@ -357,8 +626,8 @@ def _previous_server(meta_path: Path) -> dict[str, Any] | None:
 
 
 def _cell(value: Any) -> Any:
-    """A checkpoint value as a CSV cell: missing and null become empty, structures become JSON."""
-    if value is None:
+    """A checkpoint value as a CSV cell: missing, null and NaN become empty, structures become JSON."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, dict | list):
         return json.dumps(value, ensure_ascii=False)

@@ -1,8 +1,7 @@
 """Study definitions as data: `jobs/studies/<name>.yaml` parsed into one validated model.
 
-A new study needs only a new YAML file. The sections issue 6 (`probability:`) and issue 7 (`extraction:`)
-own are kept here as opaque mappings: their pipelines validate them, so they can grow without this module
-changing.
+A new study needs only a new YAML file. The `probability:` and `extraction:` sections are kept here as
+opaque mappings: their pipelines validate them, so they can grow without this module changing.
 """
 
 from __future__ import annotations

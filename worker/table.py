@@ -1,106 +1,129 @@
-"""Reading the input CSV exactly as written; writing the output so that its existence means complete."""
+"""Reading the input CSV exactly as written, as a stream: memory stays flat however many rows it has.
+
+`read_input` checks the whole file once (encoding, header, every row's field count) and hashes it on the
+way; `InputTable.records()` then reads it again row by row for the run and for the final output. Values
+stay text: "007" keeps its zeros, "NA" and "" stay what they are.
+"""
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
-import io
-import os
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
-from worker import constants as c
 from worker.errors import InputError
 
-__all__ = ["InputTable", "read_input", "write_atomically"]
+__all__ = ["InputTable", "read_input"]
+
+_CHUNK = 1 << 20
+# The csv module refuses fields over 128 KiB by default; a model's answer copied into an input (extraction
+# reads query outputs) can be longer.
+csv.field_size_limit(1 << 30)
 
 
 @dataclass(frozen=True)
 class InputTable:
-    """The input rows to process (all values as text) and what identifies the file they came from."""
+    """The input file: its columns, what identifies it, and its rows as a stream of dicts of text."""
 
-    frame: pd.DataFrame  # every column dtype str; ids keep leading zeros, "NA" stays "NA"
+    path: Path
+    columns: tuple[str, ...]
     sha256: str  # of the whole file's bytes, so a checkpoint can tell whether its input changed
     file_rows: int  # rows in the file, before --limit
+    rows: int  # rows to process: file_rows, or --limit when smaller
+
+    def records(self) -> Iterator[dict[str, str]]:
+        """The rows to process, in order, one dict per row (a short row's missing fields are "")."""
+        with self.path.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(
+                handle, strict=True
+            )  # strict: an unclosed quote is an error, not a long field
+            next(reader)
+            width = len(self.columns)
+            for fields in itertools.islice((fields for fields in reader if fields), self.rows):
+                padding = [""] * (width - len(fields))
+                yield dict(zip(self.columns, [*fields, *padding], strict=True))
 
 
 def read_input(path: Path, required_columns: Sequence[str], limit: int | None = None) -> InputTable:
-    """Read `path` whole; InputError with one sentence for every way it can be unusable."""
+    """Check `path` in one streaming pass; InputError with one sentence for every way it is unusable."""
+    sha256 = _check_bytes(path)
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle, strict=True)  # strict: an unclosed quote is an error, not a long field
+        try:
+            columns = tuple(next(reader, []))
+            rows = 0
+            for fields in reader:
+                if not fields:
+                    continue  # a blank line is no row (as spreadsheets and pandas read it)
+                rows += 1
+                if len(fields) > len(columns):
+                    raise InputError(
+                        f"--input {path}: not a readable CSV (line {reader.line_num} has {len(fields)} "
+                        f"fields, the header {len(columns)}); quote values that contain commas."
+                    )
+        except csv.Error as err:
+            raise InputError(f"--input {path}: not a readable CSV (line {reader.line_num}: {err}).") from err
+    _check_header(path, columns, required_columns)
+    if rows == 0:
+        raise InputError(f"--input {path}: the file has a header but no rows.")
+    return InputTable(
+        path=path,
+        columns=columns,
+        sha256=sha256,
+        file_rows=rows,
+        rows=rows if limit is None else min(rows, limit),
+    )
+
+
+def _check_bytes(path: Path) -> str:
+    """The file's SHA-256; InputError when it is missing, empty or not UTF-8 (naming the byte offset)."""
+    digest = hashlib.sha256()
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    blank = True
     try:
-        data = path.read_bytes()
+        with path.open("rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+                blank = blank and not chunk.strip()
+                pending = len(decoder.getstate()[0])  # bytes of a character split across chunks
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError as err:
+                    raise InputError(
+                        f"--input {path}: not UTF-8 text (undecodable byte at offset "
+                        f"{offset - pending + err.start}); re-save it as UTF-8."
+                    ) from err
+                offset += len(chunk)
+            try:
+                decoder.decode(b"", final=True)
+            except UnicodeDecodeError as err:
+                raise InputError(
+                    f"--input {path}: not UTF-8 text (the file ends inside a character); re-save it as UTF-8."
+                ) from err
     except FileNotFoundError as err:
         raise InputError(f"--input {path}: no such file.") from err
     except IsADirectoryError as err:
         raise InputError(f"--input {path}: is a directory, not a CSV file.") from err
     except OSError as err:
         raise InputError(f"--input {path}: cannot be read ({err.strerror}).") from err
-    if not data.strip():
+    if blank:
         raise InputError(f"--input {path}: the file is empty.")
-    try:
-        text = data.decode("utf-8-sig")  # -sig: spreadsheet exports often start with a byte-order mark
-    except UnicodeDecodeError as err:
-        raise InputError(
-            f"--input {path}: not UTF-8 text (undecodable byte at offset {err.start}); re-save it as UTF-8."
-        ) from err
-    try:
-        header = next(csv.reader(io.StringIO(text)), [])
-    except csv.Error as err:
-        raise InputError(f"--input {path}: not a readable CSV header ({err}).") from err
-    duplicates = sorted({name for name in header if header.count(name) > 1})
+    return digest.hexdigest()
+
+
+def _check_header(path: Path, columns: Sequence[str], required_columns: Sequence[str]) -> None:
+    duplicates = sorted({name for name in columns if columns.count(name) > 1})
     if duplicates:
-        # pandas would rename the second "x" to "x.1", and the output's header would no longer be the input's.
+        # The output repeats the input's header; two columns of one name would be ambiguous to every reader.
         raise InputError(f"--input {path}: duplicate column name(s) {', '.join(duplicates)} in the header.")
-    try:
-        # dtype=str + keep_default_na=False: "007" stays "007", "NA" and "" stay text, nothing becomes NaN.
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as err:
-        raise InputError(f"--input {path}: not a readable CSV ({str(err).strip()}).") from err
-    missing = [column for column in required_columns if column not in frame.columns]
+    missing = [column for column in required_columns if column not in columns]
     if missing:
         raise InputError(
             f"--input {path}: missing column(s) {', '.join(missing)} that this study needs "
-            f"(the file has: {', '.join(map(str, frame.columns))})."
+            f"(the file has: {', '.join(columns)})."
         )
-    if frame.empty:
-        raise InputError(f"--input {path}: the file has a header but no rows.")
-    file_rows = len(frame)
-    if limit is not None:
-        frame = frame.iloc[:limit]
-    return InputTable(frame=frame, sha256=hashlib.sha256(data).hexdigest(), file_rows=file_rows)
-
-
-def write_atomically(path: Path, content: str) -> None:
-    """Write `content` to a temporary file beside `path`, fsync it, and rename it into place.
-
-    Readers (the extraction Jobs) treat the output's existence as "complete", so it must never exist half
-    written: a crash leaves at most the temporary file, which the next run overwrites.
-    """
-    temporary = path.with_name(path.name + c.TEMP_SUFFIX)
-    with temporary.open("w", encoding="utf-8", newline="") as handle:
-        handle.write(content)
-        handle.flush()
-        os.fsync(handle.fileno())
-    temporary.replace(path)
-    _fsync_directory(path.parent)
-
-
-def frame_to_csv(frame: pd.DataFrame) -> str:
-    """CSV text with RFC 4180 line ends.
-
-    The csv module quotes a field only for the delimiter, the quote and the characters of the line
-    terminator. With "\n" a lone "\r" in a model's answer (the tiny test model writes them) went out
-    unquoted and readers split the row in two; with "\r\n" both characters force quoting.
-    """
-    return frame.to_csv(index=False, lineterminator="\r\n")
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable (POSIX: the directory entry lives in the directory)."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -46,6 +46,8 @@ from types import ModuleType
 
 import pytest
 
+from tests.support.ci import unavailable
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -67,10 +69,6 @@ def _load_tiny_vllm() -> ModuleType:
 tiny_vllm = _load_tiny_vllm()
 
 
-def running_under_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 def _reuse_settings() -> tuple[str, Path] | None:
     url = os.environ.get("GRACE_VLLM_URL", "").strip()
     model_dir = os.environ.get("GRACE_TINY_MODEL_DIR", "").strip()
@@ -80,9 +78,7 @@ def _reuse_settings() -> tuple[str, Path] | None:
 
 
 def _unavailable(reason: str) -> None:
-    if running_under_ci():
-        pytest.fail(f"CI is set, so the real vLLM server is required: {reason}", pytrace=False)
-    pytest.skip(reason)
+    unavailable(f"the real vLLM server: {reason}")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -1,4 +1,4 @@
-"""Independent log-probabilities for the exactness test of `worker probs` (issue 6).
+"""Independent log-probabilities for the exactness test of `worker probs`.
 
 Runs under the vLLM server's own interpreter (.venv-vllm: torch + transformers), NOT the project's venv,
 and shares no code with the worker: it loads the tiny model with transformers and does a plain forward

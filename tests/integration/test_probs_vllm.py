@@ -1,6 +1,6 @@
 """`worker probs` against the real vLLM server, checked against an independent transformers forward pass.
 
-The exactness check (issue 6): every option log-probability the worker reports is recomputed from the token
+The exactness check: every option log-probability the worker reports is recomputed from the token
 ids it recorded, by `probs_reference.py` running in the server's own venv (torch + transformers, no worker
 code), and must agree within 1e-3, for single-token options (both methods) and multi-token options
 (continuation). Every renormalised distribution must sum to 1 within 1e-6.

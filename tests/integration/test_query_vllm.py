@@ -1,4 +1,4 @@
-"""`worker query` against the real vLLM server (tiny random-weight model): issue 5's "done when".
+"""`worker query` against the real vLLM server (tiny random-weight model): the whole pipeline end to end.
 
 The model's text is random, so these tests check structure, counts and the server's own facts, never
 wording. Requests ask for few tokens (`--max-tokens 8`) to keep a 2-core CPU server quick.
@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tests.support.contracts import QUERY_ADDED_COLUMNS
+from tests.support.contracts import QUERY_ADDED_COLUMNS, SAMPLE_COLUMNS
 from worker.client import ModelClient
 from worker.errors import RequestRejected
 from worker.options import ClientOptions
@@ -69,7 +69,7 @@ def test_query_end_to_end(vllm_server: Any, tmp_path: Path, study: str) -> None:
     done = run(command(vllm_server, study, source, output))
     assert done.returncode == 0, done.stderr[-3000:]
     result = read(output)
-    assert list(result.columns) == [*frame.columns, *QUERY_ADDED_COLUMNS]
+    assert list(result.columns) == [*frame.columns, *SAMPLE_COLUMNS, *QUERY_ADDED_COLUMNS]
     pd.testing.assert_frame_equal(result[frame.columns], frame)
     assert (result["error"] == "").all()
     assert (result["model_name"] == vllm_server.served_name).all()
@@ -82,7 +82,14 @@ def test_query_end_to_end(vllm_server: Any, tmp_path: Path, study: str) -> None:
     assert meta["server"]["model"]["id"] == vllm_server.served_name
     assert meta["server"]["model"]["max_model_len"] == 512
     assert meta["parameters"]["generation"]["max_tokens"] == 8
-    assert meta["rows"] == {"ok": ROWS, "failed": 0, "from_checkpoint": 0}
+    assert meta["rows"] == {
+        "ok": ROWS,
+        "failed": 0,
+        "failed_row_specific": 0,
+        "failed_transport": 0,
+        "not_done": 0,
+        "from_checkpoint": 0,
+    }
 
 
 def test_sigkill_then_rerun_against_the_real_server(vllm_server: Any, tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """What users rely on, written once for every test that checks it (independent of the worker's code)."""
 
-# Issue 5: the columns `worker query` adds after the input's own, in this order.
+# The columns `worker query` adds after the input's own, in this order.
 QUERY_ADDED_COLUMNS = (
     "model_name",
     "model_response",
@@ -12,3 +12,6 @@ QUERY_ADDED_COLUMNS = (
     "attempts",
     "error",
 )
+
+# The runner's columns between the input's and a pipeline's: which of a row's N answers, and its seed.
+SAMPLE_COLUMNS = ("sample", "seed")

@@ -18,7 +18,7 @@ Behaviours (one per response): `Ok(body)`, `Status(code, message=..., retry_afte
 byte at a time), `Truncate()` (complete headers, JSON cut in half), `Reset()` (close the connection with
 no response). `latency_s` delays every response (the benchmark's 200 ms server).
 
-Extending it (issues 6 and 7)
+Extending it
 -----------------------------
 `server.handlers[path] = fn` where `fn(request: Request) -> Ok | Status | Reset` answers a path the
 default set does not (or replaces one): e.g. `/v1/completions` with logprobs, or a chat answer carrying

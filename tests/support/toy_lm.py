@@ -1,4 +1,4 @@
-"""A toy language model behind vLLM's log-probability endpoints, for unit tests of `worker probs` (issue 6).
+"""A toy language model behind vLLM's log-probability endpoints, for unit tests of `worker probs`.
 
 It plugs into `FakeOpenAI` as handlers for /tokenize, /detokenize, /v1/completions and
 /v1/chat/completions. Its next-token distribution is a fixed, cheap function of the context, so a test

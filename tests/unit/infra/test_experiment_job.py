@@ -1,4 +1,4 @@
-"""Experiment Jobs (issue 4): the matrix as Kubernetes Jobs that order themselves without blocking
+"""Experiment Jobs: the matrix as Kubernetes Jobs that order themselves without blocking
 `pulumi up`, the studies ConfigMap, and job serving mode.
 
 Renders run the whole program under Pulumi mocks (1-3 s each): the nrp stack comes from conftest's
@@ -220,7 +220,9 @@ def test_no_secret_value_in_any_job_environment(created_namespace_run: OfflineRu
     for job in jobs_of(created_namespace_run).values():
         for container in [*pod(job)["containers"], *pod(job).get("initContainers", [])]:
             for env in container.get("env", []):
-                if env["name"].endswith(("KEY", "TOKEN")):
+                if env["name"] == "HF_TOKEN_PATH":  # where the Secret volume puts the token file
+                    assert env["value"] == f"{c.HF_TOKEN_MOUNT}/{c.HF_TOKEN_SECRET_KEY}"
+                elif env["name"].endswith(("KEY", "TOKEN")):
                     assert "value" not in env, (job["metadata"]["name"], env["name"])
                     assert "secretKeyRef" in env["valueFrom"]
 

@@ -1,4 +1,4 @@
-"""The job image (issue 4): jobs/Dockerfile's pins, and that every command line the Jobs run is one the
+"""The job image: jobs/Dockerfile's pins, and that every command line the Jobs run is one the
 worker in that image accepts (parsed with the worker's own argument parsers, nothing executed)."""
 
 from __future__ import annotations

@@ -301,7 +301,9 @@ def test_every_container_with_node_local_scratch_requests_ephemeral_storage(run:
             if "emptyDir" in v and v["emptyDir"].get("medium") != "Memory"  # memory counts as memory
         }
         for container in containers(spec):
-            mounted = [disk[m["name"]] for m in container.get("volumeMounts", []) if m["name"] in disk]
+            # One volume may be mounted at several paths (subPath): count each volume once.
+            names = {m["name"] for m in container.get("volumeMounts", []) if m["name"] in disk}
+            mounted = [disk[name] for name in sorted(names)]
             # vLLM's compile caches live on the writable layer, emptyDir or not.
             if not mounted and container["name"] != c.VLLM_CONTAINER_NAME:
                 continue

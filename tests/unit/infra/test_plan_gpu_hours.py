@@ -1,4 +1,4 @@
-"""The GPU-hour plan (issue 4): the numbers of a small hand-computed case, where the request counts
+"""The GPU-hour plan: the numbers of a small hand-computed case, where the request counts
 come from, and that render's plan.json and stdout carry the matrix and the table."""
 
 from __future__ import annotations

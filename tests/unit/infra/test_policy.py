@@ -1,4 +1,4 @@
-"""NRP rules and fit checks (issue 3): one test per rule and per warning, asserting the message.
+"""NRP rules and fit checks: one test per rule and per warning, asserting the message.
 
 Rules run on the parsed config (fast, no render); one whole-program test shows a violation stops the
 program before any resource exists, and one shows warnings reach `pulumi.log.warn`.
@@ -240,9 +240,10 @@ def test_a_forbidden_storage_class_is_an_error() -> None:
     assert finding.message.startswith("grace:storage.sharedClass='rook-cephfs-ucsd' is refused")
 
 
-def test_an_unknown_model_key_is_refused_by_config() -> None:
+def test_a_new_model_key_without_its_fields_is_refused_by_config() -> None:
     with pytest.raises(
-        ConfigError, match=r"^grace:models\[1\]\.key='llama-5' is not in the catalog \(known: gemma-2-2b, "
+        ConfigError,
+        match=r"^grace:models\[1\]\.key='llama-5' is not in the catalog \(gemma-2-2b, .*missing: hfRepo, ",
     ):
         config(models=[*persistent("gemma-2-2b"), {"key": "llama-5"}])
 

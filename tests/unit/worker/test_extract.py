@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from tests.support.contracts import SAMPLE_COLUMNS
 from tests.support.fake_openai import FakeOpenAI, Ok, Request, Status, chat_completion_body
 from worker import cli
 from worker.errors import InputError
@@ -214,7 +215,7 @@ def test_every_row_ends_valid_or_with_its_error(
     assert code == 3  # complete output, some rows failed
     frame = read(output)
     source = read(tmp_path / "exp1.csv")
-    assert list(frame.columns) == [*STUDY1_COLUMNS, *EXP1_COLUMNS, *FIELDS1, *ADDED]
+    assert list(frame.columns) == [*STUDY1_COLUMNS, *EXP1_COLUMNS, *SAMPLE_COLUMNS, *FIELDS1, *ADDED]
     pd.testing.assert_frame_equal(frame[list(source.columns)], source)  # every exp1 value, in row order
     by_story = frame.set_index("story_shortname")
 
@@ -264,7 +265,14 @@ def test_every_row_ends_valid_or_with_its_error(
     assert chat_requests(server, "failed") == []
 
     meta = json.loads((tmp_path / "structured.csv.meta.json").read_text())
-    assert meta["rows"] == {"ok": 9, "failed": 2, "from_checkpoint": 0}
+    assert meta["rows"] == {
+        "ok": 9,
+        "failed": 2,
+        "failed_row_specific": 2,
+        "failed_transport": 0,
+        "not_done": 0,
+        "from_checkpoint": 0,
+    }
     assert meta["server"]["pipeline_findings"]["structured_output"]["backend"] == "json_schema"
     assert "enforced" in meta["server"]["pipeline_findings"]["structured_output"]["probes"][0]
 

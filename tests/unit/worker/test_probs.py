@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from tests.support.contracts import SAMPLE_COLUMNS
 from tests.support.fake_openai import FakeOpenAI, Status
 from tests.support.toy_lm import ToyLM
 from worker import cli, option_tokens, probs
@@ -467,7 +468,7 @@ def test_study2_runs_with_every_column(server, tmp_path):
     frame = read(output)
     study = load_study("study2")
     pipeline = probs.ProbsPipeline(study, spec.questions_for(study, None), probs.ProbsConfig())
-    assert list(frame.columns) == [*study.required_columns, *pipeline.output_columns]
+    assert list(frame.columns) == [*study.required_columns, *SAMPLE_COLUMNS, *pipeline.output_columns]
     for column in pipeline.output_columns:
         if not column.endswith(("_absent", "error")):
             assert (frame[column] != "").all(), column

@@ -1,4 +1,4 @@
-"""`python -m worker query` end to end against the fault-injecting server: the rules of issue 5."""
+"""`python -m worker query` end to end against the fault-injecting server: checkpoint, retries, exit codes."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.support.contracts import QUERY_ADDED_COLUMNS
+from tests.support.contracts import QUERY_ADDED_COLUMNS, SAMPLE_COLUMNS
 from tests.support.fake_openai import Behaviour, FakeOpenAI, Hang, Request, Reset, Status, Trickle, Truncate
 from worker.cli import main
 
@@ -63,7 +63,7 @@ def test_every_row_once_in_order_with_the_input_columns_unchanged(server: FakeOp
     output = tmp_path / "out.csv"
     assert main(argv(server, output, "--batch-size", "3")) == 0
     source, result = read(STUDY1), read(output)
-    assert list(result.columns) == [*source.columns, *QUERY_ADDED_COLUMNS]
+    assert list(result.columns) == [*source.columns, *SAMPLE_COLUMNS, *QUERY_ADDED_COLUMNS]
     pd.testing.assert_frame_equal(result[source.columns], source)  # ids keep their text: "007" stays "007"
     assert result["participant_id"].iloc[0] == "007"
     assert (result["error"] == "").all()
@@ -107,7 +107,14 @@ def test_the_meta_file_records_the_run(server: FakeOpenAI, tmp_path: Path) -> No
     assert meta["server"]["model"]["max_model_len"] == 512
     assert meta["parameters"]["model_name"] == "tiny"
     assert meta["parameters"]["generation"]["max_tokens"] == 128
-    assert meta["rows"] == {"ok": 4, "failed": 0, "from_checkpoint": 0}
+    assert meta["rows"] == {
+        "ok": 4,
+        "failed": 0,
+        "failed_row_specific": 0,
+        "failed_transport": 0,
+        "not_done": 0,
+        "from_checkpoint": 0,
+    }
     assert meta["exit_code"] == 0
     assert len(read(output)) == 4
 
@@ -204,13 +211,13 @@ def test_a_404_model_mid_run_stops_the_run_but_keeps_finished_rows(
     assert [json.loads(line)["row"] for line in lines[1:]] == [0, 1]
 
 
-def test_unreachable_server_exits_2_after_the_wait(
+def test_unreachable_server_exits_5_after_the_wait(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     output = tmp_path / "out.csv"
     args = argv(FakeOpenAI(port=9), output)  # never started: port 9 is closed
     args[args.index("--wait-timeout") + 1] = "0.5"
-    assert main(args) == 2
+    assert main(args) == 5
     assert "did not answer /health within --wait-timeout 0.5 s" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 

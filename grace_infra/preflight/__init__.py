@@ -1,0 +1,87 @@
+"""`grace preflight --stack nrp [--context CTX]`: check the live cluster against the stack before `pulumi up`.
+
+The render proves the manifests are well formed; only the cluster knows whether the namespace, quota,
+storage classes, GPU nodes, CRDs and secrets they rely on are there. One line per check (PASS, FAIL
+with the fix, or SKIP when the stack does not need it), then a summary line.
+
+Exit codes: 0 every check passed or was skipped; 2 a check failed, the stack config is invalid, or the
+cluster cannot be reached (one line, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from grace_infra import constants as c
+from grace_infra.config import GraceConfig
+from grace_infra.errors import GraceError
+from grace_infra.plan import build_plan
+from grace_infra.preflight.checks import CHECKS, CheckResult, Outcome, StackFacts, run_checks
+from grace_infra.preflight.cluster import Cluster, ClusterUnreachable, connect
+from grace_infra.render import load_raw_config
+from grace_infra.stack import HF_TOKEN_KEY, SECRET_KEYS
+
+__all__ = ["CHECKS", "CheckResult", "main", "stack_facts"]
+
+EXIT_OK = 0
+EXIT_FAILED = 2
+
+
+def stack_facts(stack: str, config_files: Sequence[Path] = ()) -> StackFacts:
+    """The stack's config and plan, read exactly as `grace render` reads them."""
+    raw, encrypted = load_raw_config(stack, config_files)
+    config = GraceConfig.parse({k: v for k, v in raw.items() if k not in SECRET_KEYS})
+    return StackFacts(
+        config=config,
+        plan=build_plan(config),
+        hf_token_set=HF_TOKEN_KEY in encrypted or bool(raw.get(HF_TOKEN_KEY)),
+    )
+
+
+def format_report(results: list[CheckResult], context: str, host: str) -> str:
+    width = max(len(r.check) for r in results)
+    failed = sum(1 for r in results if r.outcome == Outcome.FAIL)
+    passed = sum(1 for r in results if r.outcome == Outcome.PASS)
+    skipped = len(results) - failed - passed
+    verdict = "ready for pulumi up" if not failed else "fix the FAIL lines before pulumi up"
+    summary = (
+        f"preflight: {passed} passed, {failed} failed, {skipped} skipped on context {context} ({host}): "
+        f"{verdict}"
+    )
+    return "\n".join([*(r.line(width) for r in results), summary])
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="grace preflight",
+        description="Check the live cluster against the stack before pulumi up (read-only).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--stack", default=c.DEFAULT_STACK, help="Reads Pulumi.<stack>.yaml.")
+    parser.add_argument(
+        "--config-file", action="append", type=Path, default=[], metavar="EXTRA.yaml",
+        help="Extra grace:* settings replacing the stack's top-level keys, as for render; may be repeated.",
+    )
+    parser.add_argument("--context", default=None, help="kubeconfig context (default: the current one).")
+    parser.add_argument(
+        "--kubeconfig", type=Path, default=None,
+        help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        facts = stack_facts(args.stack, args.config_file)
+        api, context, host = connect(args.context, args.kubeconfig)
+        with api:
+            results = run_checks(Cluster(api), facts)
+    except (GraceError, ClusterUnreachable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(format_report(results, context, host))
+    return EXIT_OK if all(r.outcome != Outcome.FAIL for r in results) else EXIT_FAILED

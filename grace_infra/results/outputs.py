@@ -1,0 +1,164 @@
+"""One worker output file as the results commands see it: its companions, rows, failures and empties.
+
+The worker writes `<name>.csv` only when every row is done, beside `<name>.csv.partial.jsonl` (its
+checkpoint) and `<name>.csv.meta.json` (what ran, on which input, with which exit code). Columns are read
+by name, never by position: the pipelines add and reorder columns, and a file from an older worker must
+still be readable.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from worker import constants as worker_constants
+
+__all__ = [
+    "ERROR_COLUMNS",
+    "OutputFile",
+    "ResultsInputError",
+    "answer_columns",
+    "companion_paths",
+    "empty_mask",
+    "failed_mask",
+    "read_output",
+]
+
+# A row failed when any of these is non-empty: the runner's error column, and extraction's own.
+ERROR_COLUMNS = ("error", "extraction_errors")
+CHECKPOINT_SUFFIX = worker_constants.CHECKPOINT_SUFFIX
+META_SUFFIX = worker_constants.META_SUFFIX
+# Experiment 1's answer columns: the single reply, or one reply per question of the study.
+QUERY_ANSWER_COLUMNS = ("model_response", "response_story", "response_speech", "response_knowledge")
+COVERAGE_SUFFIX = "_coverage"
+TIDY_SUFFIX = ".tidy.csv"  # the long-format table written beside an Experiment 2 file
+
+
+class ResultsInputError(Exception):
+    """A folder or file the results commands cannot use; the message is one sentence naming it."""
+
+
+def companion_paths(output: Path) -> tuple[Path, Path]:
+    """The checkpoint and meta file the worker writes beside `output`."""
+    return output.with_name(output.name + CHECKPOINT_SUFFIX), output.with_name(output.name + META_SUFFIX)
+
+
+def output_of(path: Path) -> Path | None:
+    """The output CSV a campaign file belongs to (itself for a CSV), or None for any other file."""
+    name = path.name
+    for suffix in (CHECKPOINT_SUFFIX, META_SUFFIX):
+        if name.endswith(suffix):
+            return path.with_name(name.removesuffix(suffix))
+    return path if name.endswith(".csv") and not name.endswith(TIDY_SUFFIX) else None
+
+
+@dataclass
+class OutputFile:
+    """An output CSV (perhaps not written yet) and what its meta file says."""
+
+    path: Path
+    frame: pd.DataFrame | None  # None until the worker has written the CSV
+    meta: dict[str, Any] | None  # None when there is no meta file
+    checkpoint_rows: int  # lines in the checkpoint after its header (rows finished so far)
+
+    @property
+    def pipeline(self) -> str:
+        return str((self.meta or {}).get("pipeline", ""))
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        value = (self.meta or {}).get("parameters")
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def model_name(self) -> str:
+        if self.frame is not None and "model_name" in self.frame.columns and len(self.frame):
+            return str(self.frame["model_name"].iloc[0])
+        return str(self.parameters.get("model_name") or self.path.parent.name)
+
+    @property
+    def study(self) -> str:
+        return str(self.parameters.get("study") or self.path.name.split("_", 1)[0])
+
+    @property
+    def samples(self) -> int:
+        """Samples per input row (1 unless the run asked for more)."""
+        value = self.parameters.get("samples", 1)
+        return value if isinstance(value, int) and value > 0 else 1
+
+    @property
+    def expected_rows(self) -> int | None:
+        """Input rows x samples, from the meta file: the rows a complete output has."""
+        rows = (self.meta or {}).get("input", {}).get("rows_in_file")
+        return rows * self.samples if isinstance(rows, int) else None
+
+    @property
+    def exit_code(self) -> int | None:
+        code = (self.meta or {}).get("exit_code")
+        return code if isinstance(code, int) else None
+
+
+def read_output(path: Path) -> OutputFile:
+    """Read `path` and its companions; ResultsInputError naming the file when one is unreadable."""
+    checkpoint, meta_path = companion_paths(path)
+    frame = None
+    if path.is_file():
+        try:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            raise ResultsInputError(f"{path}: not a readable CSV ({str(err).strip()}).") from err
+    meta = None
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise ResultsInputError(f"{meta_path}: not a readable JSON meta file ({err}).") from err
+        if not isinstance(meta, dict):
+            raise ResultsInputError(f"{meta_path}: expected a JSON object.")
+    lines = 0
+    if checkpoint.is_file():
+        with checkpoint.open("rb") as handle:
+            lines = max(sum(1 for line in handle if line.strip()) - 1, 0)  # minus the header line
+    return OutputFile(path=path, frame=frame, meta=meta, checkpoint_rows=lines)
+
+
+def failed_mask(frame: pd.DataFrame) -> pd.Series:
+    """Rows carrying an error message in any error column."""
+    failed = pd.Series(False, index=frame.index)
+    for column in ERROR_COLUMNS:
+        if column in frame.columns:
+            failed |= frame[column].str.strip() != ""
+    return failed
+
+
+def answer_columns(output: OutputFile) -> list[str]:
+    """The columns holding the model's answer for this output's pipeline (present ones only)."""
+    frame = output.frame
+    if frame is None:
+        return []
+    columns = list(frame.columns)
+    if output.pipeline == "probs":
+        return [c for c in columns if c.endswith(COVERAGE_SUFFIX)]
+    if output.pipeline == "extract":
+        fields = output.parameters.get("example")
+        return [c for c in fields if c in columns] if isinstance(fields, dict) else []
+    return [c for c in QUERY_ANSWER_COLUMNS if c in columns]
+
+
+def empty_mask(output: OutputFile) -> pd.Series:
+    """Rows without an error whose answer is empty: no text, no extracted field, or zero coverage."""
+    frame = output.frame
+    assert frame is not None
+    columns = answer_columns(output)
+    if not columns:
+        return pd.Series(False, index=frame.index)
+    if output.pipeline == "probs":
+        coverage = frame[columns].apply(pd.to_numeric, errors="coerce").fillna(0.0)
+        empty = (coverage <= 0).all(axis=1)
+    else:
+        empty = (frame[columns].apply(lambda col: col.str.strip()) == "").all(axis=1)
+    return empty & ~failed_mask(frame)

@@ -1,0 +1,270 @@
+"""`grace status --stack nrp [--context CTX]`: one line per planned Job, and the model servers' readiness.
+
+The Jobs listed are the ones the stack PLANS (the render's planning code), so a Job that was never
+created shows up too. Each line is read from the API server with the user's kubeconfig:
+
+    not created        no Job of that name in the namespace
+    pending: <why>     the scheduler's PodScheduled message (e.g. "0/40 nodes are available: ...
+                       Insufficient nvidia.com/a100"), or a container's waiting reason (image pull)
+    downloading the weights / loading the model
+                       job serving mode: the download init container runs, or the vLLM sidecar is not
+                       ready yet
+    running: ...       rows done/total and rows/s from the worker's last progress log line
+                       (worker/progress.py: `progress pipeline=... done=... total=... rate=...`), with
+                       the task number in a job-mode Job (`task i/n:` lines of `worker run --tasks`)
+    restarting: ...    the worker container exited and waits to be restarted; its last error line
+    succeeded          the Job's Complete condition
+    failed: <line>     the Job's Failed condition and the worker's last error line from the pod's log
+
+Exit codes: 0 printed (whatever the states), 2 bad input or no cluster access.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes.client.rest import ApiException
+
+from grace_infra import constants as c
+from grace_infra.catalog import ServingMode
+from grace_infra.cluster import ClusterAccessError, api_client
+from grace_infra.errors import GraceError
+from grace_infra.plan import format_table
+from grace_infra.results.campaign import Campaign, load_campaign
+
+__all__ = ["JobStatus", "ServerStatus", "collect_status", "format_status", "job_state", "main"]
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+LOG_TAIL_LINES = 200  # progress is logged every 5 s: 200 lines reach back past any retry chatter
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set by the Job controller (Kubernetes >= 1.27)
+LEGACY_JOB_NAME_LABEL = "job-name"
+PROGRESS = re.compile(
+    r"progress pipeline=(?P<pipeline>\S+) done=(?P<done>\d+) total=(?P<total>\d+) "
+    r"ok=\d+ failed=(?P<failed>\d+) rate=(?P<rate>[\d.]+)"
+)
+TASK = re.compile(r"task (?P<number>\d+)/(?P<count>\d+): ")
+# The worker's fatal line (`worker query: error: ...`, runner.report_fatal) or a log record at ERROR.
+ERROR_LINE = re.compile(r": error: | ERROR |Traceback|Error: ")
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    job: str
+    model: str
+    state: str
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    server: str
+    model: str
+    state: str
+
+
+def _labels(obj: Any) -> dict[str, str]:
+    return dict(obj.metadata.labels or {})
+
+
+def _job_of(pod: k8s.V1Pod) -> str | None:
+    labels = _labels(pod)
+    return labels.get(JOB_NAME_LABEL) or labels.get(LEGACY_JOB_NAME_LABEL)
+
+
+def _condition(conditions: Sequence[Any] | None, kind: str) -> Any | None:
+    return next((cond for cond in conditions or [] if cond.type == kind and cond.status == "True"), None)
+
+
+def last_error_line(log: str) -> str:
+    """The worker's last error line; the last line of the log when none looks like one."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    errors = [line for line in lines if ERROR_LINE.search(line)]
+    return (errors or lines or ["(no log)"])[-1]
+
+
+def progress_text(log: str) -> str:
+    """`probs 120/300 rows, 1.52 rows/s (task 2/6)` from the log's last progress and task lines."""
+    progress = [m for m in map(PROGRESS.search, log.splitlines()) if m]
+    tasks = [m for m in map(TASK.search, log.splitlines()) if m]
+    task = f" (task {tasks[-1]['number']}/{tasks[-1]['count']})" if tasks else ""
+    if not progress:
+        lines = [line.strip() for line in log.splitlines() if line.strip()]
+        return f"started, no rows yet{task}" + (f"; last log line: {lines[-1]}" if lines else "")
+    last = progress[-1]
+    failed = int(last["failed"])
+    failures = f", {failed} failed" if failed else ""
+    return (
+        f"{last['pipeline']} {last['done']}/{last['total']} rows, {float(last['rate']):.2f} rows/s"
+        f"{failures}{task}"
+    )
+
+
+def _waiting(statuses: Sequence[Any] | None) -> str | None:
+    for status in statuses or []:
+        waiting = status.state.waiting if status.state else None
+        if waiting and waiting.reason not in {None, "PodInitializing"}:
+            return f"{waiting.reason}: {waiting.message}" if waiting.message else waiting.reason
+    return None
+
+
+def _pending_reason(pod: k8s.V1Pod) -> str:
+    scheduled = next((cond for cond in pod.status.conditions or [] if cond.type == "PodScheduled"), None)
+    if scheduled is not None and scheduled.status != "True":
+        return scheduled.message or scheduled.reason or "not scheduled yet"
+    return (
+        _waiting(pod.status.init_container_statuses) or _waiting(pod.status.container_statuses) or "starting"
+    )
+
+
+def _sidecar_state(pod: k8s.V1Pod) -> str | None:
+    """Job serving mode: `downloading the weights` / `loading the model` until the vLLM sidecar is ready."""
+    for status in pod.status.init_container_statuses or []:
+        running = status.state.running if status.state else None
+        if status.name == c.WEIGHTS_DOWNLOAD_CONTAINER_NAME and running:
+            return "downloading the weights"
+        if status.name == c.VLLM_CONTAINER_NAME and not status.ready:
+            return "loading the model" if running else None
+    return None
+
+
+def job_state(job: k8s.V1Job | None, pods: Sequence[k8s.V1Pod], read_log: Any) -> str:  # noqa: PLR0911 (one return per state)
+    """One Job's state line; `read_log(pod_name)` returns the worker container's log tail."""
+    if job is None:
+        return "not created"
+    latest = max(pods, key=lambda p: p.metadata.creation_timestamp, default=None)
+    conditions = job.status.conditions if job.status else None
+    if _condition(conditions, "Complete"):
+        return "succeeded"
+    failed = _condition(conditions, "Failed")
+    if failed:
+        detail = last_error_line(read_log(latest.metadata.name)) if latest else failed.message
+        return f"failed ({failed.reason}): {detail}"
+    if latest is None:
+        return "pending: no pod yet"
+    sidecar = _sidecar_state(latest)
+    if sidecar:
+        return sidecar
+    if latest.status.phase == "Pending":
+        return f"pending: {_pending_reason(latest)}"
+    worker = next(
+        (s for s in latest.status.container_statuses or [] if s.name == c.WORKER_CONTAINER_NAME), None
+    )
+    if worker is not None and worker.state and worker.state.waiting:
+        return (
+            f"restarting ({worker.restart_count} restarts, {worker.state.waiting.reason}): "
+            f"{last_error_line(read_log(latest.metadata.name))}"
+        )
+    if latest.status.phase == "Running":
+        return f"running: {progress_text(read_log(latest.metadata.name))}"
+    return latest.status.phase or "unknown"
+
+
+def server_state(statefulset: k8s.V1StatefulSet | None, pod: k8s.V1Pod | None) -> str:
+    if statefulset is None:
+        return "not created"
+    ready = (statefulset.status.ready_replicas or 0) if statefulset.status else 0
+    wanted = statefulset.spec.replicas if statefulset.spec.replicas is not None else 1
+    if ready >= wanted:
+        return f"ready {ready}/{wanted}"
+    if pod is None:
+        return f"not ready {ready}/{wanted}: no pod yet"
+    if pod.status.phase == "Pending":
+        downloading = any(
+            s.name == c.WEIGHTS_DOWNLOAD_CONTAINER_NAME and s.state and s.state.running
+            for s in pod.status.init_container_statuses or []
+        )
+        return "downloading the weights" if downloading else f"pending: {_pending_reason(pod)}"
+    waiting = _waiting(pod.status.container_statuses)
+    return f"not ready: {waiting}" if waiting else "loading the model"
+
+
+def collect_status(campaign: Campaign, api: k8s.ApiClient) -> tuple[list[JobStatus], list[ServerStatus]]:
+    namespace = campaign.namespace
+    core, batch, apps = k8s.CoreV1Api(api), k8s.BatchV1Api(api), k8s.AppsV1Api(api)
+    selector = f"{c.LABEL_PROJECT}={c.PROJECT}"
+    jobs = {
+        job.metadata.name: job for job in batch.list_namespaced_job(namespace, label_selector=selector).items
+    }
+    pods = core.list_namespaced_pod(namespace, label_selector=selector).items
+    sets = {
+        s.metadata.name: s
+        for s in apps.list_namespaced_stateful_set(namespace, label_selector=selector).items
+    }
+
+    def read_log(pod_name: str) -> str:
+        try:
+            return core.read_namespaced_pod_log(
+                pod_name, namespace, container=c.WORKER_CONTAINER_NAME, tail_lines=LOG_TAIL_LINES
+            )
+        except ApiException as err:
+            return f"(log not available: {err.status} {err.reason})"
+
+    job_lines = [
+        JobStatus(
+            planned.name,
+            planned.model.key,
+            job_state(jobs.get(planned.name), [p for p in pods if _job_of(p) == planned.name], read_log),
+        )
+        for planned in campaign.jobs
+    ]
+    by_name = {pod.metadata.name: pod for pod in pods}
+    server_lines = [
+        ServerStatus(
+            model.server_name,
+            model.key,
+            server_state(sets.get(model.server_name), by_name.get(f"{model.server_name}-0")),
+        )
+        for model in campaign.config.served_models()
+        if model.serving_mode is ServingMode.PERSISTENT
+    ]
+    return job_lines, server_lines
+
+
+def format_status(jobs: list[JobStatus], servers: list[ServerStatus]) -> str:
+    server_table = format_table(
+        ["model server", "model", "state"], [[s.server, s.model, s.state] for s in servers]
+    )
+    job_table = format_table(["job", "model", "state"], [[j.job, j.model, j.state] for j in jobs])
+    done = sum(j.state == "succeeded" for j in jobs)
+    return f"{server_table}\n\n{job_table}\n\n{done} of {len(jobs)} planned Jobs succeeded"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="grace status",
+        description="One line per planned Job and model server, read from the live cluster.",
+        epilog="exit codes: 0 status printed, 2 bad input or no cluster access",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--stack", default=c.DEFAULT_STACK, help="reads Pulumi.<stack>.yaml for the plan")
+    parser.add_argument("--context", help="kubeconfig context (default: the current context)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        campaign = load_campaign(args.stack)
+        jobs, servers = collect_status(campaign, api_client(args.context))
+    except GraceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except ApiException as err:
+        print(
+            f"error: {ClusterAccessError(f'the API server refused a call: {err.status} {err.reason}')}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    except Exception as err:  # urllib3 connection errors: one line, not a traceback
+        if type(err).__module__.startswith("urllib3"):
+            print(f"error: cannot reach the API server of your kubeconfig context: {err}", file=sys.stderr)
+            return EXIT_USAGE
+        raise
+    print(format_status(jobs, servers))
+    return EXIT_OK

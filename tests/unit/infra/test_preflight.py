@@ -1,0 +1,244 @@
+"""`grace preflight` against recorded Kubernetes API responses, through the real `kubernetes` client.
+
+Each check has a passing and a failing fixture under tests/fixtures/preflight/ (real API object
+shapes: VersionInfo, Namespace, ResourceQuotaList with status.hard/used, StorageClassList, NodeList
+with labels and status.allocatable, CustomResourceDefinitionList, Secret, and the API's 404 Status).
+The stack is the nrp stack with the keys a check depends on pinned in an extra config file, so the
+tests say which setting each outcome comes from.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from grace_infra import cli
+from grace_infra.preflight import stack_facts
+from grace_infra.preflight.checks import quota_needs
+from tests.support.recorded_kube_api import CONTEXT, TOKEN, RecordedApi, Route, serve
+
+NS = "grace-experiments"
+PASSING: dict[str, Route] = {
+    "/version": Route("version-v1.33.json"),
+    f"/api/v1/namespaces/{NS}": Route("namespace.json"),
+    f"/api/v1/namespaces/{NS}/resourcequotas": Route("resourcequotas-room.json"),
+    "/apis/storage.k8s.io/v1/storageclasses": Route("storageclasses-nrp.json"),
+    "/api/v1/nodes": Route("nodes-a100.json"),
+    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions": Route("crds-prometheus-operator.json"),
+    f"/api/v1/namespaces/{NS}/secrets/huggingface-token": Route("secret-pulumi-managed.json"),
+}
+# One gated persistent model on 1 A100 and a job-mode 70B on 4, monitoring on, the token set.
+STACK: dict[str, Any] = {
+    "gpu": {"resourceName": "nvidia.com/a100", "nodeProduct": "NVIDIA-A100-SXM4-80GB", "memoryGb": 80},
+    "models": [
+        {"key": "gemma-2-2b", "servingMode": "persistent"}, {"key": "llama-3-70b", "servingMode": "job"},
+    ],
+    "monitoring": {"enabled": True},
+    "hfToken": "hf_fixture",
+}
+
+
+def run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], *, routes: dict[str, Route] | None = None,
+    stack: dict[str, Any] | None = None, extra_args: tuple[str, ...] = (),
+) -> tuple[int, list[str], str, RecordedApi]:
+    """`grace preflight --stack nrp` against the recorded API: (exit code, stdout lines, stderr, api)."""
+    config_file = tmp_path / "stack.yaml"
+    config_file.write_text(yaml.safe_dump(STACK if stack is None else stack), encoding="utf-8")
+    with serve(PASSING if routes is None else routes) as api:
+        kubeconfig = api.kubeconfig(tmp_path)
+        code = cli.main([
+            "preflight", "--stack", "nrp", "--config-file", str(config_file),
+            "--kubeconfig", str(kubeconfig), *extra_args,
+        ])  # fmt: skip
+    out, err = capsys.readouterr()
+    return code, out.splitlines(), err, api
+
+
+def line(lines: list[str], check: str) -> str:
+    found = [ln for ln in lines if ln.split(maxsplit=1)[1].startswith(check)]
+    assert len(found) == 1, (check, lines)
+    return found[0]
+
+
+def with_route(path: str, route: Route) -> dict[str, Route]:
+    return {**PASSING, path: route}
+
+
+def test_all_pass_exit_0_one_line_per_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines, err, api = run(tmp_path, capsys)
+    assert code == 0, lines
+    assert err == ""
+    assert [ln.split()[0] for ln in lines[:-1]] == ["PASS"] * 8
+    assert line(lines, "server version").endswith("v1.33.2 >= 1.29 (native sidecars for job-mode pods)")
+    assert "1 of 2" not in line(lines, "GPU NVIDIA-A100-SXM4-80GB")
+    assert "2 of 2 nodes expose nvidia.com/a100 (up to 8 a node, a pod needs 4)" in line(lines, "GPU")
+    assert lines[-1].startswith(f"preflight: 8 passed, 0 failed, 0 skipped on context {CONTEXT} ({api.url})")
+    # The real client sent the kubeconfig's bearer token on every request.
+    assert {auth for _, _, auth in api.requests} == {f"Bearer {TOKEN}"}
+
+
+@pytest.mark.parametrize(
+    ("path", "fixture", "status", "check", "expected"),
+    [
+        ("/version", "version-v1.28.json", 200, "server version", "v1.28.15 < 1.29"),
+        (f"/api/v1/namespaces/{NS}", "namespace-not-found.json", 404, "namespace", f"{NS} does not exist"),
+        (
+            f"/api/v1/namespaces/{NS}/resourcequotas", "resourcequotas-exhausted.json", 200, "resource quota",
+            "requests.nvidia.com/a100 needs 5, 1 free of 8 in grace-experiments-quota",
+        ),
+        (
+            "/apis/storage.k8s.io/v1/storageclasses", "storageclasses-no-block.json", 200,
+            "storage class rook-ceph-block",
+            "does not exist; grace-model-weights-gemma-2-2b, grace-model-weights-llama-3-70b would stay",
+        ),
+        (
+            "/apis/storage.k8s.io/v1/storageclasses", "storageclasses-no-block.json", 200,
+            "storage class rook-ceph-block", "Fix: use one of rook-cephfs in grace:storage",
+        ),
+        (
+            "/api/v1/nodes", "nodes-a100-none-allocatable.json", 200, "GPU NVIDIA-A100-SXM4-80GB",
+            "1 node(s) carry the product but none has nvidia.com/a100 allocatable",
+        ),
+        (
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", "crds-no-prometheus-operator.json",
+            200,
+            "Prometheus Operator CRDs", "servicemonitors.monitoring.coreos.com does not exist",
+        ),
+        (
+            f"/api/v1/namespaces/{NS}/secrets/huggingface-token", "secret-created-by-hand.json", 200,
+            "Secret huggingface-token", "was not created by Pulumi",
+        ),
+    ],
+)  # fmt: skip
+def test_each_failing_fixture_fails_its_check_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], path: str, fixture: str, status: int, check: str,
+    expected: str,
+) -> None:
+    code, lines, err, _ = run(tmp_path, capsys, routes=with_route(path, Route(fixture, status)))
+    assert code == 2
+    assert err == ""
+    failed = [ln for ln in lines[:-1] if ln.startswith("FAIL")]
+    assert failed == [line(lines, check)], lines
+    assert expected in failed[0]
+    assert " Fix: " in failed[0]
+    assert ", 1 failed," in lines[-1]
+    assert lines[-1].endswith("fix the FAIL lines before pulumi up")
+
+
+def test_quota_needs_come_from_the_plan(tmp_path: Path) -> None:
+    config_file = tmp_path / "stack.yaml"
+    config_file.write_text(yaml.safe_dump(STACK), encoding="utf-8")
+    facts = stack_facts("nrp", [config_file])
+    rows = {row["model"]: row for row in facts.plan["models"]}
+    needs = quota_needs(facts)
+    # gemma-2-2b persistent (1 GPU) + the job-mode llama-3-70b pod (4 GPUs), every claim of the plan.
+    assert needs["requests.nvidia.com/a100"] == rows["gemma-2-2b"]["gpus"] + rows["llama-3-70b"]["gpus"] == 5
+    assert needs["pods"] == 2
+    assert needs["persistentvolumeclaims"] == len(facts.plan["storage"]) == 5
+
+
+def test_shipped_gpu_resource_mistake_is_caught(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Requesting nvidia.com/gpu on A100 nodes that expose only nvidia.com/a100 fails, naming both."""
+    stack = {**STACK, "gpu": {**STACK["gpu"], "resourceName": "nvidia.com/gpu"}}
+    code, lines, _, _ = run(tmp_path, capsys, stack=stack)
+    assert code == 2
+    assert "none has nvidia.com/gpu allocatable (they expose nvidia.com/a100)" in line(lines, "GPU")
+
+
+def test_pod_larger_than_any_node_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A pod's GPUs must all sit on one node: 4 GPUs fit 4-GPU nodes, 8 do not."""
+    routes = with_route("/api/v1/nodes", Route("nodes-a100-4-per-node.json"))
+    code, lines, _, _ = run(tmp_path, capsys, routes=routes)
+    assert code == 0
+    assert "(up to 4 a node, a pod needs 4)" in line(lines, "GPU")
+    big = {"key": "llama-3-70b", "servingMode": "job", "gpus": 8, "tensorParallelSize": 8}
+    code, lines, _, _ = run(tmp_path, capsys, routes=routes, stack={**STACK, "models": [big]})
+    assert code == 2
+    assert "a pod needs 8 nvidia.com/a100 on one node; one node offers at most 4" in line(lines, "GPU")
+
+
+def test_checks_the_stack_does_not_need_are_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = {**STACK, "monitoring": {"enabled": False}, "models": [{"key": "gpt-oss-20b"}]}
+    routes = {k: v for k, v in PASSING.items() if "customresourcedefinitions" not in k and "secrets" not in k}
+    code, lines, _, api = run(tmp_path, capsys, routes=routes, stack=stack)
+    assert code == 0
+    assert line(lines, "Prometheus Operator CRDs").startswith("SKIP")
+    assert line(lines, "Secret huggingface-token").startswith("SKIP")
+    assert not any("customresourcedefinitions" in path or "secrets" in path for _, path, _ in api.requests)
+
+
+def test_gated_model_without_token_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    stack = {k: v for k, v in STACK.items() if k != "hfToken"}
+    code, lines, _, _ = run(tmp_path, capsys, stack=stack)
+    assert code == 2
+    assert "gemma-2-2b, llama-3-70b are gated but grace:hfToken is not set" in line(lines, "Secret")
+
+
+def test_absent_secret_passes_when_pulumi_will_create_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = f"/api/v1/namespaces/{NS}/secrets/huggingface-token"
+    code, lines, _, _ = run(tmp_path, capsys, routes=with_route(path, Route("secret-not-found.json", 404)))
+    assert code == 0
+    assert "pulumi up creates it from grace:hfToken" in line(lines, "Secret")
+
+
+def test_forbidden_read_fails_that_check_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    route = Route("crds-no-prometheus-operator.json", HTTPStatus.FORBIDDEN)
+    code, lines, _, _ = run(
+        tmp_path, capsys, routes=with_route("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", route)
+    )
+    assert code == 2
+    assert [ln.split()[0] for ln in lines[:-1]].count("FAIL") == 1
+    assert "the API answered HTTP 403" in line(lines, "monitoring crds")
+
+
+def test_unknown_context_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines, err, api = run(tmp_path, capsys, extra_args=("--context", "nope"))
+    assert code == 2
+    assert lines == []
+    assert err == "error: --context nope is not in the kubeconfig (contexts: elsewhere, nautilus).\n"
+    assert api.requests == []
+
+
+def test_other_context_is_used(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines, _, _ = run(tmp_path, capsys, extra_args=("--context", "elsewhere"))
+    assert code == 0
+    assert " on context elsewhere " in lines[-1]
+
+
+def test_missing_kubeconfig_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["preflight", "--stack", "nrp", "--kubeconfig", str(tmp_path / "absent")])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"error: cannot read {tmp_path / 'absent'}: ")
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]  # bound, never listening: connections are refused
+
+
+def test_unreachable_cluster_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], closed_port: int
+) -> None:
+    api = RecordedApi(routes={}, url=f"http://127.0.0.1:{closed_port}")
+    code = cli.main(["preflight", "--stack", "nrp", "--kubeconfig", str(api.kubeconfig(tmp_path))])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"error: the API server at http://127.0.0.1:{closed_port} did not answer: ")

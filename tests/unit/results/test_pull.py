@@ -1,0 +1,198 @@
+"""`grace results pull`: the reader pod's spec, its deletion on error and on Ctrl-C, the skip logic and
+the tar unpacking.
+
+The pod is created, read and deleted by the REAL kubernetes client against a loopback API server that
+answers with recorded Pod objects (tests/support/kube_api.py). The exec stream is the one part faked
+here: it is a websocket to a kubelet, which only a real cluster has; the fake runs the same `tar` and
+`sha256sum` commands on a local folder standing in for the claim. Not verified here: exec against a live
+API server.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import subprocess
+import tarfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+from kubernetes import client as k8s
+
+from grace_infra import constants as c
+from grace_infra.cluster import ClusterAccessError, api_client
+from grace_infra.results import pull
+from grace_infra.results.campaign import load_campaign
+from tests.support.kube_api import CONTEXT, KubeApi
+from tests.unit.infra.support import assert_valid_k8s
+
+NS = "grace-experiments"
+PODS = f"/api/v1/namespaces/{NS}/pods"
+
+
+def _config():
+    return load_campaign("nrp").config
+
+
+def test_the_reader_pod_mounts_the_claim_read_only_and_ends_itself() -> None:
+    manifest = pull.reader_pod_manifest(_config(), "grace-results-reader-test")
+    assert_valid_k8s(manifest)
+    spec = manifest["spec"]
+    assert spec["volumes"] == [
+        {"name": "output", "persistentVolumeClaim": {"claimName": c.OUTPUT_PVC, "readOnly": True}}
+    ]
+    (container,) = spec["containers"]
+    assert container["volumeMounts"] == [{"name": "output", "mountPath": c.OUTPUT_MOUNT, "readOnly": True}]
+    assert spec["activeDeadlineSeconds"] == pull.READER_DEADLINE_S
+    assert spec["restartPolicy"] == "Never"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["resources"]["limits"] == container["resources"]["requests"]
+    assert manifest["metadata"]["labels"][c.LABEL_PROJECT] == c.PROJECT
+
+
+def _pod_object(name: str, phase: str) -> dict[str, Any]:
+    manifest = copy.deepcopy(pull.reader_pod_manifest(_config(), name))
+    manifest["metadata"] |= {
+        "uid": "uid-reader",
+        "resourceVersion": "1",
+        "creationTimestamp": "2026-11-30T03:00:00Z",
+    }
+    manifest["status"] = {"phase": phase, "qosClass": "Guaranteed", "startTime": "2026-11-30T03:00:01Z"}
+    return manifest
+
+
+class _Routes(dict):
+    """Answers POST/GET/DELETE of whatever reader pod name `run_pull` chose."""
+
+    def get(self, key: tuple[str, str], default: Any = None) -> Any:
+        method, path = key
+        if method == "POST" and path == PODS:
+            return 201, _pod_object("created", "Pending")
+        if path.startswith(f"{PODS}/grace-results-reader-"):
+            name = path.rsplit("/", 1)[-1]
+            return 200, _pod_object(name, "Running")
+        return default
+
+
+def _local_exec(claim: Path):
+    """Stands in for the exec stream: runs the command on `claim` as the pod would on /output."""
+
+    def factory(api: k8s.CoreV1Api, pod: str, namespace: str):
+        def run(command: Sequence[str]) -> IO[bytes]:
+            argv = [part.replace(c.OUTPUT_MOUNT, str(claim)) for part in command]
+            result = subprocess.run(argv, capture_output=True, check=True)
+            return io.BytesIO(result.stdout)
+
+        return run
+
+    return factory
+
+
+def _failing_exec(error: BaseException):
+    def factory(api: k8s.CoreV1Api, pod: str, namespace: str):
+        def run(command: Sequence[str]) -> IO[bytes]:
+            raise error
+
+        return run
+
+    return factory
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> k8s.CoreV1Api:
+    with KubeApi(_Routes()) as api:
+        monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path)))
+        core = k8s.CoreV1Api(api_client(CONTEXT))
+        core.recorded = api  # type: ignore[attr-defined]
+        yield core
+
+
+def _deleted(core: k8s.CoreV1Api) -> list[str]:
+    return [path for method, path, _ in core.recorded.requests if method == "DELETE"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("error", [ClusterAccessError("exec failed"), KeyboardInterrupt()])
+def test_the_pod_is_deleted_after_an_error_or_ctrl_c(
+    cluster: k8s.CoreV1Api, tmp_path: Path, error: BaseException
+) -> None:
+    with pytest.raises(type(error)):
+        pull.run_pull(
+            cluster, _config(), tmp_path / "results", exec_factory=_failing_exec(error), log=lambda _: None
+        )
+    created = [path for method, path, _ in cluster.recorded.requests if method == "POST"]  # type: ignore[attr-defined]
+    assert created == [PODS]
+    (deleted,) = _deleted(cluster)
+    assert deleted.startswith(f"{PODS}/grace-results-reader-")
+
+
+def _claim(root: Path) -> Path:
+    files = {
+        "exp1/gemma-2-2b/study1_responses.csv": "participant_id,model_response\r\n1,three\r\n",
+        "exp1/gemma-2-2b/study1_responses.csv.meta.json": '{"exit_code": 0}\n',
+        "exp1/gemma-2-2b/study1_responses.csv.partial.jsonl": '{"header": 1}\n{"row": 0}\n',
+        "exp2/gemma-2-2b/study1_probabilities.csv.tmp": "half written",
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text, encoding="utf-8")
+    return root
+
+
+def test_pull_copies_everything_then_only_what_changed(cluster: k8s.CoreV1Api, tmp_path: Path) -> None:
+    claim = _claim(tmp_path / "claim")
+    results = tmp_path / "results"
+    first = pull.run_pull(cluster, _config(), results, exec_factory=_local_exec(claim), log=lambda _: None)
+    assert sorted(first.copied) == [
+        "exp1/gemma-2-2b/study1_responses.csv",
+        "exp1/gemma-2-2b/study1_responses.csv.meta.json",
+        "exp1/gemma-2-2b/study1_responses.csv.partial.jsonl",
+    ]  # the worker's half-written .tmp file is never copied
+    for name in first.copied:
+        assert (results / name).read_bytes() == (claim / name).read_bytes()
+    (claim / "exp1/gemma-2-2b/study1_responses.csv.partial.jsonl").write_text(
+        '{"header": 1}\n{"row": 0}\n{"row": 1}\n'
+    )
+    second = pull.run_pull(cluster, _config(), results, exec_factory=_local_exec(claim), log=lambda _: None)
+    assert second.copied == ["exp1/gemma-2-2b/study1_responses.csv.partial.jsonl"]
+    assert second.skipped == 2
+    assert len(_deleted(cluster)) == 2
+
+
+def test_files_to_fetch_compares_size_and_sha256(tmp_path: Path) -> None:
+    (tmp_path / "same.csv").write_bytes(b"abc")
+    (tmp_path / "other.csv").write_bytes(b"abd")  # same size, different content
+    remote = [
+        pull.RemoteFile("same.csv", 3, hashlib.sha256(b"abc").hexdigest()),
+        pull.RemoteFile("other.csv", 3, hashlib.sha256(b"abc").hexdigest()),
+        pull.RemoteFile("new.csv", 3, hashlib.sha256(b"abc").hexdigest()),
+    ]
+    assert [f.path for f in pull.files_to_fetch(remote, tmp_path)] == ["other.csv", "new.csv"]
+
+
+def test_parse_listing_reads_the_listing_commands_output(tmp_path: Path) -> None:
+    claim = _claim(tmp_path / "claim")
+    command = [part.replace(c.OUTPUT_MOUNT, str(claim)) for part in pull.listing_command()]
+    listed = pull.parse_listing(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    by_path = {f.path: f for f in listed}
+    csv = claim / "exp1/gemma-2-2b/study1_responses.csv"
+    assert by_path["exp1/gemma-2-2b/study1_responses.csv"] == pull.RemoteFile(
+        "exp1/gemma-2-2b/study1_responses.csv",
+        csv.stat().st_size,
+        hashlib.sha256(csv.read_bytes()).hexdigest(),
+    )
+    assert not any(path.endswith(".tmp") for path in by_path)
+
+
+def test_unpack_refuses_a_path_outside_the_destination(tmp_path: Path) -> None:
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        info = tarfile.TarInfo("../escape.csv")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    archive.seek(0)
+    with pytest.raises(ClusterAccessError, match="unsafe path"):
+        pull.unpack_tar(archive, tmp_path / "results", {"../escape.csv"})
+    assert not (tmp_path / "escape.csv").exists()

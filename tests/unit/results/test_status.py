@@ -1,0 +1,215 @@
+"""`grace status` against recorded API responses served to the REAL kubernetes client.
+
+The Job, Pod and StatefulSet lists in tests/fixtures/k8s/status.json have the shape the API server
+returns (checked here against the Kubernetes schema, strictly); the pod logs are written at test time by
+the real worker (a run against the fake OpenAI server, and a run with a missing input file). Not verified
+here: a live NRP cluster's exact scheduler messages (the fixture's message follows the scheduler's format).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from grace_infra import status
+from grace_infra.cluster import api_client
+from grace_infra.results.campaign import load_campaign
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.kube_api import CONTEXT, KubeApi
+from tests.unit.infra.support import assert_valid_k8s
+
+REPO = Path(__file__).resolve().parents[3]
+FIXTURE = REPO / "tests" / "fixtures" / "k8s" / "status.json"
+NS = "grace-experiments"
+RUNNING_POD = "study1-exp1-gemma-2-2b-x7k2p"
+FAILED_POD = "study2-exp1-gemma-2-2b-m2v8s"
+RESTARTING_POD = "study1-exp1-gemma-2-9b-r5t6y"
+MISSING_INPUT = "/input/missing-study1.csv"
+
+
+def _worker(args: list[str], cwd: Path) -> str:
+    """The real worker's stderr: what `kubectl logs` shows for its container (non-tty: log lines)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "worker", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    return result.stderr
+
+
+@pytest.fixture(scope="module")
+def worker_logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("logs")
+    with FakeOpenAI() as server:
+        progress = _worker(
+            [
+                "query", "--study", "study1", "--input", "tests/fixtures/study1_small.csv",
+                "--output", str(folder / "out.csv"), "--model-endpoint", server.base_url,
+                "--model-name", "tiny", "--limit", "3", "--metrics-port", "0",
+            ],
+            folder,
+        )  # fmt: skip
+    fatal = _worker(
+        [
+            "query", "--study", "study1", "--input", MISSING_INPUT, "--output", str(folder / "x.csv"),
+            "--model-endpoint", "http://127.0.0.1:9/v1", "--model-name", "tiny", "--metrics-port", "0",
+        ],
+        folder,
+    )  # fmt: skip
+    assert "progress pipeline=query done=3 total=3" in progress, progress
+    assert "error" in fatal, fatal
+    # A running pod's log ends before the run's last line ("wrote ..."): cut it there.
+    running = progress.split("wrote")[0].rsplit("\n", 1)[0]
+    return {"running": running, "fatal": fatal}
+
+
+def _recorded() -> dict[str, Any]:
+    return json.loads(FIXTURE.read_text(encoding="utf-8"))
+
+
+def _routes(recorded: dict[str, Any], logs: dict[str, str]) -> dict[tuple[str, str], tuple[int, Any]]:
+    log_path = f"/api/v1/namespaces/{NS}/pods/{{}}/log"
+    return {
+        ("GET", f"/apis/batch/v1/namespaces/{NS}/jobs"): (200, recorded["jobs"]),
+        ("GET", f"/api/v1/namespaces/{NS}/pods"): (200, recorded["pods"]),
+        ("GET", f"/apis/apps/v1/namespaces/{NS}/statefulsets"): (200, recorded["statefulsets"]),
+        ("GET", log_path.format(RUNNING_POD)): (200, logs["running"]),
+        ("GET", log_path.format(FAILED_POD)): (200, logs["fatal"]),
+        ("GET", log_path.format(RESTARTING_POD)): (200, logs["fatal"]),
+    }
+
+
+@pytest.fixture
+def cluster(worker_logs: dict[str, str], tmp_path: Path) -> Iterator[tuple[KubeApi, Path]]:
+    with KubeApi(_routes(_recorded(), worker_logs)) as api:
+        yield api, api.write_kubeconfig(tmp_path)
+
+
+def _states(api: KubeApi, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[dict, dict]:
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    jobs, servers = status.collect_status(load_campaign("nrp"), api_client(CONTEXT))
+    return {j.job: j.state for j in jobs}, {s.server: s.state for s in servers}
+
+
+def test_the_recorded_objects_are_valid_kubernetes_objects() -> None:
+    recorded = _recorded()
+    for key, (api_version, kind) in {
+        "jobs": ("batch/v1", "Job"), "pods": ("v1", "Pod"), "statefulsets": ("apps/v1", "StatefulSet")
+    }.items():  # fmt: skip
+        assert recorded[key]["kind"] == f"{kind}List"
+        for item in recorded[key]["items"]:
+            assert_valid_k8s({"apiVersion": api_version, "kind": kind, **item})
+
+
+def test_one_line_per_planned_job_with_its_state(
+    cluster: tuple[KubeApi, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api, kubeconfig = cluster
+    jobs, _ = _states(api, kubeconfig, monkeypatch)
+    assert list(jobs) == [job.name for job in load_campaign("nrp").jobs]
+    assert jobs["study1-exp2-gemma-2-2b"] == "succeeded"
+    assert jobs["study1-exp1-gemma-2-2b"].startswith("running: query 3/3 rows, ")
+    assert jobs["study1-exp1-gemma-2-2b"].endswith(" rows/s")
+    assert jobs["study2-exp1-gemma-2-2b"].startswith(
+        "failed (BackoffLimitExceeded): worker query: error: --input "
+    )
+    assert MISSING_INPUT in jobs["study2-exp1-gemma-2-2b"]
+    assert jobs["study1-exp1-gemma-2-9b"].startswith(
+        "restarting (2 restarts, CrashLoopBackOff): worker query: error"
+    )
+    assert jobs["matrix-llama-3-70b"].startswith("pending: 0/40 nodes are available: ")
+    assert "37 Insufficient nvidia.com/a100" in jobs["matrix-llama-3-70b"]
+    assert jobs["study1-exp1-gpt-oss-20b"] == "not created"
+
+
+def test_logs_are_read_through_the_api_server_with_a_tail(
+    cluster: tuple[KubeApi, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api, kubeconfig = cluster
+    _states(api, kubeconfig, monkeypatch)
+    log_reads = [(path, query) for method, path, query in api.requests if path.endswith("/log")]
+    assert {path.split("/")[-2] for path, _ in log_reads} == {RUNNING_POD, FAILED_POD, RESTARTING_POD}
+    for _, query in log_reads:
+        assert query["container"] == ["worker"]
+        assert query["tailLines"] == [str(status.LOG_TAIL_LINES)]
+    lists = [query for method, path, query in api.requests if path.endswith(("/jobs", "/pods"))]
+    assert all(query["labelSelector"] == ["project=grace"] for query in lists)
+
+
+def test_model_servers_readiness(cluster: tuple[KubeApi, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    api, kubeconfig = cluster
+    _, servers = _states(api, kubeconfig, monkeypatch)
+    assert servers["vllm-gemma-2-2b"] == "ready 1/1"
+    assert servers["vllm-gemma-2-9b"].startswith("pending: 0/40 nodes are available")
+    assert "Insufficient nvidia.com/a10." in servers["vllm-gemma-2-9b"]
+    assert servers["vllm-gemma-2-27b"] == "loading the model"
+    assert servers["vllm-gpt-oss-20b"] == "not created"
+    assert "vllm-llama-3-70b" not in servers  # job serving mode: its server is the Job's sidecar
+
+
+def _sidecar_pod(recorded: dict[str, Any], download: dict[str, Any], vllm: dict[str, Any] | None) -> None:
+    """The matrix Job's pod, scheduled, with its init containers in the given states."""
+    pod = next(p for p in recorded["pods"]["items"] if p["metadata"]["name"].startswith("matrix-"))
+    pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "True", "lastProbeTime": None,
+                                    "lastTransitionTime": "2026-11-30T01:05:12Z"}]  # fmt: skip
+    image = "ghcr.io/example/grace-job:1"
+    base = {"lastState": {}, "restartCount": 0, "image": image, "imageID": image}
+    statuses = [{"name": "download-weights", "state": download, "ready": False, "started": True, **base}]
+    if vllm is not None:
+        statuses.append({"name": "vllm", "state": vllm, "ready": False, "started": False, **base})
+    pod["status"]["initContainerStatuses"] = statuses
+    assert_valid_k8s({"apiVersion": "v1", "kind": "Pod", **pod})
+
+
+@pytest.mark.parametrize(
+    ("download", "vllm", "expected"),
+    [
+        ({"running": {"startedAt": "2026-11-30T01:05:13Z"}}, {"waiting": {"reason": "PodInitializing"}},
+         "downloading the weights"),
+        ({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": "2026-11-30T01:05:13Z",
+                         "finishedAt": "2026-11-30T01:15:13Z"}},
+         {"running": {"startedAt": "2026-11-30T01:15:14Z"}}, "loading the model"),
+    ],
+)  # fmt: skip
+def test_job_mode_sidecar_phases(
+    worker_logs: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    download: dict[str, Any], vllm: dict[str, Any], expected: str,
+) -> None:  # fmt: skip
+    recorded = copy.deepcopy(_recorded())
+    _sidecar_pod(recorded, download, vllm)
+    with KubeApi(_routes(recorded, worker_logs)) as api:
+        jobs, _ = _states(api, api.write_kubeconfig(tmp_path), monkeypatch)
+    assert jobs["matrix-llama-3-70b"] == expected
+
+
+def test_the_command_prints_a_table_and_exits_0(
+    cluster: tuple[KubeApi, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, kubeconfig = cluster
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    assert status.main(["--stack", "nrp", "--context", CONTEXT]) == 0
+    out = capsys.readouterr().out
+    assert "model server" in out
+    assert f"1 of {len(load_campaign('nrp').jobs)} planned Jobs succeeded" in out
+    assert "matrix-llama-3-70b" in out
+
+
+def test_an_unknown_context_is_one_line_and_exit_2(
+    cluster: tuple[KubeApi, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, kubeconfig = cluster
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    assert status.main(["--context", "no-such-context"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot use context 'no-such-context'")
+    assert len(err.strip().splitlines()) == 1
