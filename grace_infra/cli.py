@@ -2,16 +2,17 @@
 
 Each command lives in its own module with a `main(argv) -> int` that parses only the arguments after
 the command's name; the module is imported only when its command runs, so `grace render` never imports
-the Kubernetes client and `grace status` never imports Pulumi.
+the Kubernetes client (`status` and `results` import the planning code, and with it Pulumi's types).
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 from collections.abc import Sequence
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMANDS", "HelpFormatter", "main"]
 
 EXIT_USAGE = 2
 
@@ -24,10 +25,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in its --help line, except options whose default is "not given"."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _usage() -> str:
     width = max(len(name) for name in COMMANDS)
     lines = ["usage: grace <command> [options]   (grace <command> --help for each)", "", "commands:"]
     lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
+    lines += ["", f"exit codes: each command's own (see its --help); {EXIT_USAGE} for an unknown command."]
     return "\n".join(lines)
 
 

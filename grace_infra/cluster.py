@@ -1,37 +1,59 @@
-"""The user's cluster through the official Kubernetes client: one place that reads the kubeconfig.
+"""The user's cluster for `grace status` and `grace results pull`: the client `grace preflight` builds.
 
-`grace status` and `grace results pull` talk to the API server with the user's own kubeconfig
-(`$KUBECONFIG` or ~/.kube/config) and context, exactly as kubectl would; nothing here stores credentials.
+They talk to the API server with the user's own kubeconfig (`--kubeconfig`, else `$KUBECONFIG`, else
+~/.kube/config) and context, exactly as kubectl would; nothing here stores credentials. Every way the
+cluster can be out of reach becomes one ClusterUnreachable sentence (exit code 2).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
-from kubernetes import client, config
-from kubernetes.config.config_exception import ConfigException
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from urllib3.exceptions import HTTPError
 
-from grace_infra.errors import GraceError
+from grace_infra.preflight.cluster import ClusterUnreachable, connect
 
-__all__ = ["ClusterAccessError", "api_client"]
+__all__ = ["ClusterUnreachable", "api_client", "cluster_errors"]
 
-
-class ClusterAccessError(GraceError):
-    """No usable kubeconfig or context, or the API server refused a call."""
+EXEC_REASON_CHARS = 200  # the client puts a whole HTTP response in the reason of a failed websocket
 
 
-def api_client(context: str | None = None) -> client.ApiClient:
+def api_client(context: str | None = None, kubeconfig: Path | None = None) -> client.ApiClient:
     """An API client for `context` (the kubeconfig's current context when None)."""
+    # $KUBECONFIG is read now: the client reads it only once, when it is first imported.
+    path = kubeconfig or (Path(os.environ["KUBECONFIG"]) if os.environ.get("KUBECONFIG") else None)
+    return connect(context, path)[0]
+
+
+def _status_message(body: str | bytes | None) -> str:
+    """The `message` of the API server's Status body (e.g. the quota a pod would exceed), if any."""
     try:
-        # Read $KUBECONFIG now: the client reads it once, when it is first imported.
-        kubeconfig = os.environ.get("KUBECONFIG") or None
-        return config.new_client_from_config(config_file=kubeconfig, context=context)
-    except ConfigException as err:
-        where = f"context {context!r}" if context else "the current context"
-        raise ClusterAccessError(
-            f"cannot use {where} of your kubeconfig ($KUBECONFIG or ~/.kube/config): {err}"
+        status = json.loads(body or "")
+    except (TypeError, ValueError):
+        return ""
+    return str(status.get("message", "")) if isinstance(status, dict) else ""
+
+
+@contextmanager
+def cluster_errors() -> Iterator[None]:
+    """Turn the client's errors into one ClusterUnreachable sentence (no traceback for the user)."""
+    try:
+        yield
+    except ApiException as err:
+        if not err.status:  # the websocket of an exec stream failed: no HTTP status, a long reason
+            reason = textwrap.shorten(str(err.reason), EXEC_REASON_CHARS)
+            raise ClusterUnreachable(f"the exec stream to the pod failed: {reason}") from None
+        message = _status_message(err.body)
+        raise ClusterUnreachable(
+            f"the API server refused a call: {err.status} {err.reason}" + (f": {message}" if message else "")
         ) from None
-    except FileNotFoundError as err:
-        raise ClusterAccessError(
-            f"no kubeconfig at {err.filename}; set KUBECONFIG or download NRP's config."
-        ) from None
+    except HTTPError as err:  # urllib3: connection refused, DNS, TLS, after the client's retries
+        cause = getattr(err, "reason", None) or err
+        raise ClusterUnreachable(f"cannot reach the API server of the kubeconfig context: {cause}") from None

@@ -3,7 +3,8 @@
 The Jobs listed are the ones the stack PLANS (the render's planning code), so a Job that was never
 created shows up too. Each line is read from the API server with the user's kubeconfig:
 
-    not created        no Job of that name in the namespace
+    not found          no Job of that name: not created yet, or deleted by ttlSecondsAfterFinished (the
+                       stack's jobs.ttlSecondsAfterFinished) after it finished; `grace results check` tells
     pending: <why>     the scheduler's PodScheduled message (e.g. "0/40 nodes are available: ...
                        Insufficient nvidia.com/a100"), or a container's waiting reason (image pull)
     downloading the weights
@@ -27,6 +28,7 @@ import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client as k8s
@@ -34,7 +36,8 @@ from kubernetes.client.rest import ApiException
 
 from grace_infra import constants as c
 from grace_infra.catalog import ServingMode
-from grace_infra.cluster import ClusterAccessError, api_client
+from grace_infra.cli import HelpFormatter
+from grace_infra.cluster import api_client, cluster_errors
 from grace_infra.errors import GraceError
 from grace_infra.plan import format_table
 from grace_infra.results.campaign import Campaign, load_campaign
@@ -43,6 +46,8 @@ __all__ = ["JobStatus", "ServerStatus", "collect_status", "format_status", "job_
 
 EXIT_OK = 0
 EXIT_USAGE = 2
+HTTP_BAD_REQUEST = 400
+SECONDS_PER_DAY = 86400
 LOG_TAIL_LINES = 200  # progress is logged every 5 s: 200 lines reach back past any retry chatter
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set by the Job controller (Kubernetes >= 1.27)
 LEGACY_JOB_NAME_LABEL = "job-name"
@@ -145,10 +150,12 @@ def download_state(download: k8s.V1Job | None) -> str | None:
     return "downloading the weights"
 
 
-def job_state(job: k8s.V1Job | None, pods: Sequence[k8s.V1Pod], read_log: Any) -> str:  # noqa: PLR0911 (one return per state)
+def job_state(  # noqa: PLR0911 (one return per state)
+    job: k8s.V1Job | None, pods: Sequence[k8s.V1Pod], read_log: Any, absent: str = "not found"
+) -> str:
     """One Job's state line; `read_log(pod_name)` returns the worker container's log tail."""
     if job is None:
-        return "not created"
+        return absent
     latest = max(pods, key=lambda p: p.metadata.creation_timestamp, default=None)
     conditions = job.status.conditions if job.status else None
     if _condition(conditions, "Complete"):
@@ -206,12 +213,20 @@ def collect_status(campaign: Campaign, api: k8s.ApiClient) -> tuple[list[JobStat
     }
 
     def read_log(pod_name: str) -> str:
-        try:
-            return core.read_namespaced_pod_log(
-                pod_name, namespace, container=c.WORKER_CONTAINER_NAME, tail_lines=LOG_TAIL_LINES
-            )
-        except ApiException as err:
-            return f"(log not available: {err.status} {err.reason})"
+        for previous in (False, True):
+            try:
+                return core.read_namespaced_pod_log(
+                    pod_name, namespace, container=c.WORKER_CONTAINER_NAME, tail_lines=LOG_TAIL_LINES,
+                    previous=previous,
+                )  # fmt: skip
+            except ApiException as err:
+                if err.status != HTTP_BAD_REQUEST or previous:
+                    return f"(log not available: {err.status} {err.reason})"
+                # 400: the container is not running (waiting to restart); its previous run has the log.
+        raise AssertionError("unreachable")
+
+    ttl_days = campaign.config.jobs.ttl_seconds_after_finished / SECONDS_PER_DAY
+    absent = f"not found (not created yet, or removed {ttl_days:g} d after it finished)"
 
     def download(model_key: str) -> str | None:
         return download_state(jobs.get(f"{c.WEIGHTS_DOWNLOAD_JOB_PREFIX}{model_key}"))
@@ -219,8 +234,8 @@ def collect_status(campaign: Campaign, api: k8s.ApiClient) -> tuple[list[JobStat
     def planned_state(name: str, model_key: str, sidecar: bool) -> str:
         job = jobs.get(name)
         if job is None and sidecar:  # created only after the model's weight download has completed
-            return download(model_key) or "not created"
-        return job_state(job, [p for p in pods if _job_of(p) == name], read_log)
+            return download(model_key) or absent
+        return job_state(job, [p for p in pods if _job_of(p) == name], read_log, absent)
 
     job_lines = [
         JobStatus(
@@ -256,10 +271,13 @@ def _parser() -> argparse.ArgumentParser:
         prog="grace status",
         description="One line per planned Job and model server, read from the live cluster.",
         epilog="exit codes: 0 status printed, 2 bad input or no cluster access",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--stack", default=c.DEFAULT_STACK, help="reads Pulumi.<stack>.yaml for the plan")
     parser.add_argument("--context", help="kubeconfig context (default: the current context)")
+    parser.add_argument(
+        "--kubeconfig", type=Path, help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)"
+    )
     return parser
 
 
@@ -267,20 +285,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         campaign = load_campaign(args.stack)
-        jobs, servers = collect_status(campaign, api_client(args.context))
+        with cluster_errors():
+            jobs, servers = collect_status(campaign, api_client(args.context, args.kubeconfig))
     except GraceError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except ApiException as err:
-        print(
-            f"error: {ClusterAccessError(f'the API server refused a call: {err.status} {err.reason}')}",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    except Exception as err:  # urllib3 connection errors: one line, not a traceback
-        if type(err).__module__.startswith("urllib3"):
-            print(f"error: cannot reach the API server of your kubeconfig context: {err}", file=sys.stderr)
-            return EXIT_USAGE
-        raise
     print(format_status(jobs, servers))
     return EXIT_OK

@@ -20,6 +20,12 @@ Why each choice:
 - A chat template with an explicit generation prompt (``<|assistant|>`` + newline), set on the
   tokenizer and also written inline into tokenizer_config.json, where vLLM and transformers
   both read it.
+- ``--template strict`` (the Gemma-2-like variant): the same tokenizer and weights, but a chat
+  template that refuses what Gemma-2's own template refuses: a conversation that starts with a
+  system message ("System role not supported") and any order other than user, assistant, user,
+  ... ("Conversation roles must alternate user/assistant/user/assistant/..."). vLLM turns the
+  template's exception into an HTTP 400, so the worker meets the same refusal it would meet on
+  google/gemma-2-*-it.
 """
 
 from __future__ import annotations
@@ -69,6 +75,22 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
 )
 
+# Gemma-2's template (google/gemma-2-2b-it tokenizer_config.json) raises these two exceptions, with
+# these words; the rendering of accepted conversations stays the tiny model's own.
+SYSTEM_ROLE_REFUSAL = "System role not supported"
+ALTERNATION_REFUSAL = "Conversation roles must alternate user/assistant/user/assistant/..."
+STRICT_CHAT_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}"
+    "{{ raise_exception('" + SYSTEM_ROLE_REFUSAL + "') }}"
+    "{% endif %}"
+    "{% for message in messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('" + ALTERNATION_REFUSAL + "') }}"
+    "{% endif %}"
+    "{% endfor %}" + CHAT_TEMPLATE
+)
+TEMPLATES = {"plain": CHAT_TEMPLATE, "strict": STRICT_CHAT_TEMPLATE}
+
 # Texts that must encode to exactly one token, and texts that must take several.
 SINGLE_TOKEN_TEXTS = ("0", "1", "2", "3", " 0", " 1", " 2", " 3", "yes", " yes", "no", " no")
 MULTI_TOKEN_TEXTS = ("terrible", " terrible", "wasn't", " wasn't", "100%", " 100%")
@@ -114,7 +136,7 @@ def _corpus(seed: int) -> list[str]:
     return lines
 
 
-def build_tokenizer(seed: int) -> PreTrainedTokenizerFast:
+def build_tokenizer(seed: int, chat_template: str = CHAT_TEMPLATE) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -133,7 +155,7 @@ def build_tokenizer(seed: int) -> PreTrainedTokenizerFast:
         additional_special_tokens=list(ROLE_TOKENS),
         model_max_length=MAX_POSITIONS,
     )
-    fast.chat_template = CHAT_TEMPLATE
+    fast.chat_template = chat_template
     _check_tokenizer(fast)
     return fast
 
@@ -174,9 +196,10 @@ def build_model(vocab_size: int, tokenizer: PreTrainedTokenizerFast, seed: int) 
     return LlamaForCausalLM(config).to(torch.float32).eval()
 
 
-def build(out_dir: Path, seed: int = DEFAULT_SEED) -> dict[str, object]:
+def build(out_dir: Path, seed: int = DEFAULT_SEED, template: str = "plain") -> dict[str, object]:
     """Write the tokenizer and model into out_dir; return a short summary."""
-    tokenizer = build_tokenizer(seed)
+    chat_template = TEMPLATES[template]
+    tokenizer = build_tokenizer(seed, chat_template)
     model = build_model(len(tokenizer), tokenizer, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
@@ -185,7 +208,7 @@ def build(out_dir: Path, seed: int = DEFAULT_SEED) -> dict[str, object]:
     # inline too, with the class name vLLM's tokenizer loader resolves without a model-type map.
     config_path = out_dir / "tokenizer_config.json"
     tok_config = json.loads(config_path.read_text())
-    tok_config["chat_template"] = CHAT_TEMPLATE
+    tok_config["chat_template"] = chat_template
     tok_config["tokenizer_class"] = "PreTrainedTokenizerFast"
     config_path.write_text(json.dumps(tok_config, indent=2) + "\n")
     return {
@@ -193,6 +216,7 @@ def build(out_dir: Path, seed: int = DEFAULT_SEED) -> dict[str, object]:
         "vocab_size": len(tokenizer),
         "parameters": sum(p.numel() for p in model.parameters()),
         "seed": seed,
+        "template": template,
     }
 
 
@@ -200,6 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build the tiny random Llama model for the vLLM CPU tests.")
     parser.add_argument("out_dir", type=Path, help="folder to write the model into (created if missing)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed for the corpus and weights")
+    parser.add_argument(
+        "--template",
+        choices=sorted(TEMPLATES),
+        default="plain",
+        help="plain (accepts any conversation) or strict (refuses a system role and demands alternation, "
+        "like Gemma-2's template)",
+    )
     args = parser.parse_args(argv)
     if _MISSING is not None:
         print(
@@ -209,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     start = time.monotonic()
-    summary = build(args.out_dir, args.seed)
+    summary = build(args.out_dir, args.seed, args.template)
     print(f"build_tiny_model: wrote {summary} in {time.monotonic() - start:.1f} s")
     return 0
 

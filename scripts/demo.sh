@@ -6,6 +6,7 @@
 #   4. per study: Experiment 1 (worker query), Experiment 2 (worker probs) and extraction
 #      (worker extract) on the first rows
 #   5. print where everything is and a short table of results; stop the server (always)
+#   6. check the outputs, write the long probability tables and the HTML report (grace results)
 #
 # Usage: bash scripts/demo.sh [--rows N] [--out DIR]
 # Input: ../shared/data/study{1,2}.csv next to the repo when present, else tests/fixtures.
@@ -153,6 +154,12 @@ for study_dir in sorted(p for p in run_dir.iterdir() if (p / "exp1_responses.csv
     print(f"-- {study_dir.name}")
     print(view.to_string(index=False))
 PY
+echo
+echo "== check and report (grace results; docs/results.md). With --rows the outputs hold only the first"
+echo "   rows, so check says 'rows missing (--limit N)': a smoke run, not a campaign."
+"$py" -m grace_infra results check "$run_dir" || true
+"$py" -m grace_infra results tidy "$run_dir" >/dev/null || true
+"$py" -m grace_infra results report "$run_dir" --out "$run_dir/report.html" || true
 echo
 echo "== rendered stack: $run_dir/render (manifests/, resources.json, plan.json; render exit $render_rc)"
 echo "== server log: $server_dir/vllm-server.log; step logs: $run_dir/<study>/<step>.log"

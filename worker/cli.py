@@ -17,6 +17,7 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,30 +85,39 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 # The epilog of every subcommand's help: where its files go and what its exit code means.
 FILES_AND_EXIT_CODES = f"""\
 files (beside --output; a rerun of the same command resumes from them):
-  OUTPUT                       the result; written to OUTPUT{c.TEMP_SUFFIX} and renamed only when every
-                               row is done, so it exists only complete
+  OUTPUT                       the result; written to OUTPUT.<pid>{c.TEMP_SUFFIX} and renamed only when
+                               every row is done, so it exists only complete
   OUTPUT{c.CHECKPOINT_SUFFIX:<22} checkpoint: one line per finished row (success or failure)
   OUTPUT{c.META_SUFFIX:<22} provenance: command line, versions, input digest, parameters,
                                server, counts, duration and the exit code
+  OUTPUT{c.LOCK_SUFFIX:<22} held while a worker writes OUTPUT: a second worker refuses it
+  OUTPUT{c.CHECKPOINT_SUFFIX}{c.REJECTED_SUFFIX}
+                               damaged checkpoint lines, moved aside; their rows are redone
   ${c.LOG_FILE_ENV:<27} when set, the log is also appended to this file
 environment:
   ${c.LOG_LEVEL_ENV:<27} DEBUG, INFO (default), WARNING or ERROR
 exit codes:
   {c.EXIT_OK:<28} every row succeeded
   {c.EXIT_ROWS_FAILED:<28} output complete; some rows carry an error in their error column
-  {c.EXIT_INPUT:<28} bad input or arguments, no healthy server within --wait-timeout, or an
-                               unknown model: one line on stderr, no output written
-  {EXIT_INTERRUPTED:<28} interrupted (Ctrl-C); the checkpoint keeps every finished row
+  {c.EXIT_INPUT:<28} bad input or arguments, an unknown model, or OUTPUT locked by another
+                               worker: one line on stderr, nothing written; a rerun cannot help
+  {c.EXIT_STORAGE:<28} the output's filesystem is full or read-only; rerun when there is room
+  {c.EXIT_SERVER_UNAVAILABLE:<28} no healthy server within --wait-timeout (at start or in an outage);
+                               a rerun resumes
+  {c.EXIT_SIGNAL_BASE + signal.SIGTERM:<28} stopped by SIGTERM (e.g. Kubernetes); a rerun resumes
+  {c.EXIT_SIGNAL_BASE + signal.SIGINT:<28} interrupted (Ctrl-C); a rerun resumes
   1                            a bug (traceback); the checkpoint keeps every finished row
 """
 
-RUN_DESCRIPTION = """\
+_WORST_FIRST = sorted(_SEVERITY, key=_SEVERITY.__getitem__, reverse=True)
+RUN_DESCRIPTION = f"""\
 Run several subcommands in order from one JSON task list: what a job-mode Job runs (every
 experiment of one model against its vLLM sidecar). Each task is the argv of one subcommand, e.g.
   [["query", "--input", "/input/study1.csv", "--output", "/output/exp1/m/study1_responses.csv", ...],
    ["probs", ...]]
 Every task runs even when an earlier one fails; each keeps its own output, checkpoint and meta file.
-The exit code is the worst of the tasks' (2 before 3 before 0)."""
+The exit code is the worst of the tasks' (worst first: {", ".join(map(str, _WORST_FIRST))}); a task
+stopped by a signal stops the run with its code."""
 
 
 class _Parser(argparse.ArgumentParser):

@@ -59,8 +59,7 @@ PROGRESS_LOG_INTERVAL_S = 5.0
 STUDIES_DIR_ENV = "GRACE_STUDIES_DIR"
 CONTAINER_STUDIES_DIR = "/etc/grace/studies"
 
-# Exit codes (in `python -m worker --help` and docs/never-losing-a-row.md; a Job's podFailurePolicy
-# keys on them).
+# Exit codes (`python -m worker --help`, docs/never-losing-a-row.md); a Job's podFailurePolicy keys on them.
 EXIT_OK = 0
 EXIT_INPUT = 2  # bad input or arguments, unknown model, output locked by another worker: a rerun cannot help
 EXIT_ROWS_FAILED = 3  # output complete, some rows carry an error

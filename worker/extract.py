@@ -37,6 +37,7 @@ from worker.extraction_spec import (
     ExtractionSpec,
     load_extraction,
 )
+from worker.messages import MessageBuilder, probe_system_role
 from worker.sampling import Sample
 from worker.structured import (
     AttemptFailure,
@@ -120,16 +121,25 @@ class ExtractionPlan:
     choice: BackendChoice
     validator: Validator | None  # None with --no-validate: replies are parsed, not checked
     max_reasks: int
+    # What the server's chat template accepts (worker.messages).
+    chat: MessageBuilder = field(default_factory=MessageBuilder)
 
     @classmethod
     def build(
-        cls, spec: ExtractionSpec, choice: BackendChoice, *, validate: bool, max_reasks: int
+        cls,
+        spec: ExtractionSpec,
+        choice: BackendChoice,
+        *,
+        validate: bool,
+        max_reasks: int,
+        chat: MessageBuilder | None = None,
     ) -> ExtractionPlan:
         return cls(
             spec=spec,
             choice=choice,
             validator=make_validator(spec.schema) if validate else None,
             max_reasks=max_reasks,
+            chat=chat or MessageBuilder(),
         )
 
     def request_params(self) -> dict[str, Any]:
@@ -169,7 +179,7 @@ class ExtractionPlan:
         while True:
             attempts += 1
             try:
-                reply = await client.chat(messages, **params)
+                reply = await client.chat(self.chat.fit(messages), **params)
             except RequestRejected as err:
                 if err.fatal:  # unknown model, bad key: every row would fail alike; the runner stops
                     raise
@@ -287,9 +297,10 @@ class ExtractPipeline:
         """The structured-output probe's outcome, for the meta file (worker.runner reads this)."""
         if self._plan is None:
             return None
-        return {"structured_output": self._plan.choice.as_meta()}
+        return {"structured_output": self._plan.choice.as_meta(), **self._plan.chat.findings()}
 
     async def prepare(self, client: ModelClient) -> None:
+        chat = await probe_system_role(client)
         choice = await detect_backend(client, self.requested_backend)
         log.info("extract: using %s (%s)", choice.backend, "; ".join(choice.evidence))
         if not self.validate:
@@ -299,7 +310,7 @@ class ExtractPipeline:
                 "extract: no example object for the %s prompt (--schema replaced the study's)", choice.backend
             )
         self._plan = ExtractionPlan.build(
-            self.spec, choice, validate=self.validate, max_reasks=self.max_reasks
+            self.spec, choice, validate=self.validate, max_reasks=self.max_reasks, chat=chat
         )
 
     async def process(

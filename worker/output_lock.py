@@ -47,18 +47,24 @@ def lock_path_for(output: Path) -> Path:
 def hold_output_lock(output: Path, *, wait_s: float = 0.0) -> Iterator[None]:
     """Hold `<output>.lock` for the block; OutputLocked naming the holder if still held after `wait_s`."""
     path = lock_path_for(output)
+    created = [directory for directory in (path.parent, *path.parent.parents) if not directory.exists()]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise storage_error(path, err, "cannot create the output's directory for") from err
-    fd = _acquire(path, wait_s)
     try:
-        _describe_holder(fd, path)
-        yield
+        fd = _acquire(path, wait_s)
+        try:
+            _describe_holder(fd, path)
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()  # while still holding it: nobody is between locking and checking the inode
+            os.close(fd)  # releases the lock
     finally:
-        with contextlib.suppress(OSError):
-            path.unlink()  # while still holding it: nobody can be between locking and checking the inode
-        os.close(fd)  # releases the lock
+        for directory in created:  # a run that wrote nothing leaves no empty directories behind
+            with contextlib.suppress(OSError):
+                directory.rmdir()
 
 
 def _acquire(path: Path, wait_s: float) -> int:

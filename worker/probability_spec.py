@@ -161,6 +161,15 @@ class Question:
         stats = [c for c in (self.mean_column, self.std_column) if c]
         return [*self.prob_columns.values(), *stats, self.entropy_column, *self.detail_columns]
 
+    @property
+    def provenance_columns(self) -> list[str]:
+        """The evidence behind the numbers (JSON records, the exact prompt): the output puts them last."""
+        return [
+            column
+            for column, meaning in self.detail_columns.items()
+            if meaning.startswith("JSON:") or column == f"{self.name}_prompt"
+        ]
+
 
 def _substitute(template: str, bindings: Mapping[str, str]) -> str:
     """Fill only the expansion variables of `template`; `{column}` placeholders stay for the row."""
@@ -226,7 +235,11 @@ def expand_questions(section: ProbabilitySection, available: Sequence[str]) -> l
 
 
 def generic_question(tokens: Sequence[str], study: Study) -> Question:
-    """The seed's form: one question, the study's Experiment 1 prompt, options given by --tokens."""
+    """The seed's form: one question, the study's Experiment 1 prompt, options given by --tokens.
+
+    A conversation's questions are asked together in one user message here: a probability is read at
+    one answer position.
+    """
     options = tuple(OptionSpec.model_validate(token) for token in tokens)
     labels = [option.label for option in options]
     if len(set(labels)) != len(labels):
@@ -234,7 +247,7 @@ def generic_question(tokens: Sequence[str], study: Study) -> Question:
     return Question(
         name=GENERIC_QUESTION_NAME,
         system=study.prompt.system,
-        user=study.prompt.user,
+        user="\n\n".join(turn.user for turn in study.prompt.conversation),
         options=options,
         prob_columns={label: f"prob_{label}" for label in labels},
         entropy_column="entropy",

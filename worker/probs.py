@@ -36,17 +36,19 @@ import asyncio
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from worker import logprobs as lp
 from worker.client import ModelClient
 from worker.errors import InputError, RequestRejected, ResponseError, RowFailure, WorkerError
+from worker.messages import TOKENIZE_PATH, MessageBuilder, probe_system_role
 from worker.option_tokens import OptionPlan, VariantPolicy, plan_options, surface_variants
 from worker.probability_spec import OptionSpec, Question, questions_for
+from worker.reasoning import FORMATS, Reasoning, ReasoningFormat, ReasoningMode, generate_reasoning
 from worker.runner import DEFAULT_ERROR_COLUMN
 from worker.sampling import Sample
 from worker.studies import Study, load_study
@@ -56,12 +58,13 @@ __all__ = ["HELP", "Method", "ProbsConfig", "ProbsPipeline", "add_arguments", "b
 HELP = "Experiment 2: the probability of every allowed answer, from the model's log-probabilities."
 
 COMPLETIONS_PATH = "/v1/completions"
-TOKENIZE_PATH = "/tokenize"
 DETOKENIZE_PATH = "/detokenize"
 
 # vLLM's --max-logprobs default: a request for more top candidates is refused with a 400.
 MAX_TOP_LOGPROBS = 20
 DEFAULT_TOP_LOGPROBS = 20  # the seed's 5 silently dropped options that ranked 6th or lower
+# gpt-oss's analysis channel for a short question: the catalog's reasoning budget (grace_infra/catalog.py).
+DEFAULT_REASONING_MAX_TOKENS = 2048
 # vLLM returns raw log-probabilities (logprobs_mode=raw_logprobs) unless the server is started otherwise,
 # so temperature does not change them; 1.0 is the value under which "raw" and "processed" agree anyway.
 DEFAULT_TEMPERATURE = 1.0
@@ -71,6 +74,9 @@ MAX_REQUESTED_TOKEN_IDS = 128
 # A short fixed conversation whose rendering shows what the chat template puts before the answer.
 PROBE_USER_MESSAGE = "Answer with one word."
 ENTROPY_UNIT = "bits"
+# after-reasoning: each question's generated analysis and its token ids.
+REASONING_SUFFIX = "_reasoning"
+REASONING_IDS_SUFFIX = "_reasoning_token_ids"
 
 
 class Method(StrEnum):
@@ -97,6 +103,52 @@ class ProbsConfig(BaseModel):
     temperature: float = Field(default=DEFAULT_TEMPERATURE, ge=0, description="Sent with every request.")
     answer_prefix: str = Field(default="", description="Text appended after the generation prompt.")
     variants: VariantPolicy = Field(default=VariantPolicy.CASE_AND_SPACE, description="Surface variants.")
+    reasoning_format: str | None = Field(
+        default=None,
+        description="The model's reasoning format (harmony for gpt-oss); None: not a reasoning model.",
+    )
+    reasoning_mode: ReasoningMode | None = Field(
+        default=None, description="direct or after-reasoning; after-reasoning when a format is given."
+    )
+    reasoning_max_tokens: int = Field(
+        default=DEFAULT_REASONING_MAX_TOKENS, gt=0, description="Token budget of the generated reasoning."
+    )
+    reasoning_effort: str | None = Field(
+        default=None, description="Passed to the chat template (gpt-oss writes it into its system message)."
+    )
+
+    @model_validator(mode="after")
+    def _reasoning_is_consistent(self) -> ProbsConfig:
+        if self.reasoning_format is not None and self.reasoning_format not in FORMATS:
+            raise ValueError(
+                f"--reasoning-format {self.reasoning_format}: unknown (known: {', '.join(FORMATS)})"
+            )
+        if self.reasoning_mode is not None and self.reasoning_format is None:
+            raise ValueError("--reasoning-mode needs --reasoning-format (the model's reasoning format)")
+        if self.mode is ReasoningMode.AFTER_REASONING and self.answer_prefix:
+            raise ValueError(
+                "--answer-prefix applies to --reasoning-mode direct only: after reasoning, the format's own "
+                "final-channel header opens the answer"
+            )
+        return self
+
+    @property
+    def format(self) -> ReasoningFormat | None:
+        return FORMATS[self.reasoning_format] if self.reasoning_format else None
+
+    @property
+    def mode(self) -> ReasoningMode | None:
+        """The reasoning mode in force: after-reasoning by default for a reasoning model, None otherwise."""
+        if self.reasoning_format is None:
+            return None
+        return self.reasoning_mode or ReasoningMode.AFTER_REASONING
+
+    @property
+    def direct_prefix(self) -> str:
+        """What follows the generation prompt when no reasoning is generated."""
+        if self.answer_prefix or self.format is None:
+            return self.answer_prefix
+        return self.format.direct_answer_prefix
 
     @field_validator("method")
     @classmethod
@@ -121,6 +173,7 @@ class QuestionResult:
     prompt_token_ids: tuple[int, ...]
     # False when some variant's token was outside the top N: its (small) mass is missing from the option.
     complete: bool = True
+    reasoning: Reasoning | None = None  # after-reasoning: the analysis generated before the answer
 
     def columns(self, question: Question) -> dict[str, Any]:
         dist = lp.distribution(self.option_logprobs)
@@ -145,6 +198,9 @@ class QuestionResult:
         out[f"{name}_variants"] = json.dumps(self.variants, ensure_ascii=False)
         out[f"{name}_prompt"] = self.prompt_text
         out[f"{name}_prompt_token_ids"] = json.dumps(list(self.prompt_token_ids))
+        if self.reasoning is not None:
+            out[f"{name}{REASONING_SUFFIX}"] = self.reasoning.text
+            out[f"{name}{REASONING_IDS_SUFFIX}"] = json.dumps(list(self.reasoning.token_ids))
         return out
 
 
@@ -170,9 +226,12 @@ class ProbsPipeline:
         self.config = config
         # Learned from the server in prepare(); recorded in the meta file.
         self._tokenize_available = True
-        self._prefix_ids: tuple[int, ...] = ()
+        self._prefix_ids: tuple[int, ...] = ()  # between the generation prompt and the answer (planning)
+        self._analysis_prefix_ids: tuple[int, ...] = ()  # after-reasoning: opens the analysis channel
+        self._analysis_end_ids: tuple[int, ...] = ()  # after-reasoning: closes it
+        self._after_reasoning_ids: tuple[int, ...] = ()  # after-reasoning: opens the answer
         self._plans: dict[str, OptionPlan] = {}
-        self._merge_system = False
+        self._messages = MessageBuilder()
         self._scores_requested_ids = False  # the server honours logprob_token_ids (probed in prepare)
         self.server_findings: dict[str, Any] = {}
 
@@ -183,10 +242,24 @@ class ProbsPipeline:
 
     @property
     def output_columns(self) -> list[str]:
+        reasoning = (
+            (REASONING_SUFFIX, REASONING_IDS_SUFFIX)
+            if self.config.mode is ReasoningMode.AFTER_REASONING
+            else ()
+        )
         return [
-            *(column for question in self.questions for column in question.output_columns),
+            *(
+                column
+                for question in self.questions
+                for column in (*question.output_columns, *(f"{question.name}{s}" for s in reasoning))
+            ),
             DEFAULT_ERROR_COLUMN,
         ]
+
+    @property
+    def provenance_columns(self) -> list[str]:
+        """JSON evidence and prompts, written after every analysis column (worker.runner reads this)."""
+        return [column for question in self.questions for column in question.provenance_columns]
 
     def parameters(self) -> dict[str, Any]:
         """Everything that determines the numbers, for the checkpoint header and the meta file."""
@@ -195,7 +268,8 @@ class ProbsPipeline:
             "method": self.config.method.value,
             "top_logprobs": self.config.top_logprobs,
             "temperature": self.config.temperature,
-            "answer_prefix": self.config.answer_prefix,
+            "answer_prefix": self.config.direct_prefix,
+            "reasoning": self._reasoning_parameters(),
             "variants": self.config.variants.value,
             "entropy_unit": ENTROPY_UNIT,
             "questions": [
@@ -209,8 +283,30 @@ class ProbsPipeline:
             ],
         }
 
+    def _reasoning_parameters(self) -> dict[str, Any]:
+        config = self.config
+        if config.mode is None:
+            return {"mode": "none", "note": "not a reasoning model: the answer follows the generation prompt"}
+        if config.mode is ReasoningMode.DIRECT:
+            return {
+                "mode": config.mode.value,
+                "format": config.reasoning_format,
+                "effort": config.reasoning_effort,
+                "note": "no reasoning: the answer is read right after the generation prompt (forced)",
+            }
+        return {
+            "mode": config.mode.value,
+            "format": config.reasoning_format,
+            "effort": config.reasoning_effort,
+            "max_tokens": config.reasoning_max_tokens,
+            "temperature": config.temperature,
+            "seed": "each row's sample seed (the seed column)",
+            "note": "the model's own analysis channel is generated first; the answer is read after it",
+        }
+
     async def prepare(self, client: ModelClient) -> None:
         """Learn from the server: is /tokenize there, how are options tokenized, what does T do."""
+        self._messages = await probe_system_role(client)
         probe = [{"role": "user", "content": PROBE_USER_MESSAGE}]
         if self.questions[0].system:
             probe.insert(0, {"role": "system", "content": self.questions[0].system})
@@ -222,6 +318,7 @@ class ProbsPipeline:
             self._tokenize_available = False
         if not self._tokenize_available:
             self.server_findings = {
+                **self._messages.findings(),
                 "method": Method.CHAT_TOP_LOGPROBS.value,
                 "approximate": True,
                 "why": (
@@ -232,7 +329,23 @@ class ProbsPipeline:
                 ),
             }
             return
-        self._prefix_ids = tuple(await self._tokenize_text(self.config.answer_prefix, client))
+        self._prefix_ids = tuple(await self._tokenize_text(self.config.direct_prefix, client))
+        reasoning_format = self.config.format
+        if self.config.mode is ReasoningMode.AFTER_REASONING and reasoning_format is not None:
+            self._analysis_prefix_ids = tuple(
+                await self._tokenize_text(reasoning_format.analysis_prefix, client)
+            )
+            self._analysis_end_ids = tuple(await self._tokenize_text(reasoning_format.analysis_end, client))
+            self._after_reasoning_ids = tuple(
+                await self._tokenize_text(reasoning_format.answer_prefix_after_reasoning, client)
+            )
+            # Options are planned (and the server probed) after an empty analysis: the answer prefix ends
+            # in a special token, so what comes before it does not change how the options tokenize.
+            self._prefix_ids = (
+                *self._analysis_prefix_ids,
+                *self._analysis_end_ids,
+                *self._after_reasoning_ids,
+            )
         context = await self._detokenize([*probe_ids, *self._prefix_ids], client)
         plans: dict[tuple[str, ...], OptionPlan] = {}
         for question in self.questions:
@@ -248,7 +361,7 @@ class ProbsPipeline:
         self.server_findings = {
             "approximate": False,
             "first_token_reads": self._first_token_reads(),
-            "system_merged_into_user": self._merge_system,
+            **self._messages.findings(),
             "answer_prefix_token_ids": list(self._prefix_ids),
             # Per question before any row; a row's own <q>_method says what was used (auto may rescore a
             # first-token row by continuation when a variant falls outside the top N).
@@ -262,12 +375,12 @@ class ProbsPipeline:
         row_index: int,
         row: Mapping[str, Any],
         client: ModelClient,
-        sample: Sample,  # noqa: ARG002
+        sample: Sample,
     ) -> dict[str, Any]:
         """Ask every question of one row concurrently; the client bounds the requests in flight."""
         values = {column: "" if row[column] is None else str(row[column]) for column in self.required_columns}
         results = await asyncio.gather(
-            *(self._ask(q, values, client) for q in self.questions), return_exceptions=True
+            *(self._ask(q, values, client, sample.seed) for q in self.questions), return_exceptions=True
         )
         out: dict[str, Any] = {}
         for question, result in zip(self.questions, results, strict=True):
@@ -288,11 +401,17 @@ class ProbsPipeline:
             return (Method.FIRST_TOKEN if plan.first_token_exact else Method.CONTINUATION).value
         return self.config.method.value
 
-    async def _ask(self, question: Question, row: Mapping[str, str], client: ModelClient) -> QuestionResult:
+    async def _ask(
+        self, question: Question, row: Mapping[str, str], client: ModelClient, seed: int
+    ) -> QuestionResult:
         messages = question.messages(row, self.study)
         if not self._tokenize_available:
             return await self._chat_fallback(question, messages, client)
-        prompt_ids = [*await self._chat_prompt_ids(messages, client), *self._prefix_ids]
+        reasoning = None
+        if self.config.mode is ReasoningMode.AFTER_REASONING:
+            reasoning, prompt_ids = await self._after_reasoning(messages, client, seed)
+        else:
+            prompt_ids = [*await self._chat_prompt_ids(messages, client), *self._prefix_ids]
         prompt_text = await self._detokenize(prompt_ids, client)
         plan = self._plans[question.name]
         method = Method(self._method_for(question))
@@ -301,8 +420,24 @@ class ProbsPipeline:
             # auto promises exact numbers: a variant outside the top N means the option is only a lower
             # bound, so that row is scored again by continuation.
             if result.complete or self.config.method is not Method.AUTO:
-                return result
-        return await self._continuation(plan, prompt_ids, prompt_text, client)
+                return replace(result, reasoning=reasoning)
+        result = await self._continuation(plan, prompt_ids, prompt_text, client)
+        return replace(result, reasoning=reasoning)
+
+    async def _after_reasoning(
+        self, messages: list[dict[str, str]], client: ModelClient, seed: int
+    ) -> tuple[Reasoning, list[int]]:
+        """Generate the analysis channel; the prompt ids at which the answer is then read."""
+        opened = [*await self._chat_prompt_ids(messages, client), *self._analysis_prefix_ids]
+        reasoning = await generate_reasoning(
+            client,
+            opened,
+            self._analysis_end_ids,
+            max_tokens=self.config.reasoning_max_tokens,
+            temperature=self.config.temperature,
+            seed=seed,
+        )
+        return reasoning, [*opened, *reasoning.token_ids, *self._analysis_end_ids, *self._after_reasoning_ids]
 
     async def _first_token(
         self, plan: OptionPlan, prompt_ids: list[int], prompt_text: str, client: ModelClient
@@ -391,7 +526,7 @@ class ProbsPipeline:
         self, question: Question, messages: list[dict[str, str]], client: ModelClient
     ) -> QuestionResult:
         reply = await client.chat(
-            messages,
+            self._messages.fit(messages),
             max_tokens=1,
             temperature=self.config.temperature,
             logprobs=True,
@@ -469,18 +604,15 @@ class ProbsPipeline:
 
     # -- server helpers --
     async def _chat_prompt_ids(self, messages: list[dict[str, str]], client: ModelClient) -> list[int]:
-        if self._merge_system:
-            messages = merge_system_message(messages)
-        body = {"model": client.options.model_name, "messages": messages, "add_generation_prompt": True}
-        try:
-            reply = await client.post_json(TOKENIZE_PATH, body)
-        except RequestRejected as err:
-            # Some chat templates (Gemma 2) refuse a system role; fold it into the user turn, once.
-            if err.status != 400 or "system" not in err.message.lower() or messages[0]["role"] != "system":
-                raise
-            self._merge_system = True
-            body["messages"] = merge_system_message(messages)
-            reply = await client.post_json(TOKENIZE_PATH, body)
+        body: dict[str, Any] = {
+            "model": client.options.model_name,
+            "messages": self._messages.fit(messages),
+            "add_generation_prompt": True,
+        }
+        if self.config.reasoning_effort is not None:
+            # gpt-oss's chat template reads reasoning_effort into its system message.
+            body["chat_template_kwargs"] = {"reasoning_effort": self.config.reasoning_effort}
+        reply = await client.post_json(TOKENIZE_PATH, body)
         return _token_list(reply.body, "tokens", TOKENIZE_PATH)
 
     async def _tokenize_text(self, text: str, client: ModelClient) -> list[int]:
@@ -546,14 +678,6 @@ class ProbsPipeline:
         return finding
 
 
-def merge_system_message(messages: list[dict[str, str]]) -> list[dict[str, str]]:
-    """The same conversation without a system turn: its text leads the first user message."""
-    if not messages or messages[0]["role"] != "system":
-        return messages
-    system, first, *rest = messages
-    return [{"role": "user", "content": f"{system['content']}\n\n{first['content']}"}, *rest]
-
-
 def _token_list(body: Mapping[str, Any], key: str, path: str) -> list[int]:
     tokens = body.get(key)
     if not isinstance(tokens, list) or any(isinstance(t, bool) or not isinstance(t, int) for t in tokens):
@@ -602,6 +726,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=VariantPolicy.CASE_AND_SPACE.value,
         help="Surface forms counted as the same answer (default: case-and-space).",
     )
+    reasoning = parser.add_argument_group("reasoning models (gpt-oss)")
+    reasoning.add_argument(
+        "--reasoning-format",
+        choices=sorted(FORMATS),
+        help="The model's reasoning format; omit for a model that does not reason.",
+    )
+    reasoning.add_argument(
+        "--reasoning-mode",
+        choices=[m.value for m in ReasoningMode],
+        help="direct: read the answer right after the generation prompt (no reasoning); after-reasoning "
+        "(default with --reasoning-format): generate the model's analysis first, then read the answer.",
+    )
+    reasoning.add_argument(
+        "--reasoning-max-tokens",
+        type=int,
+        default=DEFAULT_REASONING_MAX_TOKENS,
+        help=f"Token budget of the generated analysis (default {DEFAULT_REASONING_MAX_TOKENS}).",
+    )
+    reasoning.add_argument(
+        "--reasoning-effort",
+        choices=("low", "medium", "high"),
+        help="Passed to the chat template (gpt-oss writes it into its system message).",
+    )
 
 
 def build(args: argparse.Namespace) -> ProbsPipeline:
@@ -619,11 +766,19 @@ def build(args: argparse.Namespace) -> ProbsPipeline:
             temperature=args.temperature,
             answer_prefix=args.answer_prefix,
             variants=VariantPolicy(args.variants),
+            reasoning_format=args.reasoning_format,
+            reasoning_mode=ReasoningMode(args.reasoning_mode) if args.reasoning_mode else None,
+            reasoning_max_tokens=args.reasoning_max_tokens,
+            reasoning_effort=args.reasoning_effort,
         )
     except ValidationError as err:
         first = err.errors()[0]
-        flag = {"top_logprobs": "--logprobs", "temperature": "--temperature"}.get(
-            str(first["loc"][0]) if first["loc"] else "", "probs"
-        )
+        if not first["loc"]:  # a cross-field rule: its message names the flags
+            raise InputError(f"{first['msg'].removeprefix('Value error, ')}.") from err
+        flag = {
+            "top_logprobs": "--logprobs",
+            "temperature": "--temperature",
+            "reasoning_max_tokens": "--reasoning-max-tokens",
+        }.get(str(first["loc"][0]), "probs")
         raise InputError(f"{flag} {first.get('input')!r}: {first['msg']}.") from err
     return ProbsPipeline(study, questions_for(study, tokens), config)

@@ -1,7 +1,9 @@
 """Study definitions as data: `jobs/studies/<name>.yaml` parsed into one validated model.
 
-A new study needs only a new YAML file. The `probability:` and `extraction:` sections are kept here as
-opaque mappings: their pipelines validate them, so they can grow without this module changing.
+A new study needs only a new YAML file. Experiment 1's prompt is either one question or a conversation of
+turns (each reply appended as an assistant turn before the next question, each recorded in its own
+column). The `probability:` and `extraction:` sections are kept here as opaque mappings: their pipelines
+validate them, so they can grow without this module changing.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import os
 import string
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from worker import constants as c
 from worker.errors import InputError
 
-__all__ = ["GenerationParams", "PromptTemplate", "Study", "load_study", "study_search_path"]
+__all__ = [
+    "SINGLE_REPLY_COLUMN",
+    "GenerationParams",
+    "PromptTemplate",
+    "RenderedPrompt",
+    "Study",
+    "Turn",
+    "load_study",
+    "study_search_path",
+]
 
 # The repository's studies, for runs from a checkout.
 REPO_STUDIES_DIR = Path(__file__).resolve().parent.parent / "jobs" / "studies"
@@ -29,29 +41,82 @@ def template_fields(template: str) -> set[str]:
     return {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
 
 
+def _plain_placeholders(template: str) -> str:
+    for field in template_fields(template):
+        if not field.isidentifier():
+            raise ValueError(
+                f"placeholder {{{field}}} is not a plain column name (write {{{{ and }}}} for braces)"
+            )
+    return template
+
+
+# The reply column of a study that asks one question (`prompt.user`): the Experiment 1 answer.
+SINGLE_REPLY_COLUMN = "model_response"
+
+
+class Turn(BaseModel):
+    """One question of a conversation; the model's reply is recorded in `reply_column`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, description="Short name of the question, e.g. story.")
+    user: str = Field(min_length=1, description="User message template (`{column}` placeholders).")
+    reply_column: str = Field(min_length=1, description="Output column that holds the model's reply.")
+
+    @field_validator("user")
+    @classmethod
+    def _placeholders_are_plain_names(cls, template: str) -> str:
+        return _plain_placeholders(template)
+
+    @field_validator("reply_column")
+    @classmethod
+    def _column_is_a_name(cls, column: str) -> str:
+        if not column.isidentifier():
+            raise ValueError(f"reply_column {column!r} is not a plain column name")
+        return column
+
+
 class PromptTemplate(BaseModel):
-    """The chat messages of one row: `{column}` placeholders filled from the row's values."""
+    """The chat conversation of one row: `{column}` placeholders filled from the row's values.
+
+    Either `user` (one question, reply in `model_response`) or `turns` (a conversation: each turn's user
+    message is sent after the model's replies to the turns before it, in the same conversation).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     system: str | None = Field(default=None, description="System message; omitted when empty.")
-    user: str = Field(min_length=1, description="User message template.")
+    user: str | None = Field(default=None, min_length=1, description="The one user message (one question).")
+    turns: tuple[Turn, ...] | None = Field(
+        default=None, min_length=1, description="The questions of one conversation, in the order asked."
+    )
 
     @field_validator("system", "user")
     @classmethod
     def _placeholders_are_plain_names(cls, template: str | None) -> str | None:
-        if template is None:
-            return None
-        for field in template_fields(template):
-            if not field.isidentifier():
-                raise ValueError(
-                    f"placeholder {{{field}}} is not a plain column name (write {{{{ and }}}} for braces)"
-                )
-        return template
+        return None if template is None else _plain_placeholders(template)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> PromptTemplate:
+        if (self.user is None) == (self.turns is None):
+            raise ValueError("give either user (one question) or turns (a conversation), not both or neither")
+        columns = [turn.reply_column for turn in self.conversation]
+        if len(set(columns)) != len(columns):
+            raise ValueError("every turn needs its own reply_column")
+        return self
+
+    @property
+    def conversation(self) -> tuple[Turn, ...]:
+        """The turns, a one-question prompt being a conversation of one turn."""
+        if self.turns is not None:
+            return self.turns
+        assert self.user is not None  # _one_form
+        return (Turn(name="response", user=self.user, reply_column=SINGLE_REPLY_COLUMN),)
 
     @property
     def columns(self) -> set[str]:
-        return template_fields(self.user) | (template_fields(self.system) if self.system else set())
+        used = set().union(*(template_fields(turn.user) for turn in self.conversation))
+        return used | (template_fields(self.system) if self.system else set())
 
 
 class GenerationParams(BaseModel):
@@ -106,14 +171,20 @@ class Study(BaseModel):
             value = value.replace(old, new)
         return value
 
-    def render(self, row: Mapping[str, str]) -> list[dict[str, str]]:
-        """The chat messages for one row; the row must have every required column."""
+    def render(self, row: Mapping[str, str]) -> RenderedPrompt:
+        """The system text and the user message of every turn for one row (every required column needed)."""
         values = {column: self.clean(row[column]) for column in self.required_columns}
-        messages = []
-        if self.prompt.system:
-            messages.append({"role": "system", "content": self.prompt.system.format_map(values)})
-        messages.append({"role": "user", "content": self.prompt.user.format_map(values)})
-        return messages
+        system = self.prompt.system.format_map(values) if self.prompt.system else None
+        users = tuple(turn.user.format_map(values) for turn in self.prompt.conversation)
+        return RenderedPrompt(system, users)
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    """One row's prompt: the system text and the user messages in the order they are asked."""
+
+    system: str | None
+    users: tuple[str, ...]
 
 
 def study_search_path() -> list[Path]:

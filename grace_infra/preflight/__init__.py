@@ -58,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="grace preflight",
         description="Check the live cluster against the stack before pulumi up (read-only).",
+        epilog=(
+            f"exit codes: {EXIT_OK} every check passed or was skipped; {EXIT_FAILED} a check failed, the "
+            "stack config is invalid, or the cluster cannot be reached (one line on stderr)."
+        ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--stack", default=c.DEFAULT_STACK, help="Reads Pulumi.<stack>.yaml.")

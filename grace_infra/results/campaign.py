@@ -8,7 +8,7 @@ function the offline render and `pulumi up` use, so they cannot disagree about n
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 from grace_infra import constants as c
 from grace_infra.config import GraceConfig
@@ -55,10 +55,9 @@ class Campaign:
         )
 
 
-def load_campaign(stack: str, project_root: Path | None = None) -> Campaign:
+def load_campaign(stack: str) -> Campaign:
     """The stack's config and planned Jobs; GraceError with one sentence on a bad stack file."""
-    kwargs = {"project_root": project_root} if project_root is not None else {}
-    raw, _ = load_raw_config(stack, **kwargs)
+    raw, _ = load_raw_config(stack)
     config = GraceConfig.parse({key: value for key, value in raw.items() if key not in SECRET_KEYS})
     _, planned = plan_experiments(config)
     return Campaign(config=config, jobs=tuple(planned))

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from grace_infra import constants as c
+from grace_infra.cli import HelpFormatter
 from grace_infra.errors import GraceError
 from grace_infra.results.campaign import load_campaign
 from grace_infra.results.check import check_outputs, discover_outputs, format_check
@@ -51,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    defaults = argparse.ArgumentDefaultsHelpFormatter
+    defaults = HelpFormatter
 
     pull = sub.add_parser(
         "pull",
@@ -60,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     pull.add_argument("--stack", default=c.DEFAULT_STACK, help="reads Pulumi.<stack>.yaml for the namespace")
     pull.add_argument("--context", help="kubeconfig context (default: the kubeconfig's current context)")
+    pull.add_argument(
+        "--kubeconfig", type=Path, help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)"
+    )
     pull.add_argument("--to", type=Path, default=DEFAULT_RESULTS_DIR, help="local folder (created)")
 
     check = sub.add_parser(
@@ -88,8 +92,10 @@ def _check(args: argparse.Namespace) -> int:
         campaign = load_campaign(args.stack)
         planned = [(str(o.relative_path), o.model) for o in campaign.outputs]
     checks = check_outputs(args.folder, planned)
+    if not checks:
+        raise ResultsInputError(f"{args.folder}: holds no worker output (no CSV, checkpoint or meta file).")
     print(format_check(checks))
-    return EXIT_OK if checks and all(check.complete for check in checks) else EXIT_INCOMPLETE
+    return EXIT_OK if all(check.complete for check in checks) else EXIT_INCOMPLETE
 
 
 def _tidy(args: argparse.Namespace) -> int:
@@ -113,7 +119,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _pull(args: argparse.Namespace) -> int:
 
-    return pull(stack=args.stack, context=args.context, destination=args.to)
+    return pull(stack=args.stack, context=args.context, kubeconfig=args.kubeconfig, destination=args.to)
 
 
 COMMANDS = {"pull": _pull, "check": _check, "tidy": _tidy, "report": _report}

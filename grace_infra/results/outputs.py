@@ -86,15 +86,39 @@ class OutputFile:
 
     @property
     def samples(self) -> int:
-        """Samples per input row (1 unless the run asked for more)."""
-        value = self.parameters.get("samples", 1)
-        return value if isinstance(value, int) and value > 0 else 1
+        """Answers per input row (the worker's `samples_per_row`; 1 unless the run sampled)."""
+        meta = self.meta or {}
+        for value in (
+            meta.get("input", {}).get("samples_per_row"),
+            self.parameters.get("samples_per_row"),
+        ):
+            if isinstance(value, int) and value > 0:
+                return value
+        return 1
 
     @property
     def expected_rows(self) -> int | None:
         """Input rows x samples, from the meta file: the rows a complete output has."""
         rows = (self.meta or {}).get("input", {}).get("rows_in_file")
         return rows * self.samples if isinstance(rows, int) else None
+
+    @property
+    def limit(self) -> int | None:
+        """`--limit N` of the run (a smoke run processes only the first N input rows)."""
+        value = (self.meta or {}).get("input", {}).get("limit")
+        return value if isinstance(value, int) else None
+
+    @property
+    def status(self) -> str:
+        """The meta file's `status`: complete, or why the run stopped (interrupted, storage_error, ...)."""
+        return str((self.meta or {}).get("status", ""))
+
+    @property
+    def rows_to_resend(self) -> int:
+        """Rows the next run sends again: failed for the server's sake (transport), or never done."""
+        rows = (self.meta or {}).get("rows", {})
+        counts = [rows.get("failed_transport"), rows.get("not_done")] if isinstance(rows, dict) else []
+        return sum(count for count in counts if isinstance(count, int))
 
     @property
     def exit_code(self) -> int | None:

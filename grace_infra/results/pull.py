@@ -30,10 +30,11 @@ from typing import IO, Any
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
+from urllib3.exceptions import HTTPError
 
 from grace_infra import constants as c
 from grace_infra import naming
-from grace_infra.cluster import ClusterAccessError, api_client
+from grace_infra.cluster import ClusterUnreachable, api_client, cluster_errors
 from grace_infra.config import GraceConfig
 from grace_infra.results.campaign import load_campaign
 
@@ -88,7 +89,7 @@ def reader_pod_manifest(config: GraceConfig, name: str) -> dict[str, Any]:
                 {
                     "name": READER_CONTAINER,
                     "image": config.images.job,
-                    "imagePullPolicy": "IfNotPresent",
+                    "imagePullPolicy": c.IMAGE_PULL_POLICY,
                     # The image's entry point is the worker; this pod only waits for exec calls.
                     "command": ["sleep", str(READER_DEADLINE_S)],
                     "resources": {
@@ -118,7 +119,7 @@ def listing_command() -> list[str]:
     skip = " ".join(f"! -name '*{suffix}'" for suffix in IGNORED_SUFFIXES)
     script = (
         f"cd {shlex.quote(c.OUTPUT_MOUNT)} && find . -type f {skip} -exec sh -c "
-        "'for f; do printf \"%s \" \"$(stat -c %s \"$f\")\"; sha256sum \"$f\"; done' sh {} +"
+        '\'for f; do printf "%s " "$(stat -c %s "$f")"; sha256sum "$f"; done\' sh {} +'
     )
     return ["sh", "-c", script]
 
@@ -155,7 +156,7 @@ def files_to_fetch(remote: Sequence[RemoteFile], destination: Path) -> list[Remo
 def _safe_target(destination: Path, name: str) -> Path:
     relative = PurePosixPath(name.removeprefix("./"))
     if relative.is_absolute() or ".." in relative.parts or not relative.parts:
-        raise ClusterAccessError(f"the tar stream holds an unsafe path {name!r}; nothing more is written.")
+        raise ClusterUnreachable(f"the tar stream holds an unsafe path {name!r}; nothing more is written.")
     return destination.joinpath(*relative.parts)
 
 
@@ -207,7 +208,7 @@ def _exec_in(api: k8s.CoreV1Api, pod: str, namespace: str) -> Exec:
             session.close()
         if code:
             message = errors.getvalue().decode("utf-8", "replace").strip().splitlines()
-            raise ClusterAccessError(
+            raise ClusterUnreachable(
                 f"`{command[0]}` in the reader pod exited {code}: {message[-1] if message else 'no message'}"
             )
         out.seek(0)
@@ -224,13 +225,13 @@ def _wait_running(api: k8s.CoreV1Api, name: str, namespace: str, timeout_s: floa
         if phase == "Running":
             return
         if phase in {"Failed", "Succeeded"}:
-            raise ClusterAccessError(f"the reader pod {name} ended ({phase}) before it could be used.")
+            raise ClusterUnreachable(f"the reader pod {name} ended ({phase}) before it could be used.")
         if time.monotonic() > deadline:
             why = next(
                 (f"{cond.reason}: {cond.message}" for cond in (pod.status.conditions or []) if cond.message),
                 phase or "no status",
             )
-            raise ClusterAccessError(f"the reader pod {name} did not start within {timeout_s:.0f} s ({why}).")
+            raise ClusterUnreachable(f"the reader pod {name} did not start within {timeout_s:.0f} s ({why}).")
         time.sleep(POLL_INTERVAL_S)
 
 
@@ -272,29 +273,34 @@ def run_pull(
         skipped = len(remote) - len(fetch)
         return PullResult(listed=len(remote), skipped=skipped, copied=copied, changed=changed)
     finally:
-        try:
-            api.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
-            log(f"reader pod {name} deleted")
-        except ApiException as err:
-            if err.status != HTTP_NOT_FOUND:
-                print(
-                    f"warning: could not delete the reader pod {namespace}/{name} ({err.reason}); it ends "
-                    f"itself after {READER_DEADLINE_S} s, or run: kubectl delete pod -n {namespace} {name}",
-                    file=sys.stderr,
-                )
+        _delete_reader(api, name, namespace, log)
 
 
-def pull(*, stack: str, context: str | None, destination: Path) -> int:
+def _delete_reader(api: k8s.CoreV1Api, name: str, namespace: str, log: Callable[[str], None]) -> None:
+    """Delete the reader pod; if that fails too, say how it ends anyway (never mask the first error)."""
+    try:
+        api.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+        log(f"reader pod {name} deleted")
+    except (ApiException, HTTPError) as err:
+        if isinstance(err, ApiException) and err.status == HTTP_NOT_FOUND:
+            return
+        print(
+            f"warning: could not delete the reader pod {namespace}/{name} ({err}); it ends itself after "
+            f"{READER_DEADLINE_S} s, or run: kubectl delete pod -n {namespace} {name}",
+            file=sys.stderr,
+        )
+
+
+def pull(*, stack: str, context: str | None, kubeconfig: Path | None, destination: Path) -> int:
     """The `grace results pull` command; its exit code."""
     campaign = load_campaign(stack)
-    api = k8s.CoreV1Api(api_client(context))
+    api = k8s.CoreV1Api(api_client(context, kubeconfig))
     try:
-        result = run_pull(api, campaign.config, destination)
+        with cluster_errors():
+            result = run_pull(api, campaign.config, destination)
     except KeyboardInterrupt:
         print("interrupted; every file copied so far is whole; the same command resumes.", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except ApiException as err:
-        raise ClusterAccessError(f"the API server refused a call: {err.status} {err.reason}") from None
     print(f"copied {len(result.copied)} files to {destination} ({result.skipped} already identical)")
     for path in result.changed:
         print(f"note: {path} changed while it was copied (a Job is still writing it); pull again later")

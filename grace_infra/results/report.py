@@ -27,7 +27,7 @@ from grace_infra.results.check import check_output, discover_outputs
 from grace_infra.results.outputs import OutputFile, ResultsInputError, failed_mask, read_output
 from grace_infra.results.svg import bar_chart
 from grace_infra.results.tidy import tidy_probabilities
-from worker.table import write_atomically
+from worker.storage import write_atomically
 
 __all__ = ["build_report", "goal_kind", "write_report"]
 
@@ -49,6 +49,8 @@ EXTRACTED_KNOWLEDGE = "knowledge_answer"
 # Study 2: the goal sentences come in three kinds (the researchers' Goal_simplified).
 GOAL_KINDS = ("informational", "social", "both")
 UTTERANCE_PREFIX = "it was"  # option texts "It was ..." / "It wasn't ..." mark the utterance question
+STUDY1_EXP2_HEADING = "Experiment 2: the model's probabilities, from its log-probabilities"
+STUDY1_EXP1_HEADING = "Experiment 1: the numbers in the model's reply, as extracted"
 SERIES_EXP2, SERIES_EXP1, SERIES_HUMAN = "Exp. 2 (log-prob.)", "Exp. 1 (extracted)", "human (same rows)"
 
 
@@ -64,6 +66,11 @@ def goal_kind(goal: str) -> str:
 def _state_order(state: str) -> tuple[int, str]:
     digits = re.match(r"\d+", state.strip())
     return (int(digits.group()) if digits else 99, state)
+
+
+def _short(utterance: str) -> str:
+    """An axis label: "It wasn't bad" -> "wasn't bad" (every utterance starts with "It")."""
+    return utterance.removeprefix("It ")
 
 
 def _utterance_key(text: str) -> str:
@@ -86,6 +93,10 @@ def _models(outputs: Iterable[OutputFile]) -> list[_Model]:
         model = models.setdefault(output.model_name, _Model(output.model_name, {}))
         model.outputs[(output.study, output.pipeline)] = output
     return [models[name] for name in sorted(models)]
+
+
+def _figures(figures: list[str]) -> str:
+    return f'<div class="figures">{"".join(figures)}</div>'
 
 
 def _figure(svg: str, caption: str = "") -> str:
@@ -288,12 +299,13 @@ def _study2(model: _Model) -> tuple[list[str], str]:
                     bar_chart(
                         f"s2-{model.name}-{goal}-{state}",
                         f"{goal}, {state}",
-                        texts,
+                        [_short(t) for t in texts],
                         values,
                         y_max=1,
                         y_label="share",
-                        width=330,
-                        height=240,
+                        width=400,
+                        height=290,
+                        label_angle=60,
                     )
                 )
             )
@@ -364,13 +376,15 @@ def build_report(folder: Path) -> str:
         "of those the speaker reports).</p>",
     ]
     for model in models:
-        figures = []
-        if (probs := model.get("study1", "probs")) is not None:
-            figures += _study1_exp2(model, probs)
-        if (extracted := model.get("study1", "extract")) is not None:
-            figures += _study1_exp1(model, extracted)
-        if figures:
-            body.append(f'<h3>{escape(model.name)}</h3><div class="figures">{"".join(figures)}</div>')
+        parts = []
+        if (probs := model.get("study1", "probs")) is not None and (figures := _study1_exp2(model, probs)):
+            parts.append(f"<h4>{STUDY1_EXP2_HEADING}</h4>{_figures(figures)}")
+        if (extracted := model.get("study1", "extract")) is not None and (
+            figures := _study1_exp1(model, extracted)
+        ):
+            parts.append(f"<h4>{STUDY1_EXP1_HEADING}</h4>{_figures(figures)}")
+        if parts:
+            body.append(f"<h3>{escape(model.name)}</h3>{''.join(parts)}")
     body.append("<h2>Study 2: polite speech</h2>")
     for model in models:
         figures, note = _study2(model)
@@ -378,7 +392,7 @@ def build_report(folder: Path) -> str:
             body.append(f"<h3>{escape(model.name)}</h3>")
             if note:
                 body.append(f'<p class="note">{escape(note)}</p>')
-            body.append(f'<div class="figures">{"".join(figures)}</div>')
+            body.append(_figures(figures))
     body.append("<h2>Rows, failures and probability coverage</h2>")
     body.append(
         '<p class="note">Coverage: the total probability the model gave the allowed answers '

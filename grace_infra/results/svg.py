@@ -18,7 +18,9 @@ __all__ = ["PALETTE", "bar_chart"]
 # Colour-blind-safe (Okabe-Ito), in the order series are given.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 FONT = "font-family:sans-serif;font-size:11px"
-MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 44, 10, 26, 62
+MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP = 52, 10, 26
+LABEL_CHAR_PX = 6.0  # width of one 11px sans-serif character, roughly: room for the rotated labels
+LABEL_GAP_PX = 18
 LEGEND_ROW = 16
 TICKS = 4
 
@@ -37,14 +39,20 @@ def bar_chart(
     y_label: str = "",
     width: int = 320,
     height: int = 220,
+    label_angle: float = 35,
 ) -> str:
-    """Grouped bars: one group per category, one bar per series (NaN: no bar, an `n/a` mark)."""
+    """Grouped bars: one group per category, one bar per series (NaN: no bar, an `n/a` mark).
+
+    Category labels are rotated by `label_angle` degrees; steeper angles suit many or long labels.
+    """
     names = list(series)
     figure_id = re.sub(r"[^A-Za-z0-9_-]+", "-", figure_id)
     legend_height = LEGEND_ROW * len(names) if len(names) > 1 else 0
     total_height = height + legend_height
+    longest = max((len(category) for category in categories), default=0)
+    margin_bottom = LABEL_GAP_PX + longest * LABEL_CHAR_PX * math.sin(math.radians(label_angle))
     plot_w = width - MARGIN_LEFT - MARGIN_RIGHT
-    plot_h = height - MARGIN_TOP - MARGIN_BOTTOM
+    plot_h = height - MARGIN_TOP - margin_bottom
     group_w = plot_w / max(len(categories), 1)
     bar_w = group_w * 0.8 / max(len(names), 1)
     parts = [
@@ -88,7 +96,7 @@ def bar_chart(
         label_y = MARGIN_TOP + plot_h + 12
         parts.append(
             f'<text x="{label_x:.1f}" y="{label_y}" text-anchor="end" '
-            f'transform="rotate(-35 {label_x:.1f} {label_y})">{escape(category)}</text>'
+            f'transform="rotate(-{label_angle} {label_x:.1f} {label_y})">{escape(category)}</text>'
         )
     parts.append(
         f'<line x1="{MARGIN_LEFT}" x2="{MARGIN_LEFT + plot_w}" y1="{MARGIN_TOP + plot_h}" '

@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from grace_infra.results.outputs import TIDY_SUFFIX, OutputFile, ResultsInputError, failed_mask
-from worker.table import frame_to_csv, write_atomically
+from worker.storage import atomic_writer
 
 __all__ = ["TIDY_COLUMNS", "tidy_path", "tidy_probabilities", "write_tidy"]
 
@@ -88,7 +88,8 @@ def tidy_probabilities(output: OutputFile) -> pd.DataFrame:
         base = {
             "model_name": row.get("model_name") or output.model_name,
             "study": output.study,
-            "row": row[row_column] if row_column else position,
+            # Without a row column: the worker writes each row's samples one after another.
+            "row": row[row_column] if row_column else position // output.samples,
             "sample": row.get("sample", ""),
             **{column: row[column] for column in conditions},
         }
@@ -124,5 +125,8 @@ def tidy_probabilities(output: OutputFile) -> pd.DataFrame:
 def write_tidy(output: OutputFile) -> Path:
     """Write the long table beside the wide file (atomically); its path."""
     target = tidy_path(output.path)
-    write_atomically(target, frame_to_csv(tidy_probabilities(output)))
+    table = tidy_probabilities(output)
+    with atomic_writer(target) as handle:
+        # RFC 4180 line ends, as the worker writes its own outputs (a lone "\r" in a cell stays quoted).
+        table.to_csv(handle, index=False, lineterminator="\r\n")
     return target

@@ -33,6 +33,14 @@ Behaviour
 - Fast local iteration: start a server once with ``python scripts/tiny_vllm.py start --workdir
   /tmp/tiny``, then export ``GRACE_VLLM_URL=http://127.0.0.1:PORT/v1`` and
   ``GRACE_TINY_MODEL_DIR=/tmp/tiny/model``; the fixture then reuses that server and never stops it.
+
+``strict_vllm_server`` (session scope) is a second server of the same kind whose model has the
+Gemma-2-like chat template (``scripts/build_tiny_model.py --template strict``): a system message is
+refused ("System role not supported") and so is any order but user/assistant/user/... Every
+pipeline runs against it, so a pipeline that sends what Gemma-2 refuses fails in the suite. It
+starts once, on first use (measured here: ~56 s on an idle machine, 80-250 s under load), and is
+reused the same way with ``GRACE_STRICT_VLLM_URL`` and ``GRACE_STRICT_MODEL_DIR``
+(``python scripts/tiny_vllm.py start --workdir /tmp/strict --template strict``).
 """
 
 from __future__ import annotations
@@ -69,9 +77,17 @@ def _load_tiny_vllm() -> ModuleType:
 tiny_vllm = _load_tiny_vllm()
 
 
-def _reuse_settings() -> tuple[str, Path] | None:
-    url = os.environ.get("GRACE_VLLM_URL", "").strip()
-    model_dir = os.environ.get("GRACE_TINY_MODEL_DIR", "").strip()
+# The environment variables that point a fixture at an already running server, per chat template.
+REUSE_VARIABLES = {
+    "plain": ("GRACE_VLLM_URL", "GRACE_TINY_MODEL_DIR"),
+    "strict": ("GRACE_STRICT_VLLM_URL", "GRACE_STRICT_MODEL_DIR"),
+}
+
+
+def _reuse_settings(template: str = "plain") -> tuple[str, Path] | None:
+    url_variable, dir_variable = REUSE_VARIABLES[template]
+    url = os.environ.get(url_variable, "").strip()
+    model_dir = os.environ.get(dir_variable, "").strip()
     if url and model_dir:
         return url.rstrip("/"), Path(model_dir)
     return None
@@ -92,16 +108,27 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.fixture(scope="session")
 def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    reuse = _reuse_settings()
+    yield from _serve(tmp_path_factory, "plain")
+
+
+@pytest.fixture(scope="session")
+def strict_vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The tiny model with Gemma-2's template refusals (no system role, strict alternation)."""
+    yield from _serve(tmp_path_factory, "strict")
+
+
+def _serve(tmp_path_factory: pytest.TempPathFactory, template: str) -> Iterator[object]:
+    reuse = _reuse_settings(template)
     if reuse is not None:
         base_url, model_dir = reuse
         root_url = base_url.removesuffix("/v1")
+        url_variable, dir_variable = REUSE_VARIABLES[template]
         if not tiny_vllm.is_healthy(root_url):
             pytest.fail(
-                f"GRACE_VLLM_URL={base_url} is set but {root_url}/health does not answer 200", pytrace=False
+                f"{url_variable}={base_url} is set but {root_url}/health does not answer 200", pytrace=False
             )
         if not (model_dir / "config.json").exists():
-            pytest.fail(f"GRACE_TINY_MODEL_DIR={model_dir} has no config.json", pytrace=False)
+            pytest.fail(f"{dir_variable}={model_dir} has no config.json", pytrace=False)
         yield tiny_vllm.TinyServer(
             base_url=base_url,
             root_url=root_url,
@@ -115,10 +142,10 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     reason = tiny_vllm.missing_env_reason()
     if reason is not None:
         _unavailable(reason)
-    workdir = tmp_path_factory.mktemp("tiny-vllm")
+    workdir = tmp_path_factory.mktemp(f"tiny-vllm-{template}")
     timeout_s = float(os.environ.get("GRACE_VLLM_START_TIMEOUT", tiny_vllm.DEFAULT_START_TIMEOUT_S))
     try:
-        model_dir = tiny_vllm.build_model(tiny_vllm.server_python(), workdir / "model")
+        model_dir = tiny_vllm.build_model(tiny_vllm.server_python(), workdir / "model", template=template)
         server = tiny_vllm.start_server(model_dir, workdir, timeout_s=timeout_s)
     except tiny_vllm.TinyVllmError as exc:
         pytest.fail(str(exc), pytrace=False)

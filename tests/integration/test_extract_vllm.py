@@ -16,6 +16,7 @@ import jsonschema
 import pandas as pd
 import pytest
 
+from tests.support.contracts import SAMPLE_COLUMNS
 from worker import cli
 
 pytestmark = pytest.mark.vllm
@@ -75,9 +76,11 @@ def test_extract_exp1_shaped_rows(vllm_server: Any, tmp_path: Path, study: str) 
     assert code in (0, 3)
     exp1 = pd.read_csv(source, dtype=str, keep_default_na=False)
     frame = pd.read_csv(output, dtype=str, keep_default_na=False)
-    assert list(frame.columns) == [*exp1.columns, *schema_of(study)["properties"], *STATUS]
+    # The fixture predates sample/seed columns, so extraction adds them (a query output carries them).
+    assert list(frame.columns) == [*exp1.columns, *SAMPLE_COLUMNS, *schema_of(study)["properties"], *STATUS]
     pd.testing.assert_frame_equal(frame[list(exp1.columns)], exp1)
-    answered = exp1["model_response"] != ""
+    reply = "response_speech" if study == "study1" else "model_response"
+    answered = exp1[reply] != ""
     # Constrained decoding plus validation: every row that has a response extracts to schema-valid values.
     assert assert_valid_or_error(frame, study) == answered.sum()
     no_response = frame[~answered]

@@ -7,6 +7,7 @@ wording. Requests ask for few tokens (`--max-tokens 8`) to keep a 2-core CPU ser
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -19,7 +20,12 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tests.support.contracts import QUERY_ADDED_COLUMNS, SAMPLE_COLUMNS
+from tests.support.contracts import (
+    SAMPLE_COLUMNS,
+    STUDY1_REPLY_COLUMNS,
+    STUDY2_REPLY_COLUMNS,
+    query_added_columns,
+)
 from worker.client import ModelClient
 from worker.errors import RequestRejected
 from worker.options import ClientOptions
@@ -29,6 +35,7 @@ pytestmark = pytest.mark.vllm
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO.parent / "shared" / "data"
 ROWS = 4
+REPLY_COLUMNS = {"study1": STUDY1_REPLY_COLUMNS, "study2": STUDY2_REPLY_COLUMNS}
 
 
 def study_rows(study: str, rows: int, tmp_path: Path) -> tuple[Path, pd.DataFrame]:
@@ -69,14 +76,25 @@ def test_query_end_to_end(vllm_server: Any, tmp_path: Path, study: str) -> None:
     done = run(command(vllm_server, study, source, output))
     assert done.returncode == 0, done.stderr[-3000:]
     result = read(output)
-    assert list(result.columns) == [*frame.columns, *SAMPLE_COLUMNS, *QUERY_ADDED_COLUMNS]
+    replies = REPLY_COLUMNS[study]
+    turns = len(replies)
+    assert list(result.columns) == [*frame.columns, *SAMPLE_COLUMNS, *query_added_columns(replies)]
     pd.testing.assert_frame_equal(result[frame.columns], frame)
     assert (result["error"] == "").all()
     assert (result["model_name"] == vllm_server.served_name).all()
     assert set(result["finish_reason"]) <= {"stop", "length"}
     assert all(int(n) > 20 for n in result["prompt_tokens"])  # the whole study prompt reached the model
-    assert all(1 <= int(n) <= 8 for n in result["completion_tokens"])
-    assert (result["attempts"] == "1").all()
+    assert all(1 <= int(n) <= 8 * turns for n in result["completion_tokens"])
+    assert (result["attempts"] == str(turns)).all()
+    for _, row in result.iterrows():
+        # The exact prompt of every turn, as the server's template rendered it: one BOS, at the start,
+        # and each turn's prompt extends the one before (the conversation grows, nothing is re-rendered).
+        ids = json.loads(row["prompt_token_ids"])
+        assert len(ids) == turns
+        assert all(turn.count(ids[0][0]) == 1 and turn[0] == ids[0][0] for turn in ids)
+        assert all(later[: len(earlier)] == earlier for earlier, later in itertools.pairwise(ids))
+        conversation = json.loads(row["conversation"])
+        assert [m["role"] for m in conversation if m["role"] != "system"] == ["user", "assistant"] * turns
     meta = json.loads((tmp_path / "out.csv.meta.json").read_text())
     assert meta["server"]["version"]["version"].startswith("0.")
     assert meta["server"]["model"]["id"] == vllm_server.served_name
@@ -131,7 +149,7 @@ def test_a_prompt_longer_than_the_model_is_a_recorded_400(vllm_server: Any, tmp_
     assert len(result) == 3
     assert list(result["error"] == "") == [True, False, True]
     error = result.loc[1, "error"]
-    assert error.startswith("HTTP 400: ")
+    assert error.startswith("turn story: HTTP 400: ")  # the first question already does not fit
     assert "512" in error  # vLLM names the model's limit
     assert result.loc[1, "attempts"] == "1"  # never retried
 

@@ -23,7 +23,8 @@ from grace_infra.results import cli
 from grace_infra.results.check import State, check_outputs
 from grace_infra.results.outputs import read_output
 from grace_infra.results.tidy import TIDY_COLUMNS, tidy_probabilities
-from tests.integration.conftest import REPO_ROOT, running_under_ci
+from tests.integration.conftest import REPO_ROOT
+from tests.support.ci import unavailable
 from worker.cli import main as worker_main
 
 pytestmark = pytest.mark.vllm
@@ -137,10 +138,8 @@ def test_the_tidy_table_matches_the_wide_columns(campaign: Path) -> None:
 def _chromium() -> str:
     path = shutil.which("chromium")
     if path is None:
-        reason = "chromium is not installed (scripts/setup-browser.sh installs it as root)"
-        if running_under_ci():
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+        unavailable("chromium is not installed (scripts/setup-browser.sh installs it as root)")
+    assert path is not None
     return path
 
 

@@ -25,6 +25,8 @@ STUDY1_COLUMNS = (
     "observe",
 )
 ROW_MARK = re.compile(r"ROW-(\d{5})")
+# One request per row (Study 1's own conversation sends three): these tests count requests per row.
+ONE_TURN_STUDY = REPO / "tests" / "fixtures" / "studies" / "study1_one_turn.yaml"
 
 
 def write_study1(path: Path, rows: int) -> Path:
@@ -58,7 +60,7 @@ def worker_command(endpoint: str, source: Path, output: Path, *extra: str) -> li
         "--output", str(output),
         "--model-endpoint", endpoint,
         "--model-name", "tiny",
-        "--study", "study1",
+        "--study", str(ONE_TURN_STUDY),
         "--metrics-port", "0",
         "--timeout", "5",
         "--max-retries", "2",

@@ -23,10 +23,10 @@ import pytest
 from kubernetes import client as k8s
 
 from grace_infra import constants as c
-from grace_infra.cluster import ClusterAccessError, api_client
-from grace_infra.results import pull
+from grace_infra.cluster import ClusterUnreachable, api_client
+from grace_infra.results import cli, pull
 from grace_infra.results.campaign import load_campaign
-from tests.support.kube_api import CONTEXT, KubeApi
+from tests.support.kube_api import CONTEXT, KubeApi, not_found
 from tests.unit.infra.support import assert_valid_k8s
 
 NS = "grace-experiments"
@@ -71,6 +71,14 @@ class _Routes(dict):
         method, path = key
         if method == "POST" and path == PODS:
             return 201, _pod_object("created", "Pending")
+        if path.endswith("/exec"):
+            # What the API server answers a plain (non-websocket) exec request.
+            return 400, {
+                **not_found(path),
+                "reason": "BadRequest",
+                "message": "Upgrade request required",
+                "code": 400,
+            }
         if path.startswith(f"{PODS}/grace-results-reader-"):
             name = path.rsplit("/", 1)[-1]
             return 200, _pod_object(name, "Running")
@@ -114,7 +122,7 @@ def _deleted(core: k8s.CoreV1Api) -> list[str]:
     return [path for method, path, _ in core.recorded.requests if method == "DELETE"]  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("error", [ClusterAccessError("exec failed"), KeyboardInterrupt()])
+@pytest.mark.parametrize("error", [ClusterUnreachable("exec failed"), KeyboardInterrupt()])
 def test_the_pod_is_deleted_after_an_error_or_ctrl_c(
     cluster: k8s.CoreV1Api, tmp_path: Path, error: BaseException
 ) -> None:
@@ -193,6 +201,42 @@ def test_unpack_refuses_a_path_outside_the_destination(tmp_path: Path) -> None:
         info.size = 1
         tar.addfile(info, io.BytesIO(b"x"))
     archive.seek(0)
-    with pytest.raises(ClusterAccessError, match="unsafe path"):
+    with pytest.raises(ClusterUnreachable, match="unsafe path"):
         pull.unpack_tar(archive, tmp_path / "results", {"../escape.csv"})
     assert not (tmp_path / "escape.csv").exists()
+
+
+def test_the_command_deletes_the_pod_when_the_real_exec_stream_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The loopback API server cannot upgrade to a websocket: the client's real exec call fails as it
+    # would against an API server that refuses exec.
+    with KubeApi(_Routes()) as api:
+        monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path)))
+        code = cli.main(["pull", "--stack", "nrp", "--context", CONTEXT, "--to", str(tmp_path / "results")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the exec stream to the pod failed: Handshake status 400")
+    assert len(err.strip().splitlines()) == 1
+    deleted = [path for method, path, _ in api.requests if method == "DELETE"]
+    assert len(deleted) == 1
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_pod_the_quota_refuses_is_one_line_naming_the_quota(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exceeded = {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "Forbidden",
+        "message": 'pods "grace-results-reader-1" is forbidden: exceeded quota: grace-quota, requested: '
+        "pods=1, used: pods=40, limited: pods=40",
+        "details": {"name": "grace-results-reader-1", "kind": "pods"}, "code": 403,
+    }  # fmt: skip
+    with KubeApi({("POST", PODS): (403, exceeded)}) as api:
+        monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path)))
+        code = cli.main(["pull", "--stack", "nrp", "--context", CONTEXT, "--to", str(tmp_path / "results")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the API server refused a call: 403 Forbidden: pods ")
+    assert "exceeded quota: grace-quota" in err
+    assert len(err.strip().splitlines()) == 1

@@ -144,7 +144,7 @@ def test_one_line_per_planned_job_with_its_state(
     )
     assert jobs["matrix-llama-3-70b"].startswith("pending: 0/40 nodes are available: ")
     assert "37 Insufficient nvidia.com/a100" in jobs["matrix-llama-3-70b"]
-    assert jobs["study1-exp1-gpt-oss-20b"] == "not created"
+    assert jobs["study1-exp1-gpt-oss-20b"] == "not found (not created yet, or removed 7 d after it finished)"
 
 
 def test_logs_are_read_through_the_api_server_with_a_tail(
@@ -263,8 +263,83 @@ def test_an_unknown_context_is_one_line_and_exit_2(
     cluster: tuple[KubeApi, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, kubeconfig = cluster
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    assert status.main(["--context", "no-such-context"]) == 2
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    assert status.main(["--context", "no-such-context", "--kubeconfig", str(kubeconfig)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: cannot use context 'no-such-context'")
+    assert err.startswith("error: --context no-such-context is not in the kubeconfig (contexts: recorded)")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_an_unreachable_api_server_is_one_line_and_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with KubeApi({}) as api:
+        kubeconfig = api.write_kubeconfig(tmp_path)  # the server stops here: its port is closed
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    assert status.main(["--context", CONTEXT]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot reach the API server of the kubeconfig context:")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_refused_call_is_one_line_and_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    forbidden = {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "Forbidden",
+        "message": 'jobs.batch is forbidden: User "someone" cannot list resource "jobs" in API group "batch" '
+        'in the namespace "grace-experiments"', "details": {"group": "batch", "kind": "jobs"}, "code": 403,
+    }  # fmt: skip
+    with KubeApi({("GET", f"/apis/batch/v1/namespaces/{NS}/jobs"): (403, forbidden)}) as api:
+        monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path)))
+        assert status.main(["--context", CONTEXT]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "error: the API server refused a call: 403 Forbidden: jobs.batch is forbidden: User"
+    )
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_container_waiting_to_restart_has_its_previous_runs_log(
+    worker_logs: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API server answers 400 for the log of a container that is not running; `previous` has it."""
+    routes = _routes(_recorded(), worker_logs)
+    log_path = f"/api/v1/namespaces/{NS}/pods/{RESTARTING_POD}/log"
+    waiting = {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "BadRequest",
+        "message": f'container "worker" in pod "{RESTARTING_POD}" is waiting to start: CrashLoopBackOff',
+        "code": 400,
+    }  # fmt: skip
+    answers = iter([(400, waiting), (200, worker_logs["fatal"])])
+
+    class Sequenced(dict):
+        def get(self, key: tuple[str, str], default: Any = None) -> Any:
+            return next(answers) if key == ("GET", log_path) else super().get(key, default)
+
+    with KubeApi(Sequenced(routes)) as api:
+        jobs, _ = _states(api, api.write_kubeconfig(tmp_path), monkeypatch)
+        reads = [query for method, path, query in api.requests if path == log_path]
+    assert [query.get("previous") for query in reads] == [["false"], ["true"]]
+    assert jobs["study1-exp1-gemma-2-9b"].startswith(
+        "restarting (2 restarts, CrashLoopBackOff): worker query: error"
+    )
+
+
+def test_a_job_mode_log_shows_the_task_number(tmp_path: Path) -> None:
+    """`worker run --tasks` (job serving mode) logs `task i/n:` before each task; the line says which."""
+    with FakeOpenAI() as server:
+        task = [
+            "query", "--study", "study1", "--input", "tests/fixtures/study1_small.csv",
+            "--model-endpoint", server.base_url, "--model-name", "tiny",
+            "--limit", "2", "--metrics-port", "0",
+        ]  # fmt: skip
+        tasks = tmp_path / "tasks.json"
+        tasks.write_text(
+            json.dumps([[*task, "--output", str(tmp_path / f"out{n}.csv")] for n in (1, 2)]), encoding="utf-8"
+        )
+        log = _worker(["run", "--tasks", str(tasks)], tmp_path)
+    second_task = log[log.index("task 2/2: ") :]
+    assert "progress pipeline=query" in second_task, log
+    assert status.progress_text(log).startswith("query 2/2 rows, ")
+    assert status.progress_text(log).endswith(" rows/s (task 2/2)")

@@ -37,7 +37,8 @@ STUDY1_COLUMNS = [
     "observe",
 ]  # fmt: skip
 EXP1_COLUMNS = [
-    "model_name", "model_response", "finish_reason", "prompt_tokens", "completion_tokens",
+    "model_name", "model_response", "response_story", "response_speech", "response_knowledge",
+    "finish_reason", "prompt_tokens", "completion_tokens",
     "response_timestamp", "processing_time_ms", "attempts", "error",
 ]  # fmt: skip
 FIELDS1 = [
@@ -141,6 +142,10 @@ def study1_row(key: str, response: str, *, error: str = "") -> dict[str, str]:
         "observe": "2",
         "model_name": "tiny",
         "model_response": response,
+        # Study 1's Experiment 1 asks three questions in one conversation; the extraction shows all three.
+        "response_story": response,
+        "response_speech": response,
+        "response_knowledge": response,
         "finish_reason": "stop" if response else "",
         "prompt_tokens": "120",
         "completion_tokens": "30",
@@ -305,12 +310,12 @@ def test_reask_carries_the_validation_error_and_the_failed_reply(
     # with json_schema the grammar fixes the form: the prompt does not spend context on the schema
     assert "JSON Schema" not in json.dumps(first["messages"])
     _, blank_reask = chat_requests(server, "blank")
-    assert [m["role"] for m in blank_reask["messages"]] == [
-        "system",
-        "user",
-        "user",
-    ]  # no empty assistant turn
-    assert "the reply was blank (finish_reason=stop)" in blank_reask["messages"][2]["content"]
+    # No empty assistant turn, and no two user turns in a row (Gemma-2's template refuses them): the
+    # correction joins the question's user turn.
+    assert [m["role"] for m in blank_reask["messages"]] == ["system", "user"]
+    question, correction = blank_reask["messages"][1]["content"].split("\n\nThat reply could not be used")
+    assert question == first["messages"][1]["content"].replace("ROW-schema", "ROW-blank")
+    assert "the reply was blank (finish_reason=stop)" in correction
 
 
 def test_prompt_shows_the_questions_and_the_response_verbatim(
@@ -323,7 +328,7 @@ def test_prompt_shows_the_questions_and_the_response_verbatim(
     (body,) = chat_requests(server, "a")
     user = body["messages"][1]["content"]
     assert response in user  # the response exactly as Experiment 1 recorded it
-    assert "Question 1 (a whole number from 0 to 3): How many of the 3 boxes do you think hold a toy?" in user
+    assert "Q1 (a whole number from 0 to 3): How many of the 3 boxes do you think hold a toy?" in user
 
 
 def test_transport_retries_are_not_reasks(server: FakeOpenAI, extractor: Extractor, tmp_path: Path) -> None:
@@ -484,7 +489,7 @@ def test_prompt_backend_sends_no_response_format(
 @pytest.mark.parametrize(
     ("change", "extra", "phrase"),
     [
-        ("drop_response", (), "missing column(s) model_response"),
+        ("drop_response", (), "missing column(s) response_speech"),
         (None, ("--schema", "MISSING"), "--schema"),
         (None, ("--schema", "NOT_STRICT"), "every property must be required"),
         (None, ("--max-retries", "-1"), "--max-retries"),
@@ -502,7 +507,7 @@ def test_bad_input_is_one_line_and_exit_2(
 ) -> None:
     row = study1_row("a", "ROW-a text")
     if change == "drop_response":
-        del row["model_response"]
+        del row["response_speech"]
     not_strict = tmp_path / "loose.json"
     not_strict.write_text(
         json.dumps({"type": "object", "properties": {"a": {}}, "additionalProperties": False})
@@ -573,10 +578,11 @@ def test_deepseek_endpoint_replaces_model_endpoint_and_fills_defaults(
 def test_study_extraction_sections_load(study: str) -> None:
     path = resolve_study_path(study)
     spec = load_extraction(load_study(str(path)), path)
-    assert spec.section.input_column == "model_response"
+    replies = {turn.reply_column for turn in load_study(str(path)).prompt.conversation}
+    assert spec.section.input_column in replies
     assert spec.schema_file == (REPO / "jobs" / "schemas" / f"{study}_schema.json").resolve()
     assert spec.example is not None
-    assert spec.row_columns <= {*load_study(str(path)).required_columns, "model_response"}
+    assert spec.row_columns <= {*load_study(str(path)).required_columns, *replies}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -654,12 +660,12 @@ def test_rejected_key_at_the_probe_is_exit_2_with_a_hint(
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
-        ("  input_column: model_response\n", "  input_column: model_response\n  colour: red\n",
+        ("  input_column: response_speech\n", "  input_column: response_speech\n  colour: red\n",
          "extraction.colour: Extra inputs are not permitted."),
         ('knowledge_answer: "no"', "knowledge_answer: maybe",
          'extraction.example does not match {schema}: knowledge_answer: "maybe" is not allowed'),
-        ("{model_response}", "{modelresponse}",
-         "extraction: the prompt never shows {{model_response}}, the text to extract from."),
+        ("{response_speech}", "{responsespeech}",
+         "extraction: the prompt never shows {{response_speech}}, the text to extract from."),
         ("tolerance: 1", "tolerance: -1",
          "extraction.checks.0.tolerance: Input should be greater than or equal"),
         ("fields: [probability_0,", "fields: [probability_9,",

@@ -21,7 +21,9 @@ from tests.support.worker_process import (
 )
 
 CHAT = "/v1/chat/completions"
-ANSWER_CHARS = 2000  # each checkpoint line is then ~2.3 KB
+ANSWER_CHARS = 2000  # each checkpoint line is then ~5 KB (the answer, and the conversation that repeats it)
+# Rows whose checkpoint (~60 KB) fits the 96 KB disk while the output written beside it does not.
+FULL_OUTPUT_ROWS = 12
 
 
 class SmallDisk:
@@ -105,7 +107,7 @@ def test_a_disk_filling_while_checkpointing_exits_4_and_the_rerun_resends_nothin
 def test_a_disk_too_full_for_the_output_keeps_the_checkpoint_and_writes_no_meta_claiming_success(
     server: FakeOpenAI, small_disk: SmallDisk, tmp_path: Path
 ) -> None:
-    source, output = write_study1(tmp_path / "in.csv", 30), small_disk.path / "out.csv"
+    source, output = write_study1(tmp_path / "in.csv", FULL_OUTPUT_ROWS), small_disk.path / "out.csv"
     checkpoint = small_disk.path / "out.csv.partial.jsonl"
 
     assert run(server, source, output, tmp_path / "log1") == 4
@@ -115,13 +117,13 @@ def test_a_disk_too_full_for_the_output_keeps_the_checkpoint_and_writes_no_meta_
     assert not output.exists()
     assert not list(small_disk.path.glob("*.tmp"))
     assert not (small_disk.path / "out.csv.meta.json").exists()
-    assert checkpoint_items(checkpoint) == set(range(30))
+    assert checkpoint_items(checkpoint) == set(range(FULL_OUTPUT_ROWS))
     sent_before = len(server.requests_to(CHAT))
 
     small_disk.resize("8m")
     assert run(server, source, output, tmp_path / "log2") == 0
     assert len(server.requests_to(CHAT)) == sent_before  # the output came from the checkpoint alone
-    assert len(pd.read_csv(output)) == 30
+    assert len(pd.read_csv(output)) == FULL_OUTPUT_ROWS
 
 
 def test_a_read_only_disk_is_one_line_exit_4(

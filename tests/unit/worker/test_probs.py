@@ -146,7 +146,8 @@ def test_build_generic_question_from_tokens():
         "prob_yes",
         "prob_no",
     ]
-    assert question.user == load_study("study1").prompt.user
+    # Study 1's three-turn conversation: its questions in one user message, in the order asked.
+    assert question.user == "\n\n".join(turn.user for turn in load_study("study1").prompt.conversation)
     with pytest.raises(InputError, match="at least two"):
         probs.build(args(tokens="yes"))
 
@@ -442,11 +443,11 @@ def test_without_tokenize_the_chat_fallback_is_used_and_called_approximate(serve
 
 def test_a_template_without_a_system_role_gets_the_system_text_in_the_user_turn(server, toy, tmp_path):
     toy.reject_system_role = True
-    code, output = run(server, tmp_path, "--tokens", "yes,no")
+    code, output = run(server, tmp_path, "--tokens", "yes,no", study="study2")
     assert code == 0
     row = read(output).iloc[0]
     assert "<|system|>" not in row["answer_prompt"]
-    assert row["answer_prompt"].startswith("<s><|user|>\nYou are a participant")
+    assert row["answer_prompt"].startswith("<s><|user|>\nYou are a participant in a short study")
     meta = json.loads((tmp_path / "out.csv.meta.json").read_text())
     assert meta["server"]["pipeline_findings"]["system_merged_into_user"] is True
 
@@ -468,7 +469,12 @@ def test_study2_runs_with_every_column(server, tmp_path):
     frame = read(output)
     study = load_study("study2")
     pipeline = probs.ProbsPipeline(study, spec.questions_for(study, None), probs.ProbsConfig())
-    assert list(frame.columns) == [*study.required_columns, *SAMPLE_COLUMNS, *pipeline.output_columns]
+    # Analysis columns first, the evidence (JSON records and exact prompts) after all of them.
+    evidence = ("_raw", "_logprobs", "_variants", "_prompt", "_prompt_token_ids")
+    analysis = [column for column in pipeline.output_columns if not column.endswith(evidence)]
+    provenance = [column for column in pipeline.output_columns if column.endswith(evidence)]
+    assert len(provenance) == 5 * len(pipeline.questions)
+    assert list(frame.columns) == [*study.required_columns, *SAMPLE_COLUMNS, *analysis, *provenance]
     for column in pipeline.output_columns:
         if not column.endswith(("_absent", "error")):
             assert (frame[column] != "").all(), column

@@ -17,13 +17,25 @@ import pandas as pd
 import pytest
 
 from tests.support.contracts import QUERY_ADDED_COLUMNS, SAMPLE_COLUMNS
-from tests.support.fake_openai import Behaviour, FakeOpenAI, Hang, Request, Reset, Status, Trickle, Truncate
+from tests.support.fake_openai import (
+    Behaviour,
+    FakeOpenAI,
+    Hang,
+    Ok,
+    Request,
+    Reset,
+    Status,
+    Trickle,
+    Truncate,
+    chat_completion_body,
+)
 from worker.cli import main
 
 REPO = Path(__file__).resolve().parents[3]
 FIXTURES = REPO / "tests" / "fixtures"
 STUDY1 = FIXTURES / "study1_small.csv"
 STUDY2 = FIXTURES / "study2_small.csv"
+STUDY1_TURNS = 3  # study1 asks three questions, one chat request each
 
 
 @pytest.fixture
@@ -67,14 +79,60 @@ def test_every_row_once_in_order_with_the_input_columns_unchanged(server: FakeOp
     pd.testing.assert_frame_equal(result[source.columns], source)  # ids keep their text: "007" stays "007"
     assert result["participant_id"].iloc[0] == "007"
     assert (result["error"] == "").all()
-    assert (result["attempts"] == "1").all()
+    assert (result["attempts"] == "3").all()  # one request per turn, none retried
     assert (result["model_name"] == "tiny").all()
     assert (result["finish_reason"] == "stop").all()
-    # each answer belongs to its own row: the fake echoes the start of the row's prompt
-    for setup, answer in zip(source["story_setup"], result["model_response"], strict=True):
-        assert answer.startswith("answer to: Please read the following scenario.")
-        assert setup.split("<br>")[0][:10] in answer
-    assert len(server.requests_to("/v1/chat/completions")) == len(source)
+    assert (result["finish_reasons"] == '["stop", "stop", "stop"]').all()
+    # each answer belongs to its own row and turn: the fake echoes the start of the last user message
+    for setup, answer in zip(source["story_setup"], result["response_story"], strict=True):
+        assert answer.startswith(f"answer to: {setup.split('<br>')[0][:40]}")
+    for speech, answer in zip(source["speach"], result["response_speech"], strict=True):
+        assert answer == f"answer to: {speech[:60]}"
+    for question, answer in zip(source["knowledgeQ"], result["response_knowledge"], strict=True):
+        assert answer == f"answer to: {question[:60]}"
+    assert len(server.requests_to("/v1/chat/completions")) == 3 * len(source)
+
+
+def test_study1_asks_its_questions_in_one_conversation_each_reply_before_the_next(
+    server: FakeOpenAI, tmp_path: Path
+) -> None:
+    output = tmp_path / "out.csv"
+    assert main(argv(server, output, "--limit", "1")) == 0
+    story, speech, knowledge = (r.json()["messages"] for r in server.requests_to("/v1/chat/completions"))
+    row, result = read(STUDY1).iloc[0], read(output).iloc[0]
+    # The prior is asked alone: nothing the model reads before answering it mentions the statement.
+    assert [m["role"] for m in story] == ["user"]
+    assert row["priorQ"] in story[0]["content"]
+    assert row["speach"] not in json.dumps(story)
+    assert row["knowledgeQ"] not in json.dumps(story)
+    # Each later question follows the model's own earlier replies, in the same conversation.
+    assert speech[:1] == story
+    assert speech[1] == {"role": "assistant", "content": result["response_story"]}
+    assert speech[2]["role"] == "user"
+    assert speech[2]["content"].startswith(row["speach"])
+    assert knowledge[:3] == speech
+    assert knowledge[3] == {"role": "assistant", "content": result["response_speech"]}
+    assert knowledge[4]["content"].startswith(row["knowledgeQ"])
+    # The full conversation is recorded, ending with the last reply.
+    assert json.loads(result["conversation"]) == [
+        *knowledge,
+        {"role": "assistant", "content": result["response_knowledge"]},
+    ]
+
+
+def test_a_failed_later_turn_keeps_the_earlier_replies_and_names_the_turn(
+    server: FakeOpenAI, tmp_path: Path
+) -> None:
+    row = read(STUDY1).iloc[0]
+    server.rule(lambda r: row["knowledgeQ"] in r.text, Status(400, "too long"))
+    output = tmp_path / "out.csv"
+    assert main(argv(server, output, "--limit", "1")) == 3
+    result = read(output).iloc[0]
+    assert result["error"] == "turn knowledge: HTTP 400: too long"
+    assert result["response_story"].startswith("answer to: ")
+    assert result["response_speech"].startswith("answer to: ")
+    assert result["response_knowledge"] == ""
+    assert result["attempts"] == "3"
 
 
 def test_the_prompt_comes_from_the_study_with_sampling_parameters(server: FakeOpenAI, tmp_path: Path) -> None:
@@ -168,12 +226,13 @@ def test_permanent_failures_are_recorded_on_their_rows_and_exit_3(server: FakeOp
     failed = result[result["error"] != ""]
     assert list(failed.index) == [1, 2, 4, 5]
     refused = failed[failed["speach"].str.contains("Ben")]
-    assert (refused["error"] == "HTTP 400: prompt is too long for this model").all()
-    assert (refused["attempts"] == "1").all()  # a refusal is not retried
+    assert (refused["error"] == "turn speech: HTTP 400: prompt is too long for this model").all()
+    assert (refused["attempts"] == "2").all()  # the story turn, then the refusal: not retried
     overloaded = failed[failed["speach"].str.contains("Chen")]
-    assert overloaded["error"].str.startswith("gave up after 3 attempts: HTTP 503: overloaded").all()
-    assert (overloaded["attempts"] == "3").all()
-    assert (failed["model_response"] == "").all()
+    assert overloaded["error"].str.startswith("turn speech: gave up after 3 attempts: HTTP 503").all()
+    assert (overloaded["attempts"] == "4").all()
+    assert (failed["response_speech"] == "").all()
+    assert (failed["response_knowledge"] == "").all()
     meta = json.loads((tmp_path / "out.csv.meta.json").read_text())
     assert meta["rows"]["ok"] == 2
     assert meta["rows"]["failed"] == 4
@@ -306,14 +365,14 @@ def test_resume_skips_finished_rows(server: FakeOpenAI, tmp_path: Path) -> None:
     output = tmp_path / "out.csv"
     assert main(argv(server, output, "--limit", "2")) == 0
     assert main(argv(server, output)) == 0  # same input and parameters, more rows: continues
-    assert len(server.requests_to("/v1/chat/completions")) == 6
+    assert len(server.requests_to("/v1/chat/completions")) == 6 * STUDY1_TURNS
     result = read(output)
     assert len(result) == 6
     assert json.loads((tmp_path / "out.csv.meta.json").read_text())["rows"]["from_checkpoint"] == 2
     # a rerun of a complete run sends nothing and rewrites the same file
     before = output.read_text()
     assert main(argv(server, output)) == 0
-    assert len(server.requests_to("/v1/chat/completions")) == 6
+    assert len(server.requests_to("/v1/chat/completions")) == 6 * STUDY1_TURNS
     assert output.read_text() == before
     meta = json.loads((tmp_path / "out.csv.meta.json").read_text())
     assert meta["rows"]["from_checkpoint"] == 6
@@ -355,7 +414,8 @@ def test_a_torn_last_checkpoint_line_is_dropped_and_the_row_redone(
     checkpoint.write_bytes(b"".join(lines[:-1]) + lines[-1][:20])  # the last row only half written
     before = len(server.requests_to("/v1/chat/completions"))
     assert main(argv(server, output)) == 0
-    assert len(server.requests_to("/v1/chat/completions")) - before == 4  # row 2 again, rows 3-5
+    redone = len(server.requests_to("/v1/chat/completions")) - before
+    assert redone == 4 * STUDY1_TURNS  # row 2 again, rows 3-5
     assert len(read(output)) == 6
 
 
@@ -478,8 +538,8 @@ def test_output_round_trips_commas_quotes_and_newlines(server: FakeOpenAI, tmp_p
         rows = list(csv.DictReader(handle))
     assert len(rows) == 6
     assert rows[1]["story_setup"] == read(STUDY1)["story_setup"].iloc[1]  # quotes and <br> as in the input
-    assert all(row["model_response"] == answer for row in rows)
-    assert (read(output)["model_response"] == answer).all()  # pandas' C parser agrees
+    assert all(row["response_speech"] == answer for row in rows)
+    assert (read(output)["response_speech"] == answer).all()  # pandas' C parser agrees
 
 
 def _free_port() -> int:
@@ -525,3 +585,62 @@ def test_an_unopenable_grace_log_file_is_one_line_exit_2(
     assert len(err) == 1
     assert "GRACE_LOG_FILE=" in err[0]
     assert not (tmp_path / "out.csv").exists()
+
+
+def reasoning_reply(content: str | None, reasoning: str, finish_reason: str) -> Ok:
+    """A reasoning model's chat completion in vLLM 0.32's shape (the message's `reasoning` field)."""
+    body = chat_completion_body(Request("POST", "/v1/chat/completions", {}, b"{}", 0.0), content or "")
+    body["model"] = "tiny"
+    body["choices"][0]["message"].update(content=content, reasoning=reasoning)
+    body["choices"][0]["finish_reason"] = finish_reason
+    return Ok(body)
+
+
+def test_a_reasoning_models_reasoning_has_its_own_column_and_the_effort_is_sent(
+    server: FakeOpenAI, tmp_path: Path
+) -> None:
+    server.rule(
+        lambda r: r.path == "/v1/chat/completions", reasoning_reply("It was good", "They liked it.", "stop")
+    )
+    output = tmp_path / "out.csv"
+    args = argv(server, output, "--limit", "2", "--reasoning-effort", "low", source=STUDY2, study="study2")
+    assert main(args) == 0
+    result = read(output)
+    assert (result["model_response"] == "It was good").all()
+    assert (result["model_response_reasoning"] == "They liked it.").all()
+    assert all(r.json()["reasoning_effort"] == "low" for r in server.requests_to("/v1/chat/completions"))
+    meta = json.loads((tmp_path / "out.csv.meta.json").read_text())
+    assert meta["parameters"]["reasoning_effort"] == "low"
+
+
+@pytest.mark.parametrize(
+    ("finish_reason", "phrase"),
+    [
+        ("length", "empty final answer: the model's reasoning used the whole token budget"),
+        ("stop", "empty final answer: the model reasoned and then stopped (finish_reason=stop)"),
+    ],
+)
+def test_an_empty_final_answer_after_reasoning_is_a_row_error_naming_the_cause(
+    server: FakeOpenAI, tmp_path: Path, finish_reason: str, phrase: str
+) -> None:
+    server.rule(
+        lambda r: r.path == "/v1/chat/completions", reasoning_reply(None, "Let me think", finish_reason)
+    )
+    output = tmp_path / "out.csv"
+    assert main(argv(server, output, "--limit", "2", source=STUDY2, study="study2")) == 3
+    result = read(output)
+    assert result["error"].str.startswith(phrase).all()
+    assert (result["model_response"] == "").all()
+
+
+def test_the_exact_prompt_token_ids_the_server_rendered_are_recorded(
+    server: FakeOpenAI, tmp_path: Path
+) -> None:
+    body = chat_completion_body(Request("POST", "/v1/chat/completions", {}, b"{}", 0.0), "fine")
+    body["model"] = "tiny"
+    body["prompt_token_ids"] = [0, 4, 204, 93, 1, 204, 5, 204]  # vLLM 0.32's field (return_token_ids)
+    server.rule(lambda r: r.path == "/v1/chat/completions", Ok(body))
+    output = tmp_path / "out.csv"
+    assert main(argv(server, output, "--limit", "1", source=STUDY2, study="study2")) == 0
+    assert json.loads(read(output)["prompt_token_ids"].iloc[0]) == [[0, 4, 204, 93, 1, 204, 5, 204]]
+    assert server.requests_to("/v1/chat/completions")[0].json()["return_token_ids"] is True

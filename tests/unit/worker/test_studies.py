@@ -36,9 +36,9 @@ def test_the_repository_studies_match_their_input_files(name: str, fixture: str)
     frame = pd.read_csv(FIXTURES / fixture, dtype=str, keep_default_na=False)
     assert list(study.required_columns) == list(frame.columns)
     for row in frame.to_dict("records"):
-        messages = study.render(row)
-        assert [m["role"] for m in messages] == ["system", "user"]
-        assert "{" not in messages[1]["content"]  # every placeholder filled
+        prompt = study.render(row)
+        assert len(prompt.users) == len(study.prompt.conversation)
+        assert not any("{" in user for user in prompt.users)  # every placeholder filled
 
 
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data not present")
@@ -46,29 +46,80 @@ def test_the_repository_studies_match_their_input_files(name: str, fixture: str)
 def test_every_real_row_renders(name: str) -> None:
     study = load_study(name)
     frame = pd.read_csv(SHARED_DATA / f"{name}.csv", dtype=str, keep_default_na=False)
-    prompts = [study.render(row)[1]["content"] for row in frame.to_dict("records")]
+    prompts = ["\n".join(study.render(row).users) for row in frame.to_dict("records")]
     assert len(prompts) == len(frame)
     assert not any("<br>" in prompt for prompt in prompts)
 
 
-def test_study1_asks_all_three_questions_in_order() -> None:
+def test_study1_asks_one_question_per_turn_prior_first() -> None:
     row = pd.read_csv(FIXTURES / "study1_small.csv", dtype=str, keep_default_na=False).iloc[1].to_dict()
-    user = load_study("study1").render(row)[1]["content"]
-    positions = [user.index(row[column]) for column in ("priorQ", "speach", "speachQ", "knowledgeQ")]
-    assert positions == sorted(positions)  # the prior question comes before the speaker's statement
-    assert "<br>" not in user
-    assert 'Boxes shipped by "QuickPost" almost always arrive sealed.\nBen ordered 3 boxes' in user
-    for expected in ("from 0 to 3", "add up to 100", "yes or no"):
-        assert expected in user
+    study = load_study("study1")
+    prompt = study.render(row)
+    assert prompt.system is None  # the researchers' executed prompts have none
+    assert [turn.reply_column for turn in study.prompt.conversation] == [
+        "response_story",
+        "response_speech",
+        "response_knowledge",
+    ]
+    story, speech, knowledge = prompt.users
+    # The prior is asked before the model has seen the speaker's statement or the knowledge question.
+    assert row["priorQ"] in story
+    assert row["speach"] not in story
+    assert row["speachQ"] not in story
+    assert row["knowledgeQ"] not in story
+    assert 'Boxes shipped by "QuickPost" almost always arrive sealed.\nBen ordered 3 boxes' in story
+    assert story.endswith("Answer with just a number (0, 1, 2, or 3).")
+    assert speech.startswith(row["speach"])
+    assert row["speachQ"] in speech
+    assert "add up to 100" in speech
+    assert knowledge == f'{row["knowledgeQ"]}\n\nAnswer with just "yes" or "no".'
+    assert not any("<br>" in user for user in prompt.users)
+
+
+CONVERSATION = """
+name: chat-study
+required_columns: [a]
+prompt:
+  system: "Be brief."
+  turns:
+    - {name: one, user: "First {a}", reply_column: first_reply}
+    - {name: two, user: "Second", reply_column: second_reply}
+"""
+
+
+def test_a_conversation_study_renders_every_turn(tmp_path: Path) -> None:
+    study = load_study(str(write(tmp_path, CONVERSATION)))
+    prompt = study.render({"a": "x"})
+    assert prompt.system == "Be brief."
+    assert prompt.users == ("First x", "Second")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("  turns:", "  user: hi\n  turns:", "give either user .one question. or turns"),
+        ("reply_column: second_reply", "reply_column: first_reply", "every turn needs its own reply_column"),
+        ("reply_column: second_reply", "reply_column: second reply", "is not a plain column name"),
+        ("{name: two, user: \"Second\", reply_column: second_reply}", "{name: two, user: \"{b}\", "
+         "reply_column: second_reply}", "the prompt uses b, which required_columns does not list"),
+    ],
+)  # fmt: skip
+def test_a_bad_conversation_is_one_sentence_naming_the_key(
+    tmp_path: Path, old: str, new: str, message: str
+) -> None:
+    assert old in CONVERSATION
+    with pytest.raises(InputError, match=message):
+        load_study(str(write(tmp_path, CONVERSATION.replace(old, new))))
 
 
 def test_a_minimal_study_and_literal_braces(tmp_path: Path) -> None:
     study = load_study(str(write(tmp_path, MINIMAL)))
     assert study.generation.max_tokens == 256
     assert study.probability is None
-    assert study.render({"a": "1", "b": "{x}"}) == [
-        {"role": "user", "content": "A is 1; B is {x}; braces {kept}"}
-    ]
+    prompt = study.render({"a": "1", "b": "{x}"})
+    assert prompt.system is None
+    assert prompt.users == ("A is 1; B is {x}; braces {kept}",)
+    assert study.prompt.conversation[0].reply_column == "model_response"
 
 
 def test_other_pipelines_sections_are_kept_as_given(tmp_path: Path) -> None:

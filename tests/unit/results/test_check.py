@@ -1,0 +1,155 @@
+"""`grace results check` on outputs the real worker writes (against the fake OpenAI server), then
+changed the ways a campaign goes wrong: a missing meta file, a failed run, too few rows, samples.
+
+The Experiment 2 and extraction shapes are covered against the real vLLM server in
+tests/integration/test_results_vllm.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from grace_infra.results import cli
+from grace_infra.results.check import State, check_outputs
+from grace_infra.results.outputs import companion_paths
+from tests.support.fake_openai import FakeOpenAI, Request, Status
+from worker.cli import main as worker_main
+
+REPO = Path(__file__).resolve().parents[3]
+STUDY1 = REPO / "tests" / "fixtures" / "study1_small.csv"
+RESPONSES = "exp1/tiny/study1_responses.csv"
+INPUT_ROWS = len(pd.read_csv(STUDY1, dtype=str))
+
+
+def _story(request: Request) -> str:
+    return next((s for s in ("plants", "boxes") if s in request.text), "")
+
+
+@pytest.fixture(scope="module")
+def claim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real query output: the `boxes` rows refused by the server (failed), `plants` answered empty."""
+    root = tmp_path_factory.mktemp("claim")
+    with FakeOpenAI() as server:
+        server.rule(lambda request: _story(request) == "boxes", Status(400, message="prompt too long"))
+        server.chat_content = lambda request: "" if _story(request) == "plants" else "Initial answer: 3"
+        code = worker_main([
+            "query", "--study", "study1", "--input", str(STUDY1), "--output", str(root / RESPONSES),
+            "--model-endpoint", server.base_url, "--model-name", "tiny", "--metrics-port", "0",
+        ])  # fmt: skip
+    assert code == 3  # complete, some rows failed
+    return root
+
+
+@pytest.fixture
+def copy(claim: Path, tmp_path: Path) -> Path:
+    shutil.copytree(claim, tmp_path / "claim")
+    return tmp_path / "claim"
+
+
+def _frame(root: Path) -> pd.DataFrame:
+    return pd.read_csv(root / RESPONSES, dtype=str, keep_default_na=False)
+
+
+def test_a_complete_output_with_failed_and_empty_rows(
+    claim: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (check,) = check_outputs(claim)
+    frame = _frame(claim)
+    assert check.state is State.COMPLETE
+    assert check.rows == check.expected_rows == INPUT_ROWS
+    assert check.failed_rows == int(frame["story_shortname"].eq("boxes").sum()) > 0
+    assert check.empty_rows == int(frame["story_shortname"].eq("plants").sum()) > 0
+    assert check.exit_code == 3
+    assert cli.main(["check", str(claim)]) == 0
+    assert "campaign complete: 1 of 1 outputs" in capsys.readouterr().out
+
+
+def test_a_missing_meta_file_is_incomplete(copy: Path) -> None:
+    companion_paths(copy / RESPONSES)[1].unlink()
+    assert check_outputs(copy)[0].state is State.NO_META
+    assert cli.main(["check", str(copy)]) == 1
+
+
+def test_a_run_that_exited_2_is_a_failed_run(copy: Path) -> None:
+    meta_path = companion_paths(copy / RESPONSES)[1]
+    meta = json.loads(meta_path.read_text())
+    meta["exit_code"] = 2
+    meta_path.write_text(json.dumps(meta))
+    assert check_outputs(copy)[0].state is State.FAILED_RUN
+
+
+def test_rows_are_input_rows_times_samples(copy: Path) -> None:
+    meta_path = companion_paths(copy / RESPONSES)[1]
+    meta = json.loads(meta_path.read_text())
+    meta["input"]["samples_per_row"] = 2
+    meta_path.write_text(json.dumps(meta))
+    (check,) = check_outputs(copy)
+    assert check.expected_rows == 2 * INPUT_ROWS
+    assert check.state is State.SHORT
+
+
+def test_rows_the_server_could_not_answer_wait_to_be_resent(copy: Path) -> None:
+    meta_path = companion_paths(copy / RESPONSES)[1]
+    meta = json.loads(meta_path.read_text())
+    meta["rows"]["failed_transport"] = 1
+    meta_path.write_text(json.dumps(meta))
+    (check,) = check_outputs(copy)
+    assert check.state is State.RESEND
+    assert check.state_text == "rows to resend (1)"
+
+
+def test_a_run_stopped_before_its_output_says_why(copy: Path) -> None:
+    (copy / RESPONSES).unlink()
+    meta_path = companion_paths(copy / RESPONSES)[1]
+    meta = json.loads(meta_path.read_text())
+    meta |= {"status": "storage_error", "exit_code": 4}
+    meta_path.write_text(json.dumps(meta))
+    (check,) = check_outputs(copy)
+    assert check.state_text == "stopped (storage_error)"
+
+
+def test_only_a_checkpoint_is_in_progress(copy: Path) -> None:
+    (copy / RESPONSES).unlink()
+    companion_paths(copy / RESPONSES)[1].unlink()
+    (check,) = check_outputs(copy)
+    assert check.state is State.IN_PROGRESS
+    assert check.rows == INPUT_ROWS  # the checkpoint's rows
+
+
+def test_a_planned_output_that_is_absent_is_missing(copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["check", str(copy), "--stack", "nrp"]) == 1
+    checks = {
+        c.relative_path: c
+        for c in check_outputs(copy, [("exp1/gemma-2-2b/study1_responses.csv", "gemma-2-2b")])
+    }
+    assert checks["exp1/gemma-2-2b/study1_responses.csv"].state is State.MISSING
+    assert checks[RESPONSES].state is State.COMPLETE
+    assert "campaign INCOMPLETE" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["check", "tidy", "report"])
+def test_a_folder_that_does_not_exist_is_exit_2(
+    tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main([command, str(tmp_path / "nowhere")])
+    assert exited.value.code == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+
+def test_an_unreadable_csv_or_an_empty_folder_is_one_line_and_exit_2(
+    copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (copy / RESPONSES).write_bytes(b"\xff\xfe not utf-8 \x00\x81")
+    assert cli.main(["check", str(copy)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {copy / RESPONSES}: not a readable CSV")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main(["report", str(empty), "--out", str(tmp_path / "r.html")]) == 2
+    assert "holds no finished worker output" in capsys.readouterr().err
+    assert not (tmp_path / "r.html").exists()
