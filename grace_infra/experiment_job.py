@@ -175,9 +175,10 @@ def worker_pod_security_context() -> dict[str, Any]:
     """The worker (uid 10001) writes /output and /logs on CephFS claims. ceph-csi creates each CephFS
     subvolume owned by root with mode 0755 (ceph/ceph-csi#2847 dropped the former 0777; see
     rook/rook#12242), so a non-root writer needs the volume's group: with fsGroup the kubelet makes the
-    volume's root group-owned by it and group-writable (Rook's cephfs CSIDriver declares
-    fsGroupPolicy: File, rook/rook#17763). OnRootMismatch skips the recursive walk once the root
-    already matches, so a claim holding thousands of result files is not re-chowned at every start."""
+    volume's root group-owned by it and group-writable (Rook deploys its cephfs CSIDriver with
+    fsGroupPolicy: File; rook/rook#17763 is the regression where it did not). OnRootMismatch skips the
+    recursive walk once the root already matches, so a claim holding thousands of result files is not
+    re-chowned at every start."""
     return {
         "seccompProfile": {"type": "RuntimeDefault"},
         "fsGroup": c.WORKER_UID,
