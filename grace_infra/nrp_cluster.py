@@ -65,7 +65,7 @@ GPU_KINDS: tuple[GpuKind, ...] = (
     GpuKind("NVIDIA A100 MIG 1g.10gb", "nvidia.com/mig-small", r"A100.*MIG-1g\.10gb", 10),
     GpuKind("NVIDIA GH200 Grace Hopper", "nvidia.com/gh200", r"GH200", 96, reservation=True, arm64=True),
     GpuKind("NVIDIA H200", "nvidia.com/h200", r"H200", 141, reservation=True),
-    GpuKind("NVIDIA H100", "nvidia.com/h100", r"H100", 80, reservation=True),
+    GpuKind("NVIDIA H100", "nvidia.com/h100", r"H100", None, reservation=True),  # 80 GB SXM, 94 GB NVL
     GpuKind("NVIDIA A100", "nvidia.com/a100", r"A100", None, reservation=True),
     GpuKind("NVIDIA A40", "nvidia.com/a40", r"(^|-)A40$", 48),
     GpuKind("NVIDIA RTX A6000", "nvidia.com/rtxa6000", r"RTX-A6000$", 48),
