@@ -24,7 +24,8 @@ from grace_infra.catalog import ServingMode
 from grace_infra.config import AccessMode, ExceptionRule, GraceConfig, ServedModel, VolumeConfig
 from grace_infra.errors import PolicyViolation
 from grace_infra.experiment_job import worker_resources
-from grace_infra.matrix import plan_jobs
+from grace_infra.gpu_hours import gpu_hour_plan
+from grace_infra.matrix import plan_experiments, plan_jobs
 from grace_infra.sizing import GI, model_server_resources, parse_quantity
 from grace_infra.studies import StudyBundle
 
@@ -349,6 +350,37 @@ def two_week_limit(config: GraceConfig) -> list[Finding]:
     ]
 
 
+def persistent_idle_gpus(config: GraceConfig) -> list[Finding]:
+    """NRP counts GPUs used under 40 % of what a pod requests against the namespace, and flags pods
+    using under 20 % or over 150 % of their memory request (nrp_cluster.POLICY_SOURCE): a persistent
+    server holds its GPUs for the whole campaign and works only while the matrix runs on it. Warn with
+    the share of its planned GPU-hours it would be busy."""
+    persistent = {m.key: m for m in config.served_models() if m.serving_mode == ServingMode.PERSISTENT}
+    if not persistent:
+        return []
+    bundle, _ = plan_experiments(config)
+    planned = {m.model: m for m in gpu_hour_plan(config, bundle).models}
+    findings = []
+    for key, model in persistent.items():
+        hours = planned.get(key)
+        campaign_hours = config.plan.campaign_days * c.HOURS_PER_DAY
+        # Rounded as plan.json rounds them, so the warning and the GPU-hour table print the same numbers.
+        held = round(hours.persistent_gpu_hours if hours else model.gpus * campaign_hours, 2)
+        busy = round(model.gpus * hours.busy_wall_hours, 2) if hours else 0.0
+        instead = (
+            f"servingMode=job would hold {round(hours.job_gpu_hours, 2):,.1f}" if hours
+            else "it runs no experiment of the matrix"
+        )
+        findings.append(Finding(
+            "persistent-idle-gpus", Severity.WARNING, key,
+            f"model {key} runs as a persistent server: busy {busy:,.1f} of the {held:,.1f} GPU-hours it "
+            f"holds over grace:plan.campaignDays={config.plan.campaign_days:g} ({busy / held:.1%}); NRP "
+            f"counts GPUs used under {c.NRP_IDLE_GPU_UTILISATION:.0%} of their request against the "
+            f"namespace; {instead}.",
+        ))
+    return findings
+
+
 @dataclass(frozen=True)
 class GpuFit:
     """GPU memory of one model server, in GB (10^9 bytes), as vLLM will budget it."""
@@ -456,6 +488,7 @@ RULES: list[Rule] = [
     tensor_parallel_layout,
     model_server_limits,
     two_week_limit,
+    persistent_idle_gpus,
     gpu_memory_fit,
     gpu_resource_matches_product,
     reserved_gpu_resource,

@@ -54,11 +54,16 @@ def test_the_committed_stacks_have_no_errors_and_only_the_reservation_warning() 
     committed = GraceConfig.parse(stack_config())
     assert [f.rule for f in policy.check_config(committed)] == ["gpu-reservation-needed"]
     assert policy.check_config(GraceConfig.parse(stack_config("nrp-generic"))) == []
-    assert [f.rule for f in policy.check_config(config())] == ["gpu-reservation-needed"]
+    # The same stack with five persistent servers: each is warned about for its idle GPUs.
+    rules = [f.rule for f in policy.check_config(config())]
+    assert rules == [*["persistent-idle-gpus"] * 5, "gpu-reservation-needed"]
 
 
 def test_every_issue_3_rule_is_registered() -> None:
     for rule in (
+        policy.persistent_idle_gpus,
+        policy.gpu_resource_matches_product,
+        policy.reserved_gpu_resource,
         policy.stateful_pod_gpus,
         policy.pod_gpus,
         policy.tensor_parallel_layout,
@@ -270,6 +275,27 @@ def test_a_persistent_server_outliving_two_weeks_is_a_warning() -> None:
         findings(policy.two_week_limit, config(models=persistent("gemma-2-2b"), plan={"campaignDays": 14}))
         == []
     )
+
+
+def test_every_persistent_server_is_warned_about_its_idle_gpus() -> None:
+    cfg = config(
+        models=[
+            *persistent("gemma-2-2b"), {"key": "llama-3-70b", "servingMode": "job"}, *persistent("gemma-2-9b")
+        ],
+        experiments={"studies": ["study1", "study2"], "experiments": ["exp1", "exp2", "structured"],
+                     "models": ["gemma-2-2b", "llama-3-70b"]},
+    )  # fmt: skip
+    first, second = findings(policy.persistent_idle_gpus, cfg)
+    assert (first.severity, first.model, second.model) == (Severity.WARNING, "gemma-2-2b", "gemma-2-9b")
+    # gemma-2-2b: 14,220 requests at 20 req/s = 0.2 busy GPU-hours of 14 x 24 = 336 held; job: 0.4.
+    assert first.message == (
+        "model gemma-2-2b runs as a persistent server: busy 0.2 of the 336.0 GPU-hours it holds over "
+        "grace:plan.campaignDays=14 (0.1%); NRP counts GPUs used under 40% of their request against the "
+        "namespace; servingMode=job would hold 0.4."
+    )
+    assert second.message.endswith("(0.0%); NRP counts GPUs used under 40% of their request against the "
+                                   "namespace; it runs no experiment of the matrix.")  # fmt: skip
+    assert findings(policy.persistent_idle_gpus, config(models=[{"key": "gemma-2-2b"}])) == []  # job mode
 
 
 def test_llama_70b_on_40gb_cards_is_a_fit_warning_with_the_numbers() -> None:
