@@ -22,6 +22,22 @@ class Dtype(StrEnum):
     FLOAT32 = "float32"
 
 
+class ReasoningEffort(StrEnum):
+    """How much a reasoning model thinks before it answers: the values vLLM's harmony renderer accepts
+    (vllm/entrypoints/openai/parser/harmony_utils.py REASONING_EFFORT)."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+class Exp2ReasoningMode(StrEnum):
+    """Where experiment 2 reads a reasoning model's answer (worker/reasoning.py)."""
+
+    DIRECT = "direct"  # right after the generation prompt: a forced answer with no reasoning
+    AFTER_REASONING = "after-reasoning"  # after the model's own generated analysis channel
+
+
 class ServingMode(StrEnum):
     """How a model's vLLM server lives (docs/model-servers.md, "Serving modes")."""
 
@@ -93,6 +109,24 @@ class ModelSpec(BaseModel):
             "them to the study's max_tokens for exp1 and extraction, or the answer would be cut off."
         ),
     )
+    reasoning_format: str | None = Field(
+        default=None,
+        description="The model's reasoning format (harmony for gpt-oss); None: the model does not reason.",
+    )
+    reasoning_effort: ReasoningEffort | None = Field(
+        default=None,
+        description=(
+            "Reasoning effort sent with every experiment 1 request and to the chat template in experiment 2; "
+            "set explicitly for reasoning models so the server's default cannot change the measurement."
+        ),
+    )
+    exp2_reasoning_mode: Exp2ReasoningMode = Field(
+        default=Exp2ReasoningMode.AFTER_REASONING,
+        description=(
+            "Experiment 2 on a reasoning model: direct (the answer right after the generation prompt, no "
+            "reasoning) or after-reasoning (the model's analysis channel is generated first)."
+        ),
+    )
     load_budget_s: int = Field(
         gt=0, description="Seconds the server may take to load weights from Ceph before it is restarted."
     )
@@ -107,6 +141,11 @@ HARMONY_FINAL_PREFIX = "<|channel|>final<|message|>"
 # Room for gpt-oss's analysis channel before the final answer. Its default reasoning effort ("medium")
 # commonly writes a few hundred to about a thousand tokens for a short question; 2048 leaves headroom.
 GPT_OSS_REASONING_TOKENS = 2048
+
+# gpt-oss's reasoning effort, set explicitly: the researchers ran gpt-oss as a direct-answer model
+# (src/utils/model_config.py: is_reasoning_model=False, max_tokens_text=100); "low" is the least reasoning
+# harmony offers, and an explicit value keeps a server default from changing what is measured.
+GPT_OSS_REASONING_EFFORT = ReasoningEffort.LOW
 
 # gpt-oss on A100 (Ampere: no native MXFP4, no FlashAttention 3): vLLM's gpt-oss recipe runs it with the
 # TRITON_ATTN backend (the one with attention-sink support there) and Marlin MXFP4 MoE kernels. Pinning the
@@ -150,7 +189,8 @@ CATALOG: dict[str, ModelSpec] = {
             head_dim=64, gpus=1, tensor_parallel_size=1, dtype=Dtype.AUTO, max_model_len=8192,
             weights_pvc_gi=15, cpu_request=6, memory_request_gi=48, load_budget_s=900, throughput_rps=10,
             answer_prefix=HARMONY_FINAL_PREFIX, extra_args=GPT_OSS_AMPERE_ARGS,
-            reasoning_tokens=GPT_OSS_REASONING_TOKENS, tiktoken_files=GPT_OSS_TIKTOKEN_FILES,
+            reasoning_tokens=GPT_OSS_REASONING_TOKENS, reasoning_format="harmony",
+            reasoning_effort=GPT_OSS_REASONING_EFFORT, tiktoken_files=GPT_OSS_TIKTOKEN_FILES,
         ),
         ModelSpec(
             key="gpt-oss-120b", hf_repo="openai/gpt-oss-120b", gated=False,
@@ -158,7 +198,8 @@ CATALOG: dict[str, ModelSpec] = {
             head_dim=64, gpus=2, tensor_parallel_size=2, dtype=Dtype.AUTO, max_model_len=8192,
             weights_pvc_gi=70, cpu_request=8, memory_request_gi=96, load_budget_s=1800, throughput_rps=4,
             answer_prefix=HARMONY_FINAL_PREFIX, extra_args=GPT_OSS_AMPERE_ARGS,
-            reasoning_tokens=GPT_OSS_REASONING_TOKENS, tiktoken_files=GPT_OSS_TIKTOKEN_FILES,
+            reasoning_tokens=GPT_OSS_REASONING_TOKENS, reasoning_format="harmony",
+            reasoning_effort=GPT_OSS_REASONING_EFFORT, tiktoken_files=GPT_OSS_TIKTOKEN_FILES,
         ),
     )
 }

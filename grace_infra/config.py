@@ -26,7 +26,7 @@ from pydantic.alias_generators import to_camel
 
 from grace_infra import constants as c
 from grace_infra import nrp_cluster
-from grace_infra.catalog import CATALOG, Dtype, ModelSpec, ServingMode
+from grace_infra.catalog import CATALOG, Dtype, Exp2ReasoningMode, ModelSpec, ReasoningEffort, ServingMode
 from grace_infra.errors import ConfigError
 from grace_infra.quantities import QuantityError, parse_quantity
 
@@ -273,6 +273,9 @@ class ModelConfig(_Section):
     tiktoken_files: tuple[str, ...] | None = _override("tiktoken_files")
     answer_prefix: str | None = _override("answer_prefix")
     reasoning_tokens: int | None = _override("reasoning_tokens")
+    reasoning_format: str | None = _override("reasoning_format")
+    reasoning_effort: ReasoningEffort | None = _override("reasoning_effort")
+    exp2_reasoning_mode: Exp2ReasoningMode | None = _override("exp2_reasoning_mode")
     load_budget_s: int | None = _override("load_budget_s")
     throughput_rps: float | None = _override("throughput_rps")
 

@@ -18,7 +18,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from grace_infra import constants as c
-from grace_infra.catalog import ServingMode
+from grace_infra.catalog import Exp2ReasoningMode, ModelSpec, ServingMode
 from grace_infra.config import Experiment, GraceConfig, ServedModel, Study
 from grace_infra.model_server import server_url
 from grace_infra.studies import (
@@ -189,9 +189,9 @@ def worker_args(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> l
             # The seed's generic question; a study that lists its own questions is asked those instead
             # (passing --tokens would replace them with one generic question).
             args += ["--tokens", ",".join(jobs.tokens)]
-        if cell.model.answer_prefix:
-            # gpt-oss: read the probability at the final-channel answer, not the first reasoning token.
-            args += ["--answer-prefix", cell.model.answer_prefix]
+        args += _exp2_reasoning_flags(cell.model)
+    if experiment is Experiment.EXP1 and cell.model.reasoning_effort is not None:
+        args += ["--reasoning-effort", cell.model.reasoning_effort.value]
     budget = study_max_tokens(study, experiment, bundle)
     on_model = experiment is Experiment.EXP1 or (structured and config.jobs.deepseek_endpoint is None)
     if on_model and cell.model.reasoning_tokens and budget is not None:
@@ -204,6 +204,25 @@ def worker_args(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> l
         # Exp1 writes its file atomically when complete: waiting for it is waiting for exp1 to finish.
         args += ["--validate", "--wait-for-input", str(jobs.input_wait_timeout_s)]
     return args
+
+
+def _exp2_reasoning_flags(model: ModelSpec) -> list[str]:
+    """Where experiment 2 reads the answer of a reasoning model, and with how much reasoning."""
+    if model.reasoning_format is None:
+        # Not a reasoning model; an answer prefix (if any) is appended after the generation prompt.
+        return ["--answer-prefix", model.answer_prefix] if model.answer_prefix else []
+    flags = [
+        "--reasoning-format", model.reasoning_format,
+        "--reasoning-mode", model.exp2_reasoning_mode.value,
+    ]  # fmt: skip
+    if model.exp2_reasoning_mode is Exp2ReasoningMode.AFTER_REASONING and model.reasoning_tokens:
+        flags += ["--reasoning-max-tokens", str(model.reasoning_tokens)]
+    elif model.answer_prefix:
+        # direct: read the probability at the final-channel answer, not at the first reasoning token.
+        flags += ["--answer-prefix", model.answer_prefix]
+    if model.reasoning_effort is not None:
+        flags += ["--reasoning-effort", model.reasoning_effort.value]
+    return flags
 
 
 def _reads(cells: tuple[MatrixCell, ...], config: GraceConfig) -> tuple[PurePosixPath, ...]:

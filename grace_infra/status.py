@@ -3,8 +3,8 @@
 The Jobs listed are the ones the stack PLANS (the render's planning code), so a Job that was never
 created shows up too. Each line is read from the API server with the user's kubeconfig:
 
-    not found          no Job of that name: not created yet, or deleted by ttlSecondsAfterFinished (the
-                       stack's jobs.ttlSecondsAfterFinished) after it finished; `grace results check` tells
+    not found          no Job of that name: not created yet, or deleted after it finished (the stack's
+                       jobs.ttlSecondsAfterFinished); `grace results check` tells which outputs are complete
     pending: <why>     the scheduler's PodScheduled message (e.g. "0/40 nodes are available: ...
                        Insufficient nvidia.com/a100"), or a container's waiting reason (image pull)
     downloading the weights
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,12 @@ __all__ = ["JobStatus", "ServerStatus", "collect_status", "format_status", "job_
 EXIT_OK = 0
 EXIT_USAGE = 2
 HTTP_BAD_REQUEST = 400
+NOT_FOUND = "not found"
+# The summary line's order: a campaign's Jobs move from right to left.
+SUMMARY_ORDER = (
+    "succeeded", "running", "loading the model", "downloading the weights", "pending", "restarting",
+    "failed", "not found",
+)  # fmt: skip
 SECONDS_PER_DAY = 86400
 LOG_TAIL_LINES = 200  # progress is logged every 5 s: 200 lines reach back past any retry chatter
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set by the Job controller (Kubernetes >= 1.27)
@@ -151,11 +158,11 @@ def download_state(download: k8s.V1Job | None) -> str | None:
 
 
 def job_state(  # noqa: PLR0911 (one return per state)
-    job: k8s.V1Job | None, pods: Sequence[k8s.V1Pod], read_log: Any, absent: str = "not found"
+    job: k8s.V1Job | None, pods: Sequence[k8s.V1Pod], read_log: Any
 ) -> str:
     """One Job's state line; `read_log(pod_name)` returns the worker container's log tail."""
     if job is None:
-        return absent
+        return NOT_FOUND
     latest = max(pods, key=lambda p: p.metadata.creation_timestamp, default=None)
     conditions = job.status.conditions if job.status else None
     if _condition(conditions, "Complete"):
@@ -225,17 +232,14 @@ def collect_status(campaign: Campaign, api: k8s.ApiClient) -> tuple[list[JobStat
                 # 400: the container is not running (waiting to restart); its previous run has the log.
         raise AssertionError("unreachable")
 
-    ttl_days = campaign.config.jobs.ttl_seconds_after_finished / SECONDS_PER_DAY
-    absent = f"not found (not created yet, or removed {ttl_days:g} d after it finished)"
-
     def download(model_key: str) -> str | None:
         return download_state(jobs.get(f"{c.WEIGHTS_DOWNLOAD_JOB_PREFIX}{model_key}"))
 
     def planned_state(name: str, model_key: str, sidecar: bool) -> str:
         job = jobs.get(name)
         if job is None and sidecar:  # created only after the model's weight download has completed
-            return download(model_key) or absent
-        return job_state(job, [p for p in pods if _job_of(p) == name], read_log, absent)
+            return download(model_key) or NOT_FOUND
+        return job_state(job, [p for p in pods if _job_of(p) == name], read_log)
 
     job_lines = [
         JobStatus(
@@ -257,13 +261,23 @@ def collect_status(campaign: Campaign, api: k8s.ApiClient) -> tuple[list[JobStat
     return job_lines, server_lines
 
 
-def format_status(jobs: list[JobStatus], servers: list[ServerStatus]) -> str:
+def format_status(jobs: list[JobStatus], servers: list[ServerStatus], ttl_s: int) -> str:
+    """The two tables and a summary; `ttl_s` is the Jobs' ttlSecondsAfterFinished (why one may be gone)."""
     server_table = format_table(
         ["model server", "model", "state"], [[s.server, s.model, s.state] for s in servers]
     )
     job_table = format_table(["job", "model", "state"], [[j.job, j.model, j.state] for j in jobs])
-    done = sum(j.state == "succeeded" for j in jobs)
-    return f"{server_table}\n\n{job_table}\n\n{done} of {len(jobs)} planned Jobs succeeded"
+    # A state's kind is its text before the detail: `running: ...`, `failed (...): ...`, `not found (...)`.
+    kinds = Counter(re.split(r":| \(", j.state, maxsplit=1)[0] for j in jobs)
+    ordered = sorted(kinds, key=lambda kind: SUMMARY_ORDER.index(kind) if kind in SUMMARY_ORDER else 99)
+    counts = ", ".join(f"{kinds[kind]} {kind}" for kind in ordered)
+    summary = f"{len(jobs)} planned Jobs: {counts}"
+    if kinds[NOT_FOUND]:
+        summary += (
+            f"\n{NOT_FOUND}: not created yet, or deleted {ttl_s / SECONDS_PER_DAY:g} days after it finished "
+            "(ttlSecondsAfterFinished); `grace results check` shows which outputs are complete."
+        )
+    return f"{server_table}\n\n{job_table}\n\n{summary}"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -290,5 +304,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GraceError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    print(format_status(jobs, servers))
+    print(format_status(jobs, servers, campaign.config.jobs.ttl_seconds_after_finished))
     return EXIT_OK

@@ -164,7 +164,9 @@ class ExtractionPlan:
     def empty_fields(self) -> dict[str, Any]:
         return dict.fromkeys(self.spec.fields)
 
-    async def extract(self, client: ChatClient, row: Mapping[str, str]) -> RowOutcome:
+    async def extract(
+        self, client: ChatClient, row: Mapping[str, str], seed: int | None = None
+    ) -> RowOutcome:
         """Ask, judge, re-ask; raises only for a run-fatal refusal (unknown model, rejected key)."""
         text = row.get(self.spec.section.input_column, "")
         if not text.strip():
@@ -173,6 +175,8 @@ class ExtractionPlan:
             )
         base = self.messages(row)
         params = self.request_params()
+        if seed is not None:
+            params["seed"] = seed  # the sample's own seed (worker.sampling), recorded in its seed column
         messages = base
         attempts = 0
         previous: AttemptFailure | None = None
@@ -318,11 +322,11 @@ class ExtractPipeline:
         row_index: int,
         row: Mapping[str, str],
         client: ModelClient,
-        sample: Sample,  # noqa: ARG002
+        sample: Sample,
     ) -> dict[str, Any]:
         if self._plan is None:
             raise RuntimeError("ExtractPipeline.process() before prepare()")
-        outcome = await self._plan.extract(client, row)
+        outcome = await self._plan.extract(client, row, sample.seed)
         columns = outcome.columns()
         del columns[ERRORS_COLUMN]  # the runner owns the error column
         if not outcome.ok:

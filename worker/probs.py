@@ -336,6 +336,13 @@ class ProbsPipeline:
                 await self._tokenize_text(reasoning_format.analysis_prefix, client)
             )
             self._analysis_end_ids = tuple(await self._tokenize_text(reasoning_format.analysis_end, client))
+            if len(self._analysis_end_ids) != 1:
+                # vLLM stops at ANY of the stop token ids: a multi-token end would cut the reasoning short.
+                raise InputError(
+                    f"--reasoning-format {reasoning_format.name}: {reasoning_format.analysis_end} is "
+                    f"{len(self._analysis_end_ids)} tokens for this model, not one special token; the "
+                    f"model does not speak {reasoning_format.name}."
+                )
             self._after_reasoning_ids = tuple(
                 await self._tokenize_text(reasoning_format.answer_prefix_after_reasoning, client)
             )

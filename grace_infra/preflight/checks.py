@@ -69,6 +69,11 @@ class StackFacts:
 Check = Callable[[Cluster, StackFacts], list[CheckResult]]
 
 
+def _name(obj: Any) -> str:
+    """metadata.name of an API object (the API always sets it on objects it returns)."""
+    return str(obj.metadata.name) if obj.metadata else ""
+
+
 def _pass(check: str, detail: str) -> list[CheckResult]:
     return [CheckResult(check, Outcome.PASS, detail)]
 
@@ -182,7 +187,7 @@ def quota_admits_plan(cluster: Cluster, stack: StackFacts) -> list[CheckResult]:
             if needs[key] > free:
                 short.append(
                     f"{key} needs {_amount(key, needs[key])}, {_amount(key, free)} free of "
-                    f"{_amount(key, parse_quantity(limit))} in {quota.metadata.name}"
+                    f"{_amount(key, parse_quantity(limit))} in {_name(quota)}"
                 )
     if short:
         return _fail(
@@ -191,7 +196,7 @@ def quota_admits_plan(cluster: Cluster, stack: StackFacts) -> list[CheckResult]:
             "free the namespace (kubectl get pods,pvc) or ask NRP for a larger quota; the plan is "
             "`grace render --stack <stack>` (persistent servers + the largest job-mode Job pod + every PVC).",
         )
-    names = ", ".join(q.metadata.name for q in quotas)
+    names = ", ".join(_name(q) for q in quotas)
     return _pass("resource quota", f"{names} admits the plan ({checked} limits checked against hard - used)")
 
 
@@ -199,7 +204,7 @@ def quota_admits_plan(cluster: Cluster, stack: StackFacts) -> list[CheckResult]:
 
 
 def storage_classes(cluster: Cluster, stack: StackFacts) -> list[CheckResult]:
-    existing = {sc.metadata.name for sc in cluster.storage_classes()}
+    existing = {_name(sc) for sc in cluster.storage_classes()}
     wanted: dict[str, list[str]] = defaultdict(list)
     for claim in stack.plan["storage"]:
         wanted[claim["storageClass"]].append(claim["name"])
@@ -289,7 +294,7 @@ def monitoring_crds(cluster: Cluster, stack: StackFacts) -> list[CheckResult]:
     check = "Prometheus Operator CRDs"
     if not stack.config.monitoring.enabled:
         return [CheckResult(check, Outcome.SKIP, "grace:monitoring.enabled is false")]
-    names = {crd.metadata.name for crd in cluster.custom_resource_definitions()}
+    names = {_name(crd) for crd in cluster.custom_resource_definitions()}
     if SERVICE_MONITOR_CRD in names:
         return _pass(check, f"{SERVICE_MONITOR_CRD} exists ({SERVICE_MONITOR_KIND} objects will be accepted)")
     return _fail(
@@ -326,7 +331,7 @@ def hf_token_secret(cluster: Cluster, stack: StackFacts) -> list[CheckResult]:
     secret = None if namespace_absent else cluster.secret(ns, c.HF_TOKEN_SECRET)
     if secret is None:
         return _pass(check, f"absent in {ns}; pulumi up creates it from grace:hfToken")
-    if _managed_by_pulumi(secret.metadata.labels):
+    if _managed_by_pulumi(secret.metadata.labels if secret.metadata else None):
         has_key = c.HF_TOKEN_SECRET_KEY in (secret.data or {})
         if has_key:
             return _pass(check, f"exists in {ns}, created by pulumi up from grace:hfToken")

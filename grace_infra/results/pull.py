@@ -4,8 +4,9 @@
    change a result) and only sleeps; `activeDeadlineSeconds` ends it even if this process dies.
 2. Exec `find ... sha256sum` in it (the API's exec stream): every file's size and SHA-256.
 3. Skip every local file with the same size and SHA-256 (so a second pull copies only what changed and
-   an interrupted pull resumes), then exec `tar cf - <the rest>` and unpack the stream locally; each file
-   is written beside its target and renamed into place, so a local file is never half written.
+   an interrupted pull resumes), then exec `tar cf - <the rest>` (in batches of TAR_BATCH_BYTES) and
+   unpack each stream locally; each file is written beside its target and renamed into place, so a local
+   file is never half written.
 4. Delete the pod, always: after success, an error, or Ctrl-C (try/finally).
 
 Files a running Job is still writing (a checkpoint) may change between the listing and the copy; they
@@ -41,6 +42,7 @@ from grace_infra.results.campaign import load_campaign
 __all__ = [
     "READER_CONTAINER",
     "RemoteFile",
+    "batches",
     "files_to_fetch",
     "listing_command",
     "parse_listing",
@@ -59,7 +61,11 @@ READER_MEMORY = "256Mi"
 POLL_INTERVAL_S = 2.0
 EXIT_INTERRUPTED = 130
 HTTP_NOT_FOUND = 404  # deleting a pod that is already gone
-IGNORED_SUFFIXES = (".tmp",)  # the worker's half-written files (renamed into place when complete)
+IGNORED_SUFFIXES = (".tmp",)
+# One `tar` exec per this many listed bytes: the client keeps a second copy of everything an exec stream
+# sends until it ends (kubernetes.stream's capture buffer), so a batch bounds the memory a pull needs,
+# and an interrupted pull loses at most one batch.
+TAR_BATCH_BYTES = 64 * 1024 * 1024  # the worker's half-written files (renamed into place when complete)
 
 # An exec runs one command in the reader pod and returns its stdout; it raises on a non-zero exit.
 Exec = Callable[[Sequence[str]], IO[bytes]]
@@ -151,6 +157,19 @@ def files_to_fetch(remote: Sequence[RemoteFile], destination: Path) -> list[Remo
             continue
         wanted.append(item)
     return wanted
+
+
+def batches(files: Sequence[RemoteFile], max_bytes: int) -> list[list[RemoteFile]]:
+    """The files in listing order, cut into groups of at most `max_bytes` (a bigger file goes alone)."""
+    groups: list[list[RemoteFile]] = []
+    size = 0
+    for item in files:
+        if not groups or (groups[-1] and size + item.size > max_bytes):
+            groups.append([])
+            size = 0
+        groups[-1].append(item)
+        size += item.size
+    return groups
 
 
 def _safe_target(destination: Path, name: str) -> Path:
@@ -264,10 +283,10 @@ def run_pull(
         fetch = files_to_fetch(remote, destination)
         log(f"{len(remote)} files on the claim, {len(remote) - len(fetch)} already identical here")
         copied: list[str] = []
-        if fetch:
+        for batch in batches(fetch, TAR_BATCH_BYTES):
             destination.mkdir(parents=True, exist_ok=True)
-            archive = run(["tar", "cf", "-", "-C", c.OUTPUT_MOUNT, "--", *(f"./{f.path}" for f in fetch)])
-            copied = unpack_tar(archive, destination, {f.path for f in fetch})
+            archive = run(["tar", "cf", "-", "-C", c.OUTPUT_MOUNT, "--", *(f"./{f.path}" for f in batch)])
+            copied += unpack_tar(archive, destination, {f.path for f in batch})
         expected = {f.path: f for f in fetch}
         changed = [p for p in copied if _sha256(destination / p) != expected[p].sha256]
         skipped = len(remote) - len(fetch)

@@ -38,7 +38,8 @@ Behaviour
 Gemma-2-like chat template (``scripts/build_tiny_model.py --template strict``): a system message is
 refused ("System role not supported") and so is any order but user/assistant/user/... Every
 pipeline runs against it, so a pipeline that sends what Gemma-2 refuses fails in the suite. It
-starts once, on first use (measured here: ~56 s on an idle machine, 80-250 s under load), and is
+starts once, on first use (measured here: 56 s to ready on a quiet machine, 145 s for the fixture's
+setup at load average 9-10), and is
 reused the same way with ``GRACE_STRICT_VLLM_URL`` and ``GRACE_STRICT_MODEL_DIR``
 (``python scripts/tiny_vllm.py start --workdir /tmp/strict --template strict``).
 """

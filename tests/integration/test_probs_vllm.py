@@ -12,7 +12,6 @@ import json
 import math
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +64,8 @@ def run_probs(server: Any, input_csv: Path, output: Path, *extra: str) -> pd.Dat
     return pd.read_csv(output, dtype=str, keep_default_na=False)
 
 
-def reference(server: Any, queries: list[dict[str, Any]], decode: list[list[int]]) -> dict[str, Any]:
-    payload = json.dumps({"model_dir": str(server.model_dir), "queries": queries, "decode": decode})
+def reference(server: Any, request: dict[str, Any]) -> dict[str, Any]:
+    payload = json.dumps({"model_dir": str(server.model_dir), **request})
     done = subprocess.run(
         [str(server.server_python), str(REFERENCE_SCRIPT)],
         input=payload,
@@ -76,106 +75,74 @@ def reference(server: Any, queries: list[dict[str, Any]], decode: list[list[int]
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout)
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
 
 
-def logsumexp(values: list[float]) -> float:
-    finite = [v for v in values if v != -math.inf]
-    if not finite:
-        return -math.inf
-    top = max(finite)
-    return top + math.log(sum(math.exp(v - top) for v in finite))
+def assert_exact(
+    frame: pd.DataFrame,
+    questions: list[str],
+    server: Any,
+    study: str,
+    *,
+    tokens: list[str] | None = None,
+    variants: str = "case-and-space",
+) -> set[str]:
+    """Every question of every row against the reference, which renders and tokenizes everything itself.
 
-
-@dataclass
-class Case:
-    """One question of one row: what the worker reported, and the queries that recompute it."""
-
-    where: tuple[int, str]
-    method: str
-    worker: dict[str, float]
-    absent: set[str]
-    labels: list[str]  # the option of each query
-    queries: list[dict[str, Any]]
-    decode: list[list[int]]  # prompt, then (continuation) every variant sequence
-    texts: list[str]  # the recorded prompt text, then the variant texts
-
-
-def build_case(row: pd.Series, index: int, question: str) -> Case:
-    """The forward-pass queries for one question of one row, from the recorded token ids.
-
-    The rule recomputed here, independently of the worker's code: an option's probability is the sum over
-    its recorded variant token sequences of P(sequence | prompt); when a sequence is a proper prefix of
-    another option's sequence, the answer must not continue into it: times (1 - P(continuing token)).
+    The prompt's token ids, the options' token sequences and their log-probabilities must all be the
+    reference's own (no input shared with the worker but the study file and the CSV row), the prompt
+    must hold exactly one BOS, at its start. The methods seen.
     """
-    method = row[f"{question}_method"]
-    prompt = json.loads(row[f"{question}_prompt_token_ids"])
-    variants: dict[str, dict[str, list[int]]] = json.loads(row[f"{question}_variants"])
-    worker = {k: (-math.inf if v is None else v) for k, v in json.loads(row[f"{question}_logprobs"]).items()}
-    sequences = [(label, tuple(ids)) for label, forms in variants.items() for ids in forms.values()]
-    queries = []
-    for label, seq in sequences:
-        if method == "first-token":
-            queries.append({"ids": prompt, "start": len(prompt), "next": [seq[0]]})
-            continue
-        onward = sorted(
-            {
-                other[len(seq)]
-                for other_label, other in sequences
-                if other_label != label and len(other) > len(seq) and other[: len(seq)] == seq
-            }
-        )
-        queries.append({"ids": [*prompt, *seq], "start": len(prompt), "next": onward})
-    texts = [row[f"{question}_prompt"]]
-    decode = [prompt]
-    if method != "first-token":
-        texts += [text for forms in variants.values() for text in forms]
-        decode += [list(seq) for _, seq in sequences]
-    return Case(
-        where=(index, question),
-        method=method,
-        worker=worker,
-        absent=set(filter(None, row[f"{question}_absent"].split(";"))),
-        labels=[label for label, _ in sequences],
-        queries=queries,
-        decode=decode,
-        texts=texts,
-    )
-
-
-def assert_exact(frame: pd.DataFrame, questions: list[str], server: Any) -> set[str]:
-    """Recompute every option of every row with one forward-pass subprocess; the methods seen."""
-    cases = [build_case(row, i, q) for i, row in frame.iterrows() for q in questions]
+    rows = frame.to_dict("records")
+    cases = [
+        {"row": i, "question": q, "method": row[f"{q}_method"]}
+        for i, row in enumerate(rows)
+        for q in questions
+    ]
     answer = reference(
         server,
-        [query for case in cases for query in case.queries],
-        [ids for case in cases for ids in case.decode],
+        {
+            "study_file": str(REPO / "jobs" / "studies" / f"{study}.yaml"),
+            "rows": rows,
+            "variants": variants,
+            "tokens": tokens,
+            "cases": cases,
+        },
     )
-    results, decoded = iter(answer["results"]), iter(answer["decoded"])
-    for case in cases:
-        # The recorded ids really spell the recorded prompt text and variant texts.
-        assert [next(decoded) for _ in case.decode] == case.texts, case.where
-        per_option: dict[str, list[float]] = {label: [] for label in case.worker}
-        for label, query in zip(case.labels, case.queries, strict=True):
-            result = next(results)
-            if case.method == "first-token":
-                value = result["next"][str(query["next"][0])]
+    bos = answer["bos_id"]
+    for case, expected in zip(cases, answer["cases"], strict=True):
+        row, question, where = rows[case["row"]], case["question"], (case["row"], case["question"])
+        prompt_ids = json.loads(row[f"{question}_prompt_token_ids"])
+        assert prompt_ids == expected["prompt_ids"], where
+        assert prompt_ids.count(bos) == 1, where
+        assert prompt_ids[0] == bos, where
+        assert row[f"{question}_prompt"] == expected["prompt_text"], where
+        recorded = json.loads(row[f"{question}_variants"])
+        absent = set(filter(None, row[f"{question}_absent"].split(";")))
+        worker = {
+            k: (-math.inf if v is None else v) for k, v in json.loads(row[f"{question}_logprobs"]).items()
+        }
+        assert set(worker) == set(expected["logprobs"]), where
+        for label, sequences in expected["sequences"].items():
+            if case["method"] == "first-token":
+                assert {tuple(ids[:1]) for ids in recorded[label].values()} <= {
+                    tuple(s[:1]) for s in sequences
+                }
             else:
-                leak = sum(math.exp(v) for v in result["next"].values())
-                value = sum(result["token_logprobs"]) + math.log1p(-leak)
-            per_option[label].append(value)
-        compared = []
-        for label, values in per_option.items():
-            if label in case.absent:
-                assert case.worker[label] == -math.inf, case.where
+                assert {tuple(ids) for ids in recorded[label].values()} == {tuple(s) for s in sequences}, (
+                    where
+                )
+        for label, value in expected["logprobs"].items():
+            if label in absent:
+                assert worker[label] == -math.inf, (where, label)
             else:
-                expected = logsumexp(values)
-                assert case.worker[label] == pytest.approx(expected, abs=TOLERANCE), (case.where, label)
-                compared.append(expected)
+                assert worker[label] == pytest.approx(value, abs=TOLERANCE), (where, label)
         # The options' values differ by far more than the tolerance: a wrong token id could not pass.
+        compared = [v for label, v in expected["logprobs"].items() if label not in absent]
         if len(compared) > 1:
-            assert max(compared) - min(compared) > 100 * TOLERANCE, case.where
-    return {case.method for case in cases}
+            assert max(compared) - min(compared) > 100 * TOLERANCE, where
+    return {case["method"] for case in cases}
 
 
 def prob_columns(frame: pd.DataFrame, prefix: str) -> list[str]:
@@ -212,7 +179,7 @@ def test_study1_end_to_end_and_exact(vllm_server, tmp_path):
         assert frame[f"state{k}_mean"].astype(float).to_numpy() == pytest.approx(means, abs=1e-9)
     assert_distributions_sum_to_one(frame, [f"state{k}_prob_" for k in range(4)] + ["prob_knowledge_"])
     # "100%" is four tokens and shares "1" with "10%": only continuation is exact, and auto chose it.
-    methods = assert_exact(frame, STUDY1_QUESTIONS, vllm_server)
+    methods = assert_exact(frame, STUDY1_QUESTIONS, vllm_server, "study1")
     assert "continuation" in methods
     meta = json.loads((tmp_path / "s1.csv.meta.json").read_text())
     findings = meta["server"]["pipeline_findings"]
@@ -235,7 +202,7 @@ def test_study2_end_to_end_and_exact(vllm_server, tmp_path):
     assert (frame["error"] == "").all()
     assert_distributions_sum_to_one(frame, ["prob_frame_", "prob_assessment_", "prob_utterance_"])
     # "wasn't" is several tokens ("terrible" too), so these are the multi-token exactness cases.
-    assert assert_exact(frame, STUDY2_QUESTIONS, vllm_server) == {"continuation"}
+    assert assert_exact(frame, STUDY2_QUESTIONS, vllm_server, "study2") == {"continuation"}
     variants = json.loads(frame.loc[0, "frame_variants"])
     assert any(len(ids) > 1 for ids in variants["wasnt"].values())
 
@@ -287,7 +254,8 @@ def test_single_token_options_are_exact_with_both_methods_and_agree(vllm_server,
     assert findings["option_tokens"]["answer"]["first_token_exact"] is True
     assert findings["first_token_reads"].startswith("the options' own token ids")
     both = pd.concat([first, cont], ignore_index=True)
-    assert assert_exact(both, ["answer"], vllm_server) == {"first-token", "continuation"}
+    methods = assert_exact(both, ["answer"], vllm_server, "study1", tokens=words, variants="none")
+    assert methods == {"first-token", "continuation"}
     assert_distributions_sum_to_one(first, ["prob_"])
     assert_distributions_sum_to_one(cont, ["prob_"])
     compared = 0
@@ -298,3 +266,19 @@ def test_single_token_options_are_exact_with_both_methods_and_agree(vllm_server,
             assert la[label] == pytest.approx(lb[label], abs=TOLERANCE), label
             compared += 1
     assert compared == len(words) * len(first)
+
+
+def test_a_reasoning_format_the_model_does_not_speak_is_refused(vllm_server, tmp_path):
+    # The tiny model has no harmony special tokens: "<|end|>" is several ordinary tokens for it.
+    command = [
+        sys.executable, "-m", "worker", "probs",
+        "--input", str(first_rows("study2", tmp_path)), "--output", str(tmp_path / "out.csv"),
+        "--model-endpoint", vllm_server.base_url, "--model-name", vllm_server.served_name,
+        "--study", "study2", "--metrics-port", "0", "--reasoning-format", "harmony",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 2
+    assert "--reasoning-format harmony: <|end|> is" in done.stderr
+    assert "not one special token; the model does not speak harmony." in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out.csv").exists()

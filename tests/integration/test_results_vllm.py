@@ -150,11 +150,15 @@ def test_the_report_renders_every_figure_in_a_real_browser(campaign: Path, tmp_p
     html = report.read_text(encoding="utf-8")
     # Self-contained: nothing is fetched (no src/href to anywhere, and a policy that forbids it).
     assert not re.search(r"""(src|href)\s*=\s*["'](?!data:|#)""", html)
+    assert "url(" not in html
     assert "default-src 'none'" in html
     figures = html.count('<svg class="plot"')
     assert figures >= 4
     for heading in ("Study 1: knowledge attribution", "Study 2: polite speech", "P(knows exactly = yes)"):
         assert heading in html
+    # Study 2's panels put the model beside the human choices of the same rows (the CSV's Utterance).
+    assert 'data-series="human (same rows)"' in html
+    assert 'data-series="Exp. 2 (log-prob.)"' in html
     measured_page = tmp_path / "measured.html"
     # The report's policy forbids scripts; the measuring copy allows its own inline one only.
     measured_page.write_text(

@@ -155,9 +155,37 @@ def test_exp2_command_reads_at_the_harmony_answer_for_gpt_oss(mixed_run: Offline
     assert args[args.index("--logprobs") + 1] == "20"
     assert args[args.index("--temperature") + 1] == "0.0"
     assert args[args.index("--method") + 1] == "auto"
-    assert args[args.index("--answer-prefix") + 1] == HARMONY_FINAL_PREFIX
+    # After its own reasoning by default, with the reasoning's budget and the effort set explicitly.
+    assert args[args.index("--reasoning-format") + 1] == "harmony"
+    assert args[args.index("--reasoning-mode") + 1] == "after-reasoning"
+    assert args[args.index("--reasoning-max-tokens") + 1] == str(GPT_OSS_REASONING_TOKENS)
+    assert args[args.index("--reasoning-effort") + 1] == "low"
+    assert "--answer-prefix" not in args  # the format's own final-channel header follows the reasoning
     gemma = worker(jobs_of(mixed_run)["study2-exp2-gemma-2-2b"])["args"]
-    assert "--answer-prefix" not in gemma
+    assert not [flag for flag in gemma if flag.startswith(("--answer-prefix", "--reasoning"))]
+
+
+def test_exp1_sets_the_reasoning_effort_of_reasoning_models_only(mixed_run: OfflineRun) -> None:
+    jobs = jobs_of(mixed_run)
+    gpt_oss = worker(jobs["study1-exp1-gpt-oss-120b"])["args"]
+    assert gpt_oss[gpt_oss.index("--reasoning-effort") + 1] == "low"
+    assert "--reasoning-effort" not in worker(jobs["study1-exp1-gemma-2-2b"])["args"]
+
+
+def test_the_stack_chooses_the_direct_mode_and_the_effort_per_model() -> None:
+    config = config_of(
+        models=[{
+            "key": "gpt-oss-20b", "exp2ReasoningMode": "direct", "reasoningEffort": "high",
+            "servingMode": "persistent",
+        }],
+        experiments={"studies": ["study2"], "experiments": ["exp1", "exp2"], "models": ["gpt-oss-20b"]},
+    )
+    exp1, exp2 = sorted((job for job in plan_jobs(config, load_study_bundle(config))), key=lambda j: j.name)
+    assert exp1.args[exp1.args.index("--reasoning-effort") + 1] == "high"
+    assert exp2.args[exp2.args.index("--reasoning-mode") + 1] == "direct"
+    # direct: read at the final-channel header right after the generation prompt (no reasoning)
+    assert exp2.args[exp2.args.index("--answer-prefix") + 1] == HARMONY_FINAL_PREFIX
+    assert "--reasoning-max-tokens" not in exp2.args
 
 
 def test_reasoning_models_get_room_to_think_before_answering(mixed_run: OfflineRun) -> None:

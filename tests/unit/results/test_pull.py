@@ -240,3 +240,26 @@ def test_a_pod_the_quota_refuses_is_one_line_naming_the_quota(
     assert err.startswith("error: the API server refused a call: 403 Forbidden: pods ")
     assert "exceeded quota: grace-quota" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_ctrl_c_in_the_command_is_exit_130_and_the_pod_is_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real_run_pull = pull.run_pull
+
+    def interrupted(*args: Any, **kwargs: Any) -> pull.PullResult:
+        return real_run_pull(*args, **kwargs, exec_factory=_failing_exec(KeyboardInterrupt()))
+
+    monkeypatch.setattr(pull, "run_pull", interrupted)
+    with KubeApi(_Routes()) as api:
+        monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path)))
+        code = cli.main(["pull", "--stack", "nrp", "--context", CONTEXT, "--to", str(tmp_path / "results")])
+    assert code == pull.EXIT_INTERRUPTED
+    assert "the same command resumes" in capsys.readouterr().err
+    assert len([path for method, path, _ in api.requests if method == "DELETE"]) == 1
+
+
+def test_batches_bound_the_bytes_of_one_tar_stream() -> None:
+    files = [pull.RemoteFile(name, size, "") for name, size in (("a", 40), ("b", 40), ("c", 150), ("d", 10))]
+    assert [[f.path for f in group] for group in pull.batches(files, 100)] == [["a", "b"], ["c"], ["d"]]
+    assert pull.batches([], 100) == []

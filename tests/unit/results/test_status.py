@@ -144,7 +144,7 @@ def test_one_line_per_planned_job_with_its_state(
     )
     assert jobs["matrix-llama-3-70b"].startswith("pending: 0/40 nodes are available: ")
     assert "37 Insufficient nvidia.com/a100" in jobs["matrix-llama-3-70b"]
-    assert jobs["study1-exp1-gpt-oss-20b"] == "not found (not created yet, or removed 7 d after it finished)"
+    assert jobs["study1-exp1-gpt-oss-20b"] == "not found"
 
 
 def test_logs_are_read_through_the_api_server_with_a_tail(
@@ -255,7 +255,10 @@ def test_the_command_prints_a_table_and_exits_0(
     assert status.main(["--stack", "nrp", "--context", CONTEXT]) == 0
     out = capsys.readouterr().out
     assert "model server" in out
-    assert f"1 of {len(mixed_campaign().jobs)} planned Jobs succeeded" in out
+    planned = len(mixed_campaign().jobs)
+    summary = "1 succeeded, 1 running, 1 pending, 1 restarting, 1 failed"
+    assert f"{planned} planned Jobs: {summary}, {planned - 5} not found\n" in out
+    assert "not found: not created yet, or deleted 7 days after it finished" in out
     assert "matrix-llama-3-70b" in out
 
 

@@ -710,3 +710,16 @@ def test_reasoning_model_probe_is_inconclusive_not_ignored(
     structured = probe_findings(tmp_path)
     assert structured["backend"] == "json_schema"
     assert "not verified: the model spent the probe's tokens reasoning" in structured["probes"][0]
+
+
+def test_every_extraction_request_carries_its_samples_seed(
+    server: FakeOpenAI, extractor: Extractor, tmp_path: Path
+) -> None:
+    extractor.script("a", good())
+    extractor.script("b", good())
+    code, output = run(server, tmp_path, [study1_row(key, f"ROW-{key} text") for key in ("a", "b")])
+    assert code == 0
+    seeds = {int(seed) for seed in read(output)["seed"]}
+    sent = {body["seed"] for key in ("a", "b") for body in chat_requests(server, key)}
+    assert sent == seeds
+    assert len(seeds) == 2
