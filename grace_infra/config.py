@@ -250,6 +250,14 @@ class ModelConfig(_Section):
             "product by NRP's table."
         ),
     )
+    await_readiness: bool = Field(
+        default=False,
+        description=(
+            "persistent mode: make `pulumi up` wait for the server to be Ready (weights loaded; the "
+            "download Job itself is always awaited). Off by default: the Jobs wait for /health in the "
+            "cluster, and a busy GPU pool can keep a pod Pending for longer than any sensible timeout."
+        ),
+    )
     hf_repo: str | None = _override("hf_repo")
     revision: str | None = _override("revision")
     gated: bool | None = _override("gated")
@@ -334,6 +342,7 @@ class ServedModel(ModelSpec):
     serving_mode: ServingMode
     gpu_product: str | None
     gpu_resource: str  # the extended resource this model's GPU pods request and limit
+    await_readiness: bool = False
 
     @property
     def server_name(self) -> str:
@@ -381,8 +390,14 @@ class JobsConfig(_Section):
     )
     cpu_request: float = Field(default=1.0, gt=0, description="Worker container CPU request (cores).")
     memory_request_gi: int = Field(default=2, gt=0, description="Worker container memory request (GiB).")
-    ttl_seconds_after_finished: int = Field(
-        default=7 * 24 * 3600, ge=0, description="Seconds a finished Job (and its logs) is kept."
+    ttl_seconds_after_finished: int | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Seconds Kubernetes keeps a finished Job; unset (the default) keeps it until `pulumi destroy`. "
+            "Must outlast plan.campaignDays: a Job deleted behind Pulumi's back is recreated by the next "
+            "`pulumi refresh` + `pulumi up`."
+        ),
     )
     log_level: str = Field(default="INFO", description="LOG_LEVEL of the worker.")
     deepseek_endpoint: str | None = Field(
@@ -479,6 +494,16 @@ class GraceConfig(_Section):
         for i, exc in enumerate(self.exceptions):
             if exc.model not in keys:
                 raise ValueError(f"exceptions[{i}].model={exc.model!r} is not a configured model")
+        ttl = self.jobs.ttl_seconds_after_finished
+        campaign_s = self.plan.campaign_days * c.HOURS_PER_DAY * c.SECONDS_PER_HOUR
+        if ttl is not None and ttl < campaign_s:
+            # Kubernetes would delete finished Jobs mid-campaign; `pulumi refresh` then drops them from
+            # the state and the next `pulumi up` recreates every one of them.
+            raise ValueError(
+                f"jobs.ttlSecondsAfterFinished={ttl} is shorter than the campaign "
+                f"(plan.campaignDays={self.plan.campaign_days:g} = {campaign_s:.0f} s); unset it to keep "
+                "finished Jobs until `pulumi destroy`"
+            )
         return self
 
     def served_models(self) -> list[ServedModel]:
@@ -493,6 +518,7 @@ class GraceConfig(_Section):
                 gpu_resource=(
                     m.gpu_resource or self.gpu.resource_name or nrp_cluster.gpu_resource_for_product(product)
                 ),
+                await_readiness=m.await_readiness,
             ))
         return served
 

@@ -94,9 +94,10 @@ LIVENESS_PROBE_PERIOD_S = 15
 LIVENESS_FAILURE_THRESHOLD = 4  # one minute of failed /health before a restart: a busy server answers late
 READINESS_PROBE_PERIOD_S = 10
 PROBE_TIMEOUT_S = 5
-# `pulumi up` waits for the weight download Job, then for the server's first rollout: image pull (~10 GB)
-# and scheduling, then the load budget. The download time assumes 100 MB/s from huggingface.co into Ceph
-# RBD (an assumption, not a measurement on NRP; a slower link makes the download Job's await time out).
+# `pulumi up` waits for each model's weight download Job (image pull and scheduling, then the download
+# at an assumed 100 MB/s from huggingface.co into Ceph RBD: an assumption, not a measurement on NRP; a
+# slower link makes the download's await time out). With a model's awaitReadiness it also waits for the
+# server's first rollout: pull and scheduling, then the load budget.
 AWAIT_MARGIN_S = 900
 DOWNLOAD_ASSUMED_MB_PER_S = 100
 MONITORING_SCRAPE_INTERVAL = "30s"
@@ -120,7 +121,6 @@ HF_TOKEN_MOUNT = "/var/run/secrets/grace/huggingface"  # noqa: S105 (a mount pat
 IMAGE_PULL_POLICY = "Always"
 
 # Experiment Jobs and the GPU-hour plan (docs/experiment-jobs.md).
-JOB_SKIP_AWAIT_ANNOTATION = "pulumi.com/skipAwait"  # `pulumi up` must not wait hours for a batch Job
 JOB_BACKOFF_LIMIT = 3  # the worker resumes from its checkpoint, so a retried pod redoes no finished row
 JOB_MODE_JOB_PREFIX = "matrix-"  # job serving mode: `matrix-<model>` runs that model's whole share
 WORKER_CONTAINER_NAME = "worker"
@@ -153,3 +153,29 @@ LABEL_EGRESS_HTTPS = "grace.nrp.io/egress-https"
 # GPU memory vLLM needs besides weights and KV cache, per GPU: CUDA context, activations, CUDA graphs,
 # NCCL buffers (vLLM profiles it at start-up; 2 GB is a typical measured range of 1-3 GB).
 VLLM_RUNTIME_OVERHEAD_GB_PER_GPU = 2.0
+
+# How Jobs and StatefulSets live through repeated `pulumi up`s (see docs/lifecycle.md).
+# `pulumi.com/waitFor` replaces the provider's built-in Job/StatefulSet awaiter on create and update
+# (provider/pkg/await/await.go, Creation/Update: "Use our built-in await logic only if the user hasn't
+# specified any await overrides"), while deletion is still awaited; `pulumi.com/skipAwait` would also
+# skip the deletion wait for Jobs and StatefulSets (provider/pkg/metadata/overrides.go,
+# allowsSkipAwaitWithDelete), so a replacement under a fixed name would race its own deletion (AlreadyExists).
+AWAIT_OVERRIDE_ANNOTATION = "pulumi.com/waitFor"
+AWAIT_CREATED_ONLY = "jsonpath={.metadata.uid}"  # set by the API server on create: satisfied at once
+# Exit codes of the worker (worker/constants.py) that no retry can change: bad input (2), output complete
+# with failed rows (3). Kept here as numbers because the infra package never imports the worker.
+WORKER_EXIT_INPUT = 2
+WORKER_EXIT_ROWS_FAILED = 3
+WORKER_EXIT_STORAGE = 4  # the output's filesystem is full or read-only: another pod meets the same claim
+WEIGHTS_DOWNLOAD_EXIT_NO_ACCESS = 3  # weights_download.EXIT_NO_ACCESS: the token cannot read the repository
+JOB_DEADLINE_SAFETY_FACTOR = 2.0  # throughput and load budgets are planning assumptions, not measurements
+# activeDeadlineSeconds counts from the Job's start, Pending time included: a GPU pod may queue for hours
+# on a busy pool before it runs at all.
+JOB_DEADLINE_QUEUE_ALLOWANCE_S = 6 * 3600
+# Job mode: the marker the completeness check writes before the sidecar starts (an emptyDir).
+RUN_STATE_VOLUME = "run-state"
+RUN_STATE_MOUNT = "/run/grace"
+OUTPUTS_COMPLETE_MARKER = "/run/grace/outputs-complete"
+OUTPUTS_CHECK_CONTAINER_NAME = "check-outputs"
+# The worker appends this variable's text to a "no such file" error (worker/table.py).
+MISSING_INPUT_HELP_ENV = "GRACE_MISSING_INPUT_HELP"

@@ -6,8 +6,9 @@
     extraction         Job structured-output-study1-<model>: created after the Job that writes its exp1
                        file, and waits in the cluster for that file (--wait-for-input)
 
-Ordering never blocks `pulumi up`: every Job carries `pulumi.com/skipAwait: "true"`, so Pulumi creates
-it and moves on; the worker itself waits for its server's /health and for its input file. The pure
+Ordering never blocks `pulumi up`: every Job carries `pulumi.com/waitFor: jsonpath={.metadata.uid}`, so
+Pulumi creates it and moves on while a replacement still waits for the old Job's deletion
+(`job_lifecycle`); the worker itself waits for its server's /health and for its input file. The pure
 `job_manifest` builds the object; the component only registers it.
 """
 
@@ -21,8 +22,9 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from grace_infra import constants as c
-from grace_infra import model_server, naming, nrp_cluster, security
+from grace_infra import job_lifecycle, model_server, naming, nrp_cluster, outputs_check, security
 from grace_infra.config import GraceConfig
+from grace_infra.gpu_hours import job_deadline_s
 from grace_infra.matrix import JobKind, PlannedJob
 from grace_infra.sizing import ContainerResources, cpu_limit_within
 from grace_infra.studies import StudyBundle
@@ -86,9 +88,10 @@ def worker_resources(config: GraceConfig) -> ContainerResources:
         memory_limit_gi=jobs.memory_request_gi,
         gpus=0,
         gpu_resource_name=nrp_cluster.GENERIC_GPU_RESOURCE,  # no GPU: the name is never rendered
-        # /tmp is an emptyDir on node-local disk (the root filesystem is read-only).
-        ephemeral_request_gi=TMP_SIZE_GI,
-        ephemeral_limit_gi=TMP_SIZE_GI,
+        # Node-local disk: /tmp (an emptyDir, the root filesystem is read-only), the job-mode run-state
+        # emptyDir and the container's log; a whole GiB above /tmp's size limit covers the rest.
+        ephemeral_request_gi=TMP_SIZE_GI + 1,
+        ephemeral_limit_gi=TMP_SIZE_GI + 1,
     )
 
 
@@ -100,6 +103,10 @@ def _worker_env(job: PlannedJob, config: GraceConfig) -> list[dict[str, Any]]:
         {"name": c.WORKER_LOG_FILE_ENV, "value": f"{c.LOGS_MOUNT}/{job.name}.log"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
+    on_claim = sorted(str(p) for p in job.reads if p.is_relative_to(c.INPUT_MOUNT))
+    if on_claim:
+        # What the worker adds when such a file is missing: which claim, and how to fill it.
+        env.append({"name": c.MISSING_INPUT_HELP_ENV, "value": missing_input_help(on_claim)})
     if job.external_endpoint:
         env.append(
             {
@@ -109,6 +116,15 @@ def _worker_env(job: PlannedJob, config: GraceConfig) -> list[dict[str, Any]]:
             }
         )
     return env
+
+
+def missing_input_help(paths: Sequence[str]) -> str:
+    """The sentence a Job's worker prints when an input it reads from the input claim is missing."""
+    return (
+        f"{', '.join(paths)} must be uploaded to the claim {c.INPUT_PVC} before this Job runs "
+        "(docs/lifecycle.md, 'Large inputs on the input claim'), or ship a CSV under 1 MiB in the "
+        "studies ConfigMap with grace:experiments.inputFiles; then delete this Job and run pulumi up."
+    )
 
 
 def worker_container(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> dict[str, Any]:
@@ -191,15 +207,19 @@ def pod_spec(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> dict[
         "serviceAccountName": _SERVICE_ACCOUNT[job.kind],
         "automountServiceAccountToken": False,  # the worker never calls the Kubernetes API
         "enableServiceLinks": False,
-        "restartPolicy": "OnFailure",  # the worker resumes from its checkpoint on the same PVC
+        # Never: the Job controller, not the kubelet, retries a failed pod, so podFailurePolicy can judge
+        # each exit; the next pod resumes from the checkpoint on the same PVC.
+        "restartPolicy": "Never",
         "securityContext": worker_pod_security_context(),
         "containers": [worker_container(job, config, bundle)],
         "volumes": _volumes(job, bundle),
     }
     if job.sidecar:
         init_containers, server_volumes = model_server.vllm_sidecar_parts(job.model, config)
-        spec["initContainers"] = init_containers
-        spec["volumes"] = [*server_volumes, *spec["volumes"]]
+        # Outputs check (job mode): a rerun whose outputs are complete never loads the weights.
+        check = outputs_check.check_container(job, worker_container(job, config, bundle))
+        spec["initContainers"] = [check, *outputs_check.skip_when_complete(init_containers)]
+        spec["volumes"] = [*server_volumes, *spec["volumes"], outputs_check.run_state_volume()]
         model_server.apply_gpu_placement(spec, job.model)
     return spec
 
@@ -213,21 +233,25 @@ def job_manifest(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> d
     }
     labels = job_labels(job)
     pod = pod_spec(job, config, bundle)
+    spec: dict[str, Any] = {
+        "backoffLimit": c.JOB_BACKOFF_LIMIT,
+        "podFailurePolicy": job_lifecycle.pod_failure_policy(),
+        "activeDeadlineSeconds": job_deadline_s(job, config, bundle),
+        "template": {
+            "metadata": {"labels": pod_labels(job), "annotations": annotations},
+            "spec": pod,
+        },
+    }
+    if config.jobs.ttl_seconds_after_finished is not None:
+        spec["ttlSecondsAfterFinished"] = config.jobs.ttl_seconds_after_finished
     return {
         "metadata": {
             "name": job.name,
             "namespace": config.namespace.name,
             "labels": labels,
-            "annotations": {c.JOB_SKIP_AWAIT_ANNOTATION: "true", **security.checkov_skip_annotations(pod)},
+            "annotations": {**job_lifecycle.await_annotations(), **security.checkov_skip_annotations(pod)},
         },
-        "spec": {
-            "backoffLimit": c.JOB_BACKOFF_LIMIT,
-            "ttlSecondsAfterFinished": config.jobs.ttl_seconds_after_finished,
-            "template": {
-                "metadata": {"labels": pod_labels(job), "annotations": annotations},
-                "spec": pod,
-            },
-        },
+        "spec": spec,
     }
 
 
@@ -243,7 +267,7 @@ class ExperimentJobArgs:
     """The studies ConfigMap's content; the Job's pod template carries the hash of the files it reads."""
     runs_after: Sequence[ExperimentJob] = field(default_factory=tuple)
     """Jobs created first (an extraction Job after the Job writing its exp1 file). Ordering only:
-    skipAwait means Pulumi never waits for them to finish; the worker waits for the file itself."""
+    Pulumi never waits for them to finish; the worker waits for the file itself."""
     depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
     """Resources the Job needs to exist first (the studies ConfigMap, PVCs, service accounts)."""
 

@@ -18,6 +18,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from grace_infra import constants as c
+from grace_infra import run_digest
 from grace_infra.catalog import Exp2ReasoningMode, ModelSpec, ServingMode
 from grace_infra.config import Experiment, GraceConfig, ServedModel, Study
 from grace_infra.model_server import server_url
@@ -203,7 +204,23 @@ def worker_args(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> l
             args += ["--schema", str(schema_pod_path(study))]
         # Exp1 writes its file atomically when complete: waiting for it is waiting for exp1 to finish.
         args += ["--validate", "--wait-for-input", str(jobs.input_wait_timeout_s)]
+        if Experiment.EXP1 in config.experiments.experiments:
+            # ...and for the exp1 run planned beside this one, not an older experiment's file.
+            args += ["--wait-for-digest", cell_plan_digest(MatrixCell(study, Experiment.EXP1, cell.model),
+                                                           config, bundle)]  # fmt: skip
+    # A changed experiment moves the previous run's files aside and runs (worker/supersede.py).
+    args += [
+        "--supersede",
+        "--plan-digest",
+        run_digest.plan_digest(args, bundle.digest(_reads((cell,), config))),
+    ]
     return args
+
+
+def cell_plan_digest(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> str:
+    """The plan digest the cell's worker records in its meta file (grace_infra/run_digest.py)."""
+    args = worker_args(cell, config, bundle)
+    return args[args.index("--plan-digest") + 1]
 
 
 def _exp2_reasoning_flags(model: ModelSpec) -> list[str]:
@@ -356,7 +373,7 @@ def format_matrix_table(matrix: list[dict[str, Any]]) -> str:
         "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in [headers, *rows]
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.append(f"{len(rows)} Jobs; none is awaited by pulumi up (pulumi.com/skipAwait).")
+    lines.append(f"{len(rows)} Jobs; pulumi up awaits only their creation (pulumi.com/waitFor).")
     return "\n".join(lines)
 
 

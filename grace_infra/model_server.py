@@ -28,7 +28,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from grace_infra import constants as c
-from grace_infra import monitoring, naming, nrp_cluster, security
+from grace_infra import job_lifecycle, monitoring, naming, nrp_cluster, security
 from grace_infra.config import GraceConfig, ServedModel
 from grace_infra.quantities import gib_quantity
 from grace_infra.sizing import model_server_resources
@@ -258,10 +258,11 @@ def vllm_sidecar_parts(
 
     Returns `(init_containers, volumes)`, camelCase Kubernetes dicts:
     - `init_containers`: `[vllm]`, exactly `vllm_container(model, config)` plus `restartPolicy: Always`
-      (a native sidecar, Kubernetes >= 1.29). Put it FIRST, before any init container of your own.
-      The kubelet starts the pod's main containers only after the sidecar's startupProbe succeeds, so
-      the worker starts with the server loaded and talks to `http://localhost:8000/v1`; the sidecar is
-      stopped when the main containers exit, so the GPUs are released with the Job.
+      (a native sidecar, Kubernetes >= 1.29). Put it after any init container that must finish
+      first (the Job's outputs check). The kubelet starts the pod's main containers only after the
+      sidecar's startupProbe succeeds, so the worker starts with the server loaded and talks to
+      `http://localhost:8000/v1`; the sidecar is stopped when the main containers exit, so the GPUs
+      are released with the Job.
     - `volumes`: `model-weights` (PVC grace-model-weights-<key>), `vllm-scratch` and, when TP > 1,
       `dshm`. Your own volume names must differ from these.
     The GPU requests/limits sit on the sidecar, which Kubernetes counts in the pod's requests. Also
@@ -303,7 +304,11 @@ def statefulset_manifest(model: ServedModel, config: GraceConfig) -> dict[str, A
             "name": model.server_name,
             "namespace": config.namespace.name,
             "labels": labels,
-            "annotations": security.checkov_skip_annotations(pod_spec),
+            # `pulumi up` does not wait for the model to load unless the model sets awaitReadiness.
+            "annotations": {
+                **security.checkov_skip_annotations(pod_spec),
+                **job_lifecycle.await_annotations(await_readiness=model.await_readiness),
+            },
         },
         "spec": {
             "serviceName": model.server_name,
@@ -399,15 +404,13 @@ class VllmModelServer(pulumi.ComponentResource):
         manifest = statefulset_manifest(model, config)
         needs = [*self._args.depends_on, *([self._args.weights_ready] if self._args.weights_ready else [])]
         timeout = await_timeout(model)
+        # Only an awaited rollout needs a timeout beyond Pulumi's default ten minutes.
+        timeouts = pulumi.CustomTimeouts(create=timeout, update=timeout) if model.await_readiness else None
         return k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",
             metadata=manifest["metadata"],
             spec=manifest["spec"],
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                depends_on=needs,
-                custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout),
-            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=needs, custom_timeouts=timeouts),
         )
 
     def _create_service(self, name: str) -> k8s.core.v1.Service:

@@ -20,7 +20,7 @@ from grace_infra.config import GraceConfig
 from grace_infra.experiments import build_experiments
 from grace_infra.foundation import GraceFoundation, GraceFoundationArgs
 from grace_infra.gpu_hours import gpu_hour_plan
-from grace_infra.model_server import VllmModelServer, VllmModelServerArgs
+from grace_infra.model_server import VllmModelServer, VllmModelServerArgs, await_timeout
 from grace_infra.storage import GraceStorage, GraceStorageArgs
 from grace_infra.weights_job import WeightsDownload, WeightsDownloadArgs
 
@@ -102,6 +102,21 @@ def component_options(config: GraceConfig) -> pulumi.ResourceOptions | None:
     return pulumi.ResourceOptions(providers={"kubernetes": provider})
 
 
+def readiness_commands(config: GraceConfig) -> dict[str, str]:
+    """Per persistent model, the command that waits for its server to be Ready; the Jobs' progress."""
+    namespace = config.namespace.name
+    commands = {
+        model.key: (
+            f"kubectl -n {namespace} rollout status statefulset/{model.server_name} "
+            f"--timeout={await_timeout(model)}"
+        )
+        for model in config.served_models()
+        if model.serving_mode == ServingMode.PERSISTENT
+    }
+    commands["jobs"] = f"kubectl -n {namespace} get jobs -l {c.LABEL_PROJECT}={c.PROJECT} -w"
+    return commands
+
+
 def build_stack() -> None:
     """Parse config, check the NRP rules, build the components, export what people need."""
     config = read_stack_config()
@@ -179,6 +194,8 @@ def build_stack() -> None:
         }
         for model in config.served_models()
     })
+    # `pulumi up` does not wait for the servers to load (job_lifecycle.await_annotations): say how to.
+    pulumi.export("watchReadiness", readiness_commands(config))
     pulumi.export("serviceAccounts", {
         "modelServer": foundation.model_server_account,
         "queryJob": foundation.query_job_account,

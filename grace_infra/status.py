@@ -3,8 +3,9 @@
 The Jobs listed are the ones the stack PLANS (the render's planning code), so a Job that was never
 created shows up too. Each line is read from the API server with the user's kubeconfig:
 
-    not found          no Job of that name: not created yet, or deleted after it finished (the stack's
-                       jobs.ttlSecondsAfterFinished); `grace results check` tells which outputs are complete
+    not found          no Job of that name: not created yet, or deleted after it finished (by hand, or
+                       by the stack's jobs.ttlSecondsAfterFinished when set); `grace results check` tells
+                       which outputs are complete
     pending: <why>     the scheduler's PodScheduled message (e.g. "0/40 nodes are available: ...
                        Insufficient nvidia.com/a100"), or a container's waiting reason (image pull)
     downloading the weights
@@ -136,9 +137,11 @@ def _pending_reason(pod: k8s.V1Pod) -> str:
 
 
 def _sidecar_state(pod: k8s.V1Pod) -> str | None:
-    """Job serving mode: `loading the model` until the vLLM sidecar is ready."""
+    """Job serving mode: `checking the outputs`, then `loading the model` until the vLLM sidecar is ready."""
     for status in pod.status.init_container_statuses or []:
         running = status.state.running if status.state else None
+        if status.name == c.OUTPUTS_CHECK_CONTAINER_NAME and running:
+            return "checking the outputs"  # grace_infra/outputs_check.py: a complete rerun loads nothing
         if status.name == c.VLLM_CONTAINER_NAME and not status.ready:
             return "loading the model" if running else None
     return None
@@ -261,8 +264,9 @@ def collect_status(campaign: Campaign, api: k8s.ApiClient) -> tuple[list[JobStat
     return job_lines, server_lines
 
 
-def format_status(jobs: list[JobStatus], servers: list[ServerStatus], ttl_s: int) -> str:
-    """The two tables and a summary; `ttl_s` is the Jobs' ttlSecondsAfterFinished (why one may be gone)."""
+def format_status(jobs: list[JobStatus], servers: list[ServerStatus], ttl_s: int | None) -> str:
+    """The two tables and a summary; `ttl_s` is the Jobs' ttlSecondsAfterFinished (why one may be gone;
+    None: finished Jobs are kept until `pulumi destroy`)."""
     server_table = format_table(
         ["model server", "model", "state"], [[s.server, s.model, s.state] for s in servers]
     )
@@ -273,9 +277,14 @@ def format_status(jobs: list[JobStatus], servers: list[ServerStatus], ttl_s: int
     counts = ", ".join(f"{kinds[kind]} {kind}" for kind in ordered)
     summary = f"{len(jobs)} planned Jobs: {counts}"
     if kinds[NOT_FOUND]:
+        deleted = (
+            "deleted outside Pulumi (finished Jobs are kept until `pulumi destroy`)"
+            if ttl_s is None
+            else f"deleted {ttl_s / SECONDS_PER_DAY:g} days after it finished (ttlSecondsAfterFinished)"
+        )
         summary += (
-            f"\n{NOT_FOUND}: not created yet, or deleted {ttl_s / SECONDS_PER_DAY:g} days after it finished "
-            "(ttlSecondsAfterFinished); `grace results check` shows which outputs are complete."
+            f"\n{NOT_FOUND}: not created yet, or {deleted}; `grace results check` shows which outputs are "
+            "complete."
         )
     return f"{server_table}\n\n{job_table}\n\n{summary}"
 

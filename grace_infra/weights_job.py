@@ -26,7 +26,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from grace_infra import constants as c
-from grace_infra import model_server, naming, security
+from grace_infra import job_lifecycle, model_server, naming, security
 from grace_infra.config import GraceConfig, ServedModel
 from grace_infra.quantities import cpu_quantity, gib_quantity
 from grace_infra.sizing import ephemeral_limit_within
@@ -155,6 +155,7 @@ def download_job_manifest(model: ServedModel, config: GraceConfig) -> dict[str, 
         },
         "spec": {
             "backoffLimit": c.JOB_BACKOFF_LIMIT,
+            "podFailurePolicy": job_lifecycle.download_pod_failure_policy(),
             "template": {"metadata": {"labels": labels}, "spec": pod},
         },
     }

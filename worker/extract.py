@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from worker.extraction_spec import (
     ExtractionSpec,
     load_extraction,
 )
+from worker.input_wait import wait_for_input
 from worker.messages import MessageBuilder, probe_system_role
 from worker.sampling import Sample
 from worker.structured import (
@@ -74,9 +74,6 @@ ENDPOINT_REQUIRED = False
 # DeepSeek's hosted API: the model name the Job uses and the secret's environment variable.
 DEEPSEEK_MODEL = "deepseek-chat"
 DEEPSEEK_API_KEY_ENV = "DEEPSEEK_API_KEY"
-# --wait-for-input: how often to look for the Experiment 1 file, and how often to say we are still waiting.
-INPUT_POLL_INTERVAL_S = 2.0
-INPUT_WAIT_LOG_INTERVAL_S = 30.0
 # Experiment 1's finish_reason column (worker.query), read when present.
 EXP1_FINISH_COLUMN = "finish_reason"
 EXP1_TRUNCATED_WARNING = (
@@ -370,6 +367,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Wait up to SECONDS for --input to appear (Experiment 1 writes it atomically when complete).",
     )
     group.add_argument(
+        "--wait-for-digest",
+        metavar="DIGEST",
+        help="With --wait-for-input: also wait until --input's meta file records this plan digest "
+        "(the Experiment 1 run the deployment planned; worker/input_wait.py).",
+    )
+    group.add_argument(
         "--max-tokens", type=int, help="Reply token budget (default: the study's extraction max_tokens)."
     )
 
@@ -411,7 +414,7 @@ def build(args: argparse.Namespace) -> ExtractPipeline:
             raise InputError(f"--max-tokens {args.max_tokens}: must be a positive number of tokens.")
         generation = spec.section.generation.model_copy(update={"max_tokens": args.max_tokens})
         spec = spec.with_generation(generation)
-    wait_for_input(args.input, args.wait_for_input)
+    wait_for_input(args.input, args.wait_for_input, plan_digest=args.wait_for_digest)
     return ExtractPipeline(
         spec,
         model_name=args.model_name,
@@ -419,34 +422,3 @@ def build(args: argparse.Namespace) -> ExtractPipeline:
         validate=args.validate,
         max_reasks=args.max_retries,
     )
-
-
-def wait_for_input(path: Path, timeout_s: float, *, poll_s: float | None = None) -> None:
-    """Return once `path` exists; InputError after `timeout_s`. 0 means do not wait.
-
-    Experiment 1 renames its output into place only when every row is done, so existence means complete
-    and there is nothing to gain from watching the file grow.
-    """
-    if timeout_s <= 0 or path.exists():
-        return
-    poll_s = INPUT_POLL_INTERVAL_S if poll_s is None else poll_s
-    started = time.monotonic()
-    deadline = started + timeout_s
-    next_log = started
-    while not path.exists():
-        now = time.monotonic()
-        if now >= deadline:
-            raise InputError(
-                f"--input {path} did not appear within --wait-for-input {timeout_s:g} s "
-                "(Experiment 1 writes it only when every row is done)."
-            )
-        if now >= next_log:
-            log.info(
-                "extract: waiting for --input %s (written when Experiment 1 completes): %.0f of %g s",
-                path,
-                now - started,
-                timeout_s,
-            )
-            next_log = now + INPUT_WAIT_LOG_INTERVAL_S
-        time.sleep(min(poll_s, max(0.0, deadline - now)))
-    log.info("extract: --input %s appeared after %.0f s", path, time.monotonic() - started)

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
-from worker import __version__
+from worker import __version__, completeness, supersede
 from worker import constants as c
 from worker.checkpoint import (
     CheckpointIndex,
@@ -162,6 +162,7 @@ class _Run:
     rows_phase_s: float = 0.0  # first row sent to last row written: the run minus setup and output
     server: dict[str, Any] = field(default_factory=dict)  # the meta file's `server` section
     resumed: int = 0  # work items finished by earlier runs
+    supersedes: dict[str, Any] | None = None  # the run this one moved aside (worker/supersede.py)
 
     # ---- sampling -----------------------------------------------------------------------------------
 
@@ -190,11 +191,7 @@ class _Run:
     @property
     def parameters(self) -> dict[str, Any]:
         """The pipeline's parameters plus the model name (every answer depends on it) and the sampling."""
-        parameters = {"model_name": self.options.client.model_name, **self.pipeline.parameters()}
-        if self.samples_per_row != 1:
-            # Only when sampling, so checkpoints of single-answer runs keep their header.
-            parameters |= {"samples_per_row": self.samples_per_row, "base_seed": self.base_seed}
-        return parameters
+        return completeness.run_parameters(self.pipeline, self.options)
 
     # ---- the run --------------------------------------------------------------------------------------
 
@@ -205,6 +202,21 @@ class _Run:
         self._check_columns(table)
         header = make_header(pipeline.name, table.sha256, self.parameters)
         with hold_output_lock(options.output, wait_s=options.wait_for_lock_s):
+            # Lifecycle hooks: a finished run of exactly this experiment whose checkpoint is gone ends
+            # here, before any server is contacted (worker/completeness.py; with the checkpoint, the
+            # resume below finds nothing pending and contacts no server either); another run's files
+            # are moved aside (worker/supersede.py).
+            recorded = None
+            if not options.checkpoint_path.exists():
+                recorded = completeness.complete_run(options, header, rows=table.rows)
+            if recorded is not None:
+                completeness.record_plan_digest(options, recorded)
+                log.info("%s: %s is already complete for this input and these parameters",
+                         pipeline.name, options.output)  # fmt: skip
+                return int(recorded["exit_code"])
+            self.supersedes = supersede.move_aside_if_foreign(
+                options, header, started_at=self.started_at
+            ) or supersede.carried_record(options, header)
             self._check_output_is_ours()
             remove_stale_temporaries(options.output)
             remove_stale_temporaries(options.meta_path)
@@ -599,6 +611,8 @@ class _Run:
                 "not_done": index.count(ItemState.PENDING),
                 "from_checkpoint": self.resumed,
             },
+            completeness.PLAN_DIGEST_KEY: options.plan_digest,
+            "supersedes": self.supersedes,
         }
 
 

@@ -8,6 +8,7 @@ session fixtures, the two variants here are module-scoped, and everything else c
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from decimal import Decimal
 from pathlib import Path, PurePosixPath
@@ -133,9 +134,13 @@ def test_every_job_writes_only_its_own_files(mixed_run: OfflineRun) -> None:
 
 
 def test_exp1_command_is_exact(mixed_run: OfflineRun) -> None:
-    assert worker(jobs_of(mixed_run)["study1-exp1-gemma-2-2b"])["args"] == [
+    args = worker(jobs_of(mixed_run)["study1-exp1-gemma-2-2b"])["args"]
+    # The lifecycle flags close every command line (their meaning: tests/unit/infra/test_lifecycle.py).
+    assert args[-3:-1] == ["--supersede", "--plan-digest"]
+    assert re.fullmatch("[0-9a-f]{16}", args[-1])
+    assert args[:-3] == [
         "query",
-        "--input", "/input/study1.csv",
+        "--input", "/etc/grace/inputs/study1.csv",  # the nrp stack ships the CSVs in the ConfigMap
         "--output", "/output/exp1/gemma-2-2b/study1_responses.csv",
         "--model-endpoint", "http://vllm-gemma-2-2b:8000/v1",
         "--model-name", "gemma-2-2b",
@@ -258,17 +263,12 @@ def test_no_secret_value_in_any_job_environment(created_namespace_run: OfflineRu
 # --- never block pulumi up; order in the cluster --------------------------------------------------
 
 
-def test_every_job_is_skip_await_retried_and_cleaned_up(
+def test_every_job_runs_without_the_service_account_token(
     mixed_run: OfflineRun, all_job_mode_run: OfflineRun
 ) -> None:
-    ttl = GraceConfig.parse(base_config()).jobs.ttl_seconds_after_finished
+    # Await annotations, retries, deadlines and TTL: tests/unit/infra/test_lifecycle.py.
     for job in [*jobs_of(mixed_run).values(), *jobs_of(all_job_mode_run).values()]:
-        name = job["metadata"]["name"]
-        assert job["metadata"]["annotations"][c.JOB_SKIP_AWAIT_ANNOTATION] == "true", name
-        assert job["spec"]["backoffLimit"] == 3, name
-        assert job["spec"]["ttlSecondsAfterFinished"] == ttl, name
-        assert pod(job)["restartPolicy"] == "OnFailure", name
-        assert pod(job)["automountServiceAccountToken"] is False, name
+        assert pod(job)["automountServiceAccountToken"] is False, job["metadata"]["name"]
 
 
 def test_extraction_jobs_are_created_after_their_exp1_job(mixed_run: OfflineRun) -> None:
@@ -310,8 +310,15 @@ def test_job_mode_is_one_job_per_model_with_the_sidecar_and_no_statefulset(
         spec = pod(jobs[f"matrix-{model.key}"])
         job_model = model.model_copy(update={"serving_mode": "job"})
         init_containers, volumes = model_server.vllm_sidecar_parts(job_model, config)
-        assert spec["initContainers"] == init_containers
-        assert spec["initContainers"][0]["restartPolicy"] == "Always"
+        # After the outputs check (test_lifecycle.py), the sidecar parts in order, wrapped to skip their
+        # work when the outputs are complete: same image, resources, probes and sidecar restart policy.
+        rendered = spec["initContainers"][1:]
+        assert [x["name"] for x in rendered] == [x["name"] for x in init_containers]
+        for got, built in zip(rendered, init_containers, strict=True):
+            same = {k: v for k, v in built.items() if k not in {"command", "args", "env", "volumeMounts"}}
+            assert {k: got[k] for k in same} == same
+            assert got["command"][4:] == [*built["command"], *built.get("args", [])]
+        assert spec["initContainers"][1]["restartPolicy"] == "Always"
         assert all(v in spec["volumes"] for v in volumes)
         assert worker(jobs[f"matrix-{model.key}"])["args"] == [
             "run",
@@ -407,7 +414,10 @@ def test_mounts_input_read_only_and_studies_from_the_configmap(mixed_run: Offlin
     studies = volumes[mounts[c.STUDIES_MOUNT]["name"]]["configMap"]
     assert studies["name"] == c.STUDIES_CONFIGMAP
     # Only the files this Job reads (their hash is on its pod), at the paths of jobs/.
-    assert studies["items"] == [{"key": "studies.study2.yaml", "path": "studies/study2.yaml"}]
+    assert studies["items"] == [
+        {"key": "inputs.study2.csv", "path": "inputs/study2.csv"},
+        {"key": "studies.study2.yaml", "path": "studies/study2.yaml"},
+    ]
     env = env_of(worker(job))
     assert env["LOG_LEVEL"]["value"] == "INFO"
     assert env["EXPERIMENT_ID"]["value"] == "study2-exp1-gemma-2-2b"
@@ -510,7 +520,7 @@ def test_configmap_ships_whatever_study_files_exist(tmp_path: Path) -> None:
     jobs_dir = tmp_path / "jobs"
     (jobs_dir / "studies").mkdir(parents=True)
     (jobs_dir / "studies" / "study2.yaml").write_text("name: study2\n")
-    config = GraceConfig.parse(base_config())
+    config = GraceConfig.parse(base_config(experiments={}))  # the input claim route: no CSV shipped
     bundle = load_study_bundle(config, jobs_dir=jobs_dir)
     assert bundle.configmap_data() == {"studies.study2.yaml": "name: study2\n"}
     (job,) = [j for j in plan_jobs(config, bundle) if j.name == "study1-exp1-gemma-2-2b"]

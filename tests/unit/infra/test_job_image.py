@@ -25,7 +25,7 @@ DOCKERFILE = PROJECT_ROOT / "jobs" / "Dockerfile"
 DOCKERIGNORE = PROJECT_ROOT / "jobs" / "Dockerfile.dockerignore"
 REQUIREMENTS = PROJECT_ROOT / "requirements.txt"
 WORKER_DIR = PROJECT_ROOT / "worker"
-JOB_COMMANDS = ("query", "probs", "extract", "run")
+JOB_COMMANDS = ("query", "probs", "extract", "run", "check-outputs")
 
 
 def instructions() -> list[tuple[str, str]]:
@@ -118,7 +118,7 @@ def test_worker_help_lists_every_command_the_jobs_run() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    (choices,) = re.findall(r"\{([a-z,]+)\}", result.stdout)[:1]
+    (choices,) = re.findall(r"\{([a-z,-]+)\}", result.stdout)[:1]
     assert set(JOB_COMMANDS) <= set(choices.split(","))
 
 

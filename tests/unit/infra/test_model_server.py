@@ -300,7 +300,7 @@ def test_statefulset_follows_its_weight_download_which_follows_the_claim(persist
 @pytest.mark.parametrize("key", ALL_MODELS)
 def test_download_job(persistent_run: OfflineRun, key: str) -> None:
     job = persistent_run.manifest("Job", f"weights-{key}")
-    assert c.JOB_SKIP_AWAIT_ANNOTATION not in job["metadata"].get("annotations", {})  # pulumi up waits
+    assert c.AWAIT_OVERRIDE_ANNOTATION not in job["metadata"].get("annotations", {})  # pulumi up waits
     assert job["spec"]["template"]["metadata"]["labels"][c.LABEL_EGRESS_HTTPS] == "true"
     (init,) = download_spec(persistent_run, key)["containers"]
     spec = CATALOG[key]
@@ -351,8 +351,11 @@ def test_custom_timeouts_follow_the_load_budget(monkeypatch: pytest.MonkeyPatch)
         return original(self, request)
 
     monkeypatch.setattr(RecordingMonitor, "RegisterResource", spy)
-    persistent = [{"key": key, "servingMode": "persistent"} for key in ("gemma-2-2b", "llama-3-70b")]
-    render(raw_config(models=persistent))
+    awaited = [
+        {"key": key, "servingMode": "persistent", "awaitReadiness": True}
+        for key in ("gemma-2-2b", "llama-3-70b")
+    ]
+    render(raw_config(models=awaited))
     for key in ("gemma-2-2b", "llama-3-70b"):
         minutes = int(seen[f"vllm-{key}-statefulset"].removesuffix("m"))
         assert minutes * 60 >= CATALOG[key].load_budget_s + c.AWAIT_MARGIN_S
@@ -496,8 +499,18 @@ def test_a_job_mode_models_jobs_carry_the_identical_vllm_container(nrp_run: Offl
     assert jobs, "no Job embeds a vLLM sidecar"
     for job in jobs:
         init = job["spec"]["template"]["spec"]["initContainers"]
+        # The outputs check goes first; the sidecar's command is wrapped so a rerun with complete outputs
+        # skips loading (grace_infra/outputs_check.py), otherwise it is the identical container.
         model = served[job["metadata"]["labels"]["model"]]
         expected = {**ms.vllm_container(model, config), "restartPolicy": "Always"}
-        assert [x["name"] for x in init] == [c.VLLM_CONTAINER_NAME]
-        assert init[0] == expected, job["metadata"]["name"]
+        names = [c.OUTPUTS_CHECK_CONTAINER_NAME, c.VLLM_CONTAINER_NAME]  # the download is its own Job
+        assert [x["name"] for x in init] == names
+        sidecar = init[1]
+        unwrapped = {k: v for k, v in sidecar.items() if k not in {"command", "args", "env", "volumeMounts"}}
+        assert unwrapped == {
+            k: v for k, v in expected.items() if k not in {"command", "args", "env", "volumeMounts"}
+        }
+        assert sidecar["command"][4:] == [*expected["command"], *expected["args"]]
+        assert sidecar["env"][: len(expected["env"])] == expected["env"]
+        assert sidecar["volumeMounts"][: len(expected["volumeMounts"])] == expected["volumeMounts"]
         assert_valid_k8s(job)

@@ -138,7 +138,7 @@ def test_a_product_paired_with_the_wrong_resource_is_a_policy_error_naming_both(
 def test_a_resource_without_a_product_picks_a_pool() -> None:
     raw = base_config(gpu={"resourceName": "nvidia.com/a40", "memoryGb": 48}, models=[{"key": "gemma-2-2b"}])
     job = render_stack(raw).manifest("Job", "matrix-gemma-2-2b")
-    (vllm,) = job["spec"]["template"]["spec"]["initContainers"]
+    (vllm,) = [x for x in job["spec"]["template"]["spec"]["initContainers"] if x["name"] == "vllm"]
     assert gpu_requests(vllm) == {"nvidia.com/a40": "1"}
     assert "nodeSelector" not in job["spec"]["template"]["spec"]
 
@@ -154,7 +154,7 @@ def test_grace_hopper_pods_tolerate_the_arm64_taint() -> None:
     run = render_stack(raw)
     spec = run.manifest("Job", "matrix-gpt-oss-20b")["spec"]["template"]["spec"]
     assert spec["tolerations"] == [{"key": "nautilus.io/arm64", "operator": "Exists", "effect": "NoSchedule"}]
-    (vllm,) = spec["initContainers"]
+    (vllm,) = [x for x in spec["initContainers"] if x["name"] == "vllm"]
     assert gpu_requests(vllm) == {"nvidia.com/gh200": "1"}
     assert_valid_k8s(run.manifest("Job", "matrix-gpt-oss-20b"))
     no_arm = render_stack(base_config(models=[{"key": "gpt-oss-20b"}]))

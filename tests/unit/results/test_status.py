@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kubernetes.client as k8s
 import pytest
 
 from grace_infra import status
@@ -258,7 +259,8 @@ def test_the_command_prints_a_table_and_exits_0(
     planned = len(mixed_campaign().jobs)
     summary = "1 succeeded, 1 running, 1 pending, 1 restarting, 1 failed"
     assert f"{planned} planned Jobs: {summary}, {planned - 5} not found\n" in out
-    assert "not found: not created yet, or deleted 7 days after it finished" in out
+    # The nrp stack sets no TTL: a finished Job is kept, so a missing one was deleted by someone.
+    assert "not found: not created yet, or deleted outside Pulumi (finished Jobs are kept" in out
     assert "matrix-llama-3-70b" in out
 
 
@@ -346,3 +348,24 @@ def test_a_job_mode_log_shows_the_task_number(tmp_path: Path) -> None:
     assert "progress pipeline=query" in second_task, log
     assert status.progress_text(log).startswith("query 2/2 rows, ")
     assert status.progress_text(log).endswith(" rows/s (task 2/2)")
+
+
+def test_a_job_mode_pod_checking_its_outputs_says_so() -> None:
+    # The outputs check runs before the download and the sidecar (grace_infra/outputs_check.py).
+    running = k8s.V1ContainerState(running=k8s.V1ContainerStateRunning())
+    waiting = k8s.V1ContainerState(waiting=k8s.V1ContainerStateWaiting(reason="PodInitializing"))
+    pod = k8s.V1Pod(
+        status=k8s.V1PodStatus(
+            init_container_statuses=[
+                k8s.V1ContainerStatus(
+                    name=name, state=state, ready=False, restart_count=0, image="i", image_id=""
+                )
+                for name, state in (
+                    ("check-outputs", running),
+                    ("download-weights", waiting),
+                    ("vllm", waiting),
+                )
+            ]
+        )
+    )
+    assert status._sidecar_state(pod) == "checking the outputs"
