@@ -25,11 +25,11 @@ from typing import Any
 from grace_infra import constants as c
 from grace_infra.matrix import PlannedJob, tasks_pod_path
 
-__all__ = ["CHECK_COMMAND", "check_container", "run_state_volume", "skip_when_complete"]
+__all__ = ["CHECK_COMMAND", "IDLE_SERVER_ENV", "check_container", "run_state_volume", "skip_when_complete"]
 
 CHECK_COMMAND = "check-outputs"  # the worker subcommand (worker/cli.py)
 _IDLE_SERVER_SOURCE = Path(__file__).with_name("idle_server.py").read_text()
-_IDLE_SERVER_ENV = "GRACE_IDLE_SERVER_SOURCE"
+IDLE_SERVER_ENV = "GRACE_IDLE_SERVER_SOURCE"
 
 
 def run_state_volume() -> dict[str, Any]:
@@ -75,8 +75,8 @@ def skip_when_complete(init_containers: Sequence[dict[str, Any]]) -> list[dict[s
     wrapped = []
     for container in init_containers:
         if container["name"] == c.VLLM_CONTAINER_NAME:
-            idle = _unless_complete(container, f'exec python3 -c "${_IDLE_SERVER_ENV}"')
-            source = {"name": _IDLE_SERVER_ENV, "value": _IDLE_SERVER_SOURCE}
+            idle = _unless_complete(container, f'exec python3 -c "${IDLE_SERVER_ENV}"')
+            source = {"name": IDLE_SERVER_ENV, "value": _IDLE_SERVER_SOURCE}
             idle["env"] = [*container.get("env", []), source]
             wrapped.append(idle)
         else:
