@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from grace_infra import constants as c
+from grace_infra import outputs_check
 from grace_infra.render import Rendered, render
 from tests.integration.conftest import REPO_ROOT, tiny_vllm
 from tests.support.ci import unavailable
@@ -53,6 +54,22 @@ VLLM_SERVE_PARSER = REPO_ROOT / "tests" / "support" / "vllm_serve_parser.py"
 VLLM_CLI = REPO_ROOT / "tests" / "support" / "vllm_cli.py"
 
 
+def unwrapped(container: dict[str, Any]) -> dict[str, Any]:
+    """The vLLM container as model_server builds it. A job-mode sidecar is wrapped by the outputs check
+    (grace_infra/outputs_check.py: `/bin/sh -c <script> sh <command> <args>`, plus the idle server's
+    source in its env and the run-state mount); the wrapper execs exactly that command line."""
+    if container["command"][:2] != ["/bin/sh", "-c"]:
+        return container
+    argv = container["command"][4:]
+    return {
+        **container,
+        "command": argv[:2],
+        "args": argv[2:],
+        "env": [e for e in container["env"] if e["name"] != outputs_check.IDLE_SERVER_ENV],
+        "volumeMounts": [m for m in container["volumeMounts"] if m["name"] != c.RUN_STATE_VOLUME],
+    }
+
+
 def vllm_containers(rendered: Rendered) -> dict[str, tuple[str, dict[str, Any]]]:
     """model key -> (the object carrying it, its vLLM container), from StatefulSets and Job sidecars."""
     found: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -62,6 +79,7 @@ def vllm_containers(rendered: Rendered) -> dict[str, tuple[str, dict[str, Any]]]
         pod = manifest["spec"]["template"]["spec"]
         for container in [*pod.get("initContainers", []), *pod["containers"]]:
             if container["name"] == c.VLLM_CONTAINER_NAME:
+                container = unwrapped(container)  # noqa: PLW2901 (the same container, as built)
                 prefix = "--served-model-name="
                 model = next(a.removeprefix(prefix) for a in container["args"] if a.startswith(prefix))
                 found[model] = (f"{manifest['kind']}/{manifest['metadata']['name']}", container)
