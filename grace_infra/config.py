@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from grace_infra import constants as c
+from grace_infra import nrp_cluster
 from grace_infra.catalog import CATALOG, Dtype, Exp2ReasoningMode, ModelSpec, ReasoningEffort, ServingMode
 from grace_infra.errors import ConfigError
 from grace_infra.quantities import QuantityError, parse_quantity
@@ -60,7 +61,9 @@ class QuotaConfig(_Section):
     requests_cpu: str = Field(default="200", description="ResourceQuota requests.cpu (cores).")
     requests_memory: str = Field(default="800Gi", description="ResourceQuota requests.memory.")
     requests_gpu: int = Field(
-        default=15, ge=0, description="ResourceQuota requests.<gpu resource name> (GPUs)."
+        default=15,
+        ge=0,
+        description="ResourceQuota requests.<gpu resource> (GPUs), for each GPU resource the models request.",
     )
     persistent_volume_claims: int = Field(
         default=20, ge=0, description="ResourceQuota persistentvolumeclaims."
@@ -112,6 +115,19 @@ class VolumeConfig(_Section):
             raise ValueError(f"size={value!r} is not a binary quantity such as 10Gi")
         return value
 
+    @field_validator("storage_class")
+    @classmethod
+    def _known_class(cls, value: str | None) -> str | None:
+        return None if value is None else _known_storage_class(value, "storageClass")
+
+
+def _known_storage_class(value: str, key: str) -> str:
+    """A class NRP does not have leaves its claims Pending forever: refuse it while parsing."""
+    if value not in nrp_cluster.KNOWN_STORAGE_CLASSES:
+        known = ", ".join(sorted(nrp_cluster.KNOWN_STORAGE_CLASSES))
+        raise ValueError(f"{key}={value!r} is not a storage class NRP offers (known: {known})")
+    return value
+
 
 class StorageConfig(_Section):
     shared_class: str = Field(
@@ -133,19 +149,45 @@ class StorageConfig(_Section):
         description="Every Job's logs (grace-logs).",
     )
 
+    @field_validator("shared_class", "weights_class")
+    @classmethod
+    def _known_class(cls, value: str, info: Any) -> str:
+        return _known_storage_class(value, to_camel(info.field_name))
+
 
 class GpuConfig(_Section):
-    resource_name: str = Field(
-        default="nvidia.com/gpu",
-        description="Extended resource name of a GPU (NRP serves A100s as nvidia.com/a100).",
+    resource_name: str | None = Field(
+        default=None,
+        description=(
+            "Extended resource name every GPU pod requests. Unset: derived from each model's node product "
+            "by NRP's table (nrp_cluster.GPU_KINDS: A100 -> nvidia.com/a100, ...; the rest nvidia.com/gpu). "
+            "Set it only to pick a pool without naming a product (e.g. nvidia.com/a40)."
+        ),
     )
     node_product: str | None = Field(
         default=None,
         description="Default nvidia.com/gpu.product node label value; a model may override it.",
     )
     memory_gb: float = Field(
-        default=80.0, gt=0, description="Memory of one selected GPU in GB (for the fit check)."
+        default=80.0,
+        gt=0,
+        description=(
+            "Memory of one GPU in GB for the fit check, used when the product's size is not known from "
+            "NRP's GPU table or its label."
+        ),
     )
+
+    @field_validator("resource_name")
+    @classmethod
+    def _known_resource(cls, value: str | None) -> str | None:
+        return _known_gpu_resource(value, "resourceName")
+
+
+def _known_gpu_resource(value: str | None, key: str) -> str | None:
+    known = nrp_cluster.known_gpu_resources()
+    if value is not None and value not in known:
+        raise ValueError(f"{key}={value!r} is not a GPU resource NRP advertises (known: {', '.join(known)})")
+    return value
 
 
 class ImagesConfig(_Section):
@@ -191,18 +233,29 @@ class ModelConfig(_Section):
         )
     )
     serving_mode: ServingMode = Field(
-        default=ServingMode.PERSISTENT, description="persistent (StatefulSet) or job (sidecar in its Job)."
+        default=ServingMode.JOB,
+        description=(
+            "job (vLLM runs inside the model's Job and frees its GPUs when the work ends; the default, "
+            "since NRP bans users whose GPUs idle) or persistent (a StatefulSet for the whole campaign)."
+        ),
     )
     gpu_product: str | None = Field(
         default=None,
         description="nvidia.com/gpu.product node label for this model; defaults to gpu.nodeProduct.",
     )
+    gpu_resource: str | None = Field(
+        default=None,
+        description=(
+            "GPU extended resource for this model; defaults to gpu.resourceName, else derived from the "
+            "product by NRP's table."
+        ),
+    )
     await_readiness: bool = Field(
         default=False,
         description=(
-            "persistent mode: make `pulumi up` wait for the server to be Ready (weights downloaded and "
-            "loaded). Off by default: the Jobs wait for /health in the cluster, and a busy GPU pool can "
-            "keep a pod Pending for longer than any sensible timeout."
+            "persistent mode: make `pulumi up` wait for the server to be Ready (weights loaded; the "
+            "download Job itself is always awaited). Off by default: the Jobs wait for /health in the "
+            "cluster, and a busy GPU pool can keep a pod Pending for longer than any sensible timeout."
         ),
     )
     hf_repo: str | None = _override("hf_repo")
@@ -225,6 +278,7 @@ class ModelConfig(_Section):
     memory_request_gi: int | None = _override("memory_request_gi")
     extra_args: tuple[str, ...] | None = _override("extra_args")
     extra_env: dict[str, str] | None = _override("extra_env")
+    tiktoken_files: tuple[str, ...] | None = _override("tiktoken_files")
     answer_prefix: str | None = _override("answer_prefix")
     reasoning_tokens: int | None = _override("reasoning_tokens")
     reasoning_format: str | None = _override("reasoning_format")
@@ -232,6 +286,20 @@ class ModelConfig(_Section):
     exp2_reasoning_mode: Exp2ReasoningMode | None = _override("exp2_reasoning_mode")
     load_budget_s: int | None = _override("load_budget_s")
     throughput_rps: float | None = _override("throughput_rps")
+
+    @field_validator("gpu_resource")
+    @classmethod
+    def _known_resource(cls, value: str | None) -> str | None:
+        return _known_gpu_resource(value, "gpuResource")
+
+    @field_validator("tiktoken_files")
+    @classmethod
+    def _known_vocabulary(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        unknown = [name for name in value or () if name not in c.TIKTOKEN_SHA256]
+        if unknown:
+            known = ", ".join(c.TIKTOKEN_SHA256)
+            raise ValueError(f"tiktokenFiles={unknown[0]!r} has no recorded SHA-256 (known: {known})")
+        return value
 
     @field_validator("key")
     @classmethod
@@ -273,6 +341,7 @@ class ServedModel(ModelSpec):
 
     serving_mode: ServingMode
     gpu_product: str | None
+    gpu_resource: str  # the extended resource this model's GPU pods request and limit
     await_readiness: bool = False
 
     @property
@@ -439,15 +508,19 @@ class GraceConfig(_Section):
 
     def served_models(self) -> list[ServedModel]:
         """The configured models with overrides applied, in config order."""
-        return [
-            ServedModel(
+        served = []
+        for m in self.models:
+            product = m.gpu_product or self.gpu.node_product
+            served.append(ServedModel(
                 **m.spec(),
                 serving_mode=m.serving_mode,
-                gpu_product=m.gpu_product or self.gpu.node_product,
+                gpu_product=product,
+                gpu_resource=(
+                    m.gpu_resource or self.gpu.resource_name or nrp_cluster.gpu_resource_for_product(product)
+                ),
                 await_readiness=m.await_readiness,
-            )
-            for m in self.models
-        ]
+            ))
+        return served
 
     def matrix_models(self) -> list[ServedModel]:
         """The served models the experiment matrix runs on."""

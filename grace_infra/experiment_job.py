@@ -1,7 +1,7 @@
 """ExperimentJob: one planned Job of the experiment matrix (see `matrix.py`) as a Kubernetes Job.
 
     persistent model   Job study1-exp1-<model>   containers [worker: query ... http://vllm-<model>:8000/v1]
-    job-mode model     Job matrix-<model>        initContainers [download-weights, vllm (native sidecar)]
+    job-mode model     Job matrix-<model>        initContainers [vllm (native sidecar)], after weights-<model>
                                                  containers [worker: run --tasks <task list>]
     extraction         Job structured-output-study1-<model>: created after the Job that writes its exp1
                        file, and waits in the cluster for that file (--wait-for-input)
@@ -22,7 +22,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from grace_infra import constants as c
-from grace_infra import job_lifecycle, model_server, naming, outputs_check, security
+from grace_infra import job_lifecycle, model_server, naming, nrp_cluster, outputs_check, security
 from grace_infra.config import GraceConfig
 from grace_infra.gpu_hours import job_deadline_s
 from grace_infra.matrix import JobKind, PlannedJob
@@ -46,7 +46,7 @@ OUTPUT_VOLUME = "output"
 LOGS_VOLUME = "logs"
 STUDIES_VOLUME = "studies"
 TMP_VOLUME = "tmp"
-TMP_SIZE_LIMIT = "1Gi"  # pandas/openai scratch only; every result goes to /output
+TMP_SIZE_GI = 1  # pandas/openai scratch only; every result goes to /output
 WORKER_NAME_LABEL = "grace-worker"
 ALL = "all"  # label value of a job-mode Job that runs several studies/experiments
 
@@ -69,9 +69,9 @@ def job_labels(job: PlannedJob) -> dict[str, str]:
 
 
 def pod_labels(job: PlannedJob) -> dict[str, str]:
-    # HTTPS egress only where a pod must leave the cluster: the sidecar's weight download, or the
-    # external extraction endpoint. Every other worker pod reaches only DNS and the model servers.
-    return {**job_labels(job), **naming.https_egress_labels(job.sidecar or job.external_endpoint)}
+    # HTTPS egress only where a worker must leave the cluster: the external extraction endpoint. A
+    # job-mode pod runs vLLM from weights its download Job put on the claim before: no egress.
+    return {**job_labels(job), **naming.https_egress_labels(job.external_endpoint)}
 
 
 def worker_resources(config: GraceConfig) -> ContainerResources:
@@ -87,7 +87,11 @@ def worker_resources(config: GraceConfig) -> ContainerResources:
         memory_request_gi=jobs.memory_request_gi,
         memory_limit_gi=jobs.memory_request_gi,
         gpus=0,
-        gpu_resource_name=config.gpu.resource_name,
+        gpu_resource_name=nrp_cluster.GENERIC_GPU_RESOURCE,  # no GPU: the name is never rendered
+        # Node-local disk: /tmp (an emptyDir, the root filesystem is read-only), the job-mode run-state
+        # emptyDir and the container's log; a whole GiB above /tmp's size limit covers the rest.
+        ephemeral_request_gi=TMP_SIZE_GI + 1,
+        ephemeral_limit_gi=TMP_SIZE_GI + 1,
     )
 
 
@@ -124,18 +128,27 @@ def missing_input_help(paths: Sequence[str]) -> str:
 
 
 def worker_container(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> dict[str, Any]:
-    """The worker container. The image's entry point is `python -m worker`: args start at the subcommand."""
+    """The worker container. The image's entry point is `python -m worker`: args start at the subcommand.
+
+    In job mode it also mounts its sidecar's weights read-only and is told where the download's marker
+    is, so its meta files record the exact commit the server loaded."""
     studies = (
         [{"name": STUDIES_VOLUME, "mountPath": c.STUDIES_MOUNT, "readOnly": True}]
         if bundle.configmap_items(job.reads)
         else []
     )
+    weights = (
+        [{"name": model_server.WEIGHTS_VOLUME, "mountPath": c.WEIGHTS_MOUNT, "readOnly": True}]
+        if job.sidecar
+        else []
+    )
+    marker_env = [{"name": c.WEIGHTS_MARKER_ENV, "value": c.WEIGHTS_MARKER_PATH}] if job.sidecar else []
     return {
         "name": c.WORKER_CONTAINER_NAME,
         "image": config.images.job,
         "imagePullPolicy": c.IMAGE_PULL_POLICY,
         "args": list(job.args),
-        "env": _worker_env(job, config),
+        "env": [*_worker_env(job, config), *marker_env],
         "ports": [
             {"name": c.WORKER_METRICS_PORT_NAME, "containerPort": c.WORKER_METRICS_PORT, "protocol": "TCP"}
         ],
@@ -145,6 +158,7 @@ def worker_container(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) 
             {"name": OUTPUT_VOLUME, "mountPath": c.OUTPUT_MOUNT},
             {"name": LOGS_VOLUME, "mountPath": c.LOGS_MOUNT},
             *studies,
+            *weights,
             {"name": TMP_VOLUME, "mountPath": "/tmp"},  # noqa: S108 (an emptyDir: the root filesystem is read-only)
         ],
         "securityContext": {
@@ -169,8 +183,23 @@ def _volumes(job: PlannedJob, bundle: StudyBundle) -> list[dict[str, Any]]:
         {"name": OUTPUT_VOLUME, "persistentVolumeClaim": {"claimName": c.OUTPUT_PVC}},
         {"name": LOGS_VOLUME, "persistentVolumeClaim": {"claimName": c.LOGS_PVC}},
         *(studies if items else []),
-        {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
+        {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": f"{TMP_SIZE_GI}Gi"}},
     ]
+
+
+def worker_pod_security_context() -> dict[str, Any]:
+    """The worker (uid 10001) writes /output and /logs on CephFS claims. ceph-csi creates each CephFS
+    subvolume owned by root with mode 0755 (ceph/ceph-csi#2847 dropped the former 0777; see
+    rook/rook#12242), so a non-root writer needs the volume's group: with fsGroup the kubelet makes the
+    volume's root group-owned by it and group-writable (Rook deploys its cephfs CSIDriver with
+    fsGroupPolicy: File; rook/rook#17763 is the regression where it did not). OnRootMismatch skips the
+    recursive walk once the root already matches, so a claim holding thousands of result files is not
+    re-chowned at every start."""
+    return {
+        "seccompProfile": {"type": "RuntimeDefault"},
+        "fsGroup": c.WORKER_UID,
+        "fsGroupChangePolicy": "OnRootMismatch",
+    }
 
 
 def pod_spec(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> dict[str, Any]:
@@ -181,13 +210,7 @@ def pod_spec(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> dict[
         # Never: the Job controller, not the kubelet, retries a failed pod, so podFailurePolicy can judge
         # each exit; the next pod resumes from the checkpoint on the same PVC.
         "restartPolicy": "Never",
-        # fsGroup: ceph-csi creates CephFS subvolumes root-owned 0755; the kubelet hands the output and
-        # logs claims (and a sidecar's weights claim) to this group so the non-root containers write them.
-        "securityContext": {
-            "fsGroup": c.WORKER_UID,
-            "fsGroupChangePolicy": "OnRootMismatch",
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": worker_pod_security_context(),
         "containers": [worker_container(job, config, bundle)],
         "volumes": _volumes(job, bundle),
     }
@@ -197,9 +220,7 @@ def pod_spec(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> dict[
         check = outputs_check.check_container(job, worker_container(job, config, bundle))
         spec["initContainers"] = [check, *outputs_check.skip_when_complete(init_containers)]
         spec["volumes"] = [*server_volumes, *spec["volumes"], outputs_check.run_state_volume()]
-        selector = model_server.node_selector(job.model)
-        if selector:
-            spec["nodeSelector"] = selector
+        model_server.apply_gpu_placement(spec, job.model)
     return spec
 
 

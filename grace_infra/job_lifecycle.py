@@ -31,7 +31,7 @@ from typing import Any
 
 from grace_infra import constants as c
 
-__all__ = ["await_annotations", "pod_failure_policy"]
+__all__ = ["await_annotations", "download_pod_failure_policy", "pod_failure_policy"]
 
 
 def await_annotations(*, await_readiness: bool = False) -> dict[str, str]:
@@ -61,15 +61,30 @@ def pod_failure_policy() -> dict[str, Any]:
             {
                 "action": "FailJob",
                 "onExitCodes": {
-                    # Only the worker's codes mean this: the download container and the vLLM sidecar
-                    # use their own, and the outputs check never fails (when in doubt, the Job runs).
+                    # Only the worker's codes mean this: the vLLM sidecar uses its own, and the outputs
+                    # check never fails (when in doubt, the Job runs).
                     "containerName": c.WORKER_CONTAINER_NAME,
                     "operator": "In",
                     "values": [c.WORKER_EXIT_INPUT, c.WORKER_EXIT_ROWS_FAILED, c.WORKER_EXIT_STORAGE],
                 },
             },
+            _IGNORE_DISRUPTION,
+        ]
+    }
+
+
+# The API server refuses an onExitCodes rule naming a container the pod template does not have, so each
+# Job's policy names only its own containers.
+_IGNORE_DISRUPTION = {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+
+
+def download_pod_failure_policy() -> dict[str, Any]:
+    """The weight download Job (weights_job.py): exit 3 (weights_download.py: the token cannot read the
+    gated repository) fails the Job at once, since a retry would meet the same; a disruption does not
+    count toward backoffLimit; anything else (a network error) is retried."""
+    return {
+        "rules": [
             {
-                # weights_download.py: the token cannot read the (gated) repository
                 "action": "FailJob",
                 "onExitCodes": {
                     "containerName": c.WEIGHTS_DOWNLOAD_CONTAINER_NAME,
@@ -77,6 +92,6 @@ def pod_failure_policy() -> dict[str, Any]:
                     "values": [c.WEIGHTS_DOWNLOAD_EXIT_NO_ACCESS],
                 },
             },
-            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            _IGNORE_DISRUPTION,
         ]
     }

@@ -1,15 +1,16 @@
 """A job-mode rerun whose outputs are complete finishes in seconds without loading the model.
 
-    initContainers [check-outputs, download-weights, vllm (native sidecar)]   containers [worker]
+    initContainers [check-outputs, vllm (native sidecar)]   containers [worker]
 
 1. `check-outputs` (the worker image) runs `python -m worker check-outputs --tasks <task list>`: the
    same decision the worker's runner makes (worker/completeness.py: output and meta file present for
    the same input and parameters), over every task, with the output claim mounted read-only. When every
    task is complete it writes OUTPUTS_COMPLETE_MARKER into an emptyDir; it never fails the pod (when
    in doubt, the Job runs).
-2. `download-weights` and `vllm` are wrapped in `sh -c`: with the marker present the download is
-   skipped and the sidecar runs `idle_server.py` (answers /health, so the kubelet starts the worker)
-   instead of `vllm serve`; without it they exec their own command unchanged.
+2. `vllm` is wrapped in `sh -c`: with the marker present the sidecar runs `idle_server.py` (answers
+   /health, so the kubelet starts the worker) instead of `vllm serve`; without it, it execs its own
+   command unchanged. (The weights are fetched before, by the model's download Job, which finds its
+   own marker on the claim and skips a download already complete: weights_job.py.)
 3. The worker finds each output complete and exits 0 before waiting on the server; the kubelet then
    stops the sidecar and the Job succeeds.
 """
@@ -24,11 +25,11 @@ from typing import Any
 from grace_infra import constants as c
 from grace_infra.matrix import PlannedJob, tasks_pod_path
 
-__all__ = ["CHECK_COMMAND", "check_container", "run_state_volume", "skip_when_complete"]
+__all__ = ["CHECK_COMMAND", "IDLE_SERVER_ENV", "check_container", "run_state_volume", "skip_when_complete"]
 
 CHECK_COMMAND = "check-outputs"  # the worker subcommand (worker/cli.py)
 _IDLE_SERVER_SOURCE = Path(__file__).with_name("idle_server.py").read_text()
-_IDLE_SERVER_ENV = "GRACE_IDLE_SERVER_SOURCE"
+IDLE_SERVER_ENV = "GRACE_IDLE_SERVER_SOURCE"
 
 
 def run_state_volume() -> dict[str, Any]:
@@ -73,11 +74,9 @@ def skip_when_complete(init_containers: Sequence[dict[str, Any]]) -> list[dict[s
     """The sidecar parts (`model_server.vllm_sidecar_parts`) made to skip their work after the marker."""
     wrapped = []
     for container in init_containers:
-        if container["name"] == c.WEIGHTS_DOWNLOAD_CONTAINER_NAME:
-            wrapped.append(_unless_complete(container, "echo 'grace: outputs complete, no download'; exit 0"))
-        elif container["name"] == c.VLLM_CONTAINER_NAME:
-            idle = _unless_complete(container, f'exec python3 -c "${_IDLE_SERVER_ENV}"')
-            source = {"name": _IDLE_SERVER_ENV, "value": _IDLE_SERVER_SOURCE}
+        if container["name"] == c.VLLM_CONTAINER_NAME:
+            idle = _unless_complete(container, f'exec python3 -c "${IDLE_SERVER_ENV}"')
+            source = {"name": IDLE_SERVER_ENV, "value": _IDLE_SERVER_SOURCE}
             idle["env"] = [*container.get("env", []), source]
             wrapped.append(idle)
         else:

@@ -78,5 +78,8 @@ LOCK_POLL_INTERVAL_S = 1.0
 
 # Environment variables the worker reads.
 LOG_LEVEL_ENV = "LOG_LEVEL"
+# The weight download's marker (repo, revision, resolved commit): job-mode Jobs mount their sidecar's
+# weights read-only and name the file here, and every meta file records it.
+WEIGHTS_MARKER_ENV = "GRACE_WEIGHTS_MARKER"
 LOG_FILE_ENV = "GRACE_LOG_FILE"  # also append the log here (the Jobs point it at the logs PVC)
 MISSING_INPUT_HELP_ENV = "GRACE_MISSING_INPUT_HELP"  # the Job's "how to provide it" for a missing input

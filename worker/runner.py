@@ -27,6 +27,7 @@ import csv
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Awaitable, Iterator, Mapping, Sequence
@@ -606,6 +607,7 @@ class _Run:
                 "samples_per_row": self.samples_per_row,
             },
             "server": self.server,
+            "weights": weights_marker(),
             "parameters": self.parameters,
             "client": {
                 "model_name": client.model_name,
@@ -630,6 +632,21 @@ class _Run:
             completeness.PLAN_DIGEST_KEY: options.plan_digest,
             "supersedes": self.supersedes,
         }
+
+
+def weights_marker() -> dict[str, Any] | None:
+    """The checkpoint the server loaded (repo, requested revision, resolved commit), when the pod can
+    read the download's marker; None otherwise (a persistent server's pod is not the worker's)."""
+    path = os.environ.get(c.WEIGHTS_MARKER_ENV)
+    if not path:
+        return None
+    try:
+        recorded = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(recorded, dict):
+        return None
+    return {key: recorded.get(key) for key in ("repo", "revision", "commit")}
 
 
 def _previous_server(meta_path: Path) -> dict[str, Any] | None:

@@ -30,6 +30,7 @@ import pytest
 import yaml
 
 from grace_infra import constants as c
+from grace_infra import outputs_check
 from grace_infra.render import Rendered, render
 from tests.integration.conftest import REPO_ROOT, tiny_vllm
 from tests.support.ci import unavailable
@@ -58,7 +59,7 @@ VLLM_CLI = REPO_ROOT / "tests" / "support" / "vllm_cli.py"
 # `vllm serve` command line) unless the Job's outputs are already complete, when it runs an idle
 # stand-in from this environment variable instead (grace_infra/outputs_check.py). Both are declared.
 SHELL_WRAPPER = ["/bin/sh", "-c"]
-WRAPPER_ONLY_ENV = {"GRACE_IDLE_SERVER_SOURCE": "the idle stand-in, run only when outputs are complete"}
+WRAPPER_ONLY_ENV = {outputs_check.IDLE_SERVER_ENV: "the idle stand-in, run only when outputs are complete"}
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,18 @@ PLACEHOLDER_SECRETS = {
 }
 
 
+# Both serving modes side by side: the five models NRP allows in a StatefulSet (<= 2 GPUs) persistent,
+# llama-3-70b (4 GPUs) in its Jobs. The committed nrp stack serves every model in its Jobs.
+MIXED_MODELS: list[dict[str, str]] = [
+    {"key": "gemma-2-2b", "servingMode": "persistent"},
+    {"key": "gemma-2-9b", "servingMode": "persistent"},
+    {"key": "gemma-2-27b", "servingMode": "persistent"},
+    {"key": "llama-3-70b", "servingMode": "job"},
+    {"key": "gpt-oss-20b", "servingMode": "persistent"},
+    {"key": "gpt-oss-120b", "servingMode": "persistent"},
+]
+
+
 @cache
 def _stack_file(stack: str) -> dict[str, Any]:
     document = yaml.safe_load((PROJECT_ROOT / f"Pulumi.{stack}.yaml").read_text(encoding="utf-8"))

@@ -155,7 +155,7 @@ def test_every_job_command_line_parses_with_the_worker(deepseek: str | None) -> 
 def test_job_mode_command_is_the_workers_run(tmp_path: Path) -> None:
     cli = importlib.import_module("worker.cli")
     bundle, planned = plan_experiments(GraceConfig.parse(base_config()))
-    (job,) = [j for j in planned if j.sidecar]
+    job = next(j for j in planned if j.sidecar and j.model.key == "llama-3-70b")
     (tasks_path,) = [p for p in bundle.files if p.name == f"{job.model.key}.json"]
     local = tmp_path / tasks_path.name
     local.write_text(bundle.files[tasks_path], encoding="utf-8")

@@ -33,21 +33,43 @@ from grace_infra.stack import readiness_commands
 from grace_infra.studies import load_study_bundle
 from worker import constants as worker_constants
 
-from .support import PROJECT_ROOT, assert_valid_k8s, base_config, render_stack
+from .support import MIXED_MODELS, PROJECT_ROOT, assert_valid_k8s, render_stack
+from .support import base_config as stack_config
 
 PROVIDER_REPO = Path("/work/.mirror/pulumi+pulumi-kubernetes/repo")
 WAIT_FOR = {c.AWAIT_OVERRIDE_ANNOTATION: c.AWAIT_CREATED_ONLY}
+
+
+def base_config(**overrides: Any) -> dict[str, Any]:
+    """The nrp stack with persistent servers beside a job-mode model (support.MIXED_MODELS) unless
+    `models` is overridden: the committed stack serves every model in its Jobs."""
+    return stack_config(**{"models": MIXED_MODELS, **overrides})
+
+
 JOB_MODE_CONFIG = base_config(
     models=[
         {"key": "gemma-2-2b", "servingMode": "job"},
-        {"key": "gemma-2-9b", "awaitReadiness": True},
+        {"key": "gemma-2-9b", "servingMode": "persistent", "awaitReadiness": True},
         {"key": "llama-3-70b", "servingMode": "job"},
     ]
 )
 
 
 def jobs_of(run: OfflineRun) -> dict[str, dict[str, Any]]:
-    return {m["metadata"]["name"]: m for m in run.manifests() if m["kind"] == "Job"}
+    """The experiment Jobs; each model's weight download Job has its own lifecycle (see below)."""
+    return {
+        m["metadata"]["name"]: m
+        for m in run.manifests()
+        if m["kind"] == "Job" and m["metadata"]["labels"][c.LABEL_COMPONENT] != c.COMPONENT_WEIGHTS_DOWNLOAD
+    }
+
+
+def download_jobs(run: OfflineRun) -> dict[str, dict[str, Any]]:
+    return {
+        m["metadata"]["name"]: m
+        for m in run.manifests()
+        if m["kind"] == "Job" and m["metadata"]["labels"][c.LABEL_COMPONENT] == c.COMPONENT_WEIGHTS_DOWNLOAD
+    }
 
 
 def pod(job: dict[str, Any]) -> dict[str, Any]:
@@ -91,17 +113,17 @@ def test_the_provider_source_still_says_what_the_mechanism_relies_on() -> None:
     assert "return true if the path" in jsonpath  # `{.metadata.uid}` without a value: exists = satisfied
 
 
-def test_no_object_skips_the_deletion_wait(nrp_run: OfflineRun, job_mode_run: OfflineRun) -> None:
-    for run in (nrp_run, job_mode_run):
+def test_no_object_skips_the_deletion_wait(mixed_run: OfflineRun, job_mode_run: OfflineRun) -> None:
+    for run in (mixed_run, job_mode_run):
         for manifest in run.manifests():
             annotations = manifest["metadata"].get("annotations") or {}
             assert "pulumi.com/skipAwait" not in annotations, manifest["metadata"]["name"]
 
 
 def test_every_job_is_awaited_only_until_the_api_server_has_it(
-    nrp_run: OfflineRun, job_mode_run: OfflineRun
+    mixed_run: OfflineRun, job_mode_run: OfflineRun
 ) -> None:
-    for run in (nrp_run, job_mode_run):
+    for run in (mixed_run, job_mode_run):
         jobs = jobs_of(run)
         assert jobs
         for name, job in jobs.items():
@@ -112,10 +134,35 @@ def test_every_job_is_awaited_only_until_the_api_server_has_it(
             )
 
 
-def test_statefulsets_are_not_awaited_unless_the_model_asks(
-    nrp_run: OfflineRun, job_mode_run: OfflineRun
+def test_the_weight_download_is_awaited_and_fails_at_once_without_access(
+    mixed_run: OfflineRun, job_mode_run: OfflineRun
 ) -> None:
-    for statefulset in nrp_run.of_type("kubernetes:apps/v1:StatefulSet"):
+    """The servers and job-mode Jobs are created after it, so their weights are complete when they start
+    (weights_job.py): pulumi-kubernetes waits for its Complete condition, with the download's timeout."""
+    for run in (mixed_run, job_mode_run):
+        downloads = download_jobs(run)
+        assert downloads
+        for name, job in downloads.items():
+            assert c.AWAIT_OVERRIDE_ANNOTATION not in job["metadata"].get("annotations", {}), name
+            assert pod(job)["restartPolicy"] == "Never", name
+            rules = job["spec"]["podFailurePolicy"]["rules"]
+            fail = [r["onExitCodes"] for r in rules if r["action"] == "FailJob"]
+            assert fail == [{
+                "containerName": c.WEIGHTS_DOWNLOAD_CONTAINER_NAME, "operator": "In",
+                "values": [c.WEIGHTS_DOWNLOAD_EXIT_NO_ACCESS],
+            }], name  # fmt: skip
+            assert {"type": "DisruptionTarget", "status": "True"} in [
+                condition for r in rules for condition in r.get("onPodConditions", [])
+            ]
+        for resource in run.of_type("kubernetes:batch/v1:Job"):
+            if resource.inputs["metadata"]["name"].startswith(c.WEIGHTS_DOWNLOAD_JOB_PREFIX):
+                assert resource.create_timeout.endswith("m")
+
+
+def test_statefulsets_are_not_awaited_unless_the_model_asks(
+    mixed_run: OfflineRun, job_mode_run: OfflineRun
+) -> None:
+    for statefulset in mixed_run.of_type("kubernetes:apps/v1:StatefulSet"):
         assert (
             statefulset.inputs["metadata"]["annotations"][c.AWAIT_OVERRIDE_ANNOTATION] == c.AWAIT_CREATED_ONLY
         )
@@ -138,9 +185,9 @@ def test_stack_outputs_say_how_to_watch_readiness() -> None:
 
 
 def test_every_job_fails_at_once_on_exit_2_or_3_and_ignores_disruptions(
-    nrp_run: OfflineRun, job_mode_run: OfflineRun
+    mixed_run: OfflineRun, job_mode_run: OfflineRun
 ) -> None:
-    for run in (nrp_run, job_mode_run):
+    for run in (mixed_run, job_mode_run):
         for name, job in jobs_of(run).items():
             assert pod(job)["restartPolicy"] == "Never", name  # podFailurePolicy requires it
             assert job["spec"]["backoffLimit"] == c.JOB_BACKOFF_LIMIT, name
@@ -166,8 +213,8 @@ def test_the_policy_uses_the_workers_documented_exit_codes() -> None:
 # --- how long a Job may run; how long Kubernetes keeps it ------------------------------------------
 
 
-def test_every_job_has_the_plans_deadline(nrp_run: OfflineRun, job_mode_run: OfflineRun) -> None:
-    for raw, run in ((base_config(), nrp_run), (JOB_MODE_CONFIG, job_mode_run)):
+def test_every_job_has_the_plans_deadline(mixed_run: OfflineRun, job_mode_run: OfflineRun) -> None:
+    for raw, run in ((base_config(), mixed_run), (JOB_MODE_CONFIG, job_mode_run)):
         config = GraceConfig.parse(raw)
         bundle, planned = plan_experiments(config)
         jobs = jobs_of(run)
@@ -201,8 +248,8 @@ def test_deadline_follows_the_plan_with_the_stated_safety_factor() -> None:
     assert busy_part < 7 * 24 * 3600  # never days of slack on a 4-GPU pod
 
 
-def test_no_ttl_by_default(nrp_run: OfflineRun) -> None:
-    for name, job in jobs_of(nrp_run).items():
+def test_no_ttl_by_default(mixed_run: OfflineRun) -> None:
+    for name, job in jobs_of(mixed_run).items():
         assert "ttlSecondsAfterFinished" not in job["spec"], name
 
 
@@ -221,7 +268,7 @@ def test_a_ttl_shorter_than_the_campaign_is_refused() -> None:
 def test_job_mode_checks_the_outputs_before_the_sidecar(job_mode_run: OfflineRun) -> None:
     job = jobs_of(job_mode_run)["matrix-llama-3-70b"]
     names = [x["name"] for x in pod(job)["initContainers"]]
-    assert names == [c.OUTPUTS_CHECK_CONTAINER_NAME, c.WEIGHTS_DOWNLOAD_CONTAINER_NAME, c.VLLM_CONTAINER_NAME]
+    assert names == [c.OUTPUTS_CHECK_CONTAINER_NAME, c.VLLM_CONTAINER_NAME]  # the download is its own Job
     check = init_containers(job)[c.OUTPUTS_CHECK_CONTAINER_NAME]
     (worker,) = pod(job)["containers"]
     assert "restartPolicy" not in check  # a plain init container: runs to completion before the sidecar
@@ -237,29 +284,14 @@ def test_job_mode_checks_the_outputs_before_the_sidecar(job_mode_run: OfflineRun
     assert "emptyDir" in volumes[c.RUN_STATE_VOLUME]
 
 
-def test_persistent_jobs_need_no_outputs_check(nrp_run: OfflineRun) -> None:
-    job = jobs_of(nrp_run)["study1-exp1-gemma-2-2b"]
+def test_persistent_jobs_need_no_outputs_check(mixed_run: OfflineRun) -> None:
+    job = jobs_of(mixed_run)["study1-exp1-gemma-2-2b"]
     assert "initContainers" not in pod(job)  # no weights to skip: the worker alone exits 0 at once
 
 
 def _script(container: dict[str, Any], marker: Path) -> list[str]:
     """The wrapped command with the marker path moved to `marker` (the pod's path is /run/grace)."""
     return [arg.replace(c.OUTPUTS_COMPLETE_MARKER, str(marker)) for arg in container["command"]]
-
-
-def test_download_is_skipped_only_when_the_marker_exists(job_mode_run: OfflineRun, tmp_path: Path) -> None:
-    download = init_containers(jobs_of(job_mode_run)["matrix-gemma-2-2b"])[c.WEIGHTS_DOWNLOAD_CONTAINER_NAME]
-    command = _script(download, tmp_path / "outputs-complete")
-    assert command[:2] == ["/bin/sh", "-c"]
-    assert command[4:6] == ["python3", "-c"]
-    assert "args" not in download
-    # Without the marker the shell execs the original command: show it by swapping the program for echo.
-    probe = [*command[:4], "echo", "ran the download"]
-    assert subprocess.run(probe, capture_output=True, text=True, check=True).stdout == "ran the download\n"
-    (tmp_path / "outputs-complete").write_text("complete\n")
-    skipped = subprocess.run(probe, capture_output=True, text=True, check=True).stdout
-    assert "no download" in skipped
-    assert "ran the download" not in skipped
 
 
 def _free_port() -> int:
@@ -316,9 +348,9 @@ def _flag(args: list[str], flag: str) -> str:
 
 
 def test_extraction_waits_for_the_digest_its_exp1_records(
-    nrp_run: OfflineRun, job_mode_run: OfflineRun
+    mixed_run: OfflineRun, job_mode_run: OfflineRun
 ) -> None:
-    jobs = jobs_of(nrp_run)
+    jobs = jobs_of(mixed_run)
     for study in ("study1", "study2"):
         exp1 = pod(jobs[f"{study}-exp1-gemma-2-9b"])["containers"][0]["args"]
         extract = pod(jobs[f"structured-output-{study}-gemma-2-9b"])["containers"][0]["args"]
@@ -364,10 +396,10 @@ def test_a_prompt_edit_gives_exp1_and_its_extraction_a_new_digest(tmp_path: Path
 # --- first deploy: one pulumi up -----------------------------------------------------------------------
 
 
-def test_the_nrp_stack_ships_both_study_csvs_so_one_pulumi_up_is_enough(nrp_run: OfflineRun) -> None:
-    data = nrp_run.manifest("ConfigMap", c.STUDIES_CONFIGMAP)["data"]
+def test_the_nrp_stack_ships_both_study_csvs_so_one_pulumi_up_is_enough(mixed_run: OfflineRun) -> None:
+    data = mixed_run.manifest("ConfigMap", c.STUDIES_CONFIGMAP)["data"]
     assert {"inputs.study1.csv", "inputs.study2.csv"} <= set(data)
-    for name, job in jobs_of(nrp_run).items():
+    for name, job in jobs_of(mixed_run).items():
         for container in [*pod(job).get("initContainers", []), *pod(job)["containers"]]:
             args = container.get("args") or []
             assert not any(arg.startswith(c.INPUT_MOUNT + "/") for arg in args), name
@@ -401,7 +433,8 @@ def test_under_pulumi_up_a_missing_csv_is_one_sentence_naming_the_key() -> None:
 
 
 def test_a_job_reading_the_input_claim_says_which_file_and_how_to_upload_it(render_stack: Any) -> None:
-    run = render_stack(base_config(experiments={}, models=[{"key": "gemma-2-2b"}]))
+    gemma = {"key": "gemma-2-2b", "servingMode": "persistent"}
+    run = render_stack(base_config(experiments={}, models=[gemma]))
     job = jobs_of(run)["study1-exp1-gemma-2-2b"]
     env = {e["name"]: e["value"] for e in pod(job)["containers"][0]["env"] if "value" in e}
     help_text = env[c.MISSING_INPUT_HELP_ENV]
@@ -416,17 +449,20 @@ def _objects(run: OfflineRun) -> dict[tuple[str, str], dict[str, Any]]:
     return {(m["kind"], m["metadata"]["name"]): m for m in run.manifests()}
 
 
-def test_a_second_pulumi_up_with_no_change_sends_the_same_objects(nrp_run: OfflineRun) -> None:
+def test_a_second_pulumi_up_with_no_change_sends_the_same_objects(mixed_run: OfflineRun) -> None:
     # The program is deterministic: the same inputs give byte-identical objects, so Pulumi's diff is
     # empty and no Job is replaced (no timestamps, no random names, no unordered sets in a manifest).
     again = render_stack(base_config())
-    assert _objects(again) == _objects(nrp_run)
+    assert _objects(again) == _objects(mixed_run)
 
 
 def test_adding_a_model_adds_its_objects_and_changes_no_existing_job() -> None:
-    models = [{"key": "gemma-2-2b"}, {"key": "llama-3-70b", "servingMode": "job"}]
+    models = [
+        {"key": "gemma-2-2b", "servingMode": "persistent"}, {"key": "llama-3-70b", "servingMode": "job"},
+    ]
     before = _objects(render_stack(base_config(models=models)))
-    after = _objects(render_stack(base_config(models=[*models, {"key": "gemma-2-9b"}])))
+    added_model = {"key": "gemma-2-9b", "servingMode": "persistent"}
+    after = _objects(render_stack(base_config(models=[*models, added_model])))
     added = set(after) - set(before)
     assert ("StatefulSet", "vllm-gemma-2-9b") in added
     assert ("Job", "study1-exp1-gemma-2-9b") in added

@@ -66,7 +66,7 @@ def test_nrp_render_has_no_unexplained_failure(nrp_scan: dict[str, Any]) -> None
     checked = {Path(r["file_path"]).name for r in [*results["passed_checks"], *results["skipped_checks"]]}
     # Every pod-running object was scanned (checkov has no checks for e.g. NetworkPolicy or PVC kinds).
     workloads = {name for name in nrp_scan["manifests"] if name.startswith(("Job_", "StatefulSet_"))}
-    assert len(workloads) > 30
+    assert len(workloads) >= 12  # nrp: per model its weight download Job and its matrix Job
     assert workloads <= checked <= set(nrp_scan["manifests"])
     assert summary["passed"] > 0
 
