@@ -182,7 +182,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, endpoint_required: 
         "--wait-timeout",
         type=float,
         default=c.DEFAULT_WAIT_TIMEOUT_S,
-        help="Seconds to wait for the server's /health before giving up.",
+        help="Seconds to wait for /health, at the start and in an outage, before giving up (exit 5).",
     )
     group.add_argument(
         "--retry-failed",

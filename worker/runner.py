@@ -58,7 +58,7 @@ from worker.errors import (
 )
 from worker.metrics import RunMetrics
 from worker.options import RunOptions
-from worker.output_lock import hold_output_lock
+from worker.output_lock import LockWaitStopped, hold_output_lock
 from worker.progress import Progress
 from worker.sampling import Sample, derive_seed
 from worker.shutdown import StopSignals
@@ -162,6 +162,7 @@ class _Run:
     server: dict[str, Any] = field(default_factory=dict)  # the meta file's `server` section
     resumed: int = 0  # work items finished by earlier runs
     supersedes: dict[str, Any] | None = None  # the run this one moved aside (worker/supersede.py)
+    left_work: bool = False  # a stop signal made a worker leave items unstarted
 
     # ---- sampling -----------------------------------------------------------------------------------
 
@@ -200,7 +201,23 @@ class _Run:
         table = read_input(options.input, pipeline.required_columns, options.limit)
         self._check_columns(table)
         header = make_header(pipeline.name, table.sha256, self.parameters)
-        with hold_output_lock(options.output, wait_s=options.wait_for_lock_s):
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(
+                    hold_output_lock(
+                        options.output,
+                        wait_s=options.wait_for_lock_s,
+                        stop_requested=lambda: self.signals.stop_requested,
+                    )
+                )
+            except LockWaitStopped:
+                print(
+                    f"worker {pipeline.name}: stopped by {self.signals.name} while waiting for another "
+                    f"worker's lock on {options.output}; nothing was written.",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return self.signals.exit_code
             # Lifecycle hooks: a finished run of exactly this experiment whose checkpoint is gone ends
             # here, before any server is contacted (worker/completeness.py; with the checkpoint, the
             # resume below finds nothing pending and contacts no server either); another run's files
@@ -384,6 +401,7 @@ class _Run:
         async def item_worker() -> None:
             for key, row in work:
                 if self.signals.stop_requested:
+                    self.left_work = True
                     return
                 columns, state = await self._one_item(client, key, row)
                 offset = writer.append(key, columns, state)
@@ -416,8 +434,8 @@ class _Run:
                 if stop.done() and running:
                     await self._drain(running)
                     raise _Interrupted
-            if self.signals.stop_requested:
-                raise _Interrupted
+            if self.left_work:
+                raise _Interrupted  # a signal came as the last rows finished: some were never started
         finally:
             stop.cancel()
             for task in workers:
