@@ -86,6 +86,13 @@ class ModelSpec(BaseModel):
     extra_env: dict[str, str] = Field(
         default_factory=dict, description="Extra environment variables for the vLLM container."
     )
+    tiktoken_files: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "tiktoken vocabulary files vLLM loads at start-up outside the checkpoint (gpt-oss's harmony "
+            "encoding); the download Job stages them so the server needs no internet."
+        ),
+    )
     answer_prefix: str = Field(
         default="",
         description=(
@@ -145,6 +152,10 @@ GPT_OSS_REASONING_EFFORT = ReasoningEffort.LOW
 # backend keeps auto-selection from changing between vLLM releases; on H100 this backend also works.
 GPT_OSS_AMPERE_ARGS = ("--attention-backend=TRITON_ATTN",)
 
+# openai_harmony's o200k_harmony encoding reads o200k_base.tiktoken (openai/harmony,
+# src/tiktoken_ext/public_encodings.rs, vocab_file_name).
+GPT_OSS_TIKTOKEN_FILES = ("o200k_base.tiktoken",)
+
 CATALOG: dict[str, ModelSpec] = {
     spec.key: spec
     for spec in (
@@ -179,7 +190,7 @@ CATALOG: dict[str, ModelSpec] = {
             weights_pvc_gi=15, cpu_request=6, memory_request_gi=48, load_budget_s=900, throughput_rps=10,
             answer_prefix=HARMONY_FINAL_PREFIX, extra_args=GPT_OSS_AMPERE_ARGS,
             reasoning_tokens=GPT_OSS_REASONING_TOKENS, reasoning_format="harmony",
-            reasoning_effort=GPT_OSS_REASONING_EFFORT,
+            reasoning_effort=GPT_OSS_REASONING_EFFORT, tiktoken_files=GPT_OSS_TIKTOKEN_FILES,
         ),
         ModelSpec(
             key="gpt-oss-120b", hf_repo="openai/gpt-oss-120b", gated=False,
@@ -188,7 +199,7 @@ CATALOG: dict[str, ModelSpec] = {
             weights_pvc_gi=70, cpu_request=8, memory_request_gi=96, load_budget_s=1800, throughput_rps=4,
             answer_prefix=HARMONY_FINAL_PREFIX, extra_args=GPT_OSS_AMPERE_ARGS,
             reasoning_tokens=GPT_OSS_REASONING_TOKENS, reasoning_format="harmony",
-            reasoning_effort=GPT_OSS_REASONING_EFFORT,
+            reasoning_effort=GPT_OSS_REASONING_EFFORT, tiktoken_files=GPT_OSS_TIKTOKEN_FILES,
         ),
     )
 }

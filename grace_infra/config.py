@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from grace_infra import constants as c
+from grace_infra import nrp_cluster
 from grace_infra.catalog import CATALOG, Dtype, Exp2ReasoningMode, ModelSpec, ReasoningEffort, ServingMode
 from grace_infra.errors import ConfigError
 from grace_infra.quantities import QuantityError, parse_quantity
@@ -60,7 +61,9 @@ class QuotaConfig(_Section):
     requests_cpu: str = Field(default="200", description="ResourceQuota requests.cpu (cores).")
     requests_memory: str = Field(default="800Gi", description="ResourceQuota requests.memory.")
     requests_gpu: int = Field(
-        default=15, ge=0, description="ResourceQuota requests.<gpu resource name> (GPUs)."
+        default=15,
+        ge=0,
+        description="ResourceQuota requests.<gpu resource> (GPUs), for each GPU resource the models request.",
     )
     persistent_volume_claims: int = Field(
         default=20, ge=0, description="ResourceQuota persistentvolumeclaims."
@@ -112,6 +115,19 @@ class VolumeConfig(_Section):
             raise ValueError(f"size={value!r} is not a binary quantity such as 10Gi")
         return value
 
+    @field_validator("storage_class")
+    @classmethod
+    def _known_class(cls, value: str | None) -> str | None:
+        return None if value is None else _known_storage_class(value, "storageClass")
+
+
+def _known_storage_class(value: str, key: str) -> str:
+    """A class NRP does not have leaves its claims Pending forever: refuse it while parsing."""
+    if value not in nrp_cluster.KNOWN_STORAGE_CLASSES:
+        known = ", ".join(sorted(nrp_cluster.KNOWN_STORAGE_CLASSES))
+        raise ValueError(f"{key}={value!r} is not a storage class NRP offers (known: {known})")
+    return value
+
 
 class StorageConfig(_Section):
     shared_class: str = Field(
@@ -133,19 +149,45 @@ class StorageConfig(_Section):
         description="Every Job's logs (grace-logs).",
     )
 
+    @field_validator("shared_class", "weights_class")
+    @classmethod
+    def _known_class(cls, value: str, info: Any) -> str:
+        return _known_storage_class(value, to_camel(info.field_name))
+
 
 class GpuConfig(_Section):
-    resource_name: str = Field(
-        default="nvidia.com/gpu",
-        description="Extended resource name of a GPU (NRP serves A100s as nvidia.com/a100).",
+    resource_name: str | None = Field(
+        default=None,
+        description=(
+            "Extended resource name every GPU pod requests. Unset: derived from each model's node product "
+            "by NRP's table (nrp_cluster.GPU_KINDS: A100 -> nvidia.com/a100, ...; the rest nvidia.com/gpu). "
+            "Set it only to pick a pool without naming a product (e.g. nvidia.com/a40)."
+        ),
     )
     node_product: str | None = Field(
         default=None,
         description="Default nvidia.com/gpu.product node label value; a model may override it.",
     )
     memory_gb: float = Field(
-        default=80.0, gt=0, description="Memory of one selected GPU in GB (for the fit check)."
+        default=80.0,
+        gt=0,
+        description=(
+            "Memory of one GPU in GB for the fit check, used when the product's size is not known from "
+            "NRP's GPU table or its label."
+        ),
     )
+
+    @field_validator("resource_name")
+    @classmethod
+    def _known_resource(cls, value: str | None) -> str | None:
+        return _known_gpu_resource(value, "resourceName")
+
+
+def _known_gpu_resource(value: str | None, key: str) -> str | None:
+    known = nrp_cluster.known_gpu_resources()
+    if value is not None and value not in known:
+        raise ValueError(f"{key}={value!r} is not a GPU resource NRP advertises (known: {', '.join(known)})")
+    return value
 
 
 class ImagesConfig(_Section):
@@ -191,11 +233,30 @@ class ModelConfig(_Section):
         )
     )
     serving_mode: ServingMode = Field(
-        default=ServingMode.PERSISTENT, description="persistent (StatefulSet) or job (sidecar in its Job)."
+        default=ServingMode.JOB,
+        description=(
+            "job (vLLM runs inside the model's Job and frees its GPUs when the work ends; the default, "
+            "since NRP bans users whose GPUs idle) or persistent (a StatefulSet for the whole campaign)."
+        ),
     )
     gpu_product: str | None = Field(
         default=None,
         description="nvidia.com/gpu.product node label for this model; defaults to gpu.nodeProduct.",
+    )
+    gpu_resource: str | None = Field(
+        default=None,
+        description=(
+            "GPU extended resource for this model; defaults to gpu.resourceName, else derived from the "
+            "product by NRP's table."
+        ),
+    )
+    await_readiness: bool = Field(
+        default=False,
+        description=(
+            "persistent mode: make `pulumi up` wait for the server to be Ready (weights loaded; the "
+            "download Job itself is always awaited). Off by default: the Jobs wait for /health in the "
+            "cluster, and a busy GPU pool can keep a pod Pending for longer than any sensible timeout."
+        ),
     )
     hf_repo: str | None = _override("hf_repo")
     revision: str | None = _override("revision")
@@ -217,6 +278,7 @@ class ModelConfig(_Section):
     memory_request_gi: int | None = _override("memory_request_gi")
     extra_args: tuple[str, ...] | None = _override("extra_args")
     extra_env: dict[str, str] | None = _override("extra_env")
+    tiktoken_files: tuple[str, ...] | None = _override("tiktoken_files")
     answer_prefix: str | None = _override("answer_prefix")
     reasoning_tokens: int | None = _override("reasoning_tokens")
     reasoning_format: str | None = _override("reasoning_format")
@@ -224,6 +286,20 @@ class ModelConfig(_Section):
     exp2_reasoning_mode: Exp2ReasoningMode | None = _override("exp2_reasoning_mode")
     load_budget_s: int | None = _override("load_budget_s")
     throughput_rps: float | None = _override("throughput_rps")
+
+    @field_validator("gpu_resource")
+    @classmethod
+    def _known_resource(cls, value: str | None) -> str | None:
+        return _known_gpu_resource(value, "gpuResource")
+
+    @field_validator("tiktoken_files")
+    @classmethod
+    def _known_vocabulary(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        unknown = [name for name in value or () if name not in c.TIKTOKEN_SHA256]
+        if unknown:
+            known = ", ".join(c.TIKTOKEN_SHA256)
+            raise ValueError(f"tiktokenFiles={unknown[0]!r} has no recorded SHA-256 (known: {known})")
+        return value
 
     @field_validator("key")
     @classmethod
@@ -265,6 +341,8 @@ class ServedModel(ModelSpec):
 
     serving_mode: ServingMode
     gpu_product: str | None
+    gpu_resource: str  # the extended resource this model's GPU pods request and limit
+    await_readiness: bool = False
 
     @property
     def server_name(self) -> str:
@@ -332,8 +410,14 @@ class JobsConfig(_Section):
     )
     cpu_request: float = Field(default=1.0, gt=0, description="Worker container CPU request (cores).")
     memory_request_gi: int = Field(default=2, gt=0, description="Worker container memory request (GiB).")
-    ttl_seconds_after_finished: int = Field(
-        default=7 * 24 * 3600, ge=0, description="Seconds a finished Job (and its logs) is kept."
+    ttl_seconds_after_finished: int | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Seconds Kubernetes keeps a finished Job; unset (the default) keeps it until `pulumi destroy`. "
+            "Must outlast plan.campaignDays: a Job deleted behind Pulumi's back is recreated by the next "
+            "`pulumi refresh` + `pulumi up`."
+        ),
     )
     log_level: str = Field(default="INFO", description="LOG_LEVEL of the worker.")
     deepseek_endpoint: str | None = Field(
@@ -348,8 +432,10 @@ class JobsConfig(_Section):
         default=None,
         description=(
             "Key of the ONE configured model that codes every model's replies when deepseekEndpoint is "
-            "unset (one coder for all, so coding quality is not confounded with the model under study); "
-            "must be served persistently. Unset: the largest persistent model that does not reason first."
+            "unset (one coder for all, so coding quality is not confounded with the model under study); a "
+            "persistent one serves separate extraction Jobs, a job-mode one codes every model's replies at "
+            "the end of its own matrix Job. Unset: the largest model that does not reason first, a "
+            "persistent one preferred."
         ),
     )
 
@@ -438,11 +524,21 @@ class GraceConfig(_Section):
         for i, exc in enumerate(self.exceptions):
             if exc.model not in keys:
                 raise ValueError(f"exceptions[{i}].model={exc.model!r} is not a configured model")
+        ttl = self.jobs.ttl_seconds_after_finished
+        campaign_s = self.plan.campaign_days * c.HOURS_PER_DAY * c.SECONDS_PER_HOUR
+        if ttl is not None and ttl < campaign_s:
+            # Kubernetes would delete finished Jobs mid-campaign; `pulumi refresh` then drops them from
+            # the state and the next `pulumi up` recreates every one of them.
+            raise ValueError(
+                f"jobs.ttlSecondsAfterFinished={ttl} is shorter than the campaign "
+                f"(plan.campaignDays={self.plan.campaign_days:g} = {campaign_s:.0f} s); unset it to keep "
+                "finished Jobs until `pulumi destroy`"
+            )
         self._check_extractor(keys)
         return self
 
     def _check_extractor(self, keys: list[str]) -> None:
-        """The self-hosted extractor must be reachable by every extraction Job for the whole campaign."""
+        """The self-hosted extractor must be a configured model every extraction can reach."""
         extracting = Experiment.STRUCTURED in self.experiments.experiments
         if self.jobs.deepseek_endpoint is not None or not extracting:
             return
@@ -452,49 +548,65 @@ class GraceConfig(_Section):
                 f"jobs.extractor={chosen!r} is not a configured model (configured: {', '.join(keys)})"
             )
         extractor = self.extractor_model()
-        if extractor is None:
+        matrix = [m.key for m in self.matrix_models()]
+        if (
+            extractor is not None
+            and extractor.serving_mode is ServingMode.JOB
+            and extractor.key not in matrix
+        ):
             raise ValueError(
-                "jobs.extractor=null: no configured model is served persistently, so the replies of several "
-                "models have no one coder; serve one persistently and name it here, or set "
-                "jobs.deepseekEndpoint"
-            )
-        only_model = [m.key for m in self.matrix_models()] == [extractor.key]
-        if extractor.serving_mode is ServingMode.JOB and not only_model:
-            raise ValueError(
-                f"jobs.extractor={extractor.key!r} is served in job mode: its server exists only while its "
-                "own matrix Job runs, so other models' extraction Jobs could not reach it; choose a "
-                "persistent model or set jobs.deepseekEndpoint"
+                f"jobs.extractor={extractor.key!r} is served in job mode, where its server runs only inside "
+                "its own matrix Job, but it is not in experiments.models; add it there, serve it "
+                "persistently, or set jobs.deepseekEndpoint"
             )
 
     def extractor_model(self) -> ServedModel | None:
         """The self-hosted model that codes every model's replies; None with an external endpoint.
 
-        Unset: the largest persistently served model that does not reason first (a reasoning model spends
-        its budget thinking before the JSON; among equals, the first configured); with no persistent
-        model, a job-mode model that is the matrix's only model codes its own replies inside its matrix
-        Job (one model, so still one coder for all).
+        Unset: the largest reachable model that does not reason first (a reasoning model spends its budget
+        thinking before the JSON) and fits NRP's 2-GPU StatefulSet pod, so it could also be served
+        persistently; a persistent one preferred (every extraction Job reaches its Service); among equals
+        the first configured. The coder answers every model's replies, several times more requests than
+        any one model's share, so a 4-GPU model is chosen only when named.
         """
         if self.jobs.deepseek_endpoint is not None:
             return None
         served = self.served_models()
         if self.jobs.extractor is not None:
             return next((m for m in served if m.key == self.jobs.extractor), None)
-        persistent = [m for m in served if m.serving_mode is ServingMode.PERSISTENT]
-        if persistent:
-            return min(persistent, key=lambda m: (m.reasoning_tokens > 0, -m.params_billion))
-        matrix = self.matrix_models()
-        return matrix[0] if len(matrix) == 1 else None
+        matrix = {m.key for m in self.matrix_models()}
+        reachable = [m for m in served if m.serving_mode is ServingMode.PERSISTENT or m.key in matrix]
+        if not reachable:
+            return None
+        return min(
+            reachable,
+            key=lambda m: (
+                m.serving_mode is not ServingMode.PERSISTENT,
+                m.reasoning_tokens > 0,
+                m.gpus > c.NRP_MAX_GPUS_STATEFUL_POD,
+                -m.params_billion,
+            ),
+        )
 
     def served_models(self) -> list[ServedModel]:
         """The configured models with overrides applied, in config order."""
-        return [
-            ServedModel(
-                **m.spec(),
-                serving_mode=m.serving_mode,
-                gpu_product=m.gpu_product or self.gpu.node_product,
+        served = []
+        for m in self.models:
+            product = m.gpu_product or self.gpu.node_product
+            served.append(
+                ServedModel(
+                    **m.spec(),
+                    serving_mode=m.serving_mode,
+                    gpu_product=product,
+                    gpu_resource=(
+                        m.gpu_resource
+                        or self.gpu.resource_name
+                        or nrp_cluster.gpu_resource_for_product(product)
+                    ),
+                    await_readiness=m.await_readiness,
+                )
             )
-            for m in self.models
-        ]
+        return served
 
     def matrix_models(self) -> list[ServedModel]:
         """The served models the experiment matrix runs on."""

@@ -46,8 +46,7 @@ NRP_MAX_GPUS_STATEFUL_POD = 2  # Deployments/StatefulSets: at most 2 GPUs per po
 NRP_MAX_GPUS_ANY_POD = 8  # no pod may ask for more than 8 GPUs
 NRP_MAX_WORKLOAD_DAYS = 14  # long-running workloads are deleted after two weeks
 NRP_IDLE_GPU_UTILISATION = 0.40  # GPUs used under 40 % of what is requested count against the user
-NRP_FORBIDDEN_STORAGE_CLASSES = frozenset({"rook-cephfs-ucsd"})  # may be purged without notice
-NRP_BLOCK_STORAGE_CLASSES = frozenset({"rook-ceph-block"})  # RBD: ReadWriteOnce only
+# NRP's GPU resources and storage classes are data in nrp_cluster.py, each table with its source.
 
 # Recommended labels (https://kubernetes.io/docs/concepts/overview/working-with-objects/common-labels/).
 LABEL_PROJECT = "project"
@@ -59,15 +58,29 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 COMPONENT_MODEL_SERVER = "model-server"
 COMPONENT_QUERY_JOB = "query-job"
 COMPONENT_EXTRACTION_JOB = "extraction-job"
+COMPONENT_WEIGHTS_DOWNLOAD = "weights-download"
 
 # vLLM model server pod (docs/model-servers.md).
 VLLM_CONTAINER_NAME = "vllm"
 WEIGHTS_DOWNLOAD_CONTAINER_NAME = "download-weights"
+WEIGHTS_DOWNLOAD_JOB_PREFIX = "weights-"  # Job weights-<model> fills grace-model-weights-<model>
+# The vocabulary vLLM's harmony code (gpt-oss) loads at start-up, staged next to the weights by the
+# download Job; TIKTOKEN_ENCODINGS_BASE points vLLM at it so the server never downloads it itself.
+TIKTOKEN_DIR = f"{WEIGHTS_MOUNT}/.tiktoken"
+# https://github.com/openai/harmony src/tiktoken_ext/public_encodings.rs: file names, public URL and the
+# SHA-256 the harmony loader checks a staged file against.
+TIKTOKEN_BASE_URL = "https://openaipublic.blob.core.windows.net/encodings/"
+TIKTOKEN_SHA256 = {"o200k_base.tiktoken": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"}
+# The download's marker on the weights claim: repo, requested revision, resolved commit SHA. Every
+# container that mounts the claim finds it at WEIGHTS_MARKER_PATH (named in WEIGHTS_MARKER_ENV).
+WEIGHTS_MARKER_FILE = ".grace-weights.json"
+WEIGHTS_MARKER_PATH = f"{WEIGHTS_MOUNT}/{WEIGHTS_MARKER_FILE}"
+WEIGHTS_MARKER_ENV = "GRACE_WEIGHTS_MARKER"
 VLLM_HEALTH_PATH = "/health"
 VLLM_METRICS_PATH = "/metrics"
 HF_CACHE_MOUNT = "/tmp"  # noqa: S108  (an emptyDir on node-local disk: HF's cache must never live on CephFS)
 HF_HOME = "/tmp/hf-home"  # noqa: S108
-HF_CACHE_SIZE_LIMIT = "20Gi"  # huggingface_hub's Xet chunk cache alone may grow to 10 GB
+HF_CACHE_SIZE_GI = 20  # huggingface_hub's Xet chunk cache alone may grow to 10 GB
 # Files a checkpoint repo carries that vLLM never reads: Llama-3-70B's original/ holds a second 140 GB copy
 # as .pth, gpt-oss's original/ and metal/ hold two more copies. Skipping them keeps the PVC sizes valid.
 WEIGHTS_IGNORE_PATTERNS = ("original/*", "metal/*", "*.pth", "*.gguf")
@@ -81,9 +94,10 @@ LIVENESS_PROBE_PERIOD_S = 15
 LIVENESS_FAILURE_THRESHOLD = 4  # one minute of failed /health before a restart: a busy server answers late
 READINESS_PROBE_PERIOD_S = 10
 PROBE_TIMEOUT_S = 5
-# `pulumi up` waits for the first rollout: image pull (~10 GB) and scheduling, the weight download, then
-# the load budget. The download time assumes 100 MB/s from huggingface.co into Ceph RBD (an assumption,
-# not a measurement on NRP; a slower link needs a larger loadBudgetS).
+# `pulumi up` waits for each model's weight download Job (image pull and scheduling, then the download
+# at an assumed 100 MB/s from huggingface.co into Ceph RBD: an assumption, not a measurement on NRP; a
+# slower link makes the download's await time out). With a model's awaitReadiness it also waits for the
+# server's first rollout: pull and scheduling, then the load budget.
 AWAIT_MARGIN_S = 900
 DOWNLOAD_ASSUMED_MB_PER_S = 100
 MONITORING_SCRAPE_INTERVAL = "30s"
@@ -94,8 +108,11 @@ MONITORING_SCRAPE_INTERVAL = "30s"
 VLLM_UID = 2000
 VLLM_HOME = "/home/vllm"
 # With readOnlyRootFilesystem, vLLM, torch.compile, Triton and FlashInfer write their JIT caches under
-# $HOME/.cache and /tmp: both are one node-local emptyDir.
-VLLM_SCRATCH_SIZE_LIMIT = "10Gi"
+# $HOME/.cache and /tmp: both are one node-local emptyDir of this size (an estimate of a few GB per
+# model, not measured on NRP). The vLLM container requests it as ephemeral storage, so the scheduler
+# counts it and the kubelet does not evict the server under node disk pressure.
+VLLM_SCRATCH_SIZE_GI = 10
+VLLM_SCRATCH_SIZE_LIMIT = f"{VLLM_SCRATCH_SIZE_GI}Gi"
 # The Hugging Face token reaches the download as a file (huggingface_hub reads HF_TOKEN_PATH), never as an
 # environment variable that `kubectl describe`, crash dumps and child processes would show.
 HF_TOKEN_MOUNT = "/var/run/secrets/grace/huggingface"  # noqa: S105 (a mount path, not a credential)
@@ -104,11 +121,10 @@ HF_TOKEN_MOUNT = "/var/run/secrets/grace/huggingface"  # noqa: S105 (a mount pat
 IMAGE_PULL_POLICY = "Always"
 
 # Experiment Jobs and the GPU-hour plan (docs/experiment-jobs.md).
-JOB_SKIP_AWAIT_ANNOTATION = "pulumi.com/skipAwait"  # `pulumi up` must not wait hours for a batch Job
 JOB_BACKOFF_LIMIT = 3  # the worker resumes from its checkpoint, so a retried pod redoes no finished row
 JOB_MODE_JOB_PREFIX = "matrix-"  # job serving mode: `matrix-<model>` runs that model's whole share
 WORKER_CONTAINER_NAME = "worker"
-WORKER_UID = 10001  # the non-root user of jobs/Dockerfile
+WORKER_UID = 10001  # the non-root user (and its group) of jobs/Dockerfile
 WORKER_CPU_LIMIT_RATIO = NRP_LIMIT_TO_REQUEST_MAX_RATIO  # pandas/JSON parsing bursts; memory stays at request
 STUDIES_CONTENT_HASH_ANNOTATION = "grace.nrp.io/studies-sha256"  # a prompt change replaces exactly its Jobs
 CONFIGMAP_MAX_BYTES = 1024 * 1024  # etcd's object size limit; a ConfigMap's data must stay under it
@@ -137,3 +153,29 @@ LABEL_EGRESS_HTTPS = "grace.nrp.io/egress-https"
 # GPU memory vLLM needs besides weights and KV cache, per GPU: CUDA context, activations, CUDA graphs,
 # NCCL buffers (vLLM profiles it at start-up; 2 GB is a typical measured range of 1-3 GB).
 VLLM_RUNTIME_OVERHEAD_GB_PER_GPU = 2.0
+
+# How Jobs and StatefulSets live through repeated `pulumi up`s (see docs/lifecycle.md).
+# `pulumi.com/waitFor` replaces the provider's built-in Job/StatefulSet awaiter on create and update
+# (provider/pkg/await/await.go, Creation/Update: "Use our built-in await logic only if the user hasn't
+# specified any await overrides"), while deletion is still awaited; `pulumi.com/skipAwait` would also
+# skip the deletion wait for Jobs and StatefulSets (provider/pkg/metadata/overrides.go,
+# allowsSkipAwaitWithDelete), so a replacement under a fixed name would race its own deletion (AlreadyExists).
+AWAIT_OVERRIDE_ANNOTATION = "pulumi.com/waitFor"
+AWAIT_CREATED_ONLY = "jsonpath={.metadata.uid}"  # set by the API server on create: satisfied at once
+# Exit codes of the worker (worker/constants.py) that no retry can change: bad input (2), output complete
+# with failed rows (3). Kept here as numbers because the infra package never imports the worker.
+WORKER_EXIT_INPUT = 2
+WORKER_EXIT_ROWS_FAILED = 3
+WORKER_EXIT_STORAGE = 4  # the output's filesystem is full or read-only: another pod meets the same claim
+WEIGHTS_DOWNLOAD_EXIT_NO_ACCESS = 3  # weights_download.EXIT_NO_ACCESS: the token cannot read the repository
+JOB_DEADLINE_SAFETY_FACTOR = 2.0  # throughput and load budgets are planning assumptions, not measurements
+# activeDeadlineSeconds counts from the Job's start, Pending time included: a GPU pod may queue for hours
+# on a busy pool before it runs at all.
+JOB_DEADLINE_QUEUE_ALLOWANCE_S = 6 * 3600
+# Job mode: the marker the completeness check writes before the sidecar starts (an emptyDir).
+RUN_STATE_VOLUME = "run-state"
+RUN_STATE_MOUNT = "/run/grace"
+OUTPUTS_COMPLETE_MARKER = "/run/grace/outputs-complete"
+OUTPUTS_CHECK_CONTAINER_NAME = "check-outputs"
+# The worker appends this variable's text to a "no such file" error (worker/table.py).
+MISSING_INPUT_HELP_ENV = "GRACE_MISSING_INPUT_HELP"

@@ -1,13 +1,14 @@
 """ExperimentJob: one planned Job of the experiment matrix (see `matrix.py`) as a Kubernetes Job.
 
     persistent model   Job study1-exp1-<model>   containers [worker: query ... http://vllm-<model>:8000/v1]
-    job-mode model     Job matrix-<model>        initContainers [download-weights, vllm (native sidecar)]
+    job-mode model     Job matrix-<model>        initContainers [vllm (native sidecar)], after weights-<model>
                                                  containers [worker: run --tasks <task list>]
     extraction         Job structured-output-study1-<model>: created after the Job that writes its exp1
                        file, and waits in the cluster for that file (--wait-for-input)
 
-Ordering never blocks `pulumi up`: every Job carries `pulumi.com/skipAwait: "true"`, so Pulumi creates
-it and moves on; the worker itself waits for its server's /health and for its input file. The pure
+Ordering never blocks `pulumi up`: every Job carries `pulumi.com/waitFor: jsonpath={.metadata.uid}`, so
+Pulumi creates it and moves on while a replacement still waits for the old Job's deletion
+(`job_lifecycle`); the worker itself waits for its server's /health and for its input file. The pure
 `job_manifest` builds the object; the component only registers it.
 """
 
@@ -21,8 +22,9 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from grace_infra import constants as c
-from grace_infra import model_server, naming, security
+from grace_infra import job_lifecycle, model_server, naming, nrp_cluster, outputs_check, security
 from grace_infra.config import GraceConfig
+from grace_infra.gpu_hours import job_deadline_s
 from grace_infra.matrix import JobKind, PlannedJob
 from grace_infra.sizing import ContainerResources, cpu_limit_within
 from grace_infra.studies import StudyBundle
@@ -44,7 +46,7 @@ OUTPUT_VOLUME = "output"
 LOGS_VOLUME = "logs"
 STUDIES_VOLUME = "studies"
 TMP_VOLUME = "tmp"
-TMP_SIZE_LIMIT = "1Gi"  # pandas/openai scratch only; every result goes to /output
+TMP_SIZE_GI = 1  # pandas/openai scratch only; every result goes to /output
 WORKER_NAME_LABEL = "grace-worker"
 ALL = "all"  # label value of a job-mode Job that runs several studies/experiments
 
@@ -67,9 +69,9 @@ def job_labels(job: PlannedJob) -> dict[str, str]:
 
 
 def pod_labels(job: PlannedJob) -> dict[str, str]:
-    # HTTPS egress only where a pod must leave the cluster: the sidecar's weight download, or the
-    # external extraction endpoint. Every other worker pod reaches only DNS and the model servers.
-    return {**job_labels(job), **naming.https_egress_labels(job.sidecar or job.external_endpoint)}
+    # HTTPS egress only where a worker must leave the cluster: the external extraction endpoint. A
+    # job-mode pod runs vLLM from weights its download Job put on the claim before: no egress.
+    return {**job_labels(job), **naming.https_egress_labels(job.external_endpoint)}
 
 
 def worker_resources(config: GraceConfig) -> ContainerResources:
@@ -85,7 +87,11 @@ def worker_resources(config: GraceConfig) -> ContainerResources:
         memory_request_gi=jobs.memory_request_gi,
         memory_limit_gi=jobs.memory_request_gi,
         gpus=0,
-        gpu_resource_name=config.gpu.resource_name,
+        gpu_resource_name=nrp_cluster.GENERIC_GPU_RESOURCE,  # no GPU: the name is never rendered
+        # Node-local disk: /tmp (an emptyDir, the root filesystem is read-only), the job-mode run-state
+        # emptyDir and the container's log; a whole GiB above /tmp's size limit covers the rest.
+        ephemeral_request_gi=TMP_SIZE_GI + 1,
+        ephemeral_limit_gi=TMP_SIZE_GI + 1,
     )
 
 
@@ -97,6 +103,10 @@ def _worker_env(job: PlannedJob, config: GraceConfig) -> list[dict[str, Any]]:
         {"name": c.WORKER_LOG_FILE_ENV, "value": f"{c.LOGS_MOUNT}/{job.name}.log"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
+    on_claim = sorted(str(p) for p in job.reads if p.is_relative_to(c.INPUT_MOUNT))
+    if on_claim:
+        # What the worker adds when such a file is missing: which claim, and how to fill it.
+        env.append({"name": c.MISSING_INPUT_HELP_ENV, "value": missing_input_help(on_claim)})
     if job.external_endpoint:
         env.append(
             {
@@ -108,19 +118,37 @@ def _worker_env(job: PlannedJob, config: GraceConfig) -> list[dict[str, Any]]:
     return env
 
 
+def missing_input_help(paths: Sequence[str]) -> str:
+    """The sentence a Job's worker prints when an input it reads from the input claim is missing."""
+    return (
+        f"{', '.join(paths)} must be uploaded to the claim {c.INPUT_PVC} before this Job runs "
+        "(docs/lifecycle.md, 'Large inputs on the input claim'), or ship a CSV under 1 MiB in the "
+        "studies ConfigMap with grace:experiments.inputFiles; then delete this Job and run pulumi up."
+    )
+
+
 def worker_container(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> dict[str, Any]:
-    """The worker container. The image's entry point is `python -m worker`: args start at the subcommand."""
+    """The worker container. The image's entry point is `python -m worker`: args start at the subcommand.
+
+    In job mode it also mounts its sidecar's weights read-only and is told where the download's marker
+    is, so its meta files record the exact commit the server loaded."""
     studies = (
         [{"name": STUDIES_VOLUME, "mountPath": c.STUDIES_MOUNT, "readOnly": True}]
         if bundle.configmap_items(job.reads)
         else []
     )
+    weights = (
+        [{"name": model_server.WEIGHTS_VOLUME, "mountPath": c.WEIGHTS_MOUNT, "readOnly": True}]
+        if job.sidecar
+        else []
+    )
+    marker_env = [{"name": c.WEIGHTS_MARKER_ENV, "value": c.WEIGHTS_MARKER_PATH}] if job.sidecar else []
     return {
         "name": c.WORKER_CONTAINER_NAME,
         "image": config.images.job,
         "imagePullPolicy": c.IMAGE_PULL_POLICY,
         "args": list(job.args),
-        "env": _worker_env(job, config),
+        "env": [*_worker_env(job, config), *marker_env],
         "ports": [
             {"name": c.WORKER_METRICS_PORT_NAME, "containerPort": c.WORKER_METRICS_PORT, "protocol": "TCP"}
         ],
@@ -130,6 +158,7 @@ def worker_container(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) 
             {"name": OUTPUT_VOLUME, "mountPath": c.OUTPUT_MOUNT},
             {"name": LOGS_VOLUME, "mountPath": c.LOGS_MOUNT},
             *studies,
+            *weights,
             {"name": TMP_VOLUME, "mountPath": "/tmp"},  # noqa: S108 (an emptyDir: the root filesystem is read-only)
         ],
         "securityContext": {
@@ -154,8 +183,23 @@ def _volumes(job: PlannedJob, bundle: StudyBundle) -> list[dict[str, Any]]:
         {"name": OUTPUT_VOLUME, "persistentVolumeClaim": {"claimName": c.OUTPUT_PVC}},
         {"name": LOGS_VOLUME, "persistentVolumeClaim": {"claimName": c.LOGS_PVC}},
         *(studies if items else []),
-        {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
+        {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": f"{TMP_SIZE_GI}Gi"}},
     ]
+
+
+def worker_pod_security_context() -> dict[str, Any]:
+    """The worker (uid 10001) writes /output and /logs on CephFS claims. ceph-csi creates each CephFS
+    subvolume owned by root with mode 0755 (ceph/ceph-csi#2847 dropped the former 0777; see
+    rook/rook#12242), so a non-root writer needs the volume's group: with fsGroup the kubelet makes the
+    volume's root group-owned by it and group-writable (Rook deploys its cephfs CSIDriver with
+    fsGroupPolicy: File; rook/rook#17763 is the regression where it did not). OnRootMismatch skips the
+    recursive walk once the root already matches, so a claim holding thousands of result files is not
+    re-chowned at every start."""
+    return {
+        "seccompProfile": {"type": "RuntimeDefault"},
+        "fsGroup": c.WORKER_UID,
+        "fsGroupChangePolicy": "OnRootMismatch",
+    }
 
 
 def pod_spec(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> dict[str, Any]:
@@ -163,24 +207,20 @@ def pod_spec(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> dict[
         "serviceAccountName": _SERVICE_ACCOUNT[job.kind],
         "automountServiceAccountToken": False,  # the worker never calls the Kubernetes API
         "enableServiceLinks": False,
-        "restartPolicy": "OnFailure",  # the worker resumes from its checkpoint on the same PVC
-        # fsGroup: ceph-csi creates CephFS subvolumes root-owned 0755; the kubelet hands the output and
-        # logs claims (and a sidecar's weights claim) to this group so the non-root containers write them.
-        "securityContext": {
-            "fsGroup": c.WORKER_UID,
-            "fsGroupChangePolicy": "OnRootMismatch",
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        # Never: the Job controller, not the kubelet, retries a failed pod, so podFailurePolicy can judge
+        # each exit; the next pod resumes from the checkpoint on the same PVC.
+        "restartPolicy": "Never",
+        "securityContext": worker_pod_security_context(),
         "containers": [worker_container(job, config, bundle)],
         "volumes": _volumes(job, bundle),
     }
     if job.sidecar:
         init_containers, server_volumes = model_server.vllm_sidecar_parts(job.model, config)
-        spec["initContainers"] = init_containers
-        spec["volumes"] = [*server_volumes, *spec["volumes"]]
-        selector = model_server.node_selector(job.model)
-        if selector:
-            spec["nodeSelector"] = selector
+        # Outputs check (job mode): a rerun whose outputs are complete never loads the weights.
+        check = outputs_check.check_container(job, worker_container(job, config, bundle))
+        spec["initContainers"] = [check, *outputs_check.skip_when_complete(init_containers)]
+        spec["volumes"] = [*server_volumes, *spec["volumes"], outputs_check.run_state_volume()]
+        model_server.apply_gpu_placement(spec, job.model)
     return spec
 
 
@@ -193,21 +233,25 @@ def job_manifest(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> d
     }
     labels = job_labels(job)
     pod = pod_spec(job, config, bundle)
+    spec: dict[str, Any] = {
+        "backoffLimit": c.JOB_BACKOFF_LIMIT,
+        "podFailurePolicy": job_lifecycle.pod_failure_policy(),
+        "activeDeadlineSeconds": job_deadline_s(job, config, bundle),
+        "template": {
+            "metadata": {"labels": pod_labels(job), "annotations": annotations},
+            "spec": pod,
+        },
+    }
+    if config.jobs.ttl_seconds_after_finished is not None:
+        spec["ttlSecondsAfterFinished"] = config.jobs.ttl_seconds_after_finished
     return {
         "metadata": {
             "name": job.name,
             "namespace": config.namespace.name,
             "labels": labels,
-            "annotations": {c.JOB_SKIP_AWAIT_ANNOTATION: "true", **security.checkov_skip_annotations(pod)},
+            "annotations": {**job_lifecycle.await_annotations(), **security.checkov_skip_annotations(pod)},
         },
-        "spec": {
-            "backoffLimit": c.JOB_BACKOFF_LIMIT,
-            "ttlSecondsAfterFinished": config.jobs.ttl_seconds_after_finished,
-            "template": {
-                "metadata": {"labels": pod_labels(job), "annotations": annotations},
-                "spec": pod,
-            },
-        },
+        "spec": spec,
     }
 
 
@@ -223,7 +267,7 @@ class ExperimentJobArgs:
     """The studies ConfigMap's content; the Job's pod template carries the hash of the files it reads."""
     runs_after: Sequence[ExperimentJob] = field(default_factory=tuple)
     """Jobs created first (an extraction Job after the Job writing its exp1 file). Ordering only:
-    skipAwait means Pulumi never waits for them to finish; the worker waits for the file itself."""
+    Pulumi never waits for them to finish; the worker waits for the file itself."""
     depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
     """Resources the Job needs to exist first (the studies ConfigMap, PVCs, service accounts)."""
 

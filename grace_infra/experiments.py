@@ -70,7 +70,8 @@ def build_experiments(
 ) -> Experiments:
     """Register the ConfigMap, every Job of the matrix (extraction Jobs after their exp1 writers), and
     the PodMonitor. `depends_on`: what every Job needs first (shared PVCs, service accounts, secrets);
-    `weights_claims`: model key -> weights PVC, which a job-mode model's Job mounts for its sidecar.
+    `weights_claims`: model key -> what a job-mode model's Job needs before its sidecar can start (the
+    model's weight download Job, which itself follows the weights PVC).
 
     No Job depends on a model server: Pulumi would then wait for the StatefulSet to become ready (up
     to its load budget) before creating the Job. The worker waits for /health in the cluster instead."""

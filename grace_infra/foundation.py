@@ -1,7 +1,7 @@
 """GraceFoundation: the namespace and everything every workload in it relies on.
 
 Namespace (only when `grace:namespace.create`) and its ResourceQuota; one ServiceAccount per kind of
-pod with the least privilege it needs; the Hugging Face and DeepSeek Secrets (only when their Pulumi
+pod, bound to no Role (none calls the API); the Hugging Face and DeepSeek Secrets (only when their Pulumi
 secret is set); and the NetworkPolicies that confine grace pods. Names are the seed's fixed names
 (`constants.py`): people type them in kubectl and pod templates reference them.
 """
@@ -23,31 +23,11 @@ __all__ = ["TYPE_TOKEN", "GraceFoundation", "GraceFoundationArgs"]
 TYPE_TOKEN = "grace:index:GraceFoundation"  # noqa: S105 (a Pulumi type token, not a secret)
 _COMPONENT = "foundation"
 
-# Read-only view of the model servers a Job waits for: enough for `kubectl wait`/`kubectl get` on the
-# server's pods, Service and StatefulSet, nothing that can change or exec into anything.
-_JOB_RULES: list[dict[str, Any]] = [
-    {"apiGroups": [""], "resources": ["pods", "services", "endpoints"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["get", "list", "watch"]},
-]
-
-
-@dataclass(frozen=True)
-class _Account:
-    name: str
-    rules: list[dict[str, Any]]  # empty: no Role, no RoleBinding, and no API token in the pod
-
-    @property
-    def needs_api(self) -> bool:
-        return bool(self.rules)
-
-
-# The vLLM server never talks to the Kubernetes API, so it gets no Role and no mounted token (a stolen
-# token from an internet-facing download container would otherwise be usable against the API).
-ACCOUNTS = (
-    _Account(c.SA_MODEL_SERVER, []),
-    _Account(c.SA_QUERY_JOB, _JOB_RULES),
-    _Account(c.SA_EXTRACTION_JOB, _JOB_RULES),
-)
+# One ServiceAccount per kind of pod, none bound to any Role and none with a token in its pods: vLLM, the
+# weight download and the worker never call the Kubernetes API (every pod template also sets
+# automountServiceAccountToken: false; a Job waits for its server over HTTP, not through the API). A
+# token stolen from an internet-facing container would otherwise be usable against the API.
+ACCOUNTS = (c.SA_MODEL_SERVER, c.SA_QUERY_JOB, c.SA_EXTRACTION_JOB)
 
 
 @dataclass
@@ -77,7 +57,7 @@ class GraceFoundation(pulumi.ComponentResource):
     deepseek_secret: pulumi.Output[str] | None
     """Name of the `deepseek-api-key` Secret, None when grace:deepseekApiKey is not set."""
     ready: list[pulumi.Resource]
-    """What a workload must wait for: the Namespace (when created), accounts, bindings and Secrets."""
+    """What a workload must wait for: the Namespace (when created), accounts and Secrets."""
 
     def __init__(
         self, name: str, args: GraceFoundationArgs, opts: pulumi.ResourceOptions | None = None
@@ -90,7 +70,7 @@ class GraceFoundation(pulumi.ComponentResource):
             self._create_quota(name)
         else:
             self.namespace = pulumi.Output.from_input(args.config.namespace.name)
-        accounts = {account.name: self._create_account(name, account) for account in ACCOUNTS}
+        accounts = {account: self._create_account(name, account) for account in ACCOUNTS}
         self.model_server_account = accounts[c.SA_MODEL_SERVER]
         self.query_job_account = accounts[c.SA_QUERY_JOB]
         self.extraction_job_account = accounts[c.SA_EXTRACTION_JOB]
@@ -151,7 +131,12 @@ class GraceFoundation(pulumi.ComponentResource):
                 "hard": {
                     "requests.cpu": quota.requests_cpu,
                     "requests.memory": quota.requests_memory,
-                    f"requests.{self._config.gpu.resource_name}": str(quota.requests_gpu),
+                    # One cap per GPU resource the models request: a quota on nvidia.com/gpu does not
+                    # count nvidia.com/a100 requests at all.
+                    **{
+                        f"requests.{resource}": str(quota.requests_gpu)
+                        for resource in dict.fromkeys(m.gpu_resource for m in self._config.served_models())
+                    },
                     "persistentvolumeclaims": str(quota.persistent_volume_claims),
                     "pods": str(quota.pods),
                 }
@@ -161,32 +146,15 @@ class GraceFoundation(pulumi.ComponentResource):
 
     # --- identities ------------------------------------------------------------------------------
 
-    def _create_account(self, name: str, account: _Account) -> pulumi.Output[str]:
-        suffix = account.name.removeprefix(f"{c.PROJECT}-")
+    def _create_account(self, name: str, account: str) -> pulumi.Output[str]:
+        suffix = account.removeprefix(f"{c.PROJECT}-")
         service_account = k8s.core.v1.ServiceAccount(
             f"{name}-{suffix}-sa",
-            metadata=self._metadata(account.name, "service-account"),
-            automount_service_account_token=account.needs_api,
+            metadata=self._metadata(account, "service-account"),
+            automount_service_account_token=False,
             opts=self._child(),
         )
         self.ready.append(service_account)
-        if account.needs_api:
-            role = k8s.rbac.v1.Role(
-                f"{name}-{suffix}-role",
-                metadata=self._metadata(account.name, "role"),
-                rules=cast(Any, account.rules),
-                opts=self._child(),
-            )
-            role_ref: Any = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account.name}
-            subject: Any = {"kind": "ServiceAccount", "name": account.name, "namespace": self.namespace}
-            binding = k8s.rbac.v1.RoleBinding(
-                f"{name}-{suffix}-rolebinding",
-                metadata=self._metadata(account.name, "role-binding"),
-                role_ref=role_ref,
-                subjects=[subject],
-                opts=self._child(depends_on=[role, service_account]),
-            )
-            self.ready.append(binding)
         return service_account.metadata.name
 
     def _create_secret(

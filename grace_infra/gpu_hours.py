@@ -20,16 +20,17 @@ against the user) and two-week limit care about.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from grace_infra import constants as c
 from grace_infra.catalog import ServingMode
 from grace_infra.config import Experiment, GraceConfig, ServedModel
-from grace_infra.matrix import samples_exp2
+from grace_infra.matrix import PlannedJob, samples_exp2
 from grace_infra.studies import StudyBundle, requests_per_row, study_rows, study_sampling
 
-__all__ = ["GpuHourPlan", "ModelGpuHours", "format_gpu_hour_table", "gpu_hour_plan"]
+__all__ = ["GpuHourPlan", "ModelGpuHours", "format_gpu_hour_table", "gpu_hour_plan", "job_deadline_s"]
 
 
 @dataclass(frozen=True)
@@ -249,3 +250,43 @@ def format_gpu_hour_table(plan_json: dict[str, Any]) -> str:
         external = plan_json["externalExtractionRequests"]
         lines.append(f"Extraction: {external:,} requests go to the external endpoint (no GPU of ours).")
     return "\n".join(lines)
+
+
+def job_deadline_s(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> int:
+    """The Job's `activeDeadlineSeconds`: how long it may hold its pod, GPUs included, from the plan.
+
+        setup     job mode: weight download at the assumed bandwidth + load budget (the sidecar);
+                  persistent: the worker's --wait-timeout for the server's /health
+                  extraction: + --wait-for-input (it waits for its exp1 file)
+        busy      sum over the Job's cells of rows x requests per row / the model's throughput_rps
+        deadline  JOB_DEADLINE_SAFETY_FACTOR x (setup + busy) + JOB_DEADLINE_QUEUE_ALLOWANCE_S
+
+    Generous on purpose: a Job stopped by its deadline resumes from its checkpoint when it is replaced,
+    but a hung 4-GPU pod without one holds its GPUs until someone notices.
+    """
+    model, jobs = job.model, config.jobs
+    if job.sidecar:
+        download_s = model.weights_gb * 1000 / c.DOWNLOAD_ASSUMED_MB_PER_S
+        setup_s = download_s + model.load_budget_s
+    else:
+        setup_s = float(max(jobs.wait_timeout_s, model.load_budget_s))
+    coder = config.extractor_model()
+    busy_s = 0.0
+    for cell in job.cells:
+        rows, _ = study_rows(cell.study, config, bundle)
+        sampling = study_sampling(cell.study, config, bundle)
+        sampled = cell.experiment is not Experiment.EXP2 or samples_exp2(cell.model)
+        samples = sampling.samples_per_row if sampled else 1
+        requests = rows * samples * requests_per_row(cell.study, bundle).counts[cell.experiment]
+        # Extraction's requests are served by the one coder, not by the model whose replies it codes.
+        server = coder if cell.experiment is Experiment.STRUCTURED and coder is not None else model
+        busy_s += requests / server.throughput_rps
+    # Extraction may wait for an exp1 file another Job writes (worker extract --wait-for-input); once per
+    # Job, since the files are written while it waits. A Job's own exp1 is written before its extraction.
+    waits_for_input = any(
+        cell.experiment is Experiment.STRUCTURED and (not job.sidecar or cell.model.key != model.key)
+        for cell in job.cells
+    )
+    if waits_for_input:
+        setup_s += jobs.input_wait_timeout_s
+    return math.ceil(c.JOB_DEADLINE_SAFETY_FACTOR * (setup_s + busy_s) + c.JOB_DEADLINE_QUEUE_ALLOWANCE_S)

@@ -6,11 +6,12 @@ order with `worker run --tasks` against a vLLM sidecar on localhost and then exi
 
 Structured extraction has ONE coder for every model's replies, so coding quality is never confounded
 with the model under study: the external endpoint when one is set, otherwise the stack's extractor
-(`grace:jobs.extractor`, a persistently served model). Each (study, model) extraction is therefore a
-Job of its own, talking to that coder, that waits in the cluster for the exp1 file it reads (the worker
-writes that file atomically) and for the extractor's /health. A job-mode server lives only inside its own
-matrix Job, so config.py accepts a job-mode extractor only when it is the matrix's one model; it then
-codes its replies at the end of that Job, on its sidecar.
+(`grace:jobs.extractor`). With a persistently served extractor each (study, model) extraction is a Job
+of its own, talking to the extractor's Service, that waits in the cluster for the exp1 file it reads (the
+worker writes that file atomically) and for the extractor's /health. A job-mode server lives only inside
+its own matrix Job, so a job-mode extractor codes EVERY model's replies at the end of that Job, on its
+sidecar, after its own exp1 and exp2, each task waiting for its exp1 file: the weights are loaded once
+and no GPU waits in a second pod.
 
 These functions are pure so tests and the GPU-hour plan call them without building anything.
 """
@@ -24,6 +25,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from grace_infra import constants as c
+from grace_infra import run_digest
 from grace_infra.catalog import Exp2ReasoningMode, ModelSpec, ServingMode
 from grace_infra.config import Experiment, GraceConfig, ServedModel, Study
 from grace_infra.model_server import server_url
@@ -180,7 +182,7 @@ def _endpoint_flags(cell: MatrixCell, config: GraceConfig) -> list[str]:
 
 
 def extracts_on_sidecar(model: ServedModel, config: GraceConfig) -> bool:
-    """A job-mode model that is the stack's extractor codes its own replies inside its matrix Job."""
+    """A job-mode model that is the stack's extractor codes every model's replies inside its matrix Job."""
     extractor = config.extractor_model()
     return model.serving_mode is ServingMode.JOB and extractor is not None and extractor.key == model.key
 
@@ -237,6 +239,16 @@ def worker_args(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> l
             args += ["--schema", str(schema_pod_path(study))]
         # Exp1 writes its file atomically when complete: waiting for it is waiting for exp1 to finish.
         args += ["--validate", "--wait-for-input", str(jobs.input_wait_timeout_s)]
+        if Experiment.EXP1 in config.experiments.experiments:
+            # ...and for the exp1 run planned beside this one, not an older experiment's file.
+            args += ["--wait-for-digest", cell_plan_digest(MatrixCell(study, Experiment.EXP1, cell.model),
+                                                           config, bundle)]  # fmt: skip
+    # A changed experiment moves the previous run's files aside and runs (worker/supersede.py).
+    args += [
+        "--supersede",
+        "--plan-digest",
+        run_digest.plan_digest(args, bundle.digest(_reads((cell,), config))),
+    ]
     return args
 
 
@@ -246,6 +258,12 @@ def samples_exp2(model: ModelSpec) -> bool:
     every other exp2 run is one sample per row and gets no sampling flags."""
     after_reasoning = model.exp2_reasoning_mode is Exp2ReasoningMode.AFTER_REASONING
     return model.reasoning_format is not None and after_reasoning
+
+
+def cell_plan_digest(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> str:
+    """The plan digest the cell's worker records in its meta file (grace_infra/run_digest.py)."""
+    args = worker_args(cell, config, bundle)
+    return args[args.index("--plan-digest") + 1]
 
 
 def _exp2_reasoning_flags(model: ModelSpec) -> list[str]:
@@ -278,12 +296,17 @@ def _reads(cells: tuple[MatrixCell, ...], config: GraceConfig) -> tuple[PurePosi
     return tuple(dict.fromkeys(paths))
 
 
-def _job_mode_order(cells: list[MatrixCell], on_sidecar: bool) -> list[MatrixCell]:
-    # exp1 first (extraction waits for those files), then exp2, then extraction only when this model is
-    # the one coder; otherwise the coder is another server (or the external endpoint), in its own Job.
-    rank = {Experiment.EXP1: 0, Experiment.EXP2: 1, Experiment.STRUCTURED: 2}
-    kept = [cell for cell in cells if on_sidecar or cell.experiment is not Experiment.STRUCTURED]
-    return sorted(kept, key=lambda cell: rank[cell.experiment])  # stable: studies keep config order
+def _job_mode_order(model: ServedModel, cells: list[MatrixCell], coder_here: bool) -> list[MatrixCell]:
+    # The model's own exp1 first (extraction waits for those files), then its exp2; when this model is
+    # the one coder, then every model's extraction: its own replies first (already written), then the
+    # others' in matrix order, each task waiting for its exp1 file (written by another Job meanwhile).
+    rank = {Experiment.EXP1: 0, Experiment.EXP2: 1}
+    own = [c for c in cells if c.model.key == model.key and c.experiment is not Experiment.STRUCTURED]
+    ordered = sorted(own, key=lambda cell: rank[cell.experiment])  # stable: studies keep config order
+    if coder_here:
+        extraction = [c for c in cells if c.experiment is Experiment.STRUCTURED]
+        ordered += sorted(extraction, key=lambda cell: cell.model.key != model.key)
+    return ordered
 
 
 def plan_jobs(config: GraceConfig, bundle: StudyBundle) -> list[PlannedJob]:
@@ -297,8 +320,7 @@ def plan_jobs(config: GraceConfig, bundle: StudyBundle) -> list[PlannedJob]:
     for model in config.matrix_models():
         if model.serving_mode is not ServingMode.JOB:
             continue
-        share = [x for x in cells if x.model.key == model.key]
-        ordered = tuple(_job_mode_order(share, extracts_on_sidecar(model, config)))
+        ordered = tuple(_job_mode_order(model, cells, extracts_on_sidecar(model, config)))
         if not ordered:
             continue
         name = job_mode_job_name(model.key)
@@ -321,11 +343,14 @@ def plan_jobs(config: GraceConfig, bundle: StudyBundle) -> list[PlannedJob]:
             if cell.experiment is Experiment.EXP1:
                 exp1_job_of[(cell.study, model.key)] = name
 
+    coder_in_a_matrix_job = any(extracts_on_sidecar(model, config) for model in config.matrix_models())
+
     def own_job(cell: MatrixCell) -> bool:
-        # job mode keeps exp1/exp2 inside the matrix Job; extraction talks to the one coder instead
-        if cell.model.serving_mode is ServingMode.JOB:
-            return cell.experiment is Experiment.STRUCTURED and not extracts_on_sidecar(cell.model, config)
-        return True
+        # Extraction runs inside the job-mode coder's matrix Job when the coder is one; otherwise each is
+        # a Job of its own talking to the coder. Job mode keeps exp1/exp2 inside the model's matrix Job.
+        if cell.experiment is Experiment.STRUCTURED:
+            return not coder_in_a_matrix_job
+        return cell.model.serving_mode is not ServingMode.JOB
 
     separate = [cell for cell in cells if own_job(cell)]
     for cell in separate:
@@ -402,7 +427,7 @@ def format_matrix_table(matrix: list[dict[str, Any]]) -> str:
         "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in [headers, *rows]
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.append(f"{len(rows)} Jobs; none is awaited by pulumi up (pulumi.com/skipAwait).")
+    lines.append(f"{len(rows)} Jobs; pulumi up awaits only their creation (pulumi.com/waitFor).")
     return "\n".join(lines)
 
 

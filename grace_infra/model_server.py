@@ -4,10 +4,14 @@ The builders return plain camelCase Kubernetes dicts (the manifest shape; pulumi
 through unchanged) and create no resources, so tests and the ExperimentJob (`job` serving mode) call
 them directly. The same `vllm_container` output runs in both modes:
 
-    persistent:  StatefulSet vllm-<key>  initContainers [download-weights]  containers [vllm]
+    persistent:  StatefulSet vllm-<key>  containers [vllm]
                  Service vllm-<key> (ClusterIP, 8000/http)  [+ ServiceMonitor vllm-<key>]
-    job:         the model's Job pod     initContainers [download-weights, vllm (restartPolicy: Always)]
+    job:         the model's Job pod     initContainers [vllm (restartPolicy: Always)]
                                           containers [worker]  -> talks to http://localhost:8000/v1
+
+The weights arrive before either starts, from the model's own download Job (`weights_job.py`): the only
+grace pod running vLLM's image that may reach the internet, so no pod with a vLLM server carries the
+HTTPS-egress label.
 
 Pod anatomy, flags and the reasons for each are in docs/model-servers.md.
 """
@@ -18,45 +22,39 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from grace_infra import constants as c
-from grace_infra import monitoring, naming, security
+from grace_infra import job_lifecycle, monitoring, naming, nrp_cluster, security
 from grace_infra.config import GraceConfig, ServedModel
-from grace_infra.quantities import cpu_quantity, gib_quantity
+from grace_infra.quantities import gib_quantity
 from grace_infra.sizing import model_server_resources
 
 __all__ = [
     "TYPE_TOKEN",
     "VllmModelServer",
     "VllmModelServerArgs",
+    "apply_gpu_placement",
     "await_timeout",
     "node_selector",
     "pod_volumes",
     "service_manifest",
     "startup_probe",
     "statefulset_manifest",
+    "tokenizer_vocabulary_env",
     "vllm_args",
     "vllm_container",
     "vllm_sidecar_parts",
-    "weights_download_init_container",
 ]
 
 TYPE_TOKEN = "grace:index:VllmModelServer"  # noqa: S105  (a Pulumi type token, not a secret)
 
 WEIGHTS_VOLUME = "model-weights"
-HF_CACHE_VOLUME = "hf-cache"
-HF_TOKEN_VOLUME = "hf-token"  # noqa: S105 (a volume name, not a credential)
 SCRATCH_VOLUME = "vllm-scratch"
 SHM_VOLUME = "dshm"
-
-# The download program ships as `python3 -c <source>`: no ConfigMap, nothing installed at run time.
-_DOWNLOAD_SOURCE = (Path(__file__).with_name("weights_download.py")).read_text()
-
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -71,9 +69,14 @@ def structured_outputs_config() -> str:
 
 
 def vllm_args(model: ServedModel) -> list[str]:
-    """`vllm serve` arguments for `model`; catalog extras last so a model may refine the defaults."""
+    """`vllm serve` arguments for `model`; catalog extras last so a model may refine the defaults.
+
+    The weights directory is the positional model argument (first, as `vllm serve <model> [options]`):
+    vLLM 0.32 logs that the `--model` option of `serve` "will be removed in a future version"
+    (vllm/utils/argparse_utils.py).
+    """
     return [
-        f"--model={c.WEIGHTS_MOUNT}",
+        c.WEIGHTS_MOUNT,
         f"--served-model-name={model.key}",
         f"--port={c.VLLM_PORT}",
         f"--tensor-parallel-size={model.tensor_parallel_size}",
@@ -90,8 +93,9 @@ def vllm_args(model: ServedModel) -> list[str]:
 
 def vllm_resources(model: ServedModel, config: GraceConfig) -> dict[str, dict[str, str]]:
     """Requests and limits of the vLLM container, from `sizing` (the same numbers plan.json and the
-    quota rule add up), with GPUs under the configured resource name in requests and limits."""
-    return model_server_resources(model, config.gpu).as_k8s()
+    quota rule add up), with GPUs under the model's extended resource in requests and limits."""
+    del config  # kept for a uniform builder signature
+    return model_server_resources(model).as_k8s()
 
 
 def _http_get() -> dict[str, Any]:
@@ -160,6 +164,22 @@ def node_selector(model: ServedModel) -> dict[str, str]:
     return {"nvidia.com/gpu.product": model.gpu_product} if model.gpu_product else {}
 
 
+def pod_tolerations(model: ServedModel) -> list[dict[str, str]]:
+    """NRP taints its arm64 (Grace Hopper) nodes; a pod selecting one must tolerate the taint."""
+    kind = nrp_cluster.gpu_kind_for_product(model.gpu_product) if model.gpu_product else None
+    return [dict(nrp_cluster.ARM64_TOLERATION)] if kind and kind.arm64 else []
+
+
+def apply_gpu_placement(spec: dict[str, Any], model: ServedModel) -> None:
+    """Node selector and tolerations of a pod running `model`'s server (StatefulSet or job-mode Job)."""
+    selector = node_selector(model)
+    if selector:
+        spec["nodeSelector"] = selector
+    tolerations = pod_tolerations(model)
+    if tolerations:
+        spec["tolerations"] = tolerations
+
+
 def _volume_mounts(model: ServedModel, *, read_only_weights: bool) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = [
         {"name": WEIGHTS_VOLUME, "mountPath": c.WEIGHTS_MOUNT, "readOnly": read_only_weights},
@@ -169,6 +189,14 @@ def _volume_mounts(model: ServedModel, *, read_only_weights: bool) -> list[dict[
     if model.tensor_parallel_size > 1:
         mounts.append({"name": SHM_VOLUME, "mountPath": c.SHM_MOUNT})
     return mounts
+
+
+def tokenizer_vocabulary_env(model: ServedModel) -> list[dict[str, str]]:
+    """gpt-oss: vLLM's harmony code (openai_harmony) loads `o200k_base.tiktoken` at start-up and, unless
+    TIKTOKEN_ENCODINGS_BASE names a folder holding it, downloads it from openaipublic.blob.core.windows.net
+    whatever HF_HUB_OFFLINE says (openai/harmony src/tiktoken_ext/public_encodings.rs). The download Job
+    stages it on the weights claim; with this variable the server never needs the internet."""
+    return [{"name": "TIKTOKEN_ENCODINGS_BASE", "value": c.TIKTOKEN_DIR}] if model.tiktoken_files else []
 
 
 def vllm_container(model: ServedModel, config: GraceConfig) -> dict[str, Any]:
@@ -182,6 +210,9 @@ def vllm_container(model: ServedModel, config: GraceConfig) -> dict[str, Any]:
         # _volume_mounts) and getpass.getuser() answers without a passwd lookup.
         {"name": "HOME", "value": c.VLLM_HOME},
         {"name": "USER", "value": "vllm"},
+        *tokenizer_vocabulary_env(model),
+        # What the download Job recorded: repo, requested revision and the commit it resolved to.
+        {"name": c.WEIGHTS_MARKER_ENV, "value": c.WEIGHTS_MARKER_PATH},
         *({"name": k, "value": v} for k, v in sorted(model.extra_env.items())),
     ]
     return {
@@ -201,57 +232,13 @@ def vllm_container(model: ServedModel, config: GraceConfig) -> dict[str, Any]:
     }
 
 
-def weights_download_init_container(model: ServedModel, config: GraceConfig) -> dict[str, Any]:
-    """Downloads `hf_repo@revision` into the weights PVC unless that revision is already complete.
-
-    Uses the pinned vLLM image (it has huggingface_hub); the Hub cache lives on node-local /tmp.
-    The token arrives as a file (HF_TOKEN_PATH) from a Secret volume that is optional for ungated repos
-    and required for gated ones, so a missing Secret holds a gated model's pod at ContainerCreating
-    (event FailedMount naming the Secret) instead of a confusing 401 later.
-    """
-    cpu = c.DOWNLOAD_CPU_REQUEST
-    memory = gib_quantity(c.DOWNLOAD_MEMORY_REQUEST_GI)
-    return {
-        "name": c.WEIGHTS_DOWNLOAD_CONTAINER_NAME,
-        "image": config.images.vllm,
-        "imagePullPolicy": c.IMAGE_PULL_POLICY,
-        "command": ["python3", "-c", _DOWNLOAD_SOURCE],
-        "env": [
-            {"name": "GRACE_HF_REPO", "value": model.hf_repo},
-            {"name": "GRACE_HF_REVISION", "value": model.revision},
-            {"name": "GRACE_WEIGHTS_DIR", "value": c.WEIGHTS_MOUNT},
-            {"name": "GRACE_IGNORE_PATTERNS", "value": ",".join(c.WEIGHTS_IGNORE_PATTERNS)},
-            {"name": "HF_HOME", "value": c.HF_HOME},
-            {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
-            {"name": "HF_TOKEN_PATH", "value": f"{c.HF_TOKEN_MOUNT}/{c.HF_TOKEN_SECRET_KEY}"},
-        ],
-        "resources": {
-            "requests": {"cpu": cpu_quantity(cpu), "memory": memory},
-            "limits": {"cpu": cpu_quantity(cpu * c.VLLM_CPU_LIMIT_RATIO), "memory": memory},
-        },
-        "volumeMounts": [
-            {"name": WEIGHTS_VOLUME, "mountPath": c.WEIGHTS_MOUNT},
-            {"name": HF_CACHE_VOLUME, "mountPath": c.HF_CACHE_MOUNT},
-            {"name": HF_TOKEN_VOLUME, "mountPath": c.HF_TOKEN_MOUNT, "readOnly": True},
-        ],
-        "securityContext": container_security_context(),
-    }
-
-
 def pod_volumes(model: ServedModel, config: GraceConfig) -> list[dict[str, Any]]:
-    """The weights PVC (created by GraceStorage), node-local /tmp for the Hub cache, the token Secret
-    as a file, vLLM's scratch ($HOME and /tmp on a read-only root filesystem), and /dev/shm when
-    tensor parallel size > 1 (the 64 MB default makes NCCL fail). Memory-backed shm counts against
-    the container's memory limit."""
+    """The weights PVC (created by GraceStorage, filled by the model's download Job), vLLM's scratch
+    ($HOME and /tmp on a read-only root filesystem) and /dev/shm when tensor parallel size > 1 (the
+    64 MB default makes NCCL fail). Memory-backed shm counts against the container's memory limit."""
     del config  # volume names and sizes are constants; kept for a uniform builder signature
-    token_item = {"key": c.HF_TOKEN_SECRET_KEY, "path": c.HF_TOKEN_SECRET_KEY}
     volumes: list[dict[str, Any]] = [
         {"name": WEIGHTS_VOLUME, "persistentVolumeClaim": {"claimName": model.weights_pvc_name}},
-        {"name": HF_CACHE_VOLUME, "emptyDir": {"sizeLimit": c.HF_CACHE_SIZE_LIMIT}},
-        {
-            "name": HF_TOKEN_VOLUME,
-            "secret": {"secretName": c.HF_TOKEN_SECRET, "items": [token_item], "optional": not model.gated},
-        },
         {"name": SCRATCH_VOLUME, "emptyDir": {"sizeLimit": c.VLLM_SCRATCH_SIZE_LIMIT}},
     ]
     if model.tensor_parallel_size > 1:
@@ -270,26 +257,27 @@ def vllm_sidecar_parts(
     """What an ExperimentJob pod needs to run `model`'s server as a native sidecar (`job` mode).
 
     Returns `(init_containers, volumes)`, camelCase Kubernetes dicts:
-    - `init_containers`: `[download-weights, vllm]`; `vllm` is exactly `vllm_container(model, config)`
-      plus `restartPolicy: Always` (a native sidecar, Kubernetes >= 1.29). Put them FIRST, in this
-      order, before any init container of your own. The kubelet starts the pod's main containers only
-      after the sidecar's startupProbe succeeds, so the worker starts with the server loaded and talks
-      to `http://localhost:8000/v1`; the sidecar is stopped when the main containers exit, so the
-      GPUs are released with the Job.
-    - `volumes`: `model-weights` (PVC grace-model-weights-<key>), `hf-cache` and, when TP > 1,
+    - `init_containers`: `[vllm]`, exactly `vllm_container(model, config)` plus `restartPolicy: Always`
+      (a native sidecar, Kubernetes >= 1.29). Put it after any init container that must finish
+      first (the Job's outputs check). The kubelet starts the pod's main containers only after the
+      sidecar's startupProbe succeeds, so the worker starts with the server loaded and talks to
+      `http://localhost:8000/v1`; the sidecar is stopped when the main containers exit, so the GPUs
+      are released with the Job.
+    - `volumes`: `model-weights` (PVC grace-model-weights-<key>), `vllm-scratch` and, when TP > 1,
       `dshm`. Your own volume names must differ from these.
     The GPU requests/limits sit on the sidecar, which Kubernetes counts in the pod's requests. Also
-    apply `node_selector(model)` to the Job's pod template, give it an `fsGroup` (the non-root
-    download writes the weights claim), set `automountServiceAccountToken: false` unless the worker
-    needs the API, and give the pod the HTTPS-egress label (the download reaches huggingface.co).
+    apply `apply_gpu_placement(spec, model)` to the Job's pod template, and create the Job after the
+    model's download Job (`weights_job.WeightsDownload`) has completed: the weights are there when the
+    pod starts, and the pod needs no HTTPS egress.
     """
     sidecar = {**vllm_container(model, config), "restartPolicy": "Always"}
-    return [weights_download_init_container(model, config), sidecar], pod_volumes(model, config)
+    return [sidecar], pod_volumes(model, config)
 
 
 def model_server_pod_labels(model: ServedModel) -> dict[str, str]:
-    """Labels of a persistent server's pods: model-server labels plus HTTPS egress for the download."""
-    return {**naming.model_server_labels(model.key), **naming.https_egress_labels()}
+    """Labels of a persistent server's pods. No HTTPS egress: the weights and the tokenizer vocabulary
+    are on the weights claim before the pod starts, and vLLM runs with HF_HUB_OFFLINE."""
+    return naming.model_server_labels(model.key)
 
 
 def statefulset_pod_spec(model: ServedModel, config: GraceConfig) -> dict[str, Any]:
@@ -300,13 +288,10 @@ def statefulset_pod_spec(model: ServedModel, config: GraceConfig) -> dict[str, A
         # Service links inject <SERVICE>_PORT variables; vLLM reads VLLM_PORT and similar names itself.
         "enableServiceLinks": False,
         "securityContext": pod_security_context(),
-        "initContainers": [weights_download_init_container(model, config)],
         "containers": [vllm_container(model, config)],
         "volumes": pod_volumes(model, config),
     }
-    selector = node_selector(model)
-    if selector:
-        spec["nodeSelector"] = selector
+    apply_gpu_placement(spec, model)
     return spec
 
 
@@ -319,7 +304,11 @@ def statefulset_manifest(model: ServedModel, config: GraceConfig) -> dict[str, A
             "name": model.server_name,
             "namespace": config.namespace.name,
             "labels": labels,
-            "annotations": security.checkov_skip_annotations(pod_spec),
+            # `pulumi up` does not wait for the model to load unless the model sets awaitReadiness.
+            "annotations": {
+                **security.checkov_skip_annotations(pod_spec),
+                **job_lifecycle.await_annotations(await_readiness=model.await_readiness),
+            },
         },
         "spec": {
             "serviceName": model.server_name,
@@ -352,9 +341,8 @@ def service_manifest(model: ServedModel, config: GraceConfig) -> dict[str, Any]:
 
 def await_timeout(model: ServedModel) -> str:
     """How long `pulumi up` waits for the StatefulSet's first rollout, in whole minutes: pull and
-    scheduling margin + the weight download at the assumed bandwidth + the load budget."""
-    download_s = model.weights_gb * 1000 / c.DOWNLOAD_ASSUMED_MB_PER_S
-    return f"{math.ceil((c.AWAIT_MARGIN_S + download_s + model.load_budget_s) / 60)}m"
+    scheduling margin + the load budget (the weights are downloaded before, by the download Job)."""
+    return f"{math.ceil((c.AWAIT_MARGIN_S + model.load_budget_s) / 60)}m"
 
 
 def server_url(model: ServedModel) -> str:
@@ -374,8 +362,9 @@ class VllmModelServerArgs:
     """The catalog entry with the stack's overrides; must be in `persistent` serving mode."""
     config: GraceConfig
     """The stack config (namespace, images, GPU resource name, monitoring switch)."""
-    weights_claim: pulumi.Resource | None = None
-    """The model's weights PVC from GraceStorage; the StatefulSet waits for it."""
+    weights_ready: pulumi.Resource | None = None
+    """What makes the weights available: the model's download Job (`weights_job.WeightsDownload.job`),
+    which follows its PVC; the StatefulSet is created after it."""
     depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
     """Other resources the server needs first (Namespace, ServiceAccount, token Secret)."""
 
@@ -413,17 +402,15 @@ class VllmModelServer(pulumi.ComponentResource):
     def _create_statefulset(self, name: str) -> k8s.apps.v1.StatefulSet:
         model, config = self._args.model, self._args.config
         manifest = statefulset_manifest(model, config)
-        needs = [*self._args.depends_on, *([self._args.weights_claim] if self._args.weights_claim else [])]
+        needs = [*self._args.depends_on, *([self._args.weights_ready] if self._args.weights_ready else [])]
         timeout = await_timeout(model)
+        # Only an awaited rollout needs a timeout beyond Pulumi's default ten minutes.
+        timeouts = pulumi.CustomTimeouts(create=timeout, update=timeout) if model.await_readiness else None
         return k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",
             metadata=manifest["metadata"],
             spec=manifest["spec"],
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                depends_on=needs,
-                custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout),
-            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=needs, custom_timeouts=timeouts),
         )
 
     def _create_service(self, name: str) -> k8s.core.v1.Service:

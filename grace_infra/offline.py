@@ -52,6 +52,7 @@ class RecordedResource:
     inputs: dict[str, Any] = field(default_factory=dict)
     secret_inputs: bool = False  # some input value was a Pulumi secret
     provider: str = ""  # "<provider urn>::<id>" when an explicit provider is used, else ""
+    create_timeout: str = ""  # customTimeouts.create ("84m"), "" when Pulumi's default applies
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -173,6 +174,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 inputs=cleaned,
                 secret_inputs=had_secret,
                 provider=request.provider,
+                create_timeout=request.customTimeouts.create if request.HasField("customTimeouts") else "",
             )
         )
         return response

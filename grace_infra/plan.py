@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from grace_infra import nrp_cluster
 from grace_infra.catalog import ServingMode
 from grace_infra.config import GraceConfig
 from grace_infra.gpu_hours import format_gpu_hour_table, gpu_hour_plan
 from grace_infra.matrix import format_matrix_table, matrix_json, plan_experiments
-from grace_infra.policy import Finding, check_config
+from grace_infra.policy import Finding, check_config, gpu_fit
 from grace_infra.quantities import GI, parse_quantity
 from grace_infra.sizing import model_server_resources
 from grace_infra.storage import claim_specs
@@ -49,7 +50,7 @@ def models_section(ctx: PlanContext) -> list[dict[str, Any]]:
     """Per model: serving mode, GPUs and where they come from, the vLLM container's requests/limits."""
     rows = []
     for model in ctx.config.served_models():
-        res = model_server_resources(model, ctx.config.gpu)
+        res = model_server_resources(model)
         rows.append({
             "model": model.key,
             "hfRepo": model.hf_repo,
@@ -64,6 +65,29 @@ def models_section(ctx: PlanContext) -> list[dict[str, Any]]:
             "memoryLimitGi": res.memory_limit_gi,
             "weightsPvc": model.weights_pvc_name,
             "weightsPvcGi": model.weights_pvc_gi,
+        })
+    return rows
+
+
+def gpus_section(ctx: PlanContext) -> list[dict[str, Any]]:
+    """Per model: the GPU product and resource its pods ask for, and whether its weights, one
+    max-model-len sequence and vLLM's runtime fit that GPU's memory (the gpu-memory-fit rule)."""
+    rows = []
+    for model in ctx.config.served_models():
+        memory_gb = nrp_cluster.gpu_memory_gb(model.gpu_product, ctx.config.gpu.memory_gb)
+        fit = gpu_fit(model, memory_gb)
+        kind = nrp_cluster.gpu_kind_for_product(model.gpu_product) if model.gpu_product else None
+        rows.append({
+            "model": model.key,
+            "hfRepo": model.hf_repo,
+            "nodeProduct": model.gpu_product,
+            "gpuResource": model.gpu_resource,
+            "gpus": model.gpus,
+            "gpuMemoryGb": memory_gb,
+            "neededGb": round(fit.needed_gb, 1),
+            "usableGb": round(fit.usable_gb, 1),
+            "fits": fit.needed_gb <= fit.usable_gb,
+            "reservation": bool(kind and kind.reservation),
         })
     return rows
 
@@ -92,7 +116,7 @@ def quota_section(ctx: PlanContext) -> dict[str, Any]:
     served = config.served_models()
 
     def total(models: list[Any]) -> dict[str, int | float]:
-        resources = [model_server_resources(m, config.gpu) for m in models]
+        resources = [model_server_resources(m) for m in models]
         return {
             "gpus": sum(r.gpus for r in resources),
             "cpu": _number(sum((Decimal(str(r.cpu_request)) for r in resources), Decimal(0))),
@@ -130,8 +154,28 @@ def gpu_hours_section(ctx: PlanContext) -> dict[str, Any]:
     return gpu_hour_plan(ctx.config, bundle).to_json()
 
 
+def headline(gpu_hours: dict[str, Any]) -> str:
+    """The plan's first line: what the configured stack costs in GPU-hours and what serving every model
+    inside its Jobs would save (NRP bans users whose GPUs idle: see nrp_cluster.POLICY_SOURCE)."""
+    totals = gpu_hours["totals"]
+    configured, job = totals["configuredGpuHours"], totals["jobGpuHours"]
+    saving = round(configured - job, 1)
+    if saving > 0:
+        verdict = f"serving every model in its Jobs would cost {job:,.1f} and save {saving:,.1f}"
+    else:
+        persistent = totals["persistentGpuHours"]
+        verdict = f"every model is served in its Jobs (all-persistent serving would cost {persistent:,.1f})"
+    return f"GPU-hours: {configured:,.1f} as configured; {verdict}."
+
+
+def headline_section(ctx: PlanContext) -> str:
+    return headline(gpu_hours_section(ctx))
+
+
 SECTIONS: dict[str, Section] = {
+    "headline": headline_section,
     "models": models_section,
+    "gpus": gpus_section,
     "storage": storage_section,
     "quota": quota_section,
     "findings": findings_section,
@@ -176,6 +220,20 @@ def models_table(plan: dict[str, Any]) -> str:
     return f"{table}\n{totals}"
 
 
+def gpus_table(plan: dict[str, Any]) -> str:
+    rows = [
+        [
+            g["model"], g["hfRepo"], g["nodeProduct"],
+            g["gpuResource"] + (" (reservation)" if g["reservation"] else ""),
+            f"{g['gpus']} x {g['gpuMemoryGb']:g} GB", f"{g['neededGb']:g} of {g['usableGb']:g} GB",
+            "yes" if g["fits"] else "NO: quantize, pick larger cards, or drop the model",
+        ]
+        for g in plan["gpus"]
+    ]
+    headers = ["model", "checkpoint", "node product", "GPU resource", "GPUs", "needs", "fits"]
+    return format_table(headers, rows)
+
+
 def matrix_table(plan: dict[str, Any]) -> str:
     return format_matrix_table(plan["matrix"])
 
@@ -184,9 +242,10 @@ def gpu_hours_table(plan: dict[str, Any]) -> str:
     return format_gpu_hour_table(plan["gpuHours"])
 
 
-TABLES: list[Table] = [models_table, matrix_table, gpu_hours_table]
+TABLES: list[Table] = [models_table, gpus_table, matrix_table, gpu_hours_table]
 
 
 def summary(plan: dict[str, Any]) -> str:
-    """The human summary render prints: every registered table, separated by a blank line."""
-    return "\n\n".join(table(plan) for table in TABLES)
+    """The human summary render prints: the headline, then every registered table, separated by a
+    blank line."""
+    return "\n\n".join([plan["headline"], *(table(plan) for table in TABLES)])

@@ -10,7 +10,6 @@ To add a rule: write `def my_rule(config: GraceConfig) -> list[Finding]` and app
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -20,12 +19,13 @@ from typing import Any
 import pulumi
 
 from grace_infra import constants as c
-from grace_infra import quantities
+from grace_infra import nrp_cluster, quantities
 from grace_infra.catalog import ServingMode
 from grace_infra.config import AccessMode, ExceptionRule, GraceConfig, ServedModel, VolumeConfig
 from grace_infra.errors import PolicyViolation
 from grace_infra.experiment_job import worker_resources
-from grace_infra.matrix import plan_jobs
+from grace_infra.gpu_hours import gpu_hour_plan
+from grace_infra.matrix import plan_experiments, plan_jobs
 from grace_infra.sizing import GI, model_server_resources, parse_quantity
 from grace_infra.studies import StudyBundle
 
@@ -72,7 +72,8 @@ def _volume_class(config: GraceConfig, volume: VolumeConfig) -> str:
 
 
 def forbidden_storage_class(config: GraceConfig) -> list[Finding]:
-    """rook-cephfs-ucsd may be purged without notice: never put study data or weights on it."""
+    """rook-cephfs-ucsd may be purged without notice (nrp_cluster.STORAGE_SOURCE): never put study data
+    or weights on it. Classes NRP does not have at all are refused while parsing the config."""
     keyed = {
         "storage.sharedClass": config.storage.shared_class,
         "storage.weightsClass": config.storage.weights_class,
@@ -86,16 +87,19 @@ def forbidden_storage_class(config: GraceConfig) -> list[Finding]:
             f"grace:{key}={value!r} is refused: NRP may purge that class without notice; use rook-cephfs.",
         )
         for key, value in keyed.items()
-        if value in c.NRP_FORBIDDEN_STORAGE_CLASSES
+        if value in nrp_cluster.PURGE_PRONE_STORAGE_CLASSES
     ]
 
 
 def many_writers_on_block_class(config: GraceConfig) -> list[Finding]:
-    """Ceph RBD (rook-ceph-block) attaches a filesystem volume to one node: ReadWriteMany cannot bind."""
+    """Ceph RBD (rook-ceph-block*) attaches a filesystem volume to one node: ReadWriteMany cannot bind."""
     findings = []
     for name, volume in _volumes(config).items():
         storage_class = _volume_class(config, volume)
-        if storage_class in c.NRP_BLOCK_STORAGE_CLASSES and volume.access_mode == AccessMode.READ_WRITE_MANY:
+        if (
+            storage_class in nrp_cluster.BLOCK_STORAGE_CLASSES
+            and volume.access_mode == AccessMode.READ_WRITE_MANY
+        ):
             findings.append(Finding(
                 "storage-rwx-on-block", Severity.ERROR, None,
                 f"grace:storage.{name}.accessMode=ReadWriteMany is impossible on block class "
@@ -132,6 +136,11 @@ def _plain(number: Decimal) -> str:
     return f"{number.normalize():f}"
 
 
+def gpu_resources(config: GraceConfig) -> list[str]:
+    """The distinct GPU extended resources the served models request, in config order."""
+    return list(dict.fromkeys(model.gpu_resource for model in config.served_models()))
+
+
 def quota_fits(config: GraceConfig) -> list[Finding]:
     """Persistent servers all run at once for the campaign, so together they must fit the quota.
 
@@ -139,22 +148,24 @@ def quota_fits(config: GraceConfig) -> list[Finding]:
     starts at once would not fit.
     """
     quota = config.namespace.quota
+    served = config.served_models()
+    # The quota caps each GPU resource separately (requests.nvidia.com/a100, requests.nvidia.com/gpu, ...).
     limits = {
-        "GPUs": (Decimal(quota.requests_gpu), "namespace.quota.requestsGpu"),
-        "CPU cores": (parse_quantity(quota.requests_cpu), "namespace.quota.requestsCpu"),
-        "memory GiB": (parse_quantity(quota.requests_memory) / GI, "namespace.quota.requestsMemory"),
+        f"{resource} GPUs": (Decimal(quota.requests_gpu), "namespace.quota.requestsGpu")
+        for resource in gpu_resources(config)
     }
+    limits["CPU cores"] = (parse_quantity(quota.requests_cpu), "namespace.quota.requestsCpu")
+    limits["memory GiB"] = (parse_quantity(quota.requests_memory) / GI, "namespace.quota.requestsMemory")
 
     def totals(models: Iterable[ServedModel]) -> dict[str, Decimal]:
         sums = dict.fromkeys(limits, Decimal(0))
         for model in models:
-            res = model_server_resources(model, config.gpu)
-            sums["GPUs"] += res.gpus
+            res = model_server_resources(model)
+            sums[f"{res.gpu_resource_name} GPUs"] += res.gpus
             sums["CPU cores"] += Decimal(str(res.cpu_request))
             sums["memory GiB"] += res.memory_request_gi
         return sums
 
-    served = config.served_models()
     persistent = totals(m for m in served if m.serving_mode == ServingMode.PERSISTENT)
     findings = []
     for what, (limit, key) in limits.items():
@@ -186,7 +197,14 @@ def all_pods_fit_quota(config: GraceConfig) -> list[Finding]:
     worker = worker_resources(config)
     pods = len(servers) - sum(1 for job in jobs if job.sidecar) + len(jobs)
     wanted = {
-        "GPUs": (Decimal(sum(m.gpus for m in servers)), Decimal(quota.requests_gpu), "requestsGpu"),
+        f"{resource} GPUs": (
+            Decimal(sum(m.gpus for m in servers if m.gpu_resource == resource)),
+            Decimal(quota.requests_gpu),
+            "requestsGpu",
+        )
+        for resource in gpu_resources(config)
+    }
+    wanted |= {
         "CPU cores": (
             sum((Decimal(str(m.cpu_request)) for m in servers), Decimal(0))
             + len(jobs) * Decimal(str(worker.cpu_request)),
@@ -293,7 +311,10 @@ def container_limit_findings(
 
 def model_server_limits(config: GraceConfig) -> list[Finding]:
     """The limit rule applied to exactly the containers the program will render for every model."""
-    from grace_infra import model_server  # noqa: PLC0415  (model_server imports sizing; keep policy importable alone)
+    from grace_infra import (  # noqa: PLC0415  (they import sizing; keep policy importable alone)
+        model_server,
+        weights_job,
+    )
 
     findings = []
     for model in config.served_models():
@@ -305,6 +326,9 @@ def model_server_limits(config: GraceConfig) -> list[Finding]:
             spec = {"initContainers": init_containers}
             owner = f"model {model.key}'s job-mode sidecar"
         findings.extend(container_limit_findings(spec, owner, model.key))
+        download = weights_job.download_job_manifest(model, config)["spec"]["template"]["spec"]
+        owner = f"Job {weights_job.download_job_name(model)}"
+        findings.extend(container_limit_findings(download, owner, model.key))
     return findings
 
 
@@ -324,6 +348,37 @@ def two_week_limit(config: GraceConfig) -> list[Finding]:
         if model.serving_mode == ServingMode.PERSISTENT
         and not config.has_exception(model.key, ExceptionRule.TWO_WEEK_LIMIT)
     ]
+
+
+def persistent_idle_gpus(config: GraceConfig) -> list[Finding]:
+    """NRP counts GPUs used under 40 % of what a pod requests against the namespace, and flags pods
+    using under 20 % or over 150 % of their memory request (nrp_cluster.POLICY_SOURCE): a persistent
+    server holds its GPUs for the whole campaign and works only while the matrix runs on it. Warn with
+    the share of its planned GPU-hours it would be busy."""
+    persistent = {m.key: m for m in config.served_models() if m.serving_mode == ServingMode.PERSISTENT}
+    if not persistent:
+        return []
+    bundle, _ = plan_experiments(config)
+    planned = {m.model: m for m in gpu_hour_plan(config, bundle).models}
+    findings = []
+    for key, model in persistent.items():
+        hours = planned.get(key)
+        campaign_hours = config.plan.campaign_days * c.HOURS_PER_DAY
+        # Rounded as plan.json rounds them, so the warning and the GPU-hour table print the same numbers.
+        held = round(hours.persistent_gpu_hours if hours else model.gpus * campaign_hours, 2)
+        busy = round(model.gpus * hours.busy_wall_hours, 2) if hours else 0.0
+        instead = (
+            f"servingMode=job would hold {round(hours.job_gpu_hours, 2):,.1f}" if hours
+            else "it runs no experiment of the matrix"
+        )
+        findings.append(Finding(
+            "persistent-idle-gpus", Severity.WARNING, key,
+            f"model {key} runs as a persistent server: busy {busy:,.1f} of the {held:,.1f} GPU-hours it "
+            f"holds over grace:plan.campaignDays={config.plan.campaign_days:g} ({busy / held:.1%}); NRP "
+            f"counts GPUs used under {c.NRP_IDLE_GPU_UTILISATION:.0%} of their request against the "
+            f"namespace; {instead}.",
+        ))
+    return findings
 
 
 @dataclass(frozen=True)
@@ -355,21 +410,11 @@ def gpu_fit(model: Any, memory_gb: float) -> GpuFit:
     )
 
 
-_PRODUCT_MEMORY = re.compile(r"(\d+)GB", re.IGNORECASE)
-
-
-def gpu_memory_gb(product: str | None, configured_gb: float) -> float:
-    """Memory of one GPU: the size a node product label names (`NVIDIA-A100-PCIE-40GB` -> 40), since a
-    per-model gpuProduct may select other cards than grace:gpu.memoryGb describes; else memoryGb."""
-    match = _PRODUCT_MEMORY.search(product or "")
-    return float(match.group(1)) if match else configured_gb
-
-
 def gpu_memory_fit(config: GraceConfig) -> list[Finding]:
     """Warn when a model cannot hold even one max-model-len sequence: vLLM refuses to start then."""
     findings = []
     for model in config.served_models():
-        memory_gb = gpu_memory_gb(model.gpu_product, config.gpu.memory_gb)
+        memory_gb = nrp_cluster.gpu_memory_gb(model.gpu_product, config.gpu.memory_gb)
         fit = gpu_fit(model, memory_gb)
         if fit.needed_gb <= fit.usable_gb:
             continue
@@ -384,6 +429,54 @@ def gpu_memory_fit(config: GraceConfig) -> list[Finding]:
     return findings
 
 
+# --- GPU resource rules (nrp_cluster.GPU_SOURCE) -----------------------------------------------
+
+
+def _resource_key(config: GraceConfig, model: ServedModel) -> str:
+    """The config key that set a model's GPU resource, for the message."""
+    i = _model_index(config, model.key)
+    if config.models[i].gpu_resource:
+        return f"grace:models[{i}].gpuResource"
+    return "grace:gpu.resourceName" if config.gpu.resource_name else "the product table"
+
+
+def gpu_resource_matches_product(config: GraceConfig) -> list[Finding]:
+    """NRP advertises each special GPU only under its own resource (A100 nodes offer nvidia.com/a100 and
+    no nvidia.com/gpu): a pod pairing a product with another resource stays Pending forever."""
+    findings = []
+    for model in config.served_models():
+        if not model.gpu_product:
+            continue
+        expected = nrp_cluster.gpu_resource_for_product(model.gpu_product)
+        if model.gpu_resource == expected:
+            continue
+        findings.append(Finding(
+            "gpu-resource-product", Severity.ERROR, model.key,
+            f"model {model.key} selects nvidia.com/gpu.product={model.gpu_product}, which NRP serves as "
+            f"{expected}, but requests {model.gpu_resource} ({_resource_key(config, model)}); the pod could "
+            f"never schedule: request {expected} or select another product.",
+        ))
+    return findings
+
+
+def reserved_gpu_resource(config: GraceConfig) -> list[Finding]:
+    """A100, H100, H200 and GH200 quotas are 0 in every namespace until NRP raises them: warn."""
+    reserved = {kind.resource: kind for kind in nrp_cluster.GPU_KINDS if kind.reservation}
+    by_resource: dict[str, list[str]] = {}
+    for model in config.served_models():
+        if model.gpu_resource in reserved:
+            by_resource.setdefault(model.gpu_resource, []).append(model.key)
+    return [
+        Finding(
+            "gpu-reservation-needed", Severity.WARNING, None,
+            f"{', '.join(keys)} request {resource} ({reserved[resource].name}), whose namespace quota NRP "
+            "keeps at 0 until it grants a reservation; without one these pods stay Pending (the generic "
+            "pool needs none: Pulumi.nrp-generic.yaml).",
+        )
+        for resource, keys in by_resource.items()
+    ]
+
+
 RULES: list[Rule] = [
     forbidden_storage_class,
     many_writers_on_block_class,
@@ -395,7 +488,10 @@ RULES: list[Rule] = [
     tensor_parallel_layout,
     model_server_limits,
     two_week_limit,
+    persistent_idle_gpus,
     gpu_memory_fit,
+    gpu_resource_matches_product,
+    reserved_gpu_resource,
 ]
 
 

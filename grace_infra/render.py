@@ -20,7 +20,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import yaml
 from grace_infra import constants as c
 from grace_infra.config import GraceConfig
 from grace_infra.errors import GraceError
+from grace_infra.input_files import offline_input_files
 from grace_infra.offline import PROJECT_ROOT, OfflineRun, run_offline
 from grace_infra.plan import build_plan, summary
 from grace_infra.policy import check_config
@@ -59,6 +60,7 @@ class Rendered:
     run: OfflineRun
     plan: dict[str, Any]
     placeholder_secrets: list[str]  # config keys filled with SECRET_PLACEHOLDER
+    input_substitutions: list[str] = field(default_factory=list)  # input_files.offline_input_files notes
 
 
 # --- reading config ------------------------------------------------------------------------------
@@ -145,6 +147,7 @@ def needed_secrets(config: GraceConfig) -> set[str]:
 def render(stack: str = c.DEFAULT_STACK, config_files: Sequence[Path] = ()) -> Rendered:
     """Run the program offline; raises GraceError (ConfigError, PolicyViolation, ...) on bad input."""
     raw, secrets = load_raw_config(stack, config_files)
+    raw, input_notes = offline_input_files(raw, PROJECT_ROOT)
     undecryptable = sorted(secrets - set(SECRET_KEYS))
     if undecryptable:
         raise RenderInputError(
@@ -161,7 +164,9 @@ def render(stack: str = c.DEFAULT_STACK, config_files: Sequence[Path] = ()) -> R
         stack=stack,
     )
     plan = build_plan(config, check_config(config))
-    return Rendered(config=config, run=run, plan=plan, placeholder_secrets=filled)
+    return Rendered(
+        config=config, run=run, plan=plan, placeholder_secrets=filled, input_substitutions=input_notes
+    )
 
 
 def manifest_filename(manifest: Mapping[str, Any]) -> str:
@@ -263,6 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     for warning in rendered.run.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    for note in rendered.input_substitutions:
+        print(f"note: {note}", file=sys.stderr)
     print(summary(rendered.plan))
     if rendered.placeholder_secrets:
         names = ", ".join(f"grace:{key}" for key in rendered.placeholder_secrets)

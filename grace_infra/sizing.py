@@ -10,10 +10,10 @@ import math
 from dataclasses import dataclass
 
 from grace_infra import constants as c
-from grace_infra.config import GpuConfig, ServedModel
+from grace_infra.config import ServedModel
 from grace_infra.quantities import GI, cpu_quantity, parse_quantity
 
-__all__ = ["GI", "ContainerResources", "model_server_resources", "parse_quantity"]
+__all__ = ["GI", "ContainerResources", "ephemeral_limit_within", "model_server_resources", "parse_quantity"]
 
 
 @dataclass(frozen=True)
@@ -26,11 +26,18 @@ class ContainerResources:
     memory_limit_gi: int
     gpus: int
     gpu_resource_name: str
+    # Node-local disk (emptyDir volumes, the writable layer): without a request the scheduler ignores it
+    # and the kubelet may evict the pod under disk pressure. 0: not rendered.
+    ephemeral_request_gi: int = 0
+    ephemeral_limit_gi: int = 0
 
     def as_k8s(self) -> dict[str, dict[str, str]]:
         """The container's `resources` block. GPUs are extended resources: request must equal limit."""
         requests = {"cpu": cpu_quantity(self.cpu_request), "memory": f"{self.memory_request_gi}Gi"}
         limits = {"cpu": cpu_quantity(self.cpu_limit), "memory": f"{self.memory_limit_gi}Gi"}
+        if self.ephemeral_request_gi:
+            requests["ephemeral-storage"] = f"{self.ephemeral_request_gi}Gi"
+            limits["ephemeral-storage"] = f"{self.ephemeral_limit_gi}Gi"
         if self.gpus:
             requests[self.gpu_resource_name] = str(self.gpus)
             limits[self.gpu_resource_name] = str(self.gpus)
@@ -45,11 +52,12 @@ def cpu_limit_within(request_cores: float, ratio: float) -> float:
     return math.floor(round(request_cores * ratio * 1000, 6)) / 1000
 
 
-def model_server_resources(model: ServedModel, gpu: GpuConfig) -> ContainerResources:
+def model_server_resources(model: ServedModel) -> ContainerResources:
     """The vLLM container of one model.
 
     NRP allows a limit at most 20 % above its request; we use that headroom for CPU (tokenisation
-    bursts) and memory (weight loading peaks), rounded down so the ratio never exceeds 1.2.
+    bursts) and memory (weight loading peaks), rounded down so the ratio never exceeds 1.2. GPUs go
+    under the model's resolved extended resource (NRP's product table, or the stack's override).
     """
     ratio = c.NRP_LIMIT_TO_REQUEST_MAX_RATIO
     return ContainerResources(
@@ -58,5 +66,12 @@ def model_server_resources(model: ServedModel, gpu: GpuConfig) -> ContainerResou
         memory_request_gi=model.memory_request_gi,
         memory_limit_gi=math.floor(model.memory_request_gi * ratio),
         gpus=model.gpus,
-        gpu_resource_name=gpu.resource_name,
+        gpu_resource_name=model.gpu_resource,
+        ephemeral_request_gi=c.VLLM_SCRATCH_SIZE_GI,
+        ephemeral_limit_gi=ephemeral_limit_within(c.VLLM_SCRATCH_SIZE_GI),
     )
+
+
+def ephemeral_limit_within(request_gi: int) -> int:
+    """The largest whole-GiB ephemeral-storage limit within NRP's 1.2 x request rule."""
+    return math.floor(request_gi * c.NRP_LIMIT_TO_REQUEST_MAX_RATIO)

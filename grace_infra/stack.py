@@ -20,8 +20,9 @@ from grace_infra.config import GraceConfig
 from grace_infra.experiments import build_experiments
 from grace_infra.foundation import GraceFoundation, GraceFoundationArgs
 from grace_infra.gpu_hours import gpu_hour_plan
-from grace_infra.model_server import VllmModelServer, VllmModelServerArgs
+from grace_infra.model_server import VllmModelServer, VllmModelServerArgs, await_timeout
 from grace_infra.storage import GraceStorage, GraceStorageArgs
+from grace_infra.weights_job import WeightsDownload, WeightsDownloadArgs
 
 __all__ = ["SECRET_KEYS", "StackSecrets", "build_stack", "read_secrets", "read_stack_config"]
 
@@ -101,6 +102,21 @@ def component_options(config: GraceConfig) -> pulumi.ResourceOptions | None:
     return pulumi.ResourceOptions(providers={"kubernetes": provider})
 
 
+def readiness_commands(config: GraceConfig) -> dict[str, str]:
+    """Per persistent model, the command that waits for its server to be Ready; the Jobs' progress."""
+    namespace = config.namespace.name
+    commands = {
+        model.key: (
+            f"kubectl -n {namespace} rollout status statefulset/{model.server_name} "
+            f"--timeout={await_timeout(model)}"
+        )
+        for model in config.served_models()
+        if model.serving_mode == ServingMode.PERSISTENT
+    }
+    commands["jobs"] = f"kubectl -n {namespace} get jobs -l {c.LABEL_PROJECT}={c.PROJECT} -w"
+    return commands
+
+
 def build_stack() -> None:
     """Parse config, check the NRP rules, build the components, export what people need."""
     config = read_stack_config()
@@ -125,12 +141,25 @@ def build_stack() -> None:
     )
     storage = GraceStorage("grace", GraceStorageArgs(config=config, namespace=foundation.namespace), opts)
 
+    # --- weights: one awaited download Job per model; every pod running vLLM is created after it.
+    downloads = {
+        model.key: WeightsDownload(
+            f"weights-{model.key}",
+            WeightsDownloadArgs(
+                model=model, config=config,
+                depends_on=[*foundation.ready, storage.claims[model.weights_pvc_name]],
+            ),
+            opts,
+        )
+        for model in config.served_models()
+    }
+
     # --- model servers: job-mode models run inside their ExperimentJobs instead.
     servers = {
         model.key: VllmModelServer(
             model.server_name,
             VllmModelServerArgs(
-                model=model, config=config, weights_claim=storage.claims[model.weights_pvc_name],
+                model=model, config=config, weights_ready=downloads[model.key].job,
                 depends_on=foundation.ready,
             ),
             opts,
@@ -145,7 +174,7 @@ def build_stack() -> None:
     experiments = build_experiments(
         config,
         depends_on=[*foundation.ready, *shared_claims],
-        weights_claims={m.key: storage.claims[m.weights_pvc_name] for m in config.served_models()},
+        weights_claims={key: download.job for key, download in downloads.items()},
         opts=opts,
     )
     pulumi.export("experimentJobs", [job.name for job in experiments.planned])
@@ -153,6 +182,20 @@ def build_stack() -> None:
 
     pulumi.export("namespace", foundation.namespace)
     pulumi.export("modelServers", {key: server.url for key, server in servers.items()})
+    # The checkpoint each model is served from. The commit `revision` resolves to is known only when the
+    # download Job runs: it records it in the marker file, which every container mounting the weights
+    # reads at `weightsMarker` (GRACE_WEIGHTS_MARKER) and job-mode workers copy into their meta files.
+    pulumi.export("weights", {
+        model.key: {
+            "hfRepo": model.hf_repo,
+            "revision": model.revision,
+            "downloadJob": downloads[model.key].job_name,
+            "weightsMarker": c.WEIGHTS_MARKER_PATH,
+        }
+        for model in config.served_models()
+    })
+    # `pulumi up` does not wait for the servers to load (job_lifecycle.await_annotations): say how to.
+    pulumi.export("watchReadiness", readiness_commands(config))
     pulumi.export("serviceAccounts", {
         "modelServer": foundation.model_server_account,
         "queryJob": foundation.query_job_account,

@@ -3,13 +3,15 @@
 The Jobs listed are the ones the stack PLANS (the render's planning code), so a Job that was never
 created shows up too. Each line is read from the API server with the user's kubeconfig:
 
-    not found          no Job of that name: not created yet, or deleted after it finished (the stack's
-                       jobs.ttlSecondsAfterFinished); `grace results check` tells which outputs are complete
+    not found          no Job of that name: not created yet, or deleted after it finished (by hand, or
+                       by the stack's jobs.ttlSecondsAfterFinished when set); `grace results check` tells
+                       which outputs are complete
     pending: <why>     the scheduler's PodScheduled message (e.g. "0/40 nodes are available: ...
                        Insufficient nvidia.com/a100"), or a container's waiting reason (image pull)
-    downloading the weights / loading the model
-                       job serving mode: the download init container runs, or the vLLM sidecar is not
-                       ready yet
+    downloading the weights
+                       the model's `weights-<model>` Job is still running (`pulumi up` creates the
+                       model's server or matrix Job once it has completed)
+    loading the model  job serving mode: the vLLM sidecar is not ready yet
     running: ...       rows done/total and rows/s from the worker's last progress log line
                        (worker/progress.py: `progress pipeline=... done=... total=... rate=...`), with
                        the task number in a job-mode Job (`task i/n:` lines of `worker run --tasks`)
@@ -135,14 +137,27 @@ def _pending_reason(pod: k8s.V1Pod) -> str:
 
 
 def _sidecar_state(pod: k8s.V1Pod) -> str | None:
-    """Job serving mode: `downloading the weights` / `loading the model` until the vLLM sidecar is ready."""
+    """Job serving mode: `checking the outputs`, then `loading the model` until the vLLM sidecar is ready."""
     for status in pod.status.init_container_statuses or []:
         running = status.state.running if status.state else None
-        if status.name == c.WEIGHTS_DOWNLOAD_CONTAINER_NAME and running:
-            return "downloading the weights"
+        if status.name == c.OUTPUTS_CHECK_CONTAINER_NAME and running:
+            return "checking the outputs"  # grace_infra/outputs_check.py: a complete rerun loads nothing
         if status.name == c.VLLM_CONTAINER_NAME and not status.ready:
             return "loading the model" if running else None
     return None
+
+
+def download_state(download: k8s.V1Job | None) -> str | None:
+    """The model's weight download Job, while the workload that needs it cannot exist yet."""
+    if download is None:
+        return None
+    conditions = download.status.conditions if download.status else None
+    if _condition(conditions, "Complete"):
+        return None
+    failed = _condition(conditions, "Failed")
+    if failed:
+        return f"weight download failed ({failed.reason}): kubectl logs job/{download.metadata.name}"
+    return "downloading the weights"
 
 
 def job_state(  # noqa: PLR0911 (one return per state)
@@ -189,11 +204,7 @@ def server_state(statefulset: k8s.V1StatefulSet | None, pod: k8s.V1Pod | None) -
     if pod is None:
         return f"not ready {ready}/{wanted}: no pod yet"
     if pod.status.phase == "Pending":
-        downloading = any(
-            s.name == c.WEIGHTS_DOWNLOAD_CONTAINER_NAME and s.state and s.state.running
-            for s in pod.status.init_container_statuses or []
-        )
-        return "downloading the weights" if downloading else f"pending: {_pending_reason(pod)}"
+        return f"pending: {_pending_reason(pod)}"
     waiting = _waiting(pod.status.container_statuses)
     return f"not ready: {waiting}" if waiting else "loading the model"
 
@@ -224,11 +235,18 @@ def collect_status(campaign: Campaign, api: k8s.ApiClient) -> tuple[list[JobStat
                 # 400: the container is not running (waiting to restart); its previous run has the log.
         raise AssertionError("unreachable")
 
+    def download(model_key: str) -> str | None:
+        return download_state(jobs.get(f"{c.WEIGHTS_DOWNLOAD_JOB_PREFIX}{model_key}"))
+
+    def planned_state(name: str, model_key: str, sidecar: bool) -> str:
+        job = jobs.get(name)
+        if job is None and sidecar:  # created only after the model's weight download has completed
+            return download(model_key) or NOT_FOUND
+        return job_state(job, [p for p in pods if _job_of(p) == name], read_log)
+
     job_lines = [
         JobStatus(
-            planned.name,
-            planned.model.key,
-            job_state(jobs.get(planned.name), [p for p in pods if _job_of(p) == planned.name], read_log),
+            planned.name, planned.model.key, planned_state(planned.name, planned.model.key, planned.sidecar)
         )
         for planned in campaign.jobs
     ]
@@ -237,7 +255,8 @@ def collect_status(campaign: Campaign, api: k8s.ApiClient) -> tuple[list[JobStat
         ServerStatus(
             model.server_name,
             model.key,
-            server_state(sets.get(model.server_name), by_name.get(f"{model.server_name}-0")),
+            (sets.get(model.server_name) is None and download(model.key))
+            or server_state(sets.get(model.server_name), by_name.get(f"{model.server_name}-0")),
         )
         for model in campaign.config.served_models()
         if model.serving_mode is ServingMode.PERSISTENT
@@ -245,8 +264,9 @@ def collect_status(campaign: Campaign, api: k8s.ApiClient) -> tuple[list[JobStat
     return job_lines, server_lines
 
 
-def format_status(jobs: list[JobStatus], servers: list[ServerStatus], ttl_s: int) -> str:
-    """The two tables and a summary; `ttl_s` is the Jobs' ttlSecondsAfterFinished (why one may be gone)."""
+def format_status(jobs: list[JobStatus], servers: list[ServerStatus], ttl_s: int | None) -> str:
+    """The two tables and a summary; `ttl_s` is the Jobs' ttlSecondsAfterFinished (why one may be gone;
+    None: finished Jobs are kept until `pulumi destroy`)."""
     server_table = format_table(
         ["model server", "model", "state"], [[s.server, s.model, s.state] for s in servers]
     )
@@ -257,9 +277,14 @@ def format_status(jobs: list[JobStatus], servers: list[ServerStatus], ttl_s: int
     counts = ", ".join(f"{kinds[kind]} {kind}" for kind in ordered)
     summary = f"{len(jobs)} planned Jobs: {counts}"
     if kinds[NOT_FOUND]:
+        deleted = (
+            "deleted outside Pulumi (finished Jobs are kept until `pulumi destroy`)"
+            if ttl_s is None
+            else f"deleted {ttl_s / SECONDS_PER_DAY:g} days after it finished (ttlSecondsAfterFinished)"
+        )
         summary += (
-            f"\n{NOT_FOUND}: not created yet, or deleted {ttl_s / SECONDS_PER_DAY:g} days after it finished "
-            "(ttlSecondsAfterFinished); `grace results check` shows which outputs are complete."
+            f"\n{NOT_FOUND}: not created yet, or {deleted}; `grace results check` shows which outputs are "
+            "complete."
         )
     return f"{server_table}\n\n{job_table}\n\n{summary}"
 

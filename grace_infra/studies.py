@@ -167,7 +167,11 @@ def load_study_bundle(
         key = f"grace:experiments.inputFiles.{study}={local!r}"
         path = Path(local) if Path(local).is_absolute() else root / local
         if not path.is_file():
-            raise ConfigError(f"{key} does not name an existing file.")
+            raise ConfigError(
+                f"{key} does not name an existing file; put the study CSV there (paths are relative "
+                f"to the project root), or remove the key to read {c.INPUT_MOUNT}/{study}.csv from the "
+                "input claim (docs/lifecycle.md)."
+            )
         files[input_pod_path(study, config)] = _read_text(path, key)
     size = StudyBundle(files).size_bytes()
     budget = c.CONFIGMAP_MAX_BYTES - c.CONFIGMAP_METADATA_RESERVE_BYTES

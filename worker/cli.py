@@ -38,6 +38,7 @@ __all__ = [
     "build_parser",
     "main",
     "parse_subcommand",
+    "read_tasks",
     "run_options",
     "subcommand_parser",
 ]
@@ -51,6 +52,8 @@ SUBCOMMANDS: dict[str, str] = {
     "extract": "worker.extract",
 }
 RUN_COMMAND = "run"
+CHECK_OUTPUTS_COMMAND = "check-outputs"
+CHECK_OUTPUTS_MODULE = "worker.outputs_check"  # imports this module, so it is loaded when used
 EXIT_INTERRUPTED = c.EXIT_SIGNAL_BASE + 2  # SIGINT outside a run (while parsing); runs handle it themselves
 CLEAR_LINE = "\r\x1b[K"  # carriage return + ANSI "erase to end of line"
 
@@ -179,7 +182,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, endpoint_required: 
         "--wait-timeout",
         type=float,
         default=c.DEFAULT_WAIT_TIMEOUT_S,
-        help="Seconds to wait for the server's /health before giving up.",
+        help="Seconds to wait for /health, at the start and in an outage, before giving up (exit 5).",
     )
     group.add_argument(
         "--retry-failed",
@@ -216,6 +219,16 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, endpoint_required: 
         default=c.DEFAULT_METRICS_PORT,
         help="Prometheus metrics port; 0 disables.",
     )
+    group.add_argument(
+        "--plan-digest",
+        help="Digest of the planned run (the deployment computes it); recorded in the meta file.",
+    )
+    group.add_argument(
+        "--supersede",
+        action="store_true",
+        help="If the output, checkpoint or meta were made with other input or parameters, move them into "
+        "<output dir>/superseded/<UTC time>/ and run (never deletes); default: refuse, exit 2.",
+    )
 
 
 def run_options(args: argparse.Namespace, argv: Sequence[str]) -> RunOptions:
@@ -240,6 +253,8 @@ def run_options(args: argparse.Namespace, argv: Sequence[str]) -> RunOptions:
             retry_failed=args.retry_failed,
             wait_for_lock_s=args.wait_for_lock,
             command_line=("python -m worker", *argv),
+            plan_digest=args.plan_digest,
+            supersede=args.supersede,
         )
     except ValidationError as err:
         raise InputError(_validation_sentence(err)) from err
@@ -297,6 +312,10 @@ def build_parser() -> _Parser:
     run.add_argument(
         "--tasks", type=Path, required=True, help='JSON list of argv lists: [["query", ...], ...]'
     )
+    sub.add_parser(
+        CHECK_OUTPUTS_COMMAND, add_help=False,
+        help="Whether every task of a --tasks list is already complete (writes --marker if so).",
+    )  # fmt: skip
     return parser
 
 
@@ -311,6 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv and argv[0] == RUN_COMMAND:
             return _run_tasks(argv)
+        if argv and argv[0] == CHECK_OUTPUTS_COMMAND:  # worker/outputs_check.py (job-mode init container)
+            return importlib.import_module(CHECK_OUTPUTS_MODULE).main(argv[1:])
         return _run_one(argv)
     except KeyboardInterrupt:
         # Every finished row is already in the checkpoint; the same command resumes.
@@ -369,7 +390,7 @@ def _top_level(argv: list[str]) -> NoReturn:
 def _run_tasks(argv: list[str]) -> int:
     try:
         args = build_parser().parse_args(argv)
-        tasks = _read_tasks(args.tasks)
+        tasks = read_tasks(args.tasks)
     except (UsageError, InputError) as err:
         report_fatal(RUN_COMMAND, err)
         return c.EXIT_INPUT
@@ -384,7 +405,7 @@ def _run_tasks(argv: list[str]) -> int:
     return worst
 
 
-def _read_tasks(path: Path) -> list[list[str]]:
+def read_tasks(path: Path) -> list[list[str]]:
     try:
         tasks = json.loads(path.read_text(encoding="utf-8"))
     except OSError as err:

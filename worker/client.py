@@ -8,8 +8,10 @@ Every request goes through `ModelClient._attempts`, which:
 - retries connection errors, the deadline, 408/409/429 and 5xx, and bodies that are not the JSON the
   API promises, with jittered exponential backoff that honours Retry-After, up to `max_retries`;
 - never retries 4xx refusals (`RequestRejected`): the same request would be refused again;
-- treats a 2xx chat or text completion without `choices` as a bad body (`ResponseError`, retried), here
-  and nowhere else, so every pipeline follows the one taxonomy of worker.errors;
+- treats a 2xx chat or text completion without `choices` as a bad body (`ResponseError`, retried), and
+  runs the request's own `expect` (what its pipeline asked the reply to contain: logprobs, token ids, an
+  answer) inside the same loop, so a reply missing a promised field is retried with the same backoff and
+  tallied the same way on every pipeline: the one taxonomy of worker.errors, in one place;
 - given `outage_wait_s`, tells a server that is away from a request that failed: a connection error, an
   attempt deadline or a 502/503/504 makes it ask /health once (shared by every request in flight); if
   /health fails too, every request pauses while the client waits for /health to come back (a vLLM
@@ -39,7 +41,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,11 +53,16 @@ from worker import constants as c
 from worker.errors import RequestRejected, ResponseError, RetryableError, ServerUnavailable
 from worker.options import ClientOptions
 
-__all__ = ["ModelClient", "Reply", "RequestObserver", "RequestTally", "tally_requests"]
+__all__ = ["Expectation", "ModelClient", "Reply", "RequestObserver", "RequestTally", "tally_requests"]
 
 log = logging.getLogger(__name__)
 
 JsonObject = dict[str, Any]
+
+# What a request promises its reply will contain: reads the body and returns what the pipeline needs from
+# it, or raises ResponseError naming the missing field (then the request is sent again). It must raise
+# nothing else: a complete reply that is unusable for the row is the pipeline's to judge afterwards.
+Expectation = Callable[[JsonObject], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +72,7 @@ class Reply:
     body: JsonObject  # the parsed JSON body, every field the server sent (vLLM extras included)
     attempts: int  # 1 when the first attempt succeeded
     latency_s: float  # seconds the successful attempt took, excluding earlier attempts and backoff
+    expected: Any = None  # what the request's `expect` returned for the body (None without one)
 
 
 @dataclass(slots=True)
@@ -153,28 +161,32 @@ class ModelClient:
 
     # ---- the API the pipelines use -------------------------------------------------------------------
 
-    async def chat(self, messages: Sequence[Mapping[str, Any]], **params: Any) -> Reply:
+    async def chat(
+        self, messages: Sequence[Mapping[str, Any]], *, expect: Expectation | None = None, **params: Any
+    ) -> Reply:
         """POST /v1/chat/completions for the configured model.
 
         `params` are the request's other JSON fields, passed through as given: OpenAI's (max_tokens,
         temperature, seed, logprobs, top_logprobs, response_format, ...) and vLLM's own (top_k,
-        structured_outputs, ...) alike.
+        structured_outputs, ...) alike. `expect` checks the reply holds what the request asked for.
         """
         return await self.post_json(
-            c.CHAT_PATH, {"model": self.options.model_name, "messages": messages, **params}
+            c.CHAT_PATH, {"model": self.options.model_name, "messages": messages, **params}, expect=expect
         )
 
-    async def post_json(self, path: str, body: Mapping[str, Any]) -> Reply:
-        """POST a JSON body to `path` relative to the server root ("/v1/completions", "/tokenize")."""
-        return await self._attempts("POST", path, body)
+    async def post_json(
+        self, path: str, body: Mapping[str, Any], *, expect: Expectation | None = None
+    ) -> Reply:
+        """POST a JSON body to `path` relative to the server root ("/v1/completions", "/tokenize").
+
+        `expect` reads the reply inside the retry loop (a ResponseError from it is retried); what it
+        returns is the reply's `expected`.
+        """
+        return await self._attempts("POST", path, body, expect)
 
     async def models(self) -> list[JsonObject]:
         """The `data` entries of GET /v1/models (id, root, max_model_len, ...)."""
-        reply = await self._attempts("GET", c.MODELS_PATH)
-        data = reply.body.get("data")
-        if not isinstance(data, list):
-            raise ResponseError(f"GET {c.MODELS_PATH} returned no `data` list.")
-        return [entry for entry in data if isinstance(entry, dict)]
+        return (await self._attempts("GET", c.MODELS_PATH, expect=_model_entries)).expected
 
     async def model_entry(self) -> JsonObject:
         """The /v1/models entry of the configured model; RequestRejected(404) when the server lacks it."""
@@ -272,8 +284,14 @@ class ModelClient:
 
     # ---- one retry layer ---------------------------------------------------------------------------------
 
-    async def _attempts(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Reply:
-        """Send until a JSON object comes back, a refusal, or the retries run out."""
+    async def _attempts(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        expect: Expectation | None = None,
+    ) -> Reply:
+        """Send until a JSON object holding every promised field comes back, a refusal, or no retries."""
         url = self._url(path)
         payload = None if body is None else json.dumps(body, ensure_ascii=False).encode()
         attempt = 0
@@ -288,6 +306,7 @@ class ModelClient:
                     async with asyncio.timeout(self.options.timeout_s):
                         answer = await self._send(method, url, payload)
                     _check_promised_fields(path, answer)
+                    expected = None if expect is None else expect(answer)
             except TimeoutError as err:
                 failure: RetryableError = RetryableError(
                     f"no complete response within the {self.options.timeout_s:g} s attempt deadline"
@@ -309,7 +328,9 @@ class ModelClient:
             else:
                 usage = answer.get("usage")
                 self._observe(OUTCOME_OK, started, usage if isinstance(usage, dict) else None)
-                return Reply(body=answer, attempts=attempt, latency_s=time.monotonic() - started)
+                return Reply(
+                    body=answer, attempts=attempt, latency_s=time.monotonic() - started, expected=expected
+                )
 
             if _server_away_hint(failure) and await self._server_went_away(time.monotonic()):
                 attempt -= 1  # the server was away, not this request wrong: the outage was waited out
@@ -374,6 +395,13 @@ def _check_promised_fields(path: str, body: JsonObject) -> None:
         choices = body.get("choices")
         if not isinstance(choices, list) or not choices or not all(isinstance(x, dict) for x in choices):
             raise ResponseError(f"POST {path} answered 2xx without `choices` (body: {str(body)[:120]})")
+
+
+def _model_entries(body: JsonObject) -> list[JsonObject]:
+    data = body.get("data")
+    if not isinstance(data, list):
+        raise ResponseError(f"GET {c.MODELS_PATH} returned no `data` list.")
+    return [entry for entry in data if isinstance(entry, dict)]
 
 
 def _describe(err: BaseException) -> str:

@@ -59,7 +59,8 @@ PROGRESS_LOG_INTERVAL_S = 5.0
 STUDIES_DIR_ENV = "GRACE_STUDIES_DIR"
 CONTAINER_STUDIES_DIR = "/etc/grace/studies"
 
-# Exit codes (`python -m worker --help`, docs/never-losing-a-row.md); a Job's podFailurePolicy keys on them.
+# Exit codes (in `python -m worker --help` and docs/never-losing-a-row.md; the Jobs' podFailurePolicy
+# keys on them, grace_infra/job_lifecycle.py).
 EXIT_OK = 0
 EXIT_INPUT = 2  # bad input or arguments, unknown model, output locked by another worker: a rerun cannot help
 EXIT_ROWS_FAILED = 3  # output complete, some rows carry an error
@@ -77,4 +78,8 @@ LOCK_POLL_INTERVAL_S = 1.0
 
 # Environment variables the worker reads.
 LOG_LEVEL_ENV = "LOG_LEVEL"
+# The weight download's marker (repo, revision, resolved commit): job-mode Jobs mount their sidecar's
+# weights read-only and name the file here, and every meta file records it.
+WEIGHTS_MARKER_ENV = "GRACE_WEIGHTS_MARKER"
 LOG_FILE_ENV = "GRACE_LOG_FILE"  # also append the log here (the Jobs point it at the logs PVC)
+MISSING_INPUT_HELP_ENV = "GRACE_MISSING_INPUT_HELP"  # the Job's "how to provide it" for a missing input

@@ -15,11 +15,24 @@
     │                                others are recorded on the row.
     ├── RetryableError               worth another attempt: connection error, attempt deadline,
     │                                408/409/429 (with `retry_after`), 5xx
-    ├── ResponseError                a 2xx whose body is not what the API promises (truncated or
-    │                                non-JSON, missing fields); retried like RetryableError because
-    │                                a cut connection or a proxy page is its usual cause
+    ├── ResponseError                a 2xx whose body is not what the API or the request promises
+    │                                (truncated or non-JSON, no `choices`, no logprobs/prompt_logprobs
+    │                                asked for, no token ids, a message with neither content nor
+    │                                reasoning); retried like RetryableError because a cut connection,
+    │                                a proxy page or a server mid-restart is its usual cause
+    ├── UnusableReply                a complete reply that says something the row cannot use (an empty
+    │                                final answer after the reasoning hit max_tokens, reasoning that
+    │                                never closed): not retried, recorded on the row
     └── RowFailure                   one row failed permanently; carries `row_index` and `cause`
                                      and is recorded in the row's `error` column -> exit 3
+
+Which of ResponseError and UnusableReply a reply is follows one rule: would the same request plausibly
+succeed if it were sent again? A field the request asked for and the body lacks says the server or the
+path to it misbehaved this time (yes: ResponseError, retried, and after the last retry a transport failure
+the next run sends again). A complete reply whose content does not serve the row says what the model does
+with this prompt, and the same prompt, seed and budget give the same answer (no: UnusableReply, a
+row-specific failure kept until --retry-failed). Every request states what its reply must contain as an
+`expect` callable the client runs inside its retry loop (worker.client), so this is decided in one place.
 
 Pipelines raise RowFailure (or let RequestRejected through); the runner decides what a failure means for
 the exit code. Errors carry one sentence a researcher can act on, because `str(error)` is what the CLI
@@ -39,6 +52,7 @@ __all__ = [
     "RowFailure",
     "ServerUnavailable",
     "StorageError",
+    "UnusableReply",
     "WorkerError",
 ]
 
@@ -103,6 +117,10 @@ class RetryableError(WorkerError):
 
 class ResponseError(RetryableError):
     """A successful status with a body that is not what the API promises."""
+
+
+class UnusableReply(WorkerError):  # noqa: N818 - reads as the reply it describes
+    """A complete reply whose content cannot serve the row; the same request would get the same reply."""
 
 
 class RowFailure(WorkerError):  # noqa: N818 - domain names every pipeline uses

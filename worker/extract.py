@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from jsonschema.protocols import Validator
 
 from worker.client import ModelClient
 from worker.errors import InputError, RequestRejected, RetryableError, RowFailure
-from worker.extract_backend import BackendChoice, ChatClient, detect_backend, has_reasoning, reply_text
+from worker.extract_backend import BackendChoice, ChatClient, answered_text, detect_backend, has_reasoning
 from worker.extraction_spec import (
     ATTEMPTS_COLUMN,
     ERRORS_COLUMN,
@@ -38,6 +37,7 @@ from worker.extraction_spec import (
     ExtractionSpec,
     load_extraction,
 )
+from worker.input_wait import wait_for_input
 from worker.messages import MessageBuilder, probe_system_role
 from worker.reply_parser import PARSER_METHOD
 from worker.sampling import Sample
@@ -76,9 +76,6 @@ ENDPOINT_REQUIRED = False
 # DeepSeek's hosted API: the model name the Job uses and the secret's environment variable.
 DEEPSEEK_MODEL = "deepseek-chat"
 DEEPSEEK_API_KEY_ENV = "DEEPSEEK_API_KEY"
-# --wait-for-input: how often to look for the Experiment 1 file, and how often to say we are still waiting.
-INPUT_POLL_INTERVAL_S = 2.0
-INPUT_WAIT_LOG_INTERVAL_S = 30.0
 # Experiment 1's finish_reason column (worker.query), read when present.
 EXP1_FINISH_COLUMN = "finish_reason"
 EXP1_TRUNCATED_WARNING = (
@@ -196,14 +193,14 @@ class ExtractionPlan:
         while True:
             attempts += 1
             try:
-                reply = await client.chat(self.chat.fit(messages), **params)
+                reply = await client.chat(self.chat.fit(messages), expect=answered_text, **params)
             except RequestRejected as err:
                 if err.fatal:  # unknown model, bad key: every row would fail alike; the runner stops
                     raise
                 return self._request_failed(err, attempts, previous)
             except RetryableError as err:
                 return self._request_failed(err, attempts, previous)
-            content, finish_reason = reply_text(reply.body)
+            content, finish_reason = reply.expected
             verdict = judge_reply(content, finish_reason, self.spec.schema, self.validator)
             if (
                 isinstance(verdict, AttemptFailure)
@@ -396,6 +393,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Wait up to SECONDS for --input to appear (Experiment 1 writes it atomically when complete).",
     )
     group.add_argument(
+        "--wait-for-digest",
+        metavar="DIGEST",
+        help="With --wait-for-input: also wait until --input's meta file records this plan digest "
+        "(the Experiment 1 run the deployment planned; worker/input_wait.py).",
+    )
+    group.add_argument(
         "--max-tokens", type=int, help="Reply token budget (default: the study's extraction max_tokens)."
     )
 
@@ -448,7 +451,7 @@ def build(args: argparse.Namespace) -> ExtractPipeline:
         updates["temperature"] = args.temperature
     if updates:
         spec = spec.with_generation(spec.section.generation.model_copy(update=updates))
-    wait_for_input(args.input, args.wait_for_input)
+    wait_for_input(args.input, args.wait_for_input, plan_digest=args.wait_for_digest)
     return ExtractPipeline(
         spec,
         model_name=args.model_name,
@@ -457,34 +460,3 @@ def build(args: argparse.Namespace) -> ExtractPipeline:
         max_reasks=args.max_retries,
         base_seed=study.sampling.base_seed if args.seed is None else args.seed,
     )
-
-
-def wait_for_input(path: Path, timeout_s: float, *, poll_s: float | None = None) -> None:
-    """Return once `path` exists; InputError after `timeout_s`. 0 means do not wait.
-
-    Experiment 1 renames its output into place only when every row is done, so existence means complete
-    and there is nothing to gain from watching the file grow.
-    """
-    if timeout_s <= 0 or path.exists():
-        return
-    poll_s = INPUT_POLL_INTERVAL_S if poll_s is None else poll_s
-    started = time.monotonic()
-    deadline = started + timeout_s
-    next_log = started
-    while not path.exists():
-        now = time.monotonic()
-        if now >= deadline:
-            raise InputError(
-                f"--input {path} did not appear within --wait-for-input {timeout_s:g} s "
-                "(Experiment 1 writes it only when every row is done)."
-            )
-        if now >= next_log:
-            log.info(
-                "extract: waiting for --input %s (written when Experiment 1 completes): %.0f of %g s",
-                path,
-                now - started,
-                timeout_s,
-            )
-            next_log = now + INPUT_WAIT_LOG_INTERVAL_S
-        time.sleep(min(poll_s, max(0.0, deadline - now)))
-    log.info("extract: --input %s appeared after %.0f s", path, time.monotonic() - started)

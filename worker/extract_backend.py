@@ -17,10 +17,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from worker.errors import InputError, RequestRejected
+from worker.errors import InputError, RequestRejected, ResponseError
 from worker.structured import Backend, response_format_for
 
-__all__ = ["BackendChoice", "ChatClient", "detect_backend", "has_reasoning", "reply_text"]
+__all__ = ["BackendChoice", "ChatClient", "answered_text", "detect_backend", "has_reasoning", "reply_text"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,19 @@ class BackendChoice:
 
     def as_meta(self) -> dict[str, Any]:
         return {"backend": str(self.backend), "probes": list(self.evidence)}
+
+
+def answered_text(body: dict[str, Any]) -> tuple[str | None, str | None]:
+    """`reply_text` of a reply that holds what a chat completion promises: a message with content (or,
+    from a reasoning model, reasoning); ResponseError (retried by the client) otherwise.
+    """
+    choices = body.get("choices")
+    message = choices[0].get("message") if isinstance(choices, list) and choices else None
+    if not isinstance(message, dict):
+        raise ResponseError("the chat completion's first choice has no message")
+    if not isinstance(message.get("content"), str) and not has_reasoning(body):
+        raise ResponseError("the chat completion's message has neither content nor reasoning")
+    return reply_text(body)
 
 
 def reply_text(body: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -114,7 +127,11 @@ async def _probe(client: ChatClient, backend: Backend) -> _Verdict:
         messages = [{"role": "user", "content": f"Reply with this json object: {PROBE_EXPECTED}"}]
     try:
         reply = await client.chat(
-            messages, max_tokens=PROBE_MAX_TOKENS, temperature=0.0, response_format=response_format
+            messages,
+            max_tokens=PROBE_MAX_TOKENS,
+            temperature=0.0,
+            response_format=response_format,
+            expect=answered_text,
         )
     except RequestRejected as err:
         if err.status in UNSUPPORTED_STATUSES:
@@ -123,7 +140,7 @@ async def _probe(client: ChatClient, backend: Backend) -> _Verdict:
         raise InputError(
             f"the server refused the structured-output probe with HTTP {err.status}: {err.message}{hint}"
         ) from err
-    content, finish_reason = reply_text(reply.body)
+    content, finish_reason = reply.expected
     if backend is Backend.JSON_OBJECT:
         # Acceptance is all that can be checked: any object satisfies json_object, and a blank reply is a
         # documented DeepSeek behaviour handled per row by re-asking.

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.client import ModelClient
-from worker.errors import RequestRejected
+from worker.errors import RequestRejected, ResponseError
 
-__all__ = ["TOKENIZE_PATH", "MessageBuilder", "probe_system_role"]
+__all__ = ["TOKENIZE_PATH", "MessageBuilder", "probe_system_role", "tokenized_ids"]
 
 TOKENIZE_PATH = "/tokenize"
 # Between the system text and the first user turn, and between two turns of one role that are joined.
@@ -122,4 +122,13 @@ async def _render(client: ModelClient, messages: list[Message]) -> None:
     await client.post_json(
         TOKENIZE_PATH,
         {"model": client.options.model_name, "messages": messages, "add_generation_prompt": True},
+        expect=tokenized_ids,
     )
+
+
+def tokenized_ids(body: Mapping[str, Any]) -> list[int]:
+    """The `tokens` every /tokenize reply promises; ResponseError (retried) when it has none."""
+    tokens = body.get("tokens")
+    if not isinstance(tokens, list) or any(isinstance(t, bool) or not isinstance(t, int) for t in tokens):
+        raise ResponseError(f"POST {TOKENIZE_PATH} returned no `tokens` list of token ids.")
+    return tokens

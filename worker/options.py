@@ -73,6 +73,16 @@ class RunOptions(BaseModel):
         default=0.0, ge=0, description="How long to wait for another worker writing the same output."
     )
     command_line: tuple[str, ...] = Field(default=(), description="argv as typed, recorded in the meta file.")
+    plan_digest: str | None = Field(
+        default=None,
+        description="The digest the deployment planned this run with; recorded in the meta file, where a "
+        "later Job (extraction waiting for exp1) checks it.",
+    )
+    supersede: bool = Field(
+        default=False,
+        description="Move an output, checkpoint and meta made with other input or parameters aside into a "
+        "dated folder (worker/supersede.py) instead of refusing to run.",
+    )
 
     @model_validator(mode="after")
     def _output_is_not_input(self) -> RunOptions:

@@ -26,7 +26,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,9 +34,13 @@ from worker import constants as c
 from worker.errors import OutputLocked
 from worker.storage import storage_error
 
-__all__ = ["hold_output_lock", "lock_path_for"]
+__all__ = ["LockWaitStopped", "hold_output_lock", "lock_path_for"]
 
 log = logging.getLogger(__name__)
+
+
+class LockWaitStopped(Exception):  # noqa: N818 - names the situation, like the runner's stop
+    """`stop_requested` turned true while waiting for another worker's lock (a SIGTERM, say)."""
 
 
 def lock_path_for(output: Path) -> Path:
@@ -44,8 +48,13 @@ def lock_path_for(output: Path) -> Path:
 
 
 @contextlib.contextmanager
-def hold_output_lock(output: Path, *, wait_s: float = 0.0) -> Iterator[None]:
-    """Hold `<output>.lock` for the block; OutputLocked naming the holder if still held after `wait_s`."""
+def hold_output_lock(
+    output: Path, *, wait_s: float = 0.0, stop_requested: Callable[[], bool] = lambda: False
+) -> Iterator[None]:
+    """Hold `<output>.lock` for the block; OutputLocked naming the holder if still held after `wait_s`.
+
+    While waiting, `stop_requested` is asked every poll: True ends the wait with LockWaitStopped.
+    """
     path = lock_path_for(output)
     created = [directory for directory in (path.parent, *path.parent.parents) if not directory.exists()]
     try:
@@ -53,7 +62,7 @@ def hold_output_lock(output: Path, *, wait_s: float = 0.0) -> Iterator[None]:
     except OSError as err:
         raise storage_error(path, err, "cannot create the output's directory for") from err
     try:
-        fd = _acquire(path, wait_s)
+        fd = _acquire(path, wait_s, stop_requested)
         try:
             _describe_holder(fd, path)
             yield
@@ -67,7 +76,7 @@ def hold_output_lock(output: Path, *, wait_s: float = 0.0) -> Iterator[None]:
                 directory.rmdir()
 
 
-def _acquire(path: Path, wait_s: float) -> int:
+def _acquire(path: Path, wait_s: float, stop_requested: Callable[[], bool]) -> int:
     """A descriptor of `path` holding its exclusive lock."""
     deadline = time.monotonic() + wait_s
     announced = False
@@ -94,6 +103,8 @@ def _acquire(path: Path, wait_s: float) -> int:
                 f"--output {path.with_suffix('')}: another worker is writing it ({holder}){waited}; "
                 "let it finish, stop it, or pass --wait-for-lock SECONDS to wait for it."
             )
+        if stop_requested():
+            raise LockWaitStopped
         if not announced:
             log.info("waiting up to %g s for %s, locked by %s", wait_s, path, holder)
             announced = True

@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from worker import logprobs as lp
 from worker.client import ModelClient
 from worker.errors import InputError, RequestRejected, ResponseError, RowFailure, WorkerError
-from worker.messages import TOKENIZE_PATH, MessageBuilder, probe_system_role
+from worker.messages import TOKENIZE_PATH, MessageBuilder, probe_system_role, tokenized_ids
 from worker.option_tokens import OptionPlan, VariantPolicy, plan_options, surface_variants
 from worker.probability_spec import Marginal, OptionSpec, Question, consistency_for, questions_for
 from worker.reasoning import FORMATS, Reasoning, ReasoningFormat, ReasoningMode, generate_reasoning
@@ -487,8 +487,9 @@ class ProbsPipeline:
                 "return_tokens_as_token_ids": True,
                 **self._requested_ids(plan),
             },
+            expect=lp.completion_top_by_token_id,
         )
-        top = lp.completion_top_by_token_id(reply.body)
+        top: dict[int, float] = reply.expected
         option_logprobs: dict[str, float] = {}
         absent: list[str] = []
         variants: dict[str, dict[str, list[int]]] = {}
@@ -528,8 +529,9 @@ class ProbsPipeline:
                 "prompt_logprobs": 0,
                 "temperature": self.config.temperature,
             },
+            expect=lambda body: lp.prompt_token_logprobs(body, prompts),
         )
-        per_token = lp.prompt_token_logprobs(reply.body, prompts)
+        per_token: list[list[float]] = reply.expected
         start = len(prompt_ids)
         seq_logprob = {key: math.fsum(per_token[i][start:]) for i, key in enumerate(keys)}
         next_logprob: dict[tuple[str, str], list[float]] = {}
@@ -564,8 +566,9 @@ class ProbsPipeline:
             temperature=self.config.temperature,
             logprobs=True,
             top_logprobs=self.config.top_logprobs,
+            expect=lp.chat_top_candidates,
         )
-        candidates = lp.chat_top_candidates(reply.body)
+        candidates: list[lp.ChatCandidate] = reply.expected
         option_logprobs: dict[str, float] = {}
         variants: dict[str, dict[str, list[int]]] = {}
         absent = []
@@ -616,12 +619,14 @@ class ProbsPipeline:
             "return_tokens_as_token_ids": True,
         }
         try:
-            argmax = set(lp.completion_top_by_token_id((await client.post_json(COMPLETIONS_PATH, body)).body))
+            top = lp.completion_top_by_token_id
+            argmax = set((await client.post_json(COMPLETIONS_PATH, body, expect=top)).expected)
             wanted = [token for token in dict.fromkeys(prompt_ids) if token not in argmax][:2]
-            reply = await client.post_json(COMPLETIONS_PATH, {**body, "logprob_token_ids": wanted})
+            body = {**body, "logprob_token_ids": wanted}
+            reply = await client.post_json(COMPLETIONS_PATH, body, expect=top)
         except RequestRejected:
             return False  # the field is unknown here, or probing is refused: read the top N as before
-        return set(wanted) <= set(lp.completion_top_by_token_id(reply.body))
+        return set(wanted) <= set(reply.expected)
 
     @staticmethod
     def _check_first_tokens_distinct(question: Question, plan: OptionPlan) -> None:
@@ -645,25 +650,25 @@ class ProbsPipeline:
         if self.config.reasoning_effort is not None:
             # gpt-oss's chat template reads reasoning_effort into its system message.
             body["chat_template_kwargs"] = {"reasoning_effort": self.config.reasoning_effort}
-        reply = await client.post_json(TOKENIZE_PATH, body)
-        return _token_list(reply.body, "tokens", TOKENIZE_PATH)
+        return (await client.post_json(TOKENIZE_PATH, body, expect=tokenized_ids)).expected
 
     async def _tokenize_text(self, text: str, client: ModelClient) -> list[int]:
         if not text:
             return []
         reply = await client.post_json(
-            TOKENIZE_PATH, {"model": client.options.model_name, "prompt": text, "add_special_tokens": False}
+            TOKENIZE_PATH,
+            {"model": client.options.model_name, "prompt": text, "add_special_tokens": False},
+            expect=tokenized_ids,
         )
-        return _token_list(reply.body, "tokens", TOKENIZE_PATH)
+        return reply.expected
 
     async def _detokenize(self, token_ids: Sequence[int], client: ModelClient) -> str:
         reply = await client.post_json(
-            DETOKENIZE_PATH, {"model": client.options.model_name, "tokens": list(token_ids)}
+            DETOKENIZE_PATH,
+            {"model": client.options.model_name, "tokens": list(token_ids)},
+            expect=_detokenized_text,
         )
-        text = reply.body.get("prompt")
-        if not isinstance(text, str):
-            raise ResponseError(f"POST {DETOKENIZE_PATH} returned no prompt text.")
-        return text
+        return reply.expected
 
     async def _plan_for(self, options: Sequence[OptionSpec], context: str, client: ModelClient) -> OptionPlan:
         """Tokenize every variant right after the generation prompt, as the model would write it."""
@@ -698,8 +703,9 @@ class ProbsPipeline:
                     "temperature": temperature,
                     "return_tokens_as_token_ids": True,
                 },
+                expect=lp.completion_top_by_token_id,
             )
-            tops.append(lp.completion_top_by_token_id(reply.body))
+            tops.append(reply.expected)
         shared = set(tops[0]) & set(tops[1])
         scaled = any(abs(tops[0][t] - tops[1][t]) > 1e-4 for t in shared)
         finding["scaled_by_server"] = scaled
@@ -711,11 +717,11 @@ class ProbsPipeline:
         return finding
 
 
-def _token_list(body: Mapping[str, Any], key: str, path: str) -> list[int]:
-    tokens = body.get(key)
-    if not isinstance(tokens, list) or any(isinstance(t, bool) or not isinstance(t, int) for t in tokens):
-        raise ResponseError(f"POST {path} returned no `{key}` list of token ids.")
-    return tokens
+def _detokenized_text(body: Mapping[str, Any]) -> str:
+    text = body.get("prompt")
+    if not isinstance(text, str):
+        raise ResponseError(f"POST {DETOKENIZE_PATH} returned no prompt text.")
+    return text
 
 
 # ---- CLI -------------------------------------------------------------------------------------------------

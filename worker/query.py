@@ -39,13 +39,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from worker.client import ModelClient, Reply
+from worker.client import ModelClient
 from worker.errors import (
     InputError,
     RequestRejected,
     ResponseError,
     RetryableError,
     RowFailure,
+    UnusableReply,
     WorkerError,
 )
 from worker.messages import MessageBuilder, probe_system_role
@@ -213,7 +214,7 @@ class QueryPipeline:
             )
             failure: WorkerError | None = None
             try:
-                reply = await client.chat(messages, **params)
+                reply = await client.chat(messages, expect=_answer, **params)
             except RequestRejected as err:
                 if err.fatal:
                     raise  # the runner stops the run: every row would be refused the same way
@@ -222,10 +223,12 @@ class QueryPipeline:
                 attempts, failure = attempts + err.attempts, err
             else:
                 attempts += reply.attempts
-                try:
-                    answers.append(_answer(reply))
-                except ResponseError as err:
-                    failure = err
+                answer: _Answer = reply.expected
+                if not answer.text.strip() and answer.reasoning:
+                    reason = _empty_final_answer(answer.finish_reason, answer.completion_tokens)
+                    failure = UnusableReply(reason)
+                else:
+                    answers.append(answer)
             if failure is not None:
                 where = f"turn {turn.name}: " if len(turns) > 1 else ""
                 columns = self._columns(prompt, answers, client.options.model_name, attempts, started)
@@ -276,9 +279,8 @@ class _Answer:
     prompt_token_ids: list[int]
 
 
-def _answer(reply: Reply) -> _Answer:
-    """One turn's answer from a chat completion body; ResponseError when it is not one, or has no answer."""
-    body = reply.body
+def _answer(body: dict[str, Any]) -> _Answer:
+    """One turn's answer from a chat completion body; ResponseError when the body lacks one (retried)."""
     choices = body.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise ResponseError("the chat completion has no choices")
@@ -286,14 +288,14 @@ def _answer(reply: Reply) -> _Answer:
     if not isinstance(message, dict):
         raise ResponseError("the chat completion's first choice has no message")
     content = message.get("content")
-    text = content if isinstance(content, str) else ""
     reasoning = reasoning_text(message)
+    if not isinstance(content, str) and not reasoning:
+        raise ResponseError("the chat completion's message has neither content nor reasoning")
+    text = content if isinstance(content, str) else ""
     finish_reason = str(choices[0].get("finish_reason") or "")
     usage = body.get("usage")
     if not isinstance(usage, dict):
         usage = {}
-    if not text.strip() and reasoning:
-        raise ResponseError(_empty_final_answer(finish_reason, usage.get("completion_tokens")))
     ids = body.get("prompt_token_ids")
     return _Answer(
         model_name=str(body.get("model", "")),

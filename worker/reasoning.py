@@ -16,13 +16,13 @@ with that cause instead of scoring options after an unfinished thought.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from worker.client import ModelClient
-from worker.errors import ResponseError
+from worker.errors import ResponseError, UnusableReply
 
 __all__ = ["FORMATS", "Reasoning", "ReasoningFormat", "ReasoningMode", "generate_reasoning"]
 
@@ -79,7 +79,8 @@ async def generate_reasoning(
 ) -> Reasoning:
     """Let the model reason after `prompt_ids` (which end with the analysis prefix) until `end_ids`.
 
-    ResponseError when the reasoning ran out of tokens, or the server did not return token ids.
+    ResponseError (retried by the client) when the server did not return token ids; UnusableReply when
+    the reasoning ran out of tokens (the same seed and budget would run out again).
     """
     body: dict[str, Any] = {
         "model": client.options.model_name,
@@ -93,14 +94,12 @@ async def generate_reasoning(
     }
     if seed is not None:
         body["seed"] = seed
-    reply = await client.post_json(COMPLETIONS_PATH, body)
-    return parse_reasoning(reply.body, end_ids, max_tokens=max_tokens, seed=seed)
+    reply = await client.post_json(COMPLETIONS_PATH, body, expect=reasoning_choice)
+    return parse_reasoning(reply.expected, end_ids, max_tokens=max_tokens, seed=seed)
 
 
-def parse_reasoning(
-    body: dict[str, Any], end_ids: Sequence[int], *, max_tokens: int, seed: int | None
-) -> Reasoning:
-    """The analysis from a `/v1/completions` body (vLLM 0.32: `token_ids` ends with the stop token)."""
+def reasoning_choice(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The first choice of a reasoning completion with the `token_ids` it promises (else ResponseError)."""
     choices = body.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise ResponseError(f"POST {COMPLETIONS_PATH} (reasoning) returned no choices")
@@ -111,9 +110,17 @@ def parse_reasoning(
             f"POST {COMPLETIONS_PATH} returned no token_ids for the reasoning (the server ignores "
             "return_token_ids), so the scored prompt cannot be rebuilt exactly"
         )
+    return choice
+
+
+def parse_reasoning(
+    choice: Mapping[str, Any], end_ids: Sequence[int], *, max_tokens: int, seed: int | None
+) -> Reasoning:
+    """The analysis from a completion's choice (vLLM 0.32: `token_ids` ends with the stop token)."""
+    ids = list(choice["token_ids"])
     end = list(end_ids)
     if choice.get("finish_reason") == "length" and ids[-len(end) :] != end:
-        raise ResponseError(
+        raise UnusableReply(
             f"the reasoning ran out of tokens: {len(ids)} of --reasoning-max-tokens {max_tokens} used "
             "without closing the analysis channel, so the model never reached its answer"
         )

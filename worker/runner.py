@@ -27,6 +27,7 @@ import csv
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Awaitable, Iterator, Mapping, Sequence
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
-from worker import __version__
+from worker import __version__, completeness, supersede
 from worker import constants as c
 from worker.checkpoint import (
     CheckpointIndex,
@@ -58,7 +59,7 @@ from worker.errors import (
 )
 from worker.metrics import RunMetrics
 from worker.options import RunOptions
-from worker.output_lock import hold_output_lock
+from worker.output_lock import LockWaitStopped, hold_output_lock
 from worker.progress import Progress
 from worker.sampling import Sample, derive_seed
 from worker.shutdown import StopSignals
@@ -161,6 +162,8 @@ class _Run:
     rows_phase_s: float = 0.0  # first row sent to last row written: the run minus setup and output
     server: dict[str, Any] = field(default_factory=dict)  # the meta file's `server` section
     resumed: int = 0  # work items finished by earlier runs
+    supersedes: dict[str, Any] | None = None  # the run this one moved aside (worker/supersede.py)
+    left_work: bool = False  # a stop signal made a worker leave items unstarted
 
     # ---- sampling -----------------------------------------------------------------------------------
 
@@ -189,11 +192,7 @@ class _Run:
     @property
     def parameters(self) -> dict[str, Any]:
         """The pipeline's parameters plus the model name (every answer depends on it) and the sampling."""
-        parameters = {"model_name": self.options.client.model_name, **self.pipeline.parameters()}
-        if self.samples_per_row != 1:
-            # Only when sampling, so checkpoints of single-answer runs keep their header.
-            parameters |= {"samples_per_row": self.samples_per_row, "base_seed": self.base_seed}
-        return parameters
+        return completeness.run_parameters(self.pipeline, self.options)
 
     # ---- the run --------------------------------------------------------------------------------------
 
@@ -203,7 +202,38 @@ class _Run:
         table = read_input(options.input, pipeline.required_columns, options.limit)
         self._check_columns(table)
         header = make_header(pipeline.name, table.sha256, self.parameters)
-        with hold_output_lock(options.output, wait_s=options.wait_for_lock_s):
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(
+                    hold_output_lock(
+                        options.output,
+                        wait_s=options.wait_for_lock_s,
+                        stop_requested=lambda: self.signals.stop_requested,
+                    )
+                )
+            except LockWaitStopped:
+                print(
+                    f"worker {pipeline.name}: stopped by {self.signals.name} while waiting for another "
+                    f"worker's lock on {options.output}; nothing was written.",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return self.signals.exit_code
+            # Lifecycle hooks: a finished run of exactly this experiment whose checkpoint is gone ends
+            # here, before any server is contacted (worker/completeness.py; with the checkpoint, the
+            # resume below finds nothing pending and contacts no server either); another run's files
+            # are moved aside (worker/supersede.py).
+            recorded = None
+            if not options.checkpoint_path.exists():
+                recorded = completeness.complete_run(options, header, rows=table.rows)
+            if recorded is not None:
+                completeness.record_plan_digest(options, recorded)
+                log.info("%s: %s is already complete for this input and these parameters",
+                         pipeline.name, options.output)  # fmt: skip
+                return int(recorded["exit_code"])
+            self.supersedes = supersede.move_aside_if_foreign(
+                options, header, started_at=self.started_at
+            ) or supersede.carried_record(options, header)
             self._check_output_is_ours()
             remove_stale_temporaries(options.output)
             remove_stale_temporaries(options.meta_path)
@@ -372,6 +402,7 @@ class _Run:
         async def item_worker() -> None:
             for key, row in work:
                 if self.signals.stop_requested:
+                    self.left_work = True
                     return
                 columns, state = await self._one_item(client, key, row)
                 offset = writer.append(key, columns, state)
@@ -404,8 +435,8 @@ class _Run:
                 if stop.done() and running:
                     await self._drain(running)
                     raise _Interrupted
-            if self.signals.stop_requested:
-                raise _Interrupted
+            if self.left_work:
+                raise _Interrupted  # a signal came as the last rows finished: some were never started
         finally:
             stop.cancel()
             for task in workers:
@@ -576,6 +607,7 @@ class _Run:
                 "samples_per_row": self.samples_per_row,
             },
             "server": self.server,
+            "weights": weights_marker(),
             "parameters": self.parameters,
             "client": {
                 "model_name": client.model_name,
@@ -597,7 +629,24 @@ class _Run:
                 "not_done": index.count(ItemState.PENDING),
                 "from_checkpoint": self.resumed,
             },
+            completeness.PLAN_DIGEST_KEY: options.plan_digest,
+            "supersedes": self.supersedes,
         }
+
+
+def weights_marker() -> dict[str, Any] | None:
+    """The checkpoint the server loaded (repo, requested revision, resolved commit), when the pod can
+    read the download's marker; None otherwise (a persistent server's pod is not the worker's)."""
+    path = os.environ.get(c.WEIGHTS_MARKER_ENV)
+    if not path:
+        return None
+    try:
+        recorded = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(recorded, dict):
+        return None
+    return {key: recorded.get(key) for key in ("repo", "revision", "commit")}
 
 
 def _previous_server(meta_path: Path) -> dict[str, Any] | None:

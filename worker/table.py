@@ -11,10 +11,12 @@ import codecs
 import csv
 import hashlib
 import itertools
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from worker import constants as c
 from worker.errors import InputError
 
 __all__ = ["InputTable", "read_input"]
@@ -106,7 +108,9 @@ def _check_bytes(path: Path) -> str:
                     f"--input {path}: not UTF-8 text (the file ends inside a character); re-save it as UTF-8."
                 ) from err
     except FileNotFoundError as err:
-        raise InputError(f"--input {path}: no such file.") from err
+        # In a Job the deployment says where the file should come from (which claim, how to upload).
+        help_text = os.environ.get(c.MISSING_INPUT_HELP_ENV, "")
+        raise InputError(f"--input {path}: no such file. {help_text}".rstrip()) from err
     except IsADirectoryError as err:
         raise InputError(f"--input {path}: is a directory, not a CSV file.") from err
     except OSError as err:

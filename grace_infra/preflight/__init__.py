@@ -18,6 +18,8 @@ from pathlib import Path
 from grace_infra import constants as c
 from grace_infra.config import GraceConfig
 from grace_infra.errors import GraceError
+from grace_infra.input_files import offline_input_files
+from grace_infra.offline import PROJECT_ROOT
 from grace_infra.plan import build_plan
 from grace_infra.preflight.checks import CHECKS, CheckResult, Outcome, StackFacts, run_checks
 from grace_infra.preflight.cluster import Cluster, ClusterUnreachable, connect
@@ -33,6 +35,8 @@ EXIT_FAILED = 2
 def stack_facts(stack: str, config_files: Sequence[Path] = ()) -> StackFacts:
     """The stack's config and plan, read exactly as `grace render` reads them."""
     raw, encrypted = load_raw_config(stack, config_files)
+    # The cluster checks do not read the study CSVs; `render` and `pulumi up` name a missing one.
+    raw, _ = offline_input_files(raw, PROJECT_ROOT)
     config = GraceConfig.parse({k: v for k, v in raw.items() if k not in SECRET_KEYS})
     return StackFacts(
         config=config,

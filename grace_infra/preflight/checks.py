@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from grace_infra import constants as c
+from grace_infra import nrp_cluster
 from grace_infra.catalog import ServingMode
 from grace_infra.config import GraceConfig
 from grace_infra.experiment_job import worker_resources
@@ -207,7 +208,7 @@ def storage_classes(cluster: Cluster, stack: StackFacts) -> list[CheckResult]:
     wanted: dict[str, list[str]] = defaultdict(list)
     for claim in stack.plan["storage"]:
         wanted[claim["storageClass"]].append(claim["name"])
-    usable = ", ".join(sorted(existing - c.NRP_FORBIDDEN_STORAGE_CLASSES))
+    usable = ", ".join(sorted(existing - nrp_cluster.PURGE_PRONE_STORAGE_CLASSES))
     results = []
     for name, claims in wanted.items():
         check = f"storage class {name}"

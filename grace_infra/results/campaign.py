@@ -12,7 +12,9 @@ from pathlib import PurePosixPath
 
 from grace_infra import constants as c
 from grace_infra.config import GraceConfig
+from grace_infra.input_files import offline_input_files
 from grace_infra.matrix import PlannedJob, output_path, plan_experiments
+from grace_infra.offline import PROJECT_ROOT
 from grace_infra.render import load_raw_config
 from grace_infra.stack import SECRET_KEYS
 
@@ -58,6 +60,8 @@ class Campaign:
 def load_campaign(stack: str) -> Campaign:
     """The stack's config and planned Jobs; GraceError with one sentence on a bad stack file."""
     raw, _ = load_raw_config(stack)
+    # Only the planned Jobs and output paths matter here, not the study CSVs' contents.
+    raw, _ = offline_input_files(raw, PROJECT_ROOT)
     config = GraceConfig.parse({key: value for key, value in raw.items() if key not in SECRET_KEYS})
     _, planned = plan_experiments(config)
     return Campaign(config=config, jobs=tuple(planned))

@@ -213,7 +213,7 @@ def _exec_in(api: k8s.CoreV1Api, pod: str, namespace: str) -> Exec:
             command=list(command), stdin=False, stdout=True, stderr=True, tty=False,
             binary=True, _preload_content=False,
         )  # fmt: skip
-        out = tempfile.TemporaryFile()  # noqa: SIM115 (returned open: the caller reads it)
+        out = tempfile.TemporaryFile()  # noqa: SIM115 (returned open: the caller reads and closes it)
         errors = io.BytesIO()
         try:
             while session.is_open():
@@ -225,7 +225,11 @@ def _exec_in(api: k8s.CoreV1Api, pod: str, namespace: str) -> Exec:
             code = session.returncode
         finally:
             session.close()
+            # After the server's close frame, close() returns without closing the socket: release it.
+            if session.sock is not None:
+                session.sock.shutdown()
         if code:
+            out.close()
             message = errors.getvalue().decode("utf-8", "replace").strip().splitlines()
             raise ClusterUnreachable(
                 f"`{command[0]}` in the reader pod exited {code}: {message[-1] if message else 'no message'}"
@@ -279,14 +283,16 @@ def run_pull(
     try:
         _wait_running(api, name, namespace, start_timeout_s)
         run = exec_factory(api, name, namespace)
-        remote = parse_listing(run(listing_command()).read().decode("utf-8"))
+        with run(listing_command()) as listing:
+            remote = parse_listing(listing.read().decode("utf-8"))
         fetch = files_to_fetch(remote, destination)
         log(f"{len(remote)} files on the claim, {len(remote) - len(fetch)} already identical here")
         copied: list[str] = []
         for batch in batches(fetch, TAR_BATCH_BYTES):
             destination.mkdir(parents=True, exist_ok=True)
-            archive = run(["tar", "cf", "-", "-C", c.OUTPUT_MOUNT, "--", *(f"./{f.path}" for f in batch)])
-            copied += unpack_tar(archive, destination, {f.path for f in batch})
+            tar = ["tar", "cf", "-", "-C", c.OUTPUT_MOUNT, "--", *(f"./{f.path}" for f in batch)]
+            with run(tar) as archive:
+                copied += unpack_tar(archive, destination, {f.path for f in batch})
         expected = {f.path: f for f in fetch}
         changed = [p for p in copied if _sha256(destination / p) != expected[p].sha256]
         skipped = len(remote) - len(fetch)

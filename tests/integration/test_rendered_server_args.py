@@ -22,6 +22,7 @@ import json
 import subprocess
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ import pytest
 import yaml
 
 from grace_infra import constants as c
+from grace_infra import outputs_check
 from grace_infra.render import Rendered, render
 from tests.integration.conftest import REPO_ROOT, tiny_vllm
 from tests.support.ci import unavailable
@@ -53,18 +55,51 @@ VLLM_SERVE_PARSER = REPO_ROOT / "tests" / "support" / "vllm_serve_parser.py"
 VLLM_CLI = REPO_ROOT / "tests" / "support" / "vllm_cli.py"
 
 
-def vllm_containers(rendered: Rendered) -> dict[str, tuple[str, dict[str, Any]]]:
-    """model key -> (the object carrying it, its vLLM container), from StatefulSets and Job sidecars."""
-    found: dict[str, tuple[str, dict[str, Any]]] = {}
+# A job-mode sidecar runs `sh -c '<script>' sh vllm serve ...`: the script execs "$@" (the container's own
+# `vllm serve` command line) unless the Job's outputs are already complete, when it runs an idle
+# stand-in from this environment variable instead (grace_infra/outputs_check.py). Both are declared.
+SHELL_WRAPPER = ["/bin/sh", "-c"]
+WRAPPER_ONLY_ENV = {outputs_check.IDLE_SERVER_ENV: "the idle stand-in, run only when outputs are complete"}
+
+
+@dataclass(frozen=True)
+class ServerCommand:
+    """What a vLLM container runs: where it is rendered, its `vllm serve` argv and its environment."""
+
+    where: str  # Kind/name of the object carrying it
+    argv: list[str]  # starts with ["vllm", "serve"]
+    env: dict[str, str]
+    image: str
+    sidecar: bool  # restartPolicy: Always (a native sidecar in a Job pod)
+
+    @property
+    def args(self) -> list[str]:
+        return self.argv[2:]
+
+
+def _server_command(where: str, container: dict[str, Any]) -> ServerCommand:
+    argv = [*container["command"], *container.get("args", [])]
+    if argv[:2] == SHELL_WRAPPER:
+        script, _name, *argv = argv[2:]
+        assert 'exec "$@"' in script, script  # without the marker it execs the command line unchanged
+    env = {e["name"]: e["value"] for e in container.get("env", []) if e["name"] not in WRAPPER_ONLY_ENV}
+    sidecar = container.get("restartPolicy") == "Always"
+    return ServerCommand(where, argv, env, container["image"], sidecar)
+
+
+def vllm_servers(rendered: Rendered) -> dict[str, ServerCommand]:
+    """model key -> its vLLM server's command, from StatefulSets and job-mode sidecars."""
+    found: dict[str, ServerCommand] = {}
     for manifest in rendered.run.manifests():
         if manifest["kind"] not in {"StatefulSet", "Job"}:
             continue
         pod = manifest["spec"]["template"]["spec"]
         for container in [*pod.get("initContainers", []), *pod["containers"]]:
             if container["name"] == c.VLLM_CONTAINER_NAME:
+                server = _server_command(f"{manifest['kind']}/{manifest['metadata']['name']}", container)
                 prefix = "--served-model-name="
-                model = next(a.removeprefix(prefix) for a in container["args"] if a.startswith(prefix))
-                found[model] = (f"{manifest['kind']}/{manifest['metadata']['name']}", container)
+                model = next(a.removeprefix(prefix) for a in server.args if a.startswith(prefix))
+                found[model] = server
     return found
 
 
@@ -112,16 +147,14 @@ def renders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Rendered, Rendere
 
 
 def test_both_serving_modes_run_the_same_command(renders: tuple[Rendered, Rendered]) -> None:
-    nrp, flipped = (vllm_containers(r) for r in renders)
+    nrp, flipped = (vllm_servers(r) for r in renders)
     assert set(nrp) == set(flipped) == {m.key for m in renders[0].config.models}
-    kinds = {where.split("/")[0] for where, _ in [*nrp.values(), *flipped.values()]}
-    assert kinds == {"StatefulSet", "Job"}
-    for model, (where, container) in nrp.items():
-        other_where, other = flipped[model]
-        assert where.split("/")[0] != other_where.split("/")[0]
-        for field in ("command", "args", "env", "image"):
-            assert container[field] == other[field], (model, field)
-        assert other.get("restartPolicy", container.get("restartPolicy")) == "Always"  # the sidecar
+    for model, server in nrp.items():
+        other = flipped[model]
+        assert {server.where.split("/")[0], other.where.split("/")[0]} == {"StatefulSet", "Job"}, model
+        assert server.sidecar != other.sidecar  # the Job's copy is the native sidecar
+        assert server.argv[:2] == ["vllm", "serve"]
+        assert (server.argv, server.env, server.image) == (other.argv, other.env, other.image), model
 
 
 @pytest.fixture(scope="module")
@@ -138,12 +171,10 @@ def test_vllm_parser_accepts_every_rendered_server(
 ) -> None:
     # As rendered, except the weights mount: vLLM's engine arguments check that a model path exists.
     lists = {
-        f"{model} ({where})": [arg.replace(c.WEIGHTS_MOUNT, str(tiny_model)) for arg in container["args"]]
+        f"{model} ({server.where})": [arg.replace(c.WEIGHTS_MOUNT, str(tiny_model)) for arg in server.args]
         for rendered in renders
-        for model, (where, container) in vllm_containers(rendered).items()
+        for model, server in vllm_servers(rendered).items()
     }
-    commands = {tuple(ct["command"]) for r in renders for _, ct in vllm_containers(r).values()}
-    assert commands == {("vllm", "serve")}
     control = "control: an unknown flag"
     lists[control] = [*next(iter(lists.values())), "--no-such-flag-in-vllm=1"]
     proc = subprocess.run(
@@ -166,19 +197,19 @@ def started(
     """vLLM started with STARTED_MODEL's rendered command line (declared changes only)."""
     workdir = tmp_path_factory.mktemp("rendered-vllm")
     model_dir = tiny_model
-    _, container = vllm_containers(renders[0])[STARTED_MODEL]
-    assert container["command"] == ["vllm", "serve"]
+    server_command = vllm_servers(renders[0])[STARTED_MODEL]
+    assert server_command.argv[:2] == ["vllm", "serve"]
     port = tiny_vllm.free_port()
     argv = [
         str(tiny_vllm.server_python()), str(VLLM_CLI), "serve",
-        *cpu_args(container["args"], model_dir, port, tiny_vllm.MAX_MODEL_LEN),
+        *cpu_args(server_command.args, model_dir, port, tiny_vllm.MAX_MODEL_LEN),
     ]  # fmt: skip
     # The container's environment, with HOME on a fresh folder (an emptyDir on the cluster) and the CPU
     # server's own settings (KV cache size, offline); vLLM's cache location is left to resolve under
     # HOME as in the pod, so the test sees where a read-only root filesystem must not be written.
     env = tiny_vllm.server_env(workdir / "unused")
     del env["VLLM_CACHE_ROOT"]
-    env.update({e["name"]: e["value"].replace(c.WEIGHTS_MOUNT, str(model_dir)) for e in container["env"]})
+    env.update({k: v.replace(c.WEIGHTS_MOUNT, str(model_dir)) for k, v in server_command.env.items()})
     home = workdir / "home"
     home.mkdir()
     env["HOME"] = str(home)
@@ -202,12 +233,12 @@ def started(
 
 def test_one_start_covers_every_rendered_list(renders: tuple[Rendered, Rendered]) -> None:
     """Every rendered list uses the started model's flags, plus only declared GPU-only ones."""
-    containers = {m: ct for r in renders for m, (_, ct) in vllm_containers(r).items()}
-    started_flags = {flag_name(a) for a in containers[STARTED_MODEL]["args"]} - {None}
-    for model, container in containers.items():
-        flags = {flag_name(a) for a in container["args"]} - {None}
+    servers = [(m, server) for r in renders for m, server in vllm_servers(r).items()]
+    started_flags = {flag_name(a) for a in vllm_servers(renders[0])[STARTED_MODEL].args} - {None}
+    for model, server in servers:
+        flags = {flag_name(a) for a in server.args} - {None}
         assert flags - started_flags <= set(GPU_ONLY_FLAGS), model
-        positional = [a for a in container["args"] if flag_name(a) is None]
+        positional = [a for a in server.args if flag_name(a) is None]
         assert positional in ([], [c.WEIGHTS_MOUNT]), model
 
 

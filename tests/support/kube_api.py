@@ -11,12 +11,22 @@ server is replaced by recorded bodies.
 
 A body that is a dict/list is sent as JSON, a str as text/plain (pod logs). A route missing is a 404
 Status object, as the real API server sends.
+
+Exec: with `exec_command` set, a websocket upgrade of `.../pods/<name>/exec` is answered with the
+Kubernetes channel protocol (v4.channel.k8s.io, as the API server speaks it to the client: each binary
+frame is a channel byte, 1 stdout, 2 stderr, 3 the final Status, then a close frame).
+`exec_command(argv) -> (stdout, stderr, exit code)` runs the command the client asked for, so the
+client's own exec code (URL, handshake, framing, return code) runs for real.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -28,6 +38,34 @@ import yaml
 __all__ = ["CONTEXT", "KubeApi", "not_found"]
 
 CONTEXT = "recorded"
+WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
+CHANNEL_PROTOCOL = "v4.channel.k8s.io"
+STDOUT, STDERR, ERROR = 1, 2, 3
+FRAME_BYTES = 32 * 1024  # split stdout like a kubelet does, so the client reassembles frames
+Exec = Callable[[list[str]], tuple[bytes, bytes, int]]
+
+
+def _frame(payload: bytes, opcode: int = 0x2) -> bytes:
+    """One unmasked server-to-client websocket frame (FIN set)."""
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", 0x80 | opcode, length)
+    elif length < 1 << 16:
+        header = struct.pack("!BBH", 0x80 | opcode, 126, length)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, 127, length)
+    return header + payload
+
+
+def exec_status(code: int) -> dict[str, Any]:
+    """The Status the API server sends on channel 3 when the command ends."""
+    if code == 0:
+        return {"metadata": {}, "status": "Success"}
+    return {
+        "metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
+        "message": f"command terminated with non-zero exit code: error executing command, exit status {code}",
+        "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
+    }  # fmt: skip
 
 
 def not_found(path: str) -> dict[str, Any]:
@@ -42,13 +80,42 @@ def not_found(path: str) -> dict[str, Any]:
 class KubeApi:
     routes: dict[tuple[str, str], tuple[int, Any]]
     requests: list[tuple[str, str, dict[str, list[str]]]] = field(default_factory=list)
+    exec_command: Exec | None = None
 
     def __post_init__(self) -> None:
         api = self
 
         class Handler(BaseHTTPRequestHandler):
+            def _exec(self, query: dict[str, list[str]]) -> None:
+                assert api.exec_command is not None  # checked by the caller; for the type checker
+                offered = [p.strip() for p in self.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+                assert CHANNEL_PROTOCOL in offered, offered
+                key = self.headers["Sec-WebSocket-Key"]
+                accept = base64.b64encode(hashlib.sha1((key + WEBSOCKET_GUID).encode()).digest()).decode()
+                self.send_response(101, "Switching Protocols")
+                self.send_header("Upgrade", "websocket")
+                self.send_header("Connection", "Upgrade")
+                self.send_header("Sec-WebSocket-Accept", accept)
+                self.send_header("Sec-WebSocket-Protocol", CHANNEL_PROTOCOL)
+                self.end_headers()
+                stdout, stderr, code = api.exec_command(query.get("command", []))
+                for start in range(0, len(stdout), FRAME_BYTES):
+                    self.wfile.write(_frame(bytes([STDOUT]) + stdout[start : start + FRAME_BYTES]))
+                if stderr:
+                    self.wfile.write(_frame(bytes([STDERR]) + stderr))
+                self.wfile.write(_frame(bytes([ERROR]) + json.dumps(exec_status(code)).encode()))
+                self.wfile.write(_frame(struct.pack("!H", 1000), opcode=0x8))  # close: normal
+                self.wfile.flush()
+                self.close_connection = True
+
             def _answer(self) -> None:
                 parts = urlsplit(self.path)
+                upgrade = self.headers.get("Upgrade", "").lower() == "websocket"
+                if api.exec_command is not None and upgrade and parts.path.endswith("/exec"):
+                    query = parse_qs(parts.query)
+                    api.requests.append(("EXEC", parts.path, query))
+                    self._exec(query)
+                    return
                 length = int(self.headers.get("Content-Length") or 0)
                 if length:
                     self.rfile.read(length)

@@ -44,6 +44,12 @@ def nrp_run(nrp_rendered: Rendered) -> OfflineRun:
 
 
 @pytest.fixture(scope="session")
+def mixed_run() -> OfflineRun:
+    """The nrp stack with support.MIXED_MODELS (persistent servers and a job-mode model). Read-only."""
+    return support.render_stack(support.base_config(models=support.MIXED_MODELS))
+
+
+@pytest.fixture(scope="session")
 def created_namespace_run() -> OfflineRun:
     """The nrp stack with `namespace.create=true` and both secrets set, DeepSeek external. Read-only."""
     raw = support.base_config()

@@ -17,6 +17,7 @@ import yaml
 from kubernetes_validate.utils import schema_contents
 from referencing import Registry, Resource
 
+from grace_infra.input_files import offline_input_files
 from grace_infra.offline import OfflineRun, run_offline
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -27,6 +28,18 @@ PLACEHOLDER_SECRETS = {
     "hfToken": "hf_TEST_PLACEHOLDER_never_in_output",
     "deepseekApiKey": "sk-TEST_PLACEHOLDER_never_in_output",
 }
+
+
+# Both serving modes side by side: the five models NRP allows in a StatefulSet (<= 2 GPUs) persistent,
+# llama-3-70b (4 GPUs) in its Jobs. The committed nrp stack serves every model in its Jobs.
+MIXED_MODELS: list[dict[str, str]] = [
+    {"key": "gemma-2-2b", "servingMode": "persistent"},
+    {"key": "gemma-2-9b", "servingMode": "persistent"},
+    {"key": "gemma-2-27b", "servingMode": "persistent"},
+    {"key": "llama-3-70b", "servingMode": "job"},
+    {"key": "gpt-oss-20b", "servingMode": "persistent"},
+    {"key": "gpt-oss-120b", "servingMode": "persistent"},
+]
 
 
 @cache
@@ -41,7 +54,10 @@ def base_config(stack: str = "nrp", **overrides: Any) -> dict[str, Any]:
     `overrides` replace whole top-level keys, as a second `pulumi config set` would:
     `base_config(models=[{"key": "gemma-2-2b"}], renderYamlTo="out/")`. A fresh deep copy each call.
     """
-    return {**copy.deepcopy(_stack_file(stack)), **copy.deepcopy(overrides)}
+    # The stack's own inputFiles (data/*.csv) are not in the checkout: the render's stand-ins. An
+    # override is taken as given, so a test can name a missing file on purpose.
+    stack_raw = offline_input_files(_stack_file(stack), PROJECT_ROOT)[0]
+    return {**stack_raw, **copy.deepcopy(overrides)}
 
 
 def render_stack(raw_config: dict[str, Any], secrets: dict[str, str] | None = None) -> OfflineRun:

@@ -24,7 +24,7 @@ from grace_infra.policy import (
 )
 from grace_infra.stack import SECRET_KEYS
 
-from .support import PROJECT_ROOT, base_config
+from .support import MIXED_MODELS, PROJECT_ROOT, base_config
 
 PROJECT_FILE = yaml.safe_load((PROJECT_ROOT / "Pulumi.yaml").read_text(encoding="utf-8"))
 DECLARED = PROJECT_FILE["config"]
@@ -140,8 +140,11 @@ def test_nrp_stack_is_the_seed_deployment() -> None:
     assert (storage.logs.size, storage.logs.access_mode.value) == ("10Gi", "ReadWriteMany")
     assert [m.key for m in config.served_models()] == list(CATALOG)
     assert [m.weights_pvc_gi for m in config.served_models()] == [10, 25, 70, 160, 15, 70]
-    assert config.gpu.resource_name == "nvidia.com/gpu"
-    assert config.gpu.node_product
+    assert config.gpu.node_product == "NVIDIA-A100-SXM4-80GB"
+    # A100 nodes advertise only nvidia.com/a100: derived from the product, never configured by hand.
+    assert config.gpu.resource_name is None
+    assert {m.gpu_resource for m in config.served_models()} == {"nvidia.com/a100"}
+    assert {m.serving_mode.value for m in config.served_models()} == {"job"}
     assert config.images.vllm == "vllm/vllm-openai:v0.32.0"
 
 
@@ -292,20 +295,26 @@ def _quota(**changes: object) -> dict[str, object]:
 
 
 def test_persistent_servers_over_the_gpu_quota_are_refused() -> None:
-    found = errors(parse(namespace=_quota(requestsGpu=6)))
+    found = errors(parse(models=MIXED_MODELS, namespace=_quota(requestsGpu=6)))
     assert [f.message for f in found if f.rule == "quota-exceeded"] == [
-        "the persistent model servers request 7 GPUs together but grace:namespace.quota.requestsGpu allows 6."
+        "the persistent model servers request 7 nvidia.com/a100 GPUs together but "
+        "grace:namespace.quota.requestsGpu allows 6."
     ]
 
 
 def test_job_mode_peak_over_the_quota_is_a_warning() -> None:
-    found = check_config(parse(namespace=_quota(requestsGpu=8)))
-    assert [(f.rule, f.severity) for f in found] == [("quota-queued", Severity.WARNING)]
-    assert "would request 11 GPUs but grace:namespace.quota.requestsGpu allows 8" in found[0].message
+    found = check_config(parse(models=MIXED_MODELS, namespace=_quota(requestsGpu=8)))
+    assert [(f.rule, f.severity) for f in found if f.rule != "persistent-idle-gpus"] == [
+        ("quota-queued", Severity.WARNING),
+        ("gpu-reservation-needed", Severity.WARNING),
+    ]
+    assert "would request 11 nvidia.com/a100 GPUs but grace:namespace.quota.requestsGpu allows 8" in (
+        found[0].message
+    )
 
 
 def test_memory_quota_is_compared_in_gib() -> None:
-    found = errors(parse(namespace=_quota(requestsMemory="300Gi")))
+    found = errors(parse(models=MIXED_MODELS, namespace=_quota(requestsMemory="300Gi")))
     assert any("312 memory GiB" in f.message and "allows 300" in f.message for f in found), found
 
 

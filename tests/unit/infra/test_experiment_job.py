@@ -8,6 +8,7 @@ session fixtures, the two variants here are module-scoped, and everything else c
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from decimal import Decimal
 from pathlib import Path, PurePosixPath
@@ -28,15 +29,27 @@ from grace_infra.offline import OfflineRun
 from grace_infra.quantities import parse_quantity
 from grace_infra.studies import StudyBundle, load_study_bundle
 
-from .support import PROJECT_ROOT, assert_valid_k8s, base_config, render_stack
+from .support import MIXED_MODELS, PROJECT_ROOT, assert_valid_k8s, render_stack
+from .support import base_config as stack_config
 
 DEEPSEEK = "https://api.deepseek.com/v1"
 PERSISTENT_NRP = ["gemma-2-2b", "gemma-2-9b", "gemma-2-27b", "gpt-oss-20b", "gpt-oss-120b"]
 STUDIES = ("study1", "study2")
 
 
+def base_config(**overrides: Any) -> dict[str, Any]:
+    """The nrp stack's config with MIXED_MODELS unless `models` is overridden."""
+    return stack_config(**{"models": MIXED_MODELS, **overrides})
+
+
 def jobs_of(run: OfflineRun) -> dict[str, dict[str, Any]]:
-    return {m["metadata"]["name"]: m for m in run.manifests() if m["kind"] == "Job"}
+    """The experiment Jobs (not the weight downloads)."""
+    experiment = {c.COMPONENT_QUERY_JOB, c.COMPONENT_EXTRACTION_JOB}
+    return {
+        m["metadata"]["name"]: m
+        for m in run.manifests()
+        if m["kind"] == "Job" and m["metadata"]["labels"][c.LABEL_COMPONENT] in experiment
+    }
 
 
 def pod(job: dict[str, Any]) -> dict[str, Any]:
@@ -80,7 +93,7 @@ def config_of(**overrides: Any) -> GraceConfig:
 # --- the matrix -----------------------------------------------------------------------------------
 
 
-def test_nrp_matrix_renders_every_job_by_name(nrp_run: OfflineRun) -> None:
+def test_nrp_matrix_renders_every_job_by_name(mixed_run: OfflineRun) -> None:
     # nrp: five persistent models get one Job per cell; llama-3-70b (job mode) one Job for its exp1 and
     # exp2 share, and its extraction Jobs of its own, talking to the one coder like everyone else's.
     expected = {
@@ -89,9 +102,9 @@ def test_nrp_matrix_renders_every_job_by_name(nrp_run: OfflineRun) -> None:
         for model in PERSISTENT_NRP
         for name in (f"{study}-exp1-{model}", f"{study}-exp2-{model}", f"structured-output-{study}-{model}")
     } | {"matrix-llama-3-70b", *(f"structured-output-{study}-llama-3-70b" for study in STUDIES)}
-    assert set(jobs_of(nrp_run)) == expected
+    assert set(jobs_of(mixed_run)) == expected
     assert len(expected) == 33
-    assert len(nrp_run.of_type(TYPE_TOKEN)) == 33
+    assert len(mixed_run.of_type(TYPE_TOKEN)) == 33
 
 
 def test_job_names_and_output_paths_follow_the_seed() -> None:
@@ -111,13 +124,13 @@ def test_job_names_and_output_paths_follow_the_seed() -> None:
     )
 
 
-def test_every_job_writes_only_its_own_files(nrp_run: OfflineRun) -> None:
+def test_every_job_writes_only_its_own_files(mixed_run: OfflineRun) -> None:
     # CephFS: no two Jobs may write the same file.
     outputs: list[str] = []
-    for job in jobs_of(nrp_run).values():
+    for job in jobs_of(mixed_run).values():
         argvs = [worker(job)["args"]]
         if worker(job)["args"][0] == "run":
-            argvs = configmap_tasks(nrp_run, job["metadata"]["labels"]["model"])
+            argvs = configmap_tasks(mixed_run, job["metadata"]["labels"]["model"])
         outputs += [argv[argv.index("--output") + 1] for argv in argvs]
     assert len(outputs) == len(set(outputs)) == 36  # 6 models x 2 studies x 3 experiments
 
@@ -125,10 +138,14 @@ def test_every_job_writes_only_its_own_files(nrp_run: OfflineRun) -> None:
 # --- command lines --------------------------------------------------------------------------------
 
 
-def test_exp1_command_is_exact(nrp_run: OfflineRun) -> None:
-    assert worker(jobs_of(nrp_run)["study1-exp1-gemma-2-2b"])["args"] == [
+def test_exp1_command_is_exact(mixed_run: OfflineRun) -> None:
+    args = worker(jobs_of(mixed_run)["study1-exp1-gemma-2-2b"])["args"]
+    # The lifecycle flags close every command line (their meaning: tests/unit/infra/test_lifecycle.py).
+    assert args[-3:-1] == ["--supersede", "--plan-digest"]
+    assert re.fullmatch("[0-9a-f]{16}", args[-1])
+    assert args[:-3] == [
         "query",
-        "--input", "/input/study1.csv",
+        "--input", "/etc/grace/inputs/study1.csv",  # the nrp stack ships the CSVs in the ConfigMap
         "--output", "/output/exp1/gemma-2-2b/study1_responses.csv",
         "--model-endpoint", "http://vllm-gemma-2-2b:8000/v1",
         "--model-name", "gemma-2-2b",
@@ -152,15 +169,15 @@ def test_the_stack_overrides_the_study_sampling_for_exp1_only() -> None:
     )
     jobs = {job.name: job.args for job in plan_jobs(config, load_study_bundle(config))}
     exp1 = jobs["study1-exp1-gemma-2-2b"]
-    assert exp1[exp1.index("--temperature") :] == ("--temperature", "0", "--samples", "1", "--seed", "42")
+    assert exp1[exp1.index("--temperature") :][:6] == ("--temperature", "0", "--samples", "1", "--seed", "42")
     # Scoring and coding sample nothing: neither gets the sampling flags.
     for name in ("study1-exp2-gemma-2-2b", "structured-output-study1-gemma-2-2b"):
         assert "--samples" not in jobs[name]
         assert "--temperature" not in jobs[name]
 
 
-def test_exp2_command_reads_at_the_harmony_answer_for_gpt_oss(nrp_run: OfflineRun) -> None:
-    args = worker(jobs_of(nrp_run)["study2-exp2-gpt-oss-20b"])["args"]
+def test_exp2_command_reads_at_the_harmony_answer_for_gpt_oss(mixed_run: OfflineRun) -> None:
+    args = worker(jobs_of(mixed_run)["study2-exp2-gpt-oss-20b"])["args"]
     assert args[:2] == ["probs", "--input"]
     assert args[args.index("--output") + 1] == "/output/exp2/gpt-oss-20b/study2_probabilities.csv"
     assert args[args.index("--logprobs") + 1] == "20"
@@ -180,14 +197,14 @@ def test_exp2_command_reads_at_the_harmony_answer_for_gpt_oss(nrp_run: OfflineRu
     assert args[args.index("--reasoning-max-tokens") + 1] == str(GPT_OSS_REASONING_TOKENS)
     assert args[args.index("--reasoning-effort") + 1] == "low"
     assert "--answer-prefix" not in args  # the format's own final-channel header follows the reasoning
-    gemma = worker(jobs_of(nrp_run)["study2-exp2-gemma-2-2b"])["args"]
+    gemma = worker(jobs_of(mixed_run)["study2-exp2-gemma-2-2b"])["args"]
     assert not [flag for flag in gemma if flag.startswith(("--answer-prefix", "--reasoning"))]
     # Scoring fixed options samples nothing: no sampling flags (probs sends its own temperature 1.0).
     assert not {"--temperature", "--samples", "--seed"} & set(gemma)
 
 
-def test_exp1_sets_the_reasoning_effort_of_reasoning_models_only(nrp_run: OfflineRun) -> None:
-    jobs = jobs_of(nrp_run)
+def test_exp1_sets_the_reasoning_effort_of_reasoning_models_only(mixed_run: OfflineRun) -> None:
+    jobs = jobs_of(mixed_run)
     gpt_oss = worker(jobs["study1-exp1-gpt-oss-120b"])["args"]
     assert gpt_oss[gpt_oss.index("--reasoning-effort") + 1] == "low"
     assert "--reasoning-effort" not in worker(jobs["study1-exp1-gemma-2-2b"])["args"]
@@ -195,7 +212,14 @@ def test_exp1_sets_the_reasoning_effort_of_reasoning_models_only(nrp_run: Offlin
 
 def test_the_stack_chooses_the_direct_mode_and_the_effort_per_model() -> None:
     config = config_of(
-        models=[{"key": "gpt-oss-20b", "exp2ReasoningMode": "direct", "reasoningEffort": "high"}],
+        models=[
+            {
+                "key": "gpt-oss-20b",
+                "exp2ReasoningMode": "direct",
+                "reasoningEffort": "high",
+                "servingMode": "persistent",
+            }
+        ],
         experiments={"studies": ["study2"], "experiments": ["exp1", "exp2"], "models": ["gpt-oss-20b"]},
     )
     exp1, exp2 = sorted((job for job in plan_jobs(config, load_study_bundle(config))), key=lambda j: j.name)
@@ -206,10 +230,10 @@ def test_the_stack_chooses_the_direct_mode_and_the_effort_per_model() -> None:
     assert "--reasoning-max-tokens" not in exp2.args
 
 
-def test_reasoning_models_get_room_to_think_before_answering(nrp_run: OfflineRun) -> None:
+def test_reasoning_models_get_room_to_think_before_answering(mixed_run: OfflineRun) -> None:
     # gpt-oss writes its analysis channel inside max_tokens: the study's budget plus the catalog's
     # reasoning budget; exp2 reads log-probs at the answer and generates nothing, so it gets no flag.
-    jobs = jobs_of(nrp_run)
+    jobs = jobs_of(mixed_run)
     exp1 = worker(jobs["study2-exp1-gpt-oss-20b"])["args"]
     assert exp1[exp1.index("--max-tokens") + 1] == str(64 + GPT_OSS_REASONING_TOKENS)
     # Extraction's budget follows the CODER (gemma-2-27b on nrp), not the model whose replies it codes.
@@ -235,8 +259,8 @@ def test_exp2_asks_the_study_questions_not_the_generic_tokens(tmp_path: Path) ->
     assert job.args[job.args.index("--tokens") + 1] == "0,1,2,3,yes,no"
 
 
-def test_every_models_replies_are_coded_by_the_one_extractor(nrp_run: OfflineRun) -> None:
-    jobs = jobs_of(nrp_run)
+def test_every_models_replies_are_coded_by_the_one_extractor(mixed_run: OfflineRun) -> None:
+    jobs = jobs_of(mixed_run)
     extraction = {name: worker(job)["args"] for name, job in jobs.items() if name.startswith("structured-")}
     assert len(extraction) == 12  # 2 studies x 6 models, llama-3-70b's included
     for args in extraction.values():
@@ -274,7 +298,7 @@ def test_no_secret_value_in_any_job_environment(created_namespace_run: OfflineRu
             for env in container.get("env", []):
                 if env["name"] == "HF_TOKEN_PATH":  # where the Secret volume puts the token file
                     assert env["value"] == f"{c.HF_TOKEN_MOUNT}/{c.HF_TOKEN_SECRET_KEY}"
-                elif "KEY" in env["name"] or "TOKEN" in env["name"]:
+                elif env["name"].endswith(("KEY", "TOKEN")):
                     assert "value" not in env, (job["metadata"]["name"], env["name"])
                     assert "secretKeyRef" in env["valueFrom"]
 
@@ -282,41 +306,36 @@ def test_no_secret_value_in_any_job_environment(created_namespace_run: OfflineRu
 # --- never block pulumi up; order in the cluster --------------------------------------------------
 
 
-def test_every_job_is_skip_await_retried_and_cleaned_up(
-    nrp_run: OfflineRun, all_job_mode_run: OfflineRun
+def test_every_job_runs_without_the_service_account_token(
+    mixed_run: OfflineRun, all_job_mode_run: OfflineRun
 ) -> None:
-    ttl = GraceConfig.parse(base_config()).jobs.ttl_seconds_after_finished
-    for job in [*jobs_of(nrp_run).values(), *jobs_of(all_job_mode_run).values()]:
-        name = job["metadata"]["name"]
-        assert job["metadata"]["annotations"][c.JOB_SKIP_AWAIT_ANNOTATION] == "true", name
-        assert job["spec"]["backoffLimit"] == 3, name
-        assert job["spec"]["ttlSecondsAfterFinished"] == ttl, name
-        assert pod(job)["restartPolicy"] == "OnFailure", name
-        assert pod(job)["automountServiceAccountToken"] is False, name
+    # Await annotations, retries, deadlines and TTL: tests/unit/infra/test_lifecycle.py.
+    for job in [*jobs_of(mixed_run).values(), *jobs_of(all_job_mode_run).values()]:
+        assert pod(job)["automountServiceAccountToken"] is False, job["metadata"]["name"]
 
 
-def test_extraction_jobs_are_created_after_their_exp1_job(nrp_run: OfflineRun) -> None:
+def test_extraction_jobs_are_created_after_their_exp1_job(mixed_run: OfflineRun) -> None:
     for study in STUDIES:
         for model in PERSISTENT_NRP:
             (resource,) = [
                 r
-                for r in nrp_run.of_type("kubernetes:batch/v1:Job")
+                for r in mixed_run.of_type("kubernetes:batch/v1:Job")
                 if r.inputs["metadata"]["name"] == f"structured-output-{study}-{model}"
             ]
-            assert job_urn(nrp_run, f"{study}-exp1-{model}") in resource.depends_on
-            others = {job_urn(nrp_run, f"{s}-exp1-{m}") for s in STUDIES for m in PERSISTENT_NRP} - {
-                job_urn(nrp_run, f"{study}-exp1-{model}")
+            assert job_urn(mixed_run, f"{study}-exp1-{model}") in resource.depends_on
+            others = {job_urn(mixed_run, f"{s}-exp1-{m}") for s in STUDIES for m in PERSISTENT_NRP} - {
+                job_urn(mixed_run, f"{study}-exp1-{model}")
             }
             assert not others & set(resource.depends_on)
 
 
-def test_no_job_waits_in_pulumi_for_a_model_server(nrp_run: OfflineRun) -> None:
+def test_no_job_waits_in_pulumi_for_a_model_server(mixed_run: OfflineRun) -> None:
     # Depending on a StatefulSet would make `pulumi up` wait up to its load budget; the worker waits.
-    servers = {r.urn for r in nrp_run.of_type("kubernetes:apps/v1:StatefulSet")}
-    for resource in nrp_run.of_type("kubernetes:batch/v1:Job"):
+    servers = {r.urn for r in mixed_run.of_type("kubernetes:apps/v1:StatefulSet")}
+    for resource in mixed_run.of_type("kubernetes:batch/v1:Job"):
         assert not servers & set(resource.depends_on)
-        args = resource.inputs["spec"]["template"]["spec"]["containers"][0]["args"]
-        if args[0] in {"query", "probs"}:
+        args = resource.inputs["spec"]["template"]["spec"]["containers"][0].get("args", [])
+        if args and args[0] in {"query", "probs"}:
             assert int(args[args.index("--wait-timeout") + 1]) >= 600
 
 
@@ -334,7 +353,14 @@ def test_job_mode_is_one_job_per_model_with_the_sidecar_and_no_statefulset(
         spec = pod(jobs[f"matrix-{model.key}"])
         job_model = model.model_copy(update={"serving_mode": "job"})
         init_containers, volumes = model_server.vllm_sidecar_parts(job_model, config)
-        assert spec["initContainers"] == init_containers
+        # After the outputs check (test_lifecycle.py), the sidecar parts in order, wrapped to skip their
+        # work when the outputs are complete: same image, resources, probes and sidecar restart policy.
+        rendered = spec["initContainers"][1:]
+        assert [x["name"] for x in rendered] == [x["name"] for x in init_containers]
+        for got, built in zip(rendered, init_containers, strict=True):
+            same = {k: v for k, v in built.items() if k not in {"command", "args", "env", "volumeMounts"}}
+            assert {k: got[k] for k in same} == same
+            assert got["command"][4:] == [*built["command"], *built.get("args", [])]
         assert spec["initContainers"][1]["restartPolicy"] == "Always"
         assert all(v in spec["volumes"] for v in volumes)
         assert worker(jobs[f"matrix-{model.key}"])["args"] == [
@@ -383,8 +409,8 @@ def test_endpoint_is_the_service_or_localhost() -> None:
 # --- pods: labels, mounts, resources, security ----------------------------------------------------
 
 
-def test_labels_select_the_job_for_cleanup_and_policies(nrp_run: OfflineRun) -> None:
-    job = jobs_of(nrp_run)["study1-exp2-gemma-2-27b"]
+def test_labels_select_the_job_for_cleanup_and_policies(mixed_run: OfflineRun) -> None:
+    job = jobs_of(mixed_run)["study1-exp2-gemma-2-27b"]
     for labels in (job["metadata"]["labels"], job["spec"]["template"]["metadata"]["labels"]):
         assert labels[c.LABEL_PROJECT] == c.PROJECT
         assert labels["study"] == "study1"
@@ -397,21 +423,25 @@ def test_labels_select_the_job_for_cleanup_and_policies(nrp_run: OfflineRun) -> 
 
 
 def test_https_egress_only_where_a_pod_leaves_the_cluster(
-    nrp_run: OfflineRun, created_namespace_run: OfflineRun
+    mixed_run: OfflineRun, created_namespace_run: OfflineRun
 ) -> None:
     def egress(run: OfflineRun, name: str) -> bool:
         labels = jobs_of(run)[name]["spec"]["template"]["metadata"]["labels"]
         return labels.get(c.LABEL_EGRESS_HTTPS) == "true"
 
-    assert egress(nrp_run, "matrix-llama-3-70b")  # its init container downloads the weights
-    assert not egress(nrp_run, "study1-exp1-gemma-2-2b")
-    assert not egress(nrp_run, "structured-output-study1-gemma-2-2b")  # extracts on the model's own server
+    # A job-mode pod runs vLLM on weights its download Job fetched before: no egress (NetworkPolicy
+    # selects pods, so the egress the download needs lives on the download's own pod).
+    assert not egress(mixed_run, "matrix-llama-3-70b")
+    download = mixed_run.manifest("Job", "weights-llama-3-70b")
+    assert download["spec"]["template"]["metadata"]["labels"][c.LABEL_EGRESS_HTTPS] == "true"
+    assert not egress(mixed_run, "study1-exp1-gemma-2-2b")
+    assert not egress(mixed_run, "structured-output-study1-gemma-2-2b")  # extracts on the model's own server
     assert egress(created_namespace_run, "structured-output-study1-gemma-2-2b")  # DeepSeek API
-    assert not egress(created_namespace_run, "study1-exp1-gemma-2-2b")
+    assert not egress(created_namespace_run, "matrix-gemma-2-2b")
 
 
-def test_mounts_input_read_only_and_studies_from_the_configmap(nrp_run: OfflineRun) -> None:
-    job = jobs_of(nrp_run)["study2-exp1-gemma-2-2b"]
+def test_mounts_input_read_only_and_studies_from_the_configmap(mixed_run: OfflineRun) -> None:
+    job = jobs_of(mixed_run)["study2-exp1-gemma-2-2b"]
     mounts = {m["mountPath"]: m for m in worker(job)["volumeMounts"]}
     volumes = {v["name"]: v for v in pod(job)["volumes"]}
     assert mounts[c.INPUT_MOUNT]["readOnly"] is True
@@ -425,7 +455,10 @@ def test_mounts_input_read_only_and_studies_from_the_configmap(nrp_run: OfflineR
     studies = volumes[mounts[c.STUDIES_MOUNT]["name"]]["configMap"]
     assert studies["name"] == c.STUDIES_CONFIGMAP
     # Only the files this Job reads (their hash is on its pod), at the paths of jobs/.
-    assert studies["items"] == [{"key": "studies.study2.yaml", "path": "studies/study2.yaml"}]
+    assert studies["items"] == [
+        {"key": "inputs.study2.csv", "path": "inputs/study2.csv"},
+        {"key": "studies.study2.yaml", "path": "studies/study2.yaml"},
+    ]
     env = env_of(worker(job))
     assert env["LOG_LEVEL"]["value"] == "INFO"
     assert env["EXPERIMENT_ID"]["value"] == "study2-exp1-gemma-2-2b"
@@ -433,8 +466,8 @@ def test_mounts_input_read_only_and_studies_from_the_configmap(nrp_run: OfflineR
     assert worker(job)["ports"] == [{"name": "metrics", "containerPort": 9090, "protocol": "TCP"}]
 
 
-def test_every_limit_is_within_nrp_1_2_times_its_request(nrp_run: OfflineRun) -> None:
-    for job in jobs_of(nrp_run).values():
+def test_every_limit_is_within_nrp_1_2_times_its_request(mixed_run: OfflineRun) -> None:
+    for job in jobs_of(mixed_run).values():
         for container in [*pod(job)["containers"], *pod(job).get("initContainers", [])]:
             requests, limits = container["resources"]["requests"], container["resources"]["limits"]
             assert set(requests) == set(limits)
@@ -447,8 +480,8 @@ def test_every_limit_is_within_nrp_1_2_times_its_request(nrp_run: OfflineRun) ->
                 )
 
 
-def test_worker_runs_unprivileged(nrp_run: OfflineRun) -> None:
-    security = worker(jobs_of(nrp_run)["study1-exp1-gpt-oss-120b"])["securityContext"]
+def test_worker_runs_unprivileged(mixed_run: OfflineRun) -> None:
+    security = worker(jobs_of(mixed_run)["study1-exp1-gpt-oss-120b"])["securityContext"]
     assert security["runAsNonRoot"] is True
     assert security["runAsUser"] == c.WORKER_UID
     assert security["allowPrivilegeEscalation"] is False
@@ -456,16 +489,16 @@ def test_worker_runs_unprivileged(nrp_run: OfflineRun) -> None:
     assert security["capabilities"] == {"drop": ["ALL"]}
 
 
-def test_service_account_per_kind(nrp_run: OfflineRun) -> None:
-    for name, job in jobs_of(nrp_run).items():
+def test_service_account_per_kind(mixed_run: OfflineRun) -> None:
+    for name, job in jobs_of(mixed_run).items():
         expected = c.SA_EXTRACTION_JOB if name.startswith("structured-output-") else c.SA_QUERY_JOB
         assert pod(job)["serviceAccountName"] == expected, name
 
 
 def test_every_rendered_builtin_object_is_valid_kubernetes_1_30(
-    nrp_run: OfflineRun, all_job_mode_run: OfflineRun, created_namespace_run: OfflineRun
+    mixed_run: OfflineRun, all_job_mode_run: OfflineRun, created_namespace_run: OfflineRun
 ) -> None:
-    for run in (nrp_run, all_job_mode_run, created_namespace_run):
+    for run in (mixed_run, all_job_mode_run, created_namespace_run):
         for manifest in run.manifests():
             if manifest["kind"] in {"Job", "ConfigMap"}:
                 assert_valid_k8s(manifest)
@@ -475,9 +508,9 @@ def test_every_rendered_builtin_object_is_valid_kubernetes_1_30(
 
 
 def test_pod_monitor_scrapes_workers_and_sidecars_when_enabled(
-    nrp_run: OfflineRun, all_job_mode_run: OfflineRun
+    mixed_run: OfflineRun, all_job_mode_run: OfflineRun
 ) -> None:
-    assert not [m for m in nrp_run.manifests() if m["kind"] == "PodMonitor"]
+    assert not [m for m in mixed_run.manifests() if m["kind"] == "PodMonitor"]
     monitor = all_job_mode_run.manifest("PodMonitor", POD_MONITOR_NAME)
     selector = monitor["spec"]["selector"]["matchLabels"]
     job_labels = next(iter(jobs_of(all_job_mode_run).values()))["spec"]["template"]["metadata"]["labels"]
@@ -528,7 +561,7 @@ def test_configmap_ships_whatever_study_files_exist(tmp_path: Path) -> None:
     jobs_dir = tmp_path / "jobs"
     (jobs_dir / "studies").mkdir(parents=True)
     (jobs_dir / "studies" / "study2.yaml").write_text("name: study2\n")
-    config = GraceConfig.parse(base_config())
+    config = GraceConfig.parse(base_config(experiments={}))  # the input claim route: no CSV shipped
     bundle = load_study_bundle(config, jobs_dir=jobs_dir)
     assert bundle.configmap_data() == {"studies.study2.yaml": "name: study2\n"}
     (job,) = [j for j in plan_jobs(config, bundle) if j.name == "study1-exp1-gemma-2-2b"]
@@ -602,19 +635,46 @@ def test_a_lone_job_mode_model_codes_its_own_replies_at_the_end_of_its_job() -> 
     assert extract[extract.index("--model-endpoint") + 1] == "http://localhost:8000/v1"
 
 
-def test_a_job_mode_extractor_for_several_models_is_refused() -> None:
-    with pytest.raises(ConfigError, match=r"^grace:jobs.extractor='llama-3-70b' is served in job mode"):
-        config_of(jobs={"extractor": "llama-3-70b"})
-    both_job_mode = [{"key": "gemma-2-2b", "servingMode": "job"}, {"key": "gemma-2-9b", "servingMode": "job"}]
-    with pytest.raises(ConfigError, match=r"^grace:jobs.extractor=null: no configured model is served"):
-        config_of(models=both_job_mode)
+def test_a_job_mode_coder_codes_every_models_replies_at_the_end_of_its_own_job() -> None:
+    # The nrp stack serves every model in its Jobs: the coder (gemma-2-27b, the largest model that does
+    # not reason and fits a 2-GPU pod) runs every extraction on its sidecar after its own exp1 and exp2.
+    all_job = [{"key": key} for key in ("gemma-2-2b", "gemma-2-9b", "gemma-2-27b", "llama-3-70b")]
+    all_job += [{"key": "gpt-oss-20b"}, {"key": "gpt-oss-120b"}]  # servingMode job: the default
+    config = config_of(models=all_job)
+    assert config.extractor_model().key == "gemma-2-27b"
+    planned = {job.name: job for job in plan_jobs(config, load_study_bundle(config))}
+    assert not [name for name in planned if name.startswith("structured-output-")]
+    coder = planned["matrix-gemma-2-27b"]
+    outputs = [t[t.index("--output") + 1] for t in coder.tasks]
+    assert outputs[:4] == [
+        "/output/exp1/gemma-2-27b/study1_responses.csv",
+        "/output/exp1/gemma-2-27b/study2_responses.csv",
+        "/output/exp2/gemma-2-27b/study1_probabilities.csv",
+        "/output/exp2/gemma-2-27b/study2_probabilities.csv",
+    ]
+    extraction = [t for t in coder.tasks if t[0] == "extract"]
+    assert len(extraction) == 12  # 2 studies x 6 models, its own first
+    assert extraction[0][extraction[0].index("--output") + 1].startswith("/output/structured/gemma-2-27b/")
+    for task in extraction:
+        assert task[task.index("--model-endpoint") + 1] == "http://localhost:8000/v1"
+        assert task[task.index("--model-name") + 1] == "gemma-2-27b"
+        assert "--wait-for-input" in task
+    assert not [t for t in planned["matrix-llama-3-70b"].tasks if t[0] == "extract"]
+
+
+def test_an_extractor_that_no_extraction_could_reach_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"^grace:jobs.extractor='gemma-2-2b' is not a configured model"):
         config_of(models=[{"key": "gemma-2-9b"}], jobs={"extractor": "gemma-2-2b"})
+    with pytest.raises(ConfigError, match=r"^grace:jobs.extractor='llama-3-70b' is served in job mode"):
+        config_of(experiments={"models": ["gemma-2-2b"]}, jobs={"extractor": "llama-3-70b"})
     # Without extraction, or with an external endpoint, no self-hosted coder is needed.
-    config_of(models=both_job_mode, experiments={"experiments": ["exp1", "exp2"]})
-    config_of(models=both_job_mode, jobs={"deepseekEndpoint": "https://api.deepseek.com"})
+    config_of(
+        experiments={"models": ["gemma-2-2b"], "experiments": ["exp1", "exp2"]},
+        jobs={"extractor": "llama-3-70b"},
+    )
+    config_of(jobs={"deepseekEndpoint": "https://api.deepseek.com"})
 
 
-def test_a_job_mode_job_is_labelled_with_every_study_and_experiment(nrp_run: OfflineRun) -> None:
-    labels = jobs_of(nrp_run)["matrix-llama-3-70b"]["metadata"]["labels"]
+def test_a_job_mode_job_is_labelled_with_every_study_and_experiment(mixed_run: OfflineRun) -> None:
+    labels = jobs_of(mixed_run)["matrix-llama-3-70b"]["metadata"]["labels"]
     assert (labels["study"], labels["experiment"], labels["model"]) == ("all", "all", "llama-3-70b")

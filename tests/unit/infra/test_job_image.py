@@ -25,7 +25,7 @@ DOCKERFILE = PROJECT_ROOT / "jobs" / "Dockerfile"
 DOCKERIGNORE = PROJECT_ROOT / "jobs" / "Dockerfile.dockerignore"
 REQUIREMENTS = PROJECT_ROOT / "requirements.txt"
 WORKER_DIR = PROJECT_ROOT / "worker"
-JOB_COMMANDS = ("query", "probs", "extract", "run")
+JOB_COMMANDS = ("query", "probs", "extract", "run", "check-outputs")
 
 
 def instructions() -> list[tuple[str, str]]:
@@ -118,7 +118,7 @@ def test_worker_help_lists_every_command_the_jobs_run() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    (choices,) = re.findall(r"\{([a-z,]+)\}", result.stdout)[:1]
+    (choices,) = re.findall(r"\{([a-z,-]+)\}", result.stdout)[:1]
     assert set(JOB_COMMANDS) <= set(choices.split(","))
 
 
@@ -155,7 +155,7 @@ def test_every_job_command_line_parses_with_the_worker(deepseek: str | None) -> 
 def test_job_mode_command_is_the_workers_run(tmp_path: Path) -> None:
     cli = importlib.import_module("worker.cli")
     bundle, planned = plan_experiments(GraceConfig.parse(base_config()))
-    (job,) = [j for j in planned if j.sidecar]
+    job = next(j for j in planned if j.sidecar and j.model.key == "llama-3-70b")
     (tasks_path,) = [p for p in bundle.files if p.name == f"{job.model.key}.json"]
     local = tmp_path / tasks_path.name
     local.write_text(bundle.files[tasks_path], encoding="utf-8")

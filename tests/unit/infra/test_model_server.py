@@ -15,6 +15,7 @@ import pytest
 
 from grace_infra import constants as c
 from grace_infra import model_server as ms
+from grace_infra import weights_job
 from grace_infra.catalog import CATALOG, Dtype
 from grace_infra.config import GraceConfig
 from grace_infra.offline import OfflineRun, RecordingMonitor, run_offline
@@ -35,7 +36,7 @@ def raw_config(**overrides: Any) -> dict[str, Any]:
     defaults: dict[str, Any] = {
         "images": {"vllm": VLLM_IMAGE, "job": "registry.example/grace-job:0.1.0"},
         "gpu": {"resourceName": GPU_RESOURCE, "nodeProduct": A100, "memoryGb": 80},
-        "models": [{"key": key} for key in ALL_MODELS],
+        "models": [{"key": key, "servingMode": "persistent"} for key in ALL_MODELS],
         "exceptions": [{"model": "llama-3-70b", "rule": "gpus-per-stateful-pod", "reason": EXCEPTION_REASON}],
         # One experiment keeps the Jobs few: these tests look at the servers.
         "experiments": {"studies": ["study1"], "experiments": ["exp1"]},
@@ -69,13 +70,18 @@ def pod_spec(run: OfflineRun, key: str) -> dict[str, Any]:
     return statefulset(run, key)["spec"]["template"]["spec"]
 
 
+def download_spec(run: OfflineRun, key: str) -> dict[str, Any]:
+    return run.manifest("Job", f"weights-{key}")["spec"]["template"]["spec"]
+
+
 def vllm(run: OfflineRun, key: str) -> dict[str, Any]:
     (container,) = [x for x in pod_spec(run, key)["containers"] if x["name"] == c.VLLM_CONTAINER_NAME]
     return container
 
 
 def flag_values(args: list[str]) -> dict[str, str]:
-    return dict(a.removeprefix("--").split("=", 1) if "=" in a else (a.removeprefix("--"), "") for a in args)
+    flags = [a for a in args if a.startswith("--")]
+    return dict(a.removeprefix("--").split("=", 1) if "=" in a else (a.removeprefix("--"), "") for a in flags)
 
 
 # --- the vLLM container, per model -----------------------------------------------------------------
@@ -87,7 +93,9 @@ def test_vllm_args_follow_the_catalog(persistent_run: OfflineRun, key: str) -> N
     container = vllm(persistent_run, key)
     flags = flag_values(container["args"])
     assert container["command"] == ["vllm", "serve"]
-    assert flags["model"] == c.WEIGHTS_MOUNT
+    # The positional model argument: vLLM 0.32 warns that `serve --model` will be removed.
+    assert container["args"][0] == c.WEIGHTS_MOUNT
+    assert not [a for a in container["args"] if a.startswith("--model")]
     assert flags["served-model-name"] == key
     assert flags["tensor-parallel-size"] == str(spec.gpus)
     assert flags["dtype"] == spec.dtype.value
@@ -126,9 +134,10 @@ def test_gpus_under_the_configured_resource_name(persistent_run: OfflineRun, key
 @pytest.mark.parametrize("key", ALL_MODELS)
 def test_every_limit_is_within_1_2_times_its_request(persistent_run: OfflineRun, key: str) -> None:
     containers = [
-        *pod_spec(persistent_run, key)["initContainers"],
         *pod_spec(persistent_run, key)["containers"],
+        *download_spec(persistent_run, key)["containers"],
     ]
+    assert "initContainers" not in pod_spec(persistent_run, key)  # the download is its own Job
     assert len(containers) == 2
     for container in containers:
         requests, limits = container["resources"]["requests"], container["resources"]["limits"]
@@ -180,7 +189,7 @@ def test_a_70b_model_gets_a_longer_startup_budget_than_a_2b_model(persistent_run
 def test_node_selector_and_pinned_images(persistent_run: OfflineRun, key: str) -> None:
     spec = pod_spec(persistent_run, key)
     assert spec["nodeSelector"] == {"nvidia.com/gpu.product": A100}
-    images = {x["image"] for x in [*spec["initContainers"], *spec["containers"]]}
+    images = {x["image"] for x in [*spec["containers"], *download_spec(persistent_run, key)["containers"]]}
     assert images == {VLLM_IMAGE}
 
 
@@ -203,7 +212,7 @@ def test_labels_service_and_selector(persistent_run: OfflineRun, key: str) -> No
     assert pod_labels[c.LABEL_PROJECT] == "grace"
     assert pod_labels[c.LABEL_COMPONENT] == c.COMPONENT_MODEL_SERVER
     assert pod_labels[c.LABEL_INSTANCE] == key
-    assert pod_labels[c.LABEL_EGRESS_HTTPS] == "true"  # the download init container reaches huggingface.co
+    assert c.LABEL_EGRESS_HTTPS not in pod_labels  # weights and vocabulary are on the claim before it starts
     service = persistent_run.manifest("Service", f"vllm-{key}")
     assert service["spec"]["type"] == "ClusterIP"
     assert service["spec"]["ports"] == [
@@ -227,9 +236,10 @@ def test_least_privilege_and_documented_exceptions(persistent_run: OfflineRun, k
     assert spec["automountServiceAccountToken"] is False
     assert spec["serviceAccountName"] == c.SA_MODEL_SERVER
     assert spec["enableServiceLinks"] is False
-    # The non-root download writes the root-owned weights claim through the pod's fsGroup.
-    assert spec["securityContext"]["fsGroup"] == c.VLLM_UID
-    for container in [*spec["initContainers"], *spec["containers"]]:
+    # The non-root download writes the root-owned weights claim through its pod's fsGroup.
+    download = download_spec(persistent_run, key)
+    assert download["securityContext"]["fsGroup"] == c.VLLM_UID
+    for container in [*spec["containers"], *download["containers"]]:
         context = container["securityContext"]
         assert context["allowPrivilegeEscalation"] is False
         assert context["capabilities"] == {"drop": ["ALL"]}
@@ -263,29 +273,36 @@ def test_weights_come_from_the_storage_claim_read_only(persistent_run: OfflineRu
     assert weights_mount == {"name": ms.WEIGHTS_VOLUME, "mountPath": "/model-weights", "readOnly": True}
 
 
-def test_statefulset_depends_on_its_weights_claim_and_is_parented(persistent_run: OfflineRun) -> None:
+def test_statefulset_follows_its_weight_download_which_follows_the_claim(persistent_run: OfflineRun) -> None:
     pvcs = {
         r.inputs["metadata"]["name"]: r.urn
         for r in persistent_run.of_type("kubernetes:core/v1:PersistentVolumeClaim")
     }
+    jobs = {r.inputs["metadata"]["name"]: r for r in persistent_run.of_type("kubernetes:batch/v1:Job")}
     for key in ALL_MODELS:
         resource = next(
             r
             for r in persistent_run.of_type("kubernetes:apps/v1:StatefulSet")
             if r.name == f"vllm-{key}-statefulset"
         )
-        assert pvcs[f"grace-model-weights-{key}"] in resource.depends_on
+        download = jobs[f"weights-{key}"]
+        assert download.urn in resource.depends_on
+        assert pvcs[f"grace-model-weights-{key}"] in download.depends_on
+        assert persistent_run.by_urn(download.parent).type == weights_job.TYPE_TOKEN
         parent = persistent_run.by_urn(resource.parent)
         assert parent.type == ms.TYPE_TOKEN
         assert parent.name == f"vllm-{key}"
 
 
-# --- the weight download init container --------------------------------------------------------------
+# --- the weight download Job ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("key", ALL_MODELS)
-def test_download_init_container(persistent_run: OfflineRun, key: str) -> None:
-    (init,) = pod_spec(persistent_run, key)["initContainers"]
+def test_download_job(persistent_run: OfflineRun, key: str) -> None:
+    job = persistent_run.manifest("Job", f"weights-{key}")
+    assert c.AWAIT_OVERRIDE_ANNOTATION not in job["metadata"].get("annotations", {})  # pulumi up waits
+    assert job["spec"]["template"]["metadata"]["labels"][c.LABEL_EGRESS_HTTPS] == "true"
+    (init,) = download_spec(persistent_run, key)["containers"]
     spec = CATALOG[key]
     assert init["name"] == c.WEIGHTS_DOWNLOAD_CONTAINER_NAME
     assert init["image"] == VLLM_IMAGE
@@ -302,16 +319,23 @@ def test_download_init_container(persistent_run: OfflineRun, key: str) -> None:
     assert env["HF_TOKEN_PATH"]["value"] == f"{c.HF_TOKEN_MOUNT}/{c.HF_TOKEN_SECRET_KEY}"
     mounts = {m["mountPath"]: m["name"] for m in init["volumeMounts"]}
     assert mounts == {
-        "/model-weights": ms.WEIGHTS_VOLUME, "/tmp": ms.HF_CACHE_VOLUME, c.HF_TOKEN_MOUNT: ms.HF_TOKEN_VOLUME,
-    }  # fmt: skip
-    volumes = {v["name"]: v for v in pod_spec(persistent_run, key)["volumes"]}
-    assert volumes[ms.HF_TOKEN_VOLUME]["secret"] == {
+        "/model-weights": ms.WEIGHTS_VOLUME,
+        "/tmp": weights_job.HF_CACHE_VOLUME,
+        c.HF_TOKEN_MOUNT: weights_job.HF_TOKEN_VOLUME,
+    }
+    volumes = {v["name"]: v for v in download_spec(persistent_run, key)["volumes"]}
+    assert volumes[weights_job.HF_TOKEN_VOLUME]["secret"] == {
         "secretName": "huggingface-token",
         "items": [{"key": c.HF_TOKEN_SECRET_KEY, "path": c.HF_TOKEN_SECRET_KEY}],
         "optional": not spec.gated,
     }
-    assert "emptyDir" in volumes[ms.HF_CACHE_VOLUME]  # node-local disk, never CephFS
-    assert "persistentVolumeClaim" not in volumes[ms.HF_CACHE_VOLUME]
+    assert "emptyDir" in volumes[weights_job.HF_CACHE_VOLUME]  # node-local disk, never CephFS
+    assert "persistentVolumeClaim" not in volumes[weights_job.HF_CACHE_VOLUME]
+    assert volumes[ms.WEIGHTS_VOLUME]["persistentVolumeClaim"] == {"claimName": f"grace-model-weights-{key}"}
+    vocabularies = env["GRACE_TIKTOKEN_FILES"]["value"]
+    assert vocabularies == ",".join(f"{n}={c.TIKTOKEN_SHA256[n]}" for n in spec.tiktoken_files)
+    # No pod running the server holds the token.
+    assert weights_job.HF_TOKEN_VOLUME not in {v["name"] for v in pod_spec(persistent_run, key)["volumes"]}
 
 
 # --- Pulumi options and validity ----------------------------------------------------------------------
@@ -322,17 +346,24 @@ def test_custom_timeouts_follow_the_load_budget(monkeypatch: pytest.MonkeyPatch)
     original = RecordingMonitor.RegisterResource
 
     def spy(self: RecordingMonitor, request: Any) -> Any:
-        if request.type == "kubernetes:apps/v1:StatefulSet":
+        if request.type in {"kubernetes:apps/v1:StatefulSet", "kubernetes:batch/v1:Job"}:
             seen[request.name] = request.customTimeouts.create
         return original(self, request)
 
     monkeypatch.setattr(RecordingMonitor, "RegisterResource", spy)
-    render(raw_config(models=[{"key": "gemma-2-2b"}, {"key": "llama-3-70b"}]))
+    awaited = [
+        {"key": key, "servingMode": "persistent", "awaitReadiness": True}
+        for key in ("gemma-2-2b", "llama-3-70b")
+    ]
+    render(raw_config(models=awaited))
     for key in ("gemma-2-2b", "llama-3-70b"):
         minutes = int(seen[f"vllm-{key}-statefulset"].removesuffix("m"))
+        assert minutes * 60 >= CATALOG[key].load_budget_s + c.AWAIT_MARGIN_S
+        download_minutes = int(seen[f"weights-{key}-job"].removesuffix("m"))
         download_s = CATALOG[key].weights_gb * 1000 / c.DOWNLOAD_ASSUMED_MB_PER_S
-        assert minutes * 60 >= CATALOG[key].load_budget_s + c.AWAIT_MARGIN_S + download_s
+        assert download_minutes * 60 >= c.AWAIT_MARGIN_S + download_s
     assert int(seen["vllm-llama-3-70b-statefulset"][:-1]) > 10  # Pulumi's default await is 10 minutes
+    assert int(seen["weights-llama-3-70b-job"][:-1]) > 10
 
 
 def test_every_rendered_builtin_object_is_valid_kubernetes_1_30(persistent_run: OfflineRun) -> None:
@@ -346,15 +377,19 @@ def test_every_rendered_builtin_object_is_valid_kubernetes_1_30(persistent_run: 
 
 
 def test_job_mode_removes_the_statefulset_and_service() -> None:
-    models = [{"key": "gemma-2-2b"}, {"key": "gpt-oss-20b", "servingMode": "job"}]
+    models = [
+        {"key": "gemma-2-2b", "servingMode": "persistent"},
+        {"key": "gpt-oss-20b", "servingMode": "job"},
+    ]
     run = render(raw_config(models=models, exceptions=[]))
     names = {(m["kind"], m["metadata"]["name"]) for m in run.manifests()}
     assert ("StatefulSet", "vllm-gemma-2-2b") in names
     assert ("Service", "vllm-gemma-2-2b") in names
     assert not {n for n in names if n[1] == "vllm-gpt-oss-20b"}
     assert not [r for r in run.of_type(ms.TYPE_TOKEN) if r.name == "vllm-gpt-oss-20b"]
-    # Its weights claim stays: the Job's sidecar mounts it.
+    # Its weights claim and download stay: the Job's sidecar mounts the claim.
     assert ("PersistentVolumeClaim", "grace-model-weights-gpt-oss-20b") in names
+    assert ("Job", "weights-gpt-oss-20b") in names
 
 
 def test_a_job_mode_model_cannot_be_given_a_persistent_server(config: GraceConfig) -> None:
@@ -374,8 +409,7 @@ def test_a_job_mode_model_cannot_be_given_a_persistent_server(config: GraceConfi
 def test_sidecar_parts_reuse_the_same_vllm_container(config: GraceConfig, key: str) -> None:
     model = next(m for m in config.served_models() if m.key == key)
     init_containers, volumes = ms.vllm_sidecar_parts(model, config)
-    download, sidecar = init_containers
-    assert download == ms.weights_download_init_container(model, config)
+    (sidecar,) = init_containers
     assert sidecar == {**ms.vllm_container(model, config), "restartPolicy": "Always"}
     assert volumes == ms.pod_volumes(model, config)
     job = {
@@ -401,7 +435,7 @@ def test_sidecar_is_byte_identical_to_the_persistent_container(
     persistent_run: OfflineRun, config: GraceConfig
 ) -> None:
     model = next(m for m in config.served_models() if m.key == "gemma-2-27b")
-    _, sidecar = ms.vllm_sidecar_parts(model, config)[0]
+    (sidecar,) = ms.vllm_sidecar_parts(model, config)[0]
     rendered = vllm(persistent_run, "gemma-2-27b")
     assert {k: v for k, v in sidecar.items() if k != "restartPolicy"} == rendered
 
@@ -416,7 +450,10 @@ def test_monitoring_disabled_creates_no_service_monitor(persistent_run: OfflineR
 def test_monitoring_enabled_scrapes_metrics_on_port_http() -> None:
     run = render(
         raw_config(
-            models=[{"key": "gemma-2-2b"}, {"key": "gpt-oss-20b", "servingMode": "job"}],
+            models=[
+                {"key": "gemma-2-2b", "servingMode": "persistent"},
+                {"key": "gpt-oss-20b", "servingMode": "job"},
+            ],
             exceptions=[],
             monitoring={"enabled": True},
         )
@@ -434,28 +471,25 @@ def test_monitoring_enabled_scrapes_metrics_on_port_http() -> None:
 
 def test_await_timeout_rounds_up_to_whole_minutes(config: GraceConfig) -> None:
     model = next(m for m in config.served_models() if m.key == "llama-3-70b")
-    # 15 min margin + 141 GB at 100 MB/s (23.5 min) + 45 min load budget = 83.5 min
-    assert ms.await_timeout(model) == "84m"
+    # StatefulSet: 15 min margin + 45 min load budget; download Job: 15 min + 141 GB at 100 MB/s (23.5 min)
+    assert ms.await_timeout(model) == "60m"
+    assert weights_job.download_await_timeout(model) == "39m"
     assert ms.server_url(model) == "http://vllm-llama-3-70b:8000/v1"
 
 
 # --- the committed nrp stack -----------------------------------------------------------------------------
 
 
-def test_nrp_stack_serves_five_models_persistently_and_llama_in_its_jobs(nrp_run: OfflineRun) -> None:
-    statefulsets = {m["metadata"]["name"] for m in nrp_run.manifests() if m["kind"] == "StatefulSet"}
-    persistent = {f"vllm-{k}" for k in ALL_MODELS if k != "llama-3-70b"}
-    assert statefulsets == persistent
-    assert {m["metadata"]["name"] for m in nrp_run.manifests() if m["kind"] == "Service"} >= persistent
-    for manifest in nrp_run.manifests():
-        if manifest["kind"] in {"StatefulSet", "Service"}:
-            assert_valid_k8s(manifest)
+def test_nrp_stack_serves_every_model_in_its_jobs(nrp_run: OfflineRun) -> None:
+    """NRP bans users whose GPUs idle under 40 %: the committed stack holds no persistent server."""
+    assert not [m for m in nrp_run.manifests() if m["kind"] in {"StatefulSet", "Service"}]
+    jobs = {m["metadata"]["name"] for m in nrp_run.manifests() if m["kind"] == "Job"}
+    assert {f"matrix-{k}" for k in ALL_MODELS} | {f"weights-{k}" for k in ALL_MODELS} <= jobs
 
 
 def test_a_job_mode_models_jobs_carry_the_identical_vllm_container(nrp_run: OfflineRun) -> None:
     config = GraceConfig.parse(base_config())
-    llama = next(m for m in config.served_models() if m.key == "llama-3-70b")
-    expected = {**ms.vllm_container(llama, config), "restartPolicy": "Always"}
+    served = {m.key: m for m in config.served_models()}
     jobs = [
         m
         for m in nrp_run.manifests()
@@ -465,6 +499,18 @@ def test_a_job_mode_models_jobs_carry_the_identical_vllm_container(nrp_run: Offl
     assert jobs, "no Job embeds a vLLM sidecar"
     for job in jobs:
         init = job["spec"]["template"]["spec"]["initContainers"]
-        assert [x["name"] for x in init[:2]] == [c.WEIGHTS_DOWNLOAD_CONTAINER_NAME, c.VLLM_CONTAINER_NAME]
-        assert init[1] == expected, job["metadata"]["name"]
+        # The outputs check goes first; the sidecar's command is wrapped so a rerun with complete outputs
+        # skips loading (grace_infra/outputs_check.py), otherwise it is the identical container.
+        model = served[job["metadata"]["labels"]["model"]]
+        expected = {**ms.vllm_container(model, config), "restartPolicy": "Always"}
+        names = [c.OUTPUTS_CHECK_CONTAINER_NAME, c.VLLM_CONTAINER_NAME]  # the download is its own Job
+        assert [x["name"] for x in init] == names
+        sidecar = init[1]
+        unwrapped = {k: v for k, v in sidecar.items() if k not in {"command", "args", "env", "volumeMounts"}}
+        assert unwrapped == {
+            k: v for k, v in expected.items() if k not in {"command", "args", "env", "volumeMounts"}
+        }
+        assert sidecar["command"][4:] == [*expected["command"], *expected["args"]]
+        assert sidecar["env"][: len(expected["env"])] == expected["env"]
+        assert sidecar["volumeMounts"][: len(expected["volumeMounts"])] == expected["volumeMounts"]
         assert_valid_k8s(job)

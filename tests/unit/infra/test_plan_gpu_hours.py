@@ -14,7 +14,7 @@ from grace_infra.gpu_hours import format_gpu_hour_table, gpu_hour_plan
 from grace_infra.plan import build_plan, summary
 from grace_infra.studies import StudyBundle, load_study_bundle, requests_per_row
 
-from .support import PROJECT_ROOT, base_config
+from .support import MIXED_MODELS, PROJECT_ROOT, base_config
 
 # One study with one question template asked for k in 0..3 plus one plain question: 5 per row.
 STUDY_WITH_FIVE_QUESTIONS = {
@@ -36,7 +36,7 @@ def small_case(tmp_path: Path, **jobs: Any) -> tuple[GraceConfig, StudyBundle]:
     experiments = ["exp1", "exp2", *(["structured"] if jobs.pop("structured", False) else [])]
     raw = base_config(
         models=[
-            {"key": "gemma-2-2b", "throughputRps": 20, "loadBudgetS": 600},
+            {"key": "gemma-2-2b", "throughputRps": 20, "loadBudgetS": 600, "servingMode": "persistent"},
             {"key": "gemma-2-27b", "throughputRps": 5, "loadBudgetS": 1500, "servingMode": "job"},
         ],
         experiments={"studies": ["study1"], "experiments": experiments},
@@ -182,7 +182,7 @@ def test_rows_of_the_real_study_csvs_match_the_published_counts() -> None:
 
 
 def test_render_plan_has_the_matrix_and_gpu_hours_and_prints_both() -> None:
-    config = GraceConfig.parse(base_config())
+    config = GraceConfig.parse(base_config(models=MIXED_MODELS))
     plan = build_plan(config, findings=[])
     assert len(plan["matrix"]) == 33
     llama = next(m for m in plan["matrix"] if m["job"] == "matrix-llama-3-70b")
@@ -197,3 +197,22 @@ def test_render_plan_has_the_matrix_and_gpu_hours_and_prints_both() -> None:
     nrp = plan["gpuHours"]
     # The idle share of all-persistent serving is what job mode saves: it dwarfs the work itself.
     assert nrp["totals"]["persistentIdleGpuHours"] > 0.98 * nrp["totals"]["persistentGpuHours"]
+
+
+def test_the_plans_first_line_is_what_the_stack_costs_and_what_job_serving_saves() -> None:
+    """First key of plan.json and first line of render's summary, for a stack holding persistent servers
+    and for one serving everything in its Jobs."""
+    mixed = build_plan(GraceConfig.parse(base_config(models=MIXED_MODELS)), findings=[])
+    totals = mixed["gpuHours"]["totals"]
+    configured, job = totals["configuredGpuHours"], totals["jobGpuHours"]
+    assert next(iter(mixed)) == "headline"
+    assert mixed["headline"] == (
+        f"GPU-hours: {configured:,.1f} as configured; serving every model in its Jobs would cost "
+        f"{job:,.1f} and save {configured - job:,.1f}."
+    )
+    assert configured > 2000  # five servers held for the 14-day campaign
+    assert summary(mixed).splitlines()[0] == mixed["headline"]
+    all_job = build_plan(GraceConfig.parse(base_config()), findings=[])
+    job_hours = all_job["gpuHours"]["totals"]["jobGpuHours"]
+    assert all_job["headline"].startswith(f"GPU-hours: {job_hours:,.1f} as configured; ")
+    assert "every model is served in its Jobs" in all_job["headline"]

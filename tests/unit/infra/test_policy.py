@@ -12,18 +12,29 @@ from typing import Any
 
 import pytest
 
-from grace_infra import model_server, policy, render
+from grace_infra import model_server, nrp_cluster, policy, render
 from grace_infra.config import GraceConfig
 from grace_infra.errors import ConfigError, PolicyViolation
 from grace_infra.policy import Severity
 
-from .support import base_config, render_stack
+from .support import MIXED_MODELS, render_stack
+from .support import base_config as stack_config
 
 LLAMA_EXCEPTION = {
     "model": "llama-3-70b",
     "rule": "gpus-per-stateful-pod",
     "reason": "NRP ticket 1234 (test)",
 }
+
+
+def base_config(**overrides: Any) -> dict[str, Any]:
+    """The nrp stack with persistent servers (support.MIXED_MODELS) unless `models` is overridden:
+    most rules here are about StatefulSets."""
+    return stack_config(**{"models": MIXED_MODELS, **overrides})
+
+
+def persistent(*keys: str) -> list[dict[str, str]]:
+    return [{"key": key, "servingMode": "persistent"} for key in keys]
 
 
 def config(**overrides: Any) -> GraceConfig:
@@ -39,12 +50,20 @@ def only(rule: policy.Rule, cfg: GraceConfig) -> policy.Finding:
     return finding
 
 
-def test_the_committed_nrp_stack_has_no_findings() -> None:
-    assert policy.check_config(config()) == []
+def test_the_committed_stacks_have_no_errors_and_only_the_reservation_warning() -> None:
+    committed = GraceConfig.parse(stack_config())
+    assert [f.rule for f in policy.check_config(committed)] == ["gpu-reservation-needed"]
+    assert policy.check_config(GraceConfig.parse(stack_config("nrp-generic"))) == []
+    # The same stack with five persistent servers: each is warned about for its idle GPUs.
+    rules = [f.rule for f in policy.check_config(config())]
+    assert rules == [*["persistent-idle-gpus"] * 5, "gpu-reservation-needed"]
 
 
 def test_every_issue_3_rule_is_registered() -> None:
     for rule in (
+        policy.persistent_idle_gpus,
+        policy.gpu_resource_matches_product,
+        policy.reserved_gpu_resource,
         policy.stateful_pod_gpus,
         policy.pod_gpus,
         policy.tensor_parallel_layout,
@@ -61,7 +80,7 @@ def test_every_issue_3_rule_is_registered() -> None:
 
 
 def test_more_than_two_gpus_in_a_statefulset_pod_is_an_error() -> None:
-    finding = only(policy.stateful_pod_gpus, config(models=[{"key": "gemma-2-2b"}, {"key": "llama-3-70b"}]))
+    finding = only(policy.stateful_pod_gpus, config(models=persistent("gemma-2-2b", "llama-3-70b")))
     assert finding.severity is Severity.ERROR
     assert finding.model == "llama-3-70b"
     assert finding.message == (
@@ -74,7 +93,7 @@ def test_more_than_two_gpus_in_a_statefulset_pod_is_an_error() -> None:
 def test_an_exception_or_job_mode_allows_more_than_two_gpus() -> None:
     assert (
         findings(
-            policy.stateful_pod_gpus, config(models=[{"key": "llama-3-70b"}], exceptions=[LLAMA_EXCEPTION])
+            policy.stateful_pod_gpus, config(models=persistent("llama-3-70b"), exceptions=[LLAMA_EXCEPTION])
         )
         == []
     )
@@ -84,11 +103,11 @@ def test_an_exception_or_job_mode_allows_more_than_two_gpus() -> None:
     )
     # An exception for another rule does not count.
     other = {**LLAMA_EXCEPTION, "rule": "two-week-limit"}
-    assert findings(policy.stateful_pod_gpus, config(models=[{"key": "llama-3-70b"}], exceptions=[other]))
+    assert findings(policy.stateful_pod_gpus, config(models=persistent("llama-3-70b"), exceptions=[other]))
 
 
 def test_two_gpus_in_a_statefulset_pod_is_allowed() -> None:
-    assert findings(policy.stateful_pod_gpus, config(models=[{"key": "gemma-2-27b"}])) == []
+    assert findings(policy.stateful_pod_gpus, config(models=persistent("gemma-2-27b"))) == []
 
 
 def test_more_than_eight_gpus_in_any_pod_is_an_error() -> None:
@@ -123,7 +142,7 @@ def test_tensor_parallel_size_different_from_gpus_is_refused_by_config() -> None
 
 def test_tensor_parallel_rule_also_catches_a_mismatch_itself() -> None:
     # The config validator refuses this first; the rule must not rely on that (plain-function use).
-    cfg = config(models=[{"key": "gemma-2-2b"}])
+    cfg = config(models=persistent("gemma-2-2b"))
     model = cfg.served_models()[0].model_copy(update={"tensor_parallel_size": 2})
     patched = type("Patched", (), {"served_models": lambda self: [model]})()
     (finding,) = policy.tensor_parallel_layout(patched)  # type: ignore[arg-type]
@@ -170,7 +189,7 @@ def test_the_limit_rule_parses_quantities_in_mixed_units() -> None:
 
 
 def test_every_model_servers_rendered_containers_obey_the_limit_rule() -> None:
-    models = [{"key": "gemma-2-2b"}, {"key": "llama-3-70b", "servingMode": "job"}]
+    models = [*persistent("gemma-2-2b"), {"key": "llama-3-70b", "servingMode": "job"}]
     assert policy.model_server_limits(config(models=models)) == []
 
 
@@ -179,7 +198,7 @@ def test_the_limit_rule_sees_the_containers_the_builders_render(monkeypatch: pyt
         return {"requests": {"cpu": "8", "memory": "32Gi"}, "limits": {"cpu": "16", "memory": "32Gi"}}
 
     monkeypatch.setattr(model_server, "vllm_resources", greedy)
-    models = [{"key": "gemma-2-2b"}, {"key": "gpt-oss-20b", "servingMode": "job"}]
+    models = [*persistent("gemma-2-2b"), {"key": "gpt-oss-20b", "servingMode": "job"}]
     messages = [f.message for f in policy.model_server_limits(config(models=models))]
     assert messages[0].startswith("StatefulSet vllm-gemma-2-2b container vllm has cpu limit 16")
     assert messages[1].startswith("model gpt-oss-20b's job-mode sidecar container vllm has cpu limit 16")
@@ -231,7 +250,7 @@ def test_a_new_model_key_without_its_fields_is_refused_by_config() -> None:
         ConfigError,
         match=r"^grace:models\[1\]\.key='llama-5' is not in the catalog \(gemma-2-2b, .*missing: hfRepo, ",
     ):
-        config(models=[{"key": "gemma-2-2b"}, {"key": "llama-5"}])
+        config(models=[*persistent("gemma-2-2b"), {"key": "llama-5"}])
 
 
 # --- warnings -----------------------------------------------------------------------------------------
@@ -239,7 +258,9 @@ def test_a_new_model_key_without_its_fields_is_refused_by_config() -> None:
 
 def test_a_persistent_server_outliving_two_weeks_is_a_warning() -> None:
     cfg = config(
-        models=[{"key": "gemma-2-2b"}, {"key": "gpt-oss-20b", "servingMode": "job"}, {"key": "gemma-2-9b"}],
+        models=[
+            *persistent("gemma-2-2b"), {"key": "gpt-oss-20b", "servingMode": "job"}, *persistent("gemma-2-9b")
+        ],
         plan={"campaignDays": 21},
         exceptions=[{"model": "gemma-2-9b", "rule": "two-week-limit", "reason": "NRP ticket 99 (test)"}],
     )
@@ -251,13 +272,36 @@ def test_a_persistent_server_outliving_two_weeks_is_a_warning() -> None:
         "(model gemma-2-2b, rule two-week-limit)."
     )
     assert (
-        findings(policy.two_week_limit, config(models=[{"key": "gemma-2-2b"}], plan={"campaignDays": 14}))
+        findings(policy.two_week_limit, config(models=persistent("gemma-2-2b"), plan={"campaignDays": 14}))
         == []
     )
 
 
+def test_every_persistent_server_is_warned_about_its_idle_gpus() -> None:
+    cfg = config(
+        models=[
+            *persistent("gemma-2-2b"), {"key": "llama-3-70b", "servingMode": "job"}, *persistent("gemma-2-9b")
+        ],
+        experiments={"studies": ["study1", "study2"], "experiments": ["exp1", "exp2", "structured"],
+                     "models": ["gemma-2-2b", "llama-3-70b"]},
+        jobs={"extractor": "gemma-2-2b"},  # the one coder; gemma-2-9b then serves nothing
+    )  # fmt: skip
+    first, second = findings(policy.persistent_idle_gpus, cfg)
+    assert (first.severity, first.model, second.model) == (Severity.WARNING, "gemma-2-2b", "gemma-2-9b")
+    # gemma-2-2b: its own 25,392 sampled requests and both models' 2 x 13,620 extractions at 20 req/s =
+    # 0.7 busy GPU-hours of 14 x 24 = 336 held; job: 0.9.
+    assert first.message == (
+        "model gemma-2-2b runs as a persistent server: busy 0.7 of the 336.0 GPU-hours it holds over "
+        "grace:plan.campaignDays=14 (0.2%); NRP counts GPUs used under 40% of their request against the "
+        "namespace; servingMode=job would hold 0.9."
+    )
+    assert second.message.endswith("(0.0%); NRP counts GPUs used under 40% of their request against the "
+                                   "namespace; it runs no experiment of the matrix.")  # fmt: skip
+    assert findings(policy.persistent_idle_gpus, config(models=[{"key": "gemma-2-2b"}])) == []  # job mode
+
+
 def test_llama_70b_on_40gb_cards_is_a_fit_warning_with_the_numbers() -> None:
-    models = [{"key": "llama-3-70b", "servingMode": "job"}, {"key": "gemma-2-2b"}]
+    models = [{"key": "llama-3-70b", "servingMode": "job"}, *persistent("gemma-2-2b")]
     finding = only(policy.gpu_memory_fit, config(models=models, gpu={"memoryGb": 40}))
     assert finding.severity is Severity.WARNING
     assert finding.message == (
@@ -275,7 +319,11 @@ def test_a_per_model_40gb_product_label_overrides_the_configured_card_size() -> 
         "but 4 x 40 GB GPUs at gpu-memory-utilization 0.9 give 144.0 GB"
         in only(policy.gpu_memory_fit, cfg).message
     )
-    assert policy.gpu_memory_gb("NVIDIA-L40", 48) == 48  # no size in the label: grace:gpu.memoryGb
+    # NRP's GPU table first (GH200's label names the node's 480 GB), then the label, then grace:gpu.memoryGb.
+    assert nrp_cluster.gpu_memory_gb("NVIDIA-L40", 80) == 48
+    assert nrp_cluster.gpu_memory_gb("NVIDIA-A40", 80) == 48
+    assert nrp_cluster.gpu_memory_gb("NVIDIA-GH200-480GB", 80) == 96
+    assert nrp_cluster.gpu_memory_gb("NVIDIA-GeForce-RTX-3090", 24) == 24
 
 
 def test_kv_cache_bytes_per_token_follow_the_architecture() -> None:
@@ -294,11 +342,11 @@ def test_a_violation_stops_the_program_before_any_resource() -> None:
     with pytest.raises(
         PolicyViolation, match=r"^\[gpus-per-stateful-pod\] model llama-3-70b asks for 4 GPUs"
     ):
-        render_stack(base_config(models=[{"key": "llama-3-70b"}]))
+        render_stack(base_config(models=persistent("llama-3-70b")))
 
 
 def test_warnings_reach_the_pulumi_log() -> None:
-    run = render_stack(base_config(models=[{"key": "gemma-2-2b"}], plan={"campaignDays": 20}))
+    run = render_stack(base_config(models=persistent("gemma-2-2b"), plan={"campaignDays": 20}))
     assert any("[two-week-limit] model gemma-2-2b runs as a persistent server" in w for w in run.warnings)
 
 
@@ -306,7 +354,7 @@ def test_render_exits_2_with_the_rule_sentence_and_writes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     override = tmp_path / "persistent-llama.yaml"
-    override.write_text("config:\n  grace:models:\n    - key: llama-3-70b\n")
+    override.write_text("config:\n  grace:models:\n    - {key: llama-3-70b, servingMode: persistent}\n")
     out = tmp_path / "out"
     assert render.main(["--stack", "nrp", "--config-file", str(override), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
@@ -326,7 +374,10 @@ def test_render_exits_2_with_the_rule_sentence_and_writes_nothing(
         # talk to the one coder) all start together
         ({"pods": 37}, "would request 38 pods but grace:namespace.quota.pods allows 37"),
         ({"requestsCpu": "80"}, "would request 81 CPU cores but grace:namespace.quota.requestsCpu allows 80"),
-        ({"requestsGpu": 10}, "would request 11 GPUs but grace:namespace.quota.requestsGpu allows 10"),
+        (
+            {"requestsGpu": 10},
+            "would request 11 nvidia.com/a100 GPUs but grace:namespace.quota.requestsGpu allows 10",
+        ),
     ],
 )
 def test_jobs_that_would_queue_on_the_quota_are_a_warning(quota: dict[str, Any], expected: str) -> None:

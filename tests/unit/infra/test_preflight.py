@@ -36,7 +36,9 @@ PASSING: dict[str, Route] = {
 # One gated persistent model on 1 A100 and a job-mode 70B on 4, monitoring on, the token set.
 STACK: dict[str, Any] = {
     "gpu": {"resourceName": "nvidia.com/a100", "nodeProduct": "NVIDIA-A100-SXM4-80GB", "memoryGb": 80},
-    "models": [{"key": "gemma-2-2b"}, {"key": "llama-3-70b", "servingMode": "job"}],
+    "models": [
+        {"key": "gemma-2-2b", "servingMode": "persistent"}, {"key": "llama-3-70b", "servingMode": "job"},
+    ],
     "monitoring": {"enabled": True},
     "hfToken": "hf_fixture",
 }

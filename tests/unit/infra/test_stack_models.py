@@ -122,7 +122,7 @@ def test_a_key_of_the_longest_allowed_length_fits_every_name() -> None:
 
 
 def test_a_new_model_renders_its_server_claim_and_jobs() -> None:
-    run = render_stack(with_models(NEW_MODEL))
+    run = render_stack(with_models({**NEW_MODEL, "servingMode": "persistent"}))
     server = run.manifest("StatefulSet", f"{c.MODEL_SERVER_PREFIX}{NEW_KEY}")
     assert_valid_k8s(server)
     containers = server["spec"]["template"]["spec"]["containers"]
@@ -135,7 +135,7 @@ def test_a_new_model_renders_its_server_claim_and_jobs() -> None:
     assert claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
     job_names = [m["metadata"]["name"] for m in run.manifests() if m["kind"] == "Job"]
     assert any(name.endswith(NEW_KEY) for name in job_names), job_names
-    downloads = yaml.safe_dump(server)
+    downloads = yaml.safe_dump(run.manifest("Job", f"{c.WEIGHTS_DOWNLOAD_JOB_PREFIX}{NEW_KEY}"))
     assert "Qwen/Qwen2.5-7B-Instruct" in downloads
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from grace_infra import constants as c
 from grace_infra.catalog import CATALOG
 from grace_infra.offline import OfflineRun, RecordedResource
@@ -48,17 +50,17 @@ def test_one_weights_claim_per_model_sized_from_the_catalog(nrp_run: OfflineRun)
 def test_claims_follow_overrides() -> None:
     storage = {
         **base_config()["storage"],
-        "weightsClass": "rook-ceph-block-fast",
-        "logs": {"size": "20Gi", "accessMode": "ReadWriteMany", "storageClass": "rook-cephfs-fast"},
+        "weightsClass": "rook-ceph-block-central",
+        "logs": {"size": "20Gi", "accessMode": "ReadWriteMany", "storageClass": "rook-cephfs-central"},
     }
     run = render_stack(base_config(storage=storage, models=[{"key": "gpt-oss-20b", "weightsPvcGi": 40}]))
     found = claims(run)
     assert set(found) == {c.INPUT_PVC, c.OUTPUT_PVC, c.LOGS_PVC, "grace-model-weights-gpt-oss-20b"}
-    assert _summary(found[c.LOGS_PVC]) == ("20Gi", "ReadWriteMany", "rook-cephfs-fast")
+    assert _summary(found[c.LOGS_PVC]) == ("20Gi", "ReadWriteMany", "rook-cephfs-central")
     assert _summary(found["grace-model-weights-gpt-oss-20b"]) == (
         "40Gi",
         "ReadWriteOnce",
-        "rook-ceph-block-fast",
+        "rook-ceph-block-central",
     )
 
 
@@ -100,7 +102,7 @@ def test_destroy_exclude_protected_keeps_data_and_namespace_and_removes_workload
     removed = [r for r in run.resources if r.urn not in kept and r.custom]
     assert _kinds(kept_custom) == {"PersistentVolumeClaim", "Namespace"}
     assert len(kept_custom) == 10
-    assert {"StatefulSet", "Service", "Secret", "ServiceAccount", "NetworkPolicy"} <= _kinds(removed)
+    assert {"Job", "Secret", "ServiceAccount", "NetworkPolicy"} <= _kinds(removed)
     # Kept objects only need kept objects: nothing they live in is deleted under them.
     for resource in kept_custom:
         assert set(resource.depends_on) <= kept, resource.name
@@ -113,10 +115,15 @@ def test_claims_are_children_of_the_storage_component(nrp_run: OfflineRun) -> No
         assert pvc.name.startswith(f"{component.name}-")
 
 
-def test_each_weights_claim_is_mounted_by_one_single_pod_workload(nrp_run: OfflineRun) -> None:
-    """ReadWriteOnce attaches to one node: exactly one workload of one model, with one pod, mounts it."""
+@pytest.mark.parametrize("run_name", ["nrp_run", "mixed_run"])
+def test_each_weights_claim_is_mounted_by_its_download_then_one_single_pod_workload(
+    run_name: str, request: pytest.FixtureRequest
+) -> None:
+    """ReadWriteOnce attaches to one node: the model's download Job fills it, and the one workload that
+    serves the model (one pod) is created only after that Job, so the two never hold it together."""
+    run: OfflineRun = request.getfixturevalue(run_name)
     mounts: dict[str, list[tuple[str, str]]] = {}
-    for manifest in nrp_run.manifests():
+    for manifest in run.manifests():
         spec = manifest.get("spec") or {}
         template = spec.get("template")
         if not template:
@@ -129,5 +136,15 @@ def test_each_weights_claim_is_mounted_by_one_single_pod_workload(nrp_run: Offli
                 assert spec.get("parallelism", 1) == 1, workload
                 mounts.setdefault(claim, []).append((workload, template["metadata"]["labels"]["model"]))
     assert set(mounts) == {f"{c.WEIGHTS_PVC_PREFIX}{key}" for key in CATALOG}
+    urns = {
+        f"{r.type.rsplit(':', 1)[-1]}/{r.inputs['metadata']['name']}": r
+        for r in run.resources
+        if r.custom and r.type in {"kubernetes:batch/v1:Job", "kubernetes:apps/v1:StatefulSet"}
+    }
     for claim, users in mounts.items():
-        assert [model for _, model in users] == [claim.removeprefix(c.WEIGHTS_PVC_PREFIX)], users
+        key = claim.removeprefix(c.WEIGHTS_PVC_PREFIX)
+        assert [model for _, model in users] == [key, key], users
+        download = f"Job/weights-{key}"
+        (server,) = [workload for workload, _ in users if workload != download]
+        assert download in [workload for workload, _ in users]
+        assert urns[download].urn in urns[server].depends_on, server

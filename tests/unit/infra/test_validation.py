@@ -5,6 +5,8 @@ from __future__ import annotations
 import kubernetes_validate
 import pytest
 
+from grace_infra.job_lifecycle import pod_failure_policy
+
 from .support import assert_valid_k8s, is_builtin
 
 
@@ -50,3 +52,22 @@ def test_the_cached_validator_agrees_with_kubernetes_validate() -> None:
     assert_valid_k8s(good)
     with pytest.raises(AssertionError):
         assert_valid_k8s(bad)
+
+
+def _job(**spec: object) -> dict:
+    template = {"spec": {"restartPolicy": "Never", "containers": [{"name": "w", "image": "i"}]}}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "j"},
+        "spec": {"template": template, **spec},
+    }
+
+
+def test_the_jobs_failure_policy_fields_are_checked() -> None:
+    assert_valid_k8s(_job(podFailurePolicy=pod_failure_policy(), activeDeadlineSeconds=3600, backoffLimit=3))
+    misspelt = {"rules": [{"action": "FailJob", "onExitCode": {"operator": "In", "values": [2]}}]}
+    with pytest.raises(AssertionError, match="onExitCode"):
+        assert_valid_k8s(_job(podFailurePolicy=misspelt))
+    with pytest.raises(AssertionError, match="activeDeadlineSeconds"):
+        assert_valid_k8s(_job(activeDeadlineSeconds="a day"))

@@ -2,10 +2,12 @@
 the tar unpacking.
 
 The pod is created, read and deleted by the REAL kubernetes client against a loopback API server that
-answers with recorded Pod objects (tests/support/kube_api.py). The exec stream is the one part faked
-here: it is a websocket to a kubelet, which only a real cluster has; the fake runs the same `tar` and
-`sha256sum` commands on a local folder standing in for the claim. Not verified here: exec against a live
-API server.
+answers with recorded Pod objects (tests/support/kube_api.py), and the client's own exec code
+(`kubernetes.stream`, binary mode) talks to the loopback server's exec endpoint, which speaks the API
+server's channel protocol and runs the pod's `find`/`sha256sum`/`tar` commands on a local folder standing
+in for the claim. A fake exec function is used only to inject an error or Ctrl-C in the middle of a pull.
+Not verified here: a live API server and kubelet (the protocol endpoint is written from the
+v4.channel.k8s.io description, not recorded from a cluster).
 """
 
 from __future__ import annotations
@@ -85,20 +87,6 @@ class _Routes(dict):
         return default
 
 
-def _local_exec(claim: Path):
-    """Stands in for the exec stream: runs the command on `claim` as the pod would on /output."""
-
-    def factory(api: k8s.CoreV1Api, pod: str, namespace: str):
-        def run(command: Sequence[str]) -> IO[bytes]:
-            argv = [part.replace(c.OUTPUT_MOUNT, str(claim)) for part in command]
-            result = subprocess.run(argv, capture_output=True, check=True)
-            return io.BytesIO(result.stdout)
-
-        return run
-
-    return factory
-
-
 def _failing_exec(error: BaseException):
     def factory(api: k8s.CoreV1Api, pod: str, namespace: str):
         def run(command: Sequence[str]) -> IO[bytes]:
@@ -149,24 +137,40 @@ def _claim(root: Path) -> Path:
     return root
 
 
-def test_pull_copies_everything_then_only_what_changed(cluster: k8s.CoreV1Api, tmp_path: Path) -> None:
+def _run_on(claim: Path):
+    """The exec endpoint's command runner: the pod's command on `claim` standing in for /output."""
+
+    def run(argv: list[str]) -> tuple[bytes, bytes, int]:
+        local = [part.replace(c.OUTPUT_MOUNT, str(claim)) for part in argv]
+        result = subprocess.run(local, capture_output=True, check=False)
+        return result.stdout, result.stderr, result.returncode
+
+    return run
+
+
+def test_pull_copies_everything_then_only_what_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     claim = _claim(tmp_path / "claim")
     results = tmp_path / "results"
-    first = pull.run_pull(cluster, _config(), results, exec_factory=_local_exec(claim), log=lambda _: None)
-    assert sorted(first.copied) == [
-        "exp1/gemma-2-2b/study1_responses.csv",
-        "exp1/gemma-2-2b/study1_responses.csv.meta.json",
-        "exp1/gemma-2-2b/study1_responses.csv.partial.jsonl",
-    ]  # the worker's half-written .tmp file is never copied
-    for name in first.copied:
-        assert (results / name).read_bytes() == (claim / name).read_bytes()
-    (claim / "exp1/gemma-2-2b/study1_responses.csv.partial.jsonl").write_text(
-        '{"header": 1}\n{"row": 0}\n{"row": 1}\n'
-    )
-    second = pull.run_pull(cluster, _config(), results, exec_factory=_local_exec(claim), log=lambda _: None)
+    with KubeApi(_Routes(), exec_command=_run_on(claim)) as api:
+        monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path)))
+        core = k8s.CoreV1Api(api_client(CONTEXT))
+        first = pull.run_pull(core, _config(), results, log=lambda _: None)
+        assert sorted(first.copied) == [
+            "exp1/gemma-2-2b/study1_responses.csv",
+            "exp1/gemma-2-2b/study1_responses.csv.meta.json",
+            "exp1/gemma-2-2b/study1_responses.csv.partial.jsonl",
+        ]  # the worker's half-written .tmp file is never copied
+        for name in first.copied:
+            assert (results / name).read_bytes() == (claim / name).read_bytes()
+        checkpoint = claim / "exp1/gemma-2-2b/study1_responses.csv.partial.jsonl"
+        checkpoint.write_text('{"header": 1}\n{"row": 0}\n{"row": 1}\n')
+        second = pull.run_pull(core, _config(), results, log=lambda _: None)
     assert second.copied == ["exp1/gemma-2-2b/study1_responses.csv.partial.jsonl"]
     assert second.skipped == 2
-    assert len(_deleted(cluster)) == 2
+    assert (results / second.copied[0]).read_bytes() == checkpoint.read_bytes()
+    assert len([path for method, path, _ in api.requests if method == "DELETE"]) == 2
 
 
 def test_files_to_fetch_compares_size_and_sha256(tmp_path: Path) -> None:
@@ -263,3 +267,44 @@ def test_batches_bound_the_bytes_of_one_tar_stream() -> None:
     files = [pull.RemoteFile(name, size, "") for name, size in (("a", 40), ("b", 40), ("c", 150), ("d", 10))]
     assert [[f.path for f in group] for group in pull.batches(files, 100)] == [["a", "b"], ["c"], ["d"]]
     assert pull.batches([], 100) == []
+
+
+def test_the_real_client_exec_stream_copies_the_claim(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The whole command through the client's own exec code (websocket, channels, return code)."""
+    claim = _claim(tmp_path / "claim")
+    big = claim / "exp2/gemma-2-2b/study1_probabilities.csv.partial.jsonl"
+    big.write_bytes(bytes(range(256)) * 1024)  # binary, 256 KiB: several websocket frames
+    results = tmp_path / "results"
+    with KubeApi(_Routes(), exec_command=_run_on(claim)) as api:
+        monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path)))
+        argv = ["pull", "--stack", "nrp", "--context", CONTEXT, "--to", str(results)]
+        assert cli.main(argv) == 0
+        assert "copied 4 files" in capsys.readouterr().out
+        assert cli.main(argv) == 0
+        assert "copied 0 files to" in capsys.readouterr().out
+    for name in (
+        "exp1/gemma-2-2b/study1_responses.csv",
+        "exp2/gemma-2-2b/study1_probabilities.csv.partial.jsonl",
+    ):
+        assert (results / name).read_bytes() == (claim / name).read_bytes()
+    execs = [query["command"] for method, _, query in api.requests if method == "EXEC"]
+    assert execs[0][:2] == ["sh", "-c"]  # the listing
+    assert execs[1][:5] == ["tar", "cf", "-", "-C", c.OUTPUT_MOUNT]
+    assert len(execs) == 3  # the second pull lists and finds nothing to copy
+    assert len([path for method, path, _ in api.requests if method == "DELETE"]) == 2
+
+
+def test_a_failing_command_in_the_pod_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def no_tar(argv: list[str]) -> tuple[bytes, bytes, int]:
+        return b"", b"sh: 1: cd: can't cd to /output\n", 2
+
+    with KubeApi(_Routes(), exec_command=no_tar) as api:
+        monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path)))
+        assert cli.main(["pull", "--stack", "nrp", "--context", CONTEXT, "--to", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: `sh` in the reader pod exited 2: sh: 1: cd: can't cd to /output\n"
+    assert len([path for method, path, _ in api.requests if method == "DELETE"]) == 1

@@ -16,14 +16,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kubernetes.client as k8s
 import pytest
 
 from grace_infra import status
 from grace_infra.cluster import api_client
-from grace_infra.results.campaign import load_campaign
+from grace_infra.config import GraceConfig
+from grace_infra.matrix import plan_experiments
+from grace_infra.results.campaign import Campaign
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.kube_api import CONTEXT, KubeApi
-from tests.unit.infra.support import assert_valid_k8s
+from tests.unit.infra.support import MIXED_MODELS, assert_valid_k8s, base_config
 
 REPO = Path(__file__).resolve().parents[3]
 FIXTURE = REPO / "tests" / "fixtures" / "k8s" / "status.json"
@@ -32,6 +35,19 @@ RUNNING_POD = "study1-exp1-gemma-2-2b-x7k2p"
 FAILED_POD = "study2-exp1-gemma-2-2b-m2v8s"
 RESTARTING_POD = "study1-exp1-gemma-2-9b-r5t6y"
 MISSING_INPUT = "/input/missing-study1.csv"
+
+
+def mixed_campaign() -> Campaign:
+    """The campaign the recorded cluster runs: the nrp stack with persistent gemma and gpt-oss servers
+    beside a job-mode Llama-3-70B (the committed stack serves every model in its Jobs)."""
+    config = GraceConfig.parse(base_config(models=MIXED_MODELS))
+    _, planned = plan_experiments(config)
+    return Campaign(config=config, jobs=tuple(planned))
+
+
+@pytest.fixture(autouse=True)
+def _recorded_campaign(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(status, "load_campaign", lambda stack: mixed_campaign())
 
 
 def _worker(args: list[str], cwd: Path) -> str:
@@ -97,7 +113,7 @@ def cluster(worker_logs: dict[str, str], tmp_path: Path) -> Iterator[tuple[KubeA
 
 def _states(api: KubeApi, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[dict, dict]:
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    jobs, servers = status.collect_status(load_campaign("nrp"), api_client(CONTEXT))
+    jobs, servers = status.collect_status(mixed_campaign(), api_client(CONTEXT))
     return {j.job: j.state for j in jobs}, {s.server: s.state for s in servers}
 
 
@@ -116,7 +132,7 @@ def test_one_line_per_planned_job_with_its_state(
 ) -> None:
     api, kubeconfig = cluster
     jobs, _ = _states(api, kubeconfig, monkeypatch)
-    assert list(jobs) == [job.name for job in load_campaign("nrp").jobs]
+    assert list(jobs) == [job.name for job in mixed_campaign().jobs]
     assert jobs["study1-exp2-gemma-2-2b"] == "succeeded"
     assert jobs["study1-exp1-gemma-2-2b"].startswith("running: query 3/3 rows, ")
     assert jobs["study1-exp1-gemma-2-2b"].endswith(" rows/s")
@@ -157,36 +173,76 @@ def test_model_servers_readiness(cluster: tuple[KubeApi, Path], monkeypatch: pyt
     assert "vllm-llama-3-70b" not in servers  # job serving mode: its server is the Job's sidecar
 
 
-def _sidecar_pod(recorded: dict[str, Any], download: dict[str, Any], vllm: dict[str, Any] | None) -> None:
-    """The matrix Job's pod, scheduled, with its init containers in the given states."""
+def _sidecar_pod(recorded: dict[str, Any], vllm: dict[str, Any]) -> None:
+    """The matrix Job's pod, scheduled, with its vLLM sidecar in the given state."""
     pod = next(p for p in recorded["pods"]["items"] if p["metadata"]["name"].startswith("matrix-"))
     pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "True", "lastProbeTime": None,
                                     "lastTransitionTime": "2026-11-30T01:05:12Z"}]  # fmt: skip
     image = "ghcr.io/example/grace-job:1"
     base = {"lastState": {}, "restartCount": 0, "image": image, "imageID": image}
-    statuses = [{"name": "download-weights", "state": download, "ready": False, "started": True, **base}]
-    if vllm is not None:
-        statuses.append({"name": "vllm", "state": vllm, "ready": False, "started": False, **base})
-    pod["status"]["initContainerStatuses"] = statuses
+    pod["status"]["initContainerStatuses"] = [
+        {"name": "vllm", "state": vllm, "ready": False, "started": False, **base}
+    ]
     assert_valid_k8s({"apiVersion": "v1", "kind": "Pod", **pod})
 
 
+def test_a_job_mode_sidecar_still_loading(
+    worker_logs: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorded = copy.deepcopy(_recorded())
+    _sidecar_pod(recorded, {"running": {"startedAt": "2026-11-30T01:15:14Z"}})
+    with KubeApi(_routes(recorded, worker_logs)) as api:
+        jobs, _ = _states(api, api.write_kubeconfig(tmp_path), monkeypatch)
+    assert jobs["matrix-llama-3-70b"] == "loading the model"
+
+
+def _download_job(status_block: dict[str, Any]) -> dict[str, Any]:
+    """Job weights-llama-3-70b as the API returns it (the shape of the fixture's Jobs)."""
+    labels = {"project": "grace", "app.kubernetes.io/component": "weights-download", "model": "llama-3-70b"}
+    job = {
+        "metadata": {
+            "name": "weights-llama-3-70b", "namespace": NS, "uid": "u-w", "resourceVersion": "787400",
+            "creationTimestamp": "2026-11-30T01:00:00Z", "labels": labels,
+        },
+        "spec": {
+            "backoffLimit": 3, "completions": 1, "parallelism": 1,
+            "selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": "u-w"}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"restartPolicy": "Never", "containers": [
+                    {"name": "download-weights", "image": "vllm/vllm-openai:v0.32.0"},
+                ]},
+            },
+        },
+        "status": status_block,
+    }  # fmt: skip
+    assert_valid_k8s({"apiVersion": "batch/v1", "kind": "Job", **job})
+    return job
+
+
 @pytest.mark.parametrize(
-    ("download", "vllm", "expected"),
+    ("download_status", "expected"),
     [
-        ({"running": {"startedAt": "2026-11-30T01:05:13Z"}}, {"waiting": {"reason": "PodInitializing"}},
-         "downloading the weights"),
-        ({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": "2026-11-30T01:05:13Z",
-                         "finishedAt": "2026-11-30T01:15:13Z"}},
-         {"running": {"startedAt": "2026-11-30T01:15:14Z"}}, "loading the model"),
+        ({"active": 1, "startTime": "2026-11-30T01:00:05Z"}, "downloading the weights"),
+        (
+            {"failed": 4, "startTime": "2026-11-30T01:00:05Z", "conditions": [
+                {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                 "lastProbeTime": "2026-11-30T01:20:00Z", "lastTransitionTime": "2026-11-30T01:20:00Z"},
+            ]},
+            "weight download failed (BackoffLimitExceeded): kubectl logs job/weights-llama-3-70b",
+        ),
     ],
 )  # fmt: skip
-def test_job_mode_sidecar_phases(
+def test_a_job_mode_job_waits_for_its_weight_download(
     worker_logs: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    download: dict[str, Any], vllm: dict[str, Any], expected: str,
+    download_status: dict[str, Any], expected: str,
 ) -> None:  # fmt: skip
+    """`pulumi up` creates matrix-<model> only after weights-<model> completed: until then the line
+    shows the download."""
     recorded = copy.deepcopy(_recorded())
-    _sidecar_pod(recorded, download, vllm)
+    items = recorded["jobs"]["items"]
+    items[:] = [j for j in items if j["metadata"]["name"] != "matrix-llama-3-70b"]
+    items.append(_download_job(download_status))
     with KubeApi(_routes(recorded, worker_logs)) as api:
         jobs, _ = _states(api, api.write_kubeconfig(tmp_path), monkeypatch)
     assert jobs["matrix-llama-3-70b"] == expected
@@ -200,10 +256,11 @@ def test_the_command_prints_a_table_and_exits_0(
     assert status.main(["--stack", "nrp", "--context", CONTEXT]) == 0
     out = capsys.readouterr().out
     assert "model server" in out
-    planned = len(load_campaign("nrp").jobs)
+    planned = len(mixed_campaign().jobs)
     summary = "1 succeeded, 1 running, 1 pending, 1 restarting, 1 failed"
     assert f"{planned} planned Jobs: {summary}, {planned - 5} not found\n" in out
-    assert "not found: not created yet, or deleted 7 days after it finished" in out
+    # The nrp stack sets no TTL: a finished Job is kept, so a missing one was deleted by someone.
+    assert "not found: not created yet, or deleted outside Pulumi (finished Jobs are kept" in out
     assert "matrix-llama-3-70b" in out
 
 
@@ -291,3 +348,24 @@ def test_a_job_mode_log_shows_the_task_number(tmp_path: Path) -> None:
     assert "progress pipeline=query" in second_task, log
     assert status.progress_text(log).startswith("query 2/2 rows, ")
     assert status.progress_text(log).endswith(" rows/s (task 2/2)")
+
+
+def test_a_job_mode_pod_checking_its_outputs_says_so() -> None:
+    # The outputs check runs before the download and the sidecar (grace_infra/outputs_check.py).
+    running = k8s.V1ContainerState(running=k8s.V1ContainerStateRunning())
+    waiting = k8s.V1ContainerState(waiting=k8s.V1ContainerStateWaiting(reason="PodInitializing"))
+    pod = k8s.V1Pod(
+        status=k8s.V1PodStatus(
+            init_container_statuses=[
+                k8s.V1ContainerStatus(
+                    name=name, state=state, ready=False, restart_count=0, image="i", image_id=""
+                )
+                for name, state in (
+                    ("check-outputs", running),
+                    ("download-weights", waiting),
+                    ("vllm", waiting),
+                )
+            ]
+        )
+    )
+    assert status._sidecar_state(pod) == "checking the outputs"

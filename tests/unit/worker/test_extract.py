@@ -26,9 +26,10 @@ from tests.support.contracts import SAMPLE_COLUMNS
 from tests.support.fake_openai import FakeOpenAI, Ok, Request, Status, chat_completion_body
 from worker import cli
 from worker.errors import InputError
-from worker.extract import resolve_arguments, wait_for_input
+from worker.extract import resolve_arguments
 from worker.extract_backend import PROBE_EXPECTED, PROBE_VALUE
 from worker.extraction_spec import load_extraction
+from worker.input_wait import wait_for_input
 from worker.studies import load_study, resolve_study_path
 
 REPO = Path(__file__).resolve().parents[3]

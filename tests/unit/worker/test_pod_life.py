@@ -87,7 +87,7 @@ def test_a_signal_stops_cleanly_and_the_rerun_sends_each_row_once(
 def test_a_second_worker_on_the_same_output_exits_2_naming_the_first(
     server: FakeOpenAI, tmp_path: Path
 ) -> None:
-    source, output = write_study1(tmp_path / "in.csv", 200), tmp_path / "out.csv"
+    source, output = write_study1(tmp_path / "in.csv", 120), tmp_path / "out.csv"
     command = worker_command(server.base_url, source, output, "--batch-size", "4")
     first = start_worker(command, tmp_path / "first.log")
     wait_for_rows(tmp_path, 4)
@@ -101,8 +101,8 @@ def test_a_second_worker_on_the_same_output_exits_2_naming_the_first(
     waiting = start_worker([*command, "--wait-for-lock", "120"], tmp_path / "waiting.log")
     assert finish(first) == 0
     assert finish(waiting) == 0  # took the lock once the first let go, found every row done
-    assert sent(server) == dict.fromkeys(range(200), 1)
-    assert meta(output)["rows"]["from_checkpoint"] == 200
+    assert sent(server) == dict.fromkeys(range(120), 1)
+    assert meta(output)["rows"]["from_checkpoint"] == 120
     assert sorted(path.name for path in tmp_path.iterdir()) == [
         "first.log",
         "in.csv",
@@ -114,8 +114,30 @@ def test_a_second_worker_on_the_same_output_exits_2_naming_the_first(
     ]  # fmt: skip  (no lock file, no temporary file left)
 
 
+def test_sigterm_ends_a_wait_for_the_lock_at_once(server: FakeOpenAI, tmp_path: Path) -> None:
+    source, output = write_study1(tmp_path / "in.csv", 120), tmp_path / "out.csv"
+    command = worker_command(server.base_url, source, output, "--batch-size", "4")
+    first = start_worker(command, tmp_path / "first.log")
+    wait_for_rows(tmp_path, 4)
+    waiting_log = tmp_path / "waiting.log"
+    waiting = start_worker([*command, "--wait-for-lock", "120"], waiting_log)
+    wait_until(lambda: "waiting up to 120 s for" in waiting_log.read_text(), 30, "the second worker to wait")
+
+    waiting.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    assert finish(waiting, 20) == 143
+    assert time.monotonic() - signalled < 3
+    [line] = error_lines(waiting_log)
+    assert line == (
+        f"worker query: stopped by SIGTERM while waiting for another worker's lock on {output}; "
+        "nothing was written."
+    )
+    assert first.poll() is None  # the holder goes on
+    assert finish(first) == 0
+
+
 def test_a_killed_holder_leaves_no_stale_lock(server: FakeOpenAI, tmp_path: Path) -> None:
-    source, output = write_study1(tmp_path / "in.csv", 100), tmp_path / "out.csv"
+    source, output = write_study1(tmp_path / "in.csv", 40), tmp_path / "out.csv"
     command = worker_command(server.base_url, source, output, "--batch-size", "4")
     first = start_worker(command, tmp_path / "first.log")
     wait_for_rows(tmp_path, 4)

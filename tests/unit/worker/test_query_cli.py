@@ -179,6 +179,23 @@ def test_the_meta_file_records_the_run(server: FakeOpenAI, tmp_path: Path) -> No
     assert len(read(output)) == 4
 
 
+def test_the_meta_file_records_the_checkpoint_the_server_loaded(
+    server: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Job-mode pods point GRACE_WEIGHTS_MARKER at the download's marker on the weights claim."""
+    output = tmp_path / "out.csv"
+    assert main(argv(server, output, "--limit", "1")) == 0
+    assert json.loads((tmp_path / "out.csv.meta.json").read_text())["weights"] is None  # no marker
+    marker = tmp_path / ".grace-weights.json"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    recorded = {"repo": "google/gemma-2-2b-it", "revision": "main", "commit": commit, "complete": True}
+    marker.write_text(json.dumps(recorded))
+    monkeypatch.setenv("GRACE_WEIGHTS_MARKER", str(marker))
+    assert main(argv(server, tmp_path / "again.csv", "--limit", "1")) == 0
+    meta = json.loads((tmp_path / "again.csv.meta.json").read_text())
+    assert meta["weights"] == {"repo": "google/gemma-2-2b-it", "revision": "main", "commit": commit}
+
+
 def row_matcher(row: pd.Series) -> Callable[[Request], bool]:
     """Matches the requests of one study2 fixture row (its scenario and state are unique together)."""
     return lambda request: row["Scenario"] in request.text and f"deserved {row['State']}." in request.text

@@ -1,0 +1,97 @@
+"""What a Job and a model server do across repeated `pulumi up`s: how Pulumi awaits them, how a failed
+pod is judged, how long a Job may run. Pure builders of manifest fragments; docs/lifecycle.md has the
+table of what each kind of change does.
+
+Await (pulumi-kubernetes, read at provider/pkg):
+    await/await.go, Creation() and Update():
+        ready, custom, err := metadata.ReadyCondition(...)
+        // Use our built-in await logic only if the user hasn't specified any await overrides.
+        if spec, ok := a[id]; ok && spec.await != nil && !custom { ... }
+    metadata/overrides.go, ReadyCondition(): a `pulumi.com/waitFor` value "jsonpath=..." returns
+        (condition.NewJSONPath(...), custom=true, nil); a path without "=value" matches once it exists.
+    metadata/overrides.go, DeletedCondition():
+        if IsAnnotationTrue(inputs, AnnotationSkipAwait) && allowsSkipAwaitWithDelete(inputs) {
+            return condition.NewImmediate(logger, obj), nil
+        }
+        and allowsSkipAwaitWithDelete() lists batch/v1 Job and apps/v1 StatefulSet.
+So `pulumi.com/waitFor: jsonpath={.metadata.uid}` makes create and update return as soon as the API
+server has the object (never waiting for a Job to complete or a server to load), while Deletion() keeps
+waiting until the object is gone; a replacement under the same fixed name therefore creates the new
+Job only after the old one (and, with Foreground propagation, its pods) has been deleted.
+`pulumi.com/skipAwait` is never set: it would make that create race the deletion (AlreadyExists).
+
+Cost of the choice, also from the source: await.go Read() skips the Job and StatefulSet read-awaiters
+only for skipAwait, so `pulumi refresh` reports a Job that is still running or has failed (or a server
+not yet Ready) as unhealthy; a succeeded Job and a Ready server refresh cleanly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grace_infra import constants as c
+
+__all__ = ["await_annotations", "download_pod_failure_policy", "pod_failure_policy"]
+
+
+def await_annotations(*, await_readiness: bool = False) -> dict[str, str]:
+    """Annotations for an object `pulumi up` must not wait on beyond its creation (see module doc).
+
+    `await_readiness=True` (a StatefulSet whose model sets awaitReadiness) returns none: the
+    provider's built-in awaiter then waits for the rollout, within the resource's customTimeouts.
+    """
+    return {} if await_readiness else {c.AWAIT_OVERRIDE_ANNOTATION: c.AWAIT_CREATED_ONLY}
+
+
+def pod_failure_policy() -> dict[str, Any]:
+    """How the Job controller judges a failed pod (needs `restartPolicy: Never` on the pod).
+
+    - worker exit 2 (bad input, unknown model, output locked by another worker), exit 3 (output
+      complete, some rows failed) and exit 4 (the output claim is full or read-only): FailJob at once,
+      because another pod would meet exactly the same;
+    - the pod was disrupted (preemption, eviction, node drain: condition DisruptionTarget): Ignore, so a
+      busy cluster taking the GPUs back does not use up backoffLimit;
+    - anything else counts toward backoffLimit and the next pod resumes from the checkpoint: exit 5
+      (no server within --wait-timeout), 143/130 (stopped by a signal outside a disruption), an OOM
+      kill, exit 1 from a bug, a lost node.
+    https://kubernetes.io/docs/concepts/workloads/controllers/job/#pod-failure-policy
+    """
+    return {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    # Only the worker's codes mean this: the vLLM sidecar uses its own, and the outputs
+                    # check never fails (when in doubt, the Job runs).
+                    "containerName": c.WORKER_CONTAINER_NAME,
+                    "operator": "In",
+                    "values": [c.WORKER_EXIT_INPUT, c.WORKER_EXIT_ROWS_FAILED, c.WORKER_EXIT_STORAGE],
+                },
+            },
+            _IGNORE_DISRUPTION,
+        ]
+    }
+
+
+# The API server refuses an onExitCodes rule naming a container the pod template does not have, so each
+# Job's policy names only its own containers.
+_IGNORE_DISRUPTION = {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+
+
+def download_pod_failure_policy() -> dict[str, Any]:
+    """The weight download Job (weights_job.py): exit 3 (weights_download.py: the token cannot read the
+    gated repository) fails the Job at once, since a retry would meet the same; a disruption does not
+    count toward backoffLimit; anything else (a network error) is retried."""
+    return {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": c.WEIGHTS_DOWNLOAD_CONTAINER_NAME,
+                    "operator": "In",
+                    "values": [c.WEIGHTS_DOWNLOAD_EXIT_NO_ACCESS],
+                },
+            },
+            _IGNORE_DISRUPTION,
+        ]
+    }

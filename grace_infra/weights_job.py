@@ -1,0 +1,209 @@
+"""WeightsDownload: one Job per model that fills its weights claim, awaited by `pulumi up`.
+
+    Job weights-<key>   containers [download-weights]   label grace.nrp.io/egress-https=true
+        hf_repo@revision -> resolved commit SHA -> /model-weights (+ .tiktoken/ vocabularies, + marker)
+
+Why a Job of its own rather than an init container beside vLLM: NetworkPolicies select PODS, not
+containers, so a pod whose init container downloads from huggingface.co keeps HTTPS egress for the
+vLLM server (and, in job mode, the worker) running in it afterwards. Here only the download pod may
+leave the cluster; the servers and the Jobs that embed them are created after this Job completes
+(pulumi-kubernetes awaits a Job until its Complete condition and fails `pulumi up` on Failed), so
+their weights are in place when they start and they run without egress.
+
+The RBD weights claim is ReadWriteOnce: once this pod has Succeeded its volume is detached, and the
+server pod may attach it on any node.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from grace_infra import constants as c
+from grace_infra import job_lifecycle, model_server, naming, security
+from grace_infra.config import GraceConfig, ServedModel
+from grace_infra.quantities import cpu_quantity, gib_quantity
+from grace_infra.sizing import ephemeral_limit_within
+
+__all__ = [
+    "TYPE_TOKEN",
+    "WeightsDownload",
+    "WeightsDownloadArgs",
+    "download_await_timeout",
+    "download_container",
+    "download_job_manifest",
+    "download_job_name",
+]
+
+TYPE_TOKEN = "grace:index:WeightsDownload"  # noqa: S105 (a Pulumi type token, not a secret)
+HF_CACHE_VOLUME = "hf-cache"
+HF_TOKEN_VOLUME = "hf-token"  # noqa: S105 (a volume name, not a credential)
+WORKER_NAME_LABEL = "weights-download"
+
+# The download program ships as `python3 -c <source>`: no ConfigMap, nothing installed at run time.
+_DOWNLOAD_SOURCE = (Path(__file__).with_name("weights_download.py")).read_text()
+
+
+def download_job_name(model: ServedModel) -> str:
+    return f"{c.WEIGHTS_DOWNLOAD_JOB_PREFIX}{model.key}"
+
+
+def download_container(model: ServedModel, config: GraceConfig) -> dict[str, Any]:
+    """Downloads `hf_repo@revision` (and the model's tiktoken vocabularies) into the weights claim
+    unless that revision is already complete there.
+
+    Uses the pinned vLLM image (it has huggingface_hub), as its non-root user on a read-only root
+    filesystem; the Hub cache lives on a node-local emptyDir, requested as ephemeral storage. The token
+    arrives as a file (HF_TOKEN_PATH) from a Secret volume that is optional for ungated repos and
+    required for gated ones, so a missing Secret holds a gated model's download at ContainerCreating
+    (event FailedMount naming the Secret) instead of a confusing 401 later.
+    """
+    cpu = c.DOWNLOAD_CPU_REQUEST
+    memory = gib_quantity(c.DOWNLOAD_MEMORY_REQUEST_GI)
+    vocabularies = ",".join(f"{name}={c.TIKTOKEN_SHA256[name]}" for name in model.tiktoken_files)
+    return {
+        "name": c.WEIGHTS_DOWNLOAD_CONTAINER_NAME,
+        "image": config.images.vllm,
+        "imagePullPolicy": c.IMAGE_PULL_POLICY,
+        "command": ["python3", "-c", _DOWNLOAD_SOURCE],
+        "env": [
+            {"name": "GRACE_HF_REPO", "value": model.hf_repo},
+            {"name": "GRACE_HF_REVISION", "value": model.revision},
+            {"name": "GRACE_WEIGHTS_DIR", "value": c.WEIGHTS_MOUNT},
+            {"name": "GRACE_IGNORE_PATTERNS", "value": ",".join(c.WEIGHTS_IGNORE_PATTERNS)},
+            {"name": "GRACE_TIKTOKEN_FILES", "value": vocabularies},
+            {"name": "GRACE_TIKTOKEN_BASE_URL", "value": c.TIKTOKEN_BASE_URL},
+            {"name": "GRACE_TIKTOKEN_DIR", "value": c.TIKTOKEN_DIR},
+            {"name": "HF_HOME", "value": c.HF_HOME},
+            {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
+            {"name": "HF_TOKEN_PATH", "value": f"{c.HF_TOKEN_MOUNT}/{c.HF_TOKEN_SECRET_KEY}"},
+        ],
+        "resources": {
+            "requests": {
+                "cpu": cpu_quantity(cpu),
+                "memory": memory,
+                "ephemeral-storage": gib_quantity(c.HF_CACHE_SIZE_GI),
+            },
+            "limits": {
+                "cpu": cpu_quantity(cpu * c.VLLM_CPU_LIMIT_RATIO),
+                "memory": memory,
+                "ephemeral-storage": gib_quantity(ephemeral_limit_within(c.HF_CACHE_SIZE_GI)),
+            },
+        },
+        "volumeMounts": [
+            {"name": model_server.WEIGHTS_VOLUME, "mountPath": c.WEIGHTS_MOUNT},
+            {"name": HF_CACHE_VOLUME, "mountPath": c.HF_CACHE_MOUNT},
+            {"name": HF_TOKEN_VOLUME, "mountPath": c.HF_TOKEN_MOUNT, "readOnly": True},
+        ],
+        "securityContext": model_server.container_security_context(),
+    }
+
+
+def download_pod_labels(model: ServedModel) -> dict[str, str]:
+    """The only grace pods running the vLLM image with HTTPS egress: they reach huggingface.co (and, for
+    gpt-oss, openaipublic.blob.core.windows.net)."""
+    labels = naming.recommended_labels(
+        name=WORKER_NAME_LABEL, instance=download_job_name(model), component=c.COMPONENT_WEIGHTS_DOWNLOAD
+    )
+    return {**labels, "model": model.key, **naming.https_egress_labels()}
+
+
+def download_pod_spec(model: ServedModel, config: GraceConfig) -> dict[str, Any]:
+    token_item = {"key": c.HF_TOKEN_SECRET_KEY, "path": c.HF_TOKEN_SECRET_KEY}
+    return {
+        "serviceAccountName": c.SA_MODEL_SERVER,
+        "automountServiceAccountToken": False,  # the download never calls the Kubernetes API
+        "enableServiceLinks": False,
+        # Never: a failed attempt (e.g. exit 3, no access to a gated repo) shows as a failed pod with its
+        # log, and the Job fails after backoffLimit, failing `pulumi up`.
+        "restartPolicy": "Never",
+        # fsGroup: the RBD weights claim is created root-owned; the non-root download writes it.
+        "securityContext": model_server.pod_security_context(),
+        "containers": [download_container(model, config)],
+        "volumes": [
+            {
+                "name": model_server.WEIGHTS_VOLUME,
+                "persistentVolumeClaim": {"claimName": model.weights_pvc_name},
+            },
+            {"name": HF_CACHE_VOLUME, "emptyDir": {"sizeLimit": gib_quantity(c.HF_CACHE_SIZE_GI)}},
+            {
+                "name": HF_TOKEN_VOLUME,
+                "secret": {
+                    "secretName": c.HF_TOKEN_SECRET, "items": [token_item], "optional": not model.gated,
+                },
+            },
+        ],
+    }
+
+
+def download_job_manifest(model: ServedModel, config: GraceConfig) -> dict[str, Any]:
+    """The Job `weights-<key>` (apiVersion/kind omitted: the resource class sets them)."""
+    labels = download_pod_labels(model)
+    pod = download_pod_spec(model, config)
+    return {
+        "metadata": {
+            "name": download_job_name(model),
+            "namespace": config.namespace.name,
+            "labels": labels,
+            "annotations": security.checkov_skip_annotations(pod),
+        },
+        "spec": {
+            "backoffLimit": c.JOB_BACKOFF_LIMIT,
+            "podFailurePolicy": job_lifecycle.download_pod_failure_policy(),
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        },
+    }
+
+
+def download_await_timeout(model: ServedModel) -> str:
+    """How long `pulumi up` waits for the download, in whole minutes: pull and scheduling margin + the
+    checkpoint at the assumed bandwidth."""
+    download_s = model.weights_gb * 1000 / c.DOWNLOAD_ASSUMED_MB_PER_S
+    return f"{math.ceil((c.AWAIT_MARGIN_S + download_s) / 60)}m"
+
+
+@dataclass
+class WeightsDownloadArgs:
+    """Inputs of one model's weight download."""
+
+    model: ServedModel
+    """The catalog entry with the stack's overrides: repository, revision, vocabularies, claim name."""
+    config: GraceConfig
+    """The stack config (namespace, the vLLM image the download runs in)."""
+    depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
+    """What the download needs first: the weights claim, the token Secret, the service account."""
+
+
+class WeightsDownload(pulumi.ComponentResource):
+    """The Job `weights-<key>`, awaited until complete: servers and job-mode Jobs depend on it."""
+
+    job_name: pulumi.Output[str]
+    job: k8s.batch.v1.Job
+
+    def __init__(
+        self, name: str, args: WeightsDownloadArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(TYPE_TOKEN, name, None, opts)
+        self.job = self._create_job(name, args)
+        self.job_name = self.job.metadata.name
+        self.register_outputs({"jobName": self.job_name})
+
+    def _create_job(self, name: str, args: WeightsDownloadArgs) -> k8s.batch.v1.Job:
+        manifest = download_job_manifest(args.model, args.config)
+        timeout = download_await_timeout(args.model)
+        return k8s.batch.v1.Job(
+            f"{name}-job",
+            metadata=manifest["metadata"],
+            spec=manifest["spec"],
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=list(args.depends_on),
+                custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout),
+            ),
+        )
