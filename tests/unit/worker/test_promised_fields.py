@@ -87,6 +87,7 @@ def shared_args(server: FakeOpenAI, output: Path) -> list[str]:
         "--output", str(output), "--model-endpoint", server.base_url, "--model-name", "tiny",
         "--metrics-port", "0", "--max-retries", str(MAX_RETRIES), "--backoff-base", "0.01",
         "--wait-timeout", "5",
+        "--samples", "1",  # one answer per row (the studies sample 5): these tests count rows
     ]  # fmt: skip
 
 
