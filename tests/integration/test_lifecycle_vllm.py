@@ -94,6 +94,7 @@ def _tasks(proxy: _CountingProxy, served_name: str, out: Path) -> list[list[str]
             "--output", str(out / "exp1" / f"{study}_responses.csv"),
             "--model-endpoint", proxy.base_url, "--model-name", served_name, "--study", study,
             "--max-tokens", "8", "--metrics-port", "0", "--wait-timeout", "60", "--limit", "3",
+            "--samples", "1",
             "--supersede", "--plan-digest", f"{study}-digest",
         ]  # fmt: skip
 

@@ -71,7 +71,7 @@ def test_query_answers_every_row(strict_vllm_server: Any, tmp_path: Path, study:
     output = tmp_path / "exp1.csv"
     code = cli.main([
         "query", "--input", str(first_rows(study, tmp_path)), "--output", str(output), "--study", study,
-        "--max-tokens", "4", *endpoint(strict_vllm_server),
+        "--max-tokens", "4", "--samples", "1", *endpoint(strict_vllm_server),
     ])  # fmt: skip
     result = read(output)
     assert list(result["error"]) == [""] * ROWS
