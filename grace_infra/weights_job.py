@@ -155,17 +155,28 @@ def download_job_manifest(model: ServedModel, config: GraceConfig) -> dict[str, 
         },
         "spec": {
             "backoffLimit": c.JOB_BACKOFF_LIMIT,
+            "activeDeadlineSeconds": download_deadline_s(model),
             "podFailurePolicy": job_lifecycle.download_pod_failure_policy(),
             "template": {"metadata": {"labels": labels}, "spec": pod},
         },
     }
 
 
+def _download_budget_s(model: ServedModel) -> float:
+    """Pull and scheduling margin + the checkpoint at the assumed bandwidth."""
+    return c.AWAIT_MARGIN_S + model.weights_gb * 1000 / c.DOWNLOAD_ASSUMED_MB_PER_S
+
+
 def download_await_timeout(model: ServedModel) -> str:
-    """How long `pulumi up` waits for the download, in whole minutes: pull and scheduling margin + the
-    checkpoint at the assumed bandwidth."""
-    download_s = model.weights_gb * 1000 / c.DOWNLOAD_ASSUMED_MB_PER_S
-    return f"{math.ceil((c.AWAIT_MARGIN_S + download_s) / 60)}m"
+    """How long `pulumi up` waits for the download, in whole minutes."""
+    return f"{math.ceil(_download_budget_s(model) / 60)}m"
+
+
+def download_deadline_s(model: ServedModel) -> int:
+    """The download Job's `activeDeadlineSeconds`: the same budget with the Jobs' safety factor, so a
+    download stuck on a slow mirror or a hung pull ends instead of holding its claim; a `pulumi up` that
+    gave up waiting earlier finds the Job failed, not running forever."""
+    return math.ceil(c.JOB_DEADLINE_SAFETY_FACTOR * _download_budget_s(model))
 
 
 @dataclass

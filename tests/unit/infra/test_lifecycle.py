@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from grace_infra import constants as c
-from grace_infra import weights_download
+from grace_infra import weights_download, weights_job
 from grace_infra.config import GraceConfig
 from grace_infra.errors import ConfigError
 from grace_infra.gpu_hours import job_deadline_s
@@ -224,6 +224,16 @@ def test_every_job_has_the_plans_deadline(mixed_run: OfflineRun, job_mode_run: O
             # Never shorter than what the Job must wait for before it does any work.
             floor = job.model.load_budget_s + c.JOB_DEADLINE_QUEUE_ALLOWANCE_S
             assert deadline > floor, job.name
+
+
+def test_every_weight_download_has_a_deadline_beyond_pulumis_wait(job_mode_run: OfflineRun) -> None:
+    config = GraceConfig.parse(JOB_MODE_CONFIG)
+    jobs = {m["metadata"]["name"]: m for m in job_mode_run.manifests() if m["kind"] == "Job"}
+    for model in config.served_models():
+        spec = jobs[weights_job.download_job_name(model)]["spec"]
+        awaited_s = int(weights_job.download_await_timeout(model).removesuffix("m")) * 60
+        assert spec["activeDeadlineSeconds"] == weights_job.download_deadline_s(model), model.key
+        assert spec["activeDeadlineSeconds"] > awaited_s, model.key
 
 
 def test_deadline_follows_the_plan_with_the_stated_safety_factor() -> None:
