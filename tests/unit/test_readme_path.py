@@ -404,17 +404,6 @@ def test_the_readme_model_example_validates() -> None:
     assert [m.key for m in served] == [m["key"] for m in models]
 
 
-# Pages the other parts of the project write; README links them already. A page listed here that exists
-# fails the test below, so the list only ever shrinks to empty.
-PENDING_PAGES = {
-}  # fmt: skip
-
-
-def test_pending_pages_are_still_pending() -> None:
-    written = sorted(page for page in PENDING_PAGES if (REPO_ROOT / page).exists())
-    assert written == [], f"remove {written} from PENDING_PAGES: they exist now"
-
-
 def _documents() -> list[Path]:
     return [README, *sorted((REPO_ROOT / "docs").glob("*.md"))]
 
@@ -437,8 +426,6 @@ def _resolves(target: str, base: Path, document: Path) -> bool:
         return True  # https:, mailto:
     path, _, anchor = target.partition("#")
     file = (base / path).resolve() if path else document
-    if file.relative_to(REPO_ROOT).as_posix() in PENDING_PAGES:
-        return True
     if not file.exists():
         return False
     if anchor and file.suffix == ".md":
