@@ -12,15 +12,9 @@ spelled as docs/design-decisions.md records).
 STUDY1_REPLY_COLUMNS = ("response_story", "response_speech", "response_knowledge")
 STUDY2_REPLY_COLUMNS = ("model_response",)
 
-# The columns `worker query` adds after the input's own (and the runner's sample columns), in order.
-STUDY1_QUERY_ADDED_COLUMNS = (
-    "model_name",
-    "response_story",
-    "response_speech",
-    "response_knowledge",
-    "response_story_reasoning",
-    "response_speech_reasoning",
-    "response_knowledge_reasoning",
+# The columns `worker query` adds after the input's own (and the runner's sample columns), in order:
+# the model's name, each turn's reply, each turn's reasoning, then the row's record.
+QUERY_RECORD_COLUMNS = (
     "finish_reason",
     "finish_reasons",
     "prompt_tokens",
@@ -32,20 +26,21 @@ STUDY1_QUERY_ADDED_COLUMNS = (
     "attempts",
     "error",
 )
+STUDY1_QUERY_ADDED_COLUMNS = (
+    "model_name",
+    "response_story",
+    "response_speech",
+    "response_knowledge",
+    "response_story_reasoning",
+    "response_speech_reasoning",
+    "response_knowledge_reasoning",
+    *QUERY_RECORD_COLUMNS,
+)
 STUDY2_QUERY_ADDED_COLUMNS = (
     "model_name",
     "model_response",
     "model_response_reasoning",
-    "finish_reason",
-    "finish_reasons",
-    "prompt_tokens",
-    "completion_tokens",
-    "conversation",
-    "prompt_token_ids",
-    "response_timestamp",
-    "processing_time_ms",
-    "attempts",
-    "error",
+    *QUERY_RECORD_COLUMNS,
 )
 
 # The runner's columns between the input's and a pipeline's: which of a row's N answers, and its seed.
