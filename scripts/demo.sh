@@ -68,7 +68,7 @@ echo "== 3/3 run the pipelines (exit codes: 0 all rows ok, 3 some rows failed an
 # One results line per step, read by the summary table below.
 results="$run_dir/steps.tsv"
 : >"$results"
-common=(--model-endpoint "$endpoint" --model-name tiny --limit "$rows" --metrics-port 0 --wait-timeout 60)
+common=(--model-endpoint "$endpoint" --model-name tiny --metrics-port 0 --wait-timeout 60)
 run_step() {  # study step output_csv worker-args...
     local study=$1 step=$2 output=$3
     shift 3
@@ -84,8 +84,9 @@ run_step() {  # study step output_csv worker-args...
 }
 for study in study1 study2; do
     mkdir -p "$run_dir/$study"
-    run_step "$study" query "$run_dir/$study/exp1_responses.csv" --input "${inputs[$study]}"
-    run_step "$study" probs "$run_dir/$study/exp2_probs.csv" --input "${inputs[$study]}"
+    # --limit counts input rows; extraction codes every (row, sample) that exp1 wrote, so it has none.
+    run_step "$study" query "$run_dir/$study/exp1_responses.csv" --input "${inputs[$study]}" --limit "$rows"
+    run_step "$study" probs "$run_dir/$study/exp2_probs.csv" --input "${inputs[$study]}" --limit "$rows"
     run_step "$study" extract "$run_dir/$study/extracted.csv" --input "$run_dir/$study/exp1_responses.csv"
 done
 
@@ -126,11 +127,17 @@ from pathlib import Path
 import pandas as pd
 
 SHOWN_ROWS = 3
+# Study 2 asks one question (model_response); study 1 three in one conversation (jobs/studies/*.yaml).
+REPLY_COLUMNS = ("model_response", "response_story", "response_speech", "response_knowledge")
 run_dir = Path(sys.argv[1])
 
 
 def read(path: Path) -> pd.DataFrame | None:
-    return pd.read_csv(path, dtype=str, keep_default_na=False) if path.exists() else None
+    """The file's rows, first sample only: exp2 scores one row per input row, exp1 samples several."""
+    if not path.exists():
+        return None
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return table[table["sample"] == "0"].reset_index(drop=True) if "sample" in table else table
 
 
 def short(value: str, width: int = 28) -> str:
@@ -142,7 +149,8 @@ for study_dir in sorted(p for p in run_dir.iterdir() if (p / "exp1_responses.csv
     exp1 = read(study_dir / "exp1_responses.csv")
     probs = read(study_dir / "exp2_probs.csv")
     extracted = read(study_dir / "extracted.csv")
-    view = pd.DataFrame({"exp1 answer": exp1["model_response"].map(short)}).head(SHOWN_ROWS)
+    replies = [c for c in REPLY_COLUMNS if c in exp1]
+    view = pd.DataFrame({c: exp1[c].map(lambda v: short(v, 20)) for c in replies}).head(SHOWN_ROWS)
     if probs is not None:
         # Per-question summaries: means of the percentage scales, entropies of every question.
         for column in [c for c in probs.columns if c.endswith("_mean") or c.startswith("entropy_")]:
