@@ -107,8 +107,11 @@ def test_extract_answers_every_row(strict_vllm_server: Any, tmp_path: Path) -> N
     result = read(output)
     exp1 = read(source)
     answered = exp1["model_response"] != ""
-    # A template refusal would be an HTTP 400 on every request; random text may still fail validation.
-    assert not result["extraction_errors"].str.contains("HTTP 400").any()
-    assert (result.loc[answered, "extraction_errors"] == "").all()
+    # A template refusal would be an HTTP 400 naming the template's rule on every request. Random text may
+    # still fail validation, and a re-ask of it may outgrow the 512-token context (a different 400).
+    errors = result["extraction_errors"]
+    assert not errors.str.contains("System role not supported|roles must alternate").any()
+    assert ((errors == "") | errors.str.contains("maximum context length"))[answered].all()
+    assert (errors[answered] == "").any()
     assert code in (0, 3)
     assert findings(output)["system_merged_into_user"] is True
