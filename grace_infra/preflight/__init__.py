@@ -73,7 +73,10 @@ def _parser() -> argparse.ArgumentParser:
         "--config-file", action="append", type=Path, default=[], metavar="EXTRA.yaml",
         help="Extra grace:* settings replacing the stack's top-level keys, as for render; may be repeated.",
     )
-    parser.add_argument("--context", default=None, help="kubeconfig context (default: the current one).")
+    parser.add_argument(
+        "--context", default=None,
+        help="kubeconfig context (default: the stack's kubernetes:context, else the current one).",
+    )
     parser.add_argument(
         "--kubeconfig", type=Path, default=None,
         help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).",
@@ -85,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         facts = stack_facts(args.stack, args.config_file)
-        api, context, host = connect(args.context, args.kubeconfig)
+        api, context, host = connect(args.context, args.kubeconfig, stack=args.stack)
         with api:
             results = run_checks(Cluster(api), facts)
     except (GraceError, ClusterUnreachable) as exc:

@@ -59,8 +59,12 @@ def _parser() -> argparse.ArgumentParser:
         help="copy every output, checkpoint and meta file from the output claim",
         formatter_class=defaults,
     )
-    pull.add_argument("--stack", default=c.DEFAULT_STACK, help="reads Pulumi.<stack>.yaml for the namespace")
-    pull.add_argument("--context", help="kubeconfig context (default: the kubeconfig's current context)")
+    pull.add_argument(
+        "--stack", default=c.DEFAULT_STACK, help="reads Pulumi.<stack>.yaml for the namespace and context"
+    )
+    pull.add_argument(
+        "--context", help="kubeconfig context (default: the stack's kubernetes:context, else the current one)"
+    )
     pull.add_argument(
         "--kubeconfig", type=Path, help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)"
     )

@@ -5,7 +5,7 @@ URL building, query parameters, JSON decoding into V1Job/V1Pod and errors all ru
 server is replaced by recorded bodies.
 
     with KubeApi(routes) as api:          # routes: {("GET", "/api/v1/namespaces/ns/pods"): (200, body)}
-        kubeconfig = api.write_kubeconfig(tmp_path)   # context "recorded"
+        kubeconfig = api.write_kubeconfig(tmp_path)   # contexts "recorded" (current) and "elsewhere"
         ...
         api.requests                      # [(method, path, query dict)] in order
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import socket
 import struct
 import threading
 from collections.abc import Callable
@@ -33,11 +34,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 import yaml
 
-__all__ = ["CONTEXT", "KubeApi", "not_found"]
+from grace_infra.offline import PROJECT_ROOT
+from grace_infra.preflight import cluster as kube_cluster
+
+__all__ = ["CONTEXT", "NOWHERE", "KubeApi", "not_found", "pin_stack_context"]
 
 CONTEXT = "recorded"
+NOWHERE = "elsewhere"
 WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 CHANNEL_PROTOCOL = "v4.channel.k8s.io"
 STDOUT, STDERR, ERROR = 1, 2, 3
@@ -66,6 +72,25 @@ def exec_status(code: int) -> dict[str, Any]:
         "message": f"command terminated with non-zero exit code: error executing command, exit status {code}",
         "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
     }  # fmt: skip
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound once, then released): connections are refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pin_stack_context(
+    monkeypatch: pytest.MonkeyPatch, folder: Path, context: str, stack: str = "nrp"
+) -> None:
+    """Make the commands read a copy of Pulumi.<stack>.yaml that sets `kubernetes:context: <context>`,
+    as `pulumi config set kubernetes:context` writes it."""
+    document = yaml.safe_load((PROJECT_ROOT / f"Pulumi.{stack}.yaml").read_text(encoding="utf-8"))
+    document["config"]["kubernetes:context"] = context
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump(document), encoding="utf-8")
+    monkeypatch.setattr(kube_cluster, "PROJECT_ROOT", folder)
 
 
 def not_found(path: str) -> dict[str, Any]:
@@ -142,13 +167,19 @@ class KubeApi:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def write_kubeconfig(self, folder: Path, namespace: str = "default") -> Path:
+    def write_kubeconfig(self, folder: Path, namespace: str = "default", current: str = CONTEXT) -> Path:
+        """A kubeconfig with two contexts: CONTEXT reaches this server, NOWHERE a port nothing listens on
+        (a researcher's other cluster), so a test sees which one a command used."""
         config = {
-            "apiVersion": "v1", "kind": "Config", "current-context": CONTEXT,
-            "clusters": [{"name": CONTEXT, "cluster": {"server": self.url}}],
+            "apiVersion": "v1", "kind": "Config", "current-context": current,
+            "clusters": [
+                {"name": CONTEXT, "cluster": {"server": self.url}},
+                {"name": NOWHERE, "cluster": {"server": f"http://127.0.0.1:{_closed_port()}"}},
+            ],
             "users": [{"name": CONTEXT, "user": {"token": "recorded-test-token"}}],
             "contexts": [
-                {"name": CONTEXT, "context": {"cluster": CONTEXT, "user": CONTEXT, "namespace": namespace}}
+                {"name": name, "context": {"cluster": name, "user": CONTEXT, "namespace": namespace}}
+                for name in (CONTEXT, NOWHERE)
             ],
         }  # fmt: skip
         path = folder / "kubeconfig"

@@ -21,6 +21,7 @@ import yaml
 from grace_infra import cli
 from grace_infra.preflight import stack_facts
 from grace_infra.preflight.checks import quota_needs
+from tests.support.kube_api import pin_stack_context
 from tests.support.recorded_kube_api import CONTEXT, TOKEN, RecordedApi, Route, serve
 
 NS = "grace-experiments"
@@ -214,6 +215,38 @@ def test_other_context_is_used(tmp_path: Path, capsys: pytest.CaptureFixture[str
     code, lines, _, _ = run(tmp_path, capsys, extra_args=("--context", "elsewhere"))
     assert code == 0
     assert " on context elsewhere " in lines[-1]
+
+
+def test_the_stacks_context_wins_over_the_current_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pin_stack_context(monkeypatch, tmp_path / "project", "elsewhere")
+    code, lines, _, _ = run(tmp_path, capsys)
+    assert code == 0
+    assert " on context elsewhere " in lines[-1]
+
+
+def test_the_context_flag_wins_over_the_stacks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pin_stack_context(monkeypatch, tmp_path / "project", "elsewhere")
+    code, lines, _, _ = run(tmp_path, capsys, extra_args=("--context", CONTEXT))
+    assert code == 0
+    assert f" on context {CONTEXT} " in lines[-1]
+
+
+def test_an_unknown_stack_context_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pin_stack_context(monkeypatch, tmp_path / "project", "nrp-gone")
+    code, lines, err, api = run(tmp_path, capsys)
+    assert code == 2
+    assert lines == []
+    assert err == (
+        "error: kubernetes:context nrp-gone set in Pulumi.nrp.yaml is not in the kubeconfig "
+        "(contexts: elsewhere, nautilus).\n"
+    )
+    assert api.requests == []
 
 
 def test_missing_kubeconfig_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
