@@ -25,7 +25,7 @@ from grace_infra.config import GraceConfig
 from grace_infra.matrix import plan_experiments
 from grace_infra.results.campaign import Campaign
 from tests.support.fake_openai import FakeOpenAI
-from tests.support.kube_api import CONTEXT, NOWHERE, KubeApi, pin_stack_context
+from tests.support.kube_api import CONTEXT, NOWHERE, KubeApi, Routes, pin_stack_context
 from tests.unit.infra.support import MIXED_MODELS, assert_valid_k8s, base_config
 
 REPO = Path(__file__).resolve().parents[3]
@@ -93,7 +93,7 @@ def _recorded() -> dict[str, Any]:
     return json.loads(FIXTURE.read_text(encoding="utf-8"))
 
 
-def _routes(recorded: dict[str, Any], logs: dict[str, str]) -> dict[tuple[str, str], tuple[int, Any]]:
+def _routes(recorded: dict[str, Any], logs: dict[str, str]) -> Routes:
     log_path = f"/api/v1/namespaces/{NS}/pods/{{}}/log"
     return {
         ("GET", f"/apis/batch/v1/namespaces/{NS}/jobs"): (200, recorded["jobs"]),
@@ -273,7 +273,7 @@ def test_an_unknown_context_is_one_line_and_exit_2(
     assert status.main(["--context", "no-such-context", "--kubeconfig", str(kubeconfig)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(
-        "error: --context no-such-context is not in the kubeconfig (contexts: elsewhere, recorded)"
+        "error: --context no-such-context is not in the kubeconfig (contexts: elsewhere, nautilus)"
     )
     assert len(err.strip().splitlines()) == 1
 
@@ -309,7 +309,7 @@ def test_an_unknown_stack_context_is_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert err == (
         "error: kubernetes:context nrp-gone set in Pulumi.nrp.yaml is not in the kubeconfig "
-        "(contexts: elsewhere, recorded).\n"
+        "(contexts: elsewhere, nautilus).\n"
     )
     assert api.requests == []
 
