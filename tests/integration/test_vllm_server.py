@@ -7,6 +7,7 @@ so the server's tokenization is compared with an independent reading of the same
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import math
 from collections.abc import Iterator
@@ -194,3 +195,25 @@ def test_server_log_is_captured(vllm_server):
     if vllm_server.log_path is None:
         pytest.skip("reusing a server started elsewhere (GRACE_VLLM_URL): its log is not ours")
     assert "Application startup complete" in Path(vllm_server.log_path).read_text(errors="replace")
+
+
+def test_many_seeded_requests_at_once_keep_the_server_alive(client, vllm_server):
+    # Every sampled request carries its own seed. On CPU, vLLM 0.32 rewinds a seeded request's generator
+    # when its prefill is split across steps, which CPU generators refuse, and the engine dies; the
+    # server therefore runs without chunked prefill (scripts/tiny_vllm.py). 40 distinct ~200-token
+    # prompts are more than one step's 2,048-token budget, so with chunked prefill some would be split.
+    def ask(i: int) -> int:
+        words = " ".join(f"w{(i * 7919 + k * 104729) % 9973}" for k in range(45))
+        body = {
+            "model": vllm_server.served_name,
+            "messages": [{"role": "user", "content": words}],
+            "max_tokens": 8,
+            "temperature": 0.3,
+            "seed": 1000 + i,
+        }
+        return client.post("/v1/chat/completions", json=body).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=40) as pool:
+        statuses = list(pool.map(ask, range(40)))
+    assert statuses == [200] * 40
+    assert client.get("/health").status_code == 200

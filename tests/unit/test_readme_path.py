@@ -368,7 +368,7 @@ def test_the_stack_the_readme_configures_renders(tmp_path: Path) -> None:
     assert set(rendered.placeholder_secrets) >= {"hfToken"}
     # The preview step quotes the render's resource count and the summary Pulumi adds its stack to.
     flat = " ".join(TEXT.split())
-    quoted = r"\+ (\d+) to create`? for the committed stack \(the (\d+) resources `grace render`"
+    quoted = r"\+ (\d+) to create`? \(the (\d+) resources `grace render`"
     counted = re.search(quoted, flat)
     assert counted is not None, "the preview step no longer quotes the resource count"
     resources = len(rendered.run.resources)
@@ -395,8 +395,9 @@ def test_the_preflight_step_runs_against_a_recorded_cluster(tmp_path: Path) -> N
     assert api.requests, "preflight never reached the recorded API server"
 
 
-def test_the_readme_model_example_validates() -> None:
-    (example,) = [b for b in readme.blocks(TEXT) if b.language == "yaml" and "grace:models" in b.text]
+def test_the_documented_model_example_validates() -> None:
+    text = (REPO_ROOT / "docs" / "model-servers.md").read_text(encoding="utf-8")
+    (example,) = [b for b in readme.blocks(text) if b.language == "yaml" and "grace:models" in b.text]
     models = yaml.safe_load(example.text)["grace:models"]
     stack = yaml.safe_load((REPO_ROOT / "Pulumi.nrp.yaml").read_text())["config"]
     raw = {key.removeprefix("grace:"): value for key, value in stack.items()}
