@@ -64,7 +64,7 @@ def stack_kubernetes_context(stack: str, project_root: Path) -> str | None:
         return None
     if not isinstance(value, str) or not value:
         raise ClusterUnreachable(
-            f"{c.KUBERNETES_CONTEXT_KEY} in {stack_file.name} must be a kubeconfig context name, "
+            f"{c.KUBERNETES_CONTEXT_KEY} in {stack_file.name} must be a context name from the kubeconfig, "
             f"not {value!r}."
         )
     return value

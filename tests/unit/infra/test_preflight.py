@@ -19,6 +19,7 @@ import yaml
 from grace_infra import cli
 from grace_infra.preflight import stack_facts
 from grace_infra.preflight.checks import quota_needs
+from grace_infra.preflight.cluster import ClusterUnreachable, stack_kubernetes_context
 from tests.support.kube_api import CONTEXT, NOWHERE, TOKEN, KubeApi, Routes, pin_stack_context, recorded
 
 NS = "grace-experiments"
@@ -208,51 +209,44 @@ def test_forbidden_read_fails_that_check_only(tmp_path: Path, capsys: pytest.Cap
     assert "the API answered HTTP 403" in line(lines, "monitoring crds")
 
 
-def test_unknown_context_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, lines, err, api = run(tmp_path, capsys, extra_args=("--context", "nope"))
+@pytest.mark.parametrize(
+    ("stack_context", "argv", "source"),
+    [
+        (None, ("--context", "nope"), "--context nope"),
+        ("nrp-gone", (), "kubernetes:context nrp-gone set in Pulumi.nrp.yaml"),
+    ],
+)
+def test_an_unknown_context_is_one_line(
+    stack_context: str | None, argv: tuple[str, ...], source: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if stack_context:
+        pin_stack_context(monkeypatch, tmp_path / "project", stack_context)
+    code, lines, err, api = run(tmp_path, capsys, extra_args=argv)
     assert code == 2
     assert lines == []
-    assert err == "error: --context nope is not in the kubeconfig (contexts: elsewhere, nautilus).\n"
+    assert err == f"error: {source} is not in the kubeconfig (contexts: elsewhere, nautilus).\n"
     assert api.requests == []
 
 
-def test_other_context_is_used(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The current context is another cluster (nothing answers there); --context names the recorded one."""
-    code, lines, _, api = run(tmp_path, capsys, extra_args=("--context", CONTEXT), current=NOWHERE)
+@pytest.mark.parametrize(
+    ("stack_context", "argv"),
+    [
+        (None, ("--context", CONTEXT)),  # --context wins over the current context
+        (CONTEXT, ()),  # the stack's kubernetes:context wins over the current context
+        (NOWHERE, ("--context", CONTEXT)),  # --context wins over both
+    ],
+)
+def test_the_context_is_the_flag_then_the_stacks_then_the_current_one(
+    stack_context: str | None, argv: tuple[str, ...], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The current context is another cluster, where nothing answers; only the recorded one can pass."""
+    if stack_context:
+        pin_stack_context(monkeypatch, tmp_path / "project", stack_context)
+    code, lines, _, api = run(tmp_path, capsys, extra_args=argv, current=NOWHERE)
     assert code == 0
     assert f" on context {CONTEXT} ({api.url})" in lines[-1]
-
-
-def test_the_stacks_context_wins_over_the_current_one(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    pin_stack_context(monkeypatch, tmp_path / "project", CONTEXT)
-    code, lines, _, api = run(tmp_path, capsys, current=NOWHERE)
-    assert code == 0
-    assert f" on context {CONTEXT} ({api.url})" in lines[-1]
-
-
-def test_the_context_flag_wins_over_the_stacks(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    pin_stack_context(monkeypatch, tmp_path / "project", NOWHERE)
-    code, lines, _, api = run(tmp_path, capsys, extra_args=("--context", CONTEXT), current=NOWHERE)
-    assert code == 0
-    assert f" on context {CONTEXT} ({api.url})" in lines[-1]
-
-
-def test_an_unknown_stack_context_is_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    pin_stack_context(monkeypatch, tmp_path / "project", "nrp-gone")
-    code, lines, err, api = run(tmp_path, capsys)
-    assert code == 2
-    assert lines == []
-    assert err == (
-        "error: kubernetes:context nrp-gone set in Pulumi.nrp.yaml is not in the kubeconfig "
-        "(contexts: elsewhere, nautilus).\n"
-    )
-    assert api.requests == []
 
 
 def test_missing_kubeconfig_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -273,3 +267,12 @@ def test_unreachable_cluster_is_one_line(tmp_path: Path, capsys: pytest.CaptureF
     assert out == ""
     assert len(err.splitlines()) == 1
     assert err.startswith(f"error: the API server at {api.url} did not answer: ")
+
+
+def test_a_stack_context_that_is_not_a_name_is_one_sentence(tmp_path: Path) -> None:
+    stack_file = tmp_path / "Pulumi.nrp.yaml"
+    stack_file.write_text("config:\n  kubernetes:context: {secure: abc}\n", encoding="utf-8")
+    with pytest.raises(ClusterUnreachable, match=r"^kubernetes:context in Pulumi.nrp.yaml must be a context"):
+        stack_kubernetes_context("nrp", tmp_path)
+    stack_file.write_text("config:\n  grace:namespace: {}\n", encoding="utf-8")
+    assert stack_kubernetes_context("nrp", tmp_path) is None
