@@ -17,7 +17,6 @@ Not a test: it takes minutes (about 20 on the shared 2-core development machine)
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -29,19 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.support.worker_process import write_study1  # noqa: E402
+
 TARGET_PEAK_MB = 300
 RUN_DEADLINE_S = 7200
-COLUMNS = (
-    "participant_id",
-    "story_shortname",
-    "story_setup",
-    "priorQ",
-    "speach",
-    "speachQ",
-    "knowledgeQ",
-    "access",
-    "observe",
-)
 
 
 @dataclass
@@ -51,16 +43,6 @@ class Result:
     rows_phase_s: float  # first row sent to last row checkpointed (the meta file's rows_phase_s)
     peak_rss_mb: float
     exit_code: int
-
-
-def write_input(path: Path, rows: int) -> None:
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(COLUMNS)
-        for row in range(rows):
-            writer.writerow(
-                [row, "jars", f"Row {row}: jars hold jam.", "How many?", "Ana: 3.", "Now?", "Knows?", 3, 0]
-            )
 
 
 class InstantServer:
@@ -89,6 +71,7 @@ def run_worker(base_url: str, source: Path, output: Path) -> Result:
         "--input", str(source), "--output", str(output),
         "--model-endpoint", base_url, "--model-name", "tiny", "--study", "study1",
         "--batch-size", "64", "--metrics-port", "0", "--max-tokens", "16",
+        "--samples", "1",  # one output row per input row: the sizes below count both
     ]  # fmt: skip
     env = {**os.environ, "LOG_LEVEL": "WARNING"}
     started = time.monotonic()
@@ -120,7 +103,7 @@ def main() -> int:
     try:
         for rows in sizes:
             source, output = workdir / f"in_{rows}.csv", workdir / f"out_{rows}.csv"
-            write_input(source, rows)
+            write_study1(source, rows)
             result = run_worker(server.base_url, source, output)
             if result.exit_code != 0:
                 print(f"worker exited {result.exit_code} on {rows} rows", file=sys.stderr)

@@ -11,8 +11,18 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-__all__ = ["COMMANDS", "HelpFormatter", "main"]
+from grace_infra import constants as c
+
+__all__ = [
+    "COMMANDS",
+    "HelpFormatter",
+    "add_cluster_arguments",
+    "add_config_file_argument",
+    "add_stack_argument",
+    "main",
+]
 
 EXIT_USAGE = 2
 
@@ -32,6 +42,28 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default is None:
             return action.help
         return super()._get_help_string(action)
+
+
+def add_stack_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stack", default=c.DEFAULT_STACK, help="reads Pulumi.<stack>.yaml")
+
+
+def add_config_file_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config-file", action="append", type=Path, default=[], metavar="EXTRA.yaml",
+        help="extra grace:* settings replacing the stack's top-level keys; may be repeated",
+    )
+
+
+def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which cluster a live command reads: the kubeconfig file as kubectl picks it, and the context
+    `pulumi up` deploys to (the stack's kubernetes:context) unless --context names another."""
+    parser.add_argument(
+        "--context", help="kubeconfig context (default: the stack's kubernetes:context, else the current one)"
+    )
+    parser.add_argument(
+        "--kubeconfig", type=Path, help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)"
+    )
 
 
 def _usage() -> str:

@@ -161,15 +161,7 @@ def worker_container(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) 
             *weights,
             {"name": TMP_VOLUME, "mountPath": "/tmp"},  # noqa: S108 (an emptyDir: the root filesystem is read-only)
         ],
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": c.WORKER_UID,
-            "runAsGroup": c.WORKER_UID,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": security.job_image_security_context(),
     }
 
 

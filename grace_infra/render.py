@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from grace_infra import constants as c
+from grace_infra.cli import HelpFormatter, add_config_file_argument, add_stack_argument
 from grace_infra.config import GraceConfig
 from grace_infra.errors import GraceError
 from grace_infra.input_files import offline_input_files
@@ -247,14 +248,11 @@ def _parser() -> argparse.ArgumentParser:
             f"exit codes: {EXIT_OK} rendered; {EXIT_USAGE} bad config, NRP rule violation or unreadable "
             "file (one line on stderr, nothing written)."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("--stack", default=c.DEFAULT_STACK, help="Reads Pulumi.<stack>.yaml.")
-    parser.add_argument(
-        "--config-file", action="append", type=Path, default=[], metavar="EXTRA.yaml",
-        help="Extra grace:* settings replacing the stack's top-level keys; may be repeated.",
-    )
-    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="Output directory.")
+    add_stack_argument(parser)
+    add_config_file_argument(parser)
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
     return parser
 
 

@@ -17,10 +17,32 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SKIP_ANNOTATION_PREFIX", "WAIVERS", "Waiver", "checkov_skip_annotations"]
+from grace_infra import constants as c
+
+__all__ = [
+    "SKIP_ANNOTATION_PREFIX",
+    "WAIVERS",
+    "Waiver",
+    "checkov_skip_annotations",
+    "job_image_security_context",
+]
 
 SKIP_ANNOTATION_PREFIX = "checkov.io/skip"
 HIGH_UID = 10000  # CKV_K8S_40 wants runAsUser above 10000, clear of host users
+
+
+def job_image_security_context() -> dict[str, Any]:
+    """Every container of the job image (an experiment Job's worker, the results reader pod) runs as
+    the image's non-root worker user on a read-only root filesystem, with nothing to escalate to."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": c.WORKER_UID,
+        "runAsGroup": c.WORKER_UID,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 @dataclass(frozen=True)

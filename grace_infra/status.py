@@ -30,7 +30,6 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from kubernetes import client as k8s
@@ -38,7 +37,7 @@ from kubernetes.client.rest import ApiException
 
 from grace_infra import constants as c
 from grace_infra.catalog import ServingMode
-from grace_infra.cli import HelpFormatter
+from grace_infra.cli import HelpFormatter, add_cluster_arguments, add_stack_argument
 from grace_infra.cluster import cluster_errors, connect
 from grace_infra.errors import GraceError
 from grace_infra.plan import format_table
@@ -299,13 +298,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 status printed, 2 bad input or no cluster access",
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("--stack", default=c.DEFAULT_STACK, help="reads Pulumi.<stack>.yaml for the plan")
-    parser.add_argument(
-        "--context", help="kubeconfig context (default: the stack's kubernetes:context, else the current one)"
-    )
-    parser.add_argument(
-        "--kubeconfig", type=Path, help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)"
-    )
+    add_stack_argument(parser)
+    add_cluster_arguments(parser)
     return parser
 
 

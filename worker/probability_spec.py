@@ -36,6 +36,13 @@ __all__ = [
 GENERIC_QUESTION_NAME = "answer"  # the --tokens question; its detail columns are answer_*
 
 
+def _per_label_column(name: str, key: str) -> str:
+    """A column name written once per option or marginal label, so it must place the label."""
+    if "label" not in template_fields(name):
+        raise ValueError(f"{key} {name!r} must contain {{label}}")
+    return name
+
+
 class OptionSpec(BaseModel):
     """One allowed answer."""
 
@@ -74,9 +81,7 @@ class ColumnNames(BaseModel):
     @field_validator("prob")
     @classmethod
     def _prob_has_label(cls, name: str) -> str:
-        if "label" not in template_fields(name):
-            raise ValueError(f"columns.prob {name!r} must contain {{label}}")
-        return name
+        return _per_label_column(name, "columns.prob")
 
 
 class QuestionSpec(BaseModel):
@@ -131,9 +136,7 @@ class MarginalSpec(BaseModel):
     @field_validator("column")
     @classmethod
     def _column_has_label(cls, name: str) -> str:
-        if "label" not in template_fields(name):
-            raise ValueError(f"consistency column {name!r} must contain {{label}}")
-        return name
+        return _per_label_column(name, "consistency column")
 
 
 class ProbabilitySection(BaseModel):

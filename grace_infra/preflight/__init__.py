@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from grace_infra import constants as c
+from grace_infra.cli import HelpFormatter, add_cluster_arguments, add_config_file_argument, add_stack_argument
 from grace_infra.config import GraceConfig
 from grace_infra.errors import GraceError
 from grace_infra.input_files import offline_input_files
@@ -66,21 +66,11 @@ def _parser() -> argparse.ArgumentParser:
             f"exit codes: {EXIT_OK} every check passed or was skipped; {EXIT_FAILED} a check failed, the "
             "stack config is invalid, or the cluster cannot be reached (one line on stderr)."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("--stack", default=c.DEFAULT_STACK, help="Reads Pulumi.<stack>.yaml.")
-    parser.add_argument(
-        "--config-file", action="append", type=Path, default=[], metavar="EXTRA.yaml",
-        help="Extra grace:* settings replacing the stack's top-level keys, as for render; may be repeated.",
-    )
-    parser.add_argument(
-        "--context", default=None,
-        help="kubeconfig context (default: the stack's kubernetes:context, else the current one).",
-    )
-    parser.add_argument(
-        "--kubeconfig", type=Path, default=None,
-        help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).",
-    )
+    add_stack_argument(parser)
+    add_config_file_argument(parser)
+    add_cluster_arguments(parser)
     return parser
 
 

@@ -13,8 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from grace_infra import constants as c
-from grace_infra.cli import HelpFormatter
+from grace_infra.cli import HelpFormatter, add_cluster_arguments, add_stack_argument
 from grace_infra.errors import GraceError
 from grace_infra.results.campaign import load_campaign
 from grace_infra.results.check import check_outputs, discover_outputs, format_check
@@ -59,15 +58,8 @@ def _parser() -> argparse.ArgumentParser:
         help="copy every output, checkpoint and meta file from the output claim",
         formatter_class=defaults,
     )
-    pull.add_argument(
-        "--stack", default=c.DEFAULT_STACK, help="reads Pulumi.<stack>.yaml for the namespace and context"
-    )
-    pull.add_argument(
-        "--context", help="kubeconfig context (default: the stack's kubernetes:context, else the current one)"
-    )
-    pull.add_argument(
-        "--kubeconfig", type=Path, help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)"
-    )
+    add_stack_argument(pull)
+    add_cluster_arguments(pull)
     pull.add_argument("--to", type=Path, default=DEFAULT_RESULTS_DIR, help="local folder (created)")
 
     check = sub.add_parser(

@@ -34,7 +34,7 @@ from kubernetes.stream import stream
 from urllib3.exceptions import HTTPError
 
 from grace_infra import constants as c
-from grace_infra import naming
+from grace_infra import naming, security
 from grace_infra.cluster import ClusterUnreachable, cluster_errors, connect
 from grace_infra.config import GraceConfig
 from grace_infra.results.campaign import load_campaign
@@ -103,14 +103,7 @@ def reader_pod_manifest(config: GraceConfig, name: str) -> dict[str, Any]:
                         "limits": {"cpu": READER_CPU, "memory": READER_MEMORY},
                     },
                     "volumeMounts": [{"name": "output", "mountPath": c.OUTPUT_MOUNT, "readOnly": True}],
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": c.WORKER_UID,
-                        "runAsGroup": c.WORKER_UID,
-                        "allowPrivilegeEscalation": False,
-                        "readOnlyRootFilesystem": True,
-                        "capabilities": {"drop": ["ALL"]},
-                    },
+                    "securityContext": security.job_image_security_context(),
                 }
             ],
             "volumes": [

@@ -163,20 +163,30 @@ def _study1_exp2(model: _Model, output: OutputFile) -> list[str]:
     knows = tidy[(tidy["question"] == KNOWLEDGE_QUESTION) & (tidy["option"] == KNOWLEDGE_YES)]
     if not knows.empty:
         per_condition = knows.groupby("condition")["probability"].mean()
-        conditions = _conditions(tidy)
         figures.append(
-            _figure(
-                bar_chart(
-                    f"s1-knows-{model.name}",
-                    "P(knows exactly = yes)",
-                    conditions,
-                    {SERIES_EXP2: [float(per_condition.get(c, math.nan)) for c in conditions]},
-                    y_max=1,
-                    width=320,
-                )
+            _knows_figure(
+                f"s1-knows-{model.name}",
+                "P(knows exactly = yes)",
+                SERIES_EXP2,
+                per_condition,
+                _conditions(tidy),
             )
         )
     return figures
+
+
+def _knows_figure(
+    chart_id: str,
+    title: str,
+    series: str,
+    per_condition: pd.Series,
+    conditions: list[str],
+    *,
+    caption: str = "",
+) -> str:
+    """One bar per condition of a 0-1 knowledge value (a probability or a share of answers)."""
+    values = [float(per_condition.get(condition, math.nan)) for condition in conditions]
+    return _figure(bar_chart(chart_id, title, conditions, {series: values}, y_max=1, width=320), caption)
 
 
 def _study1_exp1(model: _Model, output: OutputFile) -> list[str]:
@@ -212,16 +222,13 @@ def _study1_exp1(model: _Model, output: OutputFile) -> list[str]:
         answered = frame[frame[EXTRACTED_KNOWLEDGE].str.lower().isin({"yes", "no"})]
         share = (answered[EXTRACTED_KNOWLEDGE].str.lower() == "yes").groupby(answered["condition"]).mean()
         figures.append(
-            _figure(
-                bar_chart(
-                    f"s1-knows-exp1-{model.name}",
-                    "share answering knows = yes",
-                    conditions,
-                    {SERIES_EXP1: [float(share.get(c, math.nan)) for c in conditions]},
-                    y_max=1,
-                    width=320,
-                ),
-                f"{len(answered)} of {len(frame)} replies gave a yes/no answer",
+            _knows_figure(
+                f"s1-knows-exp1-{model.name}",
+                "share answering knows = yes",
+                SERIES_EXP1,
+                share,
+                conditions,
+                caption=f"{len(answered)} of {len(frame)} replies gave a yes/no answer",
             )
         )
     return figures

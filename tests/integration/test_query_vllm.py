@@ -22,9 +22,10 @@ import pytest
 
 from tests.support.contracts import (
     SAMPLE_COLUMNS,
+    STUDY1_QUERY_ADDED_COLUMNS,
     STUDY1_REPLY_COLUMNS,
+    STUDY2_QUERY_ADDED_COLUMNS,
     STUDY2_REPLY_COLUMNS,
-    query_added_columns,
 )
 from worker.client import ModelClient
 from worker.errors import RequestRejected
@@ -36,6 +37,7 @@ REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO.parent / "shared" / "data"
 ROWS = 4
 REPLY_COLUMNS = {"study1": STUDY1_REPLY_COLUMNS, "study2": STUDY2_REPLY_COLUMNS}
+QUERY_ADDED_COLUMNS = {"study1": STUDY1_QUERY_ADDED_COLUMNS, "study2": STUDY2_QUERY_ADDED_COLUMNS}
 
 
 def study_rows(study: str, rows: int, tmp_path: Path) -> tuple[Path, pd.DataFrame]:
@@ -80,7 +82,7 @@ def test_query_end_to_end(vllm_server: Any, tmp_path: Path, study: str) -> None:
     result = read(output)
     replies = REPLY_COLUMNS[study]
     turns = len(replies)
-    assert list(result.columns) == [*frame.columns, *SAMPLE_COLUMNS, *query_added_columns(replies)]
+    assert list(result.columns) == [*frame.columns, *SAMPLE_COLUMNS, *QUERY_ADDED_COLUMNS[study]]
     pd.testing.assert_frame_equal(result[frame.columns], frame)
     assert (result["error"] == "").all()
     assert (result["model_name"] == vllm_server.served_name).all()

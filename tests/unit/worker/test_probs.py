@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -607,3 +608,20 @@ def test_requested_token_ids_make_first_token_exact_at_any_rank(server, toy, tmp
     code, _ = run(server, tmp_path / "old", "--tokens", "yes,no", "--variants", "space", "--logprobs", "1")
     findings = json.loads((tmp_path / "old" / "out.csv.meta.json").read_text())["server"]["pipeline_findings"]
     assert findings["first_token_reads"] == "the top 1 candidates only"
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: spec.ColumnNames(prob="p", entropy="h"), "columns.prob 'p' must contain {label}"),
+        (
+            lambda: spec.MarginalSpec.model_validate(
+                {"name": "frame", "from": "sentence", "groups": {"a": ("x",), "b": ("y",)}, "column": "m"}
+            ),
+            "consistency column 'm' must contain {label}",
+        ),
+    ],
+)
+def test_a_column_written_per_label_must_place_the_label(build: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build()

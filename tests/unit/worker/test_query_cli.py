@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.support.contracts import QUERY_ADDED_COLUMNS, SAMPLE_COLUMNS
+from tests.support.contracts import SAMPLE_COLUMNS, STUDY1_QUERY_ADDED_COLUMNS
 from tests.support.fake_openai import (
     Behaviour,
     FakeOpenAI,
@@ -77,7 +77,7 @@ def test_every_row_once_in_order_with_the_input_columns_unchanged(server: FakeOp
     output = tmp_path / "out.csv"
     assert main(argv(server, output, "--batch-size", "3")) == 0
     source, result = read(STUDY1), read(output)
-    assert list(result.columns) == [*source.columns, *SAMPLE_COLUMNS, *QUERY_ADDED_COLUMNS]
+    assert list(result.columns) == [*source.columns, *SAMPLE_COLUMNS, *STUDY1_QUERY_ADDED_COLUMNS]
     pd.testing.assert_frame_equal(result[source.columns], source)  # ids keep their text: "007" stays "007"
     assert result["participant_id"].iloc[0] == "007"
     assert (result["error"] == "").all()
