@@ -56,8 +56,11 @@ def add_config_file_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
-    """Which cluster a live command reads: the kubeconfig file and context, as kubectl picks them."""
-    parser.add_argument("--context", help="kubeconfig context (default: the kubeconfig's current context)")
+    """Which cluster a live command reads: the kubeconfig file as kubectl picks it, and the context
+    `pulumi up` deploys to (the stack's kubernetes:context) unless --context names another."""
+    parser.add_argument(
+        "--context", help="kubeconfig context (default: the stack's kubernetes:context, else the current one)"
+    )
     parser.add_argument(
         "--kubeconfig", type=Path, help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)"
     )

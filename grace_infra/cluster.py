@@ -1,35 +1,26 @@
 """The user's cluster for `grace status` and `grace results pull`: the client `grace preflight` builds.
 
 They talk to the API server with the user's own kubeconfig (`--kubeconfig`, else `$KUBECONFIG`, else
-~/.kube/config) and context, exactly as kubectl would; nothing here stores credentials. Every way the
-cluster can be out of reach becomes one ClusterUnreachable sentence (exit code 2).
+~/.kube/config), exactly as kubectl would, on the context `connect` picks (`--context`, else the stack's
+`kubernetes:context`, else the current one); nothing here stores credentials. Every way the cluster can
+be out of reach becomes one ClusterUnreachable sentence (exit code 2).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
-from kubernetes import client
 from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError
 
-from grace_infra.preflight.cluster import ClusterUnreachable, connect
+from grace_infra.preflight.cluster import ClusterUnreachable, Connection, connect
 
-__all__ = ["ClusterUnreachable", "api_client", "cluster_errors"]
+__all__ = ["ClusterUnreachable", "Connection", "cluster_errors", "connect"]
 
 EXEC_REASON_CHARS = 200  # the client puts a whole HTTP response in the reason of a failed websocket
-
-
-def api_client(context: str | None = None, kubeconfig: Path | None = None) -> client.ApiClient:
-    """An API client for `context` (the kubeconfig's current context when None)."""
-    # $KUBECONFIG is read now: the client reads it only once, when it is first imported.
-    path = kubeconfig or (Path(os.environ["KUBECONFIG"]) if os.environ.get("KUBECONFIG") else None)
-    return connect(context, path)[0]
 
 
 def _status_message(body: str | bytes | None) -> str:

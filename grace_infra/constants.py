@@ -5,6 +5,9 @@ from __future__ import annotations
 PROJECT = "grace"
 PULUMI_CONFIG_NAMESPACE = "grace"
 DEFAULT_STACK = "nrp"
+# The stack setting naming the kubeconfig context `pulumi up` deploys to; the grace commands that reach
+# the cluster follow it too.
+KUBERNETES_CONTEXT_KEY = "kubernetes:context"
 
 # Names people type in kubectl and that other objects reference: fixed, never auto-named.
 NAMESPACE_DEFAULT = "grace-experiments"

@@ -38,7 +38,7 @@ from kubernetes.client.rest import ApiException
 from grace_infra import constants as c
 from grace_infra.catalog import ServingMode
 from grace_infra.cli import HelpFormatter, add_cluster_arguments, add_stack_argument
-from grace_infra.cluster import api_client, cluster_errors
+from grace_infra.cluster import cluster_errors, connect
 from grace_infra.errors import GraceError
 from grace_infra.plan import format_table
 from grace_infra.results.campaign import Campaign, load_campaign
@@ -263,9 +263,12 @@ def collect_status(campaign: Campaign, api: k8s.ApiClient) -> tuple[list[JobStat
     return job_lines, server_lines
 
 
-def format_status(jobs: list[JobStatus], servers: list[ServerStatus], ttl_s: int | None) -> str:
+def format_status(
+    jobs: list[JobStatus], servers: list[ServerStatus], ttl_s: int | None, where: str = ""
+) -> str:
     """The two tables and a summary; `ttl_s` is the Jobs' ttlSecondsAfterFinished (why one may be gone;
-    None: finished Jobs are kept until `pulumi destroy`)."""
+    None: finished Jobs are kept until `pulumi destroy`); `where` names the context read, e.g.
+    ` on context nautilus (https://...)`."""
     server_table = format_table(
         ["model server", "model", "state"], [[s.server, s.model, s.state] for s in servers]
     )
@@ -274,7 +277,7 @@ def format_status(jobs: list[JobStatus], servers: list[ServerStatus], ttl_s: int
     kinds = Counter(re.split(r":| \(", j.state, maxsplit=1)[0] for j in jobs)
     ordered = sorted(kinds, key=lambda kind: SUMMARY_ORDER.index(kind) if kind in SUMMARY_ORDER else 99)
     counts = ", ".join(f"{kinds[kind]} {kind}" for kind in ordered)
-    summary = f"{len(jobs)} planned Jobs: {counts}"
+    summary = f"{len(jobs)} planned Jobs{where}: {counts}"
     if kinds[NOT_FOUND]:
         deleted = (
             "deleted outside Pulumi (finished Jobs are kept until `pulumi destroy`)"
@@ -304,10 +307,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         campaign = load_campaign(args.stack)
+        cluster = connect(args.context, args.kubeconfig, stack=args.stack)
         with cluster_errors():
-            jobs, servers = collect_status(campaign, api_client(args.context, args.kubeconfig))
+            jobs, servers = collect_status(campaign, cluster.api)
     except GraceError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    print(format_status(jobs, servers, campaign.config.jobs.ttl_seconds_after_finished))
+    where = f" on context {cluster.context} ({cluster.host})"
+    print(format_status(jobs, servers, campaign.config.jobs.ttl_seconds_after_finished, where))
     return EXIT_OK

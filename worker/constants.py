@@ -27,8 +27,9 @@ REJECTED_STATUSES = frozenset({400, 404, 413, 422})
 # Waiting for the server.
 HEALTH_POLL_INTERVAL_S = 2.0
 HEALTH_PROBE_TIMEOUT_S = 5.0
-# While waiting (at the start or in an outage) one log line this often says what for and how long is left:
-# a vLLM restart on NRP takes minutes (weights from Ceph), and a silent worker looks hung.
+# While waiting (for the server at the start or in an outage, or for an input file another Job writes)
+# one log line this often says what for and how long is left: a vLLM restart on NRP takes minutes
+# (weights from Ceph), an Experiment 1 Job hours, and a silent worker looks hung.
 WAIT_LOG_INTERVAL_S = 30.0
 # HTTP statuses a proxy or a restarting vLLM gives for every request while the server is away; with a
 # connection error or an attempt deadline they make the client ask /health whether the server is down.

@@ -18,12 +18,11 @@ from worker import constants as c
 from worker.completeness import PLAN_DIGEST_KEY, read_meta
 from worker.errors import InputError
 
-__all__ = ["INPUT_POLL_INTERVAL_S", "INPUT_WAIT_LOG_INTERVAL_S", "input_state", "wait_for_input"]
+__all__ = ["INPUT_POLL_INTERVAL_S", "input_state", "wait_for_input"]
 
 log = logging.getLogger(__name__)
 
 INPUT_POLL_INTERVAL_S = 2.0
-INPUT_WAIT_LOG_INTERVAL_S = 30.0  # one line every 30 s: enough to follow, few enough to read
 
 
 def input_state(path: Path, plan_digest: str | None) -> str | None:
@@ -79,7 +78,7 @@ def wait_for_input(
                 timeout_s,
                 deadline - now,
             )
-            next_log = now + INPUT_WAIT_LOG_INTERVAL_S
+            next_log = now + c.WAIT_LOG_INTERVAL_S
         time.sleep(min(poll_s, max(0.0, deadline - now)))
         state = input_state(path, plan_digest)
     matched = f", plan digest {plan_digest}" if plan_digest else ""

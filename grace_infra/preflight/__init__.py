@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         facts = stack_facts(args.stack, args.config_file)
-        api, context, host = connect(args.context, args.kubeconfig)
+        api, context, host = connect(args.context, args.kubeconfig, stack=args.stack)
         with api:
             results = run_checks(Cluster(api), facts)
     except (GraceError, ClusterUnreachable) as exc:

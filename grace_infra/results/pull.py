@@ -35,7 +35,7 @@ from urllib3.exceptions import HTTPError
 
 from grace_infra import constants as c
 from grace_infra import naming, security
-from grace_infra.cluster import ClusterUnreachable, api_client, cluster_errors
+from grace_infra.cluster import ClusterUnreachable, cluster_errors, connect
 from grace_infra.config import GraceConfig
 from grace_infra.results.campaign import load_campaign
 
@@ -312,14 +312,18 @@ def _delete_reader(api: k8s.CoreV1Api, name: str, namespace: str, log: Callable[
 def pull(*, stack: str, context: str | None, kubeconfig: Path | None, destination: Path) -> int:
     """The `grace results pull` command; its exit code."""
     campaign = load_campaign(stack)
-    api = k8s.CoreV1Api(api_client(context, kubeconfig))
+    cluster = connect(context, kubeconfig, stack=stack)
+    api = k8s.CoreV1Api(cluster.api)
     try:
         with cluster_errors():
             result = run_pull(api, campaign.config, destination)
     except KeyboardInterrupt:
         print("interrupted; every file copied so far is whole; the same command resumes.", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(f"copied {len(result.copied)} files to {destination} ({result.skipped} already identical)")
+    print(
+        f"copied {len(result.copied)} files to {destination} ({result.skipped} already identical) from "
+        f"context {cluster.context} ({cluster.host})"
+    )
     for path in result.changed:
         print(f"note: {path} changed while it was copied (a Job is still writing it); pull again later")
     return 0

@@ -37,7 +37,7 @@ from grace_infra.cli import COMMANDS
 from grace_infra.config import GraceConfig
 from grace_infra.render import render
 from tests.support import readme
-from tests.support.recorded_kube_api import serve
+from tests.support.kube_api import KubeApi
 from tests.unit.infra.test_preflight import PASSING
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -380,8 +380,8 @@ def test_the_preflight_step_runs_against_a_recorded_cluster(tmp_path: Path) -> N
     API responses: one line per check, and exit 0 exactly when no check failed (what its step promises)."""
     own = {"grace", ".venv/bin/grace"}
     (preflight,) = [command for _, command in commands() if command[0] in own and command[1] == "preflight"]
-    with serve(PASSING) as api:
-        environment = {**os.environ, "KUBECONFIG": str(api.kubeconfig(tmp_path))}
+    with KubeApi(PASSING) as api:
+        environment = {**os.environ, "KUBECONFIG": str(api.write_kubeconfig(tmp_path))}
         result = subprocess.run(
             [sys.executable, "-m", "grace_infra", *preflight[1:]],
             cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=120, check=False,

@@ -9,8 +9,6 @@ tests say which setting each outcome comes from.
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -21,17 +19,25 @@ import yaml
 from grace_infra import cli
 from grace_infra.preflight import stack_facts
 from grace_infra.preflight.checks import quota_needs
-from tests.support.recorded_kube_api import CONTEXT, TOKEN, RecordedApi, Route, serve
+from grace_infra.preflight.cluster import ClusterUnreachable, stack_kubernetes_context
+from tests.support.kube_api import CONTEXT, NOWHERE, TOKEN, KubeApi, Routes, pin_stack_context, recorded
 
 NS = "grace-experiments"
-PASSING: dict[str, Route] = {
-    "/version": Route("version-v1.33.json"),
-    f"/api/v1/namespaces/{NS}": Route("namespace.json"),
-    f"/api/v1/namespaces/{NS}/resourcequotas": Route("resourcequotas-room.json"),
-    "/apis/storage.k8s.io/v1/storageclasses": Route("storageclasses-nrp.json"),
-    "/api/v1/nodes": Route("nodes-a100.json"),
-    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions": Route("crds-prometheus-operator.json"),
-    f"/api/v1/namespaces/{NS}/secrets/huggingface-token": Route("secret-pulumi-managed.json"),
+CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
+def route(fixture: str, status: int = HTTPStatus.OK) -> tuple[int, Any]:
+    return recorded(f"preflight/{fixture}", status)
+
+
+PASSING: Routes = {
+    ("GET", "/version"): route("version-v1.33.json"),
+    ("GET", f"/api/v1/namespaces/{NS}"): route("namespace.json"),
+    ("GET", f"/api/v1/namespaces/{NS}/resourcequotas"): route("resourcequotas-room.json"),
+    ("GET", "/apis/storage.k8s.io/v1/storageclasses"): route("storageclasses-nrp.json"),
+    ("GET", "/api/v1/nodes"): route("nodes-a100.json"),
+    ("GET", CRDS): route("crds-prometheus-operator.json"),
+    ("GET", f"/api/v1/namespaces/{NS}/secrets/huggingface-token"): route("secret-pulumi-managed.json"),
 }
 # One gated persistent model on 1 A100 and a job-mode 70B on 4, monitoring on, the token set.
 STACK: dict[str, Any] = {
@@ -45,14 +51,14 @@ STACK: dict[str, Any] = {
 
 
 def run(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], *, routes: dict[str, Route] | None = None,
-    stack: dict[str, Any] | None = None, extra_args: tuple[str, ...] = (),
-) -> tuple[int, list[str], str, RecordedApi]:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], *, routes: Routes | None = None,
+    stack: dict[str, Any] | None = None, extra_args: tuple[str, ...] = (), current: str = CONTEXT,
+) -> tuple[int, list[str], str, KubeApi]:
     """`grace preflight --stack nrp` against the recorded API: (exit code, stdout lines, stderr, api)."""
     config_file = tmp_path / "stack.yaml"
     config_file.write_text(yaml.safe_dump(STACK if stack is None else stack), encoding="utf-8")
-    with serve(PASSING if routes is None else routes) as api:
-        kubeconfig = api.kubeconfig(tmp_path)
+    with KubeApi(PASSING if routes is None else routes) as api:
+        kubeconfig = api.write_kubeconfig(tmp_path, current=current)
         code = cli.main([
             "preflight", "--stack", "nrp", "--config-file", str(config_file),
             "--kubeconfig", str(kubeconfig), *extra_args,
@@ -67,8 +73,8 @@ def line(lines: list[str], check: str) -> str:
     return found[0]
 
 
-def with_route(path: str, route: Route) -> dict[str, Route]:
-    return {**PASSING, path: route}
+def with_route(path: str, answer: tuple[int, Any]) -> Routes:
+    return {**PASSING, ("GET", path): answer}
 
 
 def test_all_pass_exit_0_one_line_per_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -81,7 +87,7 @@ def test_all_pass_exit_0_one_line_per_check(tmp_path: Path, capsys: pytest.Captu
     assert "2 of 2 nodes expose nvidia.com/a100 (up to 8 a node, a pod needs 4)" in line(lines, "GPU")
     assert lines[-1].startswith(f"preflight: 8 passed, 0 failed, 0 skipped on context {CONTEXT} ({api.url})")
     # The real client sent the kubeconfig's bearer token on every request.
-    assert {auth for _, _, auth in api.requests} == {f"Bearer {TOKEN}"}
+    assert set(api.authorizations) == {f"Bearer {TOKEN}"}
 
 
 @pytest.mark.parametrize(
@@ -121,7 +127,7 @@ def test_each_failing_fixture_fails_its_check_only(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], path: str, fixture: str, status: int, check: str,
     expected: str,
 ) -> None:
-    code, lines, err, _ = run(tmp_path, capsys, routes=with_route(path, Route(fixture, status)))
+    code, lines, err, _ = run(tmp_path, capsys, routes=with_route(path, route(fixture, status)))
     assert code == 2
     assert err == ""
     failed = [ln for ln in lines[:-1] if ln.startswith("FAIL")]
@@ -154,7 +160,7 @@ def test_shipped_gpu_resource_mistake_is_caught(tmp_path: Path, capsys: pytest.C
 
 def test_pod_larger_than_any_node_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A pod's GPUs must all sit on one node: 4 GPUs fit 4-GPU nodes, 8 do not."""
-    routes = with_route("/api/v1/nodes", Route("nodes-a100-4-per-node.json"))
+    routes = with_route("/api/v1/nodes", route("nodes-a100-4-per-node.json"))
     code, lines, _, _ = run(tmp_path, capsys, routes=routes)
     assert code == 0
     assert "(up to 4 a node, a pod needs 4)" in line(lines, "GPU")
@@ -168,7 +174,10 @@ def test_checks_the_stack_does_not_need_are_skipped(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     stack = {**STACK, "monitoring": {"enabled": False}, "models": [{"key": "gpt-oss-20b"}]}
-    routes = {k: v for k, v in PASSING.items() if "customresourcedefinitions" not in k and "secrets" not in k}
+    routes = {
+        key: answer for key, answer in PASSING.items()
+        if "customresourcedefinitions" not in key[1] and "secrets" not in key[1]
+    }  # fmt: skip
     code, lines, _, api = run(tmp_path, capsys, routes=routes, stack=stack)
     assert code == 0
     assert line(lines, "Prometheus Operator CRDs").startswith("SKIP")
@@ -187,33 +196,57 @@ def test_absent_secret_passes_when_pulumi_will_create_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = f"/api/v1/namespaces/{NS}/secrets/huggingface-token"
-    code, lines, _, _ = run(tmp_path, capsys, routes=with_route(path, Route("secret-not-found.json", 404)))
+    code, lines, _, _ = run(tmp_path, capsys, routes=with_route(path, route("secret-not-found.json", 404)))
     assert code == 0
     assert "pulumi up creates it from grace:hfToken" in line(lines, "Secret")
 
 
 def test_forbidden_read_fails_that_check_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    route = Route("crds-no-prometheus-operator.json", HTTPStatus.FORBIDDEN)
-    code, lines, _, _ = run(
-        tmp_path, capsys, routes=with_route("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", route)
-    )
+    forbidden = route("crds-no-prometheus-operator.json", HTTPStatus.FORBIDDEN)
+    code, lines, _, _ = run(tmp_path, capsys, routes=with_route(CRDS, forbidden))
     assert code == 2
     assert [ln.split()[0] for ln in lines[:-1]].count("FAIL") == 1
     assert "the API answered HTTP 403" in line(lines, "monitoring crds")
 
 
-def test_unknown_context_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, lines, err, api = run(tmp_path, capsys, extra_args=("--context", "nope"))
+@pytest.mark.parametrize(
+    ("stack_context", "argv", "source"),
+    [
+        (None, ("--context", "nope"), "--context nope"),
+        ("nrp-gone", (), "kubernetes:context nrp-gone set in Pulumi.nrp.yaml"),
+    ],
+)
+def test_an_unknown_context_is_one_line(
+    stack_context: str | None, argv: tuple[str, ...], source: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if stack_context:
+        pin_stack_context(monkeypatch, tmp_path / "project", stack_context)
+    code, lines, err, api = run(tmp_path, capsys, extra_args=argv)
     assert code == 2
     assert lines == []
-    assert err == "error: --context nope is not in the kubeconfig (contexts: elsewhere, nautilus).\n"
+    assert err == f"error: {source} is not in the kubeconfig (contexts: elsewhere, nautilus).\n"
     assert api.requests == []
 
 
-def test_other_context_is_used(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, lines, _, _ = run(tmp_path, capsys, extra_args=("--context", "elsewhere"))
+@pytest.mark.parametrize(
+    ("stack_context", "argv"),
+    [
+        (None, ("--context", CONTEXT)),  # --context wins over the current context
+        (CONTEXT, ()),  # the stack's kubernetes:context wins over the current context
+        (NOWHERE, ("--context", CONTEXT)),  # --context wins over both
+    ],
+)
+def test_the_context_is_the_flag_then_the_stacks_then_the_current_one(
+    stack_context: str | None, argv: tuple[str, ...], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The current context is another cluster, where nothing answers; only the recorded one can pass."""
+    if stack_context:
+        pin_stack_context(monkeypatch, tmp_path / "project", stack_context)
+    code, lines, _, api = run(tmp_path, capsys, extra_args=argv, current=NOWHERE)
     assert code == 0
-    assert " on context elsewhere " in lines[-1]
+    assert f" on context {CONTEXT} ({api.url})" in lines[-1]
 
 
 def test_missing_kubeconfig_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -225,20 +258,21 @@ def test_missing_kubeconfig_is_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     assert err.startswith(f"error: cannot read {tmp_path / 'absent'}: ")
 
 
-@pytest.fixture
-def closed_port() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]  # bound, never listening: connections are refused
-
-
-def test_unreachable_cluster_is_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], closed_port: int
-) -> None:
-    api = RecordedApi(routes={}, url=f"http://127.0.0.1:{closed_port}")
-    code = cli.main(["preflight", "--stack", "nrp", "--kubeconfig", str(api.kubeconfig(tmp_path))])
+def test_unreachable_cluster_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with KubeApi({}) as api:
+        kubeconfig = api.write_kubeconfig(tmp_path)  # the server stops here: its port is closed
+    code = cli.main(["preflight", "--stack", "nrp", "--kubeconfig", str(kubeconfig)])
     out, err = capsys.readouterr()
     assert code == 2
     assert out == ""
     assert len(err.splitlines()) == 1
-    assert err.startswith(f"error: the API server at http://127.0.0.1:{closed_port} did not answer: ")
+    assert err.startswith(f"error: the API server at {api.url} did not answer: ")
+
+
+def test_a_stack_context_that_is_not_a_name_is_one_sentence(tmp_path: Path) -> None:
+    stack_file = tmp_path / "Pulumi.nrp.yaml"
+    stack_file.write_text("config:\n  kubernetes:context: {secure: abc}\n", encoding="utf-8")
+    with pytest.raises(ClusterUnreachable, match=r"^kubernetes:context in Pulumi.nrp.yaml must be a context"):
+        stack_kubernetes_context("nrp", tmp_path)
+    stack_file.write_text("config:\n  grace:namespace: {}\n", encoding="utf-8")
+    assert stack_kubernetes_context("nrp", tmp_path) is None

@@ -25,10 +25,10 @@ import pytest
 from kubernetes import client as k8s
 
 from grace_infra import constants as c
-from grace_infra.cluster import ClusterUnreachable, api_client
+from grace_infra.cluster import ClusterUnreachable, connect
 from grace_infra.results import cli, pull
 from grace_infra.results.campaign import load_campaign
-from tests.support.kube_api import CONTEXT, KubeApi, not_found
+from tests.support.kube_api import CONTEXT, NOWHERE, KubeApi, not_found, pin_stack_context
 from tests.unit.infra.support import assert_valid_k8s
 
 NS = "grace-experiments"
@@ -101,7 +101,7 @@ def _failing_exec(error: BaseException):
 def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> k8s.CoreV1Api:
     with KubeApi(_Routes()) as api:
         monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path)))
-        core = k8s.CoreV1Api(api_client(CONTEXT))
+        core = k8s.CoreV1Api(connect(CONTEXT, None).api)
         core.recorded = api  # type: ignore[attr-defined]
         yield core
 
@@ -155,7 +155,7 @@ def test_pull_copies_everything_then_only_what_changed(
     results = tmp_path / "results"
     with KubeApi(_Routes(), exec_command=_run_on(claim)) as api:
         monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path)))
-        core = k8s.CoreV1Api(api_client(CONTEXT))
+        core = k8s.CoreV1Api(connect(CONTEXT, None).api)
         first = pull.run_pull(core, _config(), results, log=lambda _: None)
         assert sorted(first.copied) == [
             "exp1/gemma-2-2b/study1_responses.csv",
@@ -281,7 +281,9 @@ def test_the_real_client_exec_stream_copies_the_claim(
         monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path)))
         argv = ["pull", "--stack", "nrp", "--context", CONTEXT, "--to", str(results)]
         assert cli.main(argv) == 0
-        assert "copied 4 files" in capsys.readouterr().out
+        assert f"copied 4 files to {results} (0 already identical) from context {CONTEXT} ({api.url})\n" in (
+            capsys.readouterr().out
+        )
         assert cli.main(argv) == 0
         assert "copied 0 files to" in capsys.readouterr().out
     for name in (
@@ -294,6 +296,18 @@ def test_the_real_client_exec_stream_copies_the_claim(
     assert execs[1][:5] == ["tar", "cf", "-", "-C", c.OUTPUT_MOUNT]
     assert len(execs) == 3  # the second pull lists and finds nothing to copy
     assert len([path for method, path, _ in api.requests if method == "DELETE"]) == 2
+
+
+def test_the_stacks_context_wins_over_the_current_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The current context is another cluster (nothing answers there); the stack pins the recorded one."""
+    pin_stack_context(monkeypatch, tmp_path / "project", CONTEXT)
+    results = tmp_path / "results"
+    with KubeApi(_Routes(), exec_command=_run_on(_claim(tmp_path / "claim"))) as api:
+        monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path, current=NOWHERE)))
+        assert cli.main(["pull", "--stack", "nrp", "--to", str(results)]) == 0
+    assert f"from context {CONTEXT} ({api.url})\n" in capsys.readouterr().out
 
 
 def test_a_failing_command_in_the_pod_is_one_line(

@@ -20,12 +20,12 @@ import kubernetes.client as k8s
 import pytest
 
 from grace_infra import status
-from grace_infra.cluster import api_client
+from grace_infra.cluster import connect
 from grace_infra.config import GraceConfig
 from grace_infra.matrix import plan_experiments
 from grace_infra.results.campaign import Campaign
 from tests.support.fake_openai import FakeOpenAI
-from tests.support.kube_api import CONTEXT, KubeApi
+from tests.support.kube_api import CONTEXT, NOWHERE, KubeApi, Routes, pin_stack_context
 from tests.unit.infra.support import MIXED_MODELS, assert_valid_k8s, base_config
 
 REPO = Path(__file__).resolve().parents[3]
@@ -93,7 +93,7 @@ def _recorded() -> dict[str, Any]:
     return json.loads(FIXTURE.read_text(encoding="utf-8"))
 
 
-def _routes(recorded: dict[str, Any], logs: dict[str, str]) -> dict[tuple[str, str], tuple[int, Any]]:
+def _routes(recorded: dict[str, Any], logs: dict[str, str]) -> Routes:
     log_path = f"/api/v1/namespaces/{NS}/pods/{{}}/log"
     return {
         ("GET", f"/apis/batch/v1/namespaces/{NS}/jobs"): (200, recorded["jobs"]),
@@ -113,7 +113,7 @@ def cluster(worker_logs: dict[str, str], tmp_path: Path) -> Iterator[tuple[KubeA
 
 def _states(api: KubeApi, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[dict, dict]:
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    jobs, servers = status.collect_status(mixed_campaign(), api_client(CONTEXT))
+    jobs, servers = status.collect_status(mixed_campaign(), connect(CONTEXT, None).api)
     return {j.job: j.state for j in jobs}, {s.server: s.state for s in servers}
 
 
@@ -251,14 +251,15 @@ def test_a_job_mode_job_waits_for_its_weight_download(
 def test_the_command_prints_a_table_and_exits_0(
     cluster: tuple[KubeApi, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _, kubeconfig = cluster
+    api, kubeconfig = cluster
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     assert status.main(["--stack", "nrp", "--context", CONTEXT]) == 0
     out = capsys.readouterr().out
     assert "model server" in out
     planned = len(mixed_campaign().jobs)
     summary = "1 succeeded, 1 running, 1 pending, 1 restarting, 1 failed"
-    assert f"{planned} planned Jobs: {summary}, {planned - 5} not found\n" in out
+    where = f"on context {CONTEXT} ({api.url})"
+    assert f"{planned} planned Jobs {where}: {summary}, {planned - 5} not found\n" in out
     # The nrp stack sets no TTL: a finished Job is kept, so a missing one was deleted by someone.
     assert "not found: not created yet, or deleted outside Pulumi (finished Jobs are kept" in out
     assert "matrix-llama-3-70b" in out
@@ -271,8 +272,46 @@ def test_an_unknown_context_is_one_line_and_exit_2(
     monkeypatch.delenv("KUBECONFIG", raising=False)
     assert status.main(["--context", "no-such-context", "--kubeconfig", str(kubeconfig)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: --context no-such-context is not in the kubeconfig (contexts: recorded)")
+    assert err.startswith(
+        "error: --context no-such-context is not in the kubeconfig (contexts: elsewhere, nautilus)"
+    )
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("current", "stack_context", "argv", "used"),
+    [
+        (NOWHERE, CONTEXT, [], CONTEXT),  # the stack's kubernetes:context wins over the current one
+        (NOWHERE, NOWHERE, ["--context", CONTEXT], CONTEXT),  # --context wins over both
+        (CONTEXT, None, [], CONTEXT),  # a stack without the setting: the current context
+    ],
+)
+def test_the_context_is_the_flag_then_the_stacks_then_the_current_one(
+    current: str, stack_context: str | None, argv: list[str], used: str, tmp_path: Path,
+    worker_logs: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    if stack_context:
+        pin_stack_context(monkeypatch, tmp_path / "project", stack_context)
+    with KubeApi(_routes(_recorded(), worker_logs)) as api:
+        kubeconfig = api.write_kubeconfig(tmp_path, current=current)
+        assert status.main(["--stack", "nrp", "--kubeconfig", str(kubeconfig), *argv]) == 0
+    assert f" planned Jobs on context {used} ({api.url}): " in capsys.readouterr().out
+    assert api.requests
+
+
+def test_an_unknown_stack_context_is_one_line_and_exit_2(
+    cluster: tuple[KubeApi, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    api, kubeconfig = cluster
+    pin_stack_context(monkeypatch, tmp_path / "project", "nrp-gone")
+    assert status.main(["--kubeconfig", str(kubeconfig)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "error: kubernetes:context nrp-gone set in Pulumi.nrp.yaml is not in the kubeconfig "
+        "(contexts: elsewhere, nautilus).\n"
+    )
+    assert api.requests == []
 
 
 def test_an_unreachable_api_server_is_one_line_and_exit_2(

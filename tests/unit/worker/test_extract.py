@@ -25,6 +25,7 @@ import pytest
 from tests.support.contracts import SAMPLE_COLUMNS
 from tests.support.fake_openai import FakeOpenAI, Ok, Request, Status, chat_completion_body
 from worker import cli
+from worker import constants as worker_constants
 from worker.errors import InputError
 from worker.extract import resolve_arguments
 from worker.extract_backend import PROBE_EXPECTED, PROBE_VALUE
@@ -555,6 +556,18 @@ def test_wait_for_input_returns_when_the_file_appears(
     assert target.exists()
     assert f"waiting for --input {target}" in caplog.text
     assert "appeared after" in caplog.text
+
+
+def test_the_input_wait_logs_at_the_workers_one_wait_interval(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Waiting for a server and waiting for an input file repeat their line at the same interval."""
+    monkeypatch.setattr(worker_constants, "WAIT_LOG_INTERVAL_S", 0.1)
+    caplog.set_level(logging.INFO)
+    with pytest.raises(InputError):
+        wait_for_input(tmp_path / "never.csv", 0.55, poll_s=0.02)
+    waits = [r for r in caplog.records if r.getMessage().startswith("extract: waiting for --input")]
+    assert 3 <= len(waits) <= 7, [r.getMessage() for r in waits]  # at 0, 0.1, ..., 0.5 s; one line at 30 s
 
 
 # ---------------------------------------------------------------------------------------------------------
