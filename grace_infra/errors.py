@@ -21,5 +21,5 @@ class ConfigError(GraceError, ValueError):
     """An invalid stack configuration; `str(err)` names the `grace:` key and the problem."""
 
 
-class PolicyViolation(GraceError):  # noqa: N818 (the name the issue and the other components use)
+class PolicyViolation(GraceError):  # noqa: N818 (the domain's name for it, used across the components)
     """The stack would break an NRP usage rule (https://nrp.ai/documentation/userdocs/start/policies/)."""

@@ -1,6 +1,6 @@
 """Run the Pulumi program offline under Pulumi's mocks and record what it asks for.
 
-Facts this module relies on (measured with pulumi 3.272, see the foundation issue):
+Facts this module relies on (measured with pulumi 3.272):
 - `Mocks.new_resource` receives the camelCase manifest the provider would receive; numbers arrive
   as floats and secret values wrapped in Pulumi's secret signature object.
 - Resource options (protect, retainOnDelete, parent, dependencies) are NOT visible to

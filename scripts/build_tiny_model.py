@@ -204,8 +204,9 @@ def build(out_dir: Path, seed: int = DEFAULT_SEED, template: str = "plain") -> d
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
-    # transformers may save the template as a separate chat_template.jinja; the issue asks for it
-    # inline too, with the class name vLLM's tokenizer loader resolves without a model-type map.
+    # transformers may save the template as a separate chat_template.jinja; keep it in
+    # tokenizer_config.json too, with the class name vLLM's tokenizer loader resolves without a
+    # model-type map.
     config_path = out_dir / "tokenizer_config.json"
     tok_config = json.loads(config_path.read_text())
     tok_config["chat_template"] = chat_template

@@ -300,7 +300,7 @@ def test_the_path_is_numbered_steps_each_with_a_command_and_what_to_expect() -> 
         assert "Expected:" in step.prose, f"{step.title}: says nothing of what to expect"
 
 
-def test_the_path_visits_the_issue_s_landmarks_in_order() -> None:
+def test_the_path_visits_the_campaign_landmarks_in_order() -> None:
     shown = "\n".join(" ".join(command) for block, command in commands() if PATH_SECTION in block.headings)
     landmarks = [
         "pulumi version", "pulumi login", "pulumi stack init nrp", "kubernetes:context",

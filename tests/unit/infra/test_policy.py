@@ -59,7 +59,7 @@ def test_the_committed_stacks_have_no_errors_and_only_the_reservation_warning() 
     assert rules == [*["persistent-idle-gpus"] * 5, "gpu-reservation-needed"]
 
 
-def test_every_issue_3_rule_is_registered() -> None:
+def test_every_model_server_rule_is_registered() -> None:
     for rule in (
         policy.persistent_idle_gpus,
         policy.gpu_resource_matches_product,

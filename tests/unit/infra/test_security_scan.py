@@ -58,7 +58,7 @@ def nrp_scan(nrp_rendered: Rendered, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture(scope="module")
 def other_scan(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One scan over the generic-pool stack and the nrp stack with a persistent model server (the
-    StatefulSet form the nrp stack no longer uses by default)."""
+    StatefulSet form the nrp stack does not use by default)."""
     if not CHECKOV_READY.exists():
         unavailable(f"{CHECKOV_VENV} is missing or incomplete: run `bash scripts/setup-checkov.sh`")
     root = tmp_path_factory.mktemp("renders")
