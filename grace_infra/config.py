@@ -209,7 +209,8 @@ def _override(field: str) -> Any:
     description, so a stack entry is validated exactly as strictly as a catalog entry."""
     spec = ModelSpec.model_fields[field]
     # annotated_types constraints (Gt, Ge, Le, ...) are dataclasses of their one bound, e.g. {"gt": 0}.
-    constraints = {k: v for m in spec.metadata if is_dataclass(m) for k, v in asdict(m).items()}
+    bounds = [m for m in spec.metadata if is_dataclass(m) and not isinstance(m, type)]
+    constraints = {k: v for m in bounds for k, v in asdict(m).items()}
     return Field(default=None, description=f"The catalog's {field}: {spec.description}", **constraints)
 
 

@@ -30,7 +30,8 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, cast
 
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
@@ -81,6 +82,22 @@ class ServerStatus:
     state: str
 
 
+def _meta(obj: Any) -> k8s.V1ObjectMeta:
+    # The API server sets metadata (name, creationTimestamp) on every object it returns; the generated
+    # client models mark every field Optional only because the OpenAPI schema does.
+    return cast(k8s.V1ObjectMeta, obj.metadata)
+
+
+def _name(obj: Any) -> str:
+    return cast(str, _meta(obj).name)
+
+
+def _pod_status(pod: k8s.V1Pod) -> k8s.V1PodStatus:
+    """The pod's status; a pod the API server returns before any status is written reads as Pending
+    (the phase the API server gives every new pod), with no conditions or container statuses yet."""
+    return pod.status or k8s.V1PodStatus(phase="Pending")
+
+
 def _labels(obj: Any) -> dict[str, str]:
     return dict(obj.metadata.labels or {})
 
@@ -127,17 +144,16 @@ def _waiting(statuses: Sequence[Any] | None) -> str | None:
 
 
 def _pending_reason(pod: k8s.V1Pod) -> str:
-    scheduled = next((cond for cond in pod.status.conditions or [] if cond.type == "PodScheduled"), None)
+    status = _pod_status(pod)
+    scheduled = next((cond for cond in status.conditions or [] if cond.type == "PodScheduled"), None)
     if scheduled is not None and scheduled.status != "True":
         return scheduled.message or scheduled.reason or "not scheduled yet"
-    return (
-        _waiting(pod.status.init_container_statuses) or _waiting(pod.status.container_statuses) or "starting"
-    )
+    return _waiting(status.init_container_statuses) or _waiting(status.container_statuses) or "starting"
 
 
 def _sidecar_state(pod: k8s.V1Pod) -> str | None:
     """Job serving mode: `checking the outputs`, then `loading the model` until the vLLM sidecar is ready."""
-    for status in pod.status.init_container_statuses or []:
+    for status in _pod_status(pod).init_container_statuses or []:
         running = status.state.running if status.state else None
         if status.name == c.OUTPUTS_CHECK_CONTAINER_NAME and running:
             return "checking the outputs"  # grace_infra/outputs_check.py: a complete rerun loads nothing
@@ -155,7 +171,7 @@ def download_state(download: k8s.V1Job | None) -> str | None:
         return None
     failed = _condition(conditions, "Failed")
     if failed:
-        return f"weight download failed ({failed.reason}): kubectl logs job/{download.metadata.name}"
+        return f"weight download failed ({failed.reason}): kubectl logs job/{_name(download)}"
     return "downloading the weights"
 
 
@@ -165,32 +181,31 @@ def job_state(  # noqa: PLR0911 (one return per state)
     """One Job's state line; `read_log(pod_name)` returns the worker container's log tail."""
     if job is None:
         return NOT_FOUND
-    latest = max(pods, key=lambda p: p.metadata.creation_timestamp, default=None)
+    latest = max(pods, key=lambda p: cast(datetime, _meta(p).creation_timestamp), default=None)
     conditions = job.status.conditions if job.status else None
     if _condition(conditions, "Complete"):
         return "succeeded"
     failed = _condition(conditions, "Failed")
     if failed:
-        detail = last_error_line(read_log(latest.metadata.name)) if latest else failed.message
+        detail = last_error_line(read_log(_name(latest))) if latest else failed.message
         return f"failed ({failed.reason}): {detail}"
     if latest is None:
         return "pending: no pod yet"
     sidecar = _sidecar_state(latest)
     if sidecar:
         return sidecar
-    if latest.status.phase == "Pending":
+    status = _pod_status(latest)
+    if status.phase == "Pending":
         return f"pending: {_pending_reason(latest)}"
-    worker = next(
-        (s for s in latest.status.container_statuses or [] if s.name == c.WORKER_CONTAINER_NAME), None
-    )
+    worker = next((s for s in status.container_statuses or [] if s.name == c.WORKER_CONTAINER_NAME), None)
     if worker is not None and worker.state and worker.state.waiting:
         return (
             f"restarting ({worker.restart_count} restarts, {worker.state.waiting.reason}): "
-            f"{last_error_line(read_log(latest.metadata.name))}"
+            f"{last_error_line(read_log(_name(latest)))}"
         )
-    if latest.status.phase == "Running":
-        return f"running: {progress_text(read_log(latest.metadata.name))}"
-    return latest.status.phase or "unknown"
+    if status.phase == "Running":
+        return f"running: {progress_text(read_log(_name(latest)))}"
+    return status.phase or "unknown"
 
 
 def server_state(statefulset: k8s.V1StatefulSet | None, pod: k8s.V1Pod | None) -> str:
@@ -202,9 +217,10 @@ def server_state(statefulset: k8s.V1StatefulSet | None, pod: k8s.V1Pod | None) -
         return f"ready {ready}/{wanted}"
     if pod is None:
         return f"not ready {ready}/{wanted}: no pod yet"
-    if pod.status.phase == "Pending":
+    status = _pod_status(pod)
+    if status.phase == "Pending":
         return f"pending: {_pending_reason(pod)}"
-    waiting = _waiting(pod.status.container_statuses)
+    waiting = _waiting(status.container_statuses)
     return f"not ready: {waiting}" if waiting else "loading the model"
 
 
@@ -212,14 +228,9 @@ def collect_status(campaign: Campaign, api: k8s.ApiClient) -> tuple[list[JobStat
     namespace = campaign.namespace
     core, batch, apps = k8s.CoreV1Api(api), k8s.BatchV1Api(api), k8s.AppsV1Api(api)
     selector = f"{c.LABEL_PROJECT}={c.PROJECT}"
-    jobs = {
-        job.metadata.name: job for job in batch.list_namespaced_job(namespace, label_selector=selector).items
-    }
+    jobs = {_name(job): job for job in batch.list_namespaced_job(namespace, label_selector=selector).items}
     pods = core.list_namespaced_pod(namespace, label_selector=selector).items
-    sets = {
-        s.metadata.name: s
-        for s in apps.list_namespaced_stateful_set(namespace, label_selector=selector).items
-    }
+    sets = {_name(s): s for s in apps.list_namespaced_stateful_set(namespace, label_selector=selector).items}
 
     def read_log(pod_name: str) -> str:
         for previous in (False, True):
@@ -249,7 +260,7 @@ def collect_status(campaign: Campaign, api: k8s.ApiClient) -> tuple[list[JobStat
         )
         for planned in campaign.jobs
     ]
-    by_name = {pod.metadata.name: pod for pod in pods}
+    by_name = {_name(pod): pod for pod in pods}
     server_lines = [
         ServerStatus(
             model.server_name,

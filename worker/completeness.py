@@ -58,6 +58,12 @@ def _normalised(value: Any) -> Any:
     return json.loads(json.dumps(value, sort_keys=True))
 
 
+def _section(meta: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """A nested object of the meta file; empty when missing or not an object (a hand-edited file)."""
+    value = meta.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def complete_run(options: RunOptions, header: Mapping[str, Any], *, rows: int) -> dict[str, Any] | None:
     """The meta of a finished run with this header (pipeline, input SHA-256, parameters) over `rows`
     rows whose output is in place; None when this run still has work to do."""
@@ -66,8 +72,8 @@ def complete_run(options: RunOptions, header: Mapping[str, Any], *, rows: int) -
     meta = read_meta(options.meta_path)
     if meta is None:
         return None
-    recorded_input = meta.get("input") if isinstance(meta.get("input"), dict) else {}
-    counts = meta.get("rows") if isinstance(meta.get("rows"), dict) else {}
+    recorded_input = _section(meta, "input")
+    counts = _section(meta, "rows")
     same = (
         meta.get("status") == COMPLETE_STATUS
         and meta.get("exit_code") in {c.EXIT_OK, c.EXIT_ROWS_FAILED}

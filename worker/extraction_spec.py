@@ -73,6 +73,8 @@ class ExtractionSection(BaseModel):
 
     @model_validator(mode="after")
     def _prompt_shows_the_replies(self) -> ExtractionSection:
+        if self.prompt.user is None:
+            raise ValueError("the prompt needs user (extraction sends one request per row), not turns")
         for column in self.reply_columns:
             if column not in self.prompt.columns:
                 raise ValueError(f"the prompt never shows {{{column}}}, a reply to extract from")
@@ -118,6 +120,7 @@ class ExtractionSpec:
             for column in self.row_columns
         }
         prompt = self.section.prompt
+        assert prompt.user is not None  # ExtractionSection._prompt_shows_the_replies
         messages = []
         if prompt.system:
             messages.append({"role": "system", "content": prompt.system.format_map(values)})

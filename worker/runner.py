@@ -453,10 +453,9 @@ class _Run:
         )
         abandon = asyncio.ensure_future(self.signals.wait_for_abandon())
         all_done = asyncio.gather(*running, return_exceptions=True)
+        waiters: set[asyncio.Future[Any]] = {all_done, abandon}
         try:
-            await asyncio.wait(
-                {all_done, abandon}, timeout=c.SHUTDOWN_GRACE_S, return_when=asyncio.FIRST_COMPLETED
-            )
+            await asyncio.wait(waiters, timeout=c.SHUTDOWN_GRACE_S, return_when=asyncio.FIRST_COMPLETED)
         finally:
             abandon.cancel()
         unfinished = [task for task in running if not task.done()]

@@ -243,8 +243,9 @@ def _wait_running(api: k8s.CoreV1Api, name: str, namespace: str, timeout_s: floa
         if phase in {"Failed", "Succeeded"}:
             raise ClusterUnreachable(f"the reader pod {name} ended ({phase}) before it could be used.")
         if time.monotonic() > deadline:
+            conditions = (pod.status.conditions if pod.status else None) or []
             why = next(
-                (f"{cond.reason}: {cond.message}" for cond in (pod.status.conditions or []) if cond.message),
+                (f"{cond.reason}: {cond.message}" for cond in conditions if cond.message),
                 phase or "no status",
             )
             raise ClusterUnreachable(f"the reader pod {name} did not start within {timeout_s:.0f} s ({why}).")
@@ -271,7 +272,9 @@ def run_pull(
     """Create the reader pod, copy what differs, delete the pod whatever happens."""
     namespace = config.namespace.name
     name = f"grace-results-reader-{uuid.uuid4().hex[:8]}"
-    api.create_namespaced_pod(namespace, reader_pod_manifest(config, name))
+    # The client serialises a plain dict body as-is (ApiClient.sanitize_for_serialization); its stubs
+    # accept only the V1Pod model.
+    api.create_namespaced_pod(namespace, reader_pod_manifest(config, name))  # type: ignore[arg-type]
     log(f"reader pod {namespace}/{name} created; waiting for it to run")
     try:
         _wait_running(api, name, namespace, start_timeout_s)

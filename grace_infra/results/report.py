@@ -259,7 +259,9 @@ def _utterance_distributions(model: _Model) -> tuple[list[str], dict[str, pd.Dat
             )
             rows = probs.frame
     extracted = model.get("study2", "extract")
-    if extracted is not None and {"was_wasnt", "assessment", "Goal", "State"} <= set(extracted.frame.columns):
+    wanted = {"was_wasnt", "assessment", "Goal", "State"}
+    # _Model.get returns an output only with its frame read; the check here tells the type checker so.
+    if extracted is not None and extracted.frame is not None and wanted <= set(extracted.frame.columns):
         frame = _ok_rows(extracted)
         said = ("It " + frame["was_wasnt"].str.strip() + " " + frame["assessment"].str.strip()).map(
             _utterance_key

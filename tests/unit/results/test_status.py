@@ -408,3 +408,13 @@ def test_a_job_mode_pod_checking_its_outputs_says_so() -> None:
         )
     )
     assert status._sidecar_state(pod) == "checking the outputs"
+
+
+def test_a_pod_the_api_server_returns_without_a_status_reads_as_pending() -> None:
+    job = k8s.V1Job(metadata=k8s.V1ObjectMeta(name="exp1-g2b"), status=None)
+    pod = k8s.V1Pod(metadata=k8s.V1ObjectMeta(name="exp1-g2b-abcde", creation_timestamp=None), status=None)
+    assert status.job_state(job, [pod], read_log=lambda name: "") == "pending: starting"
+    server = k8s.V1StatefulSet(metadata=k8s.V1ObjectMeta(name="vllm-g2b"), spec=k8s.V1StatefulSetSpec(
+        replicas=1, selector=k8s.V1LabelSelector(), service_name="vllm-g2b", template=k8s.V1PodTemplateSpec()
+    ))  # fmt: skip
+    assert status.server_state(server, pod) == "pending: starting"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pydantic
 import pytest
 
 from tests.support.contracts import SAMPLE_COLUMNS
@@ -29,7 +30,7 @@ from worker import constants as worker_constants
 from worker.errors import InputError
 from worker.extract import resolve_arguments
 from worker.extract_backend import PROBE_EXPECTED, PROBE_VALUE
-from worker.extraction_spec import load_extraction
+from worker.extraction_spec import ExtractionSection, load_extraction
 from worker.input_wait import wait_for_input
 from worker.studies import load_study, resolve_study_path
 
@@ -527,6 +528,14 @@ def test_bad_input_is_one_line_and_exit_2(
     assert "Traceback" not in err
     assert not output.exists()
     assert server.requests_to("/v1/chat/completions") == []
+
+
+def test_an_extraction_prompt_given_as_turns_is_rejected_when_read() -> None:
+    # Extraction sends one request per row: a `turns` prompt has no single user message to render.
+    turns = [{"name": "q", "user": "Reply: {response}", "reply_column": "response"}]
+    section = {"schema": "s.json", "reply_columns": ["response"], "prompt": {"turns": turns}}
+    with pytest.raises(pydantic.ValidationError, match="extraction sends one request per row"):
+        ExtractionSection.model_validate(section)
 
 
 def test_missing_input_after_waiting_is_exit_2(
