@@ -76,8 +76,9 @@ def _run(script: str, stdin: str = "", *args: str) -> str:
 
 # What each model's publisher ships, and where it is published.
 # Gemma-2: google/gemma-2-2b-it's tokenizer.json (17,525,357 bytes; the same SHA-256 is listed for
-# unsloth/gemma-2-2b and pcuenq/gemma-tokenizer in public download manifests). Special ids and
-# "Hello world!" -> [4521, 2134, 235341]: google-deepmind/gemma docs/tokenizer.md (Gemma 2 column).
+# unsloth/gemma-2-2b and pcuenq/gemma-tokenizer in public download manifests). Special ids: the Gemma 2
+# column of google-deepmind/gemma docs/tokenizer.md; "Hello world!" -> [4521, 2134, 235341]: its add_bos
+# example.
 GEMMA_TOKENIZER_JSON_SHA256 = "3f289bc05132635a8bc7aca7aa21255efd5e18f3710f43e3cdb96bcd41be4922"
 GEMMA_SPECIAL_IDS = {
     "<pad>": 0,
