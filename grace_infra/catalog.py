@@ -58,6 +58,14 @@ class ModelSpec(BaseModel):
     )
     gated: bool = Field(description="The repository needs an accepted licence and a token with access.")
     params_billion: float = Field(gt=0, description="Total parameters, in billions (for the fit check).")
+    active_params_billion: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Parameters one token passes through, in billions, for a mixture-of-experts model (the GPU-hour "
+            "plan's prompt-reading cost); unset: every parameter (a dense model)."
+        ),
+    )
     weights_gb: float = Field(gt=0, description="Size of the checkpoint's weights in GB (10^9 bytes).")
     num_attention_heads: int = Field(gt=0, description="Attention heads; tensor parallel size divides it.")
     num_kv_heads: int = Field(gt=0, description="Key/value heads (grouped-query attention).")
@@ -130,9 +138,32 @@ class ModelSpec(BaseModel):
     load_budget_s: int = Field(
         gt=0, description="Seconds the server may take to load weights from Ceph before it is restarted."
     )
-    throughput_rps: float = Field(
-        gt=0, description="Assumed requests/s one server sustains on this workload (for the GPU-hour plan)."
+    planned_reasoning_tokens: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Tokens the GPU-hour plan expects a reasoning model to write before each answer; the budget it "
+            "may use (reasoning_tokens) bounds the Jobs' deadlines instead."
+        ),
     )
+    throughput_rps: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Requests/s you MEASURED one server sustain on this workload; set, it replaces the plan's "
+            "datasheet estimate for this model (grace_infra/serving_speed.py)."
+        ),
+    )
+
+    @property
+    def active_params(self) -> float:
+        """Parameters one token passes through (all of them for a dense model), in billions."""
+        return self.active_params_billion or self.params_billion
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """KV-cache bytes one token of context takes: K and V x layers x KV heads x head dim x bytes."""
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * self.kv_cache_bytes_per_element
 
 
 # gpt-oss speaks the harmony format: the model first writes an analysis channel; the answer starts
@@ -141,6 +172,13 @@ HARMONY_FINAL_PREFIX = "<|channel|>final<|message|>"
 # Room for gpt-oss's analysis channel before the final answer. Its default reasoning effort ("medium")
 # commonly writes a few hundred to about a thousand tokens for a short question; 2048 leaves headroom.
 GPT_OSS_REASONING_TOKENS = 2048
+# What the GPU-hour plan expects gpt-oss to write in its analysis channel per request. Not measured on
+# these prompts (no GPU here): the nearest published measurement is 50 short questions at HIGH effort
+# (cpldcpu/LRMTokenEconomy, data/output_queries_gptoss.json, both models, 5 samples each), whose reasoning
+# took 47 tokens on average and 114 at most; the Jobs ask for "low". 256 is over twice that maximum. The
+# Jobs' deadlines use the whole budget above instead, and every output row records completion_tokens, so
+# a pilot run measures the real figure (set plannedReasoningTokens to it).
+GPT_OSS_PLANNED_REASONING_TOKENS = 256
 
 # gpt-oss's reasoning effort, set explicitly: the researchers ran gpt-oss as a direct-answer model
 # (src/utils/model_config.py: is_reasoning_model=False, max_tokens_text=100); "low" is the least reasoning
@@ -156,6 +194,8 @@ GPT_OSS_AMPERE_ARGS = ("--attention-backend=TRITON_ATTN",)
 # src/tiktoken_ext/public_encodings.rs, vocab_file_name).
 GPT_OSS_TIKTOKEN_FILES = ("o200k_base.tiktoken",)
 
+# gpt-oss's parameters, total and active per token (a mixture of experts): 20.9B/3.6B and 116.8B/5.1B
+# (OpenAI, "gpt-oss-120b & gpt-oss-20b Model Card", 2025, table 1).
 CATALOG: dict[str, ModelSpec] = {
     spec.key: spec
     for spec in (
@@ -163,42 +203,46 @@ CATALOG: dict[str, ModelSpec] = {
             key="gemma-2-2b", hf_repo="google/gemma-2-2b-it", gated=True,
             params_billion=2.6, weights_gb=5.2, num_attention_heads=8, num_kv_heads=4, num_layers=26,
             head_dim=256, gpus=1, tensor_parallel_size=1, dtype=Dtype.BFLOAT16, max_model_len=4096,
-            weights_pvc_gi=10, cpu_request=4, memory_request_gi=24, load_budget_s=600, throughput_rps=20,
+            weights_pvc_gi=10, cpu_request=4, memory_request_gi=24, load_budget_s=600,
         ),
         ModelSpec(
             key="gemma-2-9b", hf_repo="google/gemma-2-9b-it", gated=True,
             params_billion=9.2, weights_gb=18.5, num_attention_heads=16, num_kv_heads=8, num_layers=42,
             head_dim=256, gpus=1, tensor_parallel_size=1, dtype=Dtype.BFLOAT16, max_model_len=4096,
-            weights_pvc_gi=25, cpu_request=6, memory_request_gi=48, load_budget_s=900, throughput_rps=10,
+            weights_pvc_gi=25, cpu_request=6, memory_request_gi=48, load_budget_s=900,
         ),
         ModelSpec(
             key="gemma-2-27b", hf_repo="google/gemma-2-27b-it", gated=True,
             params_billion=27.2, weights_gb=54.5, num_attention_heads=32, num_kv_heads=16, num_layers=46,
             head_dim=128, gpus=2, tensor_parallel_size=2, dtype=Dtype.BFLOAT16, max_model_len=4096,
-            weights_pvc_gi=70, cpu_request=8, memory_request_gi=96, load_budget_s=1500, throughput_rps=5,
+            weights_pvc_gi=70, cpu_request=8, memory_request_gi=96, load_budget_s=1500,
         ),
         ModelSpec(
             key="llama-3-70b", hf_repo="meta-llama/Meta-Llama-3-70B-Instruct", gated=True,
             params_billion=70.6, weights_gb=141.0, num_attention_heads=64, num_kv_heads=8, num_layers=80,
             head_dim=128, gpus=4, tensor_parallel_size=4, dtype=Dtype.BFLOAT16, max_model_len=8192,
-            weights_pvc_gi=160, cpu_request=16, memory_request_gi=192, load_budget_s=2700, throughput_rps=2,
+            weights_pvc_gi=160, cpu_request=16, memory_request_gi=192, load_budget_s=2700,
         ),
         ModelSpec(
             key="gpt-oss-20b", hf_repo="openai/gpt-oss-20b", gated=False,
-            params_billion=21.0, weights_gb=13.8, num_attention_heads=64, num_kv_heads=8, num_layers=24,
+            params_billion=21.0, active_params_billion=3.6, weights_gb=13.8,
+            num_attention_heads=64, num_kv_heads=8, num_layers=24,
             head_dim=64, gpus=1, tensor_parallel_size=1, dtype=Dtype.AUTO, max_model_len=8192,
-            weights_pvc_gi=15, cpu_request=6, memory_request_gi=48, load_budget_s=900, throughput_rps=10,
+            weights_pvc_gi=15, cpu_request=6, memory_request_gi=48, load_budget_s=900,
             answer_prefix=HARMONY_FINAL_PREFIX, extra_args=GPT_OSS_AMPERE_ARGS,
             reasoning_tokens=GPT_OSS_REASONING_TOKENS, reasoning_format="harmony",
+            planned_reasoning_tokens=GPT_OSS_PLANNED_REASONING_TOKENS,
             reasoning_effort=GPT_OSS_REASONING_EFFORT, tiktoken_files=GPT_OSS_TIKTOKEN_FILES,
         ),
         ModelSpec(
             key="gpt-oss-120b", hf_repo="openai/gpt-oss-120b", gated=False,
-            params_billion=117.0, weights_gb=65.3, num_attention_heads=64, num_kv_heads=8, num_layers=36,
+            params_billion=117.0, active_params_billion=5.1, weights_gb=65.3,
+            num_attention_heads=64, num_kv_heads=8, num_layers=36,
             head_dim=64, gpus=2, tensor_parallel_size=2, dtype=Dtype.AUTO, max_model_len=8192,
-            weights_pvc_gi=70, cpu_request=8, memory_request_gi=96, load_budget_s=1800, throughput_rps=4,
+            weights_pvc_gi=70, cpu_request=8, memory_request_gi=96, load_budget_s=1800,
             answer_prefix=HARMONY_FINAL_PREFIX, extra_args=GPT_OSS_AMPERE_ARGS,
             reasoning_tokens=GPT_OSS_REASONING_TOKENS, reasoning_format="harmony",
+            planned_reasoning_tokens=GPT_OSS_PLANNED_REASONING_TOKENS,
             reasoning_effort=GPT_OSS_REASONING_EFFORT, tiktoken_files=GPT_OSS_TIKTOKEN_FILES,
         ),
     )

@@ -171,7 +171,7 @@ WORKER_EXIT_INPUT = 2
 WORKER_EXIT_ROWS_FAILED = 3
 WORKER_EXIT_STORAGE = 4  # the output's filesystem is full or read-only: another pod meets the same claim
 WEIGHTS_DOWNLOAD_EXIT_NO_ACCESS = 3  # weights_download.EXIT_NO_ACCESS: the token cannot read the repository
-JOB_DEADLINE_SAFETY_FACTOR = 2.0  # throughput and load budgets are planning assumptions, not measurements
+JOB_DEADLINE_SAFETY_FACTOR = 2.0  # speed and load budgets are planning estimates, not measurements
 # activeDeadlineSeconds counts from the Job's start, Pending time included: a GPU pod may queue for hours
 # on a busy pool before it runs at all.
 JOB_DEADLINE_QUEUE_ALLOWANCE_S = 6 * 3600
@@ -182,5 +182,24 @@ OUTPUTS_COMPLETE_MARKER = "/run/grace/outputs-complete"
 OUTPUTS_CHECK_CONTAINER_NAME = "check-outputs"
 # The worker appends this variable's text to a "no such file" error (worker/table.py).
 MISSING_INPUT_HELP_ENV = "GRACE_MISSING_INPUT_HELP"
-# Prompt chars per token: the real tokenizers measure 3.25-4.56 on the study prompts (test_prompt_tokens.py).
+
+# The GPU-hour plan's serving estimate (grace_infra/workload.py, grace_infra/serving_speed.py).
+# Prompt lengths are measured in characters on the real prompts; tokens = characters / CHARS_PER_TOKEN.
+# The models' own tokenizers measure 3.25-4.56 characters a token on the study prompts (Gemma-2 on Study 1's
+# digit-heavy turns is densest; tests/integration/test_prompt_tokens.py, docs/prompt-tokens.md): the English
+# rule of thumb of 4 would undercount Study 1 by up to 19 %, and 3.0 stays under every measured ratio.
 CHARS_PER_TOKEN = 3.0
+# The chat template's framing of one request (role headers, turn markers, gpt-oss's harmony system
+# preamble of about 50 tokens), counted on top of the messages' text.
+CHAT_TEMPLATE_TOKENS = 64
+# A study whose CSV is read from the input claim has no rows at render time: each placeholder of its
+# prompts counts at this many characters (the longest value in either real study CSV is 141).
+ASSUMED_FIELD_CHARS = 150
+# A study without a study file: each prompt counts at this many characters (the real study prompts
+# measure 600 to 750).
+ASSUMED_PROMPT_CHARS = 1000
+# Share of a GPU's datasheet figures vLLM reaches (grace_infra/serving_speed.py): memory bandwidth while
+# generating, dense Tensor Core throughput while reading prompts. Checked against published vLLM
+# benchmarks in tests/unit/infra/test_serving_speed.py: the estimate must not be faster than any of them.
+DECODE_BANDWIDTH_EFFICIENCY = 0.5
+PREFILL_COMPUTE_EFFICIENCY = 0.5

@@ -165,7 +165,11 @@ def headline(gpu_hours: dict[str, Any]) -> str:
     else:
         persistent = totals["persistentGpuHours"]
         verdict = f"every model is served in its Jobs (all-persistent serving would cost {persistent:,.1f})"
-    return f"GPU-hours: {configured:,.1f} as configured; {verdict}."
+    at_budget = totals["configuredGpuHoursAtBudget"]
+    return (
+        f"GPU-hours: {configured:,.1f} as configured ({at_budget:,.1f} if every reply spent its whole token "
+        f"budget); {verdict}."
+    )
 
 
 def headline_section(ctx: PlanContext) -> str:

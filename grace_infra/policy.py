@@ -398,9 +398,7 @@ class GpuFit:
 
 def gpu_fit(model: Any, memory_gb: float) -> GpuFit:
     """Weights + runtime + the KV cache of one full-length sequence against what vLLM may allocate."""
-    kv_per_token = (
-        2 * model.num_layers * model.num_kv_heads * model.head_dim * model.kv_cache_bytes_per_element
-    )
+    kv_per_token = model.kv_bytes_per_token
     return GpuFit(
         usable_gb=model.gpus * memory_gb * model.gpu_memory_utilization,
         weights_gb=model.weights_gb,

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from worker.errors import InputError
 from worker.reply_parser import ParseRule, ReplyParser
 from worker.structured import SumCheck, check_schema, make_validator, schema_fields, schema_violations
-from worker.studies import GenerationParams, PromptTemplate, Study
+from worker.studies import GenerationParams, PromptTemplate, Study, first_error
 
 __all__ = ["ExtractionSection", "ExtractionSpec", "load_extraction", "load_schema_file"]
 
@@ -155,10 +155,8 @@ def load_extraction(study: Study, study_file: Path, schema_override: Path | None
     try:
         section = ExtractionSection.model_validate(study.extraction)
     except ValidationError as err:
-        first = err.errors()[0]
-        key = "".join(f".{part}" for part in first["loc"])
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise InputError(f"{where}{key}: {message}.") from err
+        key, problem = first_error(err)
+        raise InputError(f"{where}{'.' if key else ''}{key}: {problem}.") from err
     if schema_override is not None:
         schema_file, what = schema_override, "--schema"
     else:

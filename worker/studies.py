@@ -300,7 +300,11 @@ def load_study(name_or_path: str) -> Study:
     try:
         return Study.model_validate(raw)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise InputError(f"study file {path}: {where}: {message}.") from err
+        where, problem = first_error(err)
+        raise InputError(f"study file {path}: {where or '(top level)'}: {problem}.") from err
+
+
+def first_error(err: ValidationError) -> tuple[str, str]:
+    """The first validation error's key path (dotted; empty for the object itself) and its problem."""
+    first = err.errors()[0]
+    return ".".join(str(part) for part in first["loc"]), str(first["msg"]).removeprefix("Value error, ")

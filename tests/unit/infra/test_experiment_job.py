@@ -560,10 +560,11 @@ def test_changing_a_prompt_changes_the_configmap_and_only_the_jobs_that_read_it(
 def test_configmap_ships_whatever_study_files_exist(tmp_path: Path) -> None:
     jobs_dir = tmp_path / "jobs"
     (jobs_dir / "studies").mkdir(parents=True)
-    (jobs_dir / "studies" / "study2.yaml").write_text("name: study2\n")
+    study2 = (PROJECT_ROOT / "jobs" / "studies" / "study2.yaml").read_text()
+    (jobs_dir / "studies" / "study2.yaml").write_text(study2)
     config = GraceConfig.parse(base_config(experiments={}))  # the input claim route: no CSV shipped
     bundle = load_study_bundle(config, jobs_dir=jobs_dir)
-    assert bundle.configmap_data() == {"studies.study2.yaml": "name: study2\n"}
+    assert bundle.configmap_data() == {"studies.study2.yaml": study2}
     (job,) = [j for j in plan_jobs(config, bundle) if j.name == "study1-exp1-gemma-2-2b"]
     assert job.args[job.args.index("--study") + 1] == "study1"  # the worker's own lookup by name
     # No file to mount: no studies volume at all (an empty `items` would project every key).

@@ -25,7 +25,7 @@ from grace_infra import constants as c
 from grace_infra import weights_download, weights_job
 from grace_infra.config import GraceConfig
 from grace_infra.errors import ConfigError
-from grace_infra.gpu_hours import job_deadline_s
+from grace_infra.gpu_hours import gpu_hour_plan, job_deadline_s
 from grace_infra.input_files import offline_input_files
 from grace_infra.matrix import plan_experiments
 from grace_infra.offline import OfflineRun
@@ -246,16 +246,17 @@ def test_deadline_follows_the_plan_with_the_stated_safety_factor() -> None:
     )
     deadline = job_deadline_s(job, config, bundle)
     assert deadline > base
-    # Doubling the throughput halves the busy part of the deadline.
-    faster = GraceConfig.parse(
-        base_config(
-            models=[{"key": "llama-3-70b", "servingMode": "job", "throughputRps": model.throughput_rps * 2}]
-        )
-    )
-    bundle2, (job2,) = plan_experiments(faster)
     busy_part = deadline - base
-    assert job_deadline_s(job2, faster, bundle2) - base == pytest.approx(busy_part / 2, abs=2)
     assert busy_part < 7 * 24 * 3600  # never days of slack on a 4-GPU pod
+    # A measured throughput replaces the estimate: the busy part is then requests / throughput, doubled.
+    requests = gpu_hour_plan(config, bundle).models[0].requests
+    for rps in (5, 10):
+        measured = GraceConfig.parse(
+            base_config(models=[{"key": "llama-3-70b", "servingMode": "job", "throughputRps": rps}])
+        )
+        bundle2, (job2,) = plan_experiments(measured)
+        expected = c.JOB_DEADLINE_SAFETY_FACTOR * requests / rps
+        assert job_deadline_s(job2, measured, bundle2) - base == pytest.approx(expected, abs=2)
 
 
 def test_no_ttl_by_default(mixed_run: OfflineRun) -> None:

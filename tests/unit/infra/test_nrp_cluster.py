@@ -226,16 +226,29 @@ def test_the_documented_upload_pod_has_an_fs_group() -> None:
 # --- no idle GPUs ------------------------------------------------------------------------------------------
 
 
+# The A100 stack's whole matrix, at the researchers' 5 samples per row (docs/studies.md), is at most 25
+# planned GPU-hours. The generic pool's L40s have 42 % of an A100's memory bandwidth and 58 % of its
+# FLOPS (grace_infra/gpu_performance.py), so the same matrix costs more there (40.2 planned, prompts
+# counted at the 3.0 characters a token the models' tokenizers support: docs/prompt-tokens.md).
+PLANNED_GPU_HOURS_AT_MOST = {"nrp": 25, "nrp-generic": 41}
+
+
 @pytest.mark.parametrize("stack", STACKS)
-def test_the_committed_plan_is_at_most_45_gpu_hours(rendered_stacks: dict[str, Rendered], stack: str) -> None:
-    # 42.6 at the researchers' 5 samples per row (docs/studies.md); 17.9 with grace:jobs.sampling
-    # samplesPerRow 1. Every model in job mode either way: no GPU waits in a server between runs.
+def test_the_committed_plan_stays_within_its_gpu_hours(
+    rendered_stacks: dict[str, Rendered], stack: str
+) -> None:
+    # Every model in job mode: no GPU waits in a server between runs.
     plan = rendered_stacks[stack].plan
     totals = plan["gpuHours"]["totals"]
-    assert totals["configuredGpuHours"] <= 45
+    assert totals["configuredGpuHours"] <= PLANNED_GPU_HOURS_AT_MOST[stack]
+    assert totals["configuredGpuHoursAtBudget"] > totals["configuredGpuHours"]
     assert {m["servingMode"] for m in plan["models"]} == {"job"}
     assert next(iter(plan)) == "headline"
-    assert plan["headline"].startswith(f"GPU-hours: {totals['configuredGpuHours']:,.1f} as configured; ")
+    assert plan["headline"].startswith(f"GPU-hours: {totals['configuredGpuHours']:,.1f} as configured (")
+    # The plan rests on the real study rows, not on a template.
+    assert {v["measuredOn"] for v in plan["gpuHours"]["assumptions"]["prompts"].values()} == {
+        "300 rows", "2,424 rows"
+    }
 
 
 def test_persistent_serving_stays_an_explicit_choice_with_its_warnings() -> None:

@@ -16,15 +16,13 @@ from grace_infra.studies import StudyBundle, load_study_bundle, requests_per_row
 
 from .support import MIXED_MODELS, PROJECT_ROOT, base_config
 
-# One study with one question template asked for k in 0..3 plus one plain question: 5 per row.
+# Study 1 as shipped (its five probability questions per row: one template asked for k in 0..3 plus the
+# knowledge question), asked as ONE exp1 question with one greedy sample per row.
+ONE_TURN = PROJECT_ROOT / "tests" / "fixtures" / "studies" / "study1_one_turn.yaml"
 STUDY_WITH_FIVE_QUESTIONS = {
-    "name": "study1",
-    "probability": {
-        "questions": [
-            {"name": "state{k}", "expand": {"k": [0, 1, 2, 3]}, "user": "?", "options": []},
-            {"name": "knowledge", "user": "?", "options": []},
-        ]
-    },
+    **yaml.safe_load((PROJECT_ROOT / "jobs" / "studies" / "study1.yaml").read_text()),
+    "prompt": yaml.safe_load(ONE_TURN.read_text())["prompt"],
+    "sampling": {"temperature": 0.0, "samples_per_row": 1},
 }
 
 
@@ -77,6 +75,7 @@ def test_hand_computed_case(tmp_path: Path) -> None:
         "persistentGpuHours": 72.0,
         "persistentIdleGpuHours": 71.9,
         "configuredGpuHours": 24.9,
+        "configuredGpuHoursAtBudget": 24.9,  # measured throughputs: requests/s, whatever the replies' length
     }
 
 
@@ -206,13 +205,15 @@ def test_the_plans_first_line_is_what_the_stack_costs_and_what_job_serving_saves
     totals = mixed["gpuHours"]["totals"]
     configured, job = totals["configuredGpuHours"], totals["jobGpuHours"]
     assert next(iter(mixed)) == "headline"
+    at_budget = totals["configuredGpuHoursAtBudget"]
     assert mixed["headline"] == (
-        f"GPU-hours: {configured:,.1f} as configured; serving every model in its Jobs would cost "
-        f"{job:,.1f} and save {configured - job:,.1f}."
+        f"GPU-hours: {configured:,.1f} as configured ({at_budget:,.1f} if every reply spent its whole token "
+        f"budget); serving every model in its Jobs would cost {job:,.1f} and save {configured - job:,.1f}."
     )
+    assert at_budget >= configured
     assert configured > 2000  # five servers held for the 14-day campaign
     assert summary(mixed).splitlines()[0] == mixed["headline"]
     all_job = build_plan(GraceConfig.parse(base_config()), findings=[])
     job_hours = all_job["gpuHours"]["totals"]["jobGpuHours"]
-    assert all_job["headline"].startswith(f"GPU-hours: {job_hours:,.1f} as configured; ")
+    assert all_job["headline"].startswith(f"GPU-hours: {job_hours:,.1f} as configured (")
     assert "every model is served in its Jobs" in all_job["headline"]

@@ -280,7 +280,10 @@ def test_a_persistent_server_outliving_two_weeks_is_a_warning() -> None:
 def test_every_persistent_server_is_warned_about_its_idle_gpus() -> None:
     cfg = config(
         models=[
-            *persistent("gemma-2-2b"), {"key": "llama-3-70b", "servingMode": "job"}, *persistent("gemma-2-9b")
+            # A measured throughput, so the figures below can be checked by hand.
+            {"key": "gemma-2-2b", "servingMode": "persistent", "throughputRps": 20},
+            {"key": "llama-3-70b", "servingMode": "job"},
+            *persistent("gemma-2-9b"),
         ],
         experiments={"studies": ["study1", "study2"], "experiments": ["exp1", "exp2", "structured"],
                      "models": ["gemma-2-2b", "llama-3-70b"]},

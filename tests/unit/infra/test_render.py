@@ -222,8 +222,11 @@ def test_cli_renders_the_nrp_stack(tmp_path: Path) -> None:
     out = tmp_path / "render"
     result = _run_cli("--stack", "nrp", "--out", str(out))
     assert result.returncode == 0, result.stderr
-    # The researchers' 5 samples per row (docs/studies.md): 17.9 GPU-hours at one sample per row.
-    assert result.stdout.splitlines()[0].startswith("GPU-hours: 42.6 as configured; ")
+    # The researchers' 5 samples per row (docs/studies.md), every reply at its cap, gpt-oss's planned
+    # reasoning; at every token budget, gpt-oss's 2,048 reasoning tokens included, 64.6.
+    assert result.stdout.splitlines()[0].startswith(
+        "GPU-hours: 22.0 as configured (64.6 if every reply spent its whole token budget); "
+    )
     assert result.stdout.splitlines()[2].split() == [
         "model",
         "mode",

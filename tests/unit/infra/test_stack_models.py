@@ -37,7 +37,6 @@ NEW_MODEL: dict[str, Any] = {
     "cpuRequest": 6,
     "memoryRequestGi": 48,
     "loadBudgetS": 900,
-    "throughputRps": 10,
 }
 
 

@@ -1,0 +1,140 @@
+"""What each matrix cell asks of a server, in tokens: as many requests per row as the plan counts,
+prompts measured on the real study rows, conversations that grow, reasoning counted, and a broken study
+file refused in one sentence."""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from pathlib import Path
+
+import pytest
+
+from grace_infra import constants as c
+from grace_infra.config import Experiment, GraceConfig, Study
+from grace_infra.errors import ConfigError
+from grace_infra.gpu_hours import gpu_hour_plan
+from grace_infra.matrix import MatrixCell
+from grace_infra.studies import StudyBundle, load_study_bundle, requests_per_row
+from grace_infra.workload import cell_request_kinds, prompt_sizes
+
+from .support import base_config
+
+
+def nrp() -> tuple[GraceConfig, StudyBundle]:
+    """The nrp stack with its CSVs: the real ones beside the checkout when present, else the fixtures."""
+    config = GraceConfig.parse(base_config())
+    return config, load_study_bundle(config)
+
+
+def csv_rows(config: GraceConfig, study: Study) -> list[dict[str, str]]:
+    with Path(config.experiments.input_files[study]).open(encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def cell(config: GraceConfig, study: Study, experiment: Experiment, model: str) -> MatrixCell:
+    served = next(m for m in config.served_models() if m.key == model)
+    return MatrixCell(study, experiment, served)
+
+
+@pytest.mark.parametrize("study", list(Study))
+@pytest.mark.parametrize("experiment", list(Experiment))
+def test_each_cell_sends_as_many_requests_per_row_as_the_plan_counts(
+    study: Study, experiment: Experiment
+) -> None:
+    config, bundle = nrp()
+    for model in ("gemma-2-2b", "gpt-oss-20b"):
+        target = cell(config, study, experiment, model)
+        kinds = cell_request_kinds(target, target.model, config, bundle)
+        assert sum(k.per_row for k in kinds) == requests_per_row(study, bundle).counts[experiment]
+
+
+def test_prompts_are_measured_on_every_row_of_the_study_csv() -> None:
+    config, bundle = nrp()
+    rows = csv_rows(config, Study.STUDY1)
+    sizes = prompt_sizes(Study.STUDY1, config, bundle)
+    assert sizes.source == f"{len(rows):,} rows"
+    # Turn 1 of study 1, counted here by hand from the CSV: the setup and the prior question (the
+    # survey's <br> shown as a new line) around the study file's fixed wording.
+    fixed = len("\n\n") * 2 + len("Answer with just a number (0, 1, 2, or 3).")
+
+    def shown(value: str) -> str:
+        return value.replace("<br> ", "\n").replace("<br>", "\n")
+
+    by_hand = statistics.fmean(
+        len(shown(row["story_setup"])) + len(shown(row["priorQ"])) + fixed for row in rows
+    )
+    assert sizes.turns[0] == pytest.approx(by_hand)
+
+
+def test_a_conversation_reads_every_earlier_question_and_reply() -> None:
+    config, bundle = nrp()
+    target = cell(config, Study.STUDY1, Experiment.EXP1, "gemma-2-2b")
+    first, second, third = cell_request_kinds(target, target.model, config, bundle)
+    sizes = prompt_sizes(Study.STUDY1, config, bundle)
+    # Each turn adds its own question and the previous reply at its cap.
+    assert second.prompt_tokens - first.prompt_tokens == pytest.approx(
+        sizes.turns[1] / c.CHARS_PER_TOKEN + sizes.answer_budget
+    )
+    assert third.prompt_tokens - second.prompt_tokens == pytest.approx(
+        sizes.turns[2] / c.CHARS_PER_TOKEN + sizes.answer_budget
+    )
+    assert first.planned_output_tokens == first.output_budget == 128  # jobs/studies/study1.yaml
+    assert all(k.sampled for k in (first, second, third))
+
+
+def test_a_reasoning_model_plans_its_reasoning_and_is_bounded_by_its_budget() -> None:
+    config, bundle = nrp()
+    gemma = cell(config, Study.STUDY2, Experiment.EXP2, "gemma-2-2b")
+    gpt_oss = cell(config, Study.STUDY2, Experiment.EXP2, "gpt-oss-120b")
+    (scored,) = cell_request_kinds(gemma, gemma.model, config, bundle)
+    (reasoned,) = cell_request_kinds(gpt_oss, gpt_oss.model, config, bundle)
+    # Scoring fixed options reads one token and is asked once per row.
+    assert (scored.planned_output_tokens, scored.output_budget, scored.sampled) == (1, 1, False)
+    # After reasoning: the analysis is written (and sampled), then the prompt is read again to score.
+    model = gpt_oss.model
+    assert reasoned.sampled
+    assert reasoned.planned_output_tokens == 1 + model.planned_reasoning_tokens
+    assert reasoned.output_budget == 1 + model.reasoning_tokens
+    assert reasoned.prompt_tokens == pytest.approx(2 * scored.prompt_tokens)
+    assert 0 < model.planned_reasoning_tokens < model.reasoning_tokens
+
+
+def test_extraction_reads_every_reply_at_its_cap_on_the_coder() -> None:
+    config, bundle = nrp()
+    coder = config.extractor_model()
+    assert coder is not None
+    studied = cell(config, Study.STUDY1, Experiment.STRUCTURED, "gpt-oss-20b")
+    (kind,) = cell_request_kinds(studied, coder, config, bundle)
+    sizes = prompt_sizes(Study.STUDY1, config, bundle)
+    assert sizes.extraction_replies == 3  # response_story, response_speech, response_knowledge
+    assert kind.prompt_tokens == pytest.approx(
+        sizes.extraction_without_replies / c.CHARS_PER_TOKEN
+        + c.CHAT_TEMPLATE_TOKENS
+        + 3 * sizes.answer_budget
+    )
+    assert (
+        kind.planned_output_tokens == kind.output_budget == sizes.extraction_budget
+    )  # the coder does not reason
+
+
+def test_placeholders_without_rows_count_at_least_as_long_as_any_real_value() -> None:
+    config, _ = nrp()
+    longest = max(len(v) for study in Study for row in csv_rows(config, study) for v in row.values())
+    assert longest <= c.ASSUMED_FIELD_CHARS
+    # A stack reading its CSVs from the input claim has no rows to measure: it says so.
+    claim = GraceConfig.parse(base_config(experiments={}))
+    plan = gpu_hour_plan(claim, load_study_bundle(claim))
+    assert plan.prompts == {
+        "study1": {"measuredOn": "template only"},
+        "study2": {"measuredOn": "template only"},
+    }
+
+
+def test_a_study_file_the_worker_would_refuse_is_one_sentence_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "study2.yaml").write_text("name: study2\nrequired_columns: [a]\n")
+    config = GraceConfig.parse(base_config(experiments={"studies": ["study2"]}))
+    bundle = load_study_bundle(config, jobs_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"^jobs/studies/study2\.yaml: prompt: Field required\.$"):
+        gpu_hour_plan(config, bundle)
