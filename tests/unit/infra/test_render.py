@@ -223,9 +223,9 @@ def test_cli_renders_the_nrp_stack(tmp_path: Path) -> None:
     result = _run_cli("--stack", "nrp", "--out", str(out))
     assert result.returncode == 0, result.stderr
     # The researchers' 5 samples per row (docs/studies.md), every reply at its cap, gpt-oss's planned
-    # reasoning; at every token budget, gpt-oss's 2,048 reasoning tokens included, 63.0.
+    # reasoning; at every token budget, gpt-oss's 2,048 reasoning tokens included, 64.6.
     assert result.stdout.splitlines()[0].startswith(
-        "GPU-hours: 20.8 as configured (63.0 if every reply spent its whole token budget); "
+        "GPU-hours: 22.0 as configured (64.6 if every reply spent its whole token budget); "
     )
     assert result.stdout.splitlines()[2].split() == [
         "model",
