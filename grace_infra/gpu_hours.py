@@ -234,12 +234,13 @@ def gpu_hour_plan(config: GraceConfig, bundle: StudyBundle) -> GpuHourPlan:
     extractor = None if external else config.extractor_model()
     serving = [*matrix, *([extractor] if extractor and extractor.key not in {m.key for m in matrix} else [])]
     campaign_hours = config.plan.campaign_days * c.HOURS_PER_DAY
-    extraction_total = sum(
+    # With an external endpoint, extraction's requests leave the cluster: counted, on no GPU of ours.
+    external_requests = sum(
         int(load.requests)
         for study in config.experiments.studies
         for studied in matrix
         for load in _cell_loads(MatrixCell(study, Experiment.STRUCTURED, studied), studied, config, bundle)
-    ) if Experiment.STRUCTURED in experiments else 0  # fmt: skip
+    ) if external and Experiment.STRUCTURED in experiments else 0  # fmt: skip
     models = []
     for model in serving:
         loads = _server_loads(model, config, bundle)
@@ -278,7 +279,7 @@ def gpu_hour_plan(config: GraceConfig, bundle: StudyBundle) -> GpuHourPlan:
         requests_per_row=per_row_json,
         sampling=sampling_json,
         prompts=prompts_json,
-        external_extraction_requests=extraction_total if external else 0,
+        external_extraction_requests=external_requests,
         requests_in_flight=config.jobs.batch_size,
         models=models,
     )

@@ -112,9 +112,9 @@ def _measure(name: str, definition_json: str, csv_text: str | None, tokens: tupl
         statistics.fmean(len(r.users[k]) + (len(r.system or "") if k == 0 else 0) for r in rendered)
         for k in range(len(rendered[0].users))
     )
-    questions = questions_for(study, list(tokens)) if tokens else []
-    if study.probability is not None and not tokens:
-        questions = questions_for(study, None)
+    # The generic --tokens question when the study lists none, else the study's own questions.
+    asks = bool(tokens) or study.probability is not None
+    questions = questions_for(study, list(tokens) or None) if asks else []
     exp2 = statistics.fmean(
         sum(len(m["content"]) for m in q.messages(row, study)) for q in questions for row in rows
     ) if questions else c.ASSUMED_PROMPT_CHARS  # fmt: skip
@@ -122,14 +122,13 @@ def _measure(name: str, definition_json: str, csv_text: str | None, tokens: tupl
     extraction_budget = _NO_STUDY_FILE.extraction_budget
     if section is not None:
         replies, extraction_budget = len(section.reply_columns), section.generation.max_tokens
-        prompt = section.prompt
-        lengths = []
-        for row in rows:
-            # The replies are empty here; the caller adds them at their token budget.
-            values = {column: study.clean(row.get(column, "")) for column in prompt.columns}
-            values |= dict.fromkeys(section.reply_columns, "")
-            lengths.append(len(prompt.system or "") + len((prompt.user or "").format_map(values)))
-        extraction = statistics.fmean(lengths)
+        # The worker's own rendering with the replies empty; the caller adds them at their token budget.
+        shown = [
+            {column: row.get(column, "") for column in section.prompt.columns}
+            | dict.fromkeys(section.reply_columns, "")
+            for row in rows
+        ]
+        extraction = statistics.fmean(sum(len(m["content"]) for m in section.render(r, study)) for r in shown)
     source = f"{len(rows):,} rows" if csv_text is not None else "template only"
     return PromptSizes(
         turns, exp2, extraction, replies, study.generation.max_tokens, extraction_budget, source

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,21 @@ class ExtractionSection(BaseModel):
         default=(), description="Rules coding replies in the study's own format without a model."
     )
 
+    def render(self, row: Mapping[str, str], study: Study) -> list[dict[str, str]]:
+        """The extraction messages for one row. Study columns get the study's text clean-up (the survey's
+        <br>); the model's response is shown exactly as Experiment 1 recorded it."""
+        replies = set(self.reply_columns)
+        values = {
+            column: row[column] if column in replies else study.clean(row[column])
+            for column in self.prompt.columns
+        }
+        assert self.prompt.user is not None  # _prompt_shows_the_replies
+        messages = []
+        if self.prompt.system:
+            messages.append({"role": "system", "content": self.prompt.system.format_map(values)})
+        messages.append({"role": "user", "content": self.prompt.user.format_map(values)})
+        return messages
+
     @model_validator(mode="after")
     def _prompt_shows_the_replies(self) -> ExtractionSection:
         if self.prompt.user is None:
@@ -112,20 +128,8 @@ class ExtractionSpec:
         return set(self.section.prompt.columns)
 
     def render(self, row: dict[str, str]) -> list[dict[str, str]]:
-        """The extraction messages for one row. Study columns get the study's text clean-up (the survey's
-        <br>); the model's response is shown exactly as Experiment 1 recorded it."""
-        replies = set(self.section.reply_columns)
-        values = {
-            column: row[column] if column in replies else self.study.clean(row[column])
-            for column in self.row_columns
-        }
-        prompt = self.section.prompt
-        assert prompt.user is not None  # ExtractionSection._prompt_shows_the_replies
-        messages = []
-        if prompt.system:
-            messages.append({"role": "system", "content": prompt.system.format_map(values)})
-        messages.append({"role": "user", "content": prompt.user.format_map(values)})
-        return messages
+        """The extraction messages for one row (ExtractionSection.render)."""
+        return self.section.render(row, self.study)
 
 
 def load_schema_file(path: Path, what: str) -> tuple[dict[str, Any], str]:
