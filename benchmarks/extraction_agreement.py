@@ -30,13 +30,13 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from worker.client import ModelClient  # noqa: E402
-from worker.extract import ExtractionPlan  # noqa: E402
-from worker.extract_backend import detect_backend  # noqa: E402
-from worker.extraction_spec import ExtractionSpec, load_extraction  # noqa: E402
-from worker.options import ClientOptions, api_key_from_env  # noqa: E402
-from worker.reply_parser import PARSER_METHOD  # noqa: E402
-from worker.studies import load_study, resolve_study_path  # noqa: E402
+from worker.pipelines.extraction.backend import detect_backend  # noqa: E402
+from worker.pipelines.extraction.extraction_pipeline import ExtractionPlan  # noqa: E402
+from worker.server.client import ModelClient  # noqa: E402
+from worker.server.client_options import ClientOptions, api_key_from_env  # noqa: E402
+from worker.studies.definition import load_study, resolve_study_path  # noqa: E402
+from worker.studies.extraction_section import ExtractionSpec, load_extraction  # noqa: E402
+from worker.studies.rule_coder import PARSER_METHOD  # noqa: E402
 
 VALIDATION_DIR = REPO.parent / "shared" / "data" / "validation"
 VALIDATION_FILES = {"study1": "study1_gpt4_coded.csv", "study2": "study2_gpt4_coded.csv"}

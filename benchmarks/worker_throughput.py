@@ -36,7 +36,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from worker.studies import load_study  # noqa: E402
+from worker.studies.definition import load_study  # noqa: E402
 
 SHARED_STUDY2 = REPO.parent / "shared" / "data" / "study2.csv"
 CONCURRENCY = 64

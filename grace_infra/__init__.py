@@ -1,1 +1,15 @@
-"""Grace's Pulumi component library: the NRP stack for LLM experiments as one dependency graph."""
+"""Grace's stack: the NRP deployment for LLM experiments as one Pulumi program, and the `grace` commands.
+
+Layers, lowest first; a module imports only from its own layer or the ones before it (tests/unit/
+test_layout.py checks this, and that only components/ and commands/ import Pulumi):
+
+    constants.py, errors.py   every fixed number and name; the typed errors
+    payloads/                 programs shipped into containers as text (import nothing of ours)
+    nrp/cluster_facts.py      NRP's cluster as data, each fact with its public source
+    config/                   the stack configuration: one pydantic model, the model catalog, stack files
+    planning/                 the experiment matrix, workloads, GPU-hours and pod sizes: data, no resources
+    manifests/                pure Kubernetes dict builders a test calls without Pulumi
+    nrp/rules.py              NRP's usage rules over the config, the plan and the manifests
+    components/               the Pulumi ComponentResources and the stack that builds them
+    commands/                 `grace render|preflight|status|results`; cli.py dispatches to them
+"""

@@ -2,68 +2,34 @@
 
 Each command lives in its own module with a `main(argv) -> int` that parses only the arguments after
 the command's name; the module is imported only when its command runs, so `grace render` never imports
-the Kubernetes client (`status` and `results` import the planning code, and with it Pulumi's types).
+the Kubernetes client, and `grace status` and `grace results` never import Pulumi.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from grace_infra import constants as c
-
-__all__ = [
-    "COMMANDS",
-    "HelpFormatter",
-    "add_cluster_arguments",
-    "add_config_file_argument",
-    "add_stack_argument",
-    "main",
-]
+__all__ = ["COMMANDS", "main"]
 
 EXIT_USAGE = 2
 
 # command -> (module, one-line summary). The order is the order of a researcher's campaign.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "render": ("grace_infra.render", "render the stack offline: every manifest, resources.json, plan.json"),
-    "preflight": ("grace_infra.preflight", "check the live cluster against the stack before pulumi up"),
-    "status": ("grace_infra.status", "one line per planned Job and model server on the live cluster"),
-    "results": ("grace_infra.results.cli", "pull, check and report the campaign's output files"),
+    "render": (
+        "grace_infra.commands.render", "render the stack offline: every manifest, resources.json, plan.json"
+    ),
+    "preflight": (
+        "grace_infra.commands.preflight", "check the live cluster against the stack before pulumi up"
+    ),
+    "status": (
+        "grace_infra.commands.status", "one line per planned Job and model server on the live cluster"
+    ),
+    "results": (
+        "grace_infra.commands.results.subcommands", "pull, check and report the campaign's output files"
+    ),
 }
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Every option's default in its --help line, except options whose default is "not given"."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None:
-            return action.help
-        return super()._get_help_string(action)
-
-
-def add_stack_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--stack", default=c.DEFAULT_STACK, help="reads Pulumi.<stack>.yaml")
-
-
-def add_config_file_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config-file", action="append", type=Path, default=[], metavar="EXTRA.yaml",
-        help="extra grace:* settings replacing the stack's top-level keys; may be repeated",
-    )
-
-
-def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
-    """Which cluster a live command reads: the kubeconfig file as kubectl picks it, and the context
-    `pulumi up` deploys to (the stack's kubernetes:context) unless --context names another."""
-    parser.add_argument(
-        "--context", help="kubeconfig context (default: the stack's kubernetes:context, else the current one)"
-    )
-    parser.add_argument(
-        "--kubeconfig", type=Path, help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)"
-    )
 
 
 def _usage() -> str:

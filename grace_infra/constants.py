@@ -180,10 +180,10 @@ RUN_STATE_VOLUME = "run-state"
 RUN_STATE_MOUNT = "/run/grace"
 OUTPUTS_COMPLETE_MARKER = "/run/grace/outputs-complete"
 OUTPUTS_CHECK_CONTAINER_NAME = "check-outputs"
-# The worker appends this variable's text to a "no such file" error (worker/table.py).
+# The worker appends this variable's text to a "no such file" error (worker/run/input_table.py).
 MISSING_INPUT_HELP_ENV = "GRACE_MISSING_INPUT_HELP"
 
-# The GPU-hour plan's serving estimate (grace_infra/workload.py, grace_infra/serving_speed.py).
+# The GPU-hour plan's serving estimate (planning/workload.py, planning/serving_speed.py).
 # Prompt lengths are measured in characters on the real prompts; tokens = characters / CHARS_PER_TOKEN.
 # The models' own tokenizers measure 3.25-4.56 characters a token on the study prompts (Gemma-2 on Study 1's
 # digit-heavy turns is densest; tests/integration/test_prompt_tokens.py, docs/prompt-tokens.md): the English
@@ -198,7 +198,7 @@ ASSUMED_FIELD_CHARS = 150
 # A study without a study file: each prompt counts at this many characters (the real study prompts
 # measure 600 to 750).
 ASSUMED_PROMPT_CHARS = 1000
-# Share of a GPU's datasheet figures vLLM reaches (grace_infra/serving_speed.py): memory bandwidth while
+# Share of a GPU's datasheet figures vLLM reaches (planning/serving_speed.py): memory bandwidth while
 # generating, dense Tensor Core throughput while reading prompts. Checked against published vLLM
 # benchmarks in tests/unit/infra/test_serving_speed.py: the estimate must not be faster than any of them.
 DECODE_BANDWIDTH_EFFICIENCY = 0.5

@@ -29,8 +29,9 @@ from pydantic import ValidationError
 from worker import __version__
 from worker import constants as c
 from worker.errors import InputError
-from worker.options import ClientOptions, RunOptions, api_key_from_env
-from worker.runner import report_fatal, run_pipeline
+from worker.run.run_options import RunOptions
+from worker.run.runner import report_fatal, run_pipeline
+from worker.server.client_options import ClientOptions, api_key_from_env
 
 __all__ = [
     "SUBCOMMANDS",
@@ -47,13 +48,13 @@ log = logging.getLogger(__name__)
 
 # subcommand -> module implementing it. Add a pipeline here, nowhere else.
 SUBCOMMANDS: dict[str, str] = {
-    "query": "worker.query",
-    "probs": "worker.probs",
-    "extract": "worker.extract",
+    "query": "worker.pipelines.query",
+    "probs": "worker.pipelines.probs.probs_pipeline",
+    "extract": "worker.pipelines.extraction.extraction_pipeline",
 }
 RUN_COMMAND = "run"
 CHECK_OUTPUTS_COMMAND = "check-outputs"
-CHECK_OUTPUTS_MODULE = "worker.outputs_check"  # imports this module, so it is loaded when used
+CHECK_OUTPUTS_MODULE = "worker.commands.check_outputs"  # imports this module, so it is loaded when used
 EXIT_INTERRUPTED = c.EXIT_SIGNAL_BASE + 2  # SIGINT outside a run (while parsing); runs handle it themselves
 CLEAR_LINE = "\r\x1b[K"  # carriage return + ANSI "erase to end of line"
 
@@ -330,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv and argv[0] == RUN_COMMAND:
             return _run_tasks(argv)
-        if argv and argv[0] == CHECK_OUTPUTS_COMMAND:  # worker/outputs_check.py (job-mode init container)
+        if argv and argv[0] == CHECK_OUTPUTS_COMMAND:  # commands/check_outputs.py (job-mode init container)
             return importlib.import_module(CHECK_OUTPUTS_MODULE).main(argv[1:])
         return _run_one(argv)
     except KeyboardInterrupt:

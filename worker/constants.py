@@ -61,7 +61,7 @@ STUDIES_DIR_ENV = "GRACE_STUDIES_DIR"
 CONTAINER_STUDIES_DIR = "/etc/grace/studies"
 
 # Exit codes (in `python -m worker --help` and docs/never-losing-a-row.md; the Jobs' podFailurePolicy
-# keys on them, grace_infra/job_lifecycle.py).
+# keys on them, grace_infra/manifests/job_lifecycle.py).
 EXIT_OK = 0
 EXIT_INPUT = 2  # bad input or arguments, unknown model, output locked by another worker: a rerun cannot help
 EXIT_ROWS_FAILED = 3  # output complete, some rows carry an error

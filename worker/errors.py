@@ -32,7 +32,8 @@ path to it misbehaved this time (yes: ResponseError, retried, and after the last
 the next run sends again). A complete reply whose content does not serve the row says what the model does
 with this prompt, and the same prompt, seed and budget give the same answer (no: UnusableReply, a
 row-specific failure kept until --retry-failed). Every request states what its reply must contain as an
-`expect` callable the client runs inside its retry loop (worker.client), so this is decided in one place.
+`expect` callable the client runs inside its retry loop (worker.server.client), so this is decided in one
+place.
 
 Pipelines raise RowFailure (or let RequestRejected through); the runner decides what a failure means for
 the exit code. Errors carry one sentence a researcher can act on, because `str(error)` is what the CLI

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from grace_infra import constants as c
-from grace_infra.catalog import GPT_OSS_TIKTOKEN_FILES
+from grace_infra.config.catalog import GPT_OSS_TIKTOKEN_FILES
 
 pytestmark = pytest.mark.vllm
 

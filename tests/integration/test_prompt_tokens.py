@@ -34,9 +34,9 @@ import pytest
 
 from grace_infra.constants import CHARS_PER_TOKEN, TIKTOKEN_SHA256
 from tests.support.ci import unavailable
-from worker.extraction_spec import load_extraction
-from worker.probability_spec import questions_for
-from worker.studies import load_study, resolve_study_path
+from worker.studies.definition import load_study, resolve_study_path
+from worker.studies.extraction_section import load_extraction
+from worker.studies.probability_section import questions_for
 
 pytestmark = pytest.mark.tokenizers
 

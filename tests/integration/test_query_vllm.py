@@ -27,9 +27,9 @@ from tests.support.contracts import (
     STUDY2_QUERY_ADDED_COLUMNS,
     STUDY2_REPLY_COLUMNS,
 )
-from worker.client import ModelClient
 from worker.errors import RequestRejected
-from worker.options import ClientOptions
+from worker.server.client import ModelClient
+from worker.server.client_options import ClientOptions
 
 pytestmark = pytest.mark.vllm
 

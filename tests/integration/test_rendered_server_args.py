@@ -30,8 +30,8 @@ import pytest
 import yaml
 
 from grace_infra import constants as c
-from grace_infra import outputs_check
-from grace_infra.render import Rendered, render
+from grace_infra.commands.render import Rendered, render
+from grace_infra.manifests import completion_gate
 from tests.integration.conftest import REPO_ROOT, tiny_vllm
 from tests.support.ci import unavailable
 
@@ -57,9 +57,9 @@ VLLM_CLI = REPO_ROOT / "tests" / "support" / "vllm_cli.py"
 
 # A job-mode sidecar runs `sh -c '<script>' sh vllm serve ...`: the script execs "$@" (the container's own
 # `vllm serve` command line) unless the Job's outputs are already complete, when it runs an idle
-# stand-in from this environment variable instead (grace_infra/outputs_check.py). Both are declared.
+# stand-in from this environment variable instead (grace_infra/completion_gate.py). Both are declared.
 SHELL_WRAPPER = ["/bin/sh", "-c"]
-WRAPPER_ONLY_ENV = {outputs_check.IDLE_SERVER_ENV: "the idle stand-in, run only when outputs are complete"}
+WRAPPER_ONLY_ENV = {completion_gate.IDLE_SERVER_ENV: "the idle stand-in, run only when outputs are complete"}
 
 
 @dataclass(frozen=True)

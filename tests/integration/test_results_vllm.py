@@ -19,10 +19,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from grace_infra.results import cli
-from grace_infra.results.check import State, check_outputs
-from grace_infra.results.outputs import read_output
-from grace_infra.results.tidy import TIDY_COLUMNS, tidy_probabilities
+from grace_infra.commands.results import subcommands
+from grace_infra.commands.results.check import State, check_outputs
+from grace_infra.commands.results.outputs import read_output
+from grace_infra.commands.results.tidy import TIDY_COLUMNS, tidy_probabilities
 from tests.integration.conftest import REPO_ROOT
 from tests.support.ci import unavailable
 from worker.cli import main as worker_main
@@ -87,7 +87,7 @@ def campaign(vllm_server: object, tmp_path_factory: pytest.TempPathFactory) -> P
 def test_a_complete_campaign_checks_complete_and_exits_0(
     campaign: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    assert cli.main(["check", str(campaign)]) == 0
+    assert subcommands.main(["check", str(campaign)]) == 0
     out = capsys.readouterr().out
     assert "campaign complete: 6 of 6 outputs" in out
     checks = check_outputs(campaign)
@@ -104,7 +104,7 @@ def test_a_missing_output_or_a_short_one_is_incomplete(
     responses = copy / "exp1" / MODEL / "study1_responses.csv"
     frame = pd.read_csv(responses, dtype=str, keep_default_na=False)
     frame.head(ROWS - 1).to_csv(responses, index=False)
-    assert cli.main(["check", str(copy)]) == 1
+    assert subcommands.main(["check", str(copy)]) == 1
     states = {c.relative_path: c.state for c in check_outputs(copy)}
     assert states["exp2/tiny/study2_probabilities.csv"] is State.IN_PROGRESS
     assert states["exp1/tiny/study1_responses.csv"] is State.SHORT
@@ -114,7 +114,7 @@ def test_a_missing_output_or_a_short_one_is_incomplete(
 def test_check_against_the_stack_lists_every_planned_output(
     campaign: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    assert cli.main(["check", str(campaign), "--stack", "nrp"]) == 1
+    assert subcommands.main(["check", str(campaign), "--stack", "nrp"]) == 1
     out = capsys.readouterr().out
     assert re.search(r"exp2/gemma-2-2b/study1_probabilities.csv +missing", out)
     assert "exp1/tiny/study1_responses.csv" in out  # outputs beyond the plan are listed too
@@ -149,8 +149,8 @@ def _chromium() -> str:
 
 def test_the_report_renders_every_figure_in_a_real_browser(campaign: Path, tmp_path: Path) -> None:
     report = tmp_path / "report.html"
-    assert cli.main(["tidy", str(campaign)]) == 0
-    assert cli.main(["report", str(campaign), "--out", str(report)]) == 0
+    assert subcommands.main(["tidy", str(campaign)]) == 0
+    assert subcommands.main(["report", str(campaign), "--out", str(report)]) == 0
     html = report.read_text(encoding="utf-8")
     # Self-contained: nothing is fetched (no src/href to anywhere, and a policy that forbids it).
     assert not re.search(r"""(src|href)\s*=\s*["'](?!data:|#)""", html)

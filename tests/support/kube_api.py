@@ -41,8 +41,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import yaml
 
-from grace_infra.offline import PROJECT_ROOT
-from grace_infra.preflight import cluster as kube_cluster
+from grace_infra.commands import kube_client as kube_cluster
+from grace_infra.config.stack_files import PROJECT_ROOT
 
 __all__ = ["CONTEXT", "NOWHERE", "TOKEN", "KubeApi", "Routes", "not_found", "pin_stack_context", "recorded"]
 

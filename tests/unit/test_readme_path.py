@@ -34,8 +34,8 @@ import pytest
 import yaml
 
 from grace_infra.cli import COMMANDS
-from grace_infra.config import GraceConfig
-from grace_infra.render import render
+from grace_infra.commands.render import render
+from grace_infra.config.stack_config import GraceConfig
 from tests.support import readme
 from tests.support.kube_api import KubeApi
 from tests.unit.infra.test_preflight import PASSING

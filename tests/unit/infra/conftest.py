@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from grace_infra.offline import OfflineRun
-from grace_infra.render import Rendered, render
+from grace_infra.commands.offline import OfflineRun
+from grace_infra.commands.render import Rendered, render
 
 from . import support
 

@@ -17,8 +17,8 @@ import yaml
 from kubernetes_validate.utils import schema_contents
 from referencing import Registry, Resource
 
-from grace_infra.input_files import offline_input_files
-from grace_infra.offline import OfflineRun, run_offline
+from grace_infra.commands.offline import OfflineRun, run_offline
+from grace_infra.config.input_files import offline_input_files
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 KUBERNETES_VERSION = "1.30"

@@ -12,9 +12,10 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from grace_infra.catalog import CATALOG
-from grace_infra.config import ConfigError, GraceConfig
-from grace_infra.policy import (
+from grace_infra.config.catalog import CATALOG
+from grace_infra.config.stack_config import ConfigError, GraceConfig
+from grace_infra.config.stack_files import SECRET_KEYS
+from grace_infra.nrp.rules import (
     Finding,
     PolicyViolation,
     Severity,
@@ -22,7 +23,6 @@ from grace_infra.policy import (
     check_secrets,
     enforce,
 )
-from grace_infra.stack import SECRET_KEYS
 
 from .support import MIXED_MODELS, PROJECT_ROOT, base_config
 

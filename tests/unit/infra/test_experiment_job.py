@@ -18,16 +18,17 @@ import pytest
 import yaml
 
 from grace_infra import constants as c
-from grace_infra import model_server
-from grace_infra.catalog import GPT_OSS_REASONING_TOKENS, HARMONY_FINAL_PREFIX
-from grace_infra.config import Experiment, GraceConfig, Study
+from grace_infra.commands.offline import OfflineRun
+from grace_infra.components.experiment_job import TYPE_TOKEN
+from grace_infra.config.catalog import GPT_OSS_REASONING_TOKENS, HARMONY_FINAL_PREFIX
+from grace_infra.config.quantities import parse_quantity
+from grace_infra.config.stack_config import Experiment, GraceConfig, Study
 from grace_infra.errors import ConfigError
-from grace_infra.experiment_job import TYPE_TOKEN, job_manifest
-from grace_infra.experiments import POD_MONITOR_NAME
-from grace_infra.matrix import job_name, model_endpoint, output_path, plan_experiments, plan_jobs
-from grace_infra.offline import OfflineRun
-from grace_infra.quantities import parse_quantity
-from grace_infra.studies import StudyBundle, load_study_bundle
+from grace_infra.manifests import vllm_server
+from grace_infra.manifests.monitoring import POD_MONITOR_NAME
+from grace_infra.manifests.worker_job import job_manifest
+from grace_infra.planning.matrix import job_name, model_endpoint, output_path, plan_experiments, plan_jobs
+from grace_infra.planning.study_bundle import StudyBundle, load_study_bundle
 
 from .support import MIXED_MODELS, PROJECT_ROOT, assert_valid_k8s, render_stack
 from .support import base_config as stack_config
@@ -352,7 +353,7 @@ def test_job_mode_is_one_job_per_model_with_the_sidecar_and_no_statefulset(
     for model in config.served_models():
         spec = pod(jobs[f"matrix-{model.key}"])
         job_model = model.model_copy(update={"serving_mode": "job"})
-        init_containers, volumes = model_server.vllm_sidecar_parts(job_model, config)
+        init_containers, volumes = vllm_server.vllm_sidecar_parts(job_model, config)
         # After the outputs check (test_lifecycle.py), the sidecar parts in order, wrapped to skip their
         # work when the outputs are complete: same image, resources, probes and sidecar restart policy.
         rendered = spec["initContainers"][1:]

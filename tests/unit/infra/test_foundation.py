@@ -7,10 +7,10 @@ import json
 import pytest
 
 from grace_infra import constants as c
-from grace_infra import naming
+from grace_infra.commands.offline import REDACTED, OfflineRun, run_offline
+from grace_infra.components.foundation import TYPE_TOKEN
 from grace_infra.errors import PolicyViolation
-from grace_infra.foundation import TYPE_TOKEN
-from grace_infra.offline import REDACTED, OfflineRun, run_offline
+from grace_infra.manifests import naming
 
 from .support import (
     PLACEHOLDER_SECRETS,

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from grace_infra import constants as c
-from grace_infra.config import GraceConfig
-from grace_infra.matrix import PlannedJob, plan_experiments
+from grace_infra.config.stack_config import GraceConfig
+from grace_infra.planning.matrix import PlannedJob, plan_experiments
 
 from .support import PROJECT_ROOT, base_config
 

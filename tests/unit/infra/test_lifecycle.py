@@ -22,15 +22,16 @@ from typing import Any
 import pytest
 
 from grace_infra import constants as c
-from grace_infra import weights_download, weights_job
-from grace_infra.config import GraceConfig
+from grace_infra.commands.offline import OfflineRun
+from grace_infra.components.stack import readiness_commands
+from grace_infra.config.input_files import offline_input_files
+from grace_infra.config.stack_config import GraceConfig
 from grace_infra.errors import ConfigError
-from grace_infra.gpu_hours import gpu_hour_plan, job_deadline_s
-from grace_infra.input_files import offline_input_files
-from grace_infra.matrix import plan_experiments
-from grace_infra.offline import OfflineRun
-from grace_infra.stack import readiness_commands
-from grace_infra.studies import load_study_bundle
+from grace_infra.manifests import download_job
+from grace_infra.payloads import download_weights
+from grace_infra.planning.gpu_hours import gpu_hour_plan, job_deadline_s
+from grace_infra.planning.matrix import plan_experiments
+from grace_infra.planning.study_bundle import load_study_bundle
 from worker import constants as worker_constants
 
 from .support import MIXED_MODELS, PROJECT_ROOT, assert_valid_k8s, render_stack
@@ -207,7 +208,7 @@ def test_the_policy_uses_the_workers_documented_exit_codes() -> None:
         worker_constants.EXIT_ROWS_FAILED,
         worker_constants.EXIT_STORAGE,
     )
-    assert c.WEIGHTS_DOWNLOAD_EXIT_NO_ACCESS == weights_download.EXIT_NO_ACCESS
+    assert c.WEIGHTS_DOWNLOAD_EXIT_NO_ACCESS == download_weights.EXIT_NO_ACCESS
 
 
 # --- how long a Job may run; how long Kubernetes keeps it ------------------------------------------
@@ -230,9 +231,9 @@ def test_every_weight_download_has_a_deadline_beyond_pulumis_wait(job_mode_run: 
     config = GraceConfig.parse(JOB_MODE_CONFIG)
     jobs = {m["metadata"]["name"]: m for m in job_mode_run.manifests() if m["kind"] == "Job"}
     for model in config.served_models():
-        spec = jobs[weights_job.download_job_name(model)]["spec"]
-        awaited_s = int(weights_job.download_await_timeout(model).removesuffix("m")) * 60
-        assert spec["activeDeadlineSeconds"] == weights_job.download_deadline_s(model), model.key
+        spec = jobs[download_job.download_job_name(model)]["spec"]
+        awaited_s = int(download_job.download_await_timeout(model).removesuffix("m")) * 60
+        assert spec["activeDeadlineSeconds"] == download_job.download_deadline_s(model), model.key
         assert spec["activeDeadlineSeconds"] > awaited_s, model.key
 
 

@@ -14,12 +14,14 @@ from typing import Any
 import pytest
 
 from grace_infra import constants as c
-from grace_infra import model_server as ms
-from grace_infra import weights_job
-from grace_infra.catalog import CATALOG, Dtype
-from grace_infra.config import GraceConfig
-from grace_infra.offline import OfflineRun, RecordingMonitor, run_offline
-from grace_infra.quantities import parse_quantity
+from grace_infra.commands.offline import OfflineRun, RecordingMonitor, run_offline
+from grace_infra.components import model_server as ms
+from grace_infra.components import weights_job
+from grace_infra.config.catalog import CATALOG, Dtype
+from grace_infra.config.quantities import parse_quantity
+from grace_infra.config.stack_config import GraceConfig
+from grace_infra.manifests import download_job, vllm_server
+from grace_infra.planning.matrix import server_url
 
 from .support import assert_valid_k8s, base_config, render_stack
 
@@ -157,13 +159,13 @@ def test_shared_memory_exactly_when_tensor_parallel(persistent_run: OfflineRun, 
     volumes = {v["name"]: v for v in pod_spec(persistent_run, key)["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in vllm(persistent_run, key)["volumeMounts"]}
     if CATALOG[key].tensor_parallel_size > 1:
-        assert volumes[ms.SHM_VOLUME]["emptyDir"] == {
+        assert volumes[vllm_server.SHM_VOLUME]["emptyDir"] == {
             "medium": "Memory",
             "sizeLimit": f"{c.SHM_SIZE_LIMIT_GI}Gi",
         }
-        assert mounts["/dev/shm"] == ms.SHM_VOLUME
+        assert mounts["/dev/shm"] == vllm_server.SHM_VOLUME
     else:
-        assert ms.SHM_VOLUME not in volumes
+        assert vllm_server.SHM_VOLUME not in volumes
         assert "/dev/shm" not in mounts
 
 
@@ -196,11 +198,11 @@ def test_node_selector_and_pinned_images(persistent_run: OfflineRun, key: str) -
 def test_per_model_gpu_product_overrides_the_default() -> None:
     raw = raw_config(models=[{"key": "gemma-2-2b", "gpuProduct": "NVIDIA-L40"}], exceptions=[])
     model = parsed(raw).served_models()[0]
-    assert ms.statefulset_pod_spec(model, parsed(raw))["nodeSelector"] == {
+    assert vllm_server.statefulset_pod_spec(model, parsed(raw))["nodeSelector"] == {
         "nvidia.com/gpu.product": "NVIDIA-L40"
     }
     no_product = raw_config(gpu={"memoryGb": 80}, models=[{"key": "gemma-2-2b"}], exceptions=[])
-    assert "nodeSelector" not in ms.statefulset_pod_spec(
+    assert "nodeSelector" not in vllm_server.statefulset_pod_spec(
         parsed(no_product).served_models()[0], parsed(no_product)
     )
 
@@ -266,11 +268,13 @@ def test_weights_come_from_the_storage_claim_read_only(persistent_run: OfflineRu
     sts = statefulset(persistent_run, key)
     assert "volumeClaimTemplates" not in sts["spec"]  # the claim must outlive the StatefulSet
     volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
-    assert volumes[ms.WEIGHTS_VOLUME]["persistentVolumeClaim"] == {"claimName": f"grace-model-weights-{key}"}
+    claim = {"claimName": f"grace-model-weights-{key}"}
+    assert volumes[vllm_server.WEIGHTS_VOLUME]["persistentVolumeClaim"] == claim
     weights_mount = next(
-        m for m in vllm(persistent_run, key)["volumeMounts"] if m["name"] == ms.WEIGHTS_VOLUME
+        m for m in vllm(persistent_run, key)["volumeMounts"] if m["name"] == vllm_server.WEIGHTS_VOLUME
     )
-    assert weights_mount == {"name": ms.WEIGHTS_VOLUME, "mountPath": "/model-weights", "readOnly": True}
+    expected = {"name": vllm_server.WEIGHTS_VOLUME, "mountPath": "/model-weights", "readOnly": True}
+    assert weights_mount == expected
 
 
 def test_statefulset_follows_its_weight_download_which_follows_the_claim(persistent_run: OfflineRun) -> None:
@@ -319,23 +323,24 @@ def test_download_job(persistent_run: OfflineRun, key: str) -> None:
     assert env["HF_TOKEN_PATH"]["value"] == f"{c.HF_TOKEN_MOUNT}/{c.HF_TOKEN_SECRET_KEY}"
     mounts = {m["mountPath"]: m["name"] for m in init["volumeMounts"]}
     assert mounts == {
-        "/model-weights": ms.WEIGHTS_VOLUME,
-        "/tmp": weights_job.HF_CACHE_VOLUME,
-        c.HF_TOKEN_MOUNT: weights_job.HF_TOKEN_VOLUME,
+        "/model-weights": vllm_server.WEIGHTS_VOLUME,
+        "/tmp": download_job.HF_CACHE_VOLUME,
+        c.HF_TOKEN_MOUNT: download_job.HF_TOKEN_VOLUME,
     }
     volumes = {v["name"]: v for v in download_spec(persistent_run, key)["volumes"]}
-    assert volumes[weights_job.HF_TOKEN_VOLUME]["secret"] == {
+    assert volumes[download_job.HF_TOKEN_VOLUME]["secret"] == {
         "secretName": "huggingface-token",
         "items": [{"key": c.HF_TOKEN_SECRET_KEY, "path": c.HF_TOKEN_SECRET_KEY}],
         "optional": not spec.gated,
     }
-    assert "emptyDir" in volumes[weights_job.HF_CACHE_VOLUME]  # node-local disk, never CephFS
-    assert "persistentVolumeClaim" not in volumes[weights_job.HF_CACHE_VOLUME]
-    assert volumes[ms.WEIGHTS_VOLUME]["persistentVolumeClaim"] == {"claimName": f"grace-model-weights-{key}"}
+    assert "emptyDir" in volumes[download_job.HF_CACHE_VOLUME]  # node-local disk, never CephFS
+    assert "persistentVolumeClaim" not in volumes[download_job.HF_CACHE_VOLUME]
+    claim = {"claimName": f"grace-model-weights-{key}"}
+    assert volumes[vllm_server.WEIGHTS_VOLUME]["persistentVolumeClaim"] == claim
     vocabularies = env["GRACE_TIKTOKEN_FILES"]["value"]
     assert vocabularies == ",".join(f"{n}={c.TIKTOKEN_SHA256[n]}" for n in spec.tiktoken_files)
     # No pod running the server holds the token.
-    assert weights_job.HF_TOKEN_VOLUME not in {v["name"] for v in pod_spec(persistent_run, key)["volumes"]}
+    assert download_job.HF_TOKEN_VOLUME not in {v["name"] for v in pod_spec(persistent_run, key)["volumes"]}
 
 
 # --- Pulumi options and validity ----------------------------------------------------------------------
@@ -408,10 +413,10 @@ def test_a_job_mode_model_cannot_be_given_a_persistent_server(config: GraceConfi
 @pytest.mark.parametrize("key", ALL_MODELS)
 def test_sidecar_parts_reuse_the_same_vllm_container(config: GraceConfig, key: str) -> None:
     model = next(m for m in config.served_models() if m.key == key)
-    init_containers, volumes = ms.vllm_sidecar_parts(model, config)
+    init_containers, volumes = vllm_server.vllm_sidecar_parts(model, config)
     (sidecar,) = init_containers
-    assert sidecar == {**ms.vllm_container(model, config), "restartPolicy": "Always"}
-    assert volumes == ms.pod_volumes(model, config)
+    assert sidecar == {**vllm_server.vllm_container(model, config), "restartPolicy": "Always"}
+    assert volumes == vllm_server.pod_volumes(model, config)
     job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -423,7 +428,7 @@ def test_sidecar_parts_reuse_the_same_vllm_container(config: GraceConfig, key: s
                     "initContainers": init_containers,
                     "containers": [{"name": "worker", "image": "registry.example/grace-job:0.1.0"}],
                     "volumes": volumes,
-                    "nodeSelector": ms.node_selector(model),
+                    "nodeSelector": vllm_server.node_selector(model),
                 }
             }
         },
@@ -435,7 +440,7 @@ def test_sidecar_is_byte_identical_to_the_persistent_container(
     persistent_run: OfflineRun, config: GraceConfig
 ) -> None:
     model = next(m for m in config.served_models() if m.key == "gemma-2-27b")
-    (sidecar,) = ms.vllm_sidecar_parts(model, config)[0]
+    (sidecar,) = vllm_server.vllm_sidecar_parts(model, config)[0]
     rendered = vllm(persistent_run, "gemma-2-27b")
     assert {k: v for k, v in sidecar.items() if k != "restartPolicy"} == rendered
 
@@ -472,9 +477,9 @@ def test_monitoring_enabled_scrapes_metrics_on_port_http() -> None:
 def test_await_timeout_rounds_up_to_whole_minutes(config: GraceConfig) -> None:
     model = next(m for m in config.served_models() if m.key == "llama-3-70b")
     # StatefulSet: 15 min margin + 45 min load budget; download Job: 15 min + 141 GB at 100 MB/s (23.5 min)
-    assert ms.await_timeout(model) == "60m"
-    assert weights_job.download_await_timeout(model) == "39m"
-    assert ms.server_url(model) == "http://vllm-llama-3-70b:8000/v1"
+    assert vllm_server.await_timeout(model) == "60m"
+    assert download_job.download_await_timeout(model) == "39m"
+    assert server_url(model) == "http://vllm-llama-3-70b:8000/v1"
 
 
 # --- the committed nrp stack -----------------------------------------------------------------------------
@@ -500,9 +505,9 @@ def test_a_job_mode_models_jobs_carry_the_identical_vllm_container(nrp_run: Offl
     for job in jobs:
         init = job["spec"]["template"]["spec"]["initContainers"]
         # The outputs check goes first; the sidecar's command is wrapped so a rerun with complete outputs
-        # skips loading (grace_infra/outputs_check.py), otherwise it is the identical container.
+        # skips loading (grace_infra/manifests/completion_gate.py), otherwise it is the identical container.
         model = served[job["metadata"]["labels"]["model"]]
-        expected = {**ms.vllm_container(model, config), "restartPolicy": "Always"}
+        expected = {**vllm_server.vllm_container(model, config), "restartPolicy": "Always"}
         names = [c.OUTPUTS_CHECK_CONTAINER_NAME, c.VLLM_CONTAINER_NAME]  # the download is its own Job
         assert [x["name"] for x in init] == names
         sidecar = init[1]

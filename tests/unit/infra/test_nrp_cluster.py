@@ -1,4 +1,4 @@
-"""The facts of NRP's real cluster (grace_infra/nrp_cluster.py, docs/nrp-cluster.md), checked on the
+"""The facts of NRP's real cluster (grace_infra/cluster_facts.py, docs/nrp-cluster.md), checked on the
 rendered manifests of the committed stacks: GPU pods that can schedule, CephFS volumes the non-root
 worker can write, no idle GPUs in the plan, no vLLM pod with internet egress, ephemeral storage
 requested, and the refusals of what cannot work on NRP."""
@@ -16,17 +16,18 @@ import pytest
 import yaml
 
 from grace_infra import constants as c
-from grace_infra import nrp_cluster, render
-from grace_infra.config import ConfigError, GraceConfig
+from grace_infra.commands import render
+from grace_infra.commands.offline import OfflineRun
+from grace_infra.commands.render import Rendered
+from grace_infra.config.quantities import parse_quantity
+from grace_infra.config.stack_config import ConfigError, GraceConfig
 from grace_infra.errors import PolicyViolation
-from grace_infra.offline import OfflineRun
-from grace_infra.quantities import parse_quantity
-from grace_infra.render import Rendered
+from grace_infra.nrp import cluster_facts
 
 from .support import MIXED_MODELS, PROJECT_ROOT, assert_valid_k8s, base_config, pod_templates, render_stack
 
 STACKS = ("nrp", "nrp-generic")
-GPU_RESOURCES = set(nrp_cluster.known_gpu_resources())
+GPU_RESOURCES = set(cluster_facts.known_gpu_resources())
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def test_every_gpu_pod_requests_the_resource_its_product_is_served_under(run: Of
             gpu_pods += 1
             product = spec["nodeSelector"]["nvidia.com/gpu.product"]
             (resource,) = requested
-            assert resource == nrp_cluster.gpu_resource_for_product(product), (where, product, resource)
+            assert resource == cluster_facts.gpu_resource_for_product(product), (where, product, resource)
             assert container["resources"]["limits"][resource] == requested[resource], where
             assert not set(container["resources"]["limits"]) - {resource} & GPU_RESOURCES, where
     assert gpu_pods >= 6  # one per model: a StatefulSet or a job-mode Job
@@ -114,8 +115,8 @@ def test_the_product_table_maps_nrp_label_values() -> None:
         "NVIDIA-RTX-A4000": "nvidia.com/gpu",  # not an A40
         "NVIDIA-GeForce-RTX-3090": "nvidia.com/gpu",
     }
-    assert {product: nrp_cluster.gpu_resource_for_product(product) for product in expected} == expected
-    assert nrp_cluster.gpu_resource_for_product(None) == "nvidia.com/gpu"
+    assert {product: cluster_facts.gpu_resource_for_product(product) for product in expected} == expected
+    assert cluster_facts.gpu_resource_for_product(None) == "nvidia.com/gpu"
 
 
 def test_a_product_paired_with_the_wrong_resource_is_a_policy_error_naming_both() -> None:
@@ -172,7 +173,7 @@ def test_the_quota_caps_the_resource_the_pods_request() -> None:
 
 
 def _cephfs_claims(rendered: Rendered) -> set[str]:
-    cephfs = nrp_cluster.FILESYSTEM_STORAGE_CLASSES
+    cephfs = cluster_facts.FILESYSTEM_STORAGE_CLASSES
     return {s["name"] for s in rendered.plan["storage"] if s["storageClass"] in cephfs}
 
 
@@ -228,7 +229,7 @@ def test_the_documented_upload_pod_has_an_fs_group() -> None:
 
 # The A100 stack's whole matrix, at the researchers' 5 samples per row (docs/studies.md), is at most 25
 # planned GPU-hours. The generic pool's L40s have 42 % of an A100's memory bandwidth and 58 % of its
-# FLOPS (grace_infra/gpu_performance.py), so the same matrix costs more there (40.2 planned, prompts
+# FLOPS (grace_infra/planning/gpu_performance.py), so the same matrix costs more there (40.2 planned, prompts
 # counted at the 3.0 characters a token the models' tokenizers support: docs/prompt-tokens.md).
 PLANNED_GPU_HOURS_AT_MOST = {"nrp": 25, "nrp-generic": 41}
 
@@ -360,9 +361,9 @@ def test_the_purge_prone_class_stays_refused() -> None:
 
 
 def test_the_storage_tables_are_nrps_families() -> None:
-    assert all(name.startswith("rook-cephfs") for name in nrp_cluster.FILESYSTEM_STORAGE_CLASSES)
-    assert all(name.startswith("rook-ceph-block") for name in nrp_cluster.BLOCK_STORAGE_CLASSES)
-    assert nrp_cluster.PURGE_PRONE_STORAGE_CLASSES <= nrp_cluster.FILESYSTEM_STORAGE_CLASSES
+    assert all(name.startswith("rook-cephfs") for name in cluster_facts.FILESYSTEM_STORAGE_CLASSES)
+    assert all(name.startswith("rook-ceph-block") for name in cluster_facts.BLOCK_STORAGE_CLASSES)
+    assert cluster_facts.PURGE_PRONE_STORAGE_CLASSES <= cluster_facts.FILESYSTEM_STORAGE_CLASSES
 
 
 # --- the checkpoint each model is served from ------------------------------------------------------------

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
-from grace_infra.config import Experiment, GraceConfig, Study
-from grace_infra.gpu_hours import format_gpu_hour_table, gpu_hour_plan
-from grace_infra.plan import build_plan, summary
-from grace_infra.studies import StudyBundle, load_study_bundle, requests_per_row
+from grace_infra.commands.plan_report import build_plan, summary
+from grace_infra.config.stack_config import Experiment, GraceConfig, Study
+from grace_infra.planning.gpu_hours import format_gpu_hour_table, gpu_hour_plan
+from grace_infra.planning.study_bundle import StudyBundle, load_study_bundle, requests_per_row
 
 from .support import MIXED_MODELS, PROJECT_ROOT, base_config
 

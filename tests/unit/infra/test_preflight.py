@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from grace_infra import cli
-from grace_infra.preflight import stack_facts
-from grace_infra.preflight.checks import quota_needs
-from grace_infra.preflight.cluster import ClusterUnreachable, stack_kubernetes_context
+from grace_infra.commands.kube_client import ClusterUnreachable, stack_kubernetes_context
+from grace_infra.commands.preflight import stack_facts
+from grace_infra.commands.preflight.checks import quota_needs
 from tests.support.kube_api import CONTEXT, NOWHERE, TOKEN, KubeApi, Routes, pin_stack_context, recorded
 
 NS = "grace-experiments"

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from grace_infra.quantities import QuantityError, cpu_quantity, gib_quantity, parse_quantity
+from grace_infra.config.quantities import QuantityError, cpu_quantity, gib_quantity, parse_quantity
 
 
 @pytest.mark.parametrize(

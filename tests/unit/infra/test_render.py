@@ -10,17 +10,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grace_infra.errors import ConfigError
-from grace_infra.offline import REDACTED
-from grace_infra.render import (
+from grace_infra.commands.offline import REDACTED
+from grace_infra.commands.render import (
     SECRET_PLACEHOLDER,
     Rendered,
     RenderInputError,
-    load_raw_config,
     main,
     render,
     write_render,
 )
+from grace_infra.config.stack_files import StackFileError, load_raw_config
+from grace_infra.errors import ConfigError
 
 from .support import PROJECT_ROOT, base_config, render_stack
 
@@ -73,18 +73,18 @@ def test_an_encrypted_ordinary_key_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_missing_stack_and_unreadable_files_are_one_line_errors(tmp_path: Path) -> None:
     root = _project(tmp_path, {})
-    with pytest.raises(RenderInputError, match=r"^--stack prod: Pulumi\.prod\.yaml does not exist in "):
+    with pytest.raises(StackFileError, match=r"^--stack prod: Pulumi\.prod\.yaml does not exist in "):
         load_raw_config("prod", project_root=root)
     broken = tmp_path / "broken.yaml"
     broken.write_text("grace:jobs: [unclosed\n")
-    with pytest.raises(RenderInputError, match=r"broken\.yaml cannot be read as YAML") as caught:
+    with pytest.raises(StackFileError, match=r"broken\.yaml cannot be read as YAML") as caught:
         load_raw_config("dev", [broken], project_root=root)
     assert "\n" not in str(caught.value)
-    with pytest.raises(RenderInputError, match=r"missing\.yaml does not exist"):
+    with pytest.raises(StackFileError, match=r"missing\.yaml does not exist"):
         load_raw_config("dev", [tmp_path / "missing.yaml"], project_root=root)
     listed = tmp_path / "list.yaml"
     listed.write_text("- grace:jobs\n")
-    with pytest.raises(RenderInputError, match="must be a mapping of grace:<key> settings"):
+    with pytest.raises(StackFileError, match="must be a mapping of grace:<key> settings"):
         load_raw_config("dev", [listed], project_root=root)
 
 
@@ -200,7 +200,7 @@ def test_config_error_is_raised_before_pulumi_runs(tmp_path: Path, monkeypatch: 
     def must_not_run(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("the program ran although the config is invalid")
 
-    monkeypatch.setattr("grace_infra.render.run_offline", must_not_run)
+    monkeypatch.setattr("grace_infra.commands.render.run_offline", must_not_run)
     extra = tmp_path / "extra.yaml"
     extra.write_text(yaml.safe_dump({"grace:namespace": {"name": "Bad_Name"}}))
     with pytest.raises(ConfigError, match=r"^grace:namespace\.name='Bad_Name' is not a valid"):

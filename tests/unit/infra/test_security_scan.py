@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from grace_infra import security
-from grace_infra.render import Rendered, render, write_render
+from grace_infra.commands.render import Rendered, render, write_render
+from grace_infra.manifests import security
 from tests.support.ci import unavailable
 
 REPO_ROOT = Path(__file__).resolve().parents[3]

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from grace_infra import constants as c
-from grace_infra.catalog import CATALOG, Dtype, ModelSpec
-from grace_infra.gpu_performance import gpu_performance
-from grace_infra.serving_speed import FALLBACK_GPU, Load, server_speed
+from grace_infra.config.catalog import CATALOG, Dtype, ModelSpec
+from grace_infra.planning.gpu_performance import gpu_performance
+from grace_infra.planning.serving_speed import FALLBACK_GPU, Load, server_speed
 
 RUNS_FILE = Path(__file__).resolve().parents[2] / "fixtures" / "published_vllm_runs.yaml"
 PUBLISHED = yaml.safe_load(RUNS_FILE.read_text())

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from grace_infra import constants as c
-from grace_infra.sizing import cpu_limit_within
+from grace_infra.planning.sizing import cpu_limit_within
 
 
 @pytest.mark.parametrize(

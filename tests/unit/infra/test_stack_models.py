@@ -11,9 +11,9 @@ import yaml
 from pydantic.alias_generators import to_camel
 
 from grace_infra import constants as c
-from grace_infra.catalog import CATALOG, ModelSpec
-from grace_infra.config import ConfigError, GraceConfig, ModelConfig, required_model_fields
-from grace_infra.render import main
+from grace_infra.commands.render import main
+from grace_infra.config.catalog import CATALOG, ModelSpec
+from grace_infra.config.stack_config import ConfigError, GraceConfig, ModelConfig, required_model_fields
 
 from .support import assert_valid_k8s, base_config, render_stack
 

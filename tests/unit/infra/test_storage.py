@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from grace_infra import constants as c
-from grace_infra.catalog import CATALOG
-from grace_infra.offline import OfflineRun, RecordedResource
-from grace_infra.storage import TYPE_TOKEN
+from grace_infra.commands.offline import OfflineRun, RecordedResource
+from grace_infra.components.storage import TYPE_TOKEN
+from grace_infra.config.catalog import CATALOG
 
 from .support import base_config, render_stack
 

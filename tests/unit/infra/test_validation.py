@@ -5,7 +5,7 @@ from __future__ import annotations
 import kubernetes_validate
 import pytest
 
-from grace_infra.job_lifecycle import pod_failure_policy
+from grace_infra.manifests.job_lifecycle import pod_failure_policy
 
 from .support import assert_valid_k8s, is_builtin
 

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 from grace_infra import constants as c
-from grace_infra import weights_download as wd
-from grace_infra import weights_job
-from grace_infra.config import GraceConfig
+from grace_infra.config.stack_config import GraceConfig
+from grace_infra.manifests import download_job
+from grace_infra.payloads import download_weights as wd
 
 from .support import base_config
 
@@ -188,7 +188,7 @@ def test_the_shipped_source_runs_standalone_with_only_huggingface_hub(tmp_path: 
     content = b"vocabulary bytes\n"
     (vocabulary / "o200k_base.tiktoken").write_bytes(content)
     config = GraceConfig.parse(base_config(models=[{"key": "gpt-oss-20b"}]))
-    init = weights_job.download_container(config.served_models()[0], config)
+    init = download_job.download_container(config.served_models()[0], config)
     env = {e["name"]: e["value"] for e in init["env"] if "value" in e}
     # The real file's SHA-256 is in the env; this stand-in has its own, so the test swaps only the hash.
     assert env["GRACE_TIKTOKEN_FILES"] == f"o200k_base.tiktoken={c.TIKTOKEN_SHA256['o200k_base.tiktoken']}"

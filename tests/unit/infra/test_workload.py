@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from grace_infra import constants as c
-from grace_infra.config import Experiment, GraceConfig, Study
+from grace_infra.config.stack_config import Experiment, GraceConfig, Study
 from grace_infra.errors import ConfigError
-from grace_infra.gpu_hours import gpu_hour_plan
-from grace_infra.matrix import MatrixCell
-from grace_infra.studies import StudyBundle, load_study_bundle, requests_per_row
-from grace_infra.workload import cell_request_kinds, prompt_sizes
+from grace_infra.planning.gpu_hours import gpu_hour_plan
+from grace_infra.planning.matrix import MatrixCell
+from grace_infra.planning.study_bundle import StudyBundle, load_study_bundle, requests_per_row
+from grace_infra.planning.workload import cell_request_kinds, prompt_sizes
 
 from .support import base_config
 

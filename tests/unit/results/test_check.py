@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from grace_infra.results import cli
-from grace_infra.results.check import State, check_outputs
-from grace_infra.results.outputs import companion_paths
+from grace_infra.commands.results import subcommands
+from grace_infra.commands.results.check import State, check_outputs
+from grace_infra.commands.results.outputs import companion_paths
 from tests.support.fake_openai import FakeOpenAI, Request, Status
 from worker.cli import main as worker_main
 
@@ -66,14 +66,14 @@ def test_a_complete_output_with_failed_and_empty_rows(
     assert check.failed_rows == int(frame["story_shortname"].eq("boxes").sum()) > 0
     assert check.empty_rows == int(frame["story_shortname"].eq("plants").sum()) > 0
     assert check.exit_code == 3
-    assert cli.main(["check", str(claim)]) == 0
+    assert subcommands.main(["check", str(claim)]) == 0
     assert "campaign complete: 1 of 1 outputs" in capsys.readouterr().out
 
 
 def test_a_missing_meta_file_is_incomplete(copy: Path) -> None:
     companion_paths(copy / RESPONSES)[1].unlink()
     assert check_outputs(copy)[0].state is State.NO_META
-    assert cli.main(["check", str(copy)]) == 1
+    assert subcommands.main(["check", str(copy)]) == 1
 
 
 def test_a_run_that_exited_2_is_a_failed_run(copy: Path) -> None:
@@ -123,7 +123,7 @@ def test_only_a_checkpoint_is_in_progress(copy: Path) -> None:
 
 
 def test_a_planned_output_that_is_absent_is_missing(copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["check", str(copy), "--stack", "nrp"]) == 1
+    assert subcommands.main(["check", str(copy), "--stack", "nrp"]) == 1
     checks = {
         c.relative_path: c
         for c in check_outputs(copy, [("exp1/gemma-2-2b/study1_responses.csv", "gemma-2-2b")])
@@ -138,7 +138,7 @@ def test_a_folder_that_does_not_exist_is_exit_2(
     tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exited:
-        cli.main([command, str(tmp_path / "nowhere")])
+        subcommands.main([command, str(tmp_path / "nowhere")])
     assert exited.value.code == 2
     assert "is not a folder" in capsys.readouterr().err
 
@@ -147,10 +147,10 @@ def test_an_unreadable_csv_or_an_empty_folder_is_one_line_and_exit_2(
     copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (copy / RESPONSES).write_bytes(b"\xff\xfe not utf-8 \x00\x81")
-    assert cli.main(["check", str(copy)]) == 2
+    assert subcommands.main(["check", str(copy)]) == 2
     assert capsys.readouterr().err.startswith(f"error: {copy / RESPONSES}: not a readable CSV")
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert cli.main(["report", str(empty), "--out", str(tmp_path / "r.html")]) == 2
+    assert subcommands.main(["report", str(empty), "--out", str(tmp_path / "r.html")]) == 2
     assert "holds no finished worker output" in capsys.readouterr().err
     assert not (tmp_path / "r.html").exists()

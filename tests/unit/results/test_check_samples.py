@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from grace_infra.results.check import State, check_outputs
+from grace_infra.commands.results.check import State, check_outputs
 from tests.support.fake_openai import FakeOpenAI
 from worker.cli import main as worker_main
 

@@ -25,9 +25,9 @@ import pytest
 from kubernetes import client as k8s
 
 from grace_infra import constants as c
-from grace_infra.cluster import ClusterUnreachable, connect
-from grace_infra.results import cli, pull
-from grace_infra.results.campaign import load_campaign
+from grace_infra.commands.kube_client import ClusterUnreachable, connect
+from grace_infra.commands.results import pull, subcommands
+from grace_infra.commands.results.campaign import load_campaign
 from tests.support.kube_api import CONTEXT, NOWHERE, KubeApi, not_found, pin_stack_context
 from tests.unit.infra.support import assert_valid_k8s
 
@@ -217,7 +217,9 @@ def test_the_command_deletes_the_pod_when_the_real_exec_stream_fails(
     # would against an API server that refuses exec.
     with KubeApi(_Routes()) as api:
         monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path)))
-        code = cli.main(["pull", "--stack", "nrp", "--context", CONTEXT, "--to", str(tmp_path / "results")])
+        code = subcommands.main(
+            ["pull", "--stack", "nrp", "--context", CONTEXT, "--to", str(tmp_path / "results")]
+        )
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: the exec stream to the pod failed: Handshake status 400")
@@ -238,7 +240,9 @@ def test_a_pod_the_quota_refuses_is_one_line_naming_the_quota(
     }  # fmt: skip
     with KubeApi({("POST", PODS): (403, exceeded)}) as api:
         monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path)))
-        code = cli.main(["pull", "--stack", "nrp", "--context", CONTEXT, "--to", str(tmp_path / "results")])
+        code = subcommands.main(
+            ["pull", "--stack", "nrp", "--context", CONTEXT, "--to", str(tmp_path / "results")]
+        )
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: the API server refused a call: 403 Forbidden: pods ")
@@ -257,7 +261,9 @@ def test_ctrl_c_in_the_command_is_exit_130_and_the_pod_is_deleted(
     monkeypatch.setattr(pull, "run_pull", interrupted)
     with KubeApi(_Routes()) as api:
         monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path)))
-        code = cli.main(["pull", "--stack", "nrp", "--context", CONTEXT, "--to", str(tmp_path / "results")])
+        code = subcommands.main(
+            ["pull", "--stack", "nrp", "--context", CONTEXT, "--to", str(tmp_path / "results")]
+        )
     assert code == pull.EXIT_INTERRUPTED
     assert "the same command resumes" in capsys.readouterr().err
     assert len([path for method, path, _ in api.requests if method == "DELETE"]) == 1
@@ -280,11 +286,11 @@ def test_the_real_client_exec_stream_copies_the_claim(
     with KubeApi(_Routes(), exec_command=_run_on(claim)) as api:
         monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path)))
         argv = ["pull", "--stack", "nrp", "--context", CONTEXT, "--to", str(results)]
-        assert cli.main(argv) == 0
+        assert subcommands.main(argv) == 0
         assert f"copied 4 files to {results} (0 already identical) from context {CONTEXT} ({api.url})\n" in (
             capsys.readouterr().out
         )
-        assert cli.main(argv) == 0
+        assert subcommands.main(argv) == 0
         assert "copied 0 files to" in capsys.readouterr().out
     for name in (
         "exp1/gemma-2-2b/study1_responses.csv",
@@ -306,7 +312,7 @@ def test_the_stacks_context_wins_over_the_current_one(
     results = tmp_path / "results"
     with KubeApi(_Routes(), exec_command=_run_on(_claim(tmp_path / "claim"))) as api:
         monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path, current=NOWHERE)))
-        assert cli.main(["pull", "--stack", "nrp", "--to", str(results)]) == 0
+        assert subcommands.main(["pull", "--stack", "nrp", "--to", str(results)]) == 0
     assert f"from context {CONTEXT} ({api.url})\n" in capsys.readouterr().out
 
 
@@ -318,7 +324,8 @@ def test_a_failing_command_in_the_pod_is_one_line(
 
     with KubeApi(_Routes(), exec_command=no_tar) as api:
         monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path)))
-        assert cli.main(["pull", "--stack", "nrp", "--context", CONTEXT, "--to", str(tmp_path / "r")]) == 2
+        argv = ["pull", "--stack", "nrp", "--context", CONTEXT, "--to", str(tmp_path / "r")]
+        assert subcommands.main(argv) == 2
     err = capsys.readouterr().err
     assert err == "error: `sh` in the reader pod exited 2: sh: 1: cd: can't cd to /output\n"
     assert len([path for method, path, _ in api.requests if method == "DELETE"]) == 1

@@ -19,11 +19,11 @@ from typing import Any
 import kubernetes.client as k8s
 import pytest
 
-from grace_infra import status
-from grace_infra.cluster import connect
-from grace_infra.config import GraceConfig
-from grace_infra.matrix import plan_experiments
-from grace_infra.results.campaign import Campaign
+from grace_infra.commands import status
+from grace_infra.commands.kube_client import connect
+from grace_infra.commands.results.campaign import Campaign
+from grace_infra.config.stack_config import GraceConfig
+from grace_infra.planning.matrix import plan_experiments
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.kube_api import CONTEXT, NOWHERE, KubeApi, Routes, pin_stack_context
 from tests.unit.infra.support import MIXED_MODELS, assert_valid_k8s, base_config
@@ -390,7 +390,7 @@ def test_a_job_mode_log_shows_the_task_number(tmp_path: Path) -> None:
 
 
 def test_a_job_mode_pod_checking_its_outputs_says_so() -> None:
-    # The outputs check runs before the download and the sidecar (grace_infra/outputs_check.py).
+    # The outputs check runs before the download and the sidecar (grace_infra/manifests/completion_gate.py).
     running = k8s.V1ContainerState(running=k8s.V1ContainerStateRunning())
     waiting = k8s.V1ContainerState(waiting=k8s.V1ContainerStateWaiting(reason="PodInitializing"))
     pod = k8s.V1Pod(

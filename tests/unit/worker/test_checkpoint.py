@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.checkpoint import (
+from worker.errors import InputError
+from worker.run.checkpoint import (
     CheckpointReader,
     CheckpointWriter,
     ItemKey,
@@ -16,7 +17,6 @@ from worker.checkpoint import (
     load_checkpoint,
     make_header,
 )
-from worker.errors import InputError
 
 HEADER = make_header("query", "ab" * 32, {"model_name": "tiny", "generation": {"temperature": 0.0}})
 

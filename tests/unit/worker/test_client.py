@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.fake_openai import FakeOpenAI, Hang, Ok, Reset, Status, Trickle, Truncate
-from worker.client import ModelClient, _retry_after
 from worker.errors import RequestRejected, RetryableError, ServerUnavailable
-from worker.options import ClientOptions
+from worker.server.client import ModelClient, _retry_after
+from worker.server.client_options import ClientOptions
 
 REFERENCE = Path(__file__).resolve().parents[3].parent / "shared" / "reference" / "vllm-0.32"
 MESSAGES = [{"role": "user", "content": "hi"}]

@@ -28,11 +28,11 @@ from tests.support.fake_openai import FakeOpenAI, Ok, Request, Status, chat_comp
 from worker import cli
 from worker import constants as worker_constants
 from worker.errors import InputError
-from worker.extract import resolve_arguments
-from worker.extract_backend import PROBE_EXPECTED, PROBE_VALUE
-from worker.extraction_spec import ExtractionSection, load_extraction
-from worker.input_wait import wait_for_input
-from worker.studies import load_study, resolve_study_path
+from worker.pipelines.extraction.backend import PROBE_EXPECTED, PROBE_VALUE
+from worker.pipelines.extraction.extraction_pipeline import resolve_arguments
+from worker.run.input_wait import wait_for_input
+from worker.studies.definition import load_study, resolve_study_path
+from worker.studies.extraction_section import ExtractionSection, load_extraction
 
 REPO = Path(__file__).resolve().parents[3]
 STUDY1_COLUMNS = [

@@ -16,10 +16,10 @@ import pytest
 
 from tests.support.fake_openai import FakeOpenAI, Status
 from worker import cli
+from worker.commands.check_outputs import task_is_complete
 from worker.errors import InputError
-from worker.input_wait import wait_for_input
-from worker.outputs_check import task_is_complete
-from worker.supersede import SUPERSEDED_DIR
+from worker.run.input_wait import wait_for_input
+from worker.run.supersede import SUPERSEDED_DIR
 
 REPO = Path(__file__).resolve().parents[3]
 STUDY1 = REPO / "tests" / "fixtures" / "study1_small.csv"

@@ -1,4 +1,4 @@
-"""worker.logprobs: reading real vLLM 0.32 log-prob bodies, and the arithmetic on them.
+"""worker.server.logprobs: reading real vLLM 0.32 log-prob bodies, and the arithmetic on them.
 
 Bodies are the real ones in tests/fixtures/vllm-0.32 (copied from ../shared/reference/vllm-0.32). Where a
 test needs a shape the recordings do not show (token-id keys, colliding text keys), it derives it from a
@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from worker import logprobs as lp
 from worker.errors import ResponseError
+from worker.server import logprobs as lp
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "vllm-0.32"
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.fake_openai import FakeOpenAI, Status
-from worker.client import ModelClient
-from worker.messages import MessageBuilder, probe_system_role
-from worker.options import ClientOptions
+from worker.server.chat_messages import MessageBuilder, probe_system_role
+from worker.server.client import ModelClient
+from worker.server.client_options import ClientOptions
 
 RECORDED = Path(__file__).resolve().parents[2] / "fixtures" / "vllm-0.32"
 

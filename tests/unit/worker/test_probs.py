@@ -1,4 +1,5 @@
-"""worker.probs and its parts (probability_spec, option_tokens): questions, option tokens, the pipeline.
+"""worker.pipelines.probs and its parts (probability_section, answer_tokens): questions, option tokens,
+the pipeline.
 
 Pipeline tests run the real CLI and client against `FakeOpenAI` serving `ToyLM` (tests/support/toy_lm.py),
 whose bodies are the real vLLM 0.32 ones with the choices replaced. The toy model's probabilities are
@@ -22,11 +23,12 @@ import pytest
 from tests.support.contracts import SAMPLE_COLUMNS
 from tests.support.fake_openai import FakeOpenAI, Status
 from tests.support.toy_lm import ToyLM
-from worker import cli, option_tokens, probs
-from worker import logprobs as lp
-from worker import probability_spec as spec
+from worker import cli
 from worker.errors import InputError
-from worker.studies import load_study
+from worker.pipelines.probs import answer_tokens, probs_pipeline
+from worker.server import logprobs as lp
+from worker.studies import probability_section as spec
+from worker.studies.definition import REPO_STUDIES_DIR, load_study
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 BINS = [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
@@ -36,8 +38,8 @@ BINS = [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
 
 
 def test_study1_asks_five_questions_with_the_columns_the_researchers_use():
-    pipeline = probs.ProbsPipeline(
-        load_study("study1"), spec.questions_for(load_study("study1"), None), probs.ProbsConfig()
+    pipeline = probs_pipeline.ProbsPipeline(
+        load_study("study1"), spec.questions_for(load_study("study1"), None), probs_pipeline.ProbsConfig()
     )
     assert [q.name for q in pipeline.questions] == ["state0", "state1", "state2", "state3", "knowledge"]
     columns = pipeline.output_columns
@@ -125,7 +127,7 @@ def test_mean_needs_a_value_on_every_option():
 
 def args(**overrides: Any) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    probs.add_arguments(parser)
+    probs_pipeline.add_arguments(parser)
     namespace = parser.parse_args([])
     namespace.study = "study1"
     # The common flags (worker.cli.add_common_arguments) a pipeline reads, unset.
@@ -137,20 +139,21 @@ def args(**overrides: Any) -> argparse.Namespace:
 
 def test_build_refuses_more_top_logprobs_than_vllm_allows():
     with pytest.raises(InputError, match=r"--logprobs 21: Input should be less than or equal to 20"):
-        probs.build(args(logprobs=21))
+        probs_pipeline.build(args(logprobs=21))
 
 
 def test_scoring_is_one_sample_per_row_and_more_are_refused():
-    pipeline = probs.build(args())
+    pipeline = probs_pipeline.build(args())
     assert pipeline.samples_per_row == 1
     assert pipeline.base_seed == load_study("study1").sampling.base_seed
-    assert pipeline.config.temperature == probs.DEFAULT_TEMPERATURE  # not the study's sampling temperature
+    # not the study's sampling temperature
+    assert pipeline.config.temperature == probs_pipeline.DEFAULT_TEMPERATURE
     with pytest.raises(InputError, match=r"^--samples 5: probs .* samples nothing"):
-        probs.build(args(samples=5))
+        probs_pipeline.build(args(samples=5))
 
 
 def test_build_generic_question_from_tokens():
-    pipeline = probs.build(args(tokens="0, 1,2,3,yes,no"))
+    pipeline = probs_pipeline.build(args(tokens="0, 1,2,3,yes,no"))
     (question,) = pipeline.questions
     assert question.name == "answer"
     assert list(question.prob_columns.values()) == [
@@ -164,55 +167,55 @@ def test_build_generic_question_from_tokens():
     # Study 1's three-turn conversation: its questions in one user message, in the order asked.
     assert question.user == "\n\n".join(turn.user for turn in load_study("study1").prompt.conversation)
     with pytest.raises(InputError, match="at least two"):
-        probs.build(args(tokens="yes"))
+        probs_pipeline.build(args(tokens="yes"))
 
 
 def test_study_without_a_probability_section_needs_tokens(tmp_path):
-    text = (Path(probs.__file__).parents[1] / "jobs" / "studies" / "study2.yaml").read_text()
+    text = (REPO_STUDIES_DIR / "study2.yaml").read_text()
     path = tmp_path / "bare.yaml"
     path.write_text(text[: text.index("\nprobability:")] + "\n")
     with pytest.raises(InputError, match="has no probability: section"):
-        probs.build(args(study=str(path)))
+        probs_pipeline.build(args(study=str(path)))
 
 
 # ---- variants and option plans -----------------------------------------------------------------------------
 
 
 def test_surface_variants():
-    assert option_tokens.surface_variants("yes", option_tokens.VariantPolicy.CASE_AND_SPACE) == [
+    assert answer_tokens.surface_variants("yes", answer_tokens.VariantPolicy.CASE_AND_SPACE) == [
         "yes",
         "Yes",
         " yes",
         " Yes",
     ]
-    assert option_tokens.surface_variants("Yes", option_tokens.VariantPolicy.CASE_AND_SPACE) == [
+    assert answer_tokens.surface_variants("Yes", answer_tokens.VariantPolicy.CASE_AND_SPACE) == [
         "Yes",
         "yes",
         " Yes",
         " yes",
     ]
-    assert option_tokens.surface_variants("10%", option_tokens.VariantPolicy.CASE_AND_SPACE) == [
+    assert answer_tokens.surface_variants("10%", answer_tokens.VariantPolicy.CASE_AND_SPACE) == [
         "10%",
         " 10%",
     ]
-    assert option_tokens.surface_variants("yes", option_tokens.VariantPolicy.SPACE) == ["yes", " yes"]
-    assert option_tokens.surface_variants("yes", option_tokens.VariantPolicy.NONE) == ["yes"]
+    assert answer_tokens.surface_variants("yes", answer_tokens.VariantPolicy.SPACE) == ["yes", " yes"]
+    assert answer_tokens.surface_variants("yes", answer_tokens.VariantPolicy.NONE) == ["yes"]
 
 
 def test_plan_counts_each_distinct_sequence_once():
     # A SentencePiece-like tokenizer gives "yes" and " yes" the same token in context: counted once.
-    plan = option_tokens.plan_options({"yes": {"yes": [5], " yes": [5], "Yes": [6]}, "no": {"no": [7]}})
+    plan = answer_tokens.plan_options({"yes": {"yes": [5], " yes": [5], "Yes": [6]}, "no": {"no": [7]}})
     assert plan.options[0].sequences == {"yes": (5,), "Yes": (6,)}
     assert plan.first_token_exact
 
 
 def test_plan_drops_a_variant_that_extends_another_of_the_same_option():
-    plan = option_tokens.plan_options({"a": {"x": [1, 2], "y": [1]}, "b": {"b": [3]}})
+    plan = answer_tokens.plan_options({"a": {"x": [1, 2], "y": [1]}, "b": {"b": [3]}})
     assert plan.options[0].sequences == {"y": (1,)}
 
 
 def test_plan_finds_where_one_option_could_continue_into_another():
-    plan = option_tokens.plan_options({"1": {"1": [4]}, "10": {"10": [4, 9]}, "2": {"2": [5]}})
+    plan = answer_tokens.plan_options({"1": {"1": [4]}, "10": {"10": [4, 9]}, "2": {"2": [5]}})
     assert plan.continuations == {("1", "1"): (9,)}
     assert not plan.first_token_exact
     assert plan.describe()["excluded_continuations"] == [
@@ -222,13 +225,13 @@ def test_plan_finds_where_one_option_could_continue_into_another():
 
 def test_plan_refuses_options_with_identical_tokens():
     with pytest.raises(InputError, match=r"options 'yes' \('Yes'\) and 'Yes' \('Yes'\) are the same tokens"):
-        option_tokens.plan_options({"yes": {"yes": [1], "Yes": [2]}, "Yes": {"Yes": [2]}})
+        answer_tokens.plan_options({"yes": {"yes": [1], "Yes": [2]}, "Yes": {"Yes": [2]}})
 
 
 def test_question_columns_hand_computed():
     question = spec.expand_questions(section(), ["a"])[0]
-    result = probs.QuestionResult(
-        method=probs.Method.CONTINUATION,
+    result = probs_pipeline.QuestionResult(
+        method=probs_pipeline.Method.CONTINUATION,
         option_logprobs={"yes": math.log(0.2), "no": math.log(0.3)},
         absent=(),
         variants={"yes": {"yes": [1]}, "no": {"no": [2]}},
@@ -485,7 +488,8 @@ def test_study2_runs_with_every_column(server, tmp_path):
     study = load_study("study2")
     questions = spec.questions_for(study, None)
     marginals = spec.consistency_for(study, questions, None)
-    pipeline = probs.ProbsPipeline(study, questions, probs.ProbsConfig(), marginals=marginals)
+    config = probs_pipeline.ProbsConfig()
+    pipeline = probs_pipeline.ProbsPipeline(study, questions, config, marginals=marginals)
     # Analysis columns first, the evidence (JSON records and exact prompts) after all of them.
     evidence = ("_raw", "_logprobs", "_variants", "_prompt", "_prompt_token_ids")
     analysis = [column for column in pipeline.output_columns if not column.endswith(evidence)]

@@ -19,8 +19,8 @@ import pytest
 from tests.support.fake_openai import FakeOpenAI, Ok, Request
 from tests.support.toy_lm import ToyLM
 from tests.unit.worker.test_probs import expected_logprobs, read, run
-from worker.messages import PROBE_USER
-from worker.reasoning import HARMONY
+from worker.pipelines.probs.reasoning import HARMONY
+from worker.server.chat_messages import PROBE_USER
 
 RECORDED = Path(__file__).resolve().parents[2] / "fixtures" / "vllm-0.32"
 ANALYSIS = " They looked at all of them so yes"

@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from worker.metrics import RunMetrics
-from worker.progress import Progress
+from worker.run.metrics import RunMetrics
+from worker.run.progress import Progress
 
 
 class Terminal(io.StringIO):
@@ -31,7 +31,7 @@ def test_a_terminal_gets_a_bar_with_counts_rate_and_eta() -> None:
 
 
 def test_a_pod_gets_logfmt_lines(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="worker.progress")
+    caplog.set_level(logging.INFO, logger="worker.run.progress")
     progress = Progress("probs", 2, stream=io.StringIO())
     progress.row_finished(ok=True)
     progress.row_finished(ok=True)

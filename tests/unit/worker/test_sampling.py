@@ -15,10 +15,11 @@ import pandas as pd
 import pytest
 
 from tests.support.fake_openai import FakeOpenAI
-from worker.client import ModelClient
-from worker.options import ClientOptions, RunOptions
-from worker.runner import run_pipeline
-from worker.sampling import SEED_LIMIT, Sample, derive_seed
+from worker.run.run_options import RunOptions
+from worker.run.runner import run_pipeline
+from worker.run.sampling import SEED_LIMIT, Sample, derive_seed
+from worker.server.client import ModelClient
+from worker.server.client_options import ClientOptions
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -115,7 +116,7 @@ def test_a_different_sample_count_is_refused_on_resume(server: FakeOpenAI, tmp_p
 
 
 def test_seeds_are_the_same_in_another_process_with_another_hash_salt() -> None:
-    code = "from worker.sampling import derive_seed; print([derive_seed(b, r, s) for b in (0, 42) "
+    code = "from worker.run.sampling import derive_seed; print([derive_seed(b, r, s) for b in (0, 42) "
     code += "for r in (0, 1, 2423) for s in (0, 1, 9)])"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     printed = subprocess.run(

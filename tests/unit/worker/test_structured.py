@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from worker.structured import (
+from worker.studies.schema_check import (
     AttemptFailure,
     Backend,
     FailureKind,

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from worker.errors import InputError
-from worker.studies import load_study, study_search_path
+from worker.studies.definition import load_study, study_search_path
 
 REPO = Path(__file__).resolve().parents[3]
 FIXTURES = REPO / "tests" / "fixtures"

@@ -13,10 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from worker import probability_spec as spec
 from worker.errors import InputError
-from worker.extraction_spec import load_extraction
-from worker.studies import Study, load_study, resolve_study_path, sampling_settings
+from worker.studies import probability_section as spec
+from worker.studies.definition import Study, load_study, resolve_study_path, sampling_settings
+from worker.studies.extraction_section import load_extraction
 
 REPO = Path(__file__).resolve().parents[3]
 SHARED_DATA = REPO.parent / "shared" / "data"

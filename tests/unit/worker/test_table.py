@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from worker.errors import InputError
-from worker.storage import write_atomically
-from worker.table import read_input
+from worker.run.atomic_files import write_atomically
+from worker.run.input_table import read_input
 
 
 def test_values_stay_text(tmp_path: Path) -> None:

@@ -1,0 +1,299 @@
+"""The study definitions the Jobs run, read from `jobs/`: what ships to the cluster and what it costs.
+
+`jobs/studies/<study>.yaml` (prompts, probability questions) and `jobs/schemas/<study>_schema.json`
+are data owned by the worker; this module only reads them. It gathers every file the Jobs need in
+the cluster into a `StudyBundle` (the content of the `grace-studies` ConfigMap, keyed by the path the
+pod sees under /etc/grace) and counts how many requests one row of each study costs per experiment,
+for the GPU-hour plan. Files that do not exist yet are simply absent from the bundle.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from grace_infra import constants as c
+from grace_infra.config.stack_config import Experiment, GraceConfig, Study
+from grace_infra.errors import ConfigError
+
+__all__ = [
+    "JOBS_DIR",
+    "RequestsPerRow",
+    "StudyBundle",
+    "StudySampling",
+    "has_probability_questions",
+    "input_pod_path",
+    "load_study_bundle",
+    "requests_per_row",
+    "schema_pod_path",
+    "study_pod_path",
+    "study_rows",
+    "study_sampling",
+]
+
+JOBS_DIR = Path(__file__).resolve().parents[2] / "jobs"
+STUDIES_SUBDIR = "studies"
+SCHEMAS_SUBDIR = "schemas"
+INPUTS_SUBDIR = "inputs"
+TASKS_SUBDIR = "tasks"
+STUDIES_ROOT = PurePosixPath(c.STUDIES_MOUNT)
+
+# Requests one row costs when the study file does not say (the study authors' design):
+# exp1 one chat completion per row; exp2 one request per probability question (study1: four
+# state questions + the knowledge question; study2: frame, assessment and the joint utterance);
+# structured one extraction per exp1 row, before re-asks.
+DEFAULT_REQUESTS_PER_ROW: dict[Study, dict[Experiment, int]] = {
+    Study.STUDY1: {Experiment.EXP1: 1, Experiment.EXP2: 5, Experiment.STRUCTURED: 1},
+    Study.STUDY2: {Experiment.EXP1: 1, Experiment.EXP2: 3, Experiment.STRUCTURED: 1},
+}
+# Where a study file lists its exp2 questions (worker.studies.definition.Study.probability, validated by
+# worker.studies.probability_section).
+PROBABILITY_SECTION = "probability"
+PROBABILITY_QUESTIONS_KEY = "questions"
+PROBABILITY_EXPAND_KEY = "expand"  # one question template asked once per listed value
+# Where a study file lists Experiment 1's conversation (worker.studies.definition.PromptTemplate.turns):
+# one chat completion per turn, each sent after the replies to the turns before it.
+PROMPT_SECTION = "prompt"
+PROMPT_TURNS_KEY = "turns"
+# A study file's `sampling:` section (worker.studies.definition.SamplingSettings) and the worker's
+# defaults for a study file without one: greedy, one answer per row.
+SAMPLING_SECTION = "sampling"
+DEFAULT_SAMPLING = {"temperature": 0.0, "samples_per_row": 1, "base_seed": 0}
+
+
+def study_pod_path(study: Study) -> PurePosixPath:
+    return STUDIES_ROOT / STUDIES_SUBDIR / f"{study}.yaml"
+
+
+def schema_pod_path(study: Study) -> PurePosixPath:
+    return STUDIES_ROOT / SCHEMAS_SUBDIR / f"{study}_schema.json"
+
+
+def input_pod_path(study: Study, config: GraceConfig) -> PurePosixPath:
+    """Where a Job reads the study CSV: the ConfigMap for a local inputFiles CSV, else the input PVC."""
+    if study in config.experiments.input_files:
+        return STUDIES_ROOT / INPUTS_SUBDIR / f"{study}.csv"
+    return PurePosixPath(c.INPUT_MOUNT) / f"{study}.csv"
+
+
+def configmap_key(pod_path: PurePosixPath) -> str:
+    """ConfigMap keys may not contain `/`: `studies/study1.yaml` becomes `studies.study1.yaml`."""
+    return ".".join(pod_path.relative_to(STUDIES_ROOT).parts)
+
+
+@dataclass(frozen=True)
+class StudyBundle:
+    """Every file the Jobs read under /etc/grace, by the path the pod sees, with its text."""
+
+    files: Mapping[PurePosixPath, str] = field(default_factory=dict)
+    definitions: Mapping[Study, Mapping[str, Any]] = field(default_factory=dict)
+    input_rows: Mapping[Study, int] = field(default_factory=dict)  # rows of local inputFiles CSVs
+
+    def has(self, pod_path: PurePosixPath) -> bool:
+        return pod_path in self.files
+
+    def with_files(self, extra: Mapping[PurePosixPath, str]) -> StudyBundle:
+        return StudyBundle({**self.files, **extra}, self.definitions, self.input_rows)
+
+    def digest(self, pod_paths: Iterable[PurePosixPath]) -> str:
+        """SHA-256 over the named files (path and content) that exist: what one Job reads."""
+        digest = hashlib.sha256()
+        for path in sorted(set(pod_paths)):
+            if path in self.files:
+                digest.update(f"{path}\0{len(self.files[path])}\0".encode())
+                digest.update(self.files[path].encode())
+        return digest.hexdigest()
+
+    def configmap_items(self, pod_paths: Iterable[PurePosixPath]) -> list[tuple[str, str]]:
+        """(ConfigMap key, path under /etc/grace) of the named files that exist, for a volume's `items`:
+        the pod sees jobs/'s layout, and only the files whose hash its template carries."""
+        wanted = sorted(set(pod_paths) & set(self.files))
+        return [(configmap_key(path), str(path.relative_to(STUDIES_ROOT))) for path in wanted]
+
+    def configmap_data(self) -> dict[str, str]:
+        return {configmap_key(path): text for path, text in sorted(self.files.items())}
+
+    def size_bytes(self) -> int:
+        return sum(len(k.encode()) + len(v.encode()) for k, v in self.configmap_data().items())
+
+
+def _read_text(path: Path, key: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{key}: {path} is not UTF-8 text, so it cannot ship in a ConfigMap.") from None
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path} ({exc.strerror}).") from None
+
+
+def _count_csv_rows(text: str, key: str) -> int:
+    # csv, not line counting: the study texts hold quoted commas and could hold quoted newlines.
+    try:
+        rows = list(csv.reader(text.splitlines(keepends=True)))
+    except csv.Error as exc:
+        raise ConfigError(f"{key} is not a readable CSV ({exc}).") from None
+    return max(len([r for r in rows if any(cell.strip() for cell in r)]) - 1, 0)
+
+
+def load_study_bundle(
+    config: GraceConfig, *, jobs_dir: Path = JOBS_DIR, project_root: Path | None = None
+) -> StudyBundle:
+    """Read the study files of the configured studies, their schemas and any local input CSVs.
+
+    Raises ConfigError (naming the key) for an unreadable file, a local CSV that is not UTF-8, or a
+    bundle over the ConfigMap size limit.
+    """
+    root = project_root or jobs_dir.parent
+    files: dict[PurePosixPath, str] = {}
+    definitions: dict[Study, Mapping[str, Any]] = {}
+    input_rows: dict[Study, int] = {}
+    for study in config.experiments.studies:
+        study_file = jobs_dir / STUDIES_SUBDIR / f"{study}.yaml"
+        if study_file.is_file():
+            text = _read_text(study_file, f"jobs/{STUDIES_SUBDIR}/{study}.yaml")
+            files[study_pod_path(study)] = text
+            definitions[study] = _parse_definition(text, study_file)
+        schema_file = jobs_dir / SCHEMAS_SUBDIR / f"{study}_schema.json"
+        if schema_file.is_file():
+            schema_key = f"jobs/{SCHEMAS_SUBDIR}/{schema_file.name}"
+            files[schema_pod_path(study)] = _read_text(schema_file, schema_key)
+    for study, local in config.experiments.input_files.items():
+        key = f"grace:experiments.inputFiles.{study}={local!r}"
+        path = Path(local) if Path(local).is_absolute() else root / local
+        if not path.is_file():
+            raise ConfigError(
+                f"{key} does not name an existing file; put the study CSV there (paths are relative "
+                f"to the project root), or remove the key to read {c.INPUT_MOUNT}/{study}.csv from the "
+                "input claim (docs/lifecycle.md)."
+            )
+        files[input_pod_path(study, config)] = _read_text(path, key)
+    size = StudyBundle(files).size_bytes()
+    budget = c.CONFIGMAP_MAX_BYTES - c.CONFIGMAP_METADATA_RESERVE_BYTES
+    if size > budget:
+        raise ConfigError(
+            f"grace:experiments.inputFiles: the studies ConfigMap would hold {size:,} bytes, over the "
+            f"{budget:,}-byte limit; upload the larger CSVs to the input PVC instead (jobs/README.md)."
+        )
+    for study, local in config.experiments.input_files.items():
+        key = f"grace:experiments.inputFiles.{study}={local!r}"
+        input_rows[study] = _count_csv_rows(files[input_pod_path(study, config)], key)
+    return StudyBundle(files, definitions, input_rows)
+
+
+def _parse_definition(text: str, path: Path) -> Mapping[str, Any]:
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem = exc.__class__.__name__
+        raise ConfigError(f"jobs/{STUDIES_SUBDIR}/{path.name} is not valid YAML ({problem}).") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"jobs/{STUDIES_SUBDIR}/{path.name} must be a YAML mapping.")
+    return loaded
+
+
+@dataclass(frozen=True)
+class RequestsPerRow:
+    """Requests one input row costs in each experiment, and where each number came from."""
+
+    counts: Mapping[Experiment, int]
+    source: str  # "jobs/studies/study1.yaml" or "default"
+
+
+def _expanded_count(question: object) -> int:
+    """A question with `expand: {k: [0, 1, 2, 3]}` is asked once per value (per combination)."""
+    expand = question.get(PROBABILITY_EXPAND_KEY) if isinstance(question, Mapping) else None
+    if not isinstance(expand, Mapping):
+        return 1
+    return math.prod(len(v) if isinstance(v, list) else 1 for v in expand.values())
+
+
+def has_probability_questions(study: Study, bundle: StudyBundle) -> bool:
+    """Whether the study file lists its own exp2 questions (else `probs --tokens` asks a generic one)."""
+    section = (bundle.definitions.get(study) or {}).get(PROBABILITY_SECTION)
+    questions = section.get(PROBABILITY_QUESTIONS_KEY) if isinstance(section, Mapping) else None
+    return isinstance(questions, list) and bool(questions)
+
+
+def requests_per_row(study: Study, bundle: StudyBundle) -> RequestsPerRow:
+    """Requests per row per experiment: exp1 one chat completion per turn of the study's conversation
+    (one for a one-question prompt); exp2 one request per probability question the study file lists
+    (the study authors' design when it lists none yet; the `continuation` method scores all options of a
+    question in that one request); extraction one request per exp1 row, before re-asks."""
+    counts = dict(DEFAULT_REQUESTS_PER_ROW[study])
+    definition = bundle.definitions.get(study) or {}
+    source = "default"
+    prompt = definition.get(PROMPT_SECTION)
+    turns = prompt.get(PROMPT_TURNS_KEY) if isinstance(prompt, Mapping) else None
+    if isinstance(turns, list) and turns:
+        counts[Experiment.EXP1] = len(turns)
+        source = f"jobs/{STUDIES_SUBDIR}/{study}.yaml"
+    section = definition.get(PROBABILITY_SECTION)
+    questions = section.get(PROBABILITY_QUESTIONS_KEY) if isinstance(section, Mapping) else None
+    if isinstance(questions, list) and questions:
+        counts[Experiment.EXP2] = sum(_expanded_count(q) for q in questions)
+        source = f"jobs/{STUDIES_SUBDIR}/{study}.yaml"
+    return RequestsPerRow(counts, source)
+
+
+def study_max_tokens(study: Study, experiment: Experiment, bundle: StudyBundle) -> int | None:
+    """The completion budget the study file sets for exp1 (`generation`) or extraction
+    (`extraction.generation`), or None when the file does not set one."""
+    definition = bundle.definitions.get(study) or {}
+    section = definition.get("extraction") if experiment is Experiment.STRUCTURED else definition
+    generation = section.get("generation") if isinstance(section, Mapping) else None
+    value = generation.get("max_tokens") if isinstance(generation, Mapping) else None
+    return value if isinstance(value, int) else None
+
+
+def study_rows(study: Study, config: GraceConfig, bundle: StudyBundle) -> tuple[int, str]:
+    """Rows of a study's CSV and where the number came from (local file, config, or published count)."""
+    if study in bundle.input_rows:
+        return bundle.input_rows[study], config.experiments.input_files[study]
+    if study in config.plan.study_rows:
+        return config.plan.study_rows[study], "grace:plan.studyRows"
+    return c.PUBLISHED_STUDY_ROWS[study.value], "published"
+
+
+@dataclass(frozen=True)
+class StudySampling:
+    """How Experiment 1 samples a study in this stack: the study file's settings, then the stack's."""
+
+    temperature: float
+    samples_per_row: int
+    base_seed: int
+    source: str  # "jobs/studies/study1.yaml", "grace:jobs.sampling" or "default"
+
+    def worker_flags(self) -> list[str]:
+        """The worker's `--temperature`, `--samples`, `--seed`, explicit on every exp1 command line."""
+        return [
+            "--temperature", f"{self.temperature:g}",
+            "--samples", str(self.samples_per_row),
+            "--seed", str(self.base_seed),
+        ]  # fmt: skip
+
+
+def study_sampling(study: Study, config: GraceConfig, bundle: StudyBundle) -> StudySampling:
+    """The sampling settings Experiment 1 runs with: `grace:jobs.sampling` over the study file's."""
+    section = (bundle.definitions.get(study) or {}).get(SAMPLING_SECTION)
+    values = dict(DEFAULT_SAMPLING)
+    source = "default"
+    if isinstance(section, Mapping):
+        values |= {key: section[key] for key in DEFAULT_SAMPLING if key in section}
+        source = f"jobs/{STUDIES_SUBDIR}/{study}.yaml"
+    overrides = config.jobs.sampling.model_dump(exclude_none=True)
+    if overrides:
+        values |= overrides
+        source = f"{source} + grace:jobs.sampling"
+    return StudySampling(
+        temperature=float(values["temperature"]),
+        samples_per_row=int(values["samples_per_row"]),
+        base_seed=int(values["base_seed"]),
+        source=source,
+    )

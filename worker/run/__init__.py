@@ -1,0 +1,6 @@
+"""The run engine every pipeline shares: input table, output lock, checkpoint and resume, samples and
+seeds, the meta file, superseding a changed run, waiting for an input, signals, progress and metrics.
+A pipeline only says how one row becomes requests and columns (runner.Pipeline).
+
+Imports constants, errors and server/; imported by pipelines/ and the command line.
+"""

@@ -1,0 +1,312 @@
+"""Study definitions as data: `jobs/studies/<name>.yaml` parsed into one validated model.
+
+A new study needs only a new YAML file. Experiment 1's prompt is either one question or a conversation of
+turns (each reply appended as an assistant turn before the next question, each recorded in its own
+column). The `probability:` and `extraction:` sections are kept here as opaque mappings: their pipelines
+validate them, so they can grow without this module changing.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from worker import constants as c
+from worker.errors import InputError
+
+__all__ = [
+    "SINGLE_REPLY_COLUMN",
+    "Deviation",
+    "GenerationParams",
+    "PromptTemplate",
+    "RenderedPrompt",
+    "SamplingSettings",
+    "Study",
+    "Turn",
+    "load_study",
+    "sampling_settings",
+    "study_search_path",
+]
+
+# The repository's studies, for runs from a checkout.
+REPO_STUDIES_DIR = Path(__file__).resolve().parents[2] / "jobs" / "studies"
+
+
+def template_fields(template: str) -> set[str]:
+    """The `{column}` names a template uses (`{{` and `}}` are literal braces)."""
+    return {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+
+
+def _plain_placeholders(template: str) -> str:
+    for field in template_fields(template):
+        if not field.isidentifier():
+            raise ValueError(
+                f"placeholder {{{field}}} is not a plain column name (write {{{{ and }}}} for braces)"
+            )
+    return template
+
+
+# The reply column of a study that asks one question (`prompt.user`): the Experiment 1 answer.
+SINGLE_REPLY_COLUMN = "model_response"
+
+
+class Turn(BaseModel):
+    """One question of a conversation; the model's reply is recorded in `reply_column`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, description="Short name of the question, e.g. story.")
+    user: str = Field(min_length=1, description="User message template (`{column}` placeholders).")
+    reply_column: str = Field(min_length=1, description="Output column that holds the model's reply.")
+
+    @field_validator("user")
+    @classmethod
+    def _placeholders_are_plain_names(cls, template: str) -> str:
+        return _plain_placeholders(template)
+
+    @field_validator("reply_column")
+    @classmethod
+    def _column_is_a_name(cls, column: str) -> str:
+        if not column.isidentifier():
+            raise ValueError(f"reply_column {column!r} is not a plain column name")
+        return column
+
+
+class PromptTemplate(BaseModel):
+    """The chat conversation of one row: `{column}` placeholders filled from the row's values.
+
+    Either `user` (one question, reply in `model_response`) or `turns` (a conversation: each turn's user
+    message is sent after the model's replies to the turns before it, in the same conversation).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    system: str | None = Field(default=None, description="System message; omitted when empty.")
+    user: str | None = Field(default=None, min_length=1, description="The one user message (one question).")
+    turns: tuple[Turn, ...] | None = Field(
+        default=None, min_length=1, description="The questions of one conversation, in the order asked."
+    )
+
+    @field_validator("system", "user")
+    @classmethod
+    def _placeholders_are_plain_names(cls, template: str | None) -> str | None:
+        return None if template is None else _plain_placeholders(template)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> PromptTemplate:
+        if (self.user is None) == (self.turns is None):
+            raise ValueError("give either user (one question) or turns (a conversation), not both or neither")
+        columns = [turn.reply_column for turn in self.conversation]
+        if len(set(columns)) != len(columns):
+            raise ValueError("every turn needs its own reply_column")
+        return self
+
+    @property
+    def conversation(self) -> tuple[Turn, ...]:
+        """The turns, a one-question prompt being a conversation of one turn."""
+        if self.turns is not None:
+            return self.turns
+        assert self.user is not None  # _one_form
+        return (Turn(name="response", user=self.user, reply_column=SINGLE_REPLY_COLUMN),)
+
+    @property
+    def columns(self) -> set[str]:
+        used = set().union(*(template_fields(turn.user) for turn in self.conversation))
+        return used | (template_fields(self.system) if self.system else set())
+
+
+class GenerationParams(BaseModel):
+    """Sampling parameters of Experiment 1, sent as-is with every chat request."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_tokens: int = Field(default=256, gt=0, description="Completion token budget per row.")
+    temperature: float = Field(default=0.0, ge=0, description="0 = greedy: reruns give the same answer.")
+    top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    seed: int | None = Field(default=None, description="Sampling seed, for temperature > 0 reproducibility.")
+    stop: tuple[str, ...] | None = Field(default=None, description="Stop strings.")
+
+    def request_params(self) -> dict[str, Any]:
+        """The keyword arguments for `ModelClient.chat`, without unset optional fields."""
+        params = self.model_dump(exclude_none=True)
+        if "stop" in params:
+            params["stop"] = list(params["stop"])
+        return params
+
+
+class SamplingSettings(BaseModel):
+    """How many answers each row gets and how they are drawn: a property of the study's design.
+
+    A study repeats prompts (Study 1's 300 rows are 36 distinct prompts, Study 2's 2,424 are 2,046), so
+    at temperature 0 the repeats are copies of one answer and a test over rows counts them as independent.
+    Sampling every row several times at a temperature above 0, each sample with its own derived seed,
+    gives answers that really vary and stay reproducible. The stack (`grace:jobs.sampling`) and the
+    worker's `--temperature`/`--samples`/`--seed` override these values.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    temperature: float = Field(default=0.0, ge=0, description="Experiment 1 sampling temperature.")
+    samples_per_row: int = Field(
+        default=1, ge=1, description="Answers per input row; each is one output row with its own seed."
+    )
+    base_seed: int = Field(
+        default=0, ge=0, description="With the row and sample index, fixes every sample's request seed."
+    )
+
+
+class Deviation(BaseModel):
+    """One place where our prompt departs from the researchers' wording, and why (kept with the study)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    what: str = Field(min_length=1, description="The part of the prompt or procedure.")
+    researchers: str = Field(min_length=1, description="What the researchers wrote or ran, with its source.")
+    ours: str = Field(min_length=1, description="What this study file does instead.")
+    why: str = Field(min_length=1, description="The reason.")
+
+
+class Study(BaseModel):
+    """One study: the columns it needs, how a row becomes a prompt, and how to sample."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, description="Short name, e.g. study1; recorded in outputs.")
+    description: str = Field(default="", description="What the study measures, for people.")
+    required_columns: tuple[str, ...] = Field(min_length=1, description="Columns the input CSV must have.")
+    text_replacements: dict[str, str] = Field(
+        default_factory=dict,
+        description="Substrings replaced in row values before they enter a prompt (e.g. the survey's <br>).",
+    )
+    prompt: PromptTemplate = Field(description="Experiment 1 chat messages.")
+    generation: GenerationParams = Field(
+        default_factory=GenerationParams,
+        description="Experiment 1 request parameters; temperature and seed come from `sampling`.",
+    )
+    sampling: SamplingSettings = Field(
+        default_factory=SamplingSettings, description="Temperature, samples per row and base seed."
+    )
+    deviations: tuple[Deviation, ...] = Field(
+        default=(), description="Where the prompts depart from the researchers' wording, and why."
+    )
+    probability: dict[str, Any] | None = Field(
+        default=None,
+        description="Experiment 2 definition; validated by worker.studies.probability_section.",
+    )
+    extraction: dict[str, Any] | None = Field(
+        default=None,
+        description="Extraction definition; validated by worker.studies.extraction_section.",
+    )
+
+    @model_validator(mode="after")
+    def _prompt_uses_only_required_columns(self) -> Study:
+        unknown = sorted(self.prompt.columns - set(self.required_columns))
+        if unknown:
+            raise ValueError(f"the prompt uses {', '.join(unknown)}, which required_columns does not list")
+        return self
+
+    @model_validator(mode="after")
+    def _sampling_lives_in_one_place(self) -> Study:
+        doubled = sorted({"temperature", "seed"} & self.generation.model_fields_set)
+        if doubled:
+            raise ValueError(
+                f"generation.{doubled[0]} is a sampling setting: "
+                "set sampling.temperature or sampling.base_seed"
+            )
+        return self
+
+    def clean(self, value: str) -> str:
+        for old, new in self.text_replacements.items():
+            value = value.replace(old, new)
+        return value
+
+    def render(self, row: Mapping[str, str]) -> RenderedPrompt:
+        """The system text and the user message of every turn for one row (every required column needed)."""
+        values = {column: self.clean(row[column]) for column in self.required_columns}
+        system = self.prompt.system.format_map(values) if self.prompt.system else None
+        users = tuple(turn.user.format_map(values) for turn in self.prompt.conversation)
+        return RenderedPrompt(system, users)
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    """One row's prompt: the system text and the user messages in the order they are asked."""
+
+    system: str | None
+    users: tuple[str, ...]
+
+
+def sampling_settings(study: Study, args: Any) -> SamplingSettings:
+    """The study's sampling settings with the worker's `--temperature`, `--samples`, `--seed` applied.
+
+    InputError naming the flag for a value the settings refuse (a negative temperature, zero samples).
+    """
+    overrides = {
+        field: value
+        for field, value in (
+            ("temperature", getattr(args, "temperature", None)),
+            ("samples_per_row", getattr(args, "samples", None)),
+            ("base_seed", getattr(args, "seed", None)),
+        )
+        if value is not None
+    }
+    try:
+        return SamplingSettings.model_validate({**study.sampling.model_dump(), **overrides})
+    except ValidationError as err:
+        first = err.errors()[0]
+        flag = SAMPLING_FLAGS[str(first["loc"][0])]
+        raise InputError(f"{flag} {first.get('input')!r}: {first['msg']}.") from err
+
+
+# SamplingSettings field -> the worker flag that overrides it.
+SAMPLING_FLAGS = {"temperature": "--temperature", "samples_per_row": "--samples", "base_seed": "--seed"}
+
+
+def study_search_path() -> list[Path]:
+    """Directories `--study NAME` looks in, first to last: $GRACE_STUDIES_DIR, the container, the repo."""
+    dirs = [Path(p) for p in os.environ.get(c.STUDIES_DIR_ENV, "").split(os.pathsep) if p]
+    return [*dirs, Path(c.CONTAINER_STUDIES_DIR), REPO_STUDIES_DIR]
+
+
+def resolve_study_path(name_or_path: str) -> Path:
+    """A path as given when it names a file (or ends in .yaml), else NAME.yaml on the search path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in {".yaml", ".yml"} or candidate.parent != Path():
+        if not candidate.is_file():
+            raise InputError(f"--study {name_or_path}: no such file.")
+        return candidate
+    for directory in study_search_path():
+        path = directory / f"{name_or_path}.yaml"
+        if path.is_file():
+            return path
+    searched = ", ".join(str(d) for d in study_search_path())
+    raise InputError(f"--study {name_or_path}: unknown study (no {name_or_path}.yaml in {searched}).")
+
+
+def load_study(name_or_path: str) -> Study:
+    """Load and validate a study; InputError with one sentence naming the file and key otherwise."""
+    path = resolve_study_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise InputError(f"study file {path}: cannot be read as YAML ({err}).") from err
+    if not isinstance(raw, dict):
+        raise InputError(f"study file {path}: expected a mapping at the top level.")
+    try:
+        return Study.model_validate(raw)
+    except ValidationError as err:
+        where, problem = first_error(err)
+        raise InputError(f"study file {path}: {where or '(top level)'}: {problem}.") from err
+
+
+def first_error(err: ValidationError) -> tuple[str, str]:
+    """The first validation error's key path (dotted; empty for the object itself) and its problem."""
+    first = err.errors()[0]
+    return ".".join(str(part) for part in first["loc"]), str(first["msg"]).removeprefix("Value error, ")
