@@ -248,7 +248,9 @@ def test_exp2_asks_the_study_questions_not_the_generic_tokens(tmp_path: Path) ->
     # A study file that lists probability questions is asked those; --tokens would replace them.
     jobs_dir = copy_jobs_dir(tmp_path)
     study = yaml.safe_load((jobs_dir / "studies" / "study1.yaml").read_text())
-    study["probability"] = {"questions": [{"name": "q", "user": "?", "options": [{"text": "yes"}]}]}
+    columns = {"prob": "q_{label}", "entropy": "q_entropy"}
+    question = {"name": "q", "user": "?", "options": ["yes", "no"], "columns": columns}
+    study["probability"] = {"questions": [question]}
     (jobs_dir / "studies" / "study1.yaml").write_text(yaml.safe_dump(study))
     config = config_of(experiments={"studies": ["study1"], "experiments": ["exp2"], "models": ["gemma-2-2b"]})
     (job,) = plan_jobs(config, load_study_bundle(config, jobs_dir=jobs_dir))
