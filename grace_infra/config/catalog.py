@@ -248,7 +248,3 @@ CATALOG: dict[str, ModelSpec] = {
     )
 }
 
-
-def catalog_keys() -> list[str]:
-    """The model keys the catalog knows, in catalog order."""
-    return list(CATALOG)

@@ -268,15 +268,11 @@ def pod_gpus(config: GraceConfig) -> list[Finding]:
 
 
 def tensor_parallel_layout(config: GraceConfig) -> list[Finding]:
-    """vLLM shards attention heads across tensor-parallel ranks: TP divides the heads and uses every GPU."""
+    """vLLM shards attention heads across tensor-parallel ranks: TP must divide the heads. (That TP uses
+    every GPU is GraceConfig's own validation, which refuses tensorParallelSize != gpus before any rule.)"""
     findings = []
     for model in config.served_models():
         tp = model.tensor_parallel_size
-        if tp != model.gpus:
-            findings.append(Finding(
-                "tensor-parallel-gpus", Severity.ERROR, model.key,
-                f"model {model.key} has tensor parallel size {tp} but {model.gpus} GPUs; they must be equal.",
-            ))
         if model.num_attention_heads % tp:
             findings.append(Finding(
                 "tensor-parallel-heads", Severity.ERROR, model.key,
