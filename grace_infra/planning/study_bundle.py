@@ -54,10 +54,10 @@ STUDIES_ROOT = PurePosixPath(c.STUDIES_MOUNT)
 # Requests one row costs when the study file does not say (the study authors' design):
 # exp1 one chat completion per row; exp2 one request per probability question (study1: four
 # state questions + the knowledge question; study2: frame, assessment and the joint utterance);
-# structured one extraction per exp1 row, before re-asks.
+# extraction one request per exp1 row, before re-asks.
 DEFAULT_REQUESTS_PER_ROW: dict[Study, dict[Experiment, int]] = {
-    Study.STUDY1: {Experiment.EXP1: 1, Experiment.EXP2: 5, Experiment.STRUCTURED: 1},
-    Study.STUDY2: {Experiment.EXP1: 1, Experiment.EXP2: 3, Experiment.STRUCTURED: 1},
+    Study.STUDY1: {Experiment.EXP1: 1, Experiment.EXP2: 5, Experiment.EXTRACTION: 1},
+    Study.STUDY2: {Experiment.EXP1: 1, Experiment.EXP2: 3, Experiment.EXTRACTION: 1},
 }
 
 
@@ -261,7 +261,7 @@ def study_max_tokens(study: Study, experiment: Experiment, bundle: StudyBundle) 
     study_file = bundle.study_files.get(study)
     if study_file is None:
         return None
-    section = study_file.extraction if experiment is Experiment.STRUCTURED else study_file.definition
+    section = study_file.extraction if experiment is Experiment.EXTRACTION else study_file.definition
     if section is None or "generation" not in section.model_fields_set:
         return None
     generation: GenerationParams = section.generation

@@ -112,7 +112,7 @@ def test_job_names_and_output_paths_follow_the_seed() -> None:
     assert job_name(Study.STUDY1, Experiment.EXP1, "gemma-2-2b") == "study1-exp1-gemma-2-2b"
     assert job_name(Study.STUDY2, Experiment.EXP2, "gpt-oss-20b") == "study2-exp2-gpt-oss-20b"
     assert (
-        job_name(Study.STUDY1, Experiment.STRUCTURED, "gemma-2-9b") == "structured-output-study1-gemma-2-9b"
+        job_name(Study.STUDY1, Experiment.EXTRACTION, "gemma-2-9b") == "structured-output-study1-gemma-2-9b"
     )
     assert output_path(Study.STUDY1, Experiment.EXP1, "gemma-2-2b") == PurePosixPath(
         "/output/exp1/gemma-2-2b/study1_responses.csv"
@@ -120,7 +120,7 @@ def test_job_names_and_output_paths_follow_the_seed() -> None:
     assert str(output_path(Study.STUDY1, Experiment.EXP2, "gemma-2-2b")) == (
         "/output/exp2/gemma-2-2b/study1_probabilities.csv"
     )
-    assert str(output_path(Study.STUDY2, Experiment.STRUCTURED, "llama-3-70b")) == (
+    assert str(output_path(Study.STUDY2, Experiment.EXTRACTION, "llama-3-70b")) == (
         "/output/structured/llama-3-70b/study2_structured.csv"
     )
 

@@ -104,7 +104,7 @@ def test_extraction_reads_every_reply_at_its_cap_on_the_coder() -> None:
     config, bundle = nrp()
     coder = config.extractor_model()
     assert coder is not None
-    studied = cell(config, Study.STUDY1, Experiment.STRUCTURED, "gpt-oss-20b")
+    studied = cell(config, Study.STUDY1, Experiment.EXTRACTION, "gpt-oss-20b")
     (kind,) = cell_request_kinds(studied, coder, config, bundle)
     sizes = prompt_sizes(Study.STUDY1, config, bundle)
     assert sizes.extraction_replies == 3  # response_story, response_speech, response_knowledge
