@@ -1,6 +1,6 @@
 """GraceStorage: the study data, results, logs and model weights, which must outlive every deployment.
 
-Claims keep the seed's fixed names (`grace-input-data`, `grace-output-data`, `grace-logs`,
+Claims keep the researchers' original fixed names (`grace-input-data`, `grace-output-data`, `grace-logs`,
 `grace-model-weights-<model>`): pods mount them by name and people copy results out by name.
 """
 

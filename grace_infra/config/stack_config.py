@@ -418,7 +418,8 @@ class JobsConfig(_Section):
         ),
     )
     tokens: tuple[str, ...] = Field(
-        default=("0", "1", "2", "3", "yes", "no"), description="Worker probs --tokens (the seed's form)."
+        default=("0", "1", "2", "3", "yes", "no"),
+        description="Worker probs --tokens (as the researchers' original Jobs asked).",
     )
     cpu_request: float = Field(default=1.0, gt=0, description="Worker container CPU request (cores).")
     memory_request_gi: int = Field(default=2, gt=0, description="Worker container memory request (GiB).")

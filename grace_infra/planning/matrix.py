@@ -59,7 +59,8 @@ __all__ = [
     "worker_args",
 ]
 
-# Output file name per experiment, as in the seed: /output/<experiment>/<model>/<study>_<suffix>.csv
+# Output file name per experiment, as in the researchers' original manifests:
+# /output/<experiment>/<model>/<study>_<suffix>.csv
 _OUTPUT_SUFFIX = {
     Experiment.EXP1: "responses",
     Experiment.EXP2: "probabilities",
@@ -118,7 +119,7 @@ class PlannedJob:
 
 
 def job_name(study: Study, experiment: Experiment, model_key: str) -> str:
-    """The seed's Job names: `study1-exp1-<model>`, `study1-exp2-<model>`,
+    """The researchers' original Job names: `study1-exp1-<model>`, `study1-exp2-<model>`,
     `structured-output-study1-<model>`."""
     if experiment is Experiment.EXTRACTION:
         return f"structured-output-{study}-{model_key}"
@@ -147,7 +148,8 @@ def model_endpoint(model: ServedModel) -> str:
 
 
 def matrix_cells(config: GraceConfig) -> list[MatrixCell]:
-    """Every configured (study, experiment, model) cell, study-major as the seed listed its Jobs."""
+    """Every configured (study, experiment, model) cell, study-major as the researchers' original
+    manifests list their Jobs."""
     return [
         MatrixCell(study, experiment, model)
         for study in config.experiments.studies
@@ -200,7 +202,8 @@ def _extractor(config: GraceConfig) -> ServedModel:
 
 
 def worker_args(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> list[str]:
-    """The worker command line for one cell: the seed's flags plus the study file and the waits."""
+    """The worker command line for one cell: the researchers' original flags plus the study file and the
+    waits."""
     jobs = config.jobs
     study, experiment, key = cell.study, cell.experiment, cell.model.key
     extracting = experiment is Experiment.EXTRACTION
@@ -223,8 +226,8 @@ def worker_args(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> l
     if experiment is Experiment.EXP2:
         args += ["--logprobs", str(jobs.logprobs), "--method", PROBS_METHOD]
         if not has_probability_questions(study, bundle):
-            # The seed's generic question; a study that lists its own questions is asked those instead
-            # (passing --tokens would replace them with one generic question).
+            # The researchers' original generic question; a study that lists its own questions is asked
+            # those instead (passing --tokens would replace them with one generic question).
             args += ["--tokens", ",".join(jobs.tokens)]
         args += _exp2_reasoning_flags(cell.model)
     if experiment is Experiment.EXP1 and cell.model.reasoning_effort is not None:

@@ -108,7 +108,7 @@ def test_nrp_matrix_renders_every_job_by_name(mixed_run: OfflineRun) -> None:
     assert len(mixed_run.of_type(TYPE_TOKEN)) == 33
 
 
-def test_job_names_and_output_paths_follow_the_seed() -> None:
+def test_job_names_and_output_paths_follow_the_original_manifests() -> None:
     assert job_name(Study.STUDY1, Experiment.EXP1, "gemma-2-2b") == "study1-exp1-gemma-2-2b"
     assert job_name(Study.STUDY2, Experiment.EXP2, "gpt-oss-20b") == "study2-exp2-gpt-oss-20b"
     assert (

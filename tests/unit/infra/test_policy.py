@@ -157,8 +157,9 @@ def test_no_config_reaches_the_rules_with_tensor_parallel_other_than_gpus(key: s
 # --- limits and quota ---------------------------------------------------------------------------------
 
 
-def seed_template_pod() -> dict[str, Any]:
-    """The seed's vLLM container resources: 8 -> 16 CPU and 32 -> 64 Gi (both break NRP's 1.2x rule)."""
+def original_template_pod() -> dict[str, Any]:
+    """The researchers' original vLLM container resources: 8 -> 16 CPU and 32 -> 64 Gi (both break NRP's
+    1.2x rule)."""
     resources = {
         "requests": {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"},
         "limits": {"cpu": "16", "memory": "64Gi", "nvidia.com/gpu": "1"},
@@ -167,7 +168,7 @@ def seed_template_pod() -> dict[str, Any]:
 
 
 def test_a_limit_over_1_2_times_its_request_is_an_error() -> None:
-    cpu, memory = rules.container_limit_findings(seed_template_pod(), "StatefulSet vllm-x", "x")
+    cpu, memory = rules.container_limit_findings(original_template_pod(), "StatefulSet vllm-x", "x")
     assert cpu.severity is Severity.ERROR
     assert cpu.message == (
         "StatefulSet vllm-x container vllm has cpu limit 16 over 1.2 x its request 8; "
