@@ -2,8 +2,9 @@
 
 Namespace (only when `grace:namespace.create`) and its ResourceQuota; one ServiceAccount per kind of
 pod, bound to no Role (none calls the API); the Hugging Face and DeepSeek Secrets (only when their Pulumi
-secret is set); and the NetworkPolicies that confine grace pods. Names are the seed's fixed names
-(`constants.py`): people type them in kubectl and pod templates reference them.
+secret is set); and the NetworkPolicies that confine grace pods. Names are the fixed names of the
+researchers' original manifests (`constants.py`): people type them in kubectl and pod templates
+reference them.
 """
 
 from __future__ import annotations
@@ -179,8 +180,9 @@ class GraceFoundation(pulumi.ComponentResource):
         """Deny everything for grace pods, then open exactly the paths the workloads use.
 
         NetworkPolicies are additive allow-lists: a pod selected by several policies gets the union.
-        Every policy selects on `project: grace`, which every grace pod template carries (the seed's
-        policy selected that label but its pods did not carry it, so it confined nothing).
+        Every policy selects on `project: grace`, which every grace pod template carries (the
+        researchers' original policy selected that label but its pods did not carry it, so it confined
+        nothing).
         """
         grace = naming.grace_pod_selector()
         model_servers = {**grace, c.LABEL_COMPONENT: c.COMPONENT_MODEL_SERVER}

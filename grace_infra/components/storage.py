@@ -1,6 +1,6 @@
 """GraceStorage: the study data, results, logs and model weights, which must outlive every deployment.
 
-Claims keep the seed's fixed names (`grace-input-data`, `grace-output-data`, `grace-logs`,
+Claims keep the researchers' original fixed names (`grace-input-data`, `grace-output-data`, `grace-logs`,
 `grace-model-weights-<model>`): pods mount them by name and people copy results out by name.
 """
 
@@ -15,7 +15,7 @@ import pulumi_kubernetes as k8s
 from grace_infra import constants as c
 from grace_infra.config.stack_config import GraceConfig
 from grace_infra.manifests import naming
-from grace_infra.manifests.claims import _COMPONENT, ClaimSpec, claim_specs
+from grace_infra.manifests.claims import COMPONENT_STORAGE, ClaimSpec, claim_specs
 
 __all__ = ["TYPE_TOKEN", "GraceStorage", "GraceStorageArgs"]
 
@@ -66,7 +66,7 @@ class GraceStorage(pulumi.ComponentResource):
     def _create_claim(
         self, name: str, spec: ClaimSpec, namespace: pulumi.Input[str]
     ) -> k8s.core.v1.PersistentVolumeClaim:
-        labels = naming.recommended_labels(name=spec.role, instance=spec.name, component=_COMPONENT)
+        labels = naming.recommended_labels(name=spec.role, instance=spec.name, component=COMPONENT_STORAGE)
         if spec.model is not None:
             labels["model"] = spec.model
         # The data must survive any deployment change: protect makes a plain `pulumi destroy` fail and

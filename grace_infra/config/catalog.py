@@ -1,9 +1,9 @@
 """The model catalog: what each model needs to be served correctly.
 
-The numbers come from each model's Hugging Face `config.json` (heads, layers, context) and the seed's
-sizing (GPUs, tensor parallel size, weights PVC size). A stack entry with a catalog key takes these as
-defaults and may override any field; an entry with any other key defines a new model by setting every
-field without a default here (see `config.ModelConfig`).
+The numbers come from each model's Hugging Face `config.json` (heads, layers, context) and the
+researchers' original sizing (GPUs, tensor parallel size, weights PVC size). A stack entry with a catalog
+key takes these as defaults and may override any field; an entry with any other key defines a new model by
+setting every field without a default here (see `config.ModelConfig`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ class Exp2ReasoningMode(StrEnum):
 class ServingMode(StrEnum):
     """How a model's vLLM server lives (docs/model-servers.md, "Serving modes")."""
 
-    PERSISTENT = "persistent"  # StatefulSet + Service for the whole campaign (the seed's design)
+    # StatefulSet + Service for the whole campaign (the researchers' original design)
+    PERSISTENT = "persistent"
     JOB = "job"  # native sidecar inside the model's experiment Job; GPUs released when the work ends
 
 
@@ -248,7 +249,3 @@ CATALOG: dict[str, ModelSpec] = {
     )
 }
 
-
-def catalog_keys() -> list[str]:
-    """The model keys the catalog knows, in catalog order."""
-    return list(CATALOG)

@@ -55,7 +55,9 @@ class Study(StrEnum):
 class Experiment(StrEnum):
     EXP1 = "exp1"  # raw responses (worker query)
     EXP2 = "exp2"  # probability distributions (worker probs)
-    STRUCTURED = "structured"  # extraction of exp1 free text into schema-valid JSON (worker extract)
+    # Extraction of exp1 free text into schema-valid JSON (worker extract). "structured" is what stack
+    # files write, and what output folders, file names and Job names keep.
+    EXTRACTION = "structured"
 
 
 class _Section(BaseModel):
@@ -416,7 +418,8 @@ class JobsConfig(_Section):
         ),
     )
     tokens: tuple[str, ...] = Field(
-        default=("0", "1", "2", "3", "yes", "no"), description="Worker probs --tokens (the seed's form)."
+        default=("0", "1", "2", "3", "yes", "no"),
+        description="Worker probs --tokens (as the researchers' original Jobs asked).",
     )
     cpu_request: float = Field(default=1.0, gt=0, description="Worker container CPU request (cores).")
     memory_request_gi: int = Field(default=2, gt=0, description="Worker container memory request (GiB).")
@@ -549,7 +552,7 @@ class GraceConfig(_Section):
 
     def _check_extractor(self, keys: list[str]) -> None:
         """The self-hosted extractor must be a configured model every extraction can reach."""
-        extracting = Experiment.STRUCTURED in self.experiments.experiments
+        extracting = Experiment.EXTRACTION in self.experiments.experiments
         if self.jobs.deepseek_endpoint is not None or not extracting:
             return
         chosen = self.jobs.extractor

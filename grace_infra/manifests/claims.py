@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from grace_infra import constants as c
 from grace_infra.config.stack_config import AccessMode, GraceConfig, VolumeConfig
 
-__all__ = ["ClaimSpec", "claim_specs"]
+__all__ = ["COMPONENT_STORAGE", "ClaimSpec", "claim_specs"]
 
 
-_COMPONENT = "storage"
+COMPONENT_STORAGE = "storage"  # app.kubernetes.io/component of every claim
 
 
 @dataclass(frozen=True)

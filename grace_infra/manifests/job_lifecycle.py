@@ -56,42 +56,33 @@ def pod_failure_policy() -> dict[str, Any]:
       kill, exit 1 from a bug, a lost node.
     https://kubernetes.io/docs/concepts/workloads/controllers/job/#pod-failure-policy
     """
-    return {
-        "rules": [
-            {
-                "action": "FailJob",
-                "onExitCodes": {
-                    # Only the worker's codes mean this: the vLLM sidecar uses its own, and the outputs
-                    # check never fails (when in doubt, the Job runs).
-                    "containerName": c.WORKER_CONTAINER_NAME,
-                    "operator": "In",
-                    "values": [c.WORKER_EXIT_INPUT, c.WORKER_EXIT_ROWS_FAILED, c.WORKER_EXIT_STORAGE],
-                },
-            },
-            _IGNORE_DISRUPTION,
-        ]
-    }
-
-
-# The API server refuses an onExitCodes rule naming a container the pod template does not have, so each
-# Job's policy names only its own containers.
-_IGNORE_DISRUPTION = {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    # Only the worker's codes mean this: the vLLM sidecar uses its own, and the outputs check never fails
+    # (when in doubt, the Job runs).
+    return _fail_at_once_on(
+        c.WORKER_CONTAINER_NAME, [c.WORKER_EXIT_INPUT, c.WORKER_EXIT_ROWS_FAILED, c.WORKER_EXIT_STORAGE]
+    )
 
 
 def download_pod_failure_policy() -> dict[str, Any]:
     """The weight download Job (weights_job.py): exit 3 (weights_download.py: the token cannot read the
     gated repository) fails the Job at once, since a retry would meet the same; a disruption does not
     count toward backoffLimit; anything else (a network error) is retried."""
+    return _fail_at_once_on(c.WEIGHTS_DOWNLOAD_CONTAINER_NAME, [c.WEIGHTS_DOWNLOAD_EXIT_NO_ACCESS])
+
+
+def _fail_at_once_on(container: str, exit_codes: list[int]) -> dict[str, Any]:
+    """A podFailurePolicy: FailJob when `container` exits with one of `exit_codes`; a disruption
+    (DisruptionTarget) is ignored; anything else counts toward backoffLimit.
+
+    The API server refuses an onExitCodes rule naming a container the pod template does not have, so
+    each Job's policy names only its own container.
+    """
     return {
         "rules": [
             {
                 "action": "FailJob",
-                "onExitCodes": {
-                    "containerName": c.WEIGHTS_DOWNLOAD_CONTAINER_NAME,
-                    "operator": "In",
-                    "values": [c.WEIGHTS_DOWNLOAD_EXIT_NO_ACCESS],
-                },
+                "onExitCodes": {"containerName": container, "operator": "In", "values": exit_codes},
             },
-            _IGNORE_DISRUPTION,
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
         ]
     }

@@ -140,6 +140,29 @@ def gpu_resources(config: GraceConfig) -> list[str]:
     return list(dict.fromkeys(model.gpu_resource for model in config.served_models()))
 
 
+def _quota_limits(config: GraceConfig) -> dict[str, tuple[Decimal, str]]:
+    """What the namespace quota allows of each resource a server requests, with its grace:namespace.quota
+    key. The quota caps each GPU resource separately (requests.nvidia.com/a100, requests.nvidia.com/gpu)."""
+    quota = config.namespace.quota
+    limits = {
+        f"{resource} GPUs": (Decimal(quota.requests_gpu), "requestsGpu") for resource in gpu_resources(config)
+    }
+    limits["CPU cores"] = (parse_quantity(quota.requests_cpu), "requestsCpu")
+    limits["memory GiB"] = (parse_quantity(quota.requests_memory) / GI, "requestsMemory")
+    return limits
+
+
+def _server_requests(models: Iterable[ServedModel], config: GraceConfig) -> dict[str, Decimal]:
+    """What the model servers' vLLM containers request together, by the resources of `_quota_limits`."""
+    sums = dict.fromkeys(_quota_limits(config), Decimal(0))
+    for model in models:
+        res = model_server_resources(model)
+        sums[f"{res.gpu_resource_name} GPUs"] += res.gpus
+        sums["CPU cores"] += Decimal(str(res.cpu_request))
+        sums["memory GiB"] += res.memory_request_gi
+    return sums
+
+
 def quota_fits(config: GraceConfig) -> list[Finding]:
     """Persistent servers all run at once for the campaign, so together they must fit the quota.
 
@@ -148,31 +171,14 @@ def quota_fits(config: GraceConfig) -> list[Finding]:
     """
     quota = config.namespace.quota
     served = config.served_models()
-    # The quota caps each GPU resource separately (requests.nvidia.com/a100, requests.nvidia.com/gpu, ...).
-    limits = {
-        f"{resource} GPUs": (Decimal(quota.requests_gpu), "namespace.quota.requestsGpu")
-        for resource in gpu_resources(config)
-    }
-    limits["CPU cores"] = (parse_quantity(quota.requests_cpu), "namespace.quota.requestsCpu")
-    limits["memory GiB"] = (parse_quantity(quota.requests_memory) / GI, "namespace.quota.requestsMemory")
-
-    def totals(models: Iterable[ServedModel]) -> dict[str, Decimal]:
-        sums = dict.fromkeys(limits, Decimal(0))
-        for model in models:
-            res = model_server_resources(model)
-            sums[f"{res.gpu_resource_name} GPUs"] += res.gpus
-            sums["CPU cores"] += Decimal(str(res.cpu_request))
-            sums["memory GiB"] += res.memory_request_gi
-        return sums
-
-    persistent = totals(m for m in served if m.serving_mode == ServingMode.PERSISTENT)
+    persistent = _server_requests((m for m in served if m.serving_mode == ServingMode.PERSISTENT), config)
     findings = []
-    for what, (limit, key) in limits.items():
+    for what, (limit, key) in _quota_limits(config).items():
         if persistent[what] > limit:
             findings.append(Finding(
                 "quota-exceeded", Severity.ERROR, None,
                 f"the persistent model servers request {_plain(persistent[what])} {what} together but "
-                f"grace:{key} allows {_plain(limit)}.",
+                f"grace:namespace.quota.{key} allows {_plain(limit)}.",
             ))
     pvcs = len(_SHARED_VOLUMES) + len(served)
     if pvcs > quota.persistent_volume_claims:
@@ -189,43 +195,24 @@ def all_pods_fit_quota(config: GraceConfig) -> list[Finding]:
     its requests while it waits for its exp1 file. So at the start every Job pod (worker, plus the vLLM
     sidecar in job mode) runs beside the persistent servers. Over the quota, Kubernetes refuses the
     extra pods and the Job controller retries them later: the work queues, nothing fails; warn."""
-    quota = config.namespace.quota
     jobs = plan_jobs(config, StudyBundle())  # the Job list does not depend on the study files' content
     servers = [m for m in config.served_models() if m.serving_mode == ServingMode.PERSISTENT]
     servers += [job.model for job in jobs if job.sidecar]
     worker = worker_resources(config)
-    pods = len(servers) - sum(1 for job in jobs if job.sidecar) + len(jobs)
-    wanted = {
-        f"{resource} GPUs": (
-            Decimal(sum(m.gpus for m in servers if m.gpu_resource == resource)),
-            Decimal(quota.requests_gpu),
-            "requestsGpu",
-        )
-        for resource in gpu_resources(config)
-    }
-    wanted |= {
-        "CPU cores": (
-            sum((Decimal(str(m.cpu_request)) for m in servers), Decimal(0))
-            + len(jobs) * Decimal(str(worker.cpu_request)),
-            parse_quantity(quota.requests_cpu),
-            "requestsCpu",
-        ),
-        "memory GiB": (
-            Decimal(sum(m.memory_request_gi for m in servers) + len(jobs) * worker.memory_request_gi),
-            parse_quantity(quota.requests_memory) / GI,
-            "requestsMemory",
-        ),
-        "pods": (Decimal(pods), Decimal(quota.pods), "pods"),
-    }
+    total = _server_requests(servers, config)
+    total["CPU cores"] += len(jobs) * Decimal(str(worker.cpu_request))
+    total["memory GiB"] += len(jobs) * worker.memory_request_gi
+    total["pods"] = Decimal(len(servers) - sum(1 for job in jobs if job.sidecar) + len(jobs))
+    limits = {**_quota_limits(config), "pods": (Decimal(config.namespace.quota.pods), "pods")}
     return [
         Finding(
             "quota-queued", Severity.WARNING, None,
             f"the {len(jobs)} experiment Jobs start together with the model servers and would request "
-            f"{_plain(total)} {what} but grace:namespace.quota.{key} allows {_plain(limit)}; the extra pods "
-            "wait until others finish.",
+            f"{_plain(total[what])} {what} but grace:namespace.quota.{key} allows {_plain(limit)}; the extra "
+            "pods wait until others finish.",
         )
-        for what, (total, limit, key) in wanted.items()
-        if total > limit
+        for what, (limit, key) in limits.items()
+        if total[what] > limit
     ]
 
 
@@ -268,15 +255,11 @@ def pod_gpus(config: GraceConfig) -> list[Finding]:
 
 
 def tensor_parallel_layout(config: GraceConfig) -> list[Finding]:
-    """vLLM shards attention heads across tensor-parallel ranks: TP divides the heads and uses every GPU."""
+    """vLLM shards attention heads across tensor-parallel ranks: TP must divide the heads. (That TP uses
+    every GPU is GraceConfig's own validation, which refuses tensorParallelSize != gpus before any rule.)"""
     findings = []
     for model in config.served_models():
         tp = model.tensor_parallel_size
-        if tp != model.gpus:
-            findings.append(Finding(
-                "tensor-parallel-gpus", Severity.ERROR, model.key,
-                f"model {model.key} has tensor parallel size {tp} but {model.gpus} GPUs; they must be equal.",
-            ))
         if model.num_attention_heads % tp:
             findings.append(Finding(
                 "tensor-parallel-heads", Severity.ERROR, model.key,

@@ -188,7 +188,7 @@ def _server_loads(
     extractor = config.extractor_model()  # None with an external endpoint: no GPU of ours codes
     loads: dict[str, list[Load]] = {}
     for experiment in config.experiments.experiments:
-        if experiment is Experiment.STRUCTURED:
+        if experiment is Experiment.EXTRACTION:
             if extractor is None:
                 continue
             coded = matrix if server.key == extractor.key else []
@@ -239,8 +239,8 @@ def gpu_hour_plan(config: GraceConfig, bundle: StudyBundle) -> GpuHourPlan:
         int(load.requests)
         for study in config.experiments.studies
         for studied in matrix
-        for load in _cell_loads(MatrixCell(study, Experiment.STRUCTURED, studied), studied, config, bundle)
-    ) if external and Experiment.STRUCTURED in experiments else 0  # fmt: skip
+        for load in _cell_loads(MatrixCell(study, Experiment.EXTRACTION, studied), studied, config, bundle)
+    ) if external and Experiment.EXTRACTION in experiments else 0  # fmt: skip
     models = []
     for model in serving:
         loads = _server_loads(model, config, bundle)
@@ -375,13 +375,13 @@ def job_deadline_s(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) ->
     busy_s = 0.0
     for cell in job.cells:
         # Extraction's requests are served by the one coder, not by the model whose replies it codes.
-        server = coder if cell.experiment is Experiment.STRUCTURED and coder is not None else cell.model
+        server = coder if cell.experiment is Experiment.EXTRACTION and coder is not None else cell.model
         loads = _cell_loads(cell, server, config, bundle, bound=True)
         busy_s += _speed(server, config).busy_s(loads)
     # Extraction may wait for an exp1 file another Job writes (worker extract --wait-for-input); once per
     # Job, since the files are written while it waits. A Job's own exp1 is written before its extraction.
     waits_for_input = any(
-        cell.experiment is Experiment.STRUCTURED and (not job.sidecar or cell.model.key != model.key)
+        cell.experiment is Experiment.EXTRACTION and (not job.sidecar or cell.model.key != model.key)
         for cell in job.cells
     )
     if waits_for_input:

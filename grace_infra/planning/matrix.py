@@ -4,8 +4,8 @@ Every cell is (study, experiment, model). A `persistent` model gets one Job per 
 model's Service. A `job`-mode model gets ONE Job (`matrix-<model>`) that runs its exp1 and exp2 cells in
 order with `worker run --tasks` against a vLLM sidecar on localhost and then exits, releasing the GPUs.
 
-Structured extraction has ONE coder for every model's replies, so coding quality is never confounded
-with the model under study: the external endpoint when one is set, otherwise the stack's extractor
+Extraction has ONE coder for every model's replies, so coding quality is never confounded with the
+model under study: the external endpoint when one is set, otherwise the stack's extractor
 (`grace:jobs.extractor`). With a persistently served extractor each (study, model) extraction is a Job
 of its own, talking to the extractor's Service, that waits in the cluster for the exp1 file it reads (the
 worker writes that file atomically) and for the extractor's /health. A job-mode server lives only inside
@@ -59,13 +59,14 @@ __all__ = [
     "worker_args",
 ]
 
-# Output file name per experiment, as in the seed: /output/<experiment>/<model>/<study>_<suffix>.csv
+# Output file name per experiment, as in the researchers' original manifests:
+# /output/<experiment>/<model>/<study>_<suffix>.csv
 _OUTPUT_SUFFIX = {
     Experiment.EXP1: "responses",
     Experiment.EXP2: "probabilities",
-    Experiment.STRUCTURED: "structured",
+    Experiment.EXTRACTION: "structured",
 }
-_WORKER_COMMAND = {Experiment.EXP1: "query", Experiment.EXP2: "probs", Experiment.STRUCTURED: "extract"}
+_WORKER_COMMAND = {Experiment.EXP1: "query", Experiment.EXP2: "probs", Experiment.EXTRACTION: "extract"}
 PROBS_METHOD = "auto"  # the worker picks first-token only where it is exact
 
 
@@ -78,7 +79,7 @@ class JobKind(StrEnum):
     """Which service account and labels a Job gets."""
 
     QUERY = "query"  # exp1/exp2 and job-mode matrix Jobs: talk to a model server only
-    EXTRACTION = "extraction"  # structured: may talk to an external endpoint with an API key
+    EXTRACTION = "extraction"  # extraction Jobs: may talk to an external endpoint with an API key
 
 
 @dataclass(frozen=True)
@@ -118,9 +119,9 @@ class PlannedJob:
 
 
 def job_name(study: Study, experiment: Experiment, model_key: str) -> str:
-    """The seed's Job names: `study1-exp1-<model>`, `study1-exp2-<model>`,
+    """The researchers' original Job names: `study1-exp1-<model>`, `study1-exp2-<model>`,
     `structured-output-study1-<model>`."""
-    if experiment is Experiment.STRUCTURED:
+    if experiment is Experiment.EXTRACTION:
         return f"structured-output-{study}-{model_key}"
     return f"{study}-{experiment}-{model_key}"
 
@@ -147,7 +148,8 @@ def model_endpoint(model: ServedModel) -> str:
 
 
 def matrix_cells(config: GraceConfig) -> list[MatrixCell]:
-    """Every configured (study, experiment, model) cell, study-major as the seed listed its Jobs."""
+    """Every configured (study, experiment, model) cell, study-major as the researchers' original
+    manifests list their Jobs."""
     return [
         MatrixCell(study, experiment, model)
         for study in config.experiments.studies
@@ -172,7 +174,7 @@ def coder_name(config: GraceConfig) -> str | None:
 
 def _endpoint_flags(cell: MatrixCell, config: GraceConfig) -> list[str]:
     external = config.jobs.deepseek_endpoint
-    if cell.experiment is not Experiment.STRUCTURED:
+    if cell.experiment is not Experiment.EXTRACTION:
         return ["--model-endpoint", model_endpoint(cell.model), "--model-name", cell.model.key]
     if external is not None:
         # The worker's DeepSeek mode: json_object responses and the key from the Secret-backed env var.
@@ -200,11 +202,12 @@ def _extractor(config: GraceConfig) -> ServedModel:
 
 
 def worker_args(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> list[str]:
-    """The worker command line for one cell: the seed's flags plus the study file and the waits."""
+    """The worker command line for one cell: the researchers' original flags plus the study file and the
+    waits."""
     jobs = config.jobs
     study, experiment, key = cell.study, cell.experiment, cell.model.key
-    structured = experiment is Experiment.STRUCTURED
-    source = output_path(study, Experiment.EXP1, key) if structured else input_pod_path(study, config)
+    extracting = experiment is Experiment.EXTRACTION
+    source = output_path(study, Experiment.EXP1, key) if extracting else input_pod_path(study, config)
     args = [
         _WORKER_COMMAND[experiment],
         "--input", str(source),
@@ -223,8 +226,8 @@ def worker_args(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> l
     if experiment is Experiment.EXP2:
         args += ["--logprobs", str(jobs.logprobs), "--method", PROBS_METHOD]
         if not has_probability_questions(study, bundle):
-            # The seed's generic question; a study that lists its own questions is asked those instead
-            # (passing --tokens would replace them with one generic question).
+            # The researchers' original generic question; a study that lists its own questions is asked
+            # those instead (passing --tokens would replace them with one generic question).
             args += ["--tokens", ",".join(jobs.tokens)]
         args += _exp2_reasoning_flags(cell.model)
     if experiment is Experiment.EXP1 and cell.model.reasoning_effort is not None:
@@ -233,13 +236,13 @@ def worker_args(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> l
     generating = None
     if experiment is Experiment.EXP1:
         generating = cell.model
-    elif structured and config.jobs.deepseek_endpoint is None:
+    elif extracting and config.jobs.deepseek_endpoint is None:
         generating = _extractor(config)
     if generating is not None and generating.reasoning_tokens and budget is not None:
         # A reasoning model (gpt-oss) writes its analysis channel first, inside the same max_tokens:
         # without the extra room the study's short budget ends before the answer starts.
         args += ["--max-tokens", str(budget + generating.reasoning_tokens)]
-    if structured:
+    if extracting:
         if bundle.has(schema_pod_path(study)):
             args += ["--schema", str(schema_pod_path(study))]
         # Exp1 writes its file atomically when complete: waiting for it is waiting for exp1 to finish.
@@ -294,7 +297,7 @@ def _reads(cells: tuple[MatrixCell, ...], config: GraceConfig) -> tuple[PurePosi
     paths: list[PurePosixPath] = []
     for cell in cells:
         paths.append(study_pod_path(cell.study))
-        if cell.experiment is Experiment.STRUCTURED:
+        if cell.experiment is Experiment.EXTRACTION:
             paths.append(schema_pod_path(cell.study))
         else:
             paths.append(input_pod_path(cell.study, config))
@@ -306,10 +309,10 @@ def _job_mode_order(model: ServedModel, cells: list[MatrixCell], coder_here: boo
     # the one coder, then every model's extraction: its own replies first (already written), then the
     # others' in matrix order, each task waiting for its exp1 file (written by another Job meanwhile).
     rank = {Experiment.EXP1: 0, Experiment.EXP2: 1}
-    own = [c for c in cells if c.model.key == model.key and c.experiment is not Experiment.STRUCTURED]
+    own = [c for c in cells if c.model.key == model.key and c.experiment is not Experiment.EXTRACTION]
     ordered = sorted(own, key=lambda cell: rank[cell.experiment])  # stable: studies keep config order
     if coder_here:
-        extraction = [c for c in cells if c.experiment is Experiment.STRUCTURED]
+        extraction = [c for c in cells if c.experiment is Experiment.EXTRACTION]
         ordered += sorted(extraction, key=lambda cell: cell.model.key != model.key)
     return ordered
 
@@ -353,7 +356,7 @@ def plan_jobs(config: GraceConfig, bundle: StudyBundle) -> list[PlannedJob]:
     def own_job(cell: MatrixCell) -> bool:
         # Extraction runs inside the job-mode coder's matrix Job when the coder is one; otherwise each is
         # a Job of its own talking to the coder. Job mode keeps exp1/exp2 inside the model's matrix Job.
-        if cell.experiment is Experiment.STRUCTURED:
+        if cell.experiment is Experiment.EXTRACTION:
             return not coder_in_a_matrix_job
         return cell.model.serving_mode is not ServingMode.JOB
 
@@ -362,9 +365,9 @@ def plan_jobs(config: GraceConfig, bundle: StudyBundle) -> list[PlannedJob]:
         if cell.experiment is Experiment.EXP1:
             exp1_job_of[(cell.study, cell.model.key)] = cell.name
     # Writers first, so each extraction Job can name the Job it runs after.
-    separate.sort(key=lambda cell: cell.experiment is Experiment.STRUCTURED)
+    separate.sort(key=lambda cell: cell.experiment is Experiment.EXTRACTION)
     for cell in separate:
-        extraction = cell.experiment is Experiment.STRUCTURED
+        extraction = cell.experiment is Experiment.EXTRACTION
         after = exp1_job_of.get((cell.study, cell.model.key)) if extraction else None
         planned.append(
             PlannedJob(

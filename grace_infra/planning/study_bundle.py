@@ -1,32 +1,38 @@
 """The study definitions the Jobs run, read from `jobs/`: what ships to the cluster and what it costs.
 
 `jobs/studies/<study>.yaml` (prompts, probability questions) and `jobs/schemas/<study>_schema.json`
-are data owned by the worker; this module only reads them. It gathers every file the Jobs need in
-the cluster into a `StudyBundle` (the content of the `grace-studies` ConfigMap, keyed by the path the
-pod sees under /etc/grace) and counts how many requests one row of each study costs per experiment,
-for the GPU-hour plan. Files that do not exist yet are simply absent from the bundle.
+are data owned by the worker; this module only reads them, and reads a study file only through the
+worker's own models (worker.studies), so the file's structure and defaults are known in one place. It
+gathers every file the Jobs need in the cluster into a `StudyBundle` (the content of the `grace-studies`
+ConfigMap, keyed by the path the pod sees under /etc/grace) and counts how many requests one row of each
+study costs per experiment, for the GPU-hour plan. Files that do not exist yet are simply absent from the
+bundle.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from grace_infra import constants as c
 from grace_infra.config.stack_config import Experiment, GraceConfig, Study
 from grace_infra.errors import ConfigError
+from worker.studies.definition import GenerationParams, SamplingSettings, first_error
+from worker.studies.definition import Study as StudyDefinition
+from worker.studies.extraction_section import ExtractionSection
+from worker.studies.probability_section import Question, questions_for
 
 __all__ = [
     "JOBS_DIR",
     "RequestsPerRow",
     "StudyBundle",
+    "StudyFile",
     "StudySampling",
     "has_probability_questions",
     "input_pod_path",
@@ -48,24 +54,11 @@ STUDIES_ROOT = PurePosixPath(c.STUDIES_MOUNT)
 # Requests one row costs when the study file does not say (the study authors' design):
 # exp1 one chat completion per row; exp2 one request per probability question (study1: four
 # state questions + the knowledge question; study2: frame, assessment and the joint utterance);
-# structured one extraction per exp1 row, before re-asks.
+# extraction one request per exp1 row, before re-asks.
 DEFAULT_REQUESTS_PER_ROW: dict[Study, dict[Experiment, int]] = {
-    Study.STUDY1: {Experiment.EXP1: 1, Experiment.EXP2: 5, Experiment.STRUCTURED: 1},
-    Study.STUDY2: {Experiment.EXP1: 1, Experiment.EXP2: 3, Experiment.STRUCTURED: 1},
+    Study.STUDY1: {Experiment.EXP1: 1, Experiment.EXP2: 5, Experiment.EXTRACTION: 1},
+    Study.STUDY2: {Experiment.EXP1: 1, Experiment.EXP2: 3, Experiment.EXTRACTION: 1},
 }
-# Where a study file lists its exp2 questions (worker.studies.definition.Study.probability, validated by
-# worker.studies.probability_section).
-PROBABILITY_SECTION = "probability"
-PROBABILITY_QUESTIONS_KEY = "questions"
-PROBABILITY_EXPAND_KEY = "expand"  # one question template asked once per listed value
-# Where a study file lists Experiment 1's conversation (worker.studies.definition.PromptTemplate.turns):
-# one chat completion per turn, each sent after the replies to the turns before it.
-PROMPT_SECTION = "prompt"
-PROMPT_TURNS_KEY = "turns"
-# A study file's `sampling:` section (worker.studies.definition.SamplingSettings) and the worker's
-# defaults for a study file without one: greedy, one answer per row.
-SAMPLING_SECTION = "sampling"
-DEFAULT_SAMPLING = {"temperature": 0.0, "samples_per_row": 1, "base_seed": 0}
 
 
 def study_pod_path(study: Study) -> PurePosixPath:
@@ -89,18 +82,33 @@ def configmap_key(pod_path: PurePosixPath) -> str:
 
 
 @dataclass(frozen=True)
+class StudyFile:
+    """One `jobs/studies/<study>.yaml` as the worker reads it, validated by the worker's own models.
+
+    Equal (and hashed) by its path and text alone, so what is measured on it can be cached on it.
+    """
+
+    path: str  # as the user names it: "jobs/studies/study1.yaml"
+    text: str
+    definition: StudyDefinition = field(compare=False)
+    extraction: ExtractionSection | None = field(compare=False)  # None: the file has no extraction section
+    # Experiment 2's questions the file lists, expanded (one per `expand` value); () when it lists none.
+    questions: tuple[Question, ...] = field(compare=False)
+
+
+@dataclass(frozen=True)
 class StudyBundle:
     """Every file the Jobs read under /etc/grace, by the path the pod sees, with its text."""
 
     files: Mapping[PurePosixPath, str] = field(default_factory=dict)
-    definitions: Mapping[Study, Mapping[str, Any]] = field(default_factory=dict)
+    study_files: Mapping[Study, StudyFile] = field(default_factory=dict)
     input_rows: Mapping[Study, int] = field(default_factory=dict)  # rows of local inputFiles CSVs
 
     def has(self, pod_path: PurePosixPath) -> bool:
         return pod_path in self.files
 
     def with_files(self, extra: Mapping[PurePosixPath, str]) -> StudyBundle:
-        return StudyBundle({**self.files, **extra}, self.definitions, self.input_rows)
+        return StudyBundle({**self.files, **extra}, self.study_files, self.input_rows)
 
     def digest(self, pod_paths: Iterable[PurePosixPath]) -> str:
         """SHA-256 over the named files (path and content) that exist: what one Job reads."""
@@ -147,19 +155,20 @@ def load_study_bundle(
 ) -> StudyBundle:
     """Read the study files of the configured studies, their schemas and any local input CSVs.
 
-    Raises ConfigError (naming the key) for an unreadable file, a local CSV that is not UTF-8, or a
-    bundle over the ConfigMap size limit.
+    Raises ConfigError (naming the file or key) for an unreadable file, a study file the worker would
+    refuse, a local CSV that is not UTF-8, or a bundle over the ConfigMap size limit.
     """
     root = project_root or jobs_dir.parent
     files: dict[PurePosixPath, str] = {}
-    definitions: dict[Study, Mapping[str, Any]] = {}
+    study_files: dict[Study, StudyFile] = {}
     input_rows: dict[Study, int] = {}
     for study in config.experiments.studies:
         study_file = jobs_dir / STUDIES_SUBDIR / f"{study}.yaml"
         if study_file.is_file():
-            text = _read_text(study_file, f"jobs/{STUDIES_SUBDIR}/{study}.yaml")
+            where = f"jobs/{STUDIES_SUBDIR}/{study}.yaml"
+            text = _read_text(study_file, where)
             files[study_pod_path(study)] = text
-            definitions[study] = _parse_definition(text, study_file)
+            study_files[study] = _read_study_file(where, text)
         schema_file = jobs_dir / SCHEMAS_SUBDIR / f"{study}_schema.json"
         if schema_file.is_file():
             schema_key = f"jobs/{SCHEMAS_SUBDIR}/{schema_file.name}"
@@ -184,18 +193,32 @@ def load_study_bundle(
     for study, local in config.experiments.input_files.items():
         key = f"grace:experiments.inputFiles.{study}={local!r}"
         input_rows[study] = _count_csv_rows(files[input_pod_path(study, config)], key)
-    return StudyBundle(files, definitions, input_rows)
+    return StudyBundle(files, study_files, input_rows)
 
 
-def _parse_definition(text: str, path: Path) -> Mapping[str, Any]:
+def _read_study_file(where: str, text: str) -> StudyFile:
+    """The study file through the worker's models; ConfigError naming the file and key otherwise."""
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        problem = exc.__class__.__name__
-        raise ConfigError(f"jobs/{STUDIES_SUBDIR}/{path.name} is not valid YAML ({problem}).") from None
+        raise ConfigError(f"{where} is not valid YAML ({exc.__class__.__name__}).") from None
     if not isinstance(loaded, dict):
-        raise ConfigError(f"jobs/{STUDIES_SUBDIR}/{path.name} must be a YAML mapping.")
-    return loaded
+        raise ConfigError(f"{where} must be a YAML mapping.")
+    try:
+        definition = StudyDefinition.model_validate(loaded)
+    except ValidationError as err:
+        key, problem = first_error(err)
+        raise ConfigError(f"{where}: {key or '(top level)'}: {problem}.") from None
+    try:
+        extraction = (
+            ExtractionSection.model_validate(definition.extraction) if definition.extraction else None
+        )
+    except ValidationError as err:
+        key, problem = first_error(err)
+        raise ConfigError(f"{where}: extraction{'.' if key else ''}{key}: {problem}.") from None
+    # The questions `worker probs` asks without --tokens (an InputError for a section it would refuse).
+    questions = questions_for(definition, None) if definition.probability is not None else ()
+    return StudyFile(where, text, definition, extraction, tuple(questions))
 
 
 @dataclass(frozen=True)
@@ -206,19 +229,10 @@ class RequestsPerRow:
     source: str  # "jobs/studies/study1.yaml" or "default"
 
 
-def _expanded_count(question: object) -> int:
-    """A question with `expand: {k: [0, 1, 2, 3]}` is asked once per value (per combination)."""
-    expand = question.get(PROBABILITY_EXPAND_KEY) if isinstance(question, Mapping) else None
-    if not isinstance(expand, Mapping):
-        return 1
-    return math.prod(len(v) if isinstance(v, list) else 1 for v in expand.values())
-
-
 def has_probability_questions(study: Study, bundle: StudyBundle) -> bool:
     """Whether the study file lists its own exp2 questions (else `probs --tokens` asks a generic one)."""
-    section = (bundle.definitions.get(study) or {}).get(PROBABILITY_SECTION)
-    questions = section.get(PROBABILITY_QUESTIONS_KEY) if isinstance(section, Mapping) else None
-    return isinstance(questions, list) and bool(questions)
+    study_file = bundle.study_files.get(study)
+    return study_file is not None and bool(study_file.questions)
 
 
 def requests_per_row(study: Study, bundle: StudyBundle) -> RequestsPerRow:
@@ -227,29 +241,31 @@ def requests_per_row(study: Study, bundle: StudyBundle) -> RequestsPerRow:
     (the study authors' design when it lists none yet; the `continuation` method scores all options of a
     question in that one request); extraction one request per exp1 row, before re-asks."""
     counts = dict(DEFAULT_REQUESTS_PER_ROW[study])
-    definition = bundle.definitions.get(study) or {}
     source = "default"
-    prompt = definition.get(PROMPT_SECTION)
-    turns = prompt.get(PROMPT_TURNS_KEY) if isinstance(prompt, Mapping) else None
-    if isinstance(turns, list) and turns:
+    study_file = bundle.study_files.get(study)
+    if study_file is None:
+        return RequestsPerRow(counts, source)
+    turns = study_file.definition.prompt.turns
+    if turns is not None:
         counts[Experiment.EXP1] = len(turns)
-        source = f"jobs/{STUDIES_SUBDIR}/{study}.yaml"
-    section = definition.get(PROBABILITY_SECTION)
-    questions = section.get(PROBABILITY_QUESTIONS_KEY) if isinstance(section, Mapping) else None
-    if isinstance(questions, list) and questions:
-        counts[Experiment.EXP2] = sum(_expanded_count(q) for q in questions)
-        source = f"jobs/{STUDIES_SUBDIR}/{study}.yaml"
+        source = study_file.path
+    if study_file.questions:
+        counts[Experiment.EXP2] = len(study_file.questions)
+        source = study_file.path
     return RequestsPerRow(counts, source)
 
 
 def study_max_tokens(study: Study, experiment: Experiment, bundle: StudyBundle) -> int | None:
     """The completion budget the study file sets for exp1 (`generation`) or extraction
     (`extraction.generation`), or None when the file does not set one."""
-    definition = bundle.definitions.get(study) or {}
-    section = definition.get("extraction") if experiment is Experiment.STRUCTURED else definition
-    generation = section.get("generation") if isinstance(section, Mapping) else None
-    value = generation.get("max_tokens") if isinstance(generation, Mapping) else None
-    return value if isinstance(value, int) else None
+    study_file = bundle.study_files.get(study)
+    if study_file is None:
+        return None
+    section = study_file.extraction if experiment is Experiment.EXTRACTION else study_file.definition
+    if section is None or "generation" not in section.model_fields_set:
+        return None
+    generation: GenerationParams = section.generation
+    return generation.max_tokens if "max_tokens" in generation.model_fields_set else None
 
 
 def study_rows(study: Study, config: GraceConfig, bundle: StudyBundle) -> tuple[int, str]:
@@ -281,19 +297,18 @@ class StudySampling:
 
 def study_sampling(study: Study, config: GraceConfig, bundle: StudyBundle) -> StudySampling:
     """The sampling settings Experiment 1 runs with: `grace:jobs.sampling` over the study file's."""
-    section = (bundle.definitions.get(study) or {}).get(SAMPLING_SECTION)
-    values = dict(DEFAULT_SAMPLING)
+    study_file = bundle.study_files.get(study)
+    settings = study_file.definition.sampling if study_file is not None else SamplingSettings()
     source = "default"
-    if isinstance(section, Mapping):
-        values |= {key: section[key] for key in DEFAULT_SAMPLING if key in section}
-        source = f"jobs/{STUDIES_SUBDIR}/{study}.yaml"
+    if study_file is not None and "sampling" in study_file.definition.model_fields_set:
+        source = study_file.path
     overrides = config.jobs.sampling.model_dump(exclude_none=True)
     if overrides:
-        values |= overrides
+        settings = settings.model_copy(update=overrides)
         source = f"{source} + grace:jobs.sampling"
     return StudySampling(
-        temperature=float(values["temperature"]),
-        samples_per_row=int(values["samples_per_row"]),
-        base_seed=int(values["base_seed"]),
+        temperature=float(settings.temperature),
+        samples_per_row=settings.samples_per_row,
+        base_seed=settings.base_seed,
         source=source,
     )

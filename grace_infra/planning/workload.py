@@ -20,27 +20,17 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
-from pydantic import ValidationError
-
 from grace_infra import constants as c
 from grace_infra.config.catalog import ModelSpec
 from grace_infra.config.stack_config import Experiment, GraceConfig, Study
-from grace_infra.errors import ConfigError
 from grace_infra.planning.matrix import MatrixCell, samples_exp2
-from grace_infra.planning.study_bundle import (
-    StudyBundle,
-    has_probability_questions,
-    input_pod_path,
-    requests_per_row,
-)
-from worker.studies.definition import GenerationParams, first_error
-from worker.studies.definition import Study as StudyDefinition
+from grace_infra.planning.study_bundle import StudyBundle, StudyFile, input_pod_path, requests_per_row
+from worker.studies.definition import GenerationParams
 from worker.studies.extraction_section import ExtractionSection
 from worker.studies.probability_section import questions_for
 
@@ -98,28 +88,17 @@ _NO_STUDY_FILE = PromptSizes(
 
 
 @cache
-def _measure(name: str, definition_json: str, csv_text: str | None, tokens: tuple[str, ...]) -> PromptSizes:
-    # Arguments are strings so the result can be cached: a render prices every cell of every model.
-    where = f"jobs/studies/{name}.yaml"
-    try:
-        study = StudyDefinition.model_validate(json.loads(definition_json))
-    except ValidationError as err:
-        key, problem = first_error(err)
-        raise ConfigError(f"{where}: {key or '(top level)'}: {problem}.") from None
-    try:
-        section = ExtractionSection.model_validate(study.extraction) if study.extraction else None
-    except ValidationError as err:
-        key, problem = first_error(err)
-        raise ConfigError(f"{where}: extraction{'.' if key else ''}{key}: {problem}.") from None
+def _measure(study_file: StudyFile, csv_text: str | None, tokens: tuple[str, ...]) -> PromptSizes:
+    # Cached (a StudyFile compares by its text): a render prices every cell of every model.
+    study, section = study_file.definition, study_file.extraction
     rows = _rows(csv_text, study.required_columns)
     rendered = [study.render(row) for row in rows]
     turns = tuple(
         statistics.fmean(len(r.users[k]) + (len(r.system or "") if k == 0 else 0) for r in rendered)
         for k in range(len(rendered[0].users))
     )
-    # The generic --tokens question when the study lists none, else the study's own questions.
-    asks = bool(tokens) or study.probability is not None
-    questions = questions_for(study, list(tokens) or None) if asks else []
+    # The study's own questions, else the generic --tokens question.
+    questions = study_file.questions or (questions_for(study, tokens) if tokens else ())
     exp2 = statistics.fmean(
         sum(len(m["content"]) for m in q.messages(row, study)) for q in questions for row in rows
     ) if questions else c.ASSUMED_PROMPT_CHARS  # fmt: skip
@@ -142,13 +121,11 @@ def _measure(name: str, definition_json: str, csv_text: str | None, tokens: tupl
 
 def prompt_sizes(study: Study, config: GraceConfig, bundle: StudyBundle) -> PromptSizes:
     """The study's prompt lengths, measured on its CSV rows when the bundle holds them."""
-    definition = bundle.definitions.get(study)
-    if not definition:
+    study_file = bundle.study_files.get(study)
+    if study_file is None:
         return _NO_STUDY_FILE
-    tokens = () if has_probability_questions(study, bundle) else tuple(config.jobs.tokens)
-    csv_text = bundle.files.get(input_pod_path(study, config))
-    # Key order is meaning (text_replacements apply in order): never sort it.
-    return _measure(study.value, json.dumps(definition, default=str), csv_text, tokens)
+    tokens = () if study_file.questions else tuple(config.jobs.tokens)
+    return _measure(study_file, bundle.files.get(input_pod_path(study, config)), tokens)
 
 
 def cell_request_kinds(

@@ -315,7 +315,8 @@ def expand_questions(section: ProbabilitySection, available: Sequence[str]) -> l
 
 
 def generic_question(tokens: Sequence[str], study: Study) -> Question:
-    """The seed's form: one question, the study's Experiment 1 prompt, options given by --tokens.
+    """As the researchers' original Jobs asked: one question, the study's Experiment 1 prompt, options
+    given by --tokens.
 
     A conversation's questions are asked together in one user message here: a probability is read at
     one answer position.

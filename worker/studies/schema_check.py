@@ -1,6 +1,7 @@
-"""Structured output, pure part: turn one model reply into schema-valid fields or one explained failure.
+"""Extraction, pure part: turn one model reply into schema-valid fields or one explained failure.
 
-Nothing here does I/O. `extract.py` owns the requests and the rows; this module owns the rules:
+Nothing here does I/O. The extraction pipeline (worker.pipelines.extraction) owns the requests and the
+rows; this module owns the rules:
 
 - `Backend` and `response_format_for`: how a request asks for JSON. vLLM enforces a JSON Schema while
   decoding (`response_format` `json_schema`, strict); DeepSeek only promises *some* JSON object

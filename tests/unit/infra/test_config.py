@@ -126,7 +126,7 @@ def test_a_model_override_keeps_its_constraint() -> None:
 # --- Pulumi.nrp.yaml -----------------------------------------------------------------------------
 
 
-def test_nrp_stack_is_the_seed_deployment() -> None:
+def test_nrp_stack_is_the_researchers_original_deployment() -> None:
     config = parse()
     assert config.namespace.name == "grace-experiments"
     assert config.namespace.create is False

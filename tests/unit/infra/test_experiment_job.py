@@ -108,11 +108,11 @@ def test_nrp_matrix_renders_every_job_by_name(mixed_run: OfflineRun) -> None:
     assert len(mixed_run.of_type(TYPE_TOKEN)) == 33
 
 
-def test_job_names_and_output_paths_follow_the_seed() -> None:
+def test_job_names_and_output_paths_follow_the_original_manifests() -> None:
     assert job_name(Study.STUDY1, Experiment.EXP1, "gemma-2-2b") == "study1-exp1-gemma-2-2b"
     assert job_name(Study.STUDY2, Experiment.EXP2, "gpt-oss-20b") == "study2-exp2-gpt-oss-20b"
     assert (
-        job_name(Study.STUDY1, Experiment.STRUCTURED, "gemma-2-9b") == "structured-output-study1-gemma-2-9b"
+        job_name(Study.STUDY1, Experiment.EXTRACTION, "gemma-2-9b") == "structured-output-study1-gemma-2-9b"
     )
     assert output_path(Study.STUDY1, Experiment.EXP1, "gemma-2-2b") == PurePosixPath(
         "/output/exp1/gemma-2-2b/study1_responses.csv"
@@ -120,7 +120,7 @@ def test_job_names_and_output_paths_follow_the_seed() -> None:
     assert str(output_path(Study.STUDY1, Experiment.EXP2, "gemma-2-2b")) == (
         "/output/exp2/gemma-2-2b/study1_probabilities.csv"
     )
-    assert str(output_path(Study.STUDY2, Experiment.STRUCTURED, "llama-3-70b")) == (
+    assert str(output_path(Study.STUDY2, Experiment.EXTRACTION, "llama-3-70b")) == (
         "/output/structured/llama-3-70b/study2_structured.csv"
     )
 
@@ -248,7 +248,9 @@ def test_exp2_asks_the_study_questions_not_the_generic_tokens(tmp_path: Path) ->
     # A study file that lists probability questions is asked those; --tokens would replace them.
     jobs_dir = copy_jobs_dir(tmp_path)
     study = yaml.safe_load((jobs_dir / "studies" / "study1.yaml").read_text())
-    study["probability"] = {"questions": [{"name": "q", "user": "?", "options": [{"text": "yes"}]}]}
+    columns = {"prob": "q_{label}", "entropy": "q_entropy"}
+    question = {"name": "q", "user": "?", "options": ["yes", "no"], "columns": columns}
+    study["probability"] = {"questions": [question]}
     (jobs_dir / "studies" / "study1.yaml").write_text(yaml.safe_dump(study))
     config = config_of(experiments={"studies": ["study1"], "experiments": ["exp2"], "models": ["gemma-2-2b"]})
     (job,) = plan_jobs(config, load_study_bundle(config, jobs_dir=jobs_dir))

@@ -28,10 +28,10 @@ STUDY_WITH_FIVE_QUESTIONS = {
 
 def small_case(tmp_path: Path, **jobs: Any) -> tuple[GraceConfig, StudyBundle]:
     """gemma-2-2b (1 GPU, 20 req/s, 600 s load) and gemma-2-27b (2 GPUs, overridden to 5 req/s and
-    1500 s load), study1 with 100 rows, exp1 + exp2 (+ structured when asked), a one-day campaign."""
+    1500 s load), study1 with 100 rows, exp1 + exp2 (+ extraction when asked), a one-day campaign."""
     (tmp_path / "studies").mkdir(parents=True)
     (tmp_path / "studies" / "study1.yaml").write_text(yaml.safe_dump(STUDY_WITH_FIVE_QUESTIONS))
-    experiments = ["exp1", "exp2", *(["structured"] if jobs.pop("structured", False) else [])]
+    experiments = ["exp1", "exp2", *(["structured"] if jobs.pop("extraction", False) else [])]
     raw = base_config(
         models=[
             {"key": "gemma-2-2b", "throughputRps": 20, "loadBudgetS": 600, "servingMode": "persistent"},
@@ -88,7 +88,7 @@ def test_a_server_busier_than_the_campaign_is_up_as_long_as_it_works(tmp_path: P
 
 
 def test_extraction_counts_on_the_one_extractor_only_without_an_external_endpoint(tmp_path: Path) -> None:
-    config, bundle = small_case(tmp_path / "own", structured=True)
+    config, bundle = small_case(tmp_path / "own", extraction=True)
     own = gpu_hour_plan(config, bundle)
     # gemma-2-2b (the only persistent model) codes BOTH models' 100 exp1 rows; gemma-2-27b codes none.
     assert own.models[0].requests_by_experiment == {"exp1": 100, "exp2": 500, "structured": 200}
@@ -96,7 +96,7 @@ def test_extraction_counts_on_the_one_extractor_only_without_an_external_endpoin
     assert own.external_extraction_requests == 0
 
     config, bundle = small_case(
-        tmp_path / "ext", structured=True, deepseekEndpoint="https://api.deepseek.com/v1"
+        tmp_path / "ext", extraction=True, deepseekEndpoint="https://api.deepseek.com/v1"
     )
     external = gpu_hour_plan(config, bundle)
     assert external.models[0].requests == 600
@@ -153,7 +153,7 @@ def test_request_counts_come_from_the_study_file_or_the_published_design(tmp_pat
     assert counted.counts[Experiment.EXP2] == 5
     assert counted.source == "jobs/studies/study1.yaml"
     fallback = requests_per_row(Study.STUDY2, StudyBundle())
-    assert fallback.counts == {Experiment.EXP1: 1, Experiment.EXP2: 3, Experiment.STRUCTURED: 1}
+    assert fallback.counts == {Experiment.EXP1: 1, Experiment.EXP2: 3, Experiment.EXTRACTION: 1}
     assert fallback.source == "default"
 
 

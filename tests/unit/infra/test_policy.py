@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from grace_infra.commands import render
+from grace_infra.config.catalog import CATALOG
 from grace_infra.config.stack_config import GraceConfig
 from grace_infra.errors import ConfigError, PolicyViolation
 from grace_infra.manifests import vllm_server
@@ -142,20 +143,23 @@ def test_tensor_parallel_size_different_from_gpus_is_refused_by_config() -> None
         config(models=[{"key": "llama-3-70b", "servingMode": "job", "tensorParallelSize": 2}])
 
 
-def test_tensor_parallel_rule_also_catches_a_mismatch_itself() -> None:
-    # The config validator refuses this first; the rule must not rely on that (plain-function use).
-    cfg = config(models=persistent("gemma-2-2b"))
-    model = cfg.served_models()[0].model_copy(update={"tensor_parallel_size": 2})
-    patched = type("Patched", (), {"served_models": lambda self: [model]})()
-    (finding,) = rules.tensor_parallel_layout(patched)  # type: ignore[arg-type]
-    assert finding.message == "model gemma-2-2b has tensor parallel size 2 but 1 GPUs; they must be equal."
+@pytest.mark.parametrize("key", list(CATALOG))
+def test_no_config_reaches_the_rules_with_tensor_parallel_other_than_gpus(key: str) -> None:
+    # Why no rule checks it: changing a model's GPUs without its tensor parallel size is refused by the
+    # config validator, whose message is what `grace render` prints
+    # (test_render.test_main_reports_a_config_error_in_one_line).
+    tp = CATALOG[key].tensor_parallel_size
+    refused = rf"^grace:models\[0\]\.tensorParallelSize={tp} must equal gpus={2 * tp}$"
+    with pytest.raises(ConfigError, match=refused):
+        config(models=[{"key": key, "servingMode": "job", "gpus": 2 * tp}])
 
 
 # --- limits and quota ---------------------------------------------------------------------------------
 
 
-def seed_template_pod() -> dict[str, Any]:
-    """The seed's vLLM container resources: 8 -> 16 CPU and 32 -> 64 Gi (both break NRP's 1.2x rule)."""
+def original_template_pod() -> dict[str, Any]:
+    """The researchers' original vLLM container resources: 8 -> 16 CPU and 32 -> 64 Gi (both break NRP's
+    1.2x rule)."""
     resources = {
         "requests": {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"},
         "limits": {"cpu": "16", "memory": "64Gi", "nvidia.com/gpu": "1"},
@@ -164,7 +168,7 @@ def seed_template_pod() -> dict[str, Any]:
 
 
 def test_a_limit_over_1_2_times_its_request_is_an_error() -> None:
-    cpu, memory = rules.container_limit_findings(seed_template_pod(), "StatefulSet vllm-x", "x")
+    cpu, memory = rules.container_limit_findings(original_template_pod(), "StatefulSet vllm-x", "x")
     assert cpu.severity is Severity.ERROR
     assert cpu.message == (
         "StatefulSet vllm-x container vllm has cpu limit 16 over 1.2 x its request 8; "

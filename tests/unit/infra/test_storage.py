@@ -12,7 +12,7 @@ from grace_infra.config.catalog import CATALOG
 from .support import base_config, render_stack
 
 PVC_TYPE = "kubernetes:core/v1:PersistentVolumeClaim"
-SEED_WEIGHTS_GI = {
+ORIGINAL_WEIGHTS_GI = {  # the researchers' original weights claims
     "gemma-2-2b": 10, "gemma-2-9b": 25, "gemma-2-27b": 70,
     "llama-3-70b": 160, "gpt-oss-20b": 15, "gpt-oss-120b": 70,
 }  # fmt: skip
@@ -28,7 +28,7 @@ def _summary(claim: dict) -> tuple[str, str, str]:
     return spec["resources"]["requests"]["storage"], mode, spec["storageClassName"]
 
 
-def test_shared_claims_keep_the_seed_names_modes_sizes_and_classes(nrp_run: OfflineRun) -> None:
+def test_shared_claims_keep_the_original_names_modes_sizes_and_classes(nrp_run: OfflineRun) -> None:
     found = claims(nrp_run)
     assert _summary(found[c.INPUT_PVC]) == ("5Gi", "ReadWriteMany", "rook-cephfs")
     assert _summary(found[c.OUTPUT_PVC]) == ("100Gi", "ReadWriteMany", "rook-cephfs")
@@ -40,7 +40,7 @@ def test_one_weights_claim_per_model_sized_from_the_catalog(nrp_run: OfflineRun)
     assert set(found) == {c.INPUT_PVC, c.OUTPUT_PVC, c.LOGS_PVC} | {
         f"grace-model-weights-{k}" for k in CATALOG
     }
-    for key, size in SEED_WEIGHTS_GI.items():
+    for key, size in ORIGINAL_WEIGHTS_GI.items():
         claim = found[f"grace-model-weights-{key}"]
         assert _summary(claim) == (f"{size}Gi", "ReadWriteOnce", "rook-ceph-block")
         assert claim["metadata"]["labels"]["model"] == key

@@ -104,7 +104,7 @@ def test_extraction_reads_every_reply_at_its_cap_on_the_coder() -> None:
     config, bundle = nrp()
     coder = config.extractor_model()
     assert coder is not None
-    studied = cell(config, Study.STUDY1, Experiment.STRUCTURED, "gpt-oss-20b")
+    studied = cell(config, Study.STUDY1, Experiment.EXTRACTION, "gpt-oss-20b")
     (kind,) = cell_request_kinds(studied, coder, config, bundle)
     sizes = prompt_sizes(Study.STUDY1, config, bundle)
     assert sizes.extraction_replies == 3  # response_story, response_speech, response_knowledge
@@ -131,10 +131,28 @@ def test_placeholders_without_rows_count_at_least_as_long_as_any_real_value() ->
     }
 
 
-def test_a_study_file_the_worker_would_refuse_is_one_sentence_naming_it(tmp_path: Path) -> None:
+# A study file is read once, through the worker's models, when the bundle is loaded.
+REFUSED_STUDY_FILES = {
+    "no prompt": (
+        "name: study2\nrequired_columns: [a]\n",
+        "jobs/studies/study2.yaml: prompt: Field required.",
+    ),
+    "not YAML": ("name: [study2\n", "jobs/studies/study2.yaml is not valid YAML (ParserError)."),
+    "not a mapping": ("- study2\n", "jobs/studies/study2.yaml must be a YAML mapping."),
+    "bad extraction": (
+        "name: study2\nrequired_columns: [a]\nprompt: {user: '{a}'}\nextraction: {prompt: {user: x}}\n",
+        "jobs/studies/study2.yaml: extraction.schema: Field required.",
+    ),
+}
+
+
+@pytest.mark.parametrize(("text", "message"), list(REFUSED_STUDY_FILES.values()), ids=REFUSED_STUDY_FILES)
+def test_a_study_file_the_worker_would_refuse_is_one_sentence_naming_it(
+    tmp_path: Path, text: str, message: str
+) -> None:
     (tmp_path / "studies").mkdir()
-    (tmp_path / "studies" / "study2.yaml").write_text("name: study2\nrequired_columns: [a]\n")
+    (tmp_path / "studies" / "study2.yaml").write_text(text)
     config = GraceConfig.parse(base_config(experiments={"studies": ["study2"]}))
-    bundle = load_study_bundle(config, jobs_dir=tmp_path)
-    with pytest.raises(ConfigError, match=r"^jobs/studies/study2\.yaml: prompt: Field required\.$"):
-        gpu_hour_plan(config, bundle)
+    with pytest.raises(ConfigError) as refused:
+        load_study_bundle(config, jobs_dir=tmp_path)
+    assert str(refused.value) == message

@@ -74,7 +74,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-HELP = "Structured extraction: turn Experiment 1 free text into schema-valid columns, or an explicit error."
+HELP = "Extraction: turn Experiment 1 free text into schema-valid columns, or an explicit error."
 # --deepseek-endpoint can stand in for --model-endpoint/--model-name (see resolve_arguments), so the CLI
 # must not require them; resolve_arguments names whatever is still missing.
 ENDPOINT_REQUIRED = False

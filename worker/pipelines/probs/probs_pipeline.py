@@ -68,7 +68,7 @@ DETOKENIZE_PATH = "/detokenize"
 
 # vLLM's --max-logprobs default: a request for more top candidates is refused with a 400.
 MAX_TOP_LOGPROBS = 20
-DEFAULT_TOP_LOGPROBS = 20  # the seed's 5 silently dropped options that ranked 6th or lower
+DEFAULT_TOP_LOGPROBS = 20  # the researchers' original Jobs asked for 5, dropping options ranked 6th or lower
 # gpt-oss's analysis channel for a short question: the catalog's reasoning budget
 # (grace_infra/config/catalog.py).
 DEFAULT_REASONING_MAX_TOKENS = 2048
@@ -745,7 +745,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tokens",
         help="Comma-separated answer options for one generic question over the study's prompt "
-        "(the seed's form, e.g. 0,1,2,3,yes,no); without it the study's probability questions are asked.",
+        "(as the researchers' original Jobs asked, e.g. 0,1,2,3,yes,no); without it the study's probability "
+        "questions are asked.",
     )
     parser.add_argument(
         "--logprobs",

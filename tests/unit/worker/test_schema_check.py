@@ -1,4 +1,4 @@
-"""The pure rules of structured extraction: schemas, recovery, validation, cross-field checks, re-ask turns.
+"""The pure rules of extraction: schemas, recovery, validation, cross-field checks, re-ask turns.
 
 Reply shapes come from real vLLM 0.32 bodies in ../shared/reference/vllm-0.32 when that folder exists.
 """
