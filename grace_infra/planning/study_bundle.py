@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from grace_infra import constants as c
 from grace_infra.config.stack_config import Experiment, GraceConfig, Study
 from grace_infra.errors import ConfigError
+from worker.errors import InputError
 from worker.studies.definition import GenerationParams, SamplingSettings, first_error
 from worker.studies.definition import Study as StudyDefinition
 from worker.studies.extraction_section import ExtractionSection
@@ -216,8 +217,12 @@ def _read_study_file(where: str, text: str) -> StudyFile:
     except ValidationError as err:
         key, problem = first_error(err)
         raise ConfigError(f"{where}: extraction{'.' if key else ''}{key}: {problem}.") from None
-    # The questions `worker probs` asks without --tokens (an InputError for a section it would refuse).
-    questions = questions_for(definition, None) if definition.probability is not None else ()
+    # The questions `worker probs` asks without --tokens; a section the worker would refuse is refused
+    # here, before anything is deployed, with the worker's own sentence.
+    try:
+        questions = questions_for(definition, None) if definition.probability is not None else ()
+    except InputError as err:
+        raise ConfigError(f"{where}: {err}") from None
     return StudyFile(where, text, definition, extraction, tuple(questions))
 
 

@@ -143,6 +143,11 @@ REFUSED_STUDY_FILES = {
         "name: study2\nrequired_columns: [a]\nprompt: {user: '{a}'}\nextraction: {prompt: {user: x}}\n",
         "jobs/studies/study2.yaml: extraction.schema: Field required.",
     ),
+    "empty probability questions": (
+        "name: study2\nrequired_columns: [a]\nprompt: {user: '{a}'}\nprobability: {questions: []}\n",
+        "jobs/studies/study2.yaml: study study2: probability.questions: Tuple should have at least 1 item "
+        "after validation, not 0.",
+    ),
 }
 
 
