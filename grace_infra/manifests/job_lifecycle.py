@@ -30,6 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 from grace_infra import constants as c
+from worker import contract
 
 __all__ = ["await_annotations", "download_pod_failure_policy", "pod_failure_policy"]
 
@@ -65,7 +66,7 @@ def pod_failure_policy() -> dict[str, Any]:
                     # check never fails (when in doubt, the Job runs).
                     "containerName": c.WORKER_CONTAINER_NAME,
                     "operator": "In",
-                    "values": [c.WORKER_EXIT_INPUT, c.WORKER_EXIT_ROWS_FAILED, c.WORKER_EXIT_STORAGE],
+                    "values": [contract.EXIT_INPUT, contract.EXIT_ROWS_FAILED, contract.EXIT_STORAGE],
                 },
             },
             _IGNORE_DISRUPTION,
