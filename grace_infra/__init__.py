@@ -12,4 +12,8 @@ test_layout.py checks this, and that only components/ and commands/ import Pulum
     nrp/rules.py              NRP's usage rules over the config, the plan and the manifests
     components/               the Pulumi ComponentResources and the stack that builds them
     commands/                 `grace render|preflight|status|results`; cli.py dispatches to them
+
+What the stack and the worker must agree on (the worker's environment names, paths, exit codes and
+subcommands, the meta file as a typed model) is the worker's `worker/contract.py`, imported from any
+layer; the job image ships the worker alone, so the contract lives there.
 """

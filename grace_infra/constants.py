@@ -1,6 +1,12 @@
-"""Every fixed number and name of the stack in one place, each with the reason it has its value."""
+"""Every fixed number and name of the stack in one place, each with the reason it has its value.
+
+What the worker must agree on too (its environment names, the paths it reads, its exit codes and
+subcommands, its metrics port, the files beside an output) is in worker/contract.py, imported here and
+by the modules that build or read them."""
 
 from __future__ import annotations
+
+from worker import contract
 
 PROJECT = "grace"
 PULUMI_CONFIG_NAMESPACE = "grace"
@@ -29,19 +35,18 @@ MODEL_SERVER_PREFIX = "vllm-"
 KUBERNETES_NAME_MAX_LENGTH = 63
 MODEL_KEY_MAX_LENGTH = KUBERNETES_NAME_MAX_LENGTH - len(WEIGHTS_PVC_PREFIX)
 
-# Mount points inside pods (the worker's CLI paths are built from these).
+# Mount points inside pods (the worker's CLI paths are built from these; the studies ConfigMap's mount
+# is where the worker looks for study files: worker/contract.py STUDIES_MOUNT).
 INPUT_MOUNT = "/input"
 OUTPUT_MOUNT = "/output"
 LOGS_MOUNT = "/logs"
 WEIGHTS_MOUNT = "/model-weights"
-STUDIES_MOUNT = "/etc/grace"
 
 # vLLM's OpenAI-compatible server.
 VLLM_PORT = 8000
 VLLM_PORT_NAME = "http"
 VLLM_MIN_MAX_LOGPROBS = 20  # experiment 2 reads the top-20 alternatives; vLLM's default cap is 20
-WORKER_METRICS_PORT = 9090
-WORKER_METRICS_PORT_NAME = "metrics"
+WORKER_METRICS_PORT_NAME = "metrics"  # the worker's port is worker/contract.py METRICS_PORT
 
 # NRP usage rules (https://nrp.ai/documentation/userdocs/start/policies/).
 NRP_LIMIT_TO_REQUEST_MAX_RATIO = 1.2  # a limit may exceed its request by at most 20 %
@@ -75,10 +80,8 @@ TIKTOKEN_DIR = f"{WEIGHTS_MOUNT}/.tiktoken"
 TIKTOKEN_BASE_URL = "https://openaipublic.blob.core.windows.net/encodings/"
 TIKTOKEN_SHA256 = {"o200k_base.tiktoken": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"}
 # The download's marker on the weights claim: repo, requested revision, resolved commit SHA. Every
-# container that mounts the claim finds it at WEIGHTS_MARKER_PATH (named in WEIGHTS_MARKER_ENV).
-WEIGHTS_MARKER_FILE = ".grace-weights.json"
-WEIGHTS_MARKER_PATH = f"{WEIGHTS_MOUNT}/{WEIGHTS_MARKER_FILE}"
-WEIGHTS_MARKER_ENV = "GRACE_WEIGHTS_MARKER"
+# container that mounts the claim finds it here (named in worker/contract.py WEIGHTS_MARKER_ENV).
+WEIGHTS_MARKER_PATH = f"{WEIGHTS_MOUNT}/{contract.WEIGHTS_MARKER_FILE}"
 VLLM_HEALTH_PATH = "/health"
 VLLM_METRICS_PATH = "/metrics"
 HF_CACHE_MOUNT = "/tmp"  # noqa: S108  (an emptyDir on node-local disk: HF's cache must never live on CephFS)
@@ -133,8 +136,6 @@ STUDIES_CONTENT_HASH_ANNOTATION = "grace.nrp.io/studies-sha256"  # a prompt chan
 CONFIGMAP_MAX_BYTES = 1024 * 1024  # etcd's object size limit; a ConfigMap's data must stay under it
 CONFIGMAP_METADATA_RESERVE_BYTES = 32 * 1024  # labels, annotations, managedFields of the object
 PUBLISHED_STUDY_ROWS = {"study1": 300, "study2": 2424}  # rows of the researchers' published CSVs
-DEEPSEEK_API_KEY_ENV = "DEEPSEEK_API_KEY"
-WORKER_LOG_FILE_ENV = "GRACE_LOG_FILE"  # the worker also logs to this file (on the logs PVC)
 HOURS_PER_DAY = 24
 SECONDS_PER_HOUR = 3600
 
@@ -165,11 +166,6 @@ VLLM_RUNTIME_OVERHEAD_GB_PER_GPU = 2.0
 # allowsSkipAwaitWithDelete), so a replacement under a fixed name would race its own deletion (AlreadyExists).
 AWAIT_OVERRIDE_ANNOTATION = "pulumi.com/waitFor"
 AWAIT_CREATED_ONLY = "jsonpath={.metadata.uid}"  # set by the API server on create: satisfied at once
-# Exit codes of the worker (worker/constants.py) that no retry can change: bad input (2), output complete
-# with failed rows (3). Kept here as numbers because the infra package never imports the worker.
-WORKER_EXIT_INPUT = 2
-WORKER_EXIT_ROWS_FAILED = 3
-WORKER_EXIT_STORAGE = 4  # the output's filesystem is full or read-only: another pod meets the same claim
 WEIGHTS_DOWNLOAD_EXIT_NO_ACCESS = 3  # weights_download.EXIT_NO_ACCESS: the token cannot read the repository
 JOB_DEADLINE_SAFETY_FACTOR = 2.0  # speed and load budgets are planning estimates, not measurements
 # activeDeadlineSeconds counts from the Job's start, Pending time included: a GPU pod may queue for hours
@@ -179,9 +175,7 @@ JOB_DEADLINE_QUEUE_ALLOWANCE_S = 6 * 3600
 RUN_STATE_VOLUME = "run-state"
 RUN_STATE_MOUNT = "/run/grace"
 OUTPUTS_COMPLETE_MARKER = "/run/grace/outputs-complete"
-OUTPUTS_CHECK_CONTAINER_NAME = "check-outputs"
-# The worker appends this variable's text to a "no such file" error (worker/run/input_table.py).
-MISSING_INPUT_HELP_ENV = "GRACE_MISSING_INPUT_HELP"
+OUTPUTS_CHECK_CONTAINER_NAME = contract.CHECK_OUTPUTS_COMMAND  # the container is named after what it runs
 
 # The GPU-hour plan's serving estimate (planning/workload.py, planning/serving_speed.py).
 # Prompt lengths are measured in characters on the real prompts; tokens = characters / CHARS_PER_TOKEN.

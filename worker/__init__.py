@@ -3,7 +3,9 @@
 Layers, lowest first; a module imports only from its own layer or the ones before it (tests/unit/
 test_layout.py checks this):
 
-    constants.py, errors.py   every fixed number and name; the typed errors
+    contract.py               what the stack and the worker agree on (environment names, paths, exit
+                              codes, subcommands, the meta file as a typed model); the stack imports it
+    constants.py, errors.py   the worker's own fixed numbers and names; the typed errors
     server/                   the HTTP client, its options, and what each endpoint's replies hold
     run/                      the run engine every pipeline shares: input, lock, checkpoint, meta, signals
     studies/                  study files as validated models: prompts, probability questions, extraction

@@ -26,7 +26,7 @@ from typing import NoReturn
 
 from pydantic import ValidationError
 
-from worker import __version__
+from worker import __version__, contract
 from worker import constants as c
 from worker.errors import InputError
 from worker.run.run_options import RunOptions
@@ -52,19 +52,18 @@ SUBCOMMANDS: dict[str, str] = {
     "probs": "worker.pipelines.probs.probs_pipeline",
     "extract": "worker.pipelines.extraction.extraction_pipeline",
 }
-RUN_COMMAND = "run"
-CHECK_OUTPUTS_COMMAND = "check-outputs"
 CHECK_OUTPUTS_MODULE = "worker.commands.check_outputs"  # imports this module, so it is loaded when used
-EXIT_INTERRUPTED = c.EXIT_SIGNAL_BASE + 2  # SIGINT outside a run (while parsing); runs handle it themselves
+# SIGINT outside a run (while parsing); runs handle it themselves.
+EXIT_INTERRUPTED = contract.EXIT_SIGNAL_BASE + 2
 CLEAR_LINE = "\r\x1b[K"  # carriage return + ANSI "erase to end of line"
 
 # For `run --tasks`: the worst result wins; exit 2 (nothing done, retrying cannot help) is the worst.
 _SEVERITY = {
-    c.EXIT_OK: 0,
-    c.EXIT_ROWS_FAILED: 1,
-    c.EXIT_SERVER_UNAVAILABLE: 2,
-    c.EXIT_STORAGE: 3,
-    c.EXIT_INPUT: 4,
+    contract.EXIT_OK: 0,
+    contract.EXIT_ROWS_FAILED: 1,
+    contract.EXIT_SERVER_UNAVAILABLE: 2,
+    contract.EXIT_STORAGE: 3,
+    contract.EXIT_INPUT: 4,
 }
 
 
@@ -91,25 +90,25 @@ FILES_AND_EXIT_CODES = f"""\
 files (beside --output; a rerun of the same command resumes from them):
   OUTPUT                       the result; written to OUTPUT.<pid>{c.TEMP_SUFFIX} and renamed only when
                                every row is done, so it exists only complete
-  OUTPUT{c.CHECKPOINT_SUFFIX:<22} checkpoint: one line per finished row (success or failure)
-  OUTPUT{c.META_SUFFIX:<22} provenance: command line, versions, input digest, parameters,
+  OUTPUT{contract.CHECKPOINT_SUFFIX:<22} checkpoint: one line per finished row (success or failure)
+  OUTPUT{contract.META_SUFFIX:<22} provenance: command line, versions, input digest, parameters,
                                server, counts, duration and the exit code
   OUTPUT{c.LOCK_SUFFIX:<22} held while a worker writes OUTPUT: a second worker refuses it
-  OUTPUT{c.CHECKPOINT_SUFFIX}{c.REJECTED_SUFFIX}
+  OUTPUT{contract.CHECKPOINT_SUFFIX}{c.REJECTED_SUFFIX}
                                damaged checkpoint lines, moved aside; their rows are redone
-  ${c.LOG_FILE_ENV:<27} when set, the log is also appended to this file
+  ${contract.LOG_FILE_ENV:<27} when set, the log is also appended to this file
 environment:
-  ${c.LOG_LEVEL_ENV:<27} DEBUG, INFO (default), WARNING or ERROR
+  ${contract.LOG_LEVEL_ENV:<27} DEBUG, INFO (default), WARNING or ERROR
 exit codes:
-  {c.EXIT_OK:<28} every row succeeded
-  {c.EXIT_ROWS_FAILED:<28} output complete; some rows carry an error in their error column
-  {c.EXIT_INPUT:<28} bad input or arguments, an unknown model, or OUTPUT locked by another
+  {contract.EXIT_OK:<28} every row succeeded
+  {contract.EXIT_ROWS_FAILED:<28} output complete; some rows carry an error in their error column
+  {contract.EXIT_INPUT:<28} bad input or arguments, an unknown model, or OUTPUT locked by another
                                worker: one line on stderr, nothing written; a rerun cannot help
-  {c.EXIT_STORAGE:<28} the output's filesystem is full or read-only; rerun when there is room
-  {c.EXIT_SERVER_UNAVAILABLE:<28} no healthy server within --wait-timeout (at start or in an outage);
+  {contract.EXIT_STORAGE:<28} the output's filesystem is full or read-only; rerun when there is room
+  {contract.EXIT_SERVER_UNAVAILABLE:<28} no healthy server within --wait-timeout (at start or in an outage);
                                a rerun resumes
-  {c.EXIT_SIGNAL_BASE + signal.SIGTERM:<28} stopped by SIGTERM (e.g. Kubernetes); a rerun resumes
-  {c.EXIT_SIGNAL_BASE + signal.SIGINT:<28} interrupted (Ctrl-C); a rerun resumes
+  {contract.EXIT_SIGNAL_BASE + signal.SIGTERM:<28} stopped by SIGTERM (e.g. Kubernetes); a rerun resumes
+  {contract.EXIT_SIGNAL_BASE + signal.SIGINT:<28} interrupted (Ctrl-C); a rerun resumes
   1                            a bug (traceback); the checkpoint keeps every finished row
 """
 
@@ -148,8 +147,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, endpoint_required: 
     )
     group.add_argument("--model-name", required=endpoint_required, help="Served model name.")
     group.add_argument("--study", required=True, help=(
-            f"Study name, looked up as NAME.yaml in ${c.STUDIES_DIR_ENV}, {c.CONTAINER_STUDIES_DIR}, then "
-            "jobs/studies/; or a YAML path."
+            f"Study name, looked up as NAME.yaml in ${contract.STUDIES_DIR_ENV}, "
+            f"{contract.CONTAINER_STUDIES_DIR}, then jobs/studies/; or a YAML path."
         ),
     )
     group.add_argument(
@@ -217,7 +216,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, endpoint_required: 
     group.add_argument(
         "--metrics-port",
         type=int,
-        default=c.DEFAULT_METRICS_PORT,
+        default=contract.METRICS_PORT,
         help="Prometheus metrics port; 0 disables.",
     )
     group.add_argument(
@@ -304,7 +303,7 @@ def build_parser() -> _Parser:
         help_text = getattr(_try_import(module_name), "HELP", f"(module {module_name} not available)")
         sub.add_parser(name, help=help_text, add_help=False)
     run = sub.add_parser(
-        RUN_COMMAND,
+        contract.RUN_COMMAND,
         help="Run several subcommands in order from a JSON task list (what a job-mode Job runs).",
         description=RUN_DESCRIPTION,
         epilog=FILES_AND_EXIT_CODES,
@@ -314,7 +313,7 @@ def build_parser() -> _Parser:
         "--tasks", type=Path, required=True, help='JSON list of argv lists: [["query", ...], ...]'
     )
     sub.add_parser(
-        CHECK_OUTPUTS_COMMAND, add_help=False,
+        contract.CHECK_OUTPUTS_COMMAND, add_help=False,
         help="Whether every task of a --tasks list is already complete (writes --marker if so).",
     )  # fmt: skip
     return parser
@@ -327,11 +326,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _configure_logging()
     except InputError as err:
         report_fatal("", err)
-        return c.EXIT_INPUT
+        return contract.EXIT_INPUT
     try:
-        if argv and argv[0] == RUN_COMMAND:
+        if argv and argv[0] == contract.RUN_COMMAND:
             return _run_tasks(argv)
-        if argv and argv[0] == CHECK_OUTPUTS_COMMAND:  # commands/check_outputs.py (job-mode init container)
+        if argv and argv[0] == contract.CHECK_OUTPUTS_COMMAND:  # commands/check_outputs.py (job-mode init)
             return importlib.import_module(CHECK_OUTPUTS_MODULE).main(argv[1:])
         return _run_one(argv)
     except KeyboardInterrupt:
@@ -378,14 +377,14 @@ def _run_one(argv: list[str]) -> int:
         pipeline = module.build(args)
     except (UsageError, InputError) as err:
         report_fatal(command, err)
-        return c.EXIT_INPUT
+        return contract.EXIT_INPUT
     return run_pipeline(pipeline, options)
 
 
 def _top_level(argv: list[str]) -> NoReturn:
     """No known subcommand: argparse prints help or --version and exits, or names the problem."""
     build_parser().parse_args(argv)
-    raise UsageError("choose a subcommand: " + ", ".join([*SUBCOMMANDS, RUN_COMMAND]))
+    raise UsageError("choose a subcommand: " + ", ".join([*SUBCOMMANDS, contract.RUN_COMMAND]))
 
 
 def _run_tasks(argv: list[str]) -> int:
@@ -393,14 +392,14 @@ def _run_tasks(argv: list[str]) -> int:
         args = build_parser().parse_args(argv)
         tasks = read_tasks(args.tasks)
     except (UsageError, InputError) as err:
-        report_fatal(RUN_COMMAND, err)
-        return c.EXIT_INPUT
-    worst = c.EXIT_OK
+        report_fatal(contract.RUN_COMMAND, err)
+        return contract.EXIT_INPUT
+    worst = contract.EXIT_OK
     for number, task in enumerate(tasks, start=1):
         log.info("task %d/%d: %s", number, len(tasks), " ".join(task))
         code = _run_one(task)
         log.info("task %d/%d finished with exit code %d", number, len(tasks), code)
-        if code > c.EXIT_SIGNAL_BASE:
+        if code > contract.EXIT_SIGNAL_BASE:
             return code  # stopped by a signal: the pod is going away, start nothing new
         worst = max(worst, code, key=lambda value: _SEVERITY.get(value, len(_SEVERITY)))
     return worst
@@ -445,25 +444,25 @@ def _try_import(module_name: str) -> ModuleType | None:
 
 
 def _configure_logging() -> None:
-    level_name = os.environ.get(c.LOG_LEVEL_ENV, "INFO").upper()
+    level_name = os.environ.get(contract.LOG_LEVEL_ENV, "INFO").upper()
     level = logging.getLevelNamesMapping().get(level_name)
     if level is None:
         raise InputError(
-            f"{c.LOG_LEVEL_ENV}={level_name!r} is not a log level (DEBUG, INFO, WARNING, ERROR)."
+            f"{contract.LOG_LEVEL_ENV}={level_name!r} is not a log level (DEBUG, INFO, WARNING, ERROR)."
         )
     log_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     if sys.stderr.isatty():
         # On a terminal the progress bar owns the last line: clear it first so a log line starts clean.
         log_format = CLEAR_LINE + log_format
     logging.basicConfig(level=level, format=log_format, stream=sys.stderr, force=True)
-    log_file = os.environ.get(c.LOG_FILE_ENV)
+    log_file = os.environ.get(contract.LOG_FILE_ENV)
     if log_file:
         # The Job's log outlives the pod on the logs claim; kubectl logs keeps only the last container run.
         try:
             handler = logging.FileHandler(log_file, mode="a", encoding="utf-8")
         except OSError as err:
             raise InputError(
-                f"{c.LOG_FILE_ENV}={log_file!r} cannot be opened for appending ({err.strerror})."
+                f"{contract.LOG_FILE_ENV}={log_file!r} cannot be opened for appending ({err.strerror})."
             ) from err
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger().addHandler(handler)

@@ -1,4 +1,7 @@
-"""Every fixed number and name of the worker in one place, each with the reason it has its value."""
+"""Every fixed number and name of the worker in one place, each with the reason it has its value.
+
+What the stack must agree on too (environment names, paths, exit codes, the files beside an output, the
+metrics port) is in worker/contract.py instead."""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ DEFAULT_BATCH_SIZE = 64  # requests in flight: enough to fill vLLM's continuous 
 DEFAULT_TIMEOUT_S = 120.0  # per attempt; a 7B model writing ~512 tokens under load takes well under this
 DEFAULT_MAX_RETRIES = 5
 DEFAULT_WAIT_TIMEOUT_S = 600.0  # a Job may start before its model server has loaded its weights
-DEFAULT_METRICS_PORT = 9090  # port name `metrics` in the Job (grace_infra.constants.WORKER_METRICS_PORT)
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
 # vLLM accepts any key unless started with --api-key; the openai client insists on a non-empty one.
 PLACEHOLDER_API_KEY = "EMPTY"
@@ -21,8 +23,6 @@ BACKOFF_CAP_S = 30.0
 RETRY_AFTER_CAP_S = 120.0  # a server asking us to wait longer than this is treated as asking for the cap
 # Statuses worth another attempt: timeouts, conflicts, rate limits, and every 5xx (checked separately).
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
-# Statuses that mean the request itself is wrong: retrying sends the same wrong request again.
-REJECTED_STATUSES = frozenset({400, 404, 413, 422})
 
 # Waiting for the server.
 HEALTH_POLL_INTERVAL_S = 2.0
@@ -43,9 +43,7 @@ CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
 COMPLETION_PATHS = frozenset({CHAT_PATH, COMPLETIONS_PATH})  # bodies that must carry `choices`
 
-# Files next to the output CSV.
-CHECKPOINT_SUFFIX = ".partial.jsonl"
-META_SUFFIX = ".meta.json"
+# Files next to the output CSV, besides the checkpoint and meta file (worker/contract.py).
 TEMP_SUFFIX = ".tmp"  # preceded by the writer's pid: `<output>.<pid>.tmp`, never shared by two processes
 LOCK_SUFFIX = ".lock"  # flock()ed for the whole run; holds the holder's host, pid and start time
 REJECTED_SUFFIX = ".rejected"  # damaged checkpoint lines moved aside, appended, never read back
@@ -56,19 +54,6 @@ CHECKPOINT_SYNC_INTERVAL_S = 0.5
 PROGRESS_BAR_INTERVAL_S = 0.2
 PROGRESS_LOG_INTERVAL_S = 5.0
 
-# Where `--study NAME` looks, first to last. The container mounts the studies ConfigMap at /etc/grace.
-STUDIES_DIR_ENV = "GRACE_STUDIES_DIR"
-CONTAINER_STUDIES_DIR = "/etc/grace/studies"
-
-# Exit codes (in `python -m worker --help` and docs/never-losing-a-row.md; the Jobs' podFailurePolicy
-# keys on them, grace_infra/manifests/job_lifecycle.py).
-EXIT_OK = 0
-EXIT_INPUT = 2  # bad input or arguments, unknown model, output locked by another worker: a rerun cannot help
-EXIT_ROWS_FAILED = 3  # output complete, some rows carry an error
-EXIT_STORAGE = 4  # the output's filesystem is full or read-only; the checkpoint keeps every finished row
-EXIT_SERVER_UNAVAILABLE = 5  # no server within --wait-timeout (start or outage); a rerun resumes
-EXIT_SIGNAL_BASE = 128  # killed-by-signal convention: SIGTERM 143, SIGINT 130
-
 # Stopping on SIGTERM/SIGINT: rows in flight get this long to finish before they are abandoned. Kubernetes
 # waits terminationGracePeriodSeconds (30 s by default) before SIGKILL; flushing and the meta file take
 # well under a second, so 5 s leaves most of that period unused and still saves most in-flight answers.
@@ -76,11 +61,3 @@ SHUTDOWN_GRACE_S = 5.0
 
 # Waiting for another worker's lock on the same output (--wait-for-lock): how often to try again.
 LOCK_POLL_INTERVAL_S = 1.0
-
-# Environment variables the worker reads.
-LOG_LEVEL_ENV = "LOG_LEVEL"
-# The weight download's marker (repo, revision, resolved commit): job-mode Jobs mount their sidecar's
-# weights read-only and name the file here, and every meta file records it.
-WEIGHTS_MARKER_ENV = "GRACE_WEIGHTS_MARKER"
-LOG_FILE_ENV = "GRACE_LOG_FILE"  # also append the log here (the Jobs point it at the logs PVC)
-MISSING_INPUT_HELP_ENV = "GRACE_MISSING_INPUT_HELP"  # the Job's "how to provide it" for a missing input

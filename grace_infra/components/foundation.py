@@ -18,6 +18,7 @@ import pulumi_kubernetes as k8s
 from grace_infra import constants as c
 from grace_infra.config.stack_config import GraceConfig
 from grace_infra.manifests import naming
+from worker import contract
 
 __all__ = ["TYPE_TOKEN", "GraceFoundation", "GraceFoundationArgs"]
 
@@ -243,7 +244,7 @@ class GraceFoundation(pulumi.ComponentResource):
                     "from": [prometheus],
                     "ports": [
                         {"protocol": "TCP", "port": c.VLLM_PORT},
-                        {"protocol": "TCP", "port": c.WORKER_METRICS_PORT},
+                        {"protocol": "TCP", "port": contract.METRICS_PORT},
                     ],
                 }],
             })

@@ -24,10 +24,10 @@ from typing import Any
 
 from grace_infra import constants as c
 from grace_infra.planning.matrix import PlannedJob, tasks_pod_path
+from worker import contract
 
-__all__ = ["CHECK_COMMAND", "IDLE_SERVER_ENV", "check_container", "run_state_volume", "skip_when_complete"]
+__all__ = ["IDLE_SERVER_ENV", "check_container", "run_state_volume", "skip_when_complete"]
 
-CHECK_COMMAND = "check-outputs"  # the worker subcommand (worker/cli.py)
 _IDLE_SERVER_SOURCE = (Path(__file__).parents[1] / "payloads" / "idle_server.py").read_text()
 IDLE_SERVER_ENV = "GRACE_IDLE_SERVER_SOURCE"
 
@@ -51,7 +51,7 @@ def check_container(job: PlannedJob, worker: dict[str, Any]) -> dict[str, Any]:
         "name": c.OUTPUTS_CHECK_CONTAINER_NAME,
         "image": worker["image"],
         "imagePullPolicy": worker["imagePullPolicy"],
-        "args": [CHECK_COMMAND, "--tasks", str(tasks_pod_path(job.model.key)), "--marker",
+        "args": [contract.CHECK_OUTPUTS_COMMAND, "--tasks", str(tasks_pod_path(job.model.key)), "--marker",
                  c.OUTPUTS_COMPLETE_MARKER],
         "env": worker["env"],
         "resources": worker["resources"],

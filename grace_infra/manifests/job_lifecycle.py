@@ -30,6 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 from grace_infra import constants as c
+from worker import contract
 
 __all__ = ["await_annotations", "download_pod_failure_policy", "pod_failure_policy"]
 
@@ -59,7 +60,7 @@ def pod_failure_policy() -> dict[str, Any]:
     # Only the worker's codes mean this: the vLLM sidecar uses its own, and the outputs check never fails
     # (when in doubt, the Job runs).
     return _fail_at_once_on(
-        c.WORKER_CONTAINER_NAME, [c.WORKER_EXIT_INPUT, c.WORKER_EXIT_ROWS_FAILED, c.WORKER_EXIT_STORAGE]
+        c.WORKER_CONTAINER_NAME, [contract.EXIT_INPUT, contract.EXIT_ROWS_FAILED, contract.EXIT_STORAGE]
     )
 
 

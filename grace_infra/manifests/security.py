@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from grace_infra import constants as c
+from worker import contract
 
 __all__ = [
     "SKIP_ANNOTATION_PREFIX",
@@ -87,8 +88,8 @@ WAIVERS: tuple[Waiver, ...] = (
     ),
     Waiver(
         "CKV_K8S_35",
-        "the worker reads the DeepSeek API key from DEEPSEEK_API_KEY; the value comes from the Secret "
-        "by reference and never enters the manifest",
+        f"the worker reads the DeepSeek API key from {contract.DEEPSEEK_API_KEY_ENV}; the value comes from "
+        "the Secret by reference and never enters the manifest",
         lambda containers: any(True for _ in _secret_env(containers)),
     ),
 )

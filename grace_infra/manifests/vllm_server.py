@@ -18,6 +18,7 @@ from grace_infra.config.stack_config import GraceConfig, ServedModel
 from grace_infra.manifests import job_lifecycle, naming, security
 from grace_infra.nrp import cluster_facts
 from grace_infra.planning.sizing import model_server_resources
+from worker import contract
 
 __all__ = [
     "SCRATCH_VOLUME",
@@ -204,7 +205,7 @@ def vllm_container(model: ServedModel, config: GraceConfig) -> dict[str, Any]:
         {"name": "USER", "value": "vllm"},
         *tokenizer_vocabulary_env(model),
         # What the download Job recorded: repo, requested revision and the commit it resolved to.
-        {"name": c.WEIGHTS_MARKER_ENV, "value": c.WEIGHTS_MARKER_PATH},
+        {"name": contract.WEIGHTS_MARKER_ENV, "value": c.WEIGHTS_MARKER_PATH},
         *({"name": k, "value": v} for k, v in sorted(model.extra_env.items())),
     ]
     return {

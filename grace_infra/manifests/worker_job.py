@@ -18,6 +18,7 @@ from grace_infra.planning.sizing import (
     worker_resources,
 )
 from grace_infra.planning.study_bundle import StudyBundle
+from worker import contract
 
 __all__ = [
     "ALL",
@@ -72,20 +73,20 @@ def pod_labels(job: PlannedJob) -> dict[str, str]:
 
 def _worker_env(job: PlannedJob, config: GraceConfig) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
-        {"name": "LOG_LEVEL", "value": config.jobs.log_level},
+        {"name": contract.LOG_LEVEL_ENV, "value": config.jobs.log_level},
         {"name": "EXPERIMENT_ID", "value": job.name},
         # Each Job's own log file on the logs PVC (CephFS: one writer per file).
-        {"name": c.WORKER_LOG_FILE_ENV, "value": f"{c.LOGS_MOUNT}/{job.name}.log"},
+        {"name": contract.LOG_FILE_ENV, "value": f"{c.LOGS_MOUNT}/{job.name}.log"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
     on_claim = sorted(str(p) for p in job.reads if p.is_relative_to(c.INPUT_MOUNT))
     if on_claim:
         # What the worker adds when such a file is missing: which claim, and how to fill it.
-        env.append({"name": c.MISSING_INPUT_HELP_ENV, "value": missing_input_help(on_claim)})
+        env.append({"name": contract.MISSING_INPUT_HELP_ENV, "value": missing_input_help(on_claim)})
     if job.external_endpoint:
         env.append(
             {
-                "name": c.DEEPSEEK_API_KEY_ENV,
+                "name": contract.DEEPSEEK_API_KEY_ENV,
                 # Secret values reach the pod only by reference; the key never enters the manifest.
                 "valueFrom": {"secretKeyRef": {"name": c.DEEPSEEK_SECRET, "key": c.DEEPSEEK_SECRET_KEY}},
             }
@@ -108,7 +109,7 @@ def worker_container(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) 
     In job mode it also mounts its sidecar's weights read-only and is told where the download's marker
     is, so its meta files record the exact commit the server loaded."""
     studies = (
-        [{"name": STUDIES_VOLUME, "mountPath": c.STUDIES_MOUNT, "readOnly": True}]
+        [{"name": STUDIES_VOLUME, "mountPath": contract.STUDIES_MOUNT, "readOnly": True}]
         if bundle.configmap_items(job.reads)
         else []
     )
@@ -117,7 +118,8 @@ def worker_container(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) 
         if job.sidecar
         else []
     )
-    marker_env = [{"name": c.WEIGHTS_MARKER_ENV, "value": c.WEIGHTS_MARKER_PATH}] if job.sidecar else []
+    marker = {"name": contract.WEIGHTS_MARKER_ENV, "value": c.WEIGHTS_MARKER_PATH}
+    marker_env = [marker] if job.sidecar else []
     return {
         "name": c.WORKER_CONTAINER_NAME,
         "image": config.images.job,
@@ -125,7 +127,7 @@ def worker_container(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) 
         "args": list(job.args),
         "env": [*_worker_env(job, config), *marker_env],
         "ports": [
-            {"name": c.WORKER_METRICS_PORT_NAME, "containerPort": c.WORKER_METRICS_PORT, "protocol": "TCP"}
+            {"name": c.WORKER_METRICS_PORT_NAME, "containerPort": contract.METRICS_PORT, "protocol": "TCP"}
         ],
         "resources": worker_resources(config).as_k8s(),
         "volumeMounts": [

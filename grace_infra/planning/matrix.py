@@ -40,6 +40,7 @@ from grace_infra.planning.study_bundle import (
     study_pod_path,
     study_sampling,
 )
+from worker import contract
 
 __all__ = [
     "JobKind",
@@ -181,7 +182,7 @@ def _endpoint_flags(cell: MatrixCell, config: GraceConfig) -> list[str]:
         return [
             "--deepseek-endpoint", external,
             "--model-name", config.jobs.deepseek_model,
-            "--api-key-env", c.DEEPSEEK_API_KEY_ENV,
+            "--api-key-env", contract.DEEPSEEK_API_KEY_ENV,
         ]  # fmt: skip
     # One self-hosted coder for every model: the extractor's server (schema-constrained decoding).
     extractor = _extractor(config)
@@ -219,7 +220,7 @@ def worker_args(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> l
         "--study", _study_arg(study, bundle),
         # A server may take its whole load budget to answer /health; never give up before that.
         "--wait-timeout", str(max(jobs.wait_timeout_s, cell.model.load_budget_s)),
-        "--metrics-port", str(c.WORKER_METRICS_PORT),
+        "--metrics-port", str(contract.METRICS_PORT),
     ]  # fmt: skip
     if experiment is Experiment.EXP1 or (experiment is Experiment.EXP2 and samples_exp2(cell.model)):
         args += study_sampling(study, config, bundle).worker_flags()
@@ -340,7 +341,7 @@ def plan_jobs(config: GraceConfig, bundle: StudyBundle) -> list[PlannedJob]:
                 kind=JobKind.QUERY,
                 model=model,
                 cells=ordered,
-                args=("run", "--tasks", str(tasks_path)),
+                args=(contract.RUN_COMMAND, "--tasks", str(tasks_path)),
                 runs_after=(),
                 reads=(*_reads(ordered, config), tasks_path),
                 sidecar=True,

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from grace_infra import constants as c
 from grace_infra.config.stack_config import Experiment, GraceConfig, Study
 from grace_infra.errors import ConfigError
+from worker import contract
 from worker.errors import InputError
 from worker.studies.definition import GenerationParams, SamplingSettings, first_error
 from worker.studies.definition import Study as StudyDefinition
@@ -46,11 +47,11 @@ __all__ = [
 ]
 
 JOBS_DIR = Path(__file__).resolve().parents[2] / "jobs"
-STUDIES_SUBDIR = "studies"
+STUDIES_SUBDIR = contract.STUDIES_SUBDIR  # where the worker looks for `--study NAME`
 SCHEMAS_SUBDIR = "schemas"
 INPUTS_SUBDIR = "inputs"
 TASKS_SUBDIR = "tasks"
-STUDIES_ROOT = PurePosixPath(c.STUDIES_MOUNT)
+STUDIES_ROOT = PurePosixPath(contract.STUDIES_MOUNT)
 
 # Requests one row costs when the study file does not say (the study authors' design):
 # exp1 one chat completion per row; exp2 one request per probability question (study1: four

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from worker import constants as c
+from worker import contract
 from worker.cli import UsageError, parse_subcommand, read_tasks, run_options
 from worker.errors import WorkerError
 from worker.run.atomic_files import write_atomically
@@ -56,13 +56,13 @@ def main(argv: Sequence[str]) -> int:
         tasks = read_tasks(args.tasks)
     except WorkerError as err:
         log.warning("check-outputs: %s; the Job runs", err)
-        return c.EXIT_OK
+        return contract.EXIT_OK
     for number, task in enumerate(tasks, start=1):
         complete, why = task_is_complete(task)
         log.info("check-outputs: task %d/%d (%s): %s", number, len(tasks), task[0], why)
         if not complete:
             log.info("check-outputs: not every output is complete; the model is loaded and the Job runs")
-            return c.EXIT_OK
+            return contract.EXIT_OK
     write_atomically(args.marker, f"{len(tasks)} tasks complete\n")
     log.info("check-outputs: all %d outputs complete; the model will not be loaded", len(tasks))
-    return c.EXIT_OK
+    return contract.EXIT_OK

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from worker import constants as c
+from worker.contract import same_run
 from worker.errors import InputError
 from worker.run.atomic_files import storage_error, temporary_for
 
@@ -201,7 +202,7 @@ def _scan(path: Path, header: Mapping[str, Any], index: CheckpointIndex, error_c
             scan.size, scan.tail_at = len(first), 0  # even the header was not finished: start over
             return scan
         found = _parse_header(path, first)
-        if found != dict(header):
+        if not same_run(found, header):
             raise InputError(
                 f"checkpoint {path} was written by a different run ({_difference(found, header)}); "
                 "rerun with the same input and parameters, or delete the checkpoint to start over."

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker import constants as c
+from worker import contract
 from worker.errors import InputError
 
 __all__ = ["InputTable", "read_input"]
@@ -109,7 +109,7 @@ def _check_bytes(path: Path) -> str:
                 ) from err
     except FileNotFoundError as err:
         # In a Job the deployment says where the file should come from (which claim, how to upload).
-        help_text = os.environ.get(c.MISSING_INPUT_HELP_ENV, "")
+        help_text = os.environ.get(contract.MISSING_INPUT_HELP_ENV, "")
         raise InputError(f"--input {path}: no such file. {help_text}".rstrip()) from err
     except IsADirectoryError as err:
         raise InputError(f"--input {path}: is a directory, not a CSV file.") from err

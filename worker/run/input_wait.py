@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 
 from worker import constants as c
+from worker import contract
+from worker.contract import RunMeta
 from worker.errors import InputError
-from worker.run.completeness import PLAN_DIGEST_KEY, read_meta
 
 __all__ = ["INPUT_POLL_INTERVAL_S", "input_state", "wait_for_input"]
 
@@ -31,11 +32,11 @@ def input_state(path: Path, plan_digest: str | None) -> str | None:
         return "does not exist yet"
     if plan_digest is None:
         return None
-    meta_path = path.with_name(path.name + c.META_SUFFIX)
-    meta = read_meta(meta_path)
+    meta_path = path.with_name(path.name + contract.META_SUFFIX)
+    meta = RunMeta.read(meta_path)
     if meta is None:
         return f"exists but has no readable meta file {meta_path.name} (an older or hand-made file)"
-    recorded = meta.get(PLAN_DIGEST_KEY)
+    recorded = meta.plan_digest
     if recorded != plan_digest:
         return f"exists but was made by another Experiment 1 run (plan digest {recorded or 'none'})"
     return None

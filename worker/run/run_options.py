@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from worker import constants as c
+from worker import contract
 from worker.server.client_options import ClientOptions
 
 __all__ = ["RunOptions"]
@@ -25,7 +26,7 @@ class RunOptions(BaseModel):
         default=c.DEFAULT_WAIT_TIMEOUT_S, ge=0, description="How long to wait for /health before giving up."
     )
     metrics_port: int = Field(
-        default=c.DEFAULT_METRICS_PORT, ge=0, le=65535, description="Prometheus port; 0 disables metrics."
+        default=contract.METRICS_PORT, ge=0, le=65535, description="Prometheus port; 0 disables metrics."
     )
     retry_failed: bool = Field(
         default=False,
@@ -55,8 +56,8 @@ class RunOptions(BaseModel):
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.output.with_name(self.output.name + c.CHECKPOINT_SUFFIX)
+        return self.output.with_name(self.output.name + contract.CHECKPOINT_SUFFIX)
 
     @property
     def meta_path(self) -> Path:
-        return self.output.with_name(self.output.name + c.META_SUFFIX)
+        return self.output.with_name(self.output.name + contract.META_SUFFIX)

@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
-from worker import __version__
+from worker import __version__, contract
 from worker import constants as c
+from worker.contract import MetaClient, MetaInput, MetaRows, RunMeta, RunStatus
 from worker.errors import (
     InputError,
     RequestRejected,
@@ -133,13 +134,13 @@ def run_pipeline(pipeline: Pipeline, options: RunOptions) -> int:
             return asyncio.run(_Run(pipeline, options, signals).execute())
         except StorageError as err:
             report_fatal(pipeline.name, err)
-            return c.EXIT_STORAGE
+            return contract.EXIT_STORAGE
         except ServerUnavailable as err:
             report_fatal(pipeline.name, err)
-            return c.EXIT_SERVER_UNAVAILABLE
+            return contract.EXIT_SERVER_UNAVAILABLE
         except WorkerError as err:
             report_fatal(pipeline.name, err)
-            return c.EXIT_INPUT
+            return contract.EXIT_INPUT
 
 
 def report_fatal(command: str, err: BaseException) -> None:
@@ -231,7 +232,7 @@ class _Run:
                 completeness.record_plan_digest(options, recorded)
                 log.info("%s: %s is already complete for this input and these parameters",
                          pipeline.name, options.output)  # fmt: skip
-                return int(recorded["exit_code"])
+                return recorded.exit_code or contract.EXIT_OK  # 0 or 3: complete_run checked it
             self.supersedes = supersede.move_aside_if_foreign(
                 options, header, started_at=self.started_at
             ) or supersede.carried_record(options, header)
@@ -263,13 +264,15 @@ class _Run:
                 await self._process(table, header, index, pending)
             except _Interrupted:
                 return self._record_stop(
-                    table, index, "interrupted", self.signals.exit_code, self._stop_line(index)
+                    table, index, RunStatus.INTERRUPTED, self.signals.exit_code, self._stop_line(index)
                 )
             except ServerUnavailable as err:
-                self._record_stop(table, index, "server_unavailable", c.EXIT_SERVER_UNAVAILABLE, str(err))
+                self._record_stop(
+                    table, index, RunStatus.SERVER_UNAVAILABLE, contract.EXIT_SERVER_UNAVAILABLE, str(err)
+                )
                 raise
             except StorageError as err:
-                self._record_stop(table, index, "storage_error", c.EXIT_STORAGE, str(err))
+                self._record_stop(table, index, RunStatus.STORAGE_ERROR, contract.EXIT_STORAGE, str(err))
                 raise
             finally:
                 self.metrics.stop()
@@ -511,12 +514,12 @@ class _Run:
         """Write the output (its existence means complete) from the checkpoint, then the meta file."""
         pipeline, options = self.pipeline, self.options
         failed = index.count(ItemState.ROW_FAILED) + index.count(ItemState.TRANSPORT_FAILED)
-        exit_code = c.EXIT_ROWS_FAILED if failed else c.EXIT_OK
+        exit_code = contract.EXIT_ROWS_FAILED if failed else contract.EXIT_OK
         # A meta file beside the new output must describe it: the old one goes first.
         with contextlib.suppress(FileNotFoundError):
             options.meta_path.unlink()
         self._write_output(table, index)
-        self._write_meta(table, index, status="complete", exit_code=exit_code)
+        self._write_meta(table, index, status=RunStatus.COMPLETE, exit_code=exit_code)
         total = index.rows * index.samples_per_row
         log.info(
             "%s: wrote %s (%d rows: %d ok, %d failed)",
@@ -555,7 +558,7 @@ class _Run:
             reader.close()
 
     def _record_stop(
-        self, table: InputTable, index: CheckpointIndex, status: str, exit_code: int, message: str
+        self, table: InputTable, index: CheckpointIndex, status: RunStatus, exit_code: int, message: str
     ) -> int:
         """A run that ends without an output: the meta file says why and how far it got (best effort).
 
@@ -564,7 +567,7 @@ class _Run:
         if self.options.checkpoint_path.exists():
             with contextlib.suppress(StorageError):
                 self._write_meta(table, index, status=status, exit_code=exit_code, message=message)
-        if status == "interrupted":
+        if status is RunStatus.INTERRUPTED:
             print(f"worker {self.pipeline.name}: {message}", file=sys.stderr, flush=True)
         return exit_code
 
@@ -577,67 +580,77 @@ class _Run:
         )
 
     def _write_meta(
-        self, table: InputTable, index: CheckpointIndex, *, status: str, exit_code: int, message: str = ""
+        self,
+        table: InputTable,
+        index: CheckpointIndex,
+        *,
+        status: RunStatus,
+        exit_code: int,
+        message: str = "",
     ) -> None:
-        meta = self._meta(table, index)
-        meta |= {"status": status, "exit_code": exit_code}
-        if message:
-            meta["message"] = " ".join(message.split())
-        if status == "interrupted":
-            meta["interrupted_by"] = self.signals.name
-        write_atomically(self.options.meta_path, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+        meta = self._meta(table, index, status=status, exit_code=exit_code, message=message)
+        write_atomically(self.options.meta_path, meta.to_json())
 
-    def _meta(self, table: InputTable, index: CheckpointIndex) -> dict[str, Any]:
+    def _meta(
+        self, table: InputTable, index: CheckpointIndex, *, status: RunStatus, exit_code: int, message: str
+    ) -> RunMeta:
         options, client = self.options, self.options.client
         finished_at = datetime.now(UTC)
         row_failed, transport_failed = (
             index.count(ItemState.ROW_FAILED),
             index.count(ItemState.TRANSPORT_FAILED),
         )
-        return {
-            "pipeline": self.pipeline.name,
-            "worker_version": __version__,
-            "command_line": list(options.command_line),
-            "input": {
-                "path": str(options.input),
-                "sha256": table.sha256,
-                "rows_in_file": table.file_rows,
-                "rows_processed": table.rows,
-                "limit": options.limit,
-                "samples_per_row": self.samples_per_row,
-            },
-            "server": self.server,
-            "weights": weights_marker(),
-            "parameters": self.parameters,
-            "client": {
-                "model_name": client.model_name,
-                "batch_size": client.batch_size,
-                "timeout_s": client.timeout_s,
-                "max_retries": client.max_retries,
-            },
-            "started_at": self.started_at.isoformat(),
-            "finished_at": finished_at.isoformat(),
-            "duration_s": round((finished_at - self.started_at).total_seconds(), 3),
-            "rows_phase_s": round(self.rows_phase_s, 3),
-            "rows": {
-                "ok": index.count(ItemState.OK),
-                "failed": row_failed + transport_failed,
-                # kept as results unless --retry-failed (a prompt over the context length, a bad answer)
-                "failed_row_specific": row_failed,
-                # the server could not be reached or kept failing: the next run sends these again
-                "failed_transport": transport_failed,
-                "not_done": index.count(ItemState.PENDING),
-                "from_checkpoint": self.resumed,
-            },
-            completeness.PLAN_DIGEST_KEY: options.plan_digest,
-            "supersedes": self.supersedes,
-        }
+        meta = RunMeta(
+            pipeline=self.pipeline.name,
+            worker_version=__version__,
+            command_line=list(options.command_line),
+            input=MetaInput(
+                path=str(options.input),
+                sha256=table.sha256,
+                rows_in_file=table.file_rows,
+                rows_processed=table.rows,
+                limit=options.limit,
+                samples_per_row=self.samples_per_row,
+            ),
+            server=self.server,
+            weights=weights_marker(),
+            parameters=self.parameters,
+            client=MetaClient(
+                model_name=client.model_name,
+                batch_size=client.batch_size,
+                timeout_s=client.timeout_s,
+                max_retries=client.max_retries,
+            ),
+            started_at=self.started_at.isoformat(),
+            finished_at=finished_at.isoformat(),
+            duration_s=round((finished_at - self.started_at).total_seconds(), 3),
+            rows_phase_s=round(self.rows_phase_s, 3),
+            rows=MetaRows(
+                ok=index.count(ItemState.OK),
+                failed=row_failed + transport_failed,
+                failed_row_specific=row_failed,
+                failed_transport=transport_failed,
+                not_done=index.count(ItemState.PENDING),
+                from_checkpoint=self.resumed,
+            ),
+            plan_digest=options.plan_digest,
+            supersedes=self.supersedes,
+            status=status,
+            exit_code=exit_code,
+        )
+        # Keys only a stopped run has: a key never set is not written (RunMeta.to_json).
+        stopped: dict[str, str] = {}
+        if message:
+            stopped["message"] = " ".join(message.split())
+        if status is RunStatus.INTERRUPTED:
+            stopped["interrupted_by"] = self.signals.name
+        return meta.model_copy(update=stopped)
 
 
 def weights_marker() -> dict[str, Any] | None:
     """The checkpoint the server loaded (repo, requested revision, resolved commit), when the pod can
     read the download's marker; None otherwise (a persistent server's pod is not the worker's)."""
-    path = os.environ.get(c.WEIGHTS_MARKER_ENV)
+    path = os.environ.get(contract.WEIGHTS_MARKER_ENV)
     if not path:
         return None
     try:
@@ -646,15 +659,12 @@ def weights_marker() -> dict[str, Any] | None:
         return None
     if not isinstance(recorded, dict):
         return None
-    return {key: recorded.get(key) for key in ("repo", "revision", "commit")}
+    return {key: recorded.get(key) for key in contract.WEIGHTS_MARKER_FIELDS}
 
 
 def _previous_server(meta_path: Path) -> dict[str, Any] | None:
-    try:
-        server = json.loads(meta_path.read_text(encoding="utf-8")).get("server")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return server if isinstance(server, dict) else None
+    meta = RunMeta.read(meta_path)
+    return meta.server if meta is not None else None
 
 
 def _cell(value: Any) -> Any:

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterator
 from types import FrameType
 
-from worker import constants as c
+from worker import contract
 
 __all__ = ["StopSignals"]
 
@@ -62,7 +62,7 @@ class StopSignals:
 
     @property
     def exit_code(self) -> int:
-        return c.EXIT_SIGNAL_BASE + int(self.received or 0)
+        return contract.EXIT_SIGNAL_BASE + int(self.received or 0)
 
     @property
     def name(self) -> str:

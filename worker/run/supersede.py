@@ -23,9 +23,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
+from worker.contract import RunMeta, same_run
 from worker.errors import InputError
 from worker.run.atomic_files import write_atomically
-from worker.run.completeness import PLAN_DIGEST_KEY, read_meta
 from worker.run.run_options import RunOptions
 
 __all__ = ["SUPERSEDED_DIR", "carried_record", "checkpoint_header", "move_aside_if_foreign"]
@@ -60,12 +62,17 @@ def _foreign(options: RunOptions, header: Mapping[str, Any]) -> str | None:
         found = checkpoint_header(checkpoint)
         if found is None and checkpoint.stat().st_size == 0:
             return None  # an empty checkpoint: the writer adds the header
-        if found != dict(header):
+        if not same_run(found, header):
             return "its checkpoint was written with other input or parameters"
         return None
     if options.output.exists():
         return "the output has no checkpoint beside it to show which run made it"
     return None
+
+
+def _recorded(section: BaseModel, key: str, otherwise: Any) -> Any:
+    """The section's value for `key` when the file has that key (null included), else `otherwise`."""
+    return getattr(section, key) if key in section.model_fields_set else otherwise
 
 
 def _free_folder(parent: Path, stamp: str, names: list[str]) -> Path:
@@ -81,15 +88,8 @@ def _free_folder(parent: Path, stamp: str, names: list[str]) -> Path:
 def carried_record(options: RunOptions, header: Mapping[str, Any]) -> dict[str, Any] | None:
     """The `supersedes` record of an earlier attempt of this same run (a resume after a stop), so the
     finished run's meta file still says which run it replaced."""
-    meta = read_meta(options.meta_path) or {}
-    recorded = meta.get("supersedes")
-    same_run = (
-        meta.get("pipeline") == header.get("pipeline")
-        and (meta.get("input") or {}).get("sha256") == header.get("input_sha256")
-        and json.dumps(meta.get("parameters"), sort_keys=True)
-        == json.dumps(header.get("parameters"), sort_keys=True)
-    )
-    return recorded if same_run and isinstance(recorded, dict) else None
+    meta = RunMeta.read(options.meta_path)
+    return meta.supersedes if meta is not None and same_run(meta, header) else None
 
 
 def move_aside_if_foreign(
@@ -104,7 +104,7 @@ def move_aside_if_foreign(
     if reason is None:
         return None
     files = [p for p in (options.output, options.checkpoint_path, options.meta_path) if p.exists()]
-    old_meta = read_meta(options.meta_path) or {}
+    old_meta = RunMeta.read(options.meta_path) or RunMeta()
     old_header = checkpoint_header(options.checkpoint_path) or {}
     stamp = started_at.astimezone(UTC).strftime(_STAMP)
     folder = _free_folder(options.output.parent, stamp, [p.name for p in files])
@@ -116,13 +116,14 @@ def move_aside_if_foreign(
         raise InputError(
             f"--output {options.output}: cannot move the superseded files into {folder} ({err.strerror})."
         ) from err
+    # What the old meta file says, else (no such key: no meta file, or one without it) the old header.
     previous = {
-        "pipeline": old_meta.get("pipeline", old_header.get("pipeline")),
-        "started_at": old_meta.get("started_at"),
-        "finished_at": old_meta.get("finished_at"),
-        "input_sha256": (old_meta.get("input") or {}).get("sha256", old_header.get("input_sha256")),
-        "parameters": old_meta.get("parameters", old_header.get("parameters")),
-        PLAN_DIGEST_KEY: old_meta.get(PLAN_DIGEST_KEY),
+        "pipeline": _recorded(old_meta, "pipeline", old_header.get("pipeline")),
+        "started_at": old_meta.started_at,
+        "finished_at": old_meta.finished_at,
+        "input_sha256": _recorded(old_meta.input, "sha256", old_header.get("input_sha256")),
+        "parameters": _recorded(old_meta, "parameters", old_header.get("parameters")),
+        "plan_digest": old_meta.plan_digest,
     }
     record = {
         "moved_to": str(folder),
@@ -137,7 +138,7 @@ def move_aside_if_foreign(
             "pipeline": header.get("pipeline"),
             "input_sha256": header.get("input_sha256"),
             "parameters": header.get("parameters"),
-            PLAN_DIGEST_KEY: options.plan_digest,
+            "plan_digest": options.plan_digest,
             "command_line": list(options.command_line),
         },
         "reason": reason,

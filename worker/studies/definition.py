@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from worker import constants as c
+from worker import contract
 from worker.errors import InputError
 
 __all__ = [
@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 # The repository's studies, for runs from a checkout.
-REPO_STUDIES_DIR = Path(__file__).resolve().parents[2] / "jobs" / "studies"
+REPO_STUDIES_DIR = Path(__file__).resolve().parents[2] / "jobs" / contract.STUDIES_SUBDIR
 
 
 def template_fields(template: str) -> set[str]:
@@ -271,8 +271,8 @@ SAMPLING_FLAGS = {"temperature": "--temperature", "samples_per_row": "--samples"
 
 def study_search_path() -> list[Path]:
     """Directories `--study NAME` looks in, first to last: $GRACE_STUDIES_DIR, the container, the repo."""
-    dirs = [Path(p) for p in os.environ.get(c.STUDIES_DIR_ENV, "").split(os.pathsep) if p]
-    return [*dirs, Path(c.CONTAINER_STUDIES_DIR), REPO_STUDIES_DIR]
+    dirs = [Path(p) for p in os.environ.get(contract.STUDIES_DIR_ENV, "").split(os.pathsep) if p]
+    return [*dirs, Path(contract.CONTAINER_STUDIES_DIR), REPO_STUDIES_DIR]
 
 
 def resolve_study_path(name_or_path: str) -> Path:

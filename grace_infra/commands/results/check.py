@@ -21,13 +21,9 @@ from pathlib import Path
 
 from grace_infra.commands.plan_report import format_table
 from grace_infra.commands.results.outputs import OutputFile, empty_mask, failed_mask, output_of, read_output
+from worker.contract import FINISHED_EXIT_CODES, RunStatus
 
 __all__ = ["OutputCheck", "State", "check_outputs", "discover_outputs", "format_check"]
-
-WORKER_EXIT_OK = 0
-WORKER_EXIT_ROWS_FAILED = 3
-FINISHED_EXIT_CODES = frozenset({WORKER_EXIT_OK, WORKER_EXIT_ROWS_FAILED})
-COMPLETE_STATUS = "complete"  # the meta file's `status` of a run that wrote its output
 
 
 class State(StrEnum):
@@ -70,9 +66,10 @@ def discover_outputs(folder: Path) -> list[Path]:
 
 def _state(output: OutputFile) -> State:  # noqa: PLR0911 (one return per state, in the order checked)
     if output.frame is None:
-        if output.meta is not None and output.status not in {"", COMPLETE_STATUS}:
+        if output.meta is not None and output.status not in {"", RunStatus.COMPLETE}:
             return State.STOPPED
-        return State.IN_PROGRESS if output.checkpoint_rows or output.meta else State.MISSING
+        said_something = output.meta is not None and bool(output.meta.model_fields_set)  # `{}` says nothing
+        return State.IN_PROGRESS if output.checkpoint_rows or said_something else State.MISSING
     if output.meta is None:
         return State.NO_META
     if output.exit_code not in FINISHED_EXIT_CODES:

@@ -15,7 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from worker import constants as worker_constants
+from worker import contract
+from worker.contract import RunMeta
 
 __all__ = [
     "ERROR_COLUMNS",
@@ -30,8 +31,6 @@ __all__ = [
 
 # A row failed when any of these is non-empty: the runner's error column, and extraction's own.
 ERROR_COLUMNS = ("error", "extraction_errors")
-CHECKPOINT_SUFFIX = worker_constants.CHECKPOINT_SUFFIX
-META_SUFFIX = worker_constants.META_SUFFIX
 # Experiment 1's answer columns: the single reply, or one reply per question of the study.
 QUERY_ANSWER_COLUMNS = ("model_response", "response_story", "response_speech", "response_knowledge")
 COVERAGE_SUFFIX = "_coverage"
@@ -44,13 +43,16 @@ class ResultsInputError(Exception):
 
 def companion_paths(output: Path) -> tuple[Path, Path]:
     """The checkpoint and meta file the worker writes beside `output`."""
-    return output.with_name(output.name + CHECKPOINT_SUFFIX), output.with_name(output.name + META_SUFFIX)
+    return (
+        output.with_name(output.name + contract.CHECKPOINT_SUFFIX),
+        output.with_name(output.name + contract.META_SUFFIX),
+    )
 
 
 def output_of(path: Path) -> Path | None:
     """The output CSV a campaign file belongs to (itself for a CSV), or None for any other file."""
     name = path.name
-    for suffix in (CHECKPOINT_SUFFIX, META_SUFFIX):
+    for suffix in (contract.CHECKPOINT_SUFFIX, contract.META_SUFFIX):
         if name.endswith(suffix):
             return path.with_name(name.removesuffix(suffix))
     return path if name.endswith(".csv") and not name.endswith(TIDY_SUFFIX) else None
@@ -62,17 +64,20 @@ class OutputFile:
 
     path: Path
     frame: pd.DataFrame | None  # None until the worker has written the CSV
-    meta: dict[str, Any] | None  # None when there is no meta file
+    meta: RunMeta | None  # None when there is no meta file
     checkpoint_rows: int  # lines in the checkpoint after its header (rows finished so far)
 
     @property
     def pipeline(self) -> str:
-        return str((self.meta or {}).get("pipeline", ""))
+        return (self.meta.pipeline if self.meta else None) or ""
 
     @property
     def parameters(self) -> dict[str, Any]:
-        value = (self.meta or {}).get("parameters")
-        return value if isinstance(value, dict) else {}
+        return (self.meta.parameters if self.meta else None) or {}
+
+    @property
+    def _input(self) -> contract.MetaInput:
+        return self.meta.input if self.meta else contract.MetaInput()
 
     @property
     def model_name(self) -> str:
@@ -87,11 +92,7 @@ class OutputFile:
     @property
     def samples(self) -> int:
         """Answers per input row (the worker's `samples_per_row`; 1 unless the run sampled)."""
-        meta = self.meta or {}
-        for value in (
-            meta.get("input", {}).get("samples_per_row"),
-            self.parameters.get("samples_per_row"),
-        ):
+        for value in (self._input.samples_per_row, self.parameters.get("samples_per_row")):
             if isinstance(value, int) and value > 0:
                 return value
         return 1
@@ -99,31 +100,30 @@ class OutputFile:
     @property
     def expected_rows(self) -> int | None:
         """Input rows x samples, from the meta file: the rows a complete output has."""
-        rows = (self.meta or {}).get("input", {}).get("rows_in_file")
-        return rows * self.samples if isinstance(rows, int) else None
+        rows = self._input.rows_in_file
+        return rows * self.samples if rows is not None else None
 
     @property
     def limit(self) -> int | None:
         """`--limit N` of the run (a smoke run processes only the first N input rows)."""
-        value = (self.meta or {}).get("input", {}).get("limit")
-        return value if isinstance(value, int) else None
+        return self._input.limit
 
     @property
     def status(self) -> str:
         """The meta file's `status`: complete, or why the run stopped (interrupted, storage_error, ...)."""
-        return str((self.meta or {}).get("status", ""))
+        return (self.meta.status if self.meta else None) or ""
 
     @property
     def rows_to_resend(self) -> int:
         """Rows the next run sends again: failed for the server's sake (transport), or never done."""
-        rows = (self.meta or {}).get("rows", {})
-        counts = [rows.get("failed_transport"), rows.get("not_done")] if isinstance(rows, dict) else []
-        return sum(count for count in counts if isinstance(count, int))
+        if self.meta is None:
+            return 0
+        counts = (self.meta.rows.failed_transport, self.meta.rows.not_done)
+        return sum(count for count in counts if count is not None)  # a count that is not a number is 0
 
     @property
     def exit_code(self) -> int | None:
-        code = (self.meta or {}).get("exit_code")
-        return code if isinstance(code, int) else None
+        return self.meta.exit_code if self.meta else None
 
 
 def read_output(path: Path) -> OutputFile:
@@ -138,11 +138,12 @@ def read_output(path: Path) -> OutputFile:
     meta = None
     if meta_path.is_file():
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            document = json.loads(meta_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
             raise ResultsInputError(f"{meta_path}: not a readable JSON meta file ({err}).") from err
-        if not isinstance(meta, dict):
+        if not isinstance(document, dict):
             raise ResultsInputError(f"{meta_path}: expected a JSON object.")
+        meta = RunMeta.model_validate(document)  # never fails: a value of the wrong type reads as None
     lines = 0
     if checkpoint.is_file():
         with checkpoint.open("rb") as handle:

@@ -29,6 +29,7 @@ from grace_infra.manifests.monitoring import POD_MONITOR_NAME
 from grace_infra.manifests.worker_job import job_manifest
 from grace_infra.planning.matrix import job_name, model_endpoint, output_path, plan_experiments, plan_jobs
 from grace_infra.planning.study_bundle import StudyBundle, load_study_bundle
+from worker import contract
 
 from .support import MIXED_MODELS, PROJECT_ROOT, assert_valid_k8s, render_stack
 from .support import base_config as stack_config
@@ -278,7 +279,7 @@ def test_every_models_replies_are_coded_by_the_one_extractor(mixed_run: OfflineR
     assert args[args.index("--wait-for-input") + 1] == "21600"
     assert "--validate" in args
     assert "--deepseek-endpoint" not in args
-    assert c.DEEPSEEK_API_KEY_ENV not in env_of(worker(job))
+    assert contract.DEEPSEEK_API_KEY_ENV not in env_of(worker(job))
     assert pod(job)["serviceAccountName"] == c.SA_EXTRACTION_JOB
 
 
@@ -287,10 +288,10 @@ def test_external_extraction_gets_the_key_only_by_reference(created_namespace_ru
     args = worker(job)["args"]
     assert args[args.index("--deepseek-endpoint") + 1] == DEEPSEEK
     assert args[args.index("--model-name") + 1] == "deepseek-chat"
-    assert args[args.index("--api-key-env") + 1] == c.DEEPSEEK_API_KEY_ENV
+    assert args[args.index("--api-key-env") + 1] == contract.DEEPSEEK_API_KEY_ENV
     assert "--model-endpoint" not in args
-    assert env_of(worker(job))[c.DEEPSEEK_API_KEY_ENV] == {
-        "name": c.DEEPSEEK_API_KEY_ENV,
+    assert env_of(worker(job))[contract.DEEPSEEK_API_KEY_ENV] == {
+        "name": contract.DEEPSEEK_API_KEY_ENV,
         "valueFrom": {"secretKeyRef": {"name": c.DEEPSEEK_SECRET, "key": c.DEEPSEEK_SECRET_KEY}},
     }
 
@@ -454,8 +455,8 @@ def test_mounts_input_read_only_and_studies_from_the_configmap(mixed_run: Offlin
     }
     assert volumes[mounts[c.OUTPUT_MOUNT]["name"]]["persistentVolumeClaim"]["claimName"] == c.OUTPUT_PVC
     assert volumes[mounts[c.LOGS_MOUNT]["name"]]["persistentVolumeClaim"]["claimName"] == c.LOGS_PVC
-    assert mounts[c.STUDIES_MOUNT]["readOnly"] is True
-    studies = volumes[mounts[c.STUDIES_MOUNT]["name"]]["configMap"]
+    assert mounts[contract.STUDIES_MOUNT]["readOnly"] is True
+    studies = volumes[mounts[contract.STUDIES_MOUNT]["name"]]["configMap"]
     assert studies["name"] == c.STUDIES_CONFIGMAP
     # Only the files this Job reads (their hash is on its pod), at the paths of jobs/.
     assert studies["items"] == [
@@ -465,7 +466,7 @@ def test_mounts_input_read_only_and_studies_from_the_configmap(mixed_run: Offlin
     env = env_of(worker(job))
     assert env["LOG_LEVEL"]["value"] == "INFO"
     assert env["EXPERIMENT_ID"]["value"] == "study2-exp1-gemma-2-2b"
-    assert env[c.WORKER_LOG_FILE_ENV]["value"] == "/logs/study2-exp1-gemma-2-2b.log"
+    assert env[contract.LOG_FILE_ENV]["value"] == "/logs/study2-exp1-gemma-2-2b.log"
     assert worker(job)["ports"] == [{"name": "metrics", "containerPort": 9090, "protocol": "TCP"}]
 
 

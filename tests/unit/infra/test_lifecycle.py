@@ -27,12 +27,12 @@ from grace_infra.components.stack import readiness_commands
 from grace_infra.config.input_files import offline_input_files
 from grace_infra.config.stack_config import GraceConfig
 from grace_infra.errors import ConfigError
-from grace_infra.manifests import download_job
+from grace_infra.manifests import download_job, job_lifecycle
 from grace_infra.payloads import download_weights
 from grace_infra.planning.gpu_hours import gpu_hour_plan, job_deadline_s
 from grace_infra.planning.matrix import plan_experiments
 from grace_infra.planning.study_bundle import load_study_bundle
-from worker import constants as worker_constants
+from worker import contract
 
 from .support import MIXED_MODELS, PROJECT_ROOT, assert_valid_k8s, render_stack
 from .support import base_config as stack_config
@@ -203,11 +203,8 @@ def test_every_job_fails_at_once_on_exit_2_or_3_and_ignores_disruptions(
 
 
 def test_the_policy_uses_the_workers_documented_exit_codes() -> None:
-    assert (c.WORKER_EXIT_INPUT, c.WORKER_EXIT_ROWS_FAILED, c.WORKER_EXIT_STORAGE) == (
-        worker_constants.EXIT_INPUT,
-        worker_constants.EXIT_ROWS_FAILED,
-        worker_constants.EXIT_STORAGE,
-    )
+    worker_rule = job_lifecycle.pod_failure_policy()["rules"][0]["onExitCodes"]
+    assert worker_rule["values"] == [contract.EXIT_INPUT, contract.EXIT_ROWS_FAILED, contract.EXIT_STORAGE]
     assert c.WEIGHTS_DOWNLOAD_EXIT_NO_ACCESS == download_weights.EXIT_NO_ACCESS
 
 
@@ -416,7 +413,7 @@ def test_the_nrp_stack_ships_both_study_csvs_so_one_pulumi_up_is_enough(mixed_ru
         for container in [*pod(job).get("initContainers", []), *pod(job)["containers"]]:
             args = container.get("args") or []
             assert not any(arg.startswith(c.INPUT_MOUNT + "/") for arg in args), name
-            assert c.MISSING_INPUT_HELP_ENV not in {e["name"] for e in container.get("env", [])}, name
+            assert contract.MISSING_INPUT_HELP_ENV not in {e["name"] for e in container.get("env", [])}, name
 
 
 def test_the_render_says_which_csv_stands_in_for_the_researchers_file(tmp_path: Path) -> None:
@@ -450,7 +447,7 @@ def test_a_job_reading_the_input_claim_says_which_file_and_how_to_upload_it(rend
     run = render_stack(base_config(experiments={}, models=[gemma]))
     job = jobs_of(run)["study1-exp1-gemma-2-2b"]
     env = {e["name"]: e["value"] for e in pod(job)["containers"][0]["env"] if "value" in e}
-    help_text = env[c.MISSING_INPUT_HELP_ENV]
+    help_text = env[contract.MISSING_INPUT_HELP_ENV]
     assert help_text.startswith("/input/study1.csv must be uploaded to the claim grace-input-data")
     assert "docs/lifecycle.md" in help_text
 

@@ -23,6 +23,7 @@ from grace_infra.config.quantities import parse_quantity
 from grace_infra.config.stack_config import ConfigError, GraceConfig
 from grace_infra.errors import PolicyViolation
 from grace_infra.nrp import cluster_facts
+from worker import contract
 
 from .support import MIXED_MODELS, PROJECT_ROOT, assert_valid_k8s, base_config, pod_templates, render_stack
 
@@ -387,5 +388,5 @@ def test_the_stack_exports_each_models_checkpoint_and_where_its_commit_is_record
                 continue
             env = {e["name"]: e.get("value") for e in container["env"]}
             mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
-            assert env[c.WEIGHTS_MARKER_ENV] == c.WEIGHTS_MARKER_PATH, where
+            assert env[contract.WEIGHTS_MARKER_ENV] == c.WEIGHTS_MARKER_PATH, where
             assert mounts[c.WEIGHTS_MOUNT]["readOnly"] is True, where

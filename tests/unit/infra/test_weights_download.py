@@ -24,6 +24,7 @@ from grace_infra import constants as c
 from grace_infra.config.stack_config import GraceConfig
 from grace_infra.manifests import download_job
 from grace_infra.payloads import download_weights as wd
+from worker import contract
 
 from .support import base_config
 
@@ -91,6 +92,7 @@ def test_first_run_downloads_the_resolved_commit_and_records_it(tmp_path: Path, 
     }
     marker = json.loads((tmp_path / wd.MARKER_FILE).read_text())
     assert marker == {"repo": REPO, "revision": "main", "commit": MAIN_COMMIT, "complete": True}
+    assert set(contract.WEIGHTS_MARKER_FIELDS) <= set(marker)  # what every worker's meta file copies
 
 
 def test_a_marker_without_a_commit_is_not_complete(tmp_path: Path, hub: SimpleNamespace) -> None:
@@ -101,7 +103,7 @@ def test_a_marker_without_a_commit_is_not_complete(tmp_path: Path, hub: SimpleNa
 
 
 def test_the_marker_file_name_is_the_one_the_pods_are_told(tmp_path: Path) -> None:
-    assert wd.MARKER_FILE == c.WEIGHTS_MARKER_FILE
+    assert wd.MARKER_FILE == contract.WEIGHTS_MARKER_FILE
     assert f"{c.WEIGHTS_MOUNT}/{wd.MARKER_FILE}" == c.WEIGHTS_MARKER_PATH
 
 

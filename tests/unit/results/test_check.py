@@ -114,6 +114,24 @@ def test_a_run_stopped_before_its_output_says_why(copy: Path) -> None:
     assert check.state_text == "stopped (storage_error)"
 
 
+def test_a_hand_edited_meta_file_is_checked_not_a_crash(copy: Path) -> None:
+    meta_path = companion_paths(copy / RESPONSES)[1]
+    meta = json.loads(meta_path.read_text())
+    meta |= {"input": None, "rows": "see the log", "exit_code": "3"}  # sections no longer objects
+    meta_path.write_text(json.dumps(meta))
+    (check,) = check_outputs(copy)
+    assert (check.state, check.expected_rows, check.exit_code) == (State.FAILED_RUN, None, None)
+
+
+def test_an_empty_meta_file_beside_no_output_says_nothing(copy: Path) -> None:
+    (copy / RESPONSES).unlink()
+    companion_paths(copy / RESPONSES)[0].unlink()
+    companion_paths(copy / RESPONSES)[1].write_text("{}")
+    assert check_outputs(copy)[0].state is State.MISSING
+    companion_paths(copy / RESPONSES)[1].write_text('{"pipeline": "query"}')
+    assert check_outputs(copy)[0].state is State.IN_PROGRESS
+
+
 def test_only_a_checkpoint_is_in_progress(copy: Path) -> None:
     (copy / RESPONSES).unlink()
     companion_paths(copy / RESPONSES)[1].unlink()

@@ -11,15 +11,20 @@ from pathlib import Path
 
 import pytest
 
-from worker import constants as c
-from worker.cli import RUN_COMMAND, SUBCOMMANDS, build_parser, subcommand_parser
+from worker import contract
+from worker.cli import SUBCOMMANDS, build_parser, subcommand_parser
+from worker.contract import RUN_COMMAND
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 # Every exit code the worker defines, and the signal exits a Job sees (SIGTERM from Kubernetes, Ctrl-C).
 DOCUMENTED_EXIT_CODES = [
-    *(value for name, value in vars(c).items() if name.startswith("EXIT_") and name != "EXIT_SIGNAL_BASE"),
-    c.EXIT_SIGNAL_BASE + signal.SIGTERM,
-    c.EXIT_SIGNAL_BASE + signal.SIGINT,
+    *(
+        code
+        for name, code in vars(contract).items()
+        if name.startswith("EXIT_") and name != "EXIT_SIGNAL_BASE"
+    ),
+    contract.EXIT_SIGNAL_BASE + signal.SIGTERM,
+    contract.EXIT_SIGNAL_BASE + signal.SIGINT,
 ]
 EVERY_HELP = [[], *[[name] for name in [*SUBCOMMANDS, RUN_COMMAND]]]
 
@@ -36,8 +41,8 @@ def test_help_names_the_files_and_every_exit_code(args: list[str]) -> None:
     result = _help(*args)
     assert result.returncode == 0, result.stderr
     text = result.stdout
-    assert f"OUTPUT{c.CHECKPOINT_SUFFIX}" in text
-    assert f"OUTPUT{c.META_SUFFIX}" in text
+    assert f"OUTPUT{contract.CHECKPOINT_SUFFIX}" in text
+    assert f"OUTPUT{contract.META_SUFFIX}" in text
     exit_codes = text.split("exit codes:", 1)[1]
     for code in DOCUMENTED_EXIT_CODES:
         assert f"\n  {code} " in exit_codes, code

@@ -25,6 +25,7 @@ from typing import Any
 
 from jsonschema.protocols import Validator
 
+from worker.contract import DEEPSEEK_API_KEY_ENV
 from worker.errors import InputError, RequestRejected, RetryableError, RowFailure
 from worker.pipelines.extraction.backend import (
     BackendChoice,
@@ -79,9 +80,8 @@ HELP = "Extraction: turn Experiment 1 free text into schema-valid columns, or an
 # must not require them; resolve_arguments names whatever is still missing.
 ENDPOINT_REQUIRED = False
 
-# DeepSeek's hosted API: the model name the Job uses and the secret's environment variable.
+# DeepSeek's hosted API: the model name the Job uses (its key's variable: worker/contract.py).
 DEEPSEEK_MODEL = "deepseek-chat"
-DEEPSEEK_API_KEY_ENV = "DEEPSEEK_API_KEY"
 # Experiment 1's finish_reason column (worker.pipelines.query), read when present.
 EXP1_FINISH_COLUMN = "finish_reason"
 EXP1_TRUNCATED_WARNING = (
