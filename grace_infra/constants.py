@@ -54,7 +54,7 @@ NRP_MAX_GPUS_STATEFUL_POD = 2  # Deployments/StatefulSets: at most 2 GPUs per po
 NRP_MAX_GPUS_ANY_POD = 8  # no pod may ask for more than 8 GPUs
 NRP_MAX_WORKLOAD_DAYS = 14  # long-running workloads are deleted after two weeks
 NRP_IDLE_GPU_UTILISATION = 0.40  # GPUs used under 40 % of what is requested count against the user
-# NRP's GPU resources and storage classes are data in nrp_cluster.py, each table with its source.
+# NRP's GPU resources and storage classes are data in nrp/cluster_facts.py, each table with its source.
 
 # Recommended labels (https://kubernetes.io/docs/concepts/overview/working-with-objects/common-labels/).
 LABEL_PROJECT = "project"

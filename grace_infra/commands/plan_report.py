@@ -1,7 +1,7 @@
 """What the stack asks the cluster for, as data (`plan.json`) and as a short table (render's stdout).
 
 The plan is built from the same functions the components use (`sizing.model_server_resources`,
-`storage.claim_specs`), so it cannot disagree with the manifests; a test checks that it does not.
+`manifests/claims.claim_specs`), so it cannot disagree with the manifests; a test checks that it does not.
 
 Extending it: a section is `def section(ctx: PlanContext) -> JSON-able` registered in `SECTIONS`
 under its plan.json key; a table is `def table(plan: dict) -> str` appended to `TABLES` (it reads the

@@ -3,7 +3,7 @@
 The GPU-hour plan prices the matrix with these two numbers (planning/serving_speed.py): generating a
 token streams every weight from GPU memory once per decode step (bandwidth-bound), reading a prompt is
 matrix multiplication (compute-bound). Figures are the datasheets' dense numbers, never the "with sparsity"
-ones (vLLM runs dense weights). Pure data and one lookup, like nrp_cluster.py's tables.
+ones (vLLM runs dense weights). Pure data and one lookup, like nrp/cluster_facts.py's tables.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ _A6000 = "https://www.nvidia.com/content/dam/en-zz/Solutions/design-visualizatio
 _RTX8000 = "https://www.nvidia.com/content/dam/en-zz/Solutions/design-visualization/quadro-product-literature/quadro-rtx-8000-us-nvidia-946977-r1-web.pdf"
 
 # Order matters: the first match wins, so the 40 GB A100s and the H100 variants come before the
-# patterns that would also match them. Labels as GPU Feature Discovery writes them (nrp_cluster.py).
+# patterns that would also match them. Labels as GPU Feature Discovery writes them (nrp/cluster_facts.py).
 GPU_PERFORMANCE: tuple[GpuPerformance, ...] = (
     GpuPerformance("NVIDIA A100 40GB", r"A100.*40GB", 1555, 312, _A100),
     GpuPerformance("NVIDIA A100 80GB PCIe", r"A100.*80GB-PCIe|A100-PCIE-80GB", 1935, 312, _A100),

@@ -197,7 +197,7 @@ def extracts_on_sidecar(model: ServedModel, config: GraceConfig) -> bool:
 
 def _extractor(config: GraceConfig) -> ServedModel:
     extractor = config.extractor_model()
-    if extractor is None:  # config.py refuses such a stack; reaching here is a bug
+    if extractor is None:  # config/stack_config.py refuses such a stack; reaching here is a bug
         raise AssertionError("extraction planned with neither an external endpoint nor an extractor")
     return extractor
 

@@ -80,7 +80,8 @@ def configmap_tasks(run: OfflineRun, model: str) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def all_job_mode_run() -> OfflineRun:
     """Every model in job mode, monitoring on. No extraction: with every server inside its own Job there
-    is no one coder every model's extraction could reach (config.py refuses it without an endpoint)."""
+    is no one coder every model's extraction could reach (config/stack_config.py refuses it without an
+    endpoint)."""
     raw = base_config()
     raw["models"] = [{**m, "servingMode": "job"} for m in raw["models"]]
     raw["experiments"] = {"experiments": ["exp1", "exp2"]}

@@ -139,7 +139,8 @@ def test_the_weight_download_is_awaited_and_fails_at_once_without_access(
     mixed_run: OfflineRun, job_mode_run: OfflineRun
 ) -> None:
     """The servers and job-mode Jobs are created after it, so their weights are complete when they start
-    (weights_job.py): pulumi-kubernetes waits for its Complete condition, with the download's timeout."""
+    (components/weights_job.py): pulumi-kubernetes waits for its Complete condition, with the download's
+    timeout."""
     for run in (mixed_run, job_mode_run):
         downloads = download_jobs(run)
         assert downloads

@@ -1,4 +1,4 @@
-"""The facts of NRP's real cluster (grace_infra/cluster_facts.py, docs/nrp-cluster.md), checked on the
+"""The facts of NRP's real cluster (grace_infra/nrp/cluster_facts.py, docs/nrp-cluster.md), checked on the
 rendered manifests of the committed stacks: GPU pods that can schedule, CephFS volumes the non-root
 worker can write, no idle GPUs in the plan, no vLLM pod with internet egress, ephemeral storage
 requested, and the refusals of what cannot work on NRP."""
