@@ -10,23 +10,21 @@ from __future__ import annotations
 import copy
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.unit.worker.support import RECORDED
 from worker.errors import ResponseError
 from worker.server import logprobs as lp
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "vllm-0.32"
-
 
 def body(name: str) -> dict[str, Any]:
-    return json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
+    return json.loads((RECORDED / f"{name}.json").read_text(encoding="utf-8"))
 
 
 def request(name: str) -> dict[str, Any]:
-    return json.loads((FIXTURES / f"{name}.request.json").read_text(encoding="utf-8"))
+    return json.loads((RECORDED / f"{name}.request.json").read_text(encoding="utf-8"))
 
 
 def with_token_id_keys(reply: dict[str, Any], ids: dict[str, int]) -> dict[str, Any]:
