@@ -375,6 +375,18 @@ def test_the_stack_the_readme_configures_renders(tmp_path: Path) -> None:
     assert (int(counted.group(1)), int(counted.group(2))) == (resources + 1, resources)
 
 
+def test_the_gpu_hours_the_readme_quotes_are_what_grace_render_prints() -> None:
+    """The README is the one document that quotes the plan's cost (the others point to it or to render's
+    first line): every figure it gives is the committed nrp stack's, read from the render."""
+    plan = render("nrp").plan
+    flat = " ".join(TEXT.split())
+    hours = re.findall(r"(\d[\d,]*\.\d) (?:planned )?GPU-hours", flat)
+    assert hours, "the README no longer quotes the planned GPU-hours"
+    assert set(hours) == {f"{plan['gpuHours']['totals']['configuredGpuHours']:,.1f}"}, plan["headline"]
+    samples = {str(s["samplesPerRow"]) for s in plan["gpuHours"]["assumptions"]["sampling"].values()}
+    assert set(re.findall(r"at (\d+) samples per row", flat)) <= samples
+
+
 def test_the_preflight_step_runs_against_a_recorded_cluster(tmp_path: Path) -> None:
     """The README's preflight line, run as a process with the README's $KUBECONFIG pointing at recorded
     API responses: one line per check, and exit 0 exactly when no check failed (what its step promises)."""

@@ -6,13 +6,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.support.worker_process import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -95,12 +97,17 @@ def test_missing_env_reason_names_the_fix(tmp_path):
     assert tiny_vllm.missing_env_reason(tmp_path) is None
 
 
+def _started(log: Path) -> None:
+    """Wait until the group's leader says it has started its children (and set its traps)."""
+    wait_until(lambda: "started" in log.read_text(), 30, f"the process group to start ({log})")
+
+
 def test_stop_ends_every_process_in_the_group(tmp_path):
     # A leader with two children, like vLLM's API server with its engine processes.
-    proc = tiny_vllm.spawn_in_own_group(
-        ["bash", "-c", "sleep 300 & sleep 300 & wait"], None, tmp_path / "log"
-    )
-    time.sleep(0.3)
+    log = tmp_path / "log"
+    script = "sleep 300 & sleep 300 & echo started; wait"
+    proc = tiny_vllm.spawn_in_own_group(["bash", "-c", script], None, log)
+    _started(log)
     assert _group_exists(proc.pid)
     tiny_vllm.stop_server(_server(proc.pid), grace_s=10)
     assert not _group_exists(proc.pid)
@@ -108,14 +115,13 @@ def test_stop_ends_every_process_in_the_group(tmp_path):
 
 
 def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path):
-    proc = tiny_vllm.spawn_in_own_group(
-        ["bash", "-c", "trap '' TERM; sleep 300 & wait"], None, tmp_path / "log"
-    )
-    time.sleep(0.3)
-    started = time.monotonic()
+    log = tmp_path / "log"
+    script = "trap '' TERM; sleep 300 & echo started; wait"
+    proc = tiny_vllm.spawn_in_own_group(["bash", "-c", script], None, log)
+    _started(log)
     tiny_vllm.stop_server(_server(proc.pid), grace_s=1.0)
     assert not _group_exists(proc.pid)
-    assert time.monotonic() - started < 15  # 1 s grace, SIGKILL, reaping by PID 1; slack for a loaded machine
+    assert proc.returncode == -signal.SIGKILL  # SIGTERM was ignored: only the escalation ended it
 
 
 def test_stop_leaves_a_reused_server_alone():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from worker import constants as c
@@ -43,10 +44,17 @@ def input_state(path: Path, plan_digest: str | None) -> str | None:
 
 
 def wait_for_input(
-    path: Path, timeout_s: float, *, plan_digest: str | None = None, poll_s: float | None = None
+    path: Path,
+    timeout_s: float,
+    *,
+    plan_digest: str | None = None,
+    poll_s: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> None:
     """Return once `path` exists (and, with `plan_digest`, its meta file records that digest);
-    InputError after `timeout_s`. 0 means do not wait (and do not check)."""
+    InputError after `timeout_s`. 0 means do not wait (and do not check). `clock` and `sleep` are what
+    the wait is measured and made with (a test passes its own)."""
     if timeout_s <= 0:
         return
     state = input_state(path, plan_digest)
@@ -54,11 +62,11 @@ def wait_for_input(
         return
     poll_s = INPUT_POLL_INTERVAL_S if poll_s is None else poll_s
     wanted = f"--input {path}" + (f" with plan digest {plan_digest}" if plan_digest else "")
-    started = time.monotonic()
+    started = clock()
     deadline = started + timeout_s
     next_log = started
     while state is not None:
-        now = time.monotonic()
+        now = clock()
         if now >= deadline:
             if not path.exists():
                 raise InputError(
@@ -80,7 +88,7 @@ def wait_for_input(
                 deadline - now,
             )
             next_log = now + c.WAIT_LOG_INTERVAL_S
-        time.sleep(min(poll_s, max(0.0, deadline - now)))
+        sleep(min(poll_s, max(0.0, deadline - now)))
         state = input_state(path, plan_digest)
     matched = f", plan digest {plan_digest}" if plan_digest else ""
-    log.info("extract: --input %s appeared after %.0f s%s", path, time.monotonic() - started, matched)
+    log.info("extract: --input %s appeared after %.0f s%s", path, clock() - started, matched)

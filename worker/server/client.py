@@ -41,7 +41,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -117,9 +117,16 @@ class ModelClient:
         *,
         observer: RequestObserver | None = None,
         outage_wait_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.options = options
         self._observer = observer
+        # What the client waits by: the clock of --wait-timeout and outage_wait_s, and the sleep between
+        # attempts and between /health polls (a test passes its own; the per-attempt deadline is the
+        # event loop's asyncio.timeout, and latencies are always measured on the real clock).
+        self._clock = clock
+        self._sleep = sleep
         self._slots = asyncio.Semaphore(options.batch_size)
         self._session: aiohttp.ClientSession | None = None
         self._outage_wait_s = outage_wait_s  # None: no outage detection, every failure is a retry
@@ -228,12 +235,12 @@ class ModelClient:
 
         Logs what it waits for and how long is left when it starts waiting and every WAIT_LOG_INTERVAL_S.
         """
-        started = time.monotonic()
+        started = self._clock()
         deadline = started + timeout_s
         next_log = started
         where = f"{self.options.server_root}{c.HEALTH_PATH}"
         while not await self.health():
-            now = time.monotonic()
+            now = self._clock()
             if now >= deadline:
                 raise ServerUnavailable(
                     f"The model server at {self.options.server_root} did not answer {c.HEALTH_PATH} "
@@ -248,7 +255,7 @@ class ModelClient:
                     timeout_s,
                 )
                 next_log = now + c.WAIT_LOG_INTERVAL_S
-            await asyncio.sleep(min(c.HEALTH_POLL_INTERVAL_S, max(0.0, deadline - time.monotonic())))
+            await self._sleep(min(c.HEALTH_POLL_INTERVAL_S, max(0.0, deadline - self._clock())))
 
     async def _server_went_away(self, failed_at: float) -> bool:
         """After a failed attempt: True when the server was away and has come back (do not count it).
@@ -265,7 +272,7 @@ class ModelClient:
                 return self._last_check_found_outage
             away = not await self.health()
             if away:
-                started = time.monotonic()
+                started = self._clock()
                 log.warning(
                     "the model server at %s stopped answering; requests pause until %s answers again",
                     self.options.server_root,
@@ -277,8 +284,8 @@ class ModelClient:
                     self.unavailable = err
                     raise
                 self.outages += 1
-                log.info("the model server is back after %.0f s; resuming", time.monotonic() - started)
-            self._last_check_at = time.monotonic()
+                log.info("the model server is back after %.0f s; resuming", self._clock() - started)
+            self._last_check_at = self._clock()
             self._last_check_found_outage = away
             return away
 
@@ -332,7 +339,7 @@ class ModelClient:
                     body=answer, attempts=attempt, latency_s=time.monotonic() - started, expected=expected
                 )
 
-            if _server_away_hint(failure) and await self._server_went_away(time.monotonic()):
+            if _server_away_hint(failure) and await self._server_went_away(self._clock()):
                 attempt -= 1  # the server was away, not this request wrong: the outage was waited out
                 continue
             if attempt > self.options.max_retries:
@@ -351,7 +358,7 @@ class ModelClient:
                 failure,
                 delay,
             )
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -435,8 +442,9 @@ def _server_message(content: bytes, reason: str | None) -> str:
     return str(body)[:200]
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """Retry-After as seconds: either delta-seconds or an HTTP date (RFC 9110 section 10.2.3)."""
+def _retry_after(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
+    """Retry-After as seconds: either delta-seconds or an HTTP date (RFC 9110 section 10.2.3), counted
+    from `now` (the current time unless given)."""
     value = headers.get("Retry-After")  # case-insensitive in aiohttp's and httpx's headers
     if value is None:
         return None
@@ -450,7 +458,7 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def _json_object(content: bytes) -> JsonObject:

@@ -13,7 +13,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -32,6 +31,7 @@ from grace_infra.payloads import download_weights
 from grace_infra.planning.gpu_hours import gpu_hour_plan, job_deadline_s
 from grace_infra.planning.matrix import plan_experiments
 from grace_infra.planning.study_bundle import load_study_bundle
+from tests.support.worker_process import wait_until
 from worker import contract
 
 from .support import MIXED_MODELS, PROJECT_ROOT, assert_valid_k8s, render_stack
@@ -331,16 +331,18 @@ def test_sidecar_serves_only_health_when_the_marker_exists(job_mode_run: Offline
         command, env={"PATH": os.environ["PATH"], **env, "GRACE_IDLE_PORT": str(port)},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
+    answers: list[int] = []
+
+    def health_answered() -> bool:
+        try:
+            answers.append(_get(f"http://127.0.0.1:{port}/health")[0])
+        except OSError:
+            return False  # not listening yet
+        return True
+
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                status, _ = _get(f"http://127.0.0.1:{port}/health")
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the idle sidecar never answered"
-                time.sleep(0.1)
-        assert status == 200  # the kubelet's startupProbe passes: the worker container starts
+        wait_until(health_answered, 30, "the idle sidecar to answer /health")  # only a hang trips it
+        assert answers == [200]  # the kubelet's startupProbe passes: the worker container starts
         status, body = _get(f"http://127.0.0.1:{port}/v1/models")
         assert status == 404
         assert "model was not loaded" in json.loads(body)["message"]

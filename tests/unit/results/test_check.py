@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -56,6 +58,14 @@ def _frame(root: Path) -> pd.DataFrame:
     return pd.read_csv(root / RESPONSES, dtype=str, keep_default_na=False)
 
 
+def _edit_meta(root: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """Change the output's meta file in place, as a different run's would read."""
+    meta_path = companion_paths(root / RESPONSES)[1]
+    meta = json.loads(meta_path.read_text())
+    change(meta)
+    meta_path.write_text(json.dumps(meta))
+
+
 def test_a_complete_output_with_failed_and_empty_rows(
     claim: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -77,28 +87,19 @@ def test_a_missing_meta_file_is_incomplete(copy: Path) -> None:
 
 
 def test_a_run_that_exited_2_is_a_failed_run(copy: Path) -> None:
-    meta_path = companion_paths(copy / RESPONSES)[1]
-    meta = json.loads(meta_path.read_text())
-    meta["exit_code"] = 2
-    meta_path.write_text(json.dumps(meta))
+    _edit_meta(copy, lambda meta: meta.update(exit_code=2))
     assert check_outputs(copy)[0].state is State.FAILED_RUN
 
 
 def test_rows_are_input_rows_times_samples(copy: Path) -> None:
-    meta_path = companion_paths(copy / RESPONSES)[1]
-    meta = json.loads(meta_path.read_text())
-    meta["input"]["samples_per_row"] = 2
-    meta_path.write_text(json.dumps(meta))
+    _edit_meta(copy, lambda meta: meta["input"].update(samples_per_row=2))
     (check,) = check_outputs(copy)
     assert check.expected_rows == 2 * INPUT_ROWS
     assert check.state is State.SHORT
 
 
 def test_rows_the_server_could_not_answer_wait_to_be_resent(copy: Path) -> None:
-    meta_path = companion_paths(copy / RESPONSES)[1]
-    meta = json.loads(meta_path.read_text())
-    meta["rows"]["failed_transport"] = 1
-    meta_path.write_text(json.dumps(meta))
+    _edit_meta(copy, lambda meta: meta["rows"].update(failed_transport=1))
     (check,) = check_outputs(copy)
     assert check.state is State.RESEND
     assert check.state_text == "rows to resend (1)"
@@ -106,10 +107,7 @@ def test_rows_the_server_could_not_answer_wait_to_be_resent(copy: Path) -> None:
 
 def test_a_run_stopped_before_its_output_says_why(copy: Path) -> None:
     (copy / RESPONSES).unlink()
-    meta_path = companion_paths(copy / RESPONSES)[1]
-    meta = json.loads(meta_path.read_text())
-    meta |= {"status": "storage_error", "exit_code": 4}
-    meta_path.write_text(json.dumps(meta))
+    _edit_meta(copy, lambda meta: meta.update(status="storage_error", exit_code=4))
     (check,) = check_outputs(copy)
     assert check.state_text == "stopped (storage_error)"
 
@@ -161,12 +159,13 @@ def test_a_folder_that_does_not_exist_is_exit_2(
     assert "is not a folder" in capsys.readouterr().err
 
 
-def test_an_unreadable_csv_or_an_empty_folder_is_one_line_and_exit_2(
-    copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_an_unreadable_csv_is_one_line_and_exit_2(copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (copy / RESPONSES).write_bytes(b"\xff\xfe not utf-8 \x00\x81")
     assert subcommands.main(["check", str(copy)]) == 2
     assert capsys.readouterr().err.startswith(f"error: {copy / RESPONSES}: not a readable CSV")
+
+
+def test_an_empty_folder_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     assert subcommands.main(["report", str(empty), "--out", str(tmp_path / "r.html")]) == 2

@@ -35,6 +35,13 @@ NS = "grace-experiments"
 PODS = f"/api/v1/namespaces/{NS}/pods"
 
 
+def _pull_to_results(api: KubeApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    """`grace results pull --stack nrp --to TMP/results` against the loopback API server."""
+    monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path)))
+    argv = ["pull", "--stack", "nrp", "--context", CONTEXT, "--to", str(tmp_path / "results")]
+    return subcommands.main(argv)
+
+
 def _config():
     return load_campaign("nrp").config
 
@@ -216,10 +223,7 @@ def test_the_command_deletes_the_pod_when_the_real_exec_stream_fails(
     # The loopback API server cannot upgrade to a websocket: the client's real exec call fails as it
     # would against an API server that refuses exec.
     with KubeApi(_Routes()) as api:
-        monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path)))
-        code = subcommands.main(
-            ["pull", "--stack", "nrp", "--context", CONTEXT, "--to", str(tmp_path / "results")]
-        )
+        code = _pull_to_results(api, tmp_path, monkeypatch)
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: the exec stream to the pod failed: Handshake status 400")
@@ -239,10 +243,7 @@ def test_a_pod_the_quota_refuses_is_one_line_naming_the_quota(
         "details": {"name": "grace-results-reader-1", "kind": "pods"}, "code": 403,
     }  # fmt: skip
     with KubeApi({("POST", PODS): (403, exceeded)}) as api:
-        monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path)))
-        code = subcommands.main(
-            ["pull", "--stack", "nrp", "--context", CONTEXT, "--to", str(tmp_path / "results")]
-        )
+        code = _pull_to_results(api, tmp_path, monkeypatch)
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: the API server refused a call: 403 Forbidden: pods ")
@@ -260,10 +261,7 @@ def test_ctrl_c_in_the_command_is_exit_130_and_the_pod_is_deleted(
 
     monkeypatch.setattr(pull, "run_pull", interrupted)
     with KubeApi(_Routes()) as api:
-        monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path)))
-        code = subcommands.main(
-            ["pull", "--stack", "nrp", "--context", CONTEXT, "--to", str(tmp_path / "results")]
-        )
+        code = _pull_to_results(api, tmp_path, monkeypatch)
     assert code == pull.EXIT_INTERRUPTED
     assert "the same command resumes" in capsys.readouterr().err
     assert len([path for method, path, _ in api.requests if method == "DELETE"]) == 1

@@ -118,19 +118,28 @@ def test_an_unfinished_tail_is_cut_off(tmp_path: Path, tail: bytes) -> None:
     assert not (tmp_path / "c.jsonl.rejected").exists()
 
 
-def test_a_foreign_checkpoint_is_refused_and_left_alone(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("other", "message"),
+    [
+        (
+            make_header("query", "ab" * 32, {"model_name": "tiny", "generation": {"temperature": 0.7}}),
+            r"different parameters: generation: .*0\.0.* then, .*0\.7.* now",
+        ),
+        (make_header("query", "cd" * 32, HEADER["parameters"]), "its input file had different contents"),
+        (make_header("probs", "ab" * 32, HEADER["parameters"]), "pipeline 'query', not 'probs'"),
+    ],
+    ids=["other-parameters", "other-input", "other-pipeline"],
+)
+def test_a_foreign_checkpoint_is_refused_and_left_alone(
+    tmp_path: Path, other: dict[str, object], message: str
+) -> None:
     path = tmp_path / "c.jsonl"
     write_rows(path, [0])
     path.write_bytes(path.read_bytes() + b'{"row": 1, "col')
     before = path.read_bytes()
-    other = make_header("query", "ab" * 32, {"model_name": "tiny", "generation": {"temperature": 0.7}})
-    with pytest.raises(InputError, match=r"different parameters: generation: .*0\.0.* then, .*0\.7.* now"):
+    with pytest.raises(InputError, match=message):
         load_checkpoint(path, other, rows=4)
     assert path.read_bytes() == before
-    with pytest.raises(InputError, match="its input file had different contents"):
-        load_checkpoint(path, make_header("query", "cd" * 32, HEADER["parameters"]), rows=4)
-    with pytest.raises(InputError, match="pipeline 'query', not 'probs'"):
-        load_checkpoint(path, make_header("probs", "ab" * 32, HEADER["parameters"]), rows=4)
 
 
 def test_damaged_middle_lines_are_moved_aside_and_only_their_rows_redone(

@@ -1,21 +1,18 @@
 """`python -m worker extract` end to end against the local fake server, in-process.
 
-The fake server's chat handler below plays an extractor: per row (found by a ROW-<key> marker in the
-Experiment 1 response) it returns scripted replies in order (valid JSON, JSON in prose or a code fence,
-invalid JSON, schema violations, blank content, replies cut off at the token limit), and it answers the
-structured-output probe the way each kind of server does: vLLM enforces json_schema; DeepSeek refuses it
-with 400 and takes json_object only when the prompt says "json"; an old or foreign server accepts
-json_schema and ignores it.
+The fake server's chat handler plays an extractor (support.Extractor): per row (found by a ROW-<key>
+marker in the Experiment 1 response) it returns scripted replies in order (valid JSON, JSON in prose or a
+code fence, invalid JSON, schema violations, blank content, replies cut off at the token limit), and it
+answers the structured-output probe the way each kind of server does: vLLM enforces json_schema; DeepSeek
+refuses it with 400 and takes json_object only when the prompt says "json"; an old or foreign server
+accepts json_schema and ignores it.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
-import re
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,172 +21,61 @@ import pydantic
 import pytest
 
 from tests.support.contracts import SAMPLE_COLUMNS
-from tests.support.fake_openai import FakeOpenAI, Ok, Request, Status, chat_completion_body
+from tests.support.fake_clock import FakeClock
+from tests.support.fake_openai import FakeOpenAI, Status
+from tests.unit.worker.support import (
+    CHAT,
+    EXP1_COLUMNS,
+    FIELDS1,
+    GOOD,
+    SCHEMAS_DIR,
+    STUDY1_COLUMNS,
+    Extractor,
+    good,
+    load_schema,
+    read_csv,
+    read_meta,
+    study1_row,
+    study_text,
+    worker_args,
+    write_csv,
+)
 from worker import cli
 from worker import constants as worker_constants
 from worker.errors import InputError
-from worker.pipelines.extraction.backend import PROBE_EXPECTED, PROBE_VALUE
 from worker.pipelines.extraction.extraction_pipeline import resolve_arguments
 from worker.run.input_wait import wait_for_input
 from worker.studies.definition import load_study, resolve_study_path
 from worker.studies.extraction_section import ExtractionSection, load_extraction
 
-REPO = Path(__file__).resolve().parents[3]
-STUDY1_COLUMNS = [
-    "participant_id", "story_shortname", "story_setup", "priorQ", "speach", "speachQ", "knowledgeQ", "access",
-    "observe",
-]  # fmt: skip
-EXP1_COLUMNS = [
-    "model_name", "model_response", "response_story", "response_speech", "response_knowledge",
-    "finish_reason", "prompt_tokens", "completion_tokens",
-    "response_timestamp", "processing_time_ms", "attempts", "error",
-]  # fmt: skip
-FIELDS1 = [
-    "prior_answer",
-    "probability_0",
-    "probability_1",
-    "probability_2",
-    "probability_3",
-    "knowledge_answer",
-]
 ADDED = ["extraction_method", "extraction_errors", "extraction_attempts", "extraction_warnings"]
-ROW_MARK = re.compile(r"ROW-(\w+)")
 SECRET = "sk-test-do-not-leak-4242"
-
-GOOD = {"prior_answer": 3, "probability_0": 0, "probability_1": 5, "probability_2": 25, "probability_3": 70,
-        "knowledge_answer": "no"}  # fmt: skip
-
-
-def good(**overrides: Any) -> str:
-    return json.dumps({**GOOD, **overrides})
-
-
-class Extractor:
-    """The fake server's /v1/chat/completions: probe answers by server kind, scripted replies per row."""
-
-    def __init__(self, kind: str = "vllm") -> None:
-        self.kind = kind  # "vllm" | "deepseek" | "ignores_schema" | "pads_whitespace" | "reasoning"
-        self.replies: dict[str, list[tuple[str, str]]] = {}
-        self.lock = threading.Lock()
-
-    def script(self, key: str, *replies: str | tuple[str, str]) -> None:
-        """Replies for row ROW-<key>, in order; the last one repeats."""
-        self.replies[key] = [reply if isinstance(reply, tuple) else (reply, "stop") for reply in replies]
-
-    def __call__(self, request: Request) -> Ok | Status:
-        payload = request.json()
-        response_format = payload.get("response_format") or {}
-        kind = response_format.get("type")
-        if self.kind == "deepseek" and kind == "json_schema":
-            return Status(400, "This response_format type is unavailable now")
-        says_json = any("json" in str(m.get("content", "")).lower() for m in payload["messages"])
-        if self.kind == "deepseek" and kind == "json_object" and not says_json:
-            return Status(400, "Prompt must contain the word 'json' in some form")
-        if kind == "json_schema" and "probe" in response_format["json_schema"]["schema"]["properties"]:
-            return self._probe(request)
-        if PROBE_VALUE in request.text:  # the json_object probe asks for the probe object in words
-            return self._reply(request, PROBE_EXPECTED, "stop")
-        first_user = next(m["content"] for m in payload["messages"] if m["role"] == "user")
-        match = ROW_MARK.search(first_user)
-        if match is None:
-            return Status(400, "test server: no ROW- marker in the prompt")
-        with self.lock:
-            queue = self.replies[match.group(1)]
-            content, finish_reason = queue.pop(0) if len(queue) > 1 else queue[0]
-        reply = self._reply(request, content, finish_reason)
-        if self.kind == "reasoning" and not content:
-            reply.body["choices"][0]["message"].update(content=None, reasoning="Let me think step by step")
-        return reply
-
-    def _probe(self, request: Request) -> Ok:
-        if self.kind == "vllm":
-            return self._reply(request, PROBE_EXPECTED, "stop")
-        if self.kind == "pads_whitespace":  # vLLM without disable_any_whitespace
-            return self._reply(request, '{"probe":' + "\t" * 40, "length")
-        if self.kind == "reasoning":  # gpt-oss: the probe's budget goes to reasoning, content stays null
-            reply = self._reply(request, "", "length")
-            reply.body["choices"][0]["message"].update(content=None, reasoning="The user wants JSON. Let me")
-            return reply
-        return self._reply(request, "Sure! Here is some JSON for you.", "stop")  # accepted, not enforced
-
-    @staticmethod
-    def _reply(request: Request, content: str, finish_reason: str) -> Ok:
-        body = chat_completion_body(request, content)
-        body["choices"][0]["finish_reason"] = finish_reason
-        return Ok(body)
+# An Experiment 1 reply the parser cannot code (it is not in the study's format): the extractor is asked.
+REPLY = "Initial answer: 3. 0: 0% 1: 5% 2: 25% 3: 70%. Knows exactly: no"
 
 
 @pytest.fixture
-def extractor() -> Extractor:
-    return Extractor()
-
-
-@pytest.fixture
-def server(extractor: Extractor) -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI()
-    fake.handlers["/v1/chat/completions"] = extractor
-    with fake:
-        yield fake
-
-
-def study1_row(key: str, response: str, *, error: str = "") -> dict[str, str]:
-    return {
-        "participant_id": "5",
-        "story_shortname": f"story-{key}",
-        "story_setup": 'Boxes from this shop almost always hold a toy.<br> Kim bought 3 boxes, "sealed".',
-        "priorQ": "How many of the 3 boxes do you think hold a toy?",
-        "speach": "Kim tells you on the phone: 'I have opened 2 of the 3 boxes. 2 of them hold a toy.'",
-        "speachQ": "Now how many of the 3 boxes do you think hold a toy?",
-        "knowledgeQ": "Do you think Kim knows exactly how many of the 3 boxes hold a toy?",
-        "access": "2",
-        "observe": "2",
-        "model_name": "tiny",
-        "model_response": response,
-        # Study 1's Experiment 1 asks three questions in one conversation; the extraction shows all three.
-        "response_story": response,
-        "response_speech": response,
-        "response_knowledge": response,
-        "finish_reason": "stop" if response else "",
-        "prompt_tokens": "120",
-        "completion_tokens": "30",
-        "response_timestamp": "2026-11-28T18:00:00.000+00:00",
-        "processing_time_ms": "85",
-        "attempts": "1",
-        "error": error,
-    }
-
-
-def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+def server_setup(extractor: Extractor) -> Callable[[FakeOpenAI], None]:
+    return extractor.install
 
 
 def run(server: FakeOpenAI, tmp_path: Path, rows: list[dict[str, str]], *extra: str) -> tuple[int, Path]:
     source = write_csv(tmp_path / "exp1.csv", rows)
     output = tmp_path / "structured.csv"
-    argv = [
-        "extract", "--input", str(source), "--output", str(output), "--study", "study1",
-        "--model-endpoint", server.base_url, "--model-name", "tiny", "--metrics-port", "0",
-        "--backoff-base", "0.01", "--wait-timeout", "5", *extra,
-    ]  # fmt: skip
+    argv = worker_args(
+        "extract", server.base_url, output, *extra,
+        input=source, study="study1", backoff_base=0.01, wait_timeout=5,
+    )  # fmt: skip
     return cli.main(argv), output
-
-
-def read(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
 def probe_findings(folder: Path) -> dict[str, Any]:
     """What the run's meta file records about the structured-output probe."""
-    meta = json.loads((folder / "structured.csv.meta.json").read_text(encoding="utf-8"))
-    return meta["server"]["pipeline_findings"]["structured_output"]
+    return read_meta(folder / "structured.csv")["server"]["pipeline_findings"]["structured_output"]
 
 
 def chat_requests(server: FakeOpenAI, key: str) -> list[dict[str, Any]]:
-    bodies = [request.json() for request in server.requests_to("/v1/chat/completions")]
+    bodies = [request.json() for request in server.requests_to(CHAT)]
     return [body for body in bodies if any(f"ROW-{key}" in str(m["content"]) for m in body["messages"])]
 
 
@@ -197,92 +83,148 @@ def chat_requests(server: FakeOpenAI, key: str) -> list[dict[str, Any]]:
 # Every row state, against a vLLM-like server
 
 
-def test_every_row_ends_valid_or_with_its_error(
+def extract_row(
+    server: FakeOpenAI,
+    extractor: Extractor,
+    tmp_path: Path,
+    *replies: str | tuple[str, str],
+    row: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str]]:
+    """One Experiment 1 row (ROW-a replying REPLY, unless `row` is given) extracted with --max-retries 2,
+    the extractor replying `replies` in turn: the exit code and the output row."""
+    if replies:
+        extractor.script("a", *replies)
+    code, output = run(server, tmp_path, [row or study1_row("a", f"ROW-a {REPLY}")], "--max-retries", "2")
+    (result,) = read_csv(output).to_dict("records")
+    return code, result
+
+
+def test_the_output_is_every_exp1_column_and_value_in_row_order_then_the_fields(
     server: FakeOpenAI, extractor: Extractor, tmp_path: Path
 ) -> None:
-    extractor.script("valid", good())
-    extractor.script("fenced", f"Here is the data:\n```json\n{good(prior_answer=2)}\n```\nDone.")
-    extractor.script("prose", f"The participant said: {good(knowledge_answer='yes')} (from the reply)")
-    extractor.script("invalid", "{'prior_answer': 3,", good())
-    extractor.script("schema", good(prior_answer=7, knowledge_answer="maybe"), good())
-    extractor.script("blank", "   ", good())
-    extractor.script("cut", ('{"prior_answer": 3, "probability_0"', "length"))
-    extractor.script("sum", good(probability_3=60))
-    extractor.script("nulls", json.dumps(dict.fromkeys(FIELDS1)))
-    extractor.script("exp1cut", good(knowledge_answer=None))
+    extractor.script("b", good())
     rows = [
-        study1_row(key, f"ROW-{key} Initial answer: 3. 0: 0% 1: 5% 2: 25% 3: 70%. Knows exactly: no")
-        for key in ("valid", "fenced", "prose", "invalid", "schema", "blank", "cut", "sum", "nulls")
+        study1_row("a", "", error="gave up after 6 attempts: HTTP 503: overloaded"),
+        study1_row("b", f"ROW-b {REPLY}"),
     ]
-    rows.append({**study1_row("exp1cut", "ROW-exp1cut Initial answer: 3. 0: 0% 1: 5% 2: 25% 3: 70%. Kn"),
-                 "finish_reason": "length"})  # fmt: skip
-    rows.append(study1_row("failed", "", error="gave up after 6 attempts: HTTP 503: overloaded"))
 
-    code, output = run(server, tmp_path, rows, "--max-retries", "2")
+    code, output = run(server, tmp_path, rows)
 
-    assert code == 3  # complete output, some rows failed
-    frame = read(output)
-    source = read(tmp_path / "exp1.csv")
+    assert code == 3  # complete output, a row failed
+    frame = read_csv(output)
+    source = read_csv(tmp_path / "exp1.csv")
     assert list(frame.columns) == [*STUDY1_COLUMNS, *EXP1_COLUMNS, *SAMPLE_COLUMNS, *FIELDS1, *ADDED]
-    pd.testing.assert_frame_equal(frame[list(source.columns)], source)  # every exp1 value, in row order
-    by_story = frame.set_index("story_shortname")
-
-    def state(key: str) -> dict[str, str]:
-        return by_story.loc[f"story-{key}"].to_dict()
-
-    valid = state("valid")
-    assert {name: valid[name] for name in FIELDS1} == {name: str(value) for name, value in GOOD.items()}
-    assert (valid["extraction_errors"], valid["extraction_attempts"], valid["extraction_warnings"]) == (
-        "",
-        "1",
-        "",
-    )
-    assert (state("fenced")["prior_answer"], state("fenced")["extraction_attempts"]) == ("2", "1")
-    assert (state("prose")["knowledge_answer"], state("prose")["extraction_attempts"]) == ("yes", "1")
-    for key in ("invalid", "schema", "blank"):
-        row = state(key)
-        assert (row["prior_answer"], row["extraction_attempts"], row["extraction_errors"]) == (
-            "3",
-            "2",
-            "",
-        ), key
-    cut = state("cut")
-    assert cut["extraction_attempts"] == "3"  # first ask + --max-retries 2 re-asks
-    assert cut["extraction_errors"].startswith("truncated: the reply was cut off at the token limit")
-    assert cut["extraction_errors"].endswith("(after 3 attempts)")
-    assert all(cut[name] == "" for name in FIELDS1)  # a failed row invents nothing
-    assert state("sum")["extraction_warnings"] == (
-        "probability_0+probability_1+probability_2+probability_3 = 90, expected 100 +/- 1"
-    )
-    assert state("sum")["probability_3"] == "60"  # reported, not "fixed"
-    nulls = state("nulls")
-    assert all(nulls[name] == "" for name in FIELDS1)
-    assert (nulls["extraction_errors"], nulls["extraction_attempts"]) == ("", "1")
-    exp1cut = state("exp1cut")
-    assert (exp1cut["knowledge_answer"], exp1cut["extraction_errors"]) == ("", "")
-    assert exp1cut["extraction_warnings"] == (
-        "the Experiment 1 reply was cut off at its token limit (finish_reason=length): "
-        "values it did not reach are null"
-    )
-    failed = state("failed")
-    assert failed["extraction_errors"] == (
-        "no_response: nothing to extract (Experiment 1 failed on this row: "
-        "gave up after 6 attempts: HTTP 503: overloaded)"
-    )
-    assert failed["extraction_attempts"] == "0"
-    assert chat_requests(server, "failed") == []
-
-    meta = json.loads((tmp_path / "structured.csv.meta.json").read_text())
-    assert meta["rows"] == {
-        "ok": 9,
-        "failed": 2,
-        "failed_row_specific": 2,
+    pd.testing.assert_frame_equal(frame[list(source.columns)], source)
+    assert read_meta(output)["rows"] == {
+        "ok": 1,
+        "failed": 1,
+        "failed_row_specific": 1,
         "failed_transport": 0,
         "not_done": 0,
         "from_checkpoint": 0,
     }
-    assert meta["server"]["pipeline_findings"]["structured_output"]["backend"] == "json_schema"
-    assert "enforced" in meta["server"]["pipeline_findings"]["structured_output"]["probes"][0]
+
+
+def test_a_vllm_server_is_found_to_enforce_json_schema(
+    server: FakeOpenAI, extractor: Extractor, tmp_path: Path
+) -> None:
+    code, _ = extract_row(server, extractor, tmp_path, good())
+    assert code == 0
+    structured = probe_findings(tmp_path)
+    assert structured["backend"] == "json_schema"
+    assert "enforced" in structured["probes"][0]
+
+
+@pytest.mark.parametrize(
+    ("replies", "fields", "attempts"),
+    [
+        ((good(),), GOOD, "1"),
+        ((f"Here is the data:\n```json\n{good(prior_answer=2)}\n```\nDone.",),
+         {**GOOD, "prior_answer": 2}, "1"),
+        ((f"The participant said: {good(knowledge_answer='yes')} (from the reply)",),
+         {**GOOD, "knowledge_answer": "yes"}, "1"),
+        (("{'prior_answer': 3,", good()), GOOD, "2"),
+        ((good(prior_answer=7, knowledge_answer="maybe"), good()), GOOD, "2"),
+        (("   ", good()), GOOD, "2"),
+    ],
+    ids=["valid", "in-a-code-fence", "in-prose", "invalid-json-then-valid", "schema-violation-then-valid",
+         "blank-then-valid"],
+)  # fmt: skip
+def test_a_reply_that_can_be_read_fills_every_field(
+    server: FakeOpenAI,
+    extractor: Extractor,
+    tmp_path: Path,
+    replies: tuple[str, ...],
+    fields: dict[str, Any],
+    attempts: str,
+) -> None:
+    code, row = extract_row(server, extractor, tmp_path, *replies)
+    assert code == 0
+    assert {name: row[name] for name in FIELDS1} == {name: str(value) for name, value in fields.items()}
+    assert (row["extraction_errors"], row["extraction_attempts"], row["extraction_warnings"]) == (
+        "",
+        attempts,
+        "",
+    )
+
+
+def test_a_reply_cut_off_at_the_token_limit_fails_after_every_reask(
+    server: FakeOpenAI, extractor: Extractor, tmp_path: Path
+) -> None:
+    code, row = extract_row(server, extractor, tmp_path, ('{"prior_answer": 3, "probability_0"', "length"))
+    assert code == 3
+    assert row["extraction_attempts"] == "3"  # first ask + --max-retries 2 re-asks
+    assert row["extraction_errors"].startswith("truncated: the reply was cut off at the token limit")
+    assert row["extraction_errors"].endswith("(after 3 attempts)")
+    assert all(row[name] == "" for name in FIELDS1)  # a failed row invents nothing
+
+
+def test_probabilities_that_do_not_sum_to_100_are_reported_not_fixed(
+    server: FakeOpenAI, extractor: Extractor, tmp_path: Path
+) -> None:
+    code, row = extract_row(server, extractor, tmp_path, good(probability_3=60))
+    assert code == 0
+    assert row["extraction_warnings"] == (
+        "probability_0+probability_1+probability_2+probability_3 = 90, expected 100 +/- 1"
+    )
+    assert row["probability_3"] == "60"
+
+
+def test_a_reply_stating_nothing_leaves_every_field_empty_without_an_error(
+    server: FakeOpenAI, extractor: Extractor, tmp_path: Path
+) -> None:
+    code, row = extract_row(server, extractor, tmp_path, json.dumps(dict.fromkeys(FIELDS1)))
+    assert code == 0
+    assert all(row[name] == "" for name in FIELDS1)
+    assert (row["extraction_errors"], row["extraction_attempts"]) == ("", "1")
+
+
+def test_an_exp1_reply_cut_off_at_its_token_limit_is_extracted_with_a_warning(
+    server: FakeOpenAI, extractor: Extractor, tmp_path: Path
+) -> None:
+    stopped_short = "ROW-a Initial answer: 3. 0: 0% 1: 5% 2: 25% 3: 70%. Kn"
+    cut = {**study1_row("a", stopped_short), "finish_reason": "length"}
+    code, row = extract_row(server, extractor, tmp_path, good(knowledge_answer=None), row=cut)
+    assert code == 0
+    assert (row["knowledge_answer"], row["extraction_errors"]) == ("", "")
+    assert row["extraction_warnings"] == (
+        "the Experiment 1 reply was cut off at its token limit (finish_reason=length): "
+        "values it did not reach are null"
+    )
+
+
+def test_a_row_experiment_1_failed_on_is_not_sent(
+    server: FakeOpenAI, extractor: Extractor, tmp_path: Path
+) -> None:
+    failed = study1_row("a", "", error="gave up after 6 attempts: HTTP 503: overloaded")
+    code, row = extract_row(server, extractor, tmp_path, row=failed)
+    assert code == 3
+    assert row["extraction_errors"] == (
+        "no_response: nothing to extract (Experiment 1 failed on this row: "
+        "gave up after 6 attempts: HTTP 503: overloaded)"
+    )
+    assert row["extraction_attempts"] == "0"
+    assert chat_requests(server, "a") == []
 
 
 def test_reask_carries_the_validation_error_and_the_failed_reply(
@@ -290,10 +232,8 @@ def test_reask_carries_the_validation_error_and_the_failed_reply(
 ) -> None:
     bad = good(prior_answer=7)
     extractor.script("schema", bad, good())
-    extractor.script("blank", " ", good())
-    rows = [study1_row(key, f"ROW-{key} some answer") for key in ("schema", "blank")]
 
-    code, _ = run(server, tmp_path, rows)
+    code, _ = run(server, tmp_path, [study1_row("schema", "ROW-schema some answer")])
 
     assert code == 0
     first, second = chat_requests(server, "schema")
@@ -312,12 +252,22 @@ def test_reask_carries_the_validation_error_and_the_failed_reply(
         assert body["temperature"] == 0.0
     # with json_schema the grammar fixes the form: the prompt does not spend context on the schema
     assert "JSON Schema" not in json.dumps(first["messages"])
-    _, blank_reask = chat_requests(server, "blank")
+
+
+def test_reask_after_a_blank_reply_joins_the_questions_user_turn(
+    server: FakeOpenAI, extractor: Extractor, tmp_path: Path
+) -> None:
+    extractor.script("blank", " ", good())
+
+    code, _ = run(server, tmp_path, [study1_row("blank", "ROW-blank some answer")])
+
+    assert code == 0
+    first, reask = chat_requests(server, "blank")
     # No empty assistant turn, and no two user turns in a row (Gemma-2's template refuses them): the
     # correction joins the question's user turn.
-    assert [m["role"] for m in blank_reask["messages"]] == ["system", "user"]
-    question, correction = blank_reask["messages"][1]["content"].split("\n\nThat reply could not be used")
-    assert question == first["messages"][1]["content"].replace("ROW-schema", "ROW-blank")
+    assert [m["role"] for m in reask["messages"]] == ["system", "user"]
+    question, correction = reask["messages"][1]["content"].split("\n\nThat reply could not be used")
+    assert question == first["messages"][1]["content"]
     assert "the reply was blank (finish_reason=stop)" in correction
 
 
@@ -339,7 +289,7 @@ def test_transport_retries_are_not_reasks(server: FakeOpenAI, extractor: Extract
     server.rule(lambda request: "ROW-a" in request.text, Status(503, "busy"), times=2)
     code, output = run(server, tmp_path, [study1_row("a", "ROW-a text")])
     assert code == 0
-    row = read(output).iloc[0]
+    row = read_csv(output).iloc[0]
     assert (row["extraction_attempts"], row["extraction_errors"], row["prior_answer"]) == ("1", "", "3")
     assert len(chat_requests(server, "a")) == 3  # two 503s retried by the client, then the answer
 
@@ -352,7 +302,7 @@ def test_rejected_reask_reports_the_reply_that_caused_it(
     server.rule(lambda request: "could not be used" in request.text, Status(400, too_long))
     code, output = run(server, tmp_path, [study1_row("a", "ROW-a text")])
     assert code == 3
-    row = read(output).iloc[0]
+    row = read_csv(output).iloc[0]
     assert row["extraction_attempts"] == "2"
     assert row["extraction_errors"].startswith(
         f"request: HTTP 400: {too_long} (while re-asking after no_json:"
@@ -365,9 +315,9 @@ def test_no_validate_parses_without_checking(
     extractor.script("a", good(prior_answer=9))
     code, output = run(server, tmp_path, [study1_row("a", "ROW-a text")], "--no-validate")
     assert code == 0
-    row = read(output).iloc[0]
+    row = read_csv(output).iloc[0]
     assert (row["prior_answer"], row["extraction_attempts"]) == ("9", "1")
-    assert json.loads((tmp_path / "structured.csv.meta.json").read_text())["parameters"]["validate"] is False
+    assert read_meta(tmp_path / "structured.csv")["parameters"]["validate"] is False
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -394,18 +344,18 @@ def test_deepseek_gets_json_object_with_schema_and_example_and_the_key_stays_sec
     ])  # fmt: skip
 
     assert code == 0
-    row = read(output).iloc[0]
+    row = read_csv(output).iloc[0]
     assert (row["prior_answer"], row["extraction_attempts"]) == ("3", "2")
     first, reask = chat_requests(server, "a")
     assert first["model"] == "deepseek-chat"
     assert first["response_format"] == {"type": "json_object"}
     system = first["messages"][0]["content"]
     assert "json" in system.lower()
-    schema = json.loads((REPO / "jobs" / "schemas" / "study1_schema.json").read_text(encoding="utf-8"))
+    schema = load_schema("study1")
     assert json.dumps(schema, separators=(",", ":")) in system  # the schema itself
     assert json.dumps(GOOD) in system  # the study's example
     assert "the reply was blank" in reask["messages"][-1]["content"]
-    chat = server.requests_to("/v1/chat/completions")
+    chat = server.requests_to(CHAT)
     assert all(request.headers["authorization"] == f"Bearer {SECRET}" for request in chat)
     meta_text = (tmp_path / "structured.csv.meta.json").read_text()
     meta = json.loads(meta_text)
@@ -516,7 +466,7 @@ def test_bad_input_is_one_line_and_exit_2(
         json.dumps({"type": "object", "properties": {"a": {}}, "additionalProperties": False})
     )
     no_extraction = tmp_path / "plain.yaml"
-    study = (REPO / "jobs" / "studies" / "study1.yaml").read_text(encoding="utf-8")
+    study = study_text("study1")
     no_extraction.write_text(study.split("\nextraction:")[0], encoding="utf-8")
     substitutes = {"MISSING": str(tmp_path / "nope.json"), "NOT_STRICT": str(not_strict),
                    "NO_EXTRACTION": str(no_extraction)}  # fmt: skip
@@ -527,7 +477,7 @@ def test_bad_input_is_one_line_and_exit_2(
     assert err.count("\n") == 0
     assert "Traceback" not in err
     assert not output.exists()
-    assert server.requests_to("/v1/chat/completions") == []
+    assert server.requests_to(CHAT) == []
 
 
 def test_an_extraction_prompt_given_as_turns_is_rejected_when_read() -> None:
@@ -552,31 +502,28 @@ def test_missing_input_after_waiting_is_exit_2(
 
 
 def test_wait_for_input_returns_when_the_file_appears(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, clock: FakeClock
 ) -> None:
     caplog.set_level(logging.INFO)
     target = tmp_path / "exp1.csv"
-    timer = threading.Timer(0.3, lambda: target.write_text("x\n"))
-    timer.start()
-    try:
-        wait_for_input(target, 10, poll_s=0.05)
-    finally:
-        timer.cancel()
-    assert target.exists()
+    clock.at(0.3, lambda: target.write_text("x\n"))
+    wait_for_input(target, 10, poll_s=0.05, clock=clock, sleep=clock.sleep)
+    assert 0.3 <= clock.now < 0.35  # returned at the first poll after the file arrived
     assert f"waiting for --input {target}" in caplog.text
     assert "appeared after" in caplog.text
 
 
 def test_the_input_wait_logs_at_the_workers_one_wait_interval(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, clock: FakeClock
 ) -> None:
     """Waiting for a server and waiting for an input file repeat their line at the same interval."""
-    monkeypatch.setattr(worker_constants, "WAIT_LOG_INTERVAL_S", 0.1)
     caplog.set_level(logging.INFO)
+    interval = worker_constants.WAIT_LOG_INTERVAL_S
     with pytest.raises(InputError):
-        wait_for_input(tmp_path / "never.csv", 0.55, poll_s=0.02)
+        wait_for_input(tmp_path / "never.csv", 3.5 * interval, clock=clock, sleep=clock.sleep)
     waits = [r for r in caplog.records if r.getMessage().startswith("extract: waiting for --input")]
-    assert 3 <= len(waits) <= 7, [r.getMessage() for r in waits]  # at 0, 0.1, ..., 0.5 s; one line at 30 s
+    assert len(waits) == 4, [r.getMessage() for r in waits]  # at 0, 1, 2 and 3 intervals
+    assert clock.now == 3.5 * interval  # polled until the deadline, never past it
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -603,7 +550,7 @@ def test_study_extraction_sections_load(study: str) -> None:
     spec = load_extraction(load_study(str(path)), path)
     replies = {turn.reply_column for turn in load_study(str(path)).prompt.conversation}
     assert set(spec.section.reply_columns) == replies
-    assert spec.schema_file == (REPO / "jobs" / "schemas" / f"{study}_schema.json").resolve()
+    assert spec.schema_file == (SCHEMAS_DIR / f"{study}_schema.json").resolve()
     assert spec.example is not None
     assert spec.row_columns <= {*load_study(str(path)).required_columns, *replies}
 
@@ -627,13 +574,13 @@ def test_rerun_resumes_from_the_checkpoint(server: FakeOpenAI, extractor: Extrac
     output.unlink()
     done_key = json.loads(lines[1])["columns"]
     assert done_key["extraction_attempts"] == 1
-    before = len(server.requests_to("/v1/chat/completions"))
+    before = len(server.requests_to(CHAT))
 
     code, output = run(server, tmp_path, rows)
 
     assert code == 0
     assert output.read_text(encoding="utf-8") == first
-    assert len(server.requests_to("/v1/chat/completions")) - before == 1 + 2  # the probe, then two rows
+    assert len(server.requests_to(CHAT)) - before == 1 + 2  # the probe, then two rows
 
 
 def test_rerun_with_another_schema_is_refused(
@@ -646,7 +593,7 @@ def test_rerun_with_another_schema_is_refused(
     assert code == 0
     output.unlink()
     changed = tmp_path / "changed_schema.json"
-    schema = json.loads((REPO / "jobs" / "schemas" / "study1_schema.json").read_text(encoding="utf-8"))
+    schema = load_schema("study1")
     schema["properties"]["prior_answer"]["description"] = "edited between the crash and the rerun"
     changed.write_text(json.dumps(schema), encoding="utf-8")
 
@@ -699,8 +646,8 @@ def test_rejected_key_at_the_probe_is_exit_2_with_a_hint(
     ],
 )  # fmt: skip
 def test_bad_extraction_section_names_the_key(tmp_path: Path, old: str, new: str, message: str) -> None:
-    schema = (REPO / "jobs" / "schemas" / "study1_schema.json").resolve()
-    text = (REPO / "jobs" / "studies" / "study1.yaml").read_text(encoding="utf-8")
+    schema = (SCHEMAS_DIR / "study1_schema.json").resolve()
+    text = study_text("study1")
     text = (
         text.replace("schema: ../schemas/study1_schema.json", f"schema: {schema}")
         if "nothere" not in new
@@ -725,7 +672,7 @@ def test_reasoning_model_probe_is_inconclusive_not_ignored(
         server, tmp_path, [study1_row(key, f"ROW-{key} text") for key in "ab"], "--max-retries", "0"
     )
     assert code == 3
-    a, b = read(output).to_dict("records")
+    a, b = read_csv(output).to_dict("records")
     assert (a["prior_answer"], a["extraction_errors"]) == ("3", "")
     assert b["extraction_errors"] == (
         "blank: the reply was blank (finish_reason=length); the model spent its tokens on reasoning "
@@ -763,13 +710,13 @@ def test_replies_in_the_asked_format_are_coded_by_the_parser_without_a_request(
     ]
     code, output = run(server, tmp_path, rows)
     assert code == 0
-    by_story = read(output).set_index("story_shortname")
+    by_story = read_csv(output).set_index("story_shortname")
     exact, prose = by_story.loc["story-exact"], by_story.loc["story-prose"]
     assert (exact["extraction_method"], exact["extraction_attempts"]) == ("parser", "0")
     assert {name: exact[name] for name in FIELDS1} == {name: str(value) for name, value in GOOD.items()}
     assert (prose["extraction_method"], prose["prior_answer"]) == ("tiny", "2")
     assert len(chat_requests(server, "prose")) == 1
-    asked = [r.json() for r in server.requests_to("/v1/chat/completions")]
+    asked = [r.json() for r in server.requests_to(CHAT)]
     assert not any(EXACT_REPLIES["response_speech"] in str(body["messages"]) for body in asked)
 
 
@@ -803,14 +750,14 @@ KNOWLEDGE_RULE = """    - column: response_knowledge
 def test_parser_rules_must_code_every_schema_field_and_nothing_else(
     tmp_path: Path, rule: str, message: str
 ) -> None:
-    text = (REPO / "jobs" / "studies" / "study1.yaml").read_text(encoding="utf-8")
+    text = study_text("study1")
     assert KNOWLEDGE_RULE in text
     (tmp_path / "studies").mkdir()
     path = tmp_path / "studies" / "study1.yaml"
     path.write_text(text.replace(KNOWLEDGE_RULE, rule), encoding="utf-8")
     (tmp_path / "schemas").mkdir()
     (tmp_path / "schemas" / "study1_schema.json").write_text(
-        (REPO / "jobs" / "schemas" / "study1_schema.json").read_text(encoding="utf-8"), encoding="utf-8"
+        (SCHEMAS_DIR / "study1_schema.json").read_text(encoding="utf-8"), encoding="utf-8"
     )
     with pytest.raises(InputError, match=rf"extraction.parser: {message}"):
         load_extraction(load_study(str(path)), path)
@@ -823,7 +770,7 @@ def test_every_extraction_request_carries_its_samples_seed(
     extractor.script("b", good())
     code, output = run(server, tmp_path, [study1_row(key, f"ROW-{key} text") for key in ("a", "b")])
     assert code == 0
-    seeds = {int(seed) for seed in read(output)["seed"]}
+    seeds = {int(seed) for seed in read_csv(output)["seed"]}
     sent = {body["seed"] for key in ("a", "b") for body in chat_requests(server, key)}
     assert sent == seeds
     assert len(seeds) == 2

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.support.fake_openai import FakeOpenAI, Request
+from tests.support.fake_openai import FakeOpenAI
 from tests.support.worker_process import (
     error_lines,
     rows_requested,
@@ -19,8 +19,8 @@ from tests.support.worker_process import (
     worker_command,
     write_study1,
 )
+from tests.unit.worker.support import CHAT
 
-CHAT = "/v1/chat/completions"
 ANSWER_CHARS = 2000  # each checkpoint line is then ~5 KB (the answer, and the conversation that repeats it)
 # Rows whose checkpoint (~60 KB) fits the 96 KB disk while the output written beside it does not.
 FULL_OUTPUT_ROWS = 12
@@ -57,12 +57,11 @@ def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
 
 
 @pytest.fixture
-def server() -> Iterator[FakeOpenAI]:
-    def long_answer(request: Request) -> str:
-        return request.text[-40:] + "x" * ANSWER_CHARS
+def server_setup() -> Callable[[FakeOpenAI], None]:
+    def long_answers(fake: FakeOpenAI) -> None:
+        fake.chat_content = lambda request: request.text[-40:] + "x" * ANSWER_CHARS
 
-    with FakeOpenAI(chat_content=long_answer) as fake:
-        yield fake
+    return long_answers
 
 
 def checkpoint_items(path: Path) -> set[int]:

@@ -8,55 +8,29 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.fake_clock import FakeClock
 from tests.support.fake_openai import FakeOpenAI, Status
+from tests.unit.worker.support import CHAT, FIXTURES, STUDY1_CSV, checkpoint_of, read_meta, worker_args
 from worker import cli
 from worker.commands.check_outputs import task_is_complete
 from worker.errors import InputError
 from worker.run.input_wait import wait_for_input
 from worker.run.supersede import SUPERSEDED_DIR
 
-REPO = Path(__file__).resolve().parents[3]
-STUDY1 = REPO / "tests" / "fixtures" / "study1_small.csv"
-EXP1_FIXTURE = REPO / "tests" / "fixtures" / "extract" / "study1_exp1.csv"
+EXP1_FIXTURE = FIXTURES / "extract" / "study1_exp1.csv"
 UNREACHABLE = "http://127.0.0.1:9/v1"  # the discard port: nothing answers there
 
 
-@pytest.fixture
-def server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
-
-
 def query(endpoint: str, output: Path, *extra: str) -> list[str]:
-    return [
-        "query",
-        "--input", str(STUDY1),
-        "--output", str(output),
-        "--model-endpoint", endpoint,
-        "--model-name", "tiny",
-        "--study", "study1",
-        "--metrics-port", "0",
-        "--timeout", "1",
-        "--max-retries", "1",
-        "--backoff-base", "0.01",
-        "--wait-timeout", "2",
-        "--limit", "3",
-        *extra,
-    ]  # fmt: skip
-
-
-def meta_of(output: Path) -> dict:
-    return json.loads(output.with_name(output.name + ".meta.json").read_text())
-
-
-def checkpoint_of(output: Path) -> Path:
-    return output.with_name(output.name + ".partial.jsonl")
+    return worker_args(
+        "query", endpoint, output, *extra,
+        input=STUDY1_CSV, study="study1", limit=3,
+        timeout=1, max_retries=1, backoff_base=0.01, wait_timeout=2,
+    )  # fmt: skip
 
 
 # --- a finished run costs nothing ------------------------------------------------------------------
@@ -77,7 +51,7 @@ def test_a_complete_output_ends_the_run_before_any_server_is_contacted(
 
 
 def test_a_complete_run_with_failed_rows_keeps_its_exit_code(server: FakeOpenAI, tmp_path: Path) -> None:
-    server.rule(lambda r: r.path == "/v1/chat/completions", Status(400, "prompt too long"))
+    server.rule(lambda r: r.path == CHAT, Status(400, "prompt too long"))
     output = tmp_path / "out.csv"
     assert cli.main(query(server.base_url, output)) == 3
     checkpoint_of(output).unlink()
@@ -89,14 +63,14 @@ def test_a_new_plan_digest_for_the_same_run_is_recorded_without_rerunning(
 ) -> None:
     output = tmp_path / "out.csv"
     assert cli.main(query(server.base_url, output, "--plan-digest", "aaaa")) == 0
-    assert meta_of(output)["plan_digest"] == "aaaa"
+    assert read_meta(output)["plan_digest"] == "aaaa"
     sent = len(server.requests)
     # A flag that changes no answer (the batch size) changed the plan: same run, new digest.
     assert cli.main(query(server.base_url, output, "--plan-digest", "bbbb", "--batch-size", "2")) == 0
-    assert meta_of(output)["plan_digest"] == "bbbb"
+    assert read_meta(output)["plan_digest"] == "bbbb"
     checkpoint_of(output).unlink()
     assert cli.main(query(UNREACHABLE, output, "--plan-digest", "cccc")) == 0
-    assert meta_of(output)["plan_digest"] == "cccc"
+    assert read_meta(output)["plan_digest"] == "cccc"
     assert len(server.requests) == sent
 
 
@@ -133,7 +107,7 @@ def test_check_outputs_marks_a_task_list_complete_only_when_every_task_is(
     assert "made by another run" in why
 
 
-def test_check_outputs_never_fails_the_pod(tmp_path: Path) -> None:
+def test_check_outputs_never_fails_the_pod_over_a_missing_input(tmp_path: Path) -> None:
     marker = tmp_path / "outputs-complete"
     missing_input = query(UNREACHABLE, tmp_path / "x.csv")
     missing_input[missing_input.index("--input") + 1] = str(tmp_path / "absent.csv")
@@ -142,6 +116,11 @@ def test_check_outputs_never_fails_the_pod(tmp_path: Path) -> None:
     assert cli.main(["check-outputs", "--tasks", str(tasks_file), "--marker", str(marker)]) == 0
     assert not marker.exists()
     assert task_is_complete(missing_input)[1].startswith("cannot be checked (--input")
+
+
+def test_check_outputs_never_fails_the_pod_over_an_unreadable_task_list(tmp_path: Path) -> None:
+    marker = tmp_path / "outputs-complete"
+    tasks_file = tmp_path / "tasks.json"
     tasks_file.write_text("not json")
     assert cli.main(["check-outputs", "--tasks", str(tasks_file), "--marker", str(marker)]) == 0
     assert not marker.exists()
@@ -155,20 +134,20 @@ def test_a_changed_experiment_moves_the_old_run_aside_and_runs(server: FakeOpenA
     assert cli.main(query(server.base_url, output, "--plan-digest", "old")) == 0
     old = {p.name: p.read_bytes() for p in output.parent.iterdir()}
     assert set(old) == {"out.csv", "out.csv.partial.jsonl", "out.csv.meta.json"}
-    old_started = meta_of(output)["started_at"]
+    old_started = read_meta(output)["started_at"]
 
     # Without --supersede the worker refuses, as a researcher running by hand expects.
     assert cli.main(query(server.base_url, output, "--temperature", "0.7")) == 2
     assert {p.name: p.read_bytes() for p in output.parent.iterdir()} == old
 
-    sent = len(server.requests_to("/v1/chat/completions"))  # the first run's requests, all rows
+    sent = len(server.requests_to(CHAT))  # the first run's requests, all rows
     changed = query(server.base_url, output, "--temperature", "0.7", "--supersede", "--plan-digest", "new")
     assert cli.main(changed) == 0
-    assert len(server.requests_to("/v1/chat/completions")) == 2 * sent  # every row ran again
+    assert len(server.requests_to(CHAT)) == 2 * sent  # every row ran again
     (folder,) = (output.parent / SUPERSEDED_DIR).iterdir()
     moved = {p.name: p.read_bytes() for p in folder.iterdir() if not p.name.endswith(".superseded-by.json")}
     assert moved == old  # byte for byte: nothing deleted, nothing changed
-    record = meta_of(output)["supersedes"]
+    record = read_meta(output)["supersedes"]
     assert record["moved_to"] == str(folder)
     assert record["previous_run"]["started_at"] == old_started
     assert record["previous_run"]["plan_digest"] == "old"
@@ -176,7 +155,7 @@ def test_a_changed_experiment_moves_the_old_run_aside_and_runs(server: FakeOpenA
     note = json.loads((folder / "out.csv.superseded-by.json").read_text())
     assert note["by"]["plan_digest"] == "new"
     assert note["by"]["parameters"]["generation"]["temperature"] == 0.7
-    assert meta_of(output)["plan_digest"] == "new"
+    assert read_meta(output)["plan_digest"] == "new"
 
 
 def test_a_partial_run_with_other_parameters_is_moved_aside_too(server: FakeOpenAI, tmp_path: Path) -> None:
@@ -190,7 +169,7 @@ def test_a_partial_run_with_other_parameters_is_moved_aside_too(server: FakeOpen
     assert cli.main(query(server.base_url, output, "--temperature", "0.9", "--supersede")) == 0
     (folder,) = (tmp_path / SUPERSEDED_DIR).iterdir()
     assert (folder / "out.csv.partial.jsonl").read_bytes() == partial
-    assert meta_of(output)["supersedes"]["files"] == ["out.csv.partial.jsonl"]
+    assert read_meta(output)["supersedes"]["files"] == ["out.csv.partial.jsonl"]
 
 
 def test_an_output_nobody_can_account_for_is_moved_aside_not_overwritten(
@@ -201,7 +180,7 @@ def test_an_output_nobody_can_account_for_is_moved_aside_not_overwritten(
     assert cli.main(query(server.base_url, output, "--supersede")) == 0
     (folder,) = (tmp_path / SUPERSEDED_DIR).iterdir()
     assert (folder / "out.csv").read_text() == "hand-made\n"
-    assert "no checkpoint" in meta_of(output)["supersedes"]["reason"]
+    assert "no checkpoint" in read_meta(output)["supersedes"]["reason"]
 
 
 # --- extraction waits for the exp1 run it was planned after --------------------------------------------
@@ -216,16 +195,13 @@ def _exp1(directory: Path, digest: str | None) -> Path:
 
 
 def test_extraction_waits_until_the_exp1_meta_records_the_planned_digest(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, clock: FakeClock
 ) -> None:
     caplog.set_level(logging.INFO)
     exp1 = _exp1(tmp_path, "old-run")
-    timer = threading.Timer(0.4, lambda: _exp1(tmp_path, "planned"))
-    timer.start()
-    try:
-        wait_for_input(exp1, 10, plan_digest="planned", poll_s=0.05)
-    finally:
-        timer.cancel()
+    clock.at(0.4, lambda: _exp1(tmp_path, "planned"))
+    wait_for_input(exp1, 10, plan_digest="planned", poll_s=0.05, clock=clock, sleep=clock.sleep)
+    assert 0.4 <= clock.now < 0.5  # returned at the first poll after the planned run's file arrived
     assert f"waiting for --input {exp1} with plan digest planned" in caplog.text
     assert "exists but was made by another Experiment 1 run (plan digest old-run)" in caplog.text
     assert " s left" in caplog.text
@@ -250,11 +226,11 @@ def test_extraction_does_not_read_a_stale_exp1_file(
     assert not server.requests  # nothing was sent for the stale file
 
 
-def test_a_file_without_meta_is_not_the_planned_run(tmp_path: Path) -> None:
+def test_a_file_without_meta_is_not_the_planned_run(tmp_path: Path, clock: FakeClock) -> None:
     exp1 = tmp_path / "exp1.csv"
     exp1.write_text("x\n")
     with pytest.raises(InputError, match=r"has no readable meta file exp1\.csv\.meta\.json"):
-        wait_for_input(exp1, 0.2, plan_digest="planned", poll_s=0.05)
+        wait_for_input(exp1, 0.2, plan_digest="planned", poll_s=0.05, clock=clock, sleep=clock.sleep)
 
 
 def test_a_missing_input_says_how_the_job_gets_it(
@@ -276,11 +252,11 @@ def test_the_run_that_superseded_another_still_says_so_after_a_resume(
     output = tmp_path / "out.csv"
     assert cli.main(query(server.base_url, output)) == 0
     # The changed run moves the old one aside, then loses one row to the server (sent again next time).
-    server.rule(lambda r: r.path == "/v1/chat/completions", Status(503, "busy"), times=2)
+    server.rule(lambda r: r.path == CHAT, Status(503, "busy"), times=2)
     changed = query(server.base_url, output, "--temperature", "0.7", "--supersede", "--batch-size", "1")
     assert cli.main(changed) == 3
-    moved_to = meta_of(output)["supersedes"]["moved_to"]
-    assert meta_of(output)["rows"]["failed_transport"] == 1
+    moved_to = read_meta(output)["supersedes"]["moved_to"]
+    assert read_meta(output)["rows"]["failed_transport"] == 1
     assert cli.main(changed) == 0  # the resume sends the lost row
-    assert meta_of(output)["rows"]["failed_transport"] == 0
-    assert meta_of(output)["supersedes"]["moved_to"] == moved_to
+    assert read_meta(output)["rows"]["failed_transport"] == 0
+    assert read_meta(output)["supersedes"]["moved_to"] == moved_to

@@ -10,23 +10,21 @@ from __future__ import annotations
 import copy
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.unit.worker.support import RECORDED
 from worker.errors import ResponseError
 from worker.server import logprobs as lp
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "vllm-0.32"
-
 
 def body(name: str) -> dict[str, Any]:
-    return json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
+    return json.loads((RECORDED / f"{name}.json").read_text(encoding="utf-8"))
 
 
 def request(name: str) -> dict[str, Any]:
-    return json.loads((FIXTURES / f"{name}.request.json").read_text(encoding="utf-8"))
+    return json.loads((RECORDED / f"{name}.request.json").read_text(encoding="utf-8"))
 
 
 def with_token_id_keys(reply: dict[str, Any], ids: dict[str, int]) -> dict[str, Any]:
@@ -87,6 +85,9 @@ def test_missing_logprobs_is_a_response_error():
     reply["choices"][0]["logprobs"] = None
     with pytest.raises(ResponseError, match="no logprobs"):
         lp.completion_top_by_token_id(reply)
+
+
+def test_missing_choices_is_a_response_error():
     with pytest.raises(ResponseError, match="no choices"):
         lp.completion_top_by_token_id({"choices": []})
 
@@ -131,12 +132,17 @@ def test_prompt_logprobs_that_do_not_hold_the_sent_token_are_an_error():
         lp.prompt_token_logprobs(reply, [[981, 702, 626, 791]])
 
 
-def test_prompt_logprobs_must_align_with_prompts():
-    reply = body("completions_echo_prompt_logprobs")
-    with pytest.raises(ResponseError, match="1 choices for 2 prompts"):
-        lp.prompt_token_logprobs(reply, [[1, 2, 3, 4], [1, 2, 3, 4]])
-    with pytest.raises(ResponseError, match="aligned with its 3 prompt tokens"):
-        lp.prompt_token_logprobs(reply, [[981, 701, 626]])
+@pytest.mark.parametrize(
+    ("prompts", "message"),
+    [
+        ([[1, 2, 3, 4], [1, 2, 3, 4]], "1 choices for 2 prompts"),
+        ([[981, 701, 626]], "aligned with its 3 prompt tokens"),
+    ],
+    ids=["more-prompts-than-choices", "a-prompt-of-another-length"],
+)
+def test_prompt_logprobs_must_align_with_prompts(prompts: list[list[int]], message: str) -> None:
+    with pytest.raises(ResponseError, match=message):
+        lp.prompt_token_logprobs(body("completions_echo_prompt_logprobs"), prompts)
 
 
 def test_batched_choices_are_matched_by_index_not_by_order():

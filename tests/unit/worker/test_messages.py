@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import pytest
 
 from tests.support.fake_openai import FakeOpenAI, Status
+from tests.unit.worker.support import RECORDED, TOKENIZE
 from worker.server.chat_messages import MessageBuilder, probe_system_role
 from worker.server.client import ModelClient
 from worker.server.client_options import ClientOptions
-
-RECORDED = Path(__file__).resolve().parents[2] / "fixtures" / "vllm-0.32"
 
 
 def test_a_template_with_a_system_role_gets_the_conversation_as_is() -> None:
@@ -56,6 +54,9 @@ def test_two_turns_of_one_role_are_joined_so_roles_alternate(system_role: bool) 
 def test_a_conversation_must_start_with_a_user_turn() -> None:
     with pytest.raises(ValueError, match="start with a user turn"):
         MessageBuilder().fit([{"role": "assistant", "content": "hi"}])
+
+
+def test_a_conversation_cannot_carry_more_replies_than_questions() -> None:
     with pytest.raises(ValueError, match="cannot carry"):
         MessageBuilder().conversation(None, ["one"], ["a", "b"])
 
@@ -70,29 +71,26 @@ def probe(server: FakeOpenAI) -> MessageBuilder:
     return asyncio.run(go())
 
 
-def test_the_probe_learns_a_refused_system_role_from_vllms_real_400() -> None:
+def test_the_probe_learns_a_refused_system_role_from_vllms_real_400(server: FakeOpenAI) -> None:
     refusal = json.loads((RECORDED / "tokenize_system_role_refused.json").read_text())
-    with FakeOpenAI() as server:
-        server.rule(
-            lambda r: r.path == "/tokenize" and '"system"' in r.text,
-            Status(400, refusal["error"]["message"]),
-        )
-        builder = probe(server)
+    server.rule(
+        lambda r: r.path == TOKENIZE and '"system"' in r.text,
+        Status(400, refusal["error"]["message"]),
+    )
+    builder = probe(server)
     assert builder.system_merged_into_user is True
     assert "System role not supported" in builder.findings()["system_role_check"]
 
 
-def test_the_probe_keeps_the_system_role_when_the_template_renders_it() -> None:
-    with FakeOpenAI() as server:
-        builder = probe(server)
+def test_the_probe_keeps_the_system_role_when_the_template_renders_it(server: FakeOpenAI) -> None:
+    builder = probe(server)
     assert builder.findings() == {
         "system_merged_into_user": False,
         "system_role_check": "/tokenize rendered a system message",
     }
 
 
-def test_a_400_for_any_conversation_is_not_mistaken_for_a_system_role_refusal() -> None:
-    with FakeOpenAI() as server:
-        server.rule(lambda r: r.path == "/tokenize", Status(400, "broken template"))
-        with pytest.raises(Exception, match="broken template"):
-            probe(server)
+def test_a_400_for_any_conversation_is_not_mistaken_for_a_system_role_refusal(server: FakeOpenAI) -> None:
+    server.rule(lambda r: r.path == TOKENIZE, Status(400, "broken template"))
+    with pytest.raises(Exception, match="broken template"):
+        probe(server)

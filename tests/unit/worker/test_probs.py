@@ -13,8 +13,7 @@ import argparse
 import json
 import math
 import re
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -23,14 +22,13 @@ import pytest
 from tests.support.contracts import SAMPLE_COLUMNS
 from tests.support.fake_openai import FakeOpenAI, Status
 from tests.support.toy_lm import ToyLM
-from worker import cli
+from tests.unit.worker.support import COMPLETIONS, expected_logprobs, read_csv, read_meta, run_probs
 from worker.errors import InputError
 from worker.pipelines.probs import answer_tokens, probs_pipeline
 from worker.server import logprobs as lp
 from worker.studies import probability_section as spec
 from worker.studies.definition import REPO_STUDIES_DIR, load_study
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 BINS = [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
 
 
@@ -148,6 +146,9 @@ def test_scoring_is_one_sample_per_row_and_more_are_refused():
     assert pipeline.base_seed == load_study("study1").sampling.base_seed
     # not the study's sampling temperature
     assert pipeline.config.temperature == probs_pipeline.DEFAULT_TEMPERATURE
+
+
+def test_scoring_more_than_one_sample_per_row_is_refused():
     with pytest.raises(InputError, match=r"^--samples 5: probs .* samples nothing"):
         probs_pipeline.build(args(samples=5))
 
@@ -166,6 +167,9 @@ def test_build_generic_question_from_tokens():
     ]
     # Study 1's three-turn conversation: its questions in one user message, in the order asked.
     assert question.user == "\n\n".join(turn.user for turn in load_study("study1").prompt.conversation)
+
+
+def test_a_generic_question_needs_at_least_two_tokens():
     with pytest.raises(InputError, match="at least two"):
         probs_pipeline.build(args(tokens="yes"))
 
@@ -181,25 +185,19 @@ def test_study_without_a_probability_section_needs_tokens(tmp_path):
 # ---- variants and option plans -----------------------------------------------------------------------------
 
 
-def test_surface_variants():
-    assert answer_tokens.surface_variants("yes", answer_tokens.VariantPolicy.CASE_AND_SPACE) == [
-        "yes",
-        "Yes",
-        " yes",
-        " Yes",
-    ]
-    assert answer_tokens.surface_variants("Yes", answer_tokens.VariantPolicy.CASE_AND_SPACE) == [
-        "Yes",
-        "yes",
-        " Yes",
-        " yes",
-    ]
-    assert answer_tokens.surface_variants("10%", answer_tokens.VariantPolicy.CASE_AND_SPACE) == [
-        "10%",
-        " 10%",
-    ]
-    assert answer_tokens.surface_variants("yes", answer_tokens.VariantPolicy.SPACE) == ["yes", " yes"]
-    assert answer_tokens.surface_variants("yes", answer_tokens.VariantPolicy.NONE) == ["yes"]
+@pytest.mark.parametrize(
+    ("option", "policy", "variants"),
+    [
+        ("yes", answer_tokens.VariantPolicy.CASE_AND_SPACE, ["yes", "Yes", " yes", " Yes"]),
+        ("Yes", answer_tokens.VariantPolicy.CASE_AND_SPACE, ["Yes", "yes", " Yes", " yes"]),
+        ("10%", answer_tokens.VariantPolicy.CASE_AND_SPACE, ["10%", " 10%"]),
+        ("yes", answer_tokens.VariantPolicy.SPACE, ["yes", " yes"]),
+        ("yes", answer_tokens.VariantPolicy.NONE, ["yes"]),
+    ],
+    ids=["lower", "capitalised", "no-case", "space-only", "none"],
+)
+def test_surface_variants(option: str, policy: answer_tokens.VariantPolicy, variants: list[str]) -> None:
+    assert answer_tokens.surface_variants(option, policy) == variants
 
 
 def test_plan_counts_each_distinct_sequence_once():
@@ -252,74 +250,14 @@ def test_question_columns_hand_computed():
 
 
 @pytest.fixture
-def toy() -> ToyLM:
-    return ToyLM()
-
-
-@pytest.fixture
-def server(toy: ToyLM) -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        toy.install(fake)
-        yield fake
-
-
-def run(server: FakeOpenAI, tmp_path: Path, *extra: str, study: str = "study1") -> tuple[int, Path]:
-    output = tmp_path / "out.csv"
-    code = cli.main(
-        [
-            "probs",
-            "--input",
-            str(FIXTURES / f"{study}_small.csv"),
-            "--output",
-            str(output),
-            "--model-endpoint",
-            server.base_url,
-            "--model-name",
-            "tiny",
-            "--study",
-            study,
-            "--metrics-port",
-            "0",
-            "--limit",
-            "2",
-            "--max-retries",
-            "0",
-            *extra,
-        ]
-    )
-    return code, output
-
-
-def read(output: Path) -> pd.DataFrame:
-    return pd.read_csv(output, dtype=str, keep_default_na=False)
-
-
-def expected_logprobs(toy: ToyLM, row: pd.Series, question: str) -> dict[str, float]:
-    """The toy model's own P(option | prompt) from the recorded ids, with the documented prefix rule."""
-    prompt = json.loads(row[f"{question}_prompt_token_ids"])
-    variants = json.loads(row[f"{question}_variants"])
-    sequences = [(label, ids) for label, forms in variants.items() for ids in forms.values()]
-    out = {}
-    for label, forms in variants.items():
-        terms = []
-        for ids in forms.values():
-            value = toy.sequence_logprob(prompt, ids)
-            onward = {
-                o[len(ids)]
-                for other, o in sequences
-                if other != label and o[: len(ids)] == ids and len(o) > len(ids)
-            }
-            following = toy.next_logprobs([*prompt, *ids])
-            value += math.log1p(-sum(math.exp(following[t]) for t in onward))
-            terms.append(value)
-        out[label] = lp.logsumexp(terms)
-    return out
+def server_setup(toy: ToyLM) -> Callable[[FakeOpenAI], None]:
+    return toy.install
 
 
 def test_study1_continuation_matches_the_model_exactly(server, toy, tmp_path):
-    code, output = run(server, tmp_path)
+    code, output = run_probs(server, tmp_path)
     assert code == 0
-    frame = read(output)
+    frame = read_csv(output)
     assert len(frame) == 2
     assert (frame["error"] == "").all()
     for _, row in frame.iterrows():
@@ -341,7 +279,7 @@ def test_study1_continuation_matches_the_model_exactly(server, toy, tmp_path):
     # "100%" is "1","0","0","%" in context: four tokens, sharing its first token with "10%".
     variants = json.loads(frame.loc[0, "state0_variants"])
     assert variants["100"]["100%"][0] == variants["10"]["10%"][0]
-    meta = json.loads((tmp_path / "out.csv.meta.json").read_text())
+    meta = read_meta(tmp_path / "out.csv")
     findings = meta["server"]["pipeline_findings"]
     assert findings["approximate"] is False
     assert findings["planned_methods"]["state0"] == "continuation"
@@ -351,9 +289,9 @@ def test_study1_continuation_matches_the_model_exactly(server, toy, tmp_path):
 
 def test_single_token_options_use_first_token_and_match_the_model(server, toy, tmp_path):
     toy.boost.update({"yes": 10.0, " yes": 9.0, "no": 10.0, " no": 9.0})
-    code, output = run(server, tmp_path, "--tokens", "yes,no", "--variants", "space")
+    code, output = run_probs(server, tmp_path, "--tokens", "yes,no", "--variants", "space")
     assert code == 0
-    frame = read(output)
+    frame = read_csv(output)
     row = frame.iloc[0]
     assert row["answer_method"] == "first-token"
     prompt = json.loads(row["answer_prompt_token_ids"])
@@ -365,7 +303,7 @@ def test_single_token_options_use_first_token_and_match_the_model(server, toy, t
         " yes": [toy.token_id(" yes")],
     }
     assert float(row["prob_yes"]) + float(row["prob_no"]) == pytest.approx(1.0, abs=1e-12)
-    requests = [r.json() for r in server.requests_to("/v1/completions")]
+    requests = [r.json() for r in server.requests_to(COMPLETIONS)]
     probes = [r for r in requests if r["logprobs"] == 1]  # prepare's check for logprob_token_ids support
     rows = [r for r in requests if r not in probes]
     # One first-token request per row and nothing else: no row needed the continuation fallback.
@@ -379,32 +317,29 @@ def test_single_token_options_use_first_token_and_match_the_model(server, toy, t
     assert request["logprob_token_ids"] == sorted(toy.token_id(text) for text in options)
 
 
-def test_first_token_reports_options_outside_the_top_n_and_auto_falls_back(server, toy, tmp_path):
+# yes/no with and without a leading space, read from the top 1 candidate only.
+YES_NO_TOP_1 = ("--tokens", "yes,no", "--variants", "space", "--logprobs", "1")
+FIRST_TOKEN = ("--method", "first-token")
+
+
+def test_first_token_reports_options_outside_the_top_n(server, toy, tmp_path):
     toy.scores_requested_ids = False  # a server that only returns the top N (vLLM before logprob_token_ids)
     toy.boost.update({"yes": 9.0, " yes": 9.0})
-    code, output = run(
-        server,
-        tmp_path,
-        "--tokens",
-        "yes,no",
-        "--variants",
-        "space",
-        "--logprobs",
-        "1",
-        "--method",
-        "first-token",
-    )
+    code, output = run_probs(server, tmp_path, *YES_NO_TOP_1, *FIRST_TOKEN)
     assert code == 0
-    row = read(output).iloc[0]
+    row = read_csv(output).iloc[0]
     assert row["answer_absent"] == "no"
     assert json.loads(row["answer_logprobs"])["no"] is None
     assert float(row["prob_no"]) == 0.0
     assert float(row["answer_coverage"]) < 1.0
-    code, output = run(
-        server, tmp_path / "auto", "--tokens", "yes,no", "--variants", "space", "--logprobs", "1"
-    )
+
+
+def test_auto_falls_back_to_continuation_for_options_outside_the_top_n(server, toy, tmp_path):
+    toy.scores_requested_ids = False
+    toy.boost.update({"yes": 9.0, " yes": 9.0})
+    code, output = run_probs(server, tmp_path, *YES_NO_TOP_1)
     assert code == 0
-    row = read(output).iloc[0]
+    row = read_csv(output).iloc[0]
     assert row["answer_method"] == "continuation"
     assert row["answer_absent"] == ""
     assert json.loads(row["answer_logprobs"]) == pytest.approx(
@@ -413,9 +348,9 @@ def test_first_token_reports_options_outside_the_top_n_and_auto_falls_back(serve
 
 
 def test_an_option_that_is_a_prefix_of_another_counts_only_when_the_answer_stops(server, toy, tmp_path):
-    code, output = run(server, tmp_path, "--tokens", "1,10,2", "--variants", "none")
+    code, output = run_probs(server, tmp_path, "--tokens", "1,10,2", "--variants", "none")
     assert code == 0
-    row = read(output).iloc[0]
+    row = read_csv(output).iloc[0]
     prompt = json.loads(row["answer_prompt_token_ids"])
     one, zero = toy.token_id("1"), toy.token_id("0")
     p_one = toy.sequence_logprob(prompt, [one])
@@ -426,14 +361,14 @@ def test_an_option_that_is_a_prefix_of_another_counts_only_when_the_answer_stops
 
 
 def test_options_the_tokenizer_cannot_tell_apart_are_refused_before_any_row(server, tmp_path):
-    code, output = run(server, tmp_path, "--tokens", "yes,Yes")
+    code, output = run_probs(server, tmp_path, "--tokens", "yes,Yes")
     assert code == 2
     assert not output.exists()
-    assert not server.requests_to("/v1/completions")
+    assert not server.requests_to(COMPLETIONS)
 
 
 def test_explicit_first_token_on_options_sharing_a_first_token_is_refused(server, tmp_path, capsys):
-    code, output = run(server, tmp_path, "--method", "first-token")
+    code, output = run_probs(server, tmp_path, "--method", "first-token")
     assert code == 2
     assert not output.exists()
     assert "start with the same token for this model; use --method continuation" in capsys.readouterr().err
@@ -442,9 +377,9 @@ def test_explicit_first_token_on_options_sharing_a_first_token_is_refused(server
 def test_without_tokenize_the_chat_fallback_is_used_and_called_approximate(server, toy, tmp_path):
     server.handlers["/tokenize"] = lambda _request: Status(404, "Not Found")
     toy.boost.update({"yes": 8.0, "no": 7.0})
-    code, output = run(server, tmp_path, "--tokens", "yes,no", "--variants", "none")
+    code, output = run_probs(server, tmp_path, "--tokens", "yes,no", "--variants", "none")
     assert code == 0
-    row = read(output).iloc[0]
+    row = read_csv(output).iloc[0]
     assert row["answer_method"] == "chat-top-logprobs"
     assert row["answer_prompt_token_ids"] == "[]"
     messages = json.loads(row["answer_prompt"])
@@ -455,36 +390,36 @@ def test_without_tokenize_the_chat_fallback_is_used_and_called_approximate(serve
     request = server.requests_to("/v1/chat/completions")[-1].json()
     assert request["logprobs"] is True
     assert request["top_logprobs"] == 20
-    meta = json.loads((tmp_path / "out.csv.meta.json").read_text())
+    meta = read_meta(tmp_path / "out.csv")
     assert meta["server"]["pipeline_findings"]["approximate"] is True
 
 
 def test_a_template_without_a_system_role_gets_the_system_text_in_the_user_turn(server, toy, tmp_path):
     toy.reject_system_role = True
-    code, output = run(server, tmp_path, "--tokens", "yes,no", study="study2")
+    code, output = run_probs(server, tmp_path, "--tokens", "yes,no", study="study2")
     assert code == 0
-    row = read(output).iloc[0]
+    row = read_csv(output).iloc[0]
     assert "<|system|>" not in row["answer_prompt"]
     assert row["answer_prompt"].startswith("<s><|user|>\nYou are a participant in a short study")
-    meta = json.loads((tmp_path / "out.csv.meta.json").read_text())
+    meta = read_meta(tmp_path / "out.csv")
     assert meta["server"]["pipeline_findings"]["system_merged_into_user"] is True
 
 
 @pytest.mark.parametrize("scaled", [False, True])
 def test_the_meta_file_records_whether_temperature_changed_the_logprobs(server, toy, tmp_path, scaled):
     toy.temperature_scales_logprobs = scaled
-    code, _ = run(server, tmp_path, "--tokens", "yes,no", "--temperature", "0.5")
+    code, _ = run_probs(server, tmp_path, "--tokens", "yes,no", "--temperature", "0.5")
     assert code == 0
-    meta = json.loads((tmp_path / "out.csv.meta.json").read_text())
+    meta = read_meta(tmp_path / "out.csv")
     finding = meta["server"]["pipeline_findings"]["temperature"]
     assert finding["requested"] == 0.5
     assert finding["scaled_by_server"] is scaled
 
 
 def test_study2_runs_with_every_column(server, tmp_path):
-    code, output = run(server, tmp_path, study="study2")
+    code, output = run_probs(server, tmp_path, study="study2")
     assert code == 0
-    frame = read(output)
+    frame = read_csv(output)
     study = load_study("study2")
     questions = spec.questions_for(study, None)
     marginals = spec.consistency_for(study, questions, None)
@@ -521,20 +456,11 @@ def test_study2_runs_with_every_column(server, tmp_path):
 def test_no_mass_on_any_option_leaves_the_distribution_empty_not_uniform(server, toy, tmp_path):
     toy.scores_requested_ids = False
     # Top-1 (plus the sampled token) of 400: neither option is seen, so nothing is known about them.
-    code, output = run(
-        server,
-        tmp_path,
-        "--tokens",
-        "yes,no",
-        "--variants",
-        "none",
-        "--logprobs",
-        "1",
-        "--method",
-        "first-token",
+    code, output = run_probs(
+        server, tmp_path, "--tokens", "yes,no", "--variants", "none", "--logprobs", "1", *FIRST_TOKEN
     )
     assert code == 0
-    row = read(output).iloc[0]
+    row = read_csv(output).iloc[0]
     assert row["answer_absent"] == "yes;no"
     assert float(row["answer_coverage"]) == 0.0
     assert (row["prob_yes"], row["prob_no"], row["entropy"]) == ("", "", "")
@@ -543,16 +469,16 @@ def test_no_mass_on_any_option_leaves_the_distribution_empty_not_uniform(server,
 def test_the_answer_prefix_is_appended_after_the_generation_prompt(server, toy, tmp_path):
     # gpt-oss: the answer is read after the harmony final-channel header, not at the first reasoning token.
     prefix = "<|channel|>final<|message|>"
-    code, output = run(server, tmp_path, "--tokens", "yes,no", "--answer-prefix", prefix)
+    code, output = run_probs(server, tmp_path, "--tokens", "yes,no", "--answer-prefix", prefix)
     assert code == 0
-    row = read(output).iloc[0]
+    row = read_csv(output).iloc[0]
     assert row["answer_prompt"].endswith("<|assistant|>\n" + prefix)
     ids = json.loads(row["answer_prompt_token_ids"])
     assert ids[-3:] == toy.encode(prefix)
     assert json.loads(row["answer_logprobs"]) == pytest.approx(
         expected_logprobs(toy, row, "answer"), abs=1e-9
     )
-    meta = json.loads((tmp_path / "out.csv.meta.json").read_text())
+    meta = read_meta(tmp_path / "out.csv")
     assert meta["parameters"]["answer_prefix"] == prefix
     assert meta["server"]["pipeline_findings"]["answer_prefix_token_ids"] == toy.encode(prefix)
 
@@ -561,19 +487,22 @@ def test_auto_rescores_a_row_when_any_variant_is_outside_the_top_n(server, toy, 
     toy.scores_requested_ids = False
     # "yes" and "no" are in the top 20 but " yes" and " no" are not: first-token would give lower bounds.
     toy.boost.update({"yes": 12.0, "no": 12.0})
-    code, output = run(server, tmp_path, "--tokens", "yes,no", "--variants", "space")
+    code, output = run_probs(server, tmp_path, "--tokens", "yes,no", "--variants", "space")
     assert code == 0
-    row = read(output).iloc[0]
+    row = read_csv(output).iloc[0]
     assert row["answer_method"] == "continuation"
     assert set(json.loads(row["answer_variants"])["yes"]) == {"yes", " yes"}
     assert json.loads(row["answer_logprobs"]) == pytest.approx(
         expected_logprobs(toy, row, "answer"), abs=1e-9
     )
-    # Explicit first-token reads what the top N holds and records only the variants it summed.
-    code, output = run(
-        server, tmp_path / "ft", "--tokens", "yes,no", "--variants", "space", "--method", "first-token"
-    )
-    row = read(output).iloc[0]
+
+
+def test_explicit_first_token_records_only_the_variants_in_the_top_n(server, toy, tmp_path):
+    toy.scores_requested_ids = False
+    toy.boost.update({"yes": 12.0, "no": 12.0})  # " yes" and " no" are outside the top 20
+    code, output = run_probs(server, tmp_path, "--tokens", "yes,no", "--variants", "space", *FIRST_TOKEN)
+    assert code == 0
+    row = read_csv(output).iloc[0]
     assert row["answer_method"] == "first-token"
     assert json.loads(row["answer_variants"])["yes"] == {"yes": [toy.token_id("yes")]}
     assert row["answer_absent"] == ""
@@ -582,10 +511,10 @@ def test_auto_rescores_a_row_when_any_variant_is_outside_the_top_n(server, toy, 
 def test_a_refused_question_fails_its_row_with_the_question_named(server, tmp_path):
     # The first scoring request is refused (as vLLM refuses a prompt longer than max_model_len); that row
     # is recorded with its error, the other row is complete, and the exit code says some rows failed.
-    server.script("/v1/completions", Status(400, "This model's maximum context length is 512 tokens."))
-    code, output = run(server, tmp_path, "--tokens", "yes,no", "--method", "continuation")
+    server.script(COMPLETIONS, Status(400, "This model's maximum context length is 512 tokens."))
+    code, output = run_probs(server, tmp_path, "--tokens", "yes,no", "--method", "continuation")
     assert code == 3
-    frame = read(output)
+    frame = read_csv(output)
     failed = frame[frame["error"] != ""]
     assert len(failed) == 1
     assert failed.iloc[0]["error"].startswith(
@@ -598,19 +527,23 @@ def test_a_refused_question_fails_its_row_with_the_question_named(server, tmp_pa
 
 def test_requested_token_ids_make_first_token_exact_at_any_rank(server, toy, tmp_path):
     # No boost: yes/no rank far below the top 20, yet vLLM's logprob_token_ids scores them exactly.
-    code, output = run(server, tmp_path, "--tokens", "yes,no", "--variants", "space", "--logprobs", "1")
+    code, output = run_probs(server, tmp_path, *YES_NO_TOP_1)
     assert code == 0
-    row = read(output).iloc[0]
+    row = read_csv(output).iloc[0]
     assert row["answer_method"] == "first-token"
     assert row["answer_absent"] == ""
     assert json.loads(row["answer_logprobs"]) == pytest.approx(
         expected_logprobs(toy, row, "answer"), abs=1e-12
     )
-    findings = json.loads((tmp_path / "out.csv.meta.json").read_text())["server"]["pipeline_findings"]
+    findings = read_meta(output)["server"]["pipeline_findings"]
     assert findings["first_token_reads"].startswith("the options' own token ids")
+
+
+def test_a_server_that_ignores_requested_token_ids_is_recorded_as_reading_the_top_n(server, toy, tmp_path):
     toy.scores_requested_ids = False
-    code, _ = run(server, tmp_path / "old", "--tokens", "yes,no", "--variants", "space", "--logprobs", "1")
-    findings = json.loads((tmp_path / "old" / "out.csv.meta.json").read_text())["server"]["pipeline_findings"]
+    code, output = run_probs(server, tmp_path, *YES_NO_TOP_1)
+    assert code == 0
+    findings = read_meta(output)["server"]["pipeline_findings"]
     assert findings["first_token_reads"] == "the top 1 candidates only"
 
 

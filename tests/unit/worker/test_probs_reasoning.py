@@ -8,57 +8,30 @@ which vLLM returns as the last of `token_ids`) with only its choice replaced by 
 
 from __future__ import annotations
 
-import copy
 import json
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
-from tests.support.fake_openai import FakeOpenAI, Ok, Request
+from tests.support.fake_openai import FakeOpenAI
 from tests.support.toy_lm import ToyLM
-from tests.unit.worker.test_probs import expected_logprobs, read, run
+from tests.unit.worker.support import (
+    ANALYSIS,
+    COMPLETIONS,
+    TOKENIZE,
+    expected_logprobs,
+    read_csv,
+    read_meta,
+    reasoning_handler,
+    run_probs,
+)
 from worker.pipelines.probs.reasoning import HARMONY
 from worker.server.chat_messages import PROBE_USER
 
-RECORDED = Path(__file__).resolve().parents[2] / "fixtures" / "vllm-0.32"
-ANALYSIS = " They looked at all of them so yes"
-
 
 @pytest.fixture
-def toy() -> ToyLM:
-    return ToyLM()
-
-
-@pytest.fixture
-def server(toy: ToyLM) -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        toy.install(fake)
-        yield fake
-
-
-def reasoning_handler(toy: ToyLM, *, finished: bool = True) -> Any:
-    """/v1/completions: a generation request (it carries stop_token_ids) gets the recorded body's shape."""
-    scoring = toy._completions  # the toy's own scoring, for every request that is not a generation
-    recorded = json.loads((RECORDED / "completions_stop_token_ids.json").read_text())
-
-    def handle(request: Request) -> Any:
-        body = request.json()
-        if "stop_token_ids" not in body:
-            return scoring(request)
-        reply = copy.deepcopy(recorded)
-        ids = toy.encode(ANALYSIS)
-        choice = reply["choices"][0]
-        if finished:
-            choice.update(text=ANALYSIS, token_ids=[*ids, *body["stop_token_ids"]], finish_reason="stop")
-            choice["stop_reason"] = body["stop_token_ids"][0]
-        else:
-            choice.update(text=ANALYSIS, token_ids=ids, finish_reason="length", stop_reason=None)
-        choice["prompt_token_ids"] = body["prompt"]
-        return Ok(reply)
-
-    return handle
+def server_setup(toy: ToyLM) -> Callable[[FakeOpenAI], None]:
+    return toy.install
 
 
 def harmony_ids(toy: ToyLM, text: str) -> list[int]:
@@ -66,11 +39,11 @@ def harmony_ids(toy: ToyLM, text: str) -> list[int]:
 
 
 def test_after_reasoning_reads_the_answer_after_the_models_own_analysis(server, toy, tmp_path):
-    server.handlers["/v1/completions"] = reasoning_handler(toy)
-    code, output = run(server, tmp_path, "--reasoning-format", "harmony", study="study2")
+    server.handlers[COMPLETIONS] = reasoning_handler(toy)
+    code, output = run_probs(server, tmp_path, "--reasoning-format", "harmony", study="study2")
     assert code == 0
-    frame = read(output)
-    generations = [r.json() for r in server.requests_to("/v1/completions") if "stop_token_ids" in r.text]
+    frame = read_csv(output)
+    generations = [r.json() for r in server.requests_to(COMPLETIONS) if "stop_token_ids" in r.text]
     assert generations, "no analysis was generated"
     # Each row's analysis is sampled with that row's recorded seed (the runner's seed column).
     assert {g["seed"] for g in generations} == {int(seed) for seed in frame["seed"]}
@@ -99,38 +72,38 @@ def test_after_reasoning_reads_the_answer_after_the_models_own_analysis(server, 
             got = json.loads(row[f"{question}_logprobs"])
             for label, value in expected_logprobs(toy, row, question).items():
                 assert got[label] == pytest.approx(value, abs=1e-9)
-    meta = json.loads((tmp_path / "out.csv.meta.json").read_text())
+    meta = read_meta(tmp_path / "out.csv")
     reasoning = meta["parameters"]["reasoning"]
     assert reasoning["mode"] == "after-reasoning"
     assert reasoning["seed"] == "each row's sample seed (the seed column)"
 
 
 def test_a_reasoning_that_runs_out_of_tokens_is_a_row_error_naming_the_cause(server, toy, tmp_path):
-    server.handlers["/v1/completions"] = reasoning_handler(toy, finished=False)
-    code, output = run(
+    server.handlers[COMPLETIONS] = reasoning_handler(toy, finished=False)
+    code, output = run_probs(
         server, tmp_path, "--reasoning-format", "harmony", "--reasoning-max-tokens", "9", study="study2"
     )
     assert code == 3
-    errors = read(output)["error"]
+    errors = read_csv(output)["error"]
     assert errors.str.contains("the reasoning ran out of tokens").all()
     assert errors.str.contains("--reasoning-max-tokens 9").all()
 
 
 def test_direct_reads_right_after_the_generation_prompt_and_says_so(server, toy, tmp_path):
-    code, output = run(
+    code, output = run_probs(
         server, tmp_path, "--reasoning-format", "harmony", "--reasoning-mode", "direct", study="study2"
     )
     assert code == 0
-    frame = read(output)
+    frame = read_csv(output)
     assert not [c for c in frame.columns if c.endswith("_reasoning")]
-    assert not [r for r in server.requests_to("/v1/completions") if "stop_token_ids" in r.text]
+    assert not [r for r in server.requests_to(COMPLETIONS) if "stop_token_ids" in r.text]
     for prompt in frame["frame_prompt_token_ids"]:
         ids = json.loads(prompt)
         header = harmony_ids(toy, HARMONY.direct_answer_prefix)
         assert ids[-len(header) :] == header
         generation_prompt = toy.encode("<|assistant|>\n")
         assert ids[-len(header) - len(generation_prompt) : -len(header)] == generation_prompt
-    meta = json.loads((tmp_path / "out.csv.meta.json").read_text())
+    meta = read_meta(tmp_path / "out.csv")
     assert meta["parameters"]["reasoning"]["mode"] == "direct"
     assert "no reasoning" in meta["parameters"]["reasoning"]["note"]
 
@@ -146,7 +119,7 @@ def test_direct_reads_right_after_the_generation_prompt_and_says_so(server, toy,
     ],
 )
 def test_inconsistent_reasoning_flags_are_one_sentence_exit_2(server, tmp_path, capsys, flags, message):
-    code, _ = run(server, tmp_path, *flags, study="study2")
+    code, _ = run_probs(server, tmp_path, *flags, study="study2")
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert message in err
@@ -154,13 +127,13 @@ def test_inconsistent_reasoning_flags_are_one_sentence_exit_2(server, tmp_path, 
 
 
 def test_reasoning_effort_reaches_the_chat_template(server, toy, tmp_path):
-    code, _ = run(
+    code, _ = run_probs(
         server, tmp_path, "--reasoning-format", "harmony", "--reasoning-mode", "direct",
         "--reasoning-effort", "low", study="study2",
     )  # fmt: skip
     assert code == 0
     # Every rendered study prompt (the system-role probe aside) carries the effort to the template.
-    chats = [r.json() for r in server.requests_to("/tokenize") if '"messages"' in r.text]
+    chats = [r.json() for r in server.requests_to(TOKENIZE) if '"messages"' in r.text]
     prompts = [c for c in chats if PROBE_USER not in json.dumps(c)]
     assert prompts
     assert all(c.get("chat_template_kwargs") == {"reasoning_effort": "low"} for c in prompts)

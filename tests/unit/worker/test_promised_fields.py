@@ -9,25 +9,31 @@ again. Replies that are complete but unusable for the row stay row-specific fail
 from __future__ import annotations
 
 import copy
-import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 
 from tests.support.fake_openai import FakeOpenAI, Ok, Request, Status
 from tests.support.toy_lm import ToyLM
-from tests.unit.worker.test_extract import GOOD, Extractor, study1_row, write_csv
-from tests.unit.worker.test_probs_reasoning import reasoning_handler
+from tests.unit.worker.support import (
+    CHAT,
+    COMPLETIONS,
+    FIXTURES,
+    TOKENIZE,
+    Extractor,
+    good,
+    read_csv,
+    read_meta,
+    reasoning_handler,
+    study1_row,
+    worker_args,
+    write_csv,
+)
 from worker import cli
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
-CHAT = "/v1/chat/completions"
-COMPLETIONS = "/v1/completions"
-TOKENIZE = "/tokenize"
 MAX_RETRIES = 2
 ROWS = 2
 
@@ -82,21 +88,16 @@ def heal(server: FakeOpenAI, path: str) -> None:
     server.handlers[path] = handler.original
 
 
-def shared_args(server: FakeOpenAI, output: Path) -> list[str]:
-    return [
-        "--output", str(output), "--model-endpoint", server.base_url, "--model-name", "tiny",
-        "--metrics-port", "0", "--max-retries", str(MAX_RETRIES), "--backoff-base", "0.01",
-        "--wait-timeout", "5",
-        "--samples", "1",  # one answer per row (the studies sample 5): these tests count rows
-    ]  # fmt: skip
+def args(command: str, server: FakeOpenAI, output: Path, **flags: object) -> list[str]:
+    return worker_args(
+        command, server.base_url, output, **flags,
+        max_retries=MAX_RETRIES, backoff_base=0.01, wait_timeout=5,
+        samples=1,  # one answer per row (the studies sample 5): these tests count rows
+    )  # fmt: skip
 
 
 def meta_rows(output: Path) -> dict[str, Any]:
-    return json.loads(output.with_name(output.name + ".meta.json").read_text(encoding="utf-8"))["rows"]
-
-
-def read(output: Path) -> pd.DataFrame:
-    return pd.read_csv(output, dtype=str, keep_default_na=False)
+    return read_meta(output)["rows"]
 
 
 # ---- the three pipelines, each as a runnable case ------------------------------------------------------
@@ -110,6 +111,7 @@ class Case:
     what: Callable[[dict[str, Any]], None]  # removes the promised field from a normal body
     matches: Callable[[Request], bool]  # the row's requests (not the probes before the first row)
     run: Callable[[FakeOpenAI, Path], tuple[int, Path]]
+    serve: Callable[[FakeOpenAI], None]  # what the server answers with before the damage
     error_column: str = "error"
 
 
@@ -119,18 +121,15 @@ def no_content(body: dict[str, Any]) -> None:
 
 def run_query(server: FakeOpenAI, tmp_path: Path) -> tuple[int, Path]:
     output = tmp_path / "out.csv"
-    argv = ["query", "--input", str(FIXTURES / "study1_small.csv"), "--study", "study1", "--limit", str(ROWS)]
-    return cli.main([*argv, *shared_args(server, output)]), output
+    argv = args("query", server, output, input=FIXTURES / "study1_small.csv", study="study1", limit=ROWS)
+    return cli.main(argv), output
 
 
 def probs_runner(*extra: str, study: str = "study1") -> Callable[[FakeOpenAI, Path], tuple[int, Path]]:
     def run(server: FakeOpenAI, tmp_path: Path) -> tuple[int, Path]:
         output = tmp_path / "out.csv"
-        argv = [
-            "probs", "--input", str(FIXTURES / f"{study}_small.csv"), "--study", study, "--limit", str(ROWS),
-            *extra,
-        ]  # fmt: skip
-        return cli.main([*argv, *shared_args(server, output)]), output
+        argv = args("probs", server, output, input=FIXTURES / f"{study}_small.csv", study=study, limit=ROWS)
+        return cli.main([*argv, *extra]), output
 
     return run
 
@@ -138,8 +137,7 @@ def probs_runner(*extra: str, study: str = "study1") -> Callable[[FakeOpenAI, Pa
 def run_extract(server: FakeOpenAI, tmp_path: Path) -> tuple[int, Path]:
     source = write_csv(tmp_path / "exp1.csv", [study1_row(key, f"ROW-{key} text") for key in ("a", "b")])
     output = tmp_path / "structured.csv"
-    argv = ["extract", "--input", str(source), "--study", "study1"]
-    return cli.main([*argv, *shared_args(server, output)]), output
+    return cli.main(args("extract", server, output, input=source, study="study1")), output
 
 
 def is_row_first_token(request: Request) -> bool:
@@ -176,49 +174,78 @@ def tokenize_missing(_request: Request) -> Status:
     return Status(404, "Not Found")
 
 
+# ---- what each case's server answers with ------------------------------------------------------------
+
+
+def plain(_server: FakeOpenAI) -> None:
+    """The fake's own chat answers."""
+
+
+def toy_model(server: FakeOpenAI) -> None:
+    ToyLM().install(server)
+
+
+def toy_model_without_tokenize(server: FakeOpenAI) -> None:
+    toy_model(server)
+    server.handlers[TOKENIZE] = tokenize_missing  # probs falls back to the chat endpoint
+
+
+def toy_reasoning_model(server: FakeOpenAI) -> None:
+    toy = ToyLM()
+    toy.install(server)
+    server.handlers[COMPLETIONS] = reasoning_handler(toy)
+
+
+def extractor_of_both_rows(server: FakeOpenAI) -> None:
+    extractor = Extractor()
+    for key in ("a", "b"):
+        extractor.script(key, good())
+    extractor.install(server)
+
+
 CASES = {
-    "query: a message with neither content nor reasoning": Case(CHAT, no_content, lambda _r: True, run_query),
-    "probs first-token: no logprobs": Case(COMPLETIONS, no_logprobs, is_row_first_token, probs_runner()),
+    "query: a message with neither content nor reasoning": Case(
+        CHAT, no_content, lambda _r: True, run_query, plain
+    ),
+    "probs first-token: no logprobs": Case(
+        COMPLETIONS, no_logprobs, is_row_first_token, probs_runner(), toy_model
+    ),
     "probs continuation: no prompt_logprobs": Case(
         COMPLETIONS,
         no_prompt_logprobs,
         lambda r: "prompt_logprobs" in (r.json() or {}),
         probs_runner("--method", "continuation"),
+        toy_model,
     ),
     "probs: a /tokenize reply without tokens": Case(
-        TOKENIZE, no_tokens, is_row_tokenize, probs_runner("--method", "continuation")
+        TOKENIZE, no_tokens, is_row_tokenize, probs_runner("--method", "continuation"), toy_model
     ),
-    "probs chat fallback: no logprobs": Case(CHAT, no_logprobs, lambda _r: True, probs_runner()),
+    "probs chat fallback: no logprobs": Case(
+        CHAT, no_logprobs, lambda _r: True, probs_runner(), toy_model_without_tokenize
+    ),
     "probs after-reasoning: a reasoning completion without token_ids": Case(
         COMPLETIONS,
         no_token_ids,
         lambda r: "stop_token_ids" in r.text,
         probs_runner("--reasoning-format", "harmony", study="study2"),
+        toy_reasoning_model,
     ),
     "extract: a structured-output reply with no content": Case(
-        CHAT, no_content, lambda r: "ROW-" in r.text, run_extract, error_column="extraction_errors"
+        CHAT,
+        no_content,
+        lambda r: "ROW-" in r.text,
+        run_extract,
+        extractor_of_both_rows,
+        error_column="extraction_errors",
     ),
 }
 
 
 @pytest.fixture
-def server(request: pytest.FixtureRequest) -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI()
-    name = request.node.callspec.params["name"]
-    if name.startswith("extract"):
-        extractor = Extractor()
-        for key in ("a", "b"):
-            extractor.script(key, json.dumps(GOOD))
-        fake.handlers[CHAT] = extractor
-    elif name.startswith("probs"):
-        toy = ToyLM()
-        toy.install(fake)
-        if "chat fallback" in name:
-            fake.handlers[TOKENIZE] = tokenize_missing
-        if "after-reasoning" in name:
-            fake.handlers[COMPLETIONS] = reasoning_handler(toy)
-    with fake:
-        yield fake
+def server_setup(request: pytest.FixtureRequest) -> Callable[[FakeOpenAI], None]:
+    """The case's server; a test without a case gets the plain fake."""
+    callspec = getattr(request.node, "callspec", None)
+    return CASES[callspec.params["name"]].serve if callspec is not None else plain
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -234,7 +261,7 @@ def test_a_reply_missing_its_promised_field_once_is_retried_and_the_row_succeeds
     assert (damaged.sent or []).count(damaged.damaged_text) == 2  # the same request, sent again
     assert code == 0
     assert meta_rows(output)["ok"] == ROWS
-    assert set(read(output)[case.error_column]) == {""}
+    assert set(read_csv(output)[case.error_column]) == {""}
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -252,7 +279,7 @@ def test_a_reply_always_missing_its_promised_field_fails_as_transport_and_the_re
     # Every row's request was sent 1 + MAX_RETRIES times (probs asks several questions per row).
     assert damaged.damaged >= ROWS * (1 + MAX_RETRIES)
     assert damaged.damaged % (1 + MAX_RETRIES) == 0
-    errors = read(output)[case.error_column]
+    errors = read_csv(output)[case.error_column]
     assert errors.str.contains(f"gave up after {1 + MAX_RETRIES} attempts").all()
 
     heal(server, case.path)
@@ -260,7 +287,7 @@ def test_a_reply_always_missing_its_promised_field_fails_as_transport_and_the_re
 
     assert code == 0
     assert meta_rows(output)["ok"] == ROWS
-    assert set(read(output)[case.error_column]) == {""}
+    assert set(read_csv(output)[case.error_column]) == {""}
 
 
 # ---- complete replies the row cannot use stay the row's own failure -------------------------------------
@@ -271,42 +298,34 @@ def reasoned_out_of_tokens(body: dict[str, Any]) -> None:
     body["choices"][0]["finish_reason"] = "length"
 
 
-@pytest.fixture
-def plain_server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
-
-
 def test_an_empty_answer_after_reasoning_hit_max_tokens_is_not_resent(
-    plain_server: FakeOpenAI, tmp_path: Path
+    server: FakeOpenAI, tmp_path: Path
 ) -> None:
-    damaged = damage(plain_server, CHAT, reasoned_out_of_tokens, times=None)
+    damaged = damage(server, CHAT, reasoned_out_of_tokens, times=None)
 
-    code, output = run_query(plain_server, tmp_path)
+    code, output = run_query(server, tmp_path)
 
     assert code == 3
     assert damaged.damaged == ROWS  # no retry: the same request would reason out of tokens again
     rows = meta_rows(output)
     assert (rows["failed_transport"], rows["failed_row_specific"]) == (0, ROWS)
-    assert read(output)["error"].str.contains("finish_reason=length").all()
+    assert read_csv(output)["error"].str.contains("finish_reason=length").all()
 
-    code, _ = run_query(plain_server, tmp_path)
+    code, _ = run_query(server, tmp_path)
     assert code == 3
     assert damaged.damaged == ROWS  # kept as the rows' result: the rerun sends nothing
 
 
-def test_a_reasoning_that_never_closed_is_not_resent(tmp_path: Path) -> None:
-    toy = ToyLM()
-    with FakeOpenAI() as fake:
-        toy.install(fake)
-        fake.handlers[COMPLETIONS] = reasoning_handler(toy, finished=False)
-        run = probs_runner("--reasoning-format", "harmony", study="study2")
+def test_a_reasoning_that_never_closed_is_not_resent(server: FakeOpenAI, toy: ToyLM, tmp_path: Path) -> None:
+    toy.install(server)
+    server.handlers[COMPLETIONS] = reasoning_handler(toy, finished=False)
+    run = probs_runner("--reasoning-format", "harmony", study="study2")
 
-        code, output = run(fake, tmp_path)
-        generations = [r for r in fake.requests_to(COMPLETIONS) if "stop_token_ids" in r.text]
+    code, output = run(server, tmp_path)
+    generations = [r for r in server.requests_to(COMPLETIONS) if "stop_token_ids" in r.text]
 
-        assert code == 3
-        assert len(generations) == len({r.text for r in generations})  # none sent twice
-        rows = meta_rows(output)
-        assert (rows["failed_transport"], rows["failed_row_specific"]) == (0, ROWS)
-        assert read(output)["error"].str.contains("the reasoning ran out of tokens").all()
+    assert code == 3
+    assert len(generations) == len({r.text for r in generations})  # none sent twice
+    rows = meta_rows(output)
+    assert (rows["failed_transport"], rows["failed_row_specific"]) == (0, ROWS)
+    assert read_csv(output)["error"].str.contains("the reasoning ran out of tokens").all()

@@ -8,9 +8,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -29,44 +28,24 @@ from tests.support.fake_openai import (
     Truncate,
     chat_completion_body,
 )
+from tests.support.worker_process import checkpoint_rows, wait_until
+from tests.unit.worker.support import CHAT, REPO, STUDY1_CSV, STUDY2_CSV, read_csv, read_meta, worker_args
 from worker.cli import main
 
-REPO = Path(__file__).resolve().parents[3]
-FIXTURES = REPO / "tests" / "fixtures"
-STUDY1 = FIXTURES / "study1_small.csv"
-STUDY2 = FIXTURES / "study2_small.csv"
 STUDY1_TURNS = 3  # study1 asks three questions, one chat request each
-
-
-@pytest.fixture
-def server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
+# Only a worker that hangs trips these; the runs they guard finish in a few seconds.
+HANG_GUARD_S = 30
 
 
 def argv(
-    server: FakeOpenAI, output: Path, *extra: str, source: Path = STUDY1, study: str = "study1"
+    server: FakeOpenAI, output: Path, *extra: str, source: Path = STUDY1_CSV, study: str = "study1"
 ) -> list[str]:
-    return [
-        "query",
-        "--input", str(source),
-        "--output", str(output),
-        "--model-endpoint", server.base_url,
-        "--model-name", "tiny",
-        "--study", study,
-        "--metrics-port", "0",
-        "--timeout", "1",
-        "--max-retries", "2",
-        "--backoff-base", "0.01",
-        "--wait-timeout", "2",
-        # One answer per row unless a test asks for the study's sampling (its own setting is 5 per row).
-        *(() if "--samples" in extra else ("--samples", "1")),
-        *extra,
-    ]  # fmt: skip
-
-
-def read(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
+    # One answer per row unless a test asks for the study's sampling (its own setting is 5 per row).
+    samples = () if "--samples" in extra else ("--samples", "1")
+    return worker_args(
+        "query", server.base_url, output, *samples, *extra,
+        input=source, study=study, timeout=1, max_retries=2, backoff_base=0.01, wait_timeout=2,
+    )  # fmt: skip
 
 
 def rows_of(request: Request) -> str:
@@ -76,7 +55,7 @@ def rows_of(request: Request) -> str:
 def test_every_row_once_in_order_with_the_input_columns_unchanged(server: FakeOpenAI, tmp_path: Path) -> None:
     output = tmp_path / "out.csv"
     assert main(argv(server, output, "--batch-size", "3")) == 0
-    source, result = read(STUDY1), read(output)
+    source, result = read_csv(STUDY1_CSV), read_csv(output)
     assert list(result.columns) == [*source.columns, *SAMPLE_COLUMNS, *STUDY1_QUERY_ADDED_COLUMNS]
     pd.testing.assert_frame_equal(result[source.columns], source)  # ids keep their text: "007" stays "007"
     assert result["participant_id"].iloc[0] == "007"
@@ -92,7 +71,7 @@ def test_every_row_once_in_order_with_the_input_columns_unchanged(server: FakeOp
         assert answer == f"answer to: {speech[:60]}"
     for question, answer in zip(source["knowledgeQ"], result["response_knowledge"], strict=True):
         assert answer == f"answer to: {question[:60]}"
-    assert len(server.requests_to("/v1/chat/completions")) == 3 * len(source)
+    assert len(server.requests_to(CHAT)) == 3 * len(source)
 
 
 def test_study1_asks_its_questions_in_one_conversation_each_reply_before_the_next(
@@ -100,8 +79,8 @@ def test_study1_asks_its_questions_in_one_conversation_each_reply_before_the_nex
 ) -> None:
     output = tmp_path / "out.csv"
     assert main(argv(server, output, "--limit", "1")) == 0
-    story, speech, knowledge = (r.json()["messages"] for r in server.requests_to("/v1/chat/completions"))
-    row, result = read(STUDY1).iloc[0], read(output).iloc[0]
+    story, speech, knowledge = (r.json()["messages"] for r in server.requests_to(CHAT))
+    row, result = read_csv(STUDY1_CSV).iloc[0], read_csv(output).iloc[0]
     # The prior is asked alone: nothing the model reads before answering it mentions the statement.
     assert [m["role"] for m in story] == ["user"]
     assert row["priorQ"] in story[0]["content"]
@@ -125,11 +104,11 @@ def test_study1_asks_its_questions_in_one_conversation_each_reply_before_the_nex
 def test_a_failed_later_turn_keeps_the_earlier_replies_and_names_the_turn(
     server: FakeOpenAI, tmp_path: Path
 ) -> None:
-    row = read(STUDY1).iloc[0]
+    row = read_csv(STUDY1_CSV).iloc[0]
     server.rule(lambda r: row["knowledgeQ"] in r.text, Status(400, "too long"))
     output = tmp_path / "out.csv"
     assert main(argv(server, output, "--limit", "1")) == 3
-    result = read(output).iloc[0]
+    result = read_csv(output).iloc[0]
     assert result["error"] == "turn knowledge: HTTP 400: too long"
     assert result["response_story"].startswith("answer to: ")
     assert result["response_speech"].startswith("answer to: ")
@@ -138,10 +117,10 @@ def test_a_failed_later_turn_keeps_the_earlier_replies_and_names_the_turn(
 
 
 def test_the_prompt_comes_from_the_study_with_sampling_parameters(server: FakeOpenAI, tmp_path: Path) -> None:
-    args = [*argv(server, tmp_path / "out.csv", source=STUDY2, study="study2"), "--temperature", "0.5"]
+    args = [*argv(server, tmp_path / "out.csv", source=STUDY2_CSV, study="study2"), "--temperature", "0.5"]
     assert main(args) == 0
-    request = server.requests_to("/v1/chat/completions")[0].json()
-    row = read(STUDY2).iloc[0]
+    request = server.requests_to(CHAT)[0].json()
+    row = read_csv(STUDY2_CSV).iloc[0]
     assert request["model"] == "tiny"
     assert request["temperature"] == 0.5
     assert request["max_tokens"] == 64  # room for a preamble before the sentence
@@ -156,7 +135,7 @@ def test_the_prompt_comes_from_the_study_with_sampling_parameters(server: FakeOp
 def test_the_meta_file_records_the_run(server: FakeOpenAI, tmp_path: Path) -> None:
     output = tmp_path / "out.csv"
     assert main(argv(server, output, "--limit", "4")) == 0
-    meta = json.loads((tmp_path / "out.csv.meta.json").read_text())
+    meta = read_meta(tmp_path / "out.csv")
     assert meta["pipeline"] == "query"
     assert meta["command_line"][:2] == ["python -m worker", "query"]
     assert meta["input"]["rows_in_file"] == 6
@@ -176,7 +155,7 @@ def test_the_meta_file_records_the_run(server: FakeOpenAI, tmp_path: Path) -> No
         "from_checkpoint": 0,
     }
     assert meta["exit_code"] == 0
-    assert len(read(output)) == 4
+    assert len(read_csv(output)) == 4
 
 
 def test_the_meta_file_records_the_checkpoint_the_server_loaded(
@@ -185,14 +164,14 @@ def test_the_meta_file_records_the_checkpoint_the_server_loaded(
     """Job-mode pods point GRACE_WEIGHTS_MARKER at the download's marker on the weights claim."""
     output = tmp_path / "out.csv"
     assert main(argv(server, output, "--limit", "1")) == 0
-    assert json.loads((tmp_path / "out.csv.meta.json").read_text())["weights"] is None  # no marker
+    assert read_meta(tmp_path / "out.csv")["weights"] is None  # no marker
     marker = tmp_path / ".grace-weights.json"
     commit = "0123456789abcdef0123456789abcdef01234567"
     recorded = {"repo": "google/gemma-2-2b-it", "revision": "main", "commit": commit, "complete": True}
     marker.write_text(json.dumps(recorded))
     monkeypatch.setenv("GRACE_WEIGHTS_MARKER", str(marker))
     assert main(argv(server, tmp_path / "again.csv", "--limit", "1")) == 0
-    meta = json.loads((tmp_path / "again.csv.meta.json").read_text())
+    meta = read_meta(tmp_path / "again.csv")
     assert meta["weights"] == {"repo": "google/gemma-2-2b-it", "revision": "main", "commit": commit}
 
 
@@ -202,7 +181,7 @@ def row_matcher(row: pd.Series) -> Callable[[Request], bool]:
 
 
 def test_faults_are_retried_and_never_lose_a_row(server: FakeOpenAI, tmp_path: Path) -> None:
-    rows = read(STUDY2)
+    rows = read_csv(STUDY2_CSV)
     faults: list[list[Behaviour]] = [
         [Status(500)], [Status(429, retry_after=0.1)], [Hang(2)], [Truncate()], [Reset()], [],
         [Status(502), Trickle(0.5)], [],
@@ -211,8 +190,8 @@ def test_faults_are_retried_and_never_lose_a_row(server: FakeOpenAI, tmp_path: P
         for fault in row_faults:
             server.rule(row_matcher(rows.iloc[index]), fault, times=1)
     output = tmp_path / "out.csv"
-    assert main(argv(server, output, "--batch-size", "4", source=STUDY2, study="study2")) == 0
-    result = read(output)
+    assert main(argv(server, output, "--batch-size", "4", source=STUDY2_CSV, study="study2")) == 0
+    result = read_csv(output)
     assert len(result) == 8
     assert (result["error"] == "").all()
     assert list(result["attempts"]) == [str(1 + len(row_faults)) for row_faults in faults]
@@ -223,7 +202,7 @@ def test_permanent_failures_are_recorded_on_their_rows_and_exit_3(server: FakeOp
     server.rule(lambda r: "Chen tells you" in r.text, Status(503, "overloaded"))
     output = tmp_path / "out.csv"
     assert main(argv(server, output)) == 3
-    result = read(output)
+    result = read_csv(output)
     assert len(result) == 6  # complete despite the failures
     failed = result[result["error"] != ""]
     assert list(failed.index) == [1, 2, 4, 5]
@@ -235,7 +214,7 @@ def test_permanent_failures_are_recorded_on_their_rows_and_exit_3(server: FakeOp
     assert (overloaded["attempts"] == "4").all()
     assert (failed["response_speech"] == "").all()
     assert (failed["response_knowledge"] == "").all()
-    meta = json.loads((tmp_path / "out.csv.meta.json").read_text())
+    meta = read_meta(tmp_path / "out.csv")
     assert meta["rows"]["ok"] == 2
     assert meta["rows"]["failed"] == 4
     assert meta["exit_code"] == 3
@@ -253,7 +232,7 @@ def test_an_unknown_model_exits_2_before_any_row(
         f"worker query: error: --model-name nope: The model `nope` does not exist at {server.base_url} "
         "(served: tiny)."
     )
-    assert server.requests_to("/v1/chat/completions") == []
+    assert server.requests_to(CHAT) == []
     assert list(tmp_path.iterdir()) == []
 
 
@@ -367,16 +346,22 @@ def test_resume_skips_finished_rows(server: FakeOpenAI, tmp_path: Path) -> None:
     output = tmp_path / "out.csv"
     assert main(argv(server, output, "--limit", "2")) == 0
     assert main(argv(server, output)) == 0  # same input and parameters, more rows: continues
-    assert len(server.requests_to("/v1/chat/completions")) == 6 * STUDY1_TURNS
-    result = read(output)
+    assert len(server.requests_to(CHAT)) == 6 * STUDY1_TURNS
+    result = read_csv(output)
     assert len(result) == 6
-    assert json.loads((tmp_path / "out.csv.meta.json").read_text())["rows"]["from_checkpoint"] == 2
-    # a rerun of a complete run sends nothing and rewrites the same file
+    assert read_meta(tmp_path / "out.csv")["rows"]["from_checkpoint"] == 2
+
+
+def test_a_rerun_of_a_complete_run_sends_nothing_and_rewrites_the_same_file(
+    server: FakeOpenAI, tmp_path: Path
+) -> None:
+    output = tmp_path / "out.csv"
+    assert main(argv(server, output)) == 0
     before = output.read_text()
     assert main(argv(server, output)) == 0
-    assert len(server.requests_to("/v1/chat/completions")) == 6 * STUDY1_TURNS
+    assert len(server.requests_to(CHAT)) == 6 * STUDY1_TURNS
     assert output.read_text() == before
-    meta = json.loads((tmp_path / "out.csv.meta.json").read_text())
+    meta = read_meta(tmp_path / "out.csv")
     assert meta["rows"]["from_checkpoint"] == 6
     assert meta["server"]["model"]["id"] == "tiny"  # the server facts of the run that did the work
 
@@ -397,10 +382,10 @@ def test_a_checkpoint_from_another_input_is_refused(
     server: FakeOpenAI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     source = tmp_path / "in.csv"
-    source.write_bytes(STUDY1.read_bytes())
+    source.write_bytes(STUDY1_CSV.read_bytes())
     output = tmp_path / "out.csv"
     assert main(argv(server, output, "--limit", "2", source=source)) == 0
-    source.write_bytes(STUDY1.read_bytes().replace(b"Ana", b"Anna"))
+    source.write_bytes(STUDY1_CSV.read_bytes().replace(b"Ana", b"Anna"))
     assert main(argv(server, output, source=source)) == 2
     assert "its input file had different contents" in capsys.readouterr().err
 
@@ -414,16 +399,16 @@ def test_a_torn_last_checkpoint_line_is_dropped_and_the_row_redone(
     checkpoint = tmp_path / "out.csv.partial.jsonl"
     lines = checkpoint.read_bytes().splitlines(keepends=True)
     checkpoint.write_bytes(b"".join(lines[:-1]) + lines[-1][:20])  # the last row only half written
-    before = len(server.requests_to("/v1/chat/completions"))
+    before = len(server.requests_to(CHAT))
     assert main(argv(server, output)) == 0
-    redone = len(server.requests_to("/v1/chat/completions")) - before
+    redone = len(server.requests_to(CHAT)) - before
     assert redone == 4 * STUDY1_TURNS  # row 2 again, rows 3-5
-    assert len(read(output)) == 6
+    assert len(read_csv(output)) == 6
 
 
 def test_sigkill_mid_run_then_rerun_gives_every_row_exactly_once_in_order(tmp_path: Path) -> None:
     source = tmp_path / "in.csv"
-    frame = pd.concat([read(STUDY2)] * 25, ignore_index=True)  # 200 rows
+    frame = pd.concat([read_csv(STUDY2_CSV)] * 25, ignore_index=True)  # 200 rows
     frame["Participant_ID"] = [f"{i:04d}" for i in range(len(frame))]
     frame.to_csv(source, index=False)
     with FakeOpenAI(latency_s=0.05) as fake:
@@ -432,21 +417,18 @@ def test_sigkill_mid_run_then_rerun_gives_every_row_exactly_once_in_order(tmp_pa
         env = {**os.environ, "PYTHONPATH": str(REPO), "LOG_LEVEL": "WARNING"}
         worker = subprocess.Popen([sys.executable, "-m", "worker", *args], cwd=tmp_path, env=env)
         checkpoint = tmp_path / "out.csv.partial.jsonl"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # kill it once some, not all, rows are done
-            if checkpoint.exists() and checkpoint.read_text().count("\n") > 40:
-                break
-            time.sleep(0.02)
+        # Kill it once some, not all, rows are done.
+        wait_until(lambda: checkpoint_rows(checkpoint) >= 40, HANG_GUARD_S, "40 rows in the checkpoint")
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
         assert worker.returncode == -signal.SIGKILL
         assert not output.exists()
-        done_before = checkpoint.read_text().count("\n") - 1
+        done_before = checkpoint_rows(checkpoint)
         assert 40 <= done_before < 200
         rerun = subprocess.run([sys.executable, "-m", "worker", *args], cwd=tmp_path, env=env, check=False)
         assert rerun.returncode == 0
-        sent = len(fake.requests_to("/v1/chat/completions"))
-    result = read(output)
+        sent = len(fake.requests_to(CHAT))
+    result = read_csv(output)
     assert list(result["Participant_ID"]) == [f"{i:04d}" for i in range(200)]  # every row once, in order
     pd.testing.assert_frame_equal(result[frame.columns], frame.astype(str))
     assert (result["error"] == "").all()
@@ -469,19 +451,21 @@ def test_metrics_are_served_while_running(tmp_path: Path) -> None:
         args[args.index("--metrics-port") + 1] = str(port)
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         worker = subprocess.Popen([sys.executable, "-m", "worker", *args], cwd=tmp_path, env=env)
+        scrapes = [""]
+
+        def one_row_done() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:
+                    scrapes.append(response.read().decode())
+            except OSError:
+                return False
+            return 'grace_worker_rows_total{pipeline="query",status="ok"} 1.0' in scrapes[-1]
+
         try:
-            scrape = ""
-            deadline = time.monotonic() + 20
-            while 'grace_worker_rows_total{pipeline="query",status="ok"} 1.0' not in scrape:
-                assert time.monotonic() < deadline, scrape
-                time.sleep(0.05)
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:
-                        scrape = response.read().decode()
-                except OSError:
-                    continue
+            wait_until(one_row_done, HANG_GUARD_S, "the metrics of a run with one row done")
         finally:
-            assert worker.wait(20) == 0
+            assert worker.wait(HANG_GUARD_S) == 0
+        scrape = scrapes[-1]
     assert 'grace_worker_requests_total{outcome="ok"}' in scrape
     assert "grace_worker_request_seconds_bucket" in scrape
     assert 'grace_worker_tokens_total{kind="prompt"}' in scrape
@@ -491,15 +475,15 @@ def test_metrics_are_served_while_running(tmp_path: Path) -> None:
 def test_run_tasks_runs_in_order_and_exits_with_the_worst_code(server: FakeOpenAI, tmp_path: Path) -> None:
     server.rule(lambda r: "Ben tells you" in r.text, Status(400, "too long"))
     tasks = [
-        argv(server, tmp_path / "a.csv", source=STUDY2, study="study2"),
+        argv(server, tmp_path / "a.csv", source=STUDY2_CSV, study="study2"),
         argv(server, tmp_path / "b.csv"),  # exit 3: one row refused
-        [*argv(server, tmp_path / "c.csv", source=STUDY2, study="study2"), "--limit", "2"],
+        [*argv(server, tmp_path / "c.csv", source=STUDY2_CSV, study="study2"), "--limit", "2"],
     ]
     task_file = tmp_path / "tasks.json"
     task_file.write_text(json.dumps(tasks))
     assert main(["run", "--tasks", str(task_file)]) == 3
-    assert len(read(tmp_path / "a.csv")) == 8
-    assert len(read(tmp_path / "c.csv")) == 2
+    assert len(read_csv(tmp_path / "a.csv")) == 8
+    assert len(read_csv(tmp_path / "c.csv")) == 2
     tasks.append(argv(server, tmp_path / "d.csv", source=tmp_path / "missing.csv"))
     task_file.write_text(json.dumps(tasks))
     assert main(["run", "--tasks", str(task_file)]) == 2  # 2 (nothing done) outranks 3
@@ -539,9 +523,10 @@ def test_output_round_trips_commas_quotes_and_newlines(server: FakeOpenAI, tmp_p
     with output.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 6
-    assert rows[1]["story_setup"] == read(STUDY1)["story_setup"].iloc[1]  # quotes and <br> as in the input
+    # quotes and <br> as in the input
+    assert rows[1]["story_setup"] == read_csv(STUDY1_CSV)["story_setup"].iloc[1]
     assert all(row["response_speech"] == answer for row in rows)
-    assert (read(output)["response_speech"] == answer).all()  # pandas' C parser agrees
+    assert (read_csv(output)["response_speech"] == answer).all()  # pandas' C parser agrees
 
 
 def _free_port() -> int:
@@ -559,7 +544,7 @@ def test_a_server_without_a_models_list_is_still_usable(server: FakeOpenAI, tmp_
     server.handlers["/v1/models"] = lambda _r: Status(404, "Not Found")
     output = tmp_path / "out.csv"
     assert main(argv(server, output, "--limit", "2")) == 0
-    meta = json.loads((tmp_path / "out.csv.meta.json").read_text())
+    meta = read_meta(tmp_path / "out.csv")
     assert meta["server"]["model"] is None
     assert meta["server"]["version"] is None
 
@@ -599,18 +584,18 @@ def test_the_study_samples_every_row_five_times_at_its_temperature(
     del command[at : at + 2]  # no --samples at all: the study's own setting applies
     assert "--samples" not in command
     assert main(command) == 0
-    frame = read(output)
+    frame = read_csv(output)
     assert frame["sample"].tolist() == ["0", "1", "2", "3", "4"] * 2
     assert frame["seed"].nunique() == 10
-    requests = [r.json() for r in server.requests_to("/v1/chat/completions")]
+    requests = [r.json() for r in server.requests_to(CHAT)]
     assert {r["temperature"] for r in requests} == {0.3}
-    meta = json.loads((tmp_path / "out.csv.meta.json").read_text())
+    meta = read_meta(tmp_path / "out.csv")
     assert meta["parameters"]["sampling"] == {"temperature": 0.3, "samples_per_row": 5, "base_seed": 42}
 
 
 def reasoning_reply(content: str | None, reasoning: str, finish_reason: str) -> Ok:
     """A reasoning model's chat completion in vLLM 0.32's shape (the message's `reasoning` field)."""
-    body = chat_completion_body(Request("POST", "/v1/chat/completions", {}, b"{}", 0.0), content or "")
+    body = chat_completion_body(Request("POST", CHAT, {}, b"{}", 0.0), content or "")
     body["model"] = "tiny"
     body["choices"][0]["message"].update(content=content, reasoning=reasoning)
     body["choices"][0]["finish_reason"] = finish_reason
@@ -621,16 +606,18 @@ def test_a_reasoning_models_reasoning_has_its_own_column_and_the_effort_is_sent(
     server: FakeOpenAI, tmp_path: Path
 ) -> None:
     server.rule(
-        lambda r: r.path == "/v1/chat/completions", reasoning_reply("It was good", "They liked it.", "stop")
+        lambda r: r.path == CHAT, reasoning_reply("It was good", "They liked it.", "stop")
     )
     output = tmp_path / "out.csv"
-    args = argv(server, output, "--limit", "2", "--reasoning-effort", "low", source=STUDY2, study="study2")
+    args = argv(
+        server, output, "--limit", "2", "--reasoning-effort", "low", source=STUDY2_CSV, study="study2"
+    )
     assert main(args) == 0
-    result = read(output)
+    result = read_csv(output)
     assert (result["model_response"] == "It was good").all()
     assert (result["model_response_reasoning"] == "They liked it.").all()
-    assert all(r.json()["reasoning_effort"] == "low" for r in server.requests_to("/v1/chat/completions"))
-    meta = json.loads((tmp_path / "out.csv.meta.json").read_text())
+    assert all(r.json()["reasoning_effort"] == "low" for r in server.requests_to(CHAT))
+    meta = read_meta(tmp_path / "out.csv")
     assert meta["parameters"]["reasoning_effort"] == "low"
 
 
@@ -645,11 +632,11 @@ def test_an_empty_final_answer_after_reasoning_is_a_row_error_naming_the_cause(
     server: FakeOpenAI, tmp_path: Path, finish_reason: str, phrase: str
 ) -> None:
     server.rule(
-        lambda r: r.path == "/v1/chat/completions", reasoning_reply(None, "Let me think", finish_reason)
+        lambda r: r.path == CHAT, reasoning_reply(None, "Let me think", finish_reason)
     )
     output = tmp_path / "out.csv"
-    assert main(argv(server, output, "--limit", "2", source=STUDY2, study="study2")) == 3
-    result = read(output)
+    assert main(argv(server, output, "--limit", "2", source=STUDY2_CSV, study="study2")) == 3
+    result = read_csv(output)
     assert result["error"].str.startswith(phrase).all()
     assert (result["model_response"] == "").all()
 
@@ -657,11 +644,11 @@ def test_an_empty_final_answer_after_reasoning_is_a_row_error_naming_the_cause(
 def test_the_exact_prompt_token_ids_the_server_rendered_are_recorded(
     server: FakeOpenAI, tmp_path: Path
 ) -> None:
-    body = chat_completion_body(Request("POST", "/v1/chat/completions", {}, b"{}", 0.0), "fine")
+    body = chat_completion_body(Request("POST", CHAT, {}, b"{}", 0.0), "fine")
     body["model"] = "tiny"
     body["prompt_token_ids"] = [0, 4, 204, 93, 1, 204, 5, 204]  # vLLM 0.32's field (return_token_ids)
-    server.rule(lambda r: r.path == "/v1/chat/completions", Ok(body))
+    server.rule(lambda r: r.path == CHAT, Ok(body))
     output = tmp_path / "out.csv"
-    assert main(argv(server, output, "--limit", "1", source=STUDY2, study="study2")) == 0
-    assert json.loads(read(output)["prompt_token_ids"].iloc[0]) == [[0, 4, 204, 93, 1, 204, 5, 204]]
-    assert server.requests_to("/v1/chat/completions")[0].json()["return_token_ids"] is True
+    assert main(argv(server, output, "--limit", "1", source=STUDY2_CSV, study="study2")) == 0
+    assert json.loads(read_csv(output)["prompt_token_ids"].iloc[0]) == [[0, 4, 204, 93, 1, 204, 5, 204]]
+    assert server.requests_to(CHAT)[0].json()["return_token_ids"] is True

@@ -6,22 +6,18 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-import pytest
-
 from tests.support.fake_openai import FakeOpenAI
+from tests.unit.worker.support import CHAT, REPO, read_csv
 from worker.run.run_options import RunOptions
 from worker.run.runner import run_pipeline
 from worker.run.sampling import SEED_LIMIT, Sample, derive_seed
 from worker.server.client import ModelClient
 from worker.server.client_options import ClientOptions
-
-REPO = Path(__file__).resolve().parents[3]
 
 
 @dataclass
@@ -53,12 +49,6 @@ class EchoPipeline:
         }
 
 
-@pytest.fixture
-def server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
-
-
 def run(server: FakeOpenAI, tmp_path: Path, pipeline: EchoPipeline) -> int:
     source = tmp_path / "in.csv"
     if not source.exists():
@@ -76,14 +66,14 @@ def run(server: FakeOpenAI, tmp_path: Path, pipeline: EchoPipeline) -> int:
 def test_every_sample_is_its_own_output_row_with_its_seed(server: FakeOpenAI, tmp_path: Path) -> None:
     assert run(server, tmp_path, EchoPipeline(samples_per_row=3)) == 0
 
-    frame = pd.read_csv(tmp_path / "out.csv", dtype=str, keep_default_na=False)
+    frame = read_csv(tmp_path / "out.csv")
     assert list(frame.columns) == ["text", "sample", "seed", "given_sample", "given_seed", "answer", "error"]
     assert list(frame["text"]) == ["alpha"] * 3 + ["beta"] * 3
     assert list(frame["sample"]) == ["0", "1", "2"] * 2
     expected = [str(derive_seed(7, row, sample)) for row in (0, 1) for sample in (0, 1, 2)]
     assert list(frame["seed"]) == expected
     assert list(frame["given_seed"]) == expected  # the pipeline was handed the seed the output records
-    sent = sorted(request.json()["seed"] for request in server.requests_to("/v1/chat/completions"))
+    sent = sorted(request.json()["seed"] for request in server.requests_to(CHAT))
     assert sent == sorted(int(seed) for seed in expected)
     assert len(set(expected)) == 6
 
@@ -97,13 +87,13 @@ def test_a_rerun_sends_only_the_missing_samples(server: FakeOpenAI, tmp_path: Pa
     assert len(kept) == len(lines) - 1
     checkpoint.write_text("\n".join(kept) + "\n")
     (tmp_path / "out.csv").unlink()
-    before = len(server.requests_to("/v1/chat/completions"))
+    before = len(server.requests_to(CHAT))
 
     assert run(server, tmp_path, EchoPipeline(samples_per_row=2)) == 0
 
-    resent = server.requests_to("/v1/chat/completions")[before:]
+    resent = server.requests_to(CHAT)[before:]
     assert [request.json()["seed"] for request in resent] == [derive_seed(7, 1, 0)]
-    frame = pd.read_csv(tmp_path / "out.csv", dtype=str, keep_default_na=False)
+    frame = read_csv(tmp_path / "out.csv")
     assert list(zip(frame["text"], frame["sample"], strict=True)) == [
         ("alpha", "0"), ("alpha", "1"), ("beta", "0"), ("beta", "1"),
     ]  # fmt: skip

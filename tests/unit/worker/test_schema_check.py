@@ -6,11 +6,12 @@ Reply shapes come from real vLLM 0.32 bodies in ../shared/reference/vllm-0.32 wh
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.unit.worker.support import GOOD, load_schema
+from tests.unit.worker.support import SHARED_REFERENCE as REFERENCE
 from worker.studies.schema_check import (
     AttemptFailure,
     Backend,
@@ -29,27 +30,12 @@ from worker.studies.schema_check import (
     schema_name,
 )
 
-ROOT = Path(__file__).resolve().parents[3]
-SCHEMAS = ROOT / "jobs" / "schemas"
-REFERENCE = ROOT.parent / "shared" / "reference" / "vllm-0.32"
 PROBABILITIES = ("probability_0", "probability_1", "probability_2", "probability_3")
 
 
-def load_schema(study: str) -> dict[str, Any]:
-    return json.loads((SCHEMAS / f"{study}_schema.json").read_text(encoding="utf-8"))
-
-
 def study1_reply(**overrides: Any) -> dict[str, Any]:
-    reply: dict[str, Any] = {
-        "prior_answer": 3,
-        "probability_0": 0,
-        "probability_1": 5,
-        "probability_2": 25,
-        "probability_3": 70,
-        "knowledge_answer": "no",
-    }
-    reply.update(overrides)
-    return reply
+    """A Study 1 extraction that fills every field (support.GOOD), with some replaced."""
+    return {**GOOD, **overrides}
 
 
 def judge1(content: str, finish_reason: str = "stop") -> Parsed | AttemptFailure:
@@ -87,7 +73,11 @@ def test_study1_schema_fields_and_ranges() -> None:
     validator = make_validator(schema)
     assert validator.is_valid(study1_reply())
     assert validator.is_valid(dict.fromkeys(schema_fields(schema)))  # nothing stated: all null
-    for bad in (
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
         {"prior_answer": 4},
         {"prior_answer": -1},
         {"probability_2": 101},
@@ -96,12 +86,18 @@ def test_study1_schema_fields_and_ranges() -> None:
         {"probability_2": True},
         {"knowledge_answer": "maybe"},
         {"knowledge_answer": "Yes"},
-    ):
-        assert not validator.is_valid(study1_reply(**bad)), bad
-    assert not validator.is_valid({**study1_reply(), "confidence": 3})
+        {"confidence": 3},  # a field the schema does not have
+    ],
+    ids=lambda bad: "-".join(f"{key}={value!r}" for key, value in bad.items()),
+)
+def test_study1_schema_refuses_a_value_out_of_range(bad: dict[str, Any]) -> None:
+    assert not make_validator(load_schema("study1")).is_valid(study1_reply(**bad))
+
+
+def test_study1_schema_refuses_a_missing_field() -> None:
     without = study1_reply()
     del without["knowledge_answer"]
-    assert not validator.is_valid(without)
+    assert not make_validator(load_schema("study1")).is_valid(without)
 
 
 def test_study2_schema_fields_and_vocabulary() -> None:
@@ -143,11 +139,18 @@ def test_check_schema_names_what_extraction_cannot_use(schema: Any, phrase: str)
     assert any(phrase in problem for problem in problems), problems
 
 
-def test_schema_name_fits_the_api_rule() -> None:
-    assert schema_name({"title": "study1_extraction"}, "x") == "study1_extraction"
-    assert schema_name({"title": "Study 1: answers!"}, "x") == "Study_1__answers_"
-    assert schema_name({}, "fallback") == "fallback"
-    assert len(schema_name({"title": "a" * 200}, "x")) == 64
+@pytest.mark.parametrize(
+    ("schema", "name"),
+    [
+        ({"title": "study1_extraction"}, "study1_extraction"),
+        ({"title": "Study 1: answers!"}, "Study_1__answers_"),
+        ({}, "fallback"),
+        ({"title": "a" * 200}, "a" * 64),
+    ],
+    ids=["title", "title-with-other-characters", "no-title", "long-title"],
+)
+def test_schema_name_fits_the_api_rule(schema: dict[str, Any], name: str) -> None:
+    assert schema_name(schema, "fallback") == name
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -374,8 +377,13 @@ def test_json_schema_backend_sends_strict_response_format() -> None:
         "type": "json_schema",
         "json_schema": {"name": "study2_extraction", "schema": schema, "strict": True},
     }
-    assert response_format_for(Backend.JSON_OBJECT, schema, "x") == {"type": "json_object"}
-    assert response_format_for(Backend.PROMPT, schema, "x") is None
+
+
+@pytest.mark.parametrize(
+    ("backend", "response_format"), [(Backend.JSON_OBJECT, {"type": "json_object"}), (Backend.PROMPT, None)]
+)
+def test_the_other_backends_send_no_schema(backend: Backend, response_format: dict[str, str] | None) -> None:
+    assert response_format_for(backend, load_schema("study2"), "x") == response_format
 
 
 def test_json_schema_form_matches_the_reference_request() -> None:
@@ -389,17 +397,22 @@ def test_json_schema_form_matches_the_reference_request() -> None:
     assert ours == sent
 
 
-def test_format_instructions_carry_json_schema_and_example_where_the_server_does_not() -> None:
+def test_format_instructions_are_empty_where_the_server_enforces_the_schema() -> None:
+    assert format_instructions(Backend.JSON_SCHEMA, load_schema("study1"), study1_reply()) == ""
+
+
+@pytest.mark.parametrize("backend", [Backend.JSON_OBJECT, Backend.PROMPT])
+def test_format_instructions_carry_json_schema_and_example_where_the_server_does_not(
+    backend: Backend,
+) -> None:
     schema = load_schema("study1")
     example = study1_reply()
-    assert format_instructions(Backend.JSON_SCHEMA, schema, example) == ""
-    for backend in (Backend.JSON_OBJECT, Backend.PROMPT):
-        text = format_instructions(backend, schema, example)
-        # DeepSeek requires the word in the prompt; said in lower case outside the schema text itself
-        assert "Example of the expected json output:" in text.replace(json.dumps(schema), "")
-        assert json.dumps(schema, separators=(",", ":")) in text
-        assert json.dumps(example) in text
-        assert "null" in text
+    text = format_instructions(backend, schema, example)
+    # DeepSeek requires the word in the prompt; said in lower case outside the schema text itself
+    assert "Example of the expected json output:" in text.replace(json.dumps(schema), "")
+    assert json.dumps(schema, separators=(",", ":")) in text
+    assert json.dumps(example) in text
+    assert "null" in text
 
 
 def test_correction_carries_the_error_and_the_failed_reply() -> None:

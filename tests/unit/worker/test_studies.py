@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
+from tests.unit.worker.support import FIXTURES, SHARED_DATA, STUDY1_CSV, read_csv
 from worker.errors import InputError
 from worker.studies.definition import load_study, study_search_path
-
-REPO = Path(__file__).resolve().parents[3]
-FIXTURES = REPO / "tests" / "fixtures"
-SHARED_DATA = REPO.parent / "shared" / "data"
 
 MINIMAL = """
 name: tiny-study
@@ -33,7 +29,7 @@ def write(tmp_path: Path, text: str, name: str = "tiny-study.yaml") -> Path:
 )
 def test_the_repository_studies_match_their_input_files(name: str, fixture: str) -> None:
     study = load_study(name)
-    frame = pd.read_csv(FIXTURES / fixture, dtype=str, keep_default_na=False)
+    frame = read_csv(FIXTURES / fixture)
     assert list(study.required_columns) == list(frame.columns)
     for row in frame.to_dict("records"):
         prompt = study.render(row)
@@ -45,14 +41,14 @@ def test_the_repository_studies_match_their_input_files(name: str, fixture: str)
 @pytest.mark.parametrize("name", ["study1", "study2"])
 def test_every_real_row_renders(name: str) -> None:
     study = load_study(name)
-    frame = pd.read_csv(SHARED_DATA / f"{name}.csv", dtype=str, keep_default_na=False)
+    frame = read_csv(SHARED_DATA / f"{name}.csv")
     prompts = ["\n".join(study.render(row).users) for row in frame.to_dict("records")]
     assert len(prompts) == len(frame)
     assert not any("<br>" in prompt for prompt in prompts)
 
 
 def test_study1_asks_one_question_per_turn_prior_first() -> None:
-    row = pd.read_csv(FIXTURES / "study1_small.csv", dtype=str, keep_default_na=False).iloc[1].to_dict()
+    row = read_csv(STUDY1_CSV).iloc[1].to_dict()
     study = load_study("study1")
     prompt = study.render(row)
     assert prompt.system is None  # the researchers' executed prompts have none
@@ -164,5 +160,8 @@ def test_a_bad_study_file_is_one_clear_input_error(tmp_path: Path, text: str, me
 def test_unknown_study_names_the_places_searched() -> None:
     with pytest.raises(InputError, match=r"--study nope: unknown study \(no nope.yaml in .*jobs/studies\)"):
         load_study("nope")
+
+
+def test_a_missing_study_file_is_named() -> None:
     with pytest.raises(InputError, match=r"--study missing/x.yaml: no such file"):
         load_study("missing/x.yaml")

@@ -6,20 +6,17 @@ The data checks read the real study CSV from ../shared/data when it is there (it
 from __future__ import annotations
 
 import argparse
-import json
 import re
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from tests.unit.worker.support import SHARED_DATA, load_schema
 from worker.errors import InputError
 from worker.studies import probability_section as spec
 from worker.studies.definition import Study, load_study, resolve_study_path, sampling_settings
 from worker.studies.extraction_section import load_extraction
 
-REPO = Path(__file__).resolve().parents[3]
-SHARED_DATA = REPO.parent / "shared" / "data"
 STUDY2_CSV = SHARED_DATA / "study2.csv"
 # Analysis/output/procedures_section.tex: "assessment level (terrible, bad, good, or amazing) and
 # positivity frame ("It was ~" or "It wasn't ~")": eight utterances, chance 1/8.
@@ -48,7 +45,7 @@ def test_study2_experiment2_scores_the_published_eight_utterances() -> None:
 
 
 def test_study2_schema_and_parser_allow_only_the_published_words() -> None:
-    schema = json.loads((REPO / "jobs" / "schemas" / "study2_schema.json").read_text(encoding="utf-8"))
+    schema = load_schema("study2")
     enum = schema["properties"]["assessment"]["anyOf"][0]["enum"]
     assert enum == list(PUBLISHED_WORDS)
     path = resolve_study_path("study2")
