@@ -4,13 +4,13 @@ Layers, lowest first; a module imports only from its own layer or the ones befor
 test_layout.py checks this):
 
     constants.py, errors.py   every fixed number and name; the typed errors
-    server/                   the HTTP client, its options, and what each endpoint's replies hold
+    server/                   the HTTP client, its options, each endpoint's request builder and reply parser
     run/                      the run engine every pipeline shares: input, lock, checkpoint, meta, signals
     studies/                  study files as validated models: prompts, probability questions, extraction
     pipelines/                query (Experiment 1), probs (Experiment 2), extraction
     commands/, cli.py         the command line: subcommands, `run --tasks`, `check-outputs`
 
-Public surface for pipeline authors: `worker.run.runner.Pipeline` / `run_pipeline`,
+Public surface for pipeline authors: `worker.run.pipeline.Pipeline`, `worker.run.runner.run_pipeline`,
 `worker.server.client.ModelClient`, `worker.errors`, `worker.studies.definition.load_study`,
 `worker.cli` (subcommand table). The job image ships this package alone (jobs/Dockerfile).
 """

@@ -39,7 +39,8 @@ from grace_infra.planning.study_bundle import (
     input_pod_path,
     requests_per_row,
 )
-from worker.studies.definition import GenerationParams, first_error
+from worker.errors import validation_problem
+from worker.studies.definition import GenerationParams
 from worker.studies.definition import Study as StudyDefinition
 from worker.studies.extraction_section import ExtractionSection
 from worker.studies.probability_section import questions_for
@@ -104,13 +105,14 @@ def _measure(name: str, definition_json: str, csv_text: str | None, tokens: tupl
     try:
         study = StudyDefinition.model_validate(json.loads(definition_json))
     except ValidationError as err:
-        key, problem = first_error(err)
-        raise ConfigError(f"{where}: {key or '(top level)'}: {problem}.") from None
+        problem = validation_problem(err)
+        raise ConfigError(f"{where}: {problem.key or '(top level)'}: {problem.message}.") from None
     try:
         section = ExtractionSection.model_validate(study.extraction) if study.extraction else None
     except ValidationError as err:
-        key, problem = first_error(err)
-        raise ConfigError(f"{where}: extraction{'.' if key else ''}{key}: {problem}.") from None
+        problem = validation_problem(err)
+        key = problem.key
+        raise ConfigError(f"{where}: extraction{'.' if key else ''}{key}: {problem.message}.") from None
     rows = _rows(csv_text, study.required_columns)
     rendered = [study.render(row) for row in rows]
     turns = tuple(

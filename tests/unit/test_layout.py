@@ -52,10 +52,17 @@ LAYERS: dict[str, int] = {
     "worker.cli": 5,
     "worker.__main__": 5,
 }
-# The stack measures prompts with the worker's own study code; nothing else crosses the packages, and
-# the worker (shipped alone in the job image) never imports the stack.
+# The stack measures prompts with the worker's own study code and words validation errors with the
+# worker's one formatter (worker.errors); nothing else crosses the packages, and the worker (shipped alone
+# in the job image) never imports the stack.
 CROSS_PACKAGE = {
-    "grace_infra": ("worker.studies", "worker.constants", "worker.contract", "worker.run.atomic_files"),
+    "grace_infra": (
+        "worker.studies",
+        "worker.constants",
+        "worker.contract",
+        "worker.errors",
+        "worker.run.atomic_files",
+    ),
 }
 
 

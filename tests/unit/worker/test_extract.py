@@ -69,6 +69,7 @@ class Extractor:
 
     def __init__(self, kind: str = "vllm") -> None:
         self.kind = kind  # "vllm" | "deepseek" | "ignores_schema" | "pads_whitespace" | "reasoning"
+        self.row_reasoning = "Let me think step by step"  # kind "reasoning": with an empty row reply
         self.replies: dict[str, list[tuple[str, str]]] = {}
         self.lock = threading.Lock()
 
@@ -98,7 +99,7 @@ class Extractor:
             content, finish_reason = queue.pop(0) if len(queue) > 1 else queue[0]
         reply = self._reply(request, content, finish_reason)
         if self.kind == "reasoning" and not content:
-            reply.body["choices"][0]["message"].update(content=None, reasoning="Let me think step by step")
+            reply.body["choices"][0]["message"].update(content=None, reasoning=self.row_reasoning)
         return reply
 
     def _probe(self, request: Request) -> Ok:
@@ -734,6 +735,27 @@ def test_reasoning_model_probe_is_inconclusive_not_ignored(
     structured = probe_findings(tmp_path)
     assert structured["backend"] == "json_schema"
     assert "not verified: the model spent the probe's tokens reasoning" in structured["probes"][0]
+
+
+def test_whitespace_only_reasoning_is_reasoning_not_an_incomplete_reply(
+    server: FakeOpenAI, extractor: Extractor, tmp_path: Path
+) -> None:
+    # The one reply parser (worker.server.chat_completions) keeps reasoning verbatim: a model that wrote
+    # only a newline of reasoning and no content gave a complete, blank reply (row-specific, one request),
+    # not a body missing its promised field (resent, then a transport failure).
+    extractor.kind = "reasoning"
+    extractor.row_reasoning = "\n\n"
+    extractor.script("a", ("", "length"))
+    code, output = run(server, tmp_path, [study1_row("a", "ROW-a text")], "--max-retries", "0")
+    assert code == 3
+    (row,) = read(output).to_dict("records")
+    assert row["extraction_errors"] == (
+        "blank: the reply was blank (finish_reason=length); the model spent its tokens on reasoning "
+        "(raise --max-tokens) (after 1 attempt)"
+    )
+    assert len(chat_requests(server, "a")) == 1
+    checkpoint = (tmp_path / "structured.csv.partial.jsonl").read_text(encoding="utf-8").splitlines()
+    assert json.loads(checkpoint[-1])["failure"] == "row"
 
 
 # ---------------------------------------------------------------------------------------------------------
