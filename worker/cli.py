@@ -1,12 +1,12 @@
 """`python -m worker query|probs|extract|run`: argument parsing, logging, and the exit code.
 
-A pipeline joins the CLI with one line in SUBCOMMANDS naming its module. The module provides:
-    HELP: str                                    one line for `python -m worker -h`
+A pipeline joins the CLI with one entry in SUBCOMMANDS (a `Subcommand`): its help line, whether the
+endpoint flags are required, and the module that provides
     add_arguments(parser) -> None                its own flags (the common ones are already added)
-    build(args) -> runner.Pipeline               may raise InputError (e.g. unknown study)
-    resolve_arguments(args) -> None              optional: fill common flags from the pipeline's own
-    ENDPOINT_REQUIRED: bool                      optional, default True; False when resolve_arguments
-                                                 supplies --model-endpoint/--model-name (extract + DeepSeek)
+    build(args) -> worker.run.pipeline.Pipeline  may raise InputError (e.g. unknown study)
+    resolve_arguments(args) -> None              only when the entry says `resolves_arguments`: fill
+                                                 common flags from the pipeline's own before they are
+                                                 validated (extract's --deepseek-endpoint)
 Modules are imported only when their subcommand runs, so one pipeline's import error cannot break another.
 """
 
@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import NoReturn
@@ -28,13 +29,15 @@ from pydantic import ValidationError
 
 from worker import __version__, contract
 from worker import constants as c
-from worker.errors import InputError
+from worker.errors import InputError, validation_problem
+from worker.run.pipeline import Pipeline
 from worker.run.run_options import RunOptions
 from worker.run.runner import report_fatal, run_pipeline
 from worker.server.client_options import ClientOptions, api_key_from_env
 
 __all__ = [
     "SUBCOMMANDS",
+    "Subcommand",
     "add_common_arguments",
     "build_parser",
     "main",
@@ -46,11 +49,67 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# subcommand -> module implementing it. Add a pipeline here, nowhere else.
-SUBCOMMANDS: dict[str, str] = {
-    "query": "worker.pipelines.query",
-    "probs": "worker.pipelines.probs.probs_pipeline",
-    "extract": "worker.pipelines.extraction.extraction_pipeline",
+
+@dataclass(frozen=True)
+class Subcommand:
+    """One pipeline subcommand: what the command line knows of it without importing it, and its hooks,
+    which import its module when first used (so one pipeline's import error cannot break another)."""
+
+    name: str  # what follows `python -m worker`
+    help: str  # one line for `python -m worker -h`, and the subcommand's description
+    module: str  # provides add_arguments(parser), build(args) and, if resolves_arguments, resolve_arguments
+    endpoint_required: bool = True  # False when resolve_arguments supplies --model-endpoint/--model-name
+    resolves_arguments: bool = False
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """The pipeline's own flags."""
+        self._loaded().add_arguments(parser)
+
+    def resolve_arguments(self, args: argparse.Namespace) -> None:
+        """Fill common flags from the pipeline's own before they are validated (nothing by default)."""
+        if self.resolves_arguments:
+            self._loaded().resolve_arguments(args)
+
+    def build(self, args: argparse.Namespace) -> Pipeline:
+        """The pipeline for parsed flags; InputError (one sentence) for unusable ones."""
+        pipeline = self._loaded().build(args)
+        if not isinstance(pipeline, Pipeline):
+            raise TypeError(f"{self.module}.build() returned {type(pipeline).__name__}, not a Pipeline")
+        return pipeline
+
+    def _loaded(self) -> ModuleType:
+        try:
+            return importlib.import_module(self.module)
+        except ModuleNotFoundError as err:
+            if err.name != self.module:
+                raise  # the module exists but one of its imports is missing: a bug, show the traceback
+            raise InputError(f"subcommand {self.name!r} is not implemented in this worker build.") from err
+
+
+# Add a pipeline here, nowhere else.
+SUBCOMMANDS: dict[str, Subcommand] = {
+    subcommand.name: subcommand
+    for subcommand in (
+        Subcommand(
+            name="query",
+            help="Experiment 1: ask each row's question and record the model's raw answer.",
+            module="worker.pipelines.query",
+        ),
+        Subcommand(
+            name="probs",
+            help="Experiment 2: the probability of every allowed answer, from the model's log-probabilities.",
+            module="worker.pipelines.probs.probs_pipeline",
+        ),
+        Subcommand(
+            name="extract",
+            help="Extraction: turn Experiment 1 free text into schema-valid columns, or an explicit error.",
+            module="worker.pipelines.extraction.extraction_pipeline",
+            # --deepseek-endpoint can stand in for --model-endpoint/--model-name, so the parser must not
+            # require them; extract's resolve_arguments names whatever is still missing.
+            endpoint_required=False,
+            resolves_arguments=True,
+        ),
+    )
 }
 CHECK_OUTPUTS_MODULE = "worker.commands.check_outputs"  # imports this module, so it is loaded when used
 # SIGINT outside a run (while parsing); runs handle it themselves.
@@ -278,12 +337,9 @@ _FLAGS = {
 
 
 def _validation_sentence(err: ValidationError) -> str:
-    first = err.errors()[0]
-    field = str(first["loc"][-1]) if first["loc"] else ""
-    flag = _FLAGS.get(field, field)
-    message = str(first["msg"]).removeprefix("Value error, ")
-    value = first.get("input")
-    return f"{flag} {value!r}: {message}." if flag else f"{message}."
+    problem = validation_problem(err)
+    flag = _FLAGS.get(problem.field, problem.field)
+    return problem.for_flag(flag) if flag else problem.sentence
 
 
 def build_parser() -> _Parser:
@@ -298,10 +354,8 @@ def build_parser() -> _Parser:
     )
     parser.add_argument("--version", action="version", version=f"grace-worker {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for name, module_name in SUBCOMMANDS.items():
-        # Help text needs the module; a module that is not there yet still gets a (failing) entry.
-        help_text = getattr(_try_import(module_name), "HELP", f"(module {module_name} not available)")
-        sub.add_parser(name, help=help_text, add_help=False)
+    for name, subcommand in SUBCOMMANDS.items():
+        sub.add_parser(name, help=subcommand.help, add_help=False)
     run = sub.add_parser(
         contract.RUN_COMMAND,
         help="Run several subcommands in order from a JSON task list (what a job-mode Job runs).",
@@ -339,42 +393,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-def parse_subcommand(argv: Sequence[str]) -> tuple[ModuleType, argparse.Namespace]:
-    """Parse `<subcommand> <flags>` exactly as `python -m worker` does (the Job tests use it too).
+def parse_subcommand(argv: Sequence[str]) -> tuple[Subcommand, argparse.Namespace]:
+    """Parse `<subcommand> <flags>` exactly as `python -m worker` does (the Job tests use it too); the
+    subcommand and its parsed flags.
 
     Raises UsageError or InputError with one sentence on a bad command line.
     """
     command = argv[0] if argv and argv[0] in SUBCOMMANDS else ""
     if not command:
         _top_level(list(argv))
-    module = _import(command)
-    args = subcommand_parser(command, module).parse_args(argv[1:])
-    # Optional hook: a pipeline may fill common flags from its own before they are validated,
-    # e.g. extract's --deepseek-endpoint standing in for --model-endpoint.
-    if hasattr(module, "resolve_arguments"):
-        module.resolve_arguments(args)
-    return module, args
+    subcommand = SUBCOMMANDS[command]
+    args = subcommand_parser(command).parse_args(argv[1:])
+    subcommand.resolve_arguments(args)
+    return subcommand, args
 
 
-def subcommand_parser(command: str, module: ModuleType) -> argparse.ArgumentParser:
+def subcommand_parser(command: str) -> argparse.ArgumentParser:
     """The parser of one pipeline subcommand: the common flags, then the pipeline's own."""
+    subcommand = SUBCOMMANDS[command]
     parser = _Parser(
         prog=f"python -m worker {command}",
-        description=getattr(module, "HELP", None),
+        description=subcommand.help,
         epilog=FILES_AND_EXIT_CODES,
         formatter_class=_HelpFormatter,
     )
-    add_common_arguments(parser, endpoint_required=getattr(module, "ENDPOINT_REQUIRED", True))
-    module.add_arguments(parser)
+    add_common_arguments(parser, endpoint_required=subcommand.endpoint_required)
+    subcommand.add_arguments(parser)
     return parser
 
 
 def _run_one(argv: list[str]) -> int:
     command = argv[0] if argv and argv[0] in SUBCOMMANDS else ""
     try:
-        module, args = parse_subcommand(argv)
+        subcommand, args = parse_subcommand(argv)
         options = run_options(args, argv)
-        pipeline = module.build(args)
+        pipeline = subcommand.build(args)
     except (UsageError, InputError) as err:
         report_fatal(command, err)
         return contract.EXIT_INPUT
@@ -427,22 +480,6 @@ def read_tasks(path: Path) -> list[list[str]]:
     return tasks
 
 
-def _import(command: str) -> ModuleType:
-    try:
-        return importlib.import_module(SUBCOMMANDS[command])
-    except ModuleNotFoundError as err:
-        if err.name != SUBCOMMANDS[command]:
-            raise  # the module exists but one of its imports is missing: a bug, show the traceback
-        raise InputError(f"subcommand {command!r} is not implemented in this worker build.") from err
-
-
-def _try_import(module_name: str) -> ModuleType | None:
-    try:
-        return importlib.import_module(module_name)
-    except ImportError:
-        return None
-
-
 def _configure_logging() -> None:
     level_name = os.environ.get(contract.LOG_LEVEL_ENV, "INFO").upper()
     level = logging.getLevelNamesMapping().get(level_name)
@@ -466,5 +503,3 @@ def _configure_logging() -> None:
             ) from err
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger().addHandler(handler)
-    # httpx logs every request at INFO; at 64 in flight that drowns the progress lines.
-    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))

@@ -38,11 +38,19 @@ place.
 Pipelines raise RowFailure (or let RequestRejected through); the runner decides what a failure means for
 the exit code. Errors carry one sentence a researcher can act on, because `str(error)` is what the CLI
 prints and what the `error` column holds.
+
+A pydantic ValidationError (a flag, a study file, the stack's configuration) reaches a user through
+`validation_problem` alone, the one place that reads pydantic's error records (the stack uses it too).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 __all__ = [
     "InputError",
@@ -54,8 +62,14 @@ __all__ = [
     "ServerUnavailable",
     "StorageError",
     "UnusableReply",
+    "ValidationProblem",
     "WorkerError",
+    "validation_problem",
 ]
+
+# What pydantic puts before the message of a ValueError raised in a validator; the sentence after it is
+# ours, written for the user.
+PYDANTIC_VALUE_ERROR_PREFIX = "Value error, "
 
 
 class WorkerError(Exception):
@@ -138,3 +152,42 @@ class RowFailure(WorkerError):  # noqa: N818 - domain names every pipeline uses
         self.row_index = row_index
         self.cause = cause
         self.columns = dict(columns or {})
+
+
+@dataclass(frozen=True)
+class ValidationProblem:
+    """The first problem of a pydantic ValidationError, in the words a user should read."""
+
+    location: tuple[str | int, ...]  # the key path of the bad value; () for a rule over the whole object
+    message: str  # the validator's own sentence, or pydantic's ("Input should be ...")
+    value: Any  # the rejected input
+    kind: str  # pydantic's error type: "missing", "value_error", "greater_than_equal", ...
+
+    @property
+    def key(self) -> str:
+        """The location as a dotted key path ("" for the object itself)."""
+        return ".".join(str(part) for part in self.location)
+
+    @property
+    def field(self) -> str:
+        """The name of the field the bad value was given for ("" for the object itself)."""
+        return str(self.location[-1]) if self.location else ""
+
+    @property
+    def sentence(self) -> str:
+        """The message ending in exactly one full stop: pydantic's own messages have none, our validators'
+        sentences already end in one."""
+        return self.message if self.message.endswith((".", "?", "!")) else f"{self.message}."
+
+    def for_flag(self, flag: str) -> str:
+        """The problem as one sentence about a command-line flag: `--flag 'value': message.`"""
+        return f"{flag} {self.value!r}: {self.sentence}"
+
+
+def validation_problem(err: ValidationError) -> ValidationProblem:
+    """The first problem of `err`, with pydantic's "Value error, " prefix removed from the message."""
+    first = err.errors(include_url=False)[0]
+    message = str(first["msg"]).removeprefix(PYDANTIC_VALUE_ERROR_PREFIX)
+    return ValidationProblem(
+        location=tuple(first["loc"]), message=message, value=first.get("input"), kind=first["type"]
+    )

@@ -36,6 +36,7 @@ from grace_infra.config.catalog import (
 from grace_infra.config.quantities import QuantityError, parse_quantity
 from grace_infra.errors import ConfigError
 from grace_infra.nrp import cluster_facts
+from worker.errors import validation_problem
 
 __all__ = ["ConfigError", "GraceConfig", "ModelConfig", "ServedModel", "required_model_fields"]
 
@@ -645,20 +646,20 @@ _ASSIGNMENT = re.compile(r"^[A-Za-z_][\w.\[\]]*=")
 
 def format_validation_error(exc: ValidationError) -> str:
     """One sentence for the first error: `grace:<path>...` naming the key and the problem."""
-    err = exc.errors(include_url=False)[0]
-    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
-    message = str(err["msg"]).removeprefix("Value error, ")
-    if err["type"] == "value_error" and _ASSIGNMENT.match(message):
+    problem = validation_problem(exc)
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in problem.location).lstrip(".")
+    message = problem.message
+    if problem.kind == "value_error" and _ASSIGNMENT.match(message):
         # Validators name the field relative to the object they validate; prefix that object's path
         # (a field validator's path already ends with the field it names).
         field = message.split("=", 1)[0]
         if path == field or path.endswith(f".{field}"):
             return f"grace:{path}{message[len(field) :]}"
         return f"grace:{path}.{message}" if path else f"grace:{message}"
-    if err["type"] == "missing":
+    if problem.kind == "missing":
         return f"grace:{path} is required but not set."
-    if err["type"] == "extra_forbidden":
+    if problem.kind == "extra_forbidden":
         return f"grace:{path} is not a known setting (check the spelling against Pulumi.yaml)."
-    value = err.get("input")
+    value = problem.value
     shown = "" if isinstance(value, dict | list) else f"={value!r}"
-    return f"grace:{path}{shown}: {message}."
+    return f"grace:{path}{shown}: {problem.sentence}"

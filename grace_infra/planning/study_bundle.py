@@ -24,8 +24,8 @@ from grace_infra import constants as c
 from grace_infra.config.stack_config import Experiment, GraceConfig, Study
 from grace_infra.errors import ConfigError
 from worker import contract
-from worker.errors import InputError
-from worker.studies.definition import GenerationParams, SamplingSettings, first_error
+from worker.errors import InputError, validation_problem
+from worker.studies.definition import GenerationParams, SamplingSettings
 from worker.studies.definition import Study as StudyDefinition
 from worker.studies.extraction_section import ExtractionSection
 from worker.studies.probability_section import Question, questions_for
@@ -209,15 +209,16 @@ def _read_study_file(where: str, text: str) -> StudyFile:
     try:
         definition = StudyDefinition.model_validate(loaded)
     except ValidationError as err:
-        key, problem = first_error(err)
-        raise ConfigError(f"{where}: {key or '(top level)'}: {problem}.") from None
+        problem = validation_problem(err)
+        raise ConfigError(f"{where}: {problem.key or '(top level)'}: {problem.sentence}") from None
     try:
         extraction = (
             ExtractionSection.model_validate(definition.extraction) if definition.extraction else None
         )
     except ValidationError as err:
-        key, problem = first_error(err)
-        raise ConfigError(f"{where}: extraction{'.' if key else ''}{key}: {problem}.") from None
+        problem = validation_problem(err)
+        key = problem.key
+        raise ConfigError(f"{where}: extraction{'.' if key else ''}{key}: {problem.sentence}") from None
     # The questions `worker probs` asks without --tokens; a section the worker would refuse is refused
     # here, before anything is deployed, with the worker's own sentence.
     try:

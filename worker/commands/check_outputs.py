@@ -32,11 +32,11 @@ log = logging.getLogger(__name__)
 def task_is_complete(argv: Sequence[str]) -> tuple[bool, str]:
     """(complete, why) for one task's argv, exactly as the runner would decide it, without waiting."""
     try:
-        module, args = parse_subcommand(argv)
+        subcommand, args = parse_subcommand(argv)
         if hasattr(args, "wait_for_input"):
             args.wait_for_input = 0  # a check never waits: a missing input means "not complete"
         options = run_options(args, argv)
-        pipeline = module.build(args)
+        pipeline = subcommand.build(args)
         table = read_input(options.input, pipeline.required_columns, options.limit)
     except (UsageError, WorkerError) as err:
         return False, f"cannot be checked ({' '.join(str(err).split())})"

@@ -43,14 +43,15 @@ from pydantic import ValidationError
 from worker.errors import (
     InputError,
     RequestRejected,
-    ResponseError,
     RetryableError,
     RowFailure,
     UnusableReply,
     WorkerError,
+    validation_problem,
 )
-from worker.run.runner import DEFAULT_ERROR_COLUMN
+from worker.run.pipeline import DEFAULT_ERROR_COLUMN, Pipeline
 from worker.run.sampling import Sample
+from worker.server.chat_completions import ChatReply, answered_chat
 from worker.server.chat_messages import MessageBuilder, probe_system_role
 from worker.server.client import ModelClient
 from worker.studies.definition import (
@@ -63,16 +64,12 @@ from worker.studies.definition import (
 )
 
 __all__ = [
-    "HELP",
     "REASONING_EFFORTS",
     "QueryPipeline",
     "add_arguments",
     "build",
     "output_columns",
-    "reasoning_text",
 ]
-
-HELP = "Experiment 1: ask each row's question and record the model's raw answer."
 
 # vLLM's harmony renderer accepts these (vllm/entrypoints/openai/parser/harmony_utils.py REASONING_EFFORT).
 REASONING_EFFORTS = ("low", "medium", "high")
@@ -130,13 +127,12 @@ def _with_overrides(generation: GenerationParams, overrides: Mapping[str, Any]) 
     try:
         return GenerationParams.model_validate({**generation.model_dump(), **overrides})
     except ValidationError as err:
-        first = err.errors()[0]
-        flag = "--" + str(first["loc"][0]).replace("_", "-")
-        raise InputError(f"{flag} {first.get('input')!r}: {first['msg']}.") from err
+        problem = validation_problem(err)
+        raise InputError(problem.for_flag("--" + problem.field.replace("_", "-"))) from err
 
 
 @dataclass
-class QueryPipeline:
+class QueryPipeline(Pipeline):
     """One conversation per row (one chat completion per turn), prompt and sampling from the study."""
 
     study: Study
@@ -190,7 +186,6 @@ class QueryPipeline:
             "reasoning_effort": self.reasoning_effort or "server default",
         }
 
-    @property
     def server_findings(self) -> dict[str, Any]:
         return self.messages.findings()
 
@@ -207,7 +202,7 @@ class QueryPipeline:
         # of a row differ and a rerun sends each with the seed it was first sent with.
         params = {**self.request_params, "seed": sample.seed}
         started = time.monotonic()
-        answers: list[_Answer] = []
+        answers: list[ChatReply] = []
         attempts = 0
         for index, turn in enumerate(turns):
             messages = self.messages.conversation(
@@ -215,7 +210,7 @@ class QueryPipeline:
             )
             failure: WorkerError | None = None
             try:
-                reply = await client.chat(messages, expect=_answer, **params)
+                reply = await client.chat(messages, expect=answered_chat, **params)
             except RequestRejected as err:
                 if err.fatal:
                     raise  # the runner stops the run: every row would be refused the same way
@@ -224,9 +219,9 @@ class QueryPipeline:
                 attempts, failure = attempts + err.attempts, err
             else:
                 attempts += reply.attempts
-                answer: _Answer = reply.expected
+                answer: ChatReply = reply.expected
                 if not answer.text.strip() and answer.reasoning:
-                    reason = _empty_final_answer(answer.finish_reason, answer.completion_tokens)
+                    reason = _empty_final_answer(answer.finish_reason or "", answer.completion_tokens)
                     failure = UnusableReply(reason)
                 else:
                     answers.append(answer)
@@ -234,14 +229,14 @@ class QueryPipeline:
                 where = f"turn {turn.name}: " if len(turns) > 1 else ""
                 columns = self._columns(prompt, answers, client.options.model_name, attempts, started)
                 raise RowFailure(row_index, f"{where}{failure}", columns=columns) from failure
-        return self._columns(prompt, answers, answers[-1].model_name, attempts, started)
+        return self._columns(prompt, answers, answers[-1].model, attempts, started)
 
     def _columns(
-        self, prompt: RenderedPrompt, answers: list[_Answer], model_name: str, attempts: int, started: float
+        self, prompt: RenderedPrompt, answers: list[ChatReply], model_name: str, attempts: int, started: float
     ) -> dict[str, Any]:
         turns = self.study.prompt.conversation
         replies = [a.text for a in answers]
-        reasons = [a.finish_reason for a in answers]
+        reasons = [a.finish_reason or "" for a in answers]
         done = len(answers)
         users = prompt.users[: done or 1]
         return {
@@ -265,61 +260,6 @@ class QueryPipeline:
             "processing_time_ms": round((time.monotonic() - started) * 1000),
             "attempts": attempts,
         }
-
-
-@dataclass(frozen=True)
-class _Answer:
-    """What one turn's chat completion said."""
-
-    model_name: str
-    text: str
-    reasoning: str
-    finish_reason: str
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    prompt_token_ids: list[int]
-
-
-def _answer(body: dict[str, Any]) -> _Answer:
-    """One turn's answer from a chat completion body; ResponseError when the body lacks one (retried)."""
-    choices = body.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise ResponseError("the chat completion has no choices")
-    message = choices[0].get("message")
-    if not isinstance(message, dict):
-        raise ResponseError("the chat completion's first choice has no message")
-    content = message.get("content")
-    reasoning = reasoning_text(message)
-    if not isinstance(content, str) and not reasoning:
-        raise ResponseError("the chat completion's message has neither content nor reasoning")
-    text = content if isinstance(content, str) else ""
-    finish_reason = str(choices[0].get("finish_reason") or "")
-    usage = body.get("usage")
-    if not isinstance(usage, dict):
-        usage = {}
-    ids = body.get("prompt_token_ids")
-    return _Answer(
-        model_name=str(body.get("model", "")),
-        text=text,
-        reasoning=reasoning,
-        finish_reason=finish_reason,
-        prompt_tokens=usage.get("prompt_tokens"),
-        completion_tokens=usage.get("completion_tokens"),
-        prompt_token_ids=ids if isinstance(ids, list) else [],
-    )
-
-
-def reasoning_text(message: Mapping[str, Any]) -> str:
-    """The reasoning a reasoning model wrote before its answer.
-
-    vLLM 0.32 returns it as `reasoning` (vllm/entrypoints/openai/chat_completion/protocol.py, ChatMessage);
-    older vLLM and DeepSeek's API as `reasoning_content`.
-    """
-    for key in ("reasoning", "reasoning_content"):
-        value = message.get(key)
-        if isinstance(value, str) and value:
-            return value
-    return ""
 
 
 def _empty_final_answer(finish_reason: str, completion_tokens: object) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 
 from worker.contract import RunMeta, same_run
 from worker.run.atomic_files import write_atomically
+from worker.run.pipeline import Pipeline
 from worker.run.run_options import RunOptions
 
 __all__ = ["complete_run", "record_plan_digest", "run_parameters"]
@@ -27,15 +28,13 @@ __all__ = ["complete_run", "record_plan_digest", "run_parameters"]
 log = logging.getLogger(__name__)
 
 
-def run_parameters(pipeline: Any, options: RunOptions) -> dict[str, Any]:
+def run_parameters(pipeline: Pipeline, options: RunOptions) -> dict[str, Any]:
     """The pipeline's parameters plus the model name (every answer depends on it) and the sampling:
     what the checkpoint header and the meta file record (the runner's `_Run.parameters`)."""
     parameters = {"model_name": options.client.model_name, **pipeline.parameters()}
-    samples_per_row = int(getattr(pipeline, "samples_per_row", 1))
-    if samples_per_row != 1:
+    if pipeline.samples_per_row != 1:
         # Only when sampling, so checkpoints of single-answer runs keep their header.
-        base_seed = int(getattr(pipeline, "base_seed", 0))
-        parameters |= {"samples_per_row": samples_per_row, "base_seed": base_seed}
+        parameters |= {"samples_per_row": pipeline.samples_per_row, "base_seed": pipeline.base_seed}
     return parameters
 
 

@@ -1,8 +1,8 @@
 """The runner all pipelines share: input, lock, checkpoint/resume, concurrency, signals, output, meta.
 
-A pipeline only says how one row becomes requests and how the responses become columns (`Pipeline`);
-`run_pipeline` does the rest and returns the process exit code. Each input row is asked
-`samples_per_row` times; each (row, sample) is one work item, one checkpoint line and one output row
+A pipeline only says how one row becomes requests and how the responses become columns (`Pipeline`, in
+worker/run/pipeline.py); `run_pipeline` does the rest and returns the process exit code. Each input row is
+asked `samples_per_row` times; each (row, sample) is one work item, one checkpoint line and one output row
 carrying `sample` and `seed` (worker.run.sampling).
 
 Exit codes (worker.constants; docs/never-losing-a-row.md has what each means for a rerun):
@@ -30,11 +30,11 @@ import math
 import os
 import sys
 import time
-from collections.abc import Awaitable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from worker import __version__, contract
@@ -62,6 +62,7 @@ from worker.run.checkpoint import (
 from worker.run.input_table import InputTable, read_input
 from worker.run.metrics import RunMetrics
 from worker.run.output_lock import LockWaitStopped, hold_output_lock
+from worker.run.pipeline import DEFAULT_ERROR_COLUMN, Pipeline
 from worker.run.progress import Progress
 from worker.run.run_options import RunOptions
 from worker.run.sampling import Sample, derive_seed
@@ -72,58 +73,11 @@ __all__ = ["DEFAULT_ERROR_COLUMN", "SAMPLE_COLUMNS", "Pipeline", "report_fatal",
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ERROR_COLUMN = "error"
 # The runner's own columns, between the input's and a pipeline's: which answer of the row this is, and
 # the seed its requests carried.
 SAMPLE_COLUMNS = ("sample", "seed")
 
 T = TypeVar("T")
-
-
-@runtime_checkable
-class Pipeline(Protocol):
-    """What a pipeline module builds from its arguments. Everything else is the runner's job.
-
-    Optional attributes, read with defaults:
-      server_findings: dict       filled by `prepare` (e.g. how the answer options tokenize), recorded in
-                                  the meta file's `server` section; not a parameter.
-      provenance_columns: tuple   output columns holding JSON evidence (raw distributions, token ids,
-                                  prompts as sent); the output puts them after every analysis column.
-    """
-
-    name: str  # the subcommand, e.g. "query"; recorded in the checkpoint, meta and metrics
-    required_columns: Sequence[str]  # input columns the pipeline reads; missing ones are an InputError
-    output_columns: Sequence[str]  # columns added after the input's, in order; must include error_column
-    error_column: str  # "" on success, the failure's one-line message otherwise
-    samples_per_row: int  # answers per input row (1 unless sampling); each is its own output row
-    base_seed: int  # with the row and sample index, fixes every sample's seed (run/sampling.derive_seed)
-
-    def parameters(self) -> Mapping[str, Any]:
-        """Everything that changes the answers (model, prompts, sampling). JSON-serialisable.
-
-        Recorded in the meta file and the checkpoint header: resuming with different parameters is refused.
-        """
-        ...
-
-    async def prepare(self, client: ModelClient) -> None:
-        """One-time probing before the first row (e.g. tokenizing answer options). May raise InputError."""
-        ...
-
-    async def process(
-        self, row_index: int, row: Mapping[str, str], client: ModelClient, sample: Sample
-    ) -> Mapping[str, Any]:
-        """The added columns of one sample of one row (error column excluded).
-
-        `sample.seed` is the seed to send with this sample's requests, so N samples of one row differ and a
-        rerun reproduces each of them.
-
-        Raise RowFailure (optionally with partial `columns`) for a permanent per-row failure; client errors
-        (RequestRejected, RetryableError after the last retry) may also be left to propagate: the runner
-        records them on the row, and tells transport failures (sent again by the next run) from the row's
-        own by what the client saw, whatever the pipeline wrapped them in. Any other exception is a bug
-        and stops the run (the checkpoint keeps the finished rows).
-        """
-        ...
 
 
 def run_pipeline(pipeline: Pipeline, options: RunOptions) -> int:
@@ -171,11 +125,11 @@ class _Run:
 
     @property
     def samples_per_row(self) -> int:
-        return int(getattr(self.pipeline, "samples_per_row", 1))
+        return self.pipeline.samples_per_row
 
     @property
     def base_seed(self) -> int:
-        return int(getattr(self.pipeline, "base_seed", 0))
+        return self.pipeline.base_seed
 
     def sample(self, key: ItemKey) -> Sample:
         row_index, sample_index = key
@@ -367,7 +321,7 @@ class _Run:
                     self.server |= {"version": version, "model": model, "outages_waited_out": client.outages}
         # What a pipeline learned from the server in prepare() (e.g. how the options tokenize, which
         # method was exact); it is not a parameter, so it never enters the checkpoint header.
-        findings = getattr(pipeline, "server_findings", None)
+        findings = pipeline.server_findings()
         if findings:
             self.server["pipeline_findings"] = findings
 
@@ -503,7 +457,7 @@ class _Run:
 
     def _output_columns(self, table: InputTable) -> tuple[list[str], list[str]]:
         """(sample columns, pipeline columns) in output order: analysis columns first, JSON evidence last."""
-        provenance = set(getattr(self.pipeline, "provenance_columns", ()))
+        provenance = set(self.pipeline.provenance_columns)
         added = list(self.pipeline.output_columns)
         ordered = [column for column in added if column not in provenance] + [
             column for column in added if column in provenance

@@ -22,12 +22,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from worker.errors import RequestRejected, ResponseError
+from worker.errors import RequestRejected
 from worker.server.client import ModelClient
+from worker.server.tokenization import TOKENIZE_PATH, read_tokens, tokenize_request
 
-__all__ = ["TOKENIZE_PATH", "MessageBuilder", "probe_system_role", "tokenized_ids"]
-
-TOKENIZE_PATH = "/tokenize"
+__all__ = ["MessageBuilder", "probe_system_role"]
 # Between the system text and the first user turn, and between two turns of one role that are joined.
 TURN_JOINER = "\n\n"
 # A fixed conversation for the probe: only whether it renders matters.
@@ -120,15 +119,5 @@ async def probe_system_role(client: ModelClient) -> MessageBuilder:
 
 async def _render(client: ModelClient, messages: list[Message]) -> None:
     await client.post_json(
-        TOKENIZE_PATH,
-        {"model": client.options.model_name, "messages": messages, "add_generation_prompt": True},
-        expect=tokenized_ids,
+        TOKENIZE_PATH, tokenize_request(client.options.model_name, messages), expect=read_tokens
     )
-
-
-def tokenized_ids(body: Mapping[str, Any]) -> list[int]:
-    """The `tokens` every /tokenize reply promises; ResponseError (retried) when it has none."""
-    tokens = body.get("tokens")
-    if not isinstance(tokens, list) or any(isinstance(t, bool) or not isinstance(t, int) for t in tokens):
-        raise ResponseError(f"POST {TOKENIZE_PATH} returned no `tokens` list of token ids.")
-    return tokens

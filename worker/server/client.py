@@ -51,6 +51,7 @@ import aiohttp
 
 from worker import constants as c
 from worker.errors import RequestRejected, ResponseError, RetryableError, ServerUnavailable
+from worker.server.chat_completions import chat_request
 from worker.server.client_options import ClientOptions
 
 __all__ = ["Expectation", "ModelClient", "Reply", "RequestObserver", "RequestTally", "tally_requests"]
@@ -171,15 +172,14 @@ class ModelClient:
     async def chat(
         self, messages: Sequence[Mapping[str, Any]], *, expect: Expectation | None = None, **params: Any
     ) -> Reply:
-        """POST /v1/chat/completions for the configured model.
+        """POST /v1/chat/completions for the configured model (worker.server.chat_completions builds it).
 
         `params` are the request's other JSON fields, passed through as given: OpenAI's (max_tokens,
         temperature, seed, logprobs, top_logprobs, response_format, ...) and vLLM's own (top_k,
         structured_outputs, ...) alike. `expect` checks the reply holds what the request asked for.
         """
-        return await self.post_json(
-            c.CHAT_PATH, {"model": self.options.model_name, "messages": messages, **params}, expect=expect
-        )
+        body = chat_request(self.options.model_name, messages, **params)
+        return await self.post_json(c.CHAT_PATH, body, expect=expect)
 
     async def post_json(
         self, path: str, body: Mapping[str, Any], *, expect: Expectation | None = None

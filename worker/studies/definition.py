@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from worker import contract
-from worker.errors import InputError
+from worker.errors import InputError, validation_problem
 
 __all__ = [
     "SINGLE_REPLY_COLUMN",
@@ -260,9 +260,8 @@ def sampling_settings(study: Study, args: Any) -> SamplingSettings:
     try:
         return SamplingSettings.model_validate({**study.sampling.model_dump(), **overrides})
     except ValidationError as err:
-        first = err.errors()[0]
-        flag = SAMPLING_FLAGS[str(first["loc"][0])]
-        raise InputError(f"{flag} {first.get('input')!r}: {first['msg']}.") from err
+        problem = validation_problem(err)
+        raise InputError(problem.for_flag(SAMPLING_FLAGS[problem.field])) from err
 
 
 # SamplingSettings field -> the worker flag that overrides it.
@@ -302,11 +301,5 @@ def load_study(name_or_path: str) -> Study:
     try:
         return Study.model_validate(raw)
     except ValidationError as err:
-        where, problem = first_error(err)
-        raise InputError(f"study file {path}: {where or '(top level)'}: {problem}.") from err
-
-
-def first_error(err: ValidationError) -> tuple[str, str]:
-    """The first validation error's key path (dotted; empty for the object itself) and its problem."""
-    first = err.errors()[0]
-    return ".".join(str(part) for part in first["loc"]), str(first["msg"]).removeprefix("Value error, ")
+        problem = validation_problem(err)
+        raise InputError(f"study file {path}: {problem.key or '(top level)'}: {problem.sentence}") from err

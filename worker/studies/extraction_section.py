@@ -25,8 +25,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from worker.errors import InputError
-from worker.studies.definition import GenerationParams, PromptTemplate, Study, first_error
+from worker.errors import InputError, validation_problem
+from worker.studies.definition import GenerationParams, PromptTemplate, Study
 from worker.studies.rule_coder import ParseRule, ReplyParser
 from worker.studies.schema_check import (
     SumCheck,
@@ -165,8 +165,9 @@ def load_extraction(study: Study, study_file: Path, schema_override: Path | None
     try:
         section = ExtractionSection.model_validate(study.extraction)
     except ValidationError as err:
-        key, problem = first_error(err)
-        raise InputError(f"{where}{'.' if key else ''}{key}: {problem}.") from err
+        problem = validation_problem(err)
+        key = problem.key
+        raise InputError(f"{where}{'.' if key else ''}{key}: {problem.sentence}") from err
     if schema_override is not None:
         schema_file, what = schema_override, "--schema"
     else:

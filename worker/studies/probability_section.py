@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from worker.errors import InputError
+from worker.errors import InputError, validation_problem
 from worker.studies.definition import Study, template_fields
 
 __all__ = [
@@ -362,7 +362,7 @@ def probability_section(study: Study) -> ProbabilitySection:
     try:
         section = ProbabilitySection.model_validate(study.probability)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        raise InputError(f"study {study.name}: probability.{where}: {first['msg']}.") from err
+        problem = validation_problem(err)
+        where = problem.key or "(top level)"
+        raise InputError(f"study {study.name}: probability.{where}: {problem.sentence}") from err
     return section

@@ -155,6 +155,7 @@ class Extractor:
 
     def __init__(self, kind: str = "vllm") -> None:
         self.kind = kind  # "vllm" | "deepseek" | "ignores_schema" | "pads_whitespace" | "reasoning"
+        self.row_reasoning = "Let me think step by step"  # kind "reasoning": with an empty row reply
         self.replies: dict[str, list[tuple[str, str]]] = {}
         self.lock = threading.Lock()
 
@@ -187,7 +188,7 @@ class Extractor:
             content, finish_reason = queue.pop(0) if len(queue) > 1 else queue[0]
         reply = self._reply(request, content, finish_reason)
         if self.kind == "reasoning" and not content:
-            reply.body["choices"][0]["message"].update(content=None, reasoning="Let me think step by step")
+            reply.body["choices"][0]["message"].update(content=None, reasoning=self.row_reasoning)
         return reply
 
     def _probe(self, request: Request) -> Ok:

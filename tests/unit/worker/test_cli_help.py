@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from worker import contract
-from worker.cli import SUBCOMMANDS, build_parser, subcommand_parser
+from worker.cli import SUBCOMMANDS, build_parser, main, subcommand_parser
 from worker.contract import RUN_COMMAND
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -54,7 +54,7 @@ def _optional_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
 
 @pytest.mark.parametrize("command", list(SUBCOMMANDS))
 def test_every_flag_with_a_default_shows_it(command: str) -> None:
-    parser = subcommand_parser(command, importlib.import_module(SUBCOMMANDS[command]))
+    parser = subcommand_parser(command)
     formatter = parser._get_formatter()
     missing = [
         action.option_strings[0]
@@ -76,3 +76,43 @@ def test_the_top_level_help_lists_every_subcommand() -> None:
     text = build_parser().format_help()
     for name in [*SUBCOMMANDS, RUN_COMMAND]:
         assert name in text
+
+
+def test_the_help_names_every_subcommand_without_importing_any_pipeline() -> None:
+    program = (
+        "import sys\n"
+        "from worker.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('worker.pipelines.')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for name, subcommand in SUBCOMMANDS.items():
+        assert name in done.stdout
+        assert subcommand.help.split(":")[0] in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_pipeline_missing_from_the_build_fails_only_its_own_subcommand(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = replace(SUBCOMMANDS["probs"], module="worker.pipelines.not_built")
+    monkeypatch.setitem(SUBCOMMANDS, "probs", missing)
+    assert "probs" in build_parser().format_help()
+    argv = ["--output", str(tmp_path / "o.csv"), "--input", str(tmp_path / "i.csv"), "--study", "study1"]
+    endpoint = ["--model-endpoint", "http://x/v1", "--model-name", "m"]
+    assert main(["probs", *argv, *endpoint]) == contract.EXIT_INPUT
+    assert "subcommand 'probs' is not implemented in this worker build" in capsys.readouterr().err
+    assert subcommand_parser("query").parse_args([*argv, *endpoint]).study == "study1"
+
+
+def test_only_the_subcommands_that_resolve_their_flags_may_leave_the_endpoint_out() -> None:
+    optional = {name for name, subcommand in SUBCOMMANDS.items() if not subcommand.endpoint_required}
+    assert optional == {"extract"}
+    assert all(SUBCOMMANDS[name].resolves_arguments for name in optional)

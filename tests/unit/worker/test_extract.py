@@ -683,6 +683,27 @@ def test_reasoning_model_probe_is_inconclusive_not_ignored(
     assert "not verified: the model spent the probe's tokens reasoning" in structured["probes"][0]
 
 
+def test_whitespace_only_reasoning_is_reasoning_not_an_incomplete_reply(
+    server: FakeOpenAI, extractor: Extractor, tmp_path: Path
+) -> None:
+    # The one reply parser (worker.server.chat_completions) keeps reasoning verbatim: a model that wrote
+    # only a newline of reasoning and no content gave a complete, blank reply (row-specific, one request),
+    # not a body missing its promised field (resent, then a transport failure).
+    extractor.kind = "reasoning"
+    extractor.row_reasoning = "\n\n"
+    extractor.script("a", ("", "length"))
+    code, output = run(server, tmp_path, [study1_row("a", "ROW-a text")], "--max-retries", "0")
+    assert code == 3
+    (row,) = read_csv(output).to_dict("records")
+    assert row["extraction_errors"] == (
+        "blank: the reply was blank (finish_reason=length); the model spent its tokens on reasoning "
+        "(raise --max-tokens) (after 1 attempt)"
+    )
+    assert len(chat_requests(server, "a")) == 1
+    checkpoint = (tmp_path / "structured.csv.partial.jsonl").read_text(encoding="utf-8").splitlines()
+    assert json.loads(checkpoint[-1])["failure"] == "row"
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The deterministic parser codes replies in the study's own format; the extractor model codes the rest
 

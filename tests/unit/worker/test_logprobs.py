@@ -1,4 +1,5 @@
-"""worker.server.logprobs: reading real vLLM 0.32 log-prob bodies, and the arithmetic on them.
+"""Reading real vLLM 0.32 log-prob bodies (worker.server.completions, worker.server.chat_completions),
+and the arithmetic on them (worker.server.logprobs).
 
 Bodies are the real ones in tests/fixtures/vllm-0.32 (copied from ../shared/reference/vllm-0.32). Where a
 test needs a shape the recordings do not show (token-id keys, colliding text keys), it derives it from a
@@ -17,6 +18,8 @@ import pytest
 from tests.unit.worker.support import RECORDED
 from worker.errors import ResponseError
 from worker.server import logprobs as lp
+from worker.server.chat_completions import ChatCandidate, read_chat_reply
+from worker.server.completions import read_completion
 
 
 def body(name: str) -> dict[str, Any]:
@@ -25,6 +28,18 @@ def body(name: str) -> dict[str, Any]:
 
 def request(name: str) -> dict[str, Any]:
     return json.loads((RECORDED / f"{name}.request.json").read_text(encoding="utf-8"))
+
+
+def top_by_token_id(body: dict[str, Any]) -> dict[int, float]:
+    return read_completion(body).top_by_token_id()
+
+
+def prompt_token_logprobs(body: dict[str, Any], prompts: list[list[int]]) -> list[list[float]]:
+    return read_completion(body).prompt_token_logprobs(prompts)
+
+
+def chat_top_candidates(body: dict[str, Any]) -> list[ChatCandidate]:
+    return read_chat_reply(body).top_candidates()
 
 
 def with_token_id_keys(reply: dict[str, Any], ids: dict[str, int]) -> dict[str, Any]:
@@ -51,13 +66,13 @@ def test_real_completions_top_logprobs_hold_n_plus_one_text_keyed_entries():
 
 def test_text_keyed_top_logprobs_are_refused_not_guessed():
     with pytest.raises(ResponseError, match="return_tokens_as_token_ids"):
-        lp.completion_top_by_token_id(body("completions_logprobs5"))
+        top_by_token_id(body("completions_logprobs5"))
 
 
 def test_token_id_keys_give_every_candidate_including_the_sampled_one():
     reply = body("completions_logprobs5")
     ids = {" y": 900, " is": 626, "elp": 700, "bu": 701, "": 3, "ap": 702}
-    top = lp.completion_top_by_token_id(with_token_id_keys(reply, ids))
+    top = top_by_token_id(with_token_id_keys(reply, ids))
     assert len(top) == 6
     assert top[900] == pytest.approx(-7.245673656463623, abs=0)
     assert top[626] == pytest.approx(-6.09218168258667, abs=0)
@@ -70,7 +85,7 @@ def test_colliding_text_keys_lose_a_candidate_but_token_id_keys_do_not():
     collided = json.loads(raw_text)["choices"][0]["logprobs"]["top_logprobs"][0]
     assert len(collided) == 5  # six candidates were sent, one was silently lost
     ids = {"world": 10, ":": 11, " whole": 12, " lot": 13, "": 14, "ible": 15}
-    top = lp.completion_top_by_token_id(with_token_id_keys(reply, ids))
+    top = top_by_token_id(with_token_id_keys(reply, ids))
     assert len(top) == 6
 
 
@@ -84,12 +99,12 @@ def test_missing_logprobs_is_a_response_error():
     reply = body("completions_logprobs5")
     reply["choices"][0]["logprobs"] = None
     with pytest.raises(ResponseError, match="no logprobs"):
-        lp.completion_top_by_token_id(reply)
+        top_by_token_id(reply)
 
 
 def test_missing_choices_is_a_response_error():
     with pytest.raises(ResponseError, match="no choices"):
-        lp.completion_top_by_token_id({"choices": []})
+        top_by_token_id({"choices": []})
 
 
 # ---- impossible values ---------------------------------------------------------------------------------
@@ -120,7 +135,7 @@ def test_prompt_logprobs_of_the_real_echo_body():
     reply = body("completions_echo_prompt_logprobs")
     # "the cat is red": the ids of tokens 2-4 are the prompt_logprobs keys; the first token is never scored.
     prompt = [981, 701, 626, 791]
-    (values,) = lp.prompt_token_logprobs(reply, [prompt])
+    (values,) = prompt_token_logprobs(reply, [prompt])
     assert values == [0.0, -7.13860559463501, -6.9631123542785645, -7.030024528503418]
     # The same numbers appear in the echoed text logprobs: both views of one computation.
     assert values[1:] == reply["choices"][0]["logprobs"]["token_logprobs"][1:4]
@@ -129,7 +144,7 @@ def test_prompt_logprobs_of_the_real_echo_body():
 def test_prompt_logprobs_that_do_not_hold_the_sent_token_are_an_error():
     reply = body("completions_echo_prompt_logprobs")
     with pytest.raises(ResponseError, match="do not include the token 702"):
-        lp.prompt_token_logprobs(reply, [[981, 702, 626, 791]])
+        prompt_token_logprobs(reply, [[981, 702, 626, 791]])
 
 
 @pytest.mark.parametrize(
@@ -142,7 +157,7 @@ def test_prompt_logprobs_that_do_not_hold_the_sent_token_are_an_error():
 )
 def test_prompt_logprobs_must_align_with_prompts(prompts: list[list[int]], message: str) -> None:
     with pytest.raises(ResponseError, match=message):
-        lp.prompt_token_logprobs(body("completions_echo_prompt_logprobs"), prompts)
+        prompt_token_logprobs(body("completions_echo_prompt_logprobs"), prompts)
 
 
 def test_batched_choices_are_matched_by_index_not_by_order():
@@ -152,7 +167,7 @@ def test_batched_choices_are_matched_by_index_not_by_order():
     second["index"] = 1
     second["prompt_logprobs"][3] = {"5": {"logprob": -9999.0, "rank": 1000, "decoded_token": "x"}}
     reply["choices"] = [second, first]  # the server may send them in any order
-    values = lp.prompt_token_logprobs(reply, [[981, 701, 626, 791], [981, 701, 626, 5]])
+    values = prompt_token_logprobs(reply, [[981, 701, 626, 791], [981, 701, 626, 5]])
     assert values[0][3] == -7.030024528503418
     assert values[1][3] == -math.inf
 
@@ -162,7 +177,7 @@ def test_batched_choices_are_matched_by_index_not_by_order():
 
 def test_real_chat_top_logprobs_list():
     assert request("chat_logprobs_top5")["top_logprobs"] == 5
-    candidates = lp.chat_top_candidates(body("chat_logprobs_top5"))
+    candidates = chat_top_candidates(body("chat_logprobs_top5"))
     assert [c.text for c in candidates] == ["nment", "<|assistant|>", " friend", "B", "parent"]
     assert candidates[0].logprob == -6.696820259094238
 
@@ -172,7 +187,7 @@ def test_chat_token_text_comes_from_bytes():
     top = reply["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
     top[3] = {"token": "bytes:\\xc3", "logprob": -7.0, "bytes": [195]}  # half of "é"
     top[4] = {"token": "Yes", "logprob": -7.5, "bytes": [32, 89, 101, 115]}
-    candidates = lp.chat_top_candidates(reply)
+    candidates = chat_top_candidates(reply)
     assert candidates[3].text == "\ufffd"
     assert candidates[4].text == " Yes"
 

@@ -24,7 +24,7 @@ from tests.support.fake_openai import FakeOpenAI, Status
 from tests.support.toy_lm import ToyLM
 from tests.unit.worker.support import COMPLETIONS, expected_logprobs, read_csv, read_meta, run_probs
 from worker.errors import InputError
-from worker.pipelines.probs import answer_tokens, probs_pipeline
+from worker.pipelines.probs import answer_tokens, probs_config, probs_pipeline, question_result
 from worker.server import logprobs as lp
 from worker.studies import probability_section as spec
 from worker.studies.definition import REPO_STUDIES_DIR, load_study
@@ -37,7 +37,7 @@ BINS = [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
 
 def test_study1_asks_five_questions_with_the_columns_the_researchers_use():
     pipeline = probs_pipeline.ProbsPipeline(
-        load_study("study1"), spec.questions_for(load_study("study1"), None), probs_pipeline.ProbsConfig()
+        load_study("study1"), spec.questions_for(load_study("study1"), None), probs_config.ProbsConfig()
     )
     assert [q.name for q in pipeline.questions] == ["state0", "state1", "state2", "state3", "knowledge"]
     columns = pipeline.output_columns
@@ -145,7 +145,7 @@ def test_scoring_is_one_sample_per_row_and_more_are_refused():
     assert pipeline.samples_per_row == 1
     assert pipeline.base_seed == load_study("study1").sampling.base_seed
     # not the study's sampling temperature
-    assert pipeline.config.temperature == probs_pipeline.DEFAULT_TEMPERATURE
+    assert pipeline.config.temperature == probs_config.DEFAULT_TEMPERATURE
 
 
 def test_scoring_more_than_one_sample_per_row_is_refused():
@@ -228,8 +228,8 @@ def test_plan_refuses_options_with_identical_tokens():
 
 def test_question_columns_hand_computed():
     question = spec.expand_questions(section(), ["a"])[0]
-    result = probs_pipeline.QuestionResult(
-        method=probs_pipeline.Method.CONTINUATION,
+    result = question_result.QuestionResult(
+        method=probs_config.Method.CONTINUATION,
         option_logprobs={"yes": math.log(0.2), "no": math.log(0.3)},
         absent=(),
         variants={"yes": {"yes": [1]}, "no": {"no": [2]}},
@@ -423,7 +423,7 @@ def test_study2_runs_with_every_column(server, tmp_path):
     study = load_study("study2")
     questions = spec.questions_for(study, None)
     marginals = spec.consistency_for(study, questions, None)
-    config = probs_pipeline.ProbsConfig()
+    config = probs_config.ProbsConfig()
     pipeline = probs_pipeline.ProbsPipeline(study, questions, config, marginals=marginals)
     # Analysis columns first, the evidence (JSON records and exact prompts) after all of them.
     evidence = ("_raw", "_logprobs", "_variants", "_prompt", "_prompt_token_ids")

@@ -13,6 +13,7 @@ from typing import Any
 
 from tests.support.fake_openai import FakeOpenAI
 from tests.unit.worker.support import CHAT, REPO, read_csv
+from worker.run.pipeline import Pipeline
 from worker.run.run_options import RunOptions
 from worker.run.runner import run_pipeline
 from worker.run.sampling import SEED_LIMIT, Sample, derive_seed
@@ -21,10 +22,10 @@ from worker.server.client_options import ClientOptions
 
 
 @dataclass
-class EchoPipeline:
+class EchoPipeline(Pipeline):
     """Sends one chat request per sample, carrying the sample's seed, and records what it was given."""
 
-    samples_per_row: int
+    samples_per_row: int = 1
     base_seed: int = 7
 
     name = "echo"
@@ -34,9 +35,6 @@ class EchoPipeline:
 
     def parameters(self) -> dict[str, Any]:
         return {}
-
-    async def prepare(self, client: ModelClient) -> None:
-        pass
 
     async def process(
         self, row_index: int, row: Mapping[str, str], client: ModelClient, sample: Sample

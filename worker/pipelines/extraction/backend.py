@@ -17,10 +17,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from worker.errors import InputError, RequestRejected, ResponseError
+from worker.errors import InputError, RequestRejected
+from worker.server.chat_completions import ChatReply, answered_chat
 from worker.studies.schema_check import Backend, response_format_for
 
-__all__ = ["BackendChoice", "ChatClient", "answered_text", "detect_backend", "has_reasoning", "reply_text"]
+__all__ = ["BackendChoice", "ChatClient", "detect_backend"]
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,6 @@ PROBE_MESSAGES = [{"role": "user", "content": "Reply with a JSON object."}]
 # Statuses that mean "this server does not take this request form" rather than "this run is misconfigured".
 UNSUPPORTED_STATUSES = frozenset({400, 422})
 AUTH_STATUSES = frozenset({401, 403})
-REASONING_KEYS = ("reasoning", "reasoning_content")
 WHITESPACE_HINT = (
     "the server enforces json_schema but pads the JSON with whitespace up to max_tokens; start vLLM with "
     """--structured-outputs-config '{"backend":"xgrammar","disable_any_whitespace":true}' or replies """
@@ -62,30 +62,6 @@ class BackendChoice:
 
     def as_meta(self) -> dict[str, Any]:
         return {"backend": str(self.backend), "probes": list(self.evidence)}
-
-
-def answered_text(body: dict[str, Any]) -> tuple[str | None, str | None]:
-    """`reply_text` of a reply that holds what a chat completion promises: a message with content (or,
-    from a reasoning model, reasoning); ResponseError (retried by the client) otherwise.
-    """
-    choices = body.get("choices")
-    message = choices[0].get("message") if isinstance(choices, list) and choices else None
-    if not isinstance(message, dict):
-        raise ResponseError("the chat completion's first choice has no message")
-    if not isinstance(message.get("content"), str) and not has_reasoning(body):
-        raise ResponseError("the chat completion's message has neither content nor reasoning")
-    return reply_text(body)
-
-
-def reply_text(body: dict[str, Any]) -> tuple[str | None, str | None]:
-    """`(content, finish_reason)` of the first choice of a chat completion body."""
-    choices = body.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        return None, None
-    choice = choices[0]
-    message = choice.get("message")
-    content = message.get("content") if isinstance(message, dict) else None
-    return (content if isinstance(content, str) else None), choice.get("finish_reason")
 
 
 async def detect_backend(client: ChatClient, requested: Backend | None) -> BackendChoice:
@@ -131,7 +107,7 @@ async def _probe(client: ChatClient, backend: Backend) -> _Verdict:
             max_tokens=PROBE_MAX_TOKENS,
             temperature=0.0,
             response_format=response_format,
-            expect=answered_text,
+            expect=answered_chat,
         )
     except RequestRejected as err:
         if err.status in UNSUPPORTED_STATUSES:
@@ -140,13 +116,14 @@ async def _probe(client: ChatClient, backend: Backend) -> _Verdict:
         raise InputError(
             f"the server refused the structured-output probe with HTTP {err.status}: {err.message}{hint}"
         ) from err
-    content, finish_reason = reply.expected
+    answer: ChatReply = reply.expected
+    content, finish_reason = answer.content, answer.finish_reason
     if backend is Backend.JSON_OBJECT:
         # Acceptance is all that can be checked: any object satisfies json_object, and a blank reply is a
         # documented DeepSeek behaviour handled per row by re-asking.
         return _Verdict(True, f"accepted (finish_reason={finish_reason}, reply {_short(content)})")
     compact = "".join((content or "").split())
-    if not compact and has_reasoning(reply.body):
+    if not compact and answer.reasoning:
         # A reasoning model (gpt-oss) spends tokens on `reasoning` before vLLM applies the grammar to the
         # answer, so the probe's small budget can end before any content: not evidence of being ignored.
         return _Verdict(
@@ -165,17 +142,6 @@ async def _probe(client: ChatClient, backend: Backend) -> _Verdict:
         f"accepted but ignored (finish_reason={finish_reason}, reply {_short(content)} "
         "is not the only object the schema allows)",
     )
-
-
-def has_reasoning(body: dict[str, Any]) -> bool:
-    """True when the first choice carries reasoning text (vLLM: `reasoning`; older: `reasoning_content`)."""
-    choices = body.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        return False
-    message = choices[0].get("message")
-    if not isinstance(message, dict):
-        return False
-    return any(isinstance(message.get(key), str) and message[key].strip() for key in REASONING_KEYS)
 
 
 def _short(content: str | None) -> str:

@@ -27,15 +27,11 @@ from jsonschema.protocols import Validator
 
 from worker.contract import DEEPSEEK_API_KEY_ENV
 from worker.errors import InputError, RequestRejected, RetryableError, RowFailure
-from worker.pipelines.extraction.backend import (
-    BackendChoice,
-    ChatClient,
-    answered_text,
-    detect_backend,
-    has_reasoning,
-)
+from worker.pipelines.extraction.backend import BackendChoice, ChatClient, detect_backend
 from worker.run.input_wait import wait_for_input
+from worker.run.pipeline import Pipeline
 from worker.run.sampling import Sample
+from worker.server.chat_completions import ChatReply, answered_chat
 from worker.server.chat_messages import MessageBuilder, probe_system_role
 from worker.server.client import ModelClient
 from worker.studies.definition import load_study, resolve_study_path
@@ -64,7 +60,6 @@ from worker.studies.schema_check import (
 )
 
 __all__ = [
-    "HELP",
     "ExtractPipeline",
     "ExtractionPlan",
     "RowOutcome",
@@ -74,11 +69,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-HELP = "Extraction: turn Experiment 1 free text into schema-valid columns, or an explicit error."
-# --deepseek-endpoint can stand in for --model-endpoint/--model-name (see resolve_arguments), so the CLI
-# must not require them; resolve_arguments names whatever is still missing.
-ENDPOINT_REQUIRED = False
 
 # DeepSeek's hosted API: the model name the Job uses (its key's variable: worker/contract.py).
 DEEPSEEK_MODEL = "deepseek-chat"
@@ -199,20 +189,17 @@ class ExtractionPlan:
         while True:
             attempts += 1
             try:
-                reply = await client.chat(self.chat.fit(messages), expect=answered_text, **params)
+                reply = await client.chat(self.chat.fit(messages), expect=answered_chat, **params)
             except RequestRejected as err:
                 if err.fatal:  # unknown model, bad key: every row would fail alike; the runner stops
                     raise
                 return self._request_failed(err, attempts, previous)
             except RetryableError as err:
                 return self._request_failed(err, attempts, previous)
-            content, finish_reason = reply.expected
-            verdict = judge_reply(content, finish_reason, self.spec.schema, self.validator)
-            if (
-                isinstance(verdict, AttemptFailure)
-                and verdict.kind is FailureKind.BLANK
-                and has_reasoning(reply.body)
-            ):
+            answer: ChatReply = reply.expected
+            content = answer.content
+            verdict = judge_reply(content, answer.finish_reason, self.spec.schema, self.validator)
+            if isinstance(verdict, AttemptFailure) and verdict.kind is FailureKind.BLANK and answer.reasoning:
                 # A reasoning model that used its whole budget thinking: say so, the fix is --max-tokens.
                 verdict = AttemptFailure(
                     verdict.kind,
@@ -263,14 +250,16 @@ def _no_response_error(row: Mapping[str, str], reply_columns: tuple[str, ...]) -
     return f"no_response: nothing to extract ({reason})"
 
 
-class ExtractPipeline:
-    """The `extract` pipeline for the shared runner: one ExtractionPlan, fixed in `prepare()`."""
+class ExtractPipeline(Pipeline):
+    """The `extract` pipeline for the shared runner: one ExtractionPlan, fixed in `prepare()`.
+
+    One coding per Experiment 1 row (the default `samples_per_row`): each of that file's rows is already
+    one sample of the studied model, and a coder that answered differently on a second try would be
+    measuring itself.
+    """
 
     name = "extract"
     error_column = ERRORS_COLUMN
-    # One coding per Experiment 1 row: each of that file's rows is already one sample of the studied model,
-    # and a coder that answered differently on a second try would be measuring itself.
-    samples_per_row = 1
 
     def __init__(
         self,
@@ -283,7 +272,7 @@ class ExtractPipeline:
         base_seed: int = 0,
     ) -> None:
         self.spec = spec
-        self.base_seed = base_seed
+        self._base_seed = base_seed
         self.model_name = model_name
         self.requested_backend = requested_backend
         self.validate = validate
@@ -291,9 +280,21 @@ class ExtractPipeline:
         # The reply columns first, so a missing one is named first; then the prompt's other columns.
         replies = spec.section.reply_columns
         others = sorted(spec.row_columns - set(replies))
-        self.required_columns: tuple[str, ...] = (*replies, *others)
-        self.output_columns: tuple[str, ...] = (*spec.fields, *STATUS_COLUMNS)
+        self._required_columns = (*replies, *others)
+        self._output_columns = (*spec.fields, *STATUS_COLUMNS)
         self._plan: ExtractionPlan | None = None
+
+    @property
+    def required_columns(self) -> tuple[str, ...]:
+        return self._required_columns
+
+    @property
+    def output_columns(self) -> tuple[str, ...]:
+        return self._output_columns
+
+    @property
+    def base_seed(self) -> int:
+        return self._base_seed
 
     def parameters(self) -> dict[str, Any]:
         """What changes the extracted values (the checkpoint refuses a rerun where any of it differs).
@@ -320,11 +321,10 @@ class ExtractPipeline:
             "max_reasks": self.max_reasks,
         }
 
-    @property
-    def server_findings(self) -> dict[str, Any] | None:
-        """The structured-output probe's outcome, for the meta file (worker.run.runner reads this)."""
+    def server_findings(self) -> dict[str, Any]:
+        """The structured-output probe's outcome and what the chat template accepts, for the meta file."""
         if self._plan is None:
-            return None
+            return {}
         return {"structured_output": self._plan.choice.as_meta(), **self._plan.chat.findings()}
 
     async def prepare(self, client: ModelClient) -> None:

@@ -23,10 +23,9 @@ from typing import Any
 
 from worker.errors import ResponseError, UnusableReply
 from worker.server.client import ModelClient
+from worker.server.completions import COMPLETIONS_PATH, CompletionChoice, completion_request, read_completion
 
 __all__ = ["FORMATS", "Reasoning", "ReasoningFormat", "ReasoningMode", "generate_reasoning"]
-
-COMPLETIONS_PATH = "/v1/completions"
 
 
 class ReasoningMode(StrEnum):
@@ -82,30 +81,25 @@ async def generate_reasoning(
     ResponseError (retried by the client) when the server did not return token ids; UnusableReply when
     the reasoning ran out of tokens (the same seed and budget would run out again).
     """
-    body: dict[str, Any] = {
-        "model": client.options.model_name,
-        "prompt": list(prompt_ids),
-        "max_tokens": max_tokens,
-        "temperature": temperature,
-        "stop_token_ids": list(end_ids),
+    body = completion_request(
+        client.options.model_name,
+        list(prompt_ids),
+        max_tokens=max_tokens,
+        temperature=temperature,
+        stop_token_ids=end_ids,
         # The exact tokens, not a re-tokenization of the text: the scored prompt is built from them.
-        "return_token_ids": True,
-        "skip_special_tokens": False,
-    }
-    if seed is not None:
-        body["seed"] = seed
+        return_token_ids=True,
+        skip_special_tokens=False,
+        seed=seed,
+    )
     reply = await client.post_json(COMPLETIONS_PATH, body, expect=reasoning_choice)
     return parse_reasoning(reply.expected, end_ids, max_tokens=max_tokens, seed=seed)
 
 
-def reasoning_choice(body: Mapping[str, Any]) -> dict[str, Any]:
+def reasoning_choice(body: Mapping[str, Any]) -> CompletionChoice:
     """The first choice of a reasoning completion with the `token_ids` it promises (else ResponseError)."""
-    choices = body.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise ResponseError(f"POST {COMPLETIONS_PATH} (reasoning) returned no choices")
-    choice = choices[0]
-    ids = choice.get("token_ids")
-    if not isinstance(ids, list) or any(isinstance(t, bool) or not isinstance(t, int) for t in ids):
+    choice = read_completion(body).choices[0]
+    if choice.token_ids is None:
         raise ResponseError(
             f"POST {COMPLETIONS_PATH} returned no token_ids for the reasoning (the server ignores "
             "return_token_ids), so the scored prompt cannot be rebuilt exactly"
@@ -114,17 +108,16 @@ def reasoning_choice(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def parse_reasoning(
-    choice: Mapping[str, Any], end_ids: Sequence[int], *, max_tokens: int, seed: int | None
+    choice: CompletionChoice, end_ids: Sequence[int], *, max_tokens: int, seed: int | None
 ) -> Reasoning:
     """The analysis from a completion's choice (vLLM 0.32: `token_ids` ends with the stop token)."""
-    ids = list(choice["token_ids"])
+    ids = list(choice.token_ids or ())
     end = list(end_ids)
-    if choice.get("finish_reason") == "length" and ids[-len(end) :] != end:
+    if choice.finish_reason == "length" and ids[-len(end) :] != end:
         raise UnusableReply(
             f"the reasoning ran out of tokens: {len(ids)} of --reasoning-max-tokens {max_tokens} used "
             "without closing the analysis channel, so the model never reached its answer"
         )
     if ids[-len(end) :] == end:
         ids = ids[: -len(end)]
-    text = choice.get("text")
-    return Reasoning(text=text if isinstance(text, str) else "", token_ids=tuple(ids), seed=seed)
+    return Reasoning(text=choice.text, token_ids=tuple(ids), seed=seed)
