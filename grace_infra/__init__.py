@@ -5,13 +5,13 @@ test_layout.py checks this, and that only components/ and commands/ import Pulum
 
     constants.py, errors.py   every fixed number and name; the typed errors
     payloads/                 programs shipped into containers as text (import nothing of ours)
-    nrp/cluster_facts.py      NRP's cluster as data, each fact with its public source
+    nrp/                      NRP's cluster as data, each fact with its public source
     config/                   the stack configuration: one pydantic model, the model catalog, stack files
     planning/                 the experiment matrix, workloads, GPU-hours and pod sizes: data, no resources
     manifests/                pure Kubernetes dict builders a test calls without Pulumi
-    nrp/rules.py              NRP's usage rules over the config, the plan and the manifests
+    nrp_rules.py              NRP's usage rules over the config, the plan and the manifests
     components/               the Pulumi ComponentResources and the stack that builds them
-    commands/                 `grace render|preflight|status|results`; cli.py dispatches to them
+    commands/                 `grace render|preflight|status|results`; commands/cli.py dispatches
 
 What the stack and the worker must agree on (the worker's environment names, paths, exit codes and
 subcommands, the meta file as a typed model) is the worker's `worker/contract.py`, imported from any

@@ -1,5 +1,5 @@
-"""`python -m grace_infra <command>`: the same as the `grace` command (grace_infra/cli.py)."""
+"""`python -m grace_infra <command>`: the same as the `grace` command (grace_infra/commands/cli.py)."""
 
-from grace_infra.cli import main
+from grace_infra.commands.cli import main
 
 raise SystemExit(main())

@@ -2,7 +2,7 @@
 
     GraceError                  anything the program refuses, with a one-line message for the user
     ├── ConfigError             a `grace:*` value is invalid (also a ValueError, as pydantic expects)
-    └── PolicyViolation         the config is valid but breaks an NRP usage rule (see nrp/rules.py)
+    └── PolicyViolation         the config is valid but breaks an NRP usage rule (see nrp_rules.py)
 
 `python -m grace_infra render` turns every GraceError into exit code 2 and its one line; under
 `pulumi preview` the message is what the engine prints. Anything else is a bug and keeps its traceback.

@@ -1,4 +1,4 @@
-"""The `grace` commands (grace_infra/cli.py dispatches): render.py (offline, under Pulumi's mocks:
+"""The `grace` commands (cli.py dispatches): render.py (offline, under Pulumi's mocks:
 offline.py), preflight/, status.py and results/, with the options they share (arguments.py), the
 plan they print (plan_report.py) and the one client that reads the live cluster (kube_client.py).
 

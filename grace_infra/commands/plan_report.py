@@ -20,7 +20,7 @@ from grace_infra.config.quantities import GI, parse_quantity
 from grace_infra.config.stack_config import GraceConfig
 from grace_infra.manifests.claims import claim_specs
 from grace_infra.nrp import cluster_facts
-from grace_infra.nrp.rules import Finding, check_config, gpu_fit
+from grace_infra.nrp_rules import Finding, check_config, gpu_fit
 from grace_infra.planning.gpu_hours import format_gpu_hour_table, gpu_hour_plan
 from grace_infra.planning.matrix import format_matrix_table, matrix_json, plan_experiments
 from grace_infra.planning.sizing import model_server_resources

@@ -34,7 +34,7 @@ from grace_infra.config.input_files import offline_input_files
 from grace_infra.config.stack_config import GraceConfig
 from grace_infra.config.stack_files import PROJECT_ROOT, SECRET_KEYS, load_raw_config, needed_secrets
 from grace_infra.errors import GraceError
-from grace_infra.nrp.rules import check_config
+from grace_infra.nrp_rules import check_config
 
 __all__ = ["RenderInputError", "Rendered", "main", "render", "write_render"]
 

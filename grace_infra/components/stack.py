@@ -14,6 +14,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from grace_infra import constants as c
+from grace_infra import nrp_rules
 from grace_infra.components.experiments import build_experiments
 from grace_infra.components.foundation import GraceFoundation, GraceFoundationArgs
 from grace_infra.components.model_server import VllmModelServer, VllmModelServerArgs
@@ -23,7 +24,6 @@ from grace_infra.config.catalog import ServingMode
 from grace_infra.config.stack_config import GraceConfig
 from grace_infra.config.stack_files import DEEPSEEK_API_KEY_KEY, HF_TOKEN_KEY, SECRET_KEYS
 from grace_infra.manifests.vllm_server import await_timeout
-from grace_infra.nrp import rules
 from grace_infra.planning.gpu_hours import gpu_hour_plan
 
 __all__ = ["StackSecrets", "build_stack", "read_secrets", "read_stack_config"]
@@ -119,9 +119,9 @@ def build_stack() -> None:
     """Parse config, check the NRP rules, build the components, export what people need."""
     config = read_stack_config()
     secrets = read_secrets()
-    rules.enforce([
-        *rules.check_config(config),
-        *rules.check_secrets(
+    nrp_rules.enforce([
+        *nrp_rules.check_config(config),
+        *nrp_rules.check_secrets(
             config,
             has_hf_token=secrets.hf_token is not None,
             has_deepseek_key=secrets.deepseek_api_key is not None,

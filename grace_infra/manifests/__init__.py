@@ -3,5 +3,5 @@
 the studies ConfigMap, monitoring objects, the complete-rerun gate (completion_gate.py), lifecycle
 annotations (job_lifecycle.py), security waivers and names. A test calls them without Pulumi.
 
-Imports config/ and planning/; imported by nrp.rules, components/ and commands/.
+Imports config/ and planning/; imported by nrp_rules.py, components/ and commands/.
 """

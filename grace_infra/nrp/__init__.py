@@ -1,7 +1,7 @@
-"""The National Research Platform: its cluster as data (cluster_facts.py, each fact with its public
-source) and its usage rules as functions over a parsed config (rules.py).
+"""The National Research Platform's cluster as data (cluster_facts.py): GPU kinds and their resource
+names, storage classes, each fact with its public source.
 
-cluster_facts.py is the lowest layer: it imports nothing of ours and any module may read it. rules.py
-checks the config, the plan and the rendered containers, so it imports config/, planning/ and
-manifests/; only components/ and commands/ import it.
+The lowest layer: imports nothing of ours, and any module may read it. The rules NRP imposes on a stack
+are functions over the config, the plan and the manifests, so they sit above those layers, in
+grace_infra/nrp_rules.py.
 """

@@ -4,5 +4,5 @@ files the Jobs read (study_bundle.py), each cell's requests in tokens (workload.
 each run's plan digest (run_digest.py). No resources and no Pulumi.
 
 Imports config/ and nrp.cluster_facts, and the worker's study models (worker.studies) so prompts are
-measured with the worker's own code; imported by manifests/, nrp.rules, components/ and commands/.
+measured with the worker's own code; imported by manifests/, nrp_rules.py, components/ and commands/.
 """

@@ -35,10 +35,10 @@ LAYERS: dict[str, int] = {
     "grace_infra.config": 1,
     "grace_infra.planning": 2,
     "grace_infra.manifests": 3,
-    "grace_infra.nrp.rules": 4,
+    "grace_infra.nrp_rules": 4,
     "grace_infra.components": 5,
     "grace_infra.commands": 6,
-    "grace_infra.cli": 6,
+    "grace_infra.commands.cli": 6,
     "grace_infra.__main__": 6,
     "worker": 0,
     "worker.constants": 0,
@@ -155,7 +155,7 @@ def test_only_components_and_commands_import_pulumi() -> None:
 def test_commands_that_read_a_stack_start_without_pulumi(argv: list[str]) -> None:
     program = (
         "import sys\n"
-        "from grace_infra.cli import main\n"
+        "from grace_infra.commands.cli import main\n"
         "try:\n"
         f"    main({argv!r})\n"
         "except SystemExit:\n"

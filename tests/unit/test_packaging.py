@@ -18,7 +18,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-SCRIPTS = {"grace": "grace_infra.cli:main", "grace-worker": "worker.cli:main"}
+SCRIPTS = {"grace": "grace_infra.commands.cli:main", "grace-worker": "worker.cli:main"}
 
 
 def _bin(name: str) -> Path:

@@ -33,7 +33,7 @@ from unittest import mock
 import pytest
 import yaml
 
-from grace_infra.cli import COMMANDS
+from grace_infra.commands.cli import COMMANDS
 from grace_infra.commands.render import render
 from grace_infra.config.stack_config import GraceConfig
 from tests.support import readme
@@ -173,7 +173,7 @@ def check(command: list[str], walk: Walk) -> None:
             name, _, value = assignment.partition("=")
             walk.variables[name] = value
     elif program in {"grace", ".venv/bin/grace"}:
-        parse_own("grace_infra.cli", args, walk)
+        parse_own("grace_infra.commands.cli", args, walk)
     elif program in {"grace-worker", ".venv/bin/grace-worker"}:
         parse_own("worker.cli", args, walk)
     elif program in {"python", "python3", ".venv/bin/python"} and args[:1] == ["-m"]:

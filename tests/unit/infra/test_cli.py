@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from grace_infra.cli import COMMANDS, EXIT_USAGE, main
+from grace_infra.commands.cli import COMMANDS, EXIT_USAGE, main
 
 
 def test_help_lists_every_command_and_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:

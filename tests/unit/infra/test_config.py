@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from grace_infra.config.catalog import CATALOG
 from grace_infra.config.stack_config import ConfigError, GraceConfig
 from grace_infra.config.stack_files import SECRET_KEYS
-from grace_infra.nrp.rules import (
+from grace_infra.nrp_rules import (
     Finding,
     PolicyViolation,
     Severity,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from grace_infra import cli
+from grace_infra.commands import cli
 from grace_infra.commands.kube_client import ClusterUnreachable, stack_kubernetes_context
 from grace_infra.commands.preflight import stack_facts
 from grace_infra.commands.preflight.checks import quota_needs

@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 
+from grace_infra import nrp_rules
 from grace_infra.commands import render
 from grace_infra.config.catalog import CATALOG
 from grace_infra.config.stack_config import GraceConfig
 from grace_infra.errors import ConfigError, PolicyViolation
 from grace_infra.manifests import vllm_server
-from grace_infra.nrp import cluster_facts, rules
-from grace_infra.nrp.rules import Severity
+from grace_infra.nrp import cluster_facts
+from grace_infra.nrp_rules import Severity
 
 from .support import MIXED_MODELS, render_stack
 from .support import base_config as stack_config
@@ -44,46 +45,46 @@ def config(**overrides: Any) -> GraceConfig:
     return GraceConfig.parse(base_config(**overrides))
 
 
-def findings(rule: rules.Rule, cfg: GraceConfig) -> list[rules.Finding]:
+def findings(rule: nrp_rules.Rule, cfg: GraceConfig) -> list[nrp_rules.Finding]:
     return list(rule(cfg))
 
 
-def only(rule: rules.Rule, cfg: GraceConfig) -> rules.Finding:
+def only(rule: nrp_rules.Rule, cfg: GraceConfig) -> nrp_rules.Finding:
     (finding,) = findings(rule, cfg)
     return finding
 
 
 def test_the_committed_stacks_have_no_errors_and_only_the_reservation_warning() -> None:
     committed = GraceConfig.parse(stack_config())
-    assert [f.rule for f in rules.check_config(committed)] == ["gpu-reservation-needed"]
-    assert rules.check_config(GraceConfig.parse(stack_config("nrp-generic"))) == []
+    assert [f.rule for f in nrp_rules.check_config(committed)] == ["gpu-reservation-needed"]
+    assert nrp_rules.check_config(GraceConfig.parse(stack_config("nrp-generic"))) == []
     # The same stack with five persistent servers: each is warned about for its idle GPUs.
-    warned = [f.rule for f in rules.check_config(config())]
+    warned = [f.rule for f in nrp_rules.check_config(config())]
     assert warned == [*["persistent-idle-gpus"] * 5, "gpu-reservation-needed"]
 
 
 def test_every_model_server_rule_is_registered() -> None:
     for rule in (
-        rules.persistent_idle_gpus,
-        rules.gpu_resource_matches_product,
-        rules.reserved_gpu_resource,
-        rules.stateful_pod_gpus,
-        rules.pod_gpus,
-        rules.tensor_parallel_layout,
-        rules.model_server_limits,
-        rules.two_week_limit,
-        rules.gpu_memory_fit,
-        rules.quota_fits,
-        rules.forbidden_storage_class,
+        nrp_rules.persistent_idle_gpus,
+        nrp_rules.gpu_resource_matches_product,
+        nrp_rules.reserved_gpu_resource,
+        nrp_rules.stateful_pod_gpus,
+        nrp_rules.pod_gpus,
+        nrp_rules.tensor_parallel_layout,
+        nrp_rules.model_server_limits,
+        nrp_rules.two_week_limit,
+        nrp_rules.gpu_memory_fit,
+        nrp_rules.quota_fits,
+        nrp_rules.forbidden_storage_class,
     ):
-        assert rule in rules.RULES
+        assert rule in nrp_rules.RULES
 
 
 # --- GPUs per pod -------------------------------------------------------------------------------------
 
 
 def test_more_than_two_gpus_in_a_statefulset_pod_is_an_error() -> None:
-    finding = only(rules.stateful_pod_gpus, config(models=persistent("gemma-2-2b", "llama-3-70b")))
+    finding = only(nrp_rules.stateful_pod_gpus, config(models=persistent("gemma-2-2b", "llama-3-70b")))
     assert finding.severity is Severity.ERROR
     assert finding.model == "llama-3-70b"
     assert finding.message == (
@@ -94,35 +95,31 @@ def test_more_than_two_gpus_in_a_statefulset_pod_is_an_error() -> None:
 
 
 def test_an_exception_or_job_mode_allows_more_than_two_gpus() -> None:
+    excepted = config(models=persistent("llama-3-70b"), exceptions=[LLAMA_EXCEPTION])
+    assert findings(nrp_rules.stateful_pod_gpus, excepted) == []
     assert (
-        findings(
-            rules.stateful_pod_gpus, config(models=persistent("llama-3-70b"), exceptions=[LLAMA_EXCEPTION])
-        )
-        == []
-    )
-    assert (
-        findings(rules.stateful_pod_gpus, config(models=[{"key": "llama-3-70b", "servingMode": "job"}]))
+        findings(nrp_rules.stateful_pod_gpus, config(models=[{"key": "llama-3-70b", "servingMode": "job"}]))
         == []
     )
     # An exception for another rule does not count.
     other = {**LLAMA_EXCEPTION, "rule": "two-week-limit"}
-    assert findings(rules.stateful_pod_gpus, config(models=persistent("llama-3-70b"), exceptions=[other]))
+    assert findings(nrp_rules.stateful_pod_gpus, config(models=persistent("llama-3-70b"), exceptions=[other]))
 
 
 def test_two_gpus_in_a_statefulset_pod_is_allowed() -> None:
-    assert findings(rules.stateful_pod_gpus, config(models=persistent("gemma-2-27b"))) == []
+    assert findings(nrp_rules.stateful_pod_gpus, config(models=persistent("gemma-2-27b"))) == []
 
 
 def test_more_than_eight_gpus_in_any_pod_is_an_error() -> None:
     models = [{"key": "llama-3-70b", "servingMode": "job", "gpus": 16, "tensorParallelSize": 16}]
-    finding = only(rules.pod_gpus, config(models=models))
+    finding = only(nrp_rules.pod_gpus, config(models=models))
     assert finding.severity is Severity.ERROR
     assert (
         finding.message
         == "model llama-3-70b asks for 16 GPUs in one pod but NRP allows at most 8 GPUs per pod."
     )
     eight = [{"key": "llama-3-70b", "servingMode": "job", "gpus": 8, "tensorParallelSize": 8}]
-    assert findings(rules.pod_gpus, config(models=eight)) == []
+    assert findings(nrp_rules.pod_gpus, config(models=eight)) == []
 
 
 # --- tensor parallelism -------------------------------------------------------------------------------
@@ -130,7 +127,7 @@ def test_more_than_eight_gpus_in_any_pod_is_an_error() -> None:
 
 def test_tensor_parallel_size_must_divide_the_attention_heads() -> None:
     models = [{"key": "llama-3-70b", "servingMode": "job", "gpus": 3, "tensorParallelSize": 3}]
-    finding = only(rules.tensor_parallel_layout, config(models=models))
+    finding = only(nrp_rules.tensor_parallel_layout, config(models=models))
     assert finding.severity is Severity.ERROR
     assert finding.message == (
         "model llama-3-70b has 64 attention heads, which tensor parallel size 3 does not divide; "
@@ -168,7 +165,7 @@ def original_template_pod() -> dict[str, Any]:
 
 
 def test_a_limit_over_1_2_times_its_request_is_an_error() -> None:
-    cpu, memory = rules.container_limit_findings(original_template_pod(), "StatefulSet vllm-x", "x")
+    cpu, memory = nrp_rules.container_limit_findings(original_template_pod(), "StatefulSet vllm-x", "x")
     assert cpu.severity is Severity.ERROR
     assert cpu.message == (
         "StatefulSet vllm-x container vllm has cpu limit 16 over 1.2 x its request 8; "
@@ -190,13 +187,13 @@ def test_the_limit_rule_parses_quantities_in_mixed_units() -> None:
             {"name": "bad", "resources": {"requests": {"cpu": "500m"}, "limits": {"cpu": "601m"}}},
         ]
     }
-    (finding,) = rules.container_limit_findings(pod, "Job j")
+    (finding,) = nrp_rules.container_limit_findings(pod, "Job j")
     assert "container bad has cpu limit 601m over 1.2 x its request 500m" in finding.message
 
 
 def test_every_model_servers_rendered_containers_obey_the_limit_rule() -> None:
     models = [*persistent("gemma-2-2b"), {"key": "llama-3-70b", "servingMode": "job"}]
-    assert rules.model_server_limits(config(models=models)) == []
+    assert nrp_rules.model_server_limits(config(models=models)) == []
 
 
 def test_the_limit_rule_sees_the_containers_the_builders_render(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -205,7 +202,7 @@ def test_the_limit_rule_sees_the_containers_the_builders_render(monkeypatch: pyt
 
     monkeypatch.setattr(vllm_server, "vllm_resources", greedy)
     models = [*persistent("gemma-2-2b"), {"key": "gpt-oss-20b", "servingMode": "job"}]
-    messages = [f.message for f in rules.model_server_limits(config(models=models))]
+    messages = [f.message for f in nrp_rules.model_server_limits(config(models=models))]
     assert messages[0].startswith("StatefulSet vllm-gemma-2-2b container vllm has cpu limit 16")
     assert messages[1].startswith("model gpt-oss-20b's job-mode sidecar container vllm has cpu limit 16")
 
@@ -221,7 +218,7 @@ def test_the_limit_rule_sees_the_containers_the_builders_render(monkeypatch: pyt
 def test_persistent_servers_over_the_resource_quota_are_an_error(quota: dict[str, Any], what: str) -> None:
     raw = base_config()
     raw["namespace"]["quota"].update(quota)
-    errors = [f for f in rules.quota_fits(GraceConfig.parse(raw)) if f.severity is Severity.ERROR]
+    errors = [f for f in nrp_rules.quota_fits(GraceConfig.parse(raw)) if f.severity is Severity.ERROR]
     (finding,) = errors
     assert f" {what} together but grace:namespace.quota." in finding.message
     # nrp persistent servers: 7 GPUs, 32 CPU cores, 288 GiB (llama-3-70b runs in job mode).
@@ -231,13 +228,13 @@ def test_persistent_servers_over_the_resource_quota_are_an_error(quota: dict[str
 def test_a_quota_in_milli_cpu_is_parsed() -> None:
     raw = base_config()
     raw["namespace"]["quota"]["requestsCpu"] = "31900m"  # nrp persistent servers need 32 cores
-    (finding,) = [f for f in rules.quota_fits(GraceConfig.parse(raw)) if f.severity is Severity.ERROR]
+    (finding,) = [f for f in nrp_rules.quota_fits(GraceConfig.parse(raw)) if f.severity is Severity.ERROR]
     assert re.search(
         r"request 32(\.0*)? CPU cores together but grace:namespace\.quota\.requestsCpu allows 31\.90*\.$",
         finding.message,
     )
     raw["namespace"]["quota"]["requestsCpu"] = "32000m"
-    assert [f for f in rules.quota_fits(GraceConfig.parse(raw)) if f.severity is Severity.ERROR] == []
+    assert [f for f in nrp_rules.quota_fits(GraceConfig.parse(raw)) if f.severity is Severity.ERROR] == []
 
 
 # --- storage class and unknown model ------------------------------------------------------------------
@@ -246,7 +243,7 @@ def test_a_quota_in_milli_cpu_is_parsed() -> None:
 def test_a_forbidden_storage_class_is_an_error() -> None:
     raw = base_config()
     raw["storage"] = {**raw["storage"], "sharedClass": "rook-cephfs-ucsd"}
-    (finding,) = rules.forbidden_storage_class(GraceConfig.parse(raw))
+    (finding,) = nrp_rules.forbidden_storage_class(GraceConfig.parse(raw))
     assert finding.severity is Severity.ERROR
     assert finding.message.startswith("grace:storage.sharedClass='rook-cephfs-ucsd' is refused")
 
@@ -270,7 +267,7 @@ def test_a_persistent_server_outliving_two_weeks_is_a_warning() -> None:
         plan={"campaignDays": 21},
         exceptions=[{"model": "gemma-2-9b", "rule": "two-week-limit", "reason": "NRP ticket 99 (test)"}],
     )
-    finding = only(rules.two_week_limit, cfg)  # job mode and the excepted model are fine
+    finding = only(nrp_rules.two_week_limit, cfg)  # job mode and the excepted model are fine
     assert finding.severity is Severity.WARNING
     assert finding.message == (
         "model gemma-2-2b runs as a persistent server for grace:plan.campaignDays=21 days but NRP deletes "
@@ -278,7 +275,7 @@ def test_a_persistent_server_outliving_two_weeks_is_a_warning() -> None:
         "(model gemma-2-2b, rule two-week-limit)."
     )
     assert (
-        findings(rules.two_week_limit, config(models=persistent("gemma-2-2b"), plan={"campaignDays": 14}))
+        findings(nrp_rules.two_week_limit, config(models=persistent("gemma-2-2b"), plan={"campaignDays": 14}))
         == []
     )
 
@@ -295,7 +292,7 @@ def test_every_persistent_server_is_warned_about_its_idle_gpus() -> None:
                      "models": ["gemma-2-2b", "llama-3-70b"]},
         jobs={"extractor": "gemma-2-2b"},  # the one coder; gemma-2-9b then serves nothing
     )  # fmt: skip
-    first, second = findings(rules.persistent_idle_gpus, cfg)
+    first, second = findings(nrp_rules.persistent_idle_gpus, cfg)
     assert (first.severity, first.model, second.model) == (Severity.WARNING, "gemma-2-2b", "gemma-2-9b")
     # gemma-2-2b: its own 25,392 sampled requests and both models' 2 x 13,620 extractions at 20 req/s =
     # 0.7 busy GPU-hours of 14 x 24 = 336 held; job: 0.9.
@@ -306,19 +303,19 @@ def test_every_persistent_server_is_warned_about_its_idle_gpus() -> None:
     )
     assert second.message.endswith("(0.0%); NRP counts GPUs used under 40% of their request against the "
                                    "namespace; it runs no experiment of the matrix.")  # fmt: skip
-    assert findings(rules.persistent_idle_gpus, config(models=[{"key": "gemma-2-2b"}])) == []  # job mode
+    assert findings(nrp_rules.persistent_idle_gpus, config(models=[{"key": "gemma-2-2b"}])) == []  # job mode
 
 
 def test_llama_70b_on_40gb_cards_is_a_fit_warning_with_the_numbers() -> None:
     models = [{"key": "llama-3-70b", "servingMode": "job"}, *persistent("gemma-2-2b")]
-    finding = only(rules.gpu_memory_fit, config(models=models, gpu={"memoryGb": 40}))
+    finding = only(nrp_rules.gpu_memory_fit, config(models=models, gpu={"memoryGb": 40}))
     assert finding.severity is Severity.WARNING
     assert finding.message == (
         "model llama-3-70b needs 151.7 GB (141.0 GB weights + 2.7 GB KV cache for one 8192-token sequence + "
         "8.0 GB runtime) but 4 x 40 GB GPUs at gpu-memory-utilization 0.9 give 144.0 GB; select 80 GB cards "
         "(grace:gpu) or a quantized checkpoint, or lower maxModelLen."
     )
-    assert findings(rules.gpu_memory_fit, config(models=models, gpu={"memoryGb": 80})) == []
+    assert findings(nrp_rules.gpu_memory_fit, config(models=models, gpu={"memoryGb": 80})) == []
 
 
 def test_a_per_model_40gb_product_label_overrides_the_configured_card_size() -> None:
@@ -326,7 +323,7 @@ def test_a_per_model_40gb_product_label_overrides_the_configured_card_size() -> 
     cfg = config(models=models, gpu={"nodeProduct": "NVIDIA-A100-SXM4-80GB", "memoryGb": 80})
     assert (
         "but 4 x 40 GB GPUs at gpu-memory-utilization 0.9 give 144.0 GB"
-        in only(rules.gpu_memory_fit, cfg).message
+        in only(nrp_rules.gpu_memory_fit, cfg).message
     )
     # NRP's GPU table first (GH200's label names the node's 480 GB), then the label, then grace:gpu.memoryGb.
     assert cluster_facts.gpu_memory_gb("NVIDIA-L40", 80) == 48
@@ -337,10 +334,10 @@ def test_a_per_model_40gb_product_label_overrides_the_configured_card_size() -> 
 
 def test_kv_cache_bytes_per_token_follow_the_architecture() -> None:
     llama = next(m for m in config().served_models() if m.key == "llama-3-70b")
-    fit = rules.gpu_fit(llama, 80)
+    fit = nrp_rules.gpu_fit(llama, 80)
     assert fit.kv_bytes_per_token == 2 * 80 * 8 * 128 * 2  # K and V x layers x kv heads x head dim x bf16
     assert fit.usable_gb == pytest.approx(4 * 80 * 0.9)
-    longer = rules.gpu_fit(llama.model_copy(update={"max_model_len": 16384}), 80)
+    longer = nrp_rules.gpu_fit(llama.model_copy(update={"max_model_len": 16384}), 80)
     assert longer.kv_gb == pytest.approx(2 * fit.kv_gb)
 
 
@@ -392,7 +389,7 @@ def test_render_exits_2_with_the_rule_sentence_and_writes_nothing(
 def test_jobs_that_would_queue_on_the_quota_are_a_warning(quota: dict[str, Any], expected: str) -> None:
     raw = base_config()
     raw["namespace"]["quota"].update(quota)
-    finding = only(rules.all_pods_fit_quota, GraceConfig.parse(raw))
+    finding = only(nrp_rules.all_pods_fit_quota, GraceConfig.parse(raw))
     assert finding.severity is Severity.WARNING
     assert finding.message.startswith("the 33 experiment Jobs start together with the model servers")
     assert expected in finding.message
@@ -401,5 +398,5 @@ def test_jobs_that_would_queue_on_the_quota_are_a_warning(quota: dict[str, Any],
 def test_jobs_that_just_fit_the_quota_give_no_warning() -> None:
     raw = base_config()
     raw["namespace"]["quota"].update({"pods": 38, "requestsCpu": "81", "requestsGpu": 11})
-    assert findings(rules.all_pods_fit_quota, GraceConfig.parse(raw)) == []
-    assert rules.all_pods_fit_quota in rules.RULES
+    assert findings(nrp_rules.all_pods_fit_quota, GraceConfig.parse(raw)) == []
+    assert nrp_rules.all_pods_fit_quota in nrp_rules.RULES
