@@ -25,6 +25,7 @@ __all__ = [
     "SINGLE_REPLY_COLUMN",
     "Deviation",
     "GenerationParams",
+    "Lookup",
     "PromptTemplate",
     "RenderedPrompt",
     "SamplingSettings",
@@ -173,6 +174,21 @@ class Deviation(BaseModel):
     why: str = Field(min_length=1, description="The reason.")
 
 
+class Lookup(BaseModel):
+    """A value a prompt can use that is looked up from a row's column, e.g. the property a story's items
+    have ("passing grades" for exams). The column's value is matched lower-cased, as the researchers'
+    prompt code matched it (`property_map.get(story_shortname.lower(), ...)`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    column: str = Field(min_length=1, description="The row column whose value is looked up.")
+    values: dict[str, str] = Field(description="Lower-cased column value -> the text the prompt uses.")
+    default: str = Field(description="The text for a value the table does not list.")
+
+    def resolve(self, value: str) -> str:
+        return self.values.get(value.lower(), self.default)
+
+
 class Study(BaseModel):
     """One study: the columns it needs, how a row becomes a prompt, and how to sample."""
 
@@ -184,6 +200,14 @@ class Study(BaseModel):
     text_replacements: dict[str, str] = Field(
         default_factory=dict,
         description="Substrings replaced in row values before they enter a prompt (e.g. the survey's <br>).",
+    )
+    strip_values: bool = Field(
+        default=False,
+        description="Strip white space around each row value after the replacements (Python's str.strip).",
+    )
+    lookups: dict[str, Lookup] = Field(
+        default_factory=dict,
+        description="Values looked up from a row's column, usable in prompts by their name, e.g. {property}.",
     )
     prompt: PromptTemplate = Field(description="Experiment 1 chat messages.")
     generation: GenerationParams = Field(
@@ -207,10 +231,26 @@ class Study(BaseModel):
 
     @model_validator(mode="after")
     def _prompt_uses_only_required_columns(self) -> Study:
-        unknown = sorted(self.prompt.columns - set(self.required_columns))
+        unknown = sorted(self.prompt.columns - set(self.placeholders))
         if unknown:
             raise ValueError(f"the prompt uses {', '.join(unknown)}, which required_columns does not list")
         return self
+
+    @model_validator(mode="after")
+    def _lookups_read_required_columns(self) -> Study:
+        for name, lookup in self.lookups.items():
+            if lookup.column not in self.required_columns:
+                raise ValueError(
+                    f"lookups.{name} reads {lookup.column}, which required_columns does not list"
+                )
+            if name in self.required_columns:
+                raise ValueError(f"lookups.{name} has the name of a column; give it another name")
+        return self
+
+    @property
+    def placeholders(self) -> tuple[str, ...]:
+        """Every name a prompt may use: the required columns, then the lookups."""
+        return (*self.required_columns, *self.lookups)
 
     @model_validator(mode="after")
     def _sampling_lives_in_one_place(self) -> Study:
@@ -225,11 +265,18 @@ class Study(BaseModel):
     def clean(self, value: str) -> str:
         for old, new in self.text_replacements.items():
             value = value.replace(old, new)
-        return value
+        return value.strip() if self.strip_values else value
+
+    def values(self, row: Mapping[str, str]) -> dict[str, str]:
+        """What a prompt's placeholders stand for in one row: each required column cleaned, then each
+        lookup resolved from its column's raw value."""
+        values = {column: self.clean(row[column]) for column in self.required_columns}
+        values.update({name: lookup.resolve(row[lookup.column]) for name, lookup in self.lookups.items()})
+        return values
 
     def render(self, row: Mapping[str, str]) -> RenderedPrompt:
         """The system text and the user message of every turn for one row (every required column needed)."""
-        values = {column: self.clean(row[column]) for column in self.required_columns}
+        values = self.values(row)
         system = self.prompt.system.format_map(values) if self.prompt.system else None
         users = tuple(turn.user.format_map(values) for turn in self.prompt.conversation)
         return RenderedPrompt(system, users)

@@ -215,7 +215,7 @@ class Question:
     std_column: str | None
 
     def messages(self, row: Mapping[str, str], study: Study | None) -> list[dict[str, str]]:
-        values = {key: study.clean(value) if study else value for key, value in row.items()}
+        values = study.values(row) if study else dict(row)
         messages = []
         if self.system:
             messages.append({"role": "system", "content": self.system})
@@ -341,7 +341,7 @@ def questions_for(study: Study, tokens: Sequence[str] | None) -> list[Question]:
     """The questions a run asks: --tokens' generic one, else the study's probability section."""
     if tokens:
         return [generic_question(tokens, study)]
-    return expand_questions(probability_section(study), study.required_columns)
+    return expand_questions(probability_section(study), study.placeholders)
 
 
 def consistency_for(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from tests.unit.worker.support import FIXTURES, SHARED_DATA, STUDY1_CSV, read_csv
 from worker.errors import InputError
-from worker.studies.definition import load_study, study_search_path
+from worker.studies.definition import Study, load_study, study_search_path
 
 MINIMAL = """
 name: tiny-study
@@ -165,3 +167,33 @@ def test_unknown_study_names_the_places_searched() -> None:
 def test_a_missing_study_file_is_named() -> None:
     with pytest.raises(InputError, match=r"--study missing/x.yaml: no such file"):
         load_study("missing/x.yaml")
+
+
+def _study(**fields: Any) -> Study:
+    return Study.model_validate(
+        {"name": "s", "required_columns": ["story", "setup"], "prompt": {"user": "{setup}"}, **fields}
+    )
+
+
+def test_values_are_stripped_after_the_replacements_when_the_study_asks() -> None:
+    row = {"story": "exams", "setup": " One.<br> Two. "}
+    replacing = {"text_replacements": {"<br>": "\n"}}
+    assert _study(**replacing).values(row)["setup"] == " One.\n Two. "
+    assert _study(**replacing, strip_values=True).values(row)["setup"] == "One.\n Two."
+
+
+def test_a_lookup_matches_its_column_lower_cased_and_falls_back_to_its_default() -> None:
+    study = _study(
+        lookups={
+            "property": {"column": "story", "values": {"exams": "passing grades"}, "default": "the property"}
+        },
+        prompt={"user": "{setup} {property}"},
+    )
+    assert study.values({"story": "Exams", "setup": "x"})["property"] == "passing grades"
+    assert study.values({"story": "tickets", "setup": "x"})["property"] == "the property"
+    assert study.render({"story": "exams", "setup": "x"}).users == ("x passing grades",)
+
+
+def test_a_lookup_of_a_column_the_study_does_not_require_is_refused() -> None:
+    with pytest.raises(ValidationError, match=r"lookups\.property reads kind, which required_columns"):
+        _study(lookups={"property": {"column": "kind", "values": {}, "default": "?"}})
