@@ -181,9 +181,11 @@ GPT_OSS_REASONING_TOKENS = 2048
 # a pilot run measures the real figure (set plannedReasoningTokens to it).
 GPT_OSS_PLANNED_REASONING_TOKENS = 256
 
-# gpt-oss's reasoning effort, set explicitly: the researchers ran gpt-oss as a direct-answer model
-# (src/utils/model_config.py: is_reasoning_model=False, max_tokens_text=100); "low" is the least reasoning
-# harmony offers, and an explicit value keeps a server default from changing what is measured.
+# gpt-oss's reasoning effort, set explicitly: our choice. The researchers' gpt-oss entries are placeholders
+# written before its release (src/utils/model_config.py: "TBD when released", is_reasoning_model=False
+# "Update if reasoning-enabled"), and their raw completion prompts render no harmony system message, so
+# they set no effort at all. "low" is the least reasoning harmony offers, and an explicit value keeps a
+# server default from changing what is measured.
 GPT_OSS_REASONING_EFFORT = ReasoningEffort.LOW
 
 # gpt-oss on A100 (Ampere: no native MXFP4, no FlashAttention 3): vLLM's gpt-oss recipe runs it with the

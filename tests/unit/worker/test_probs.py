@@ -60,7 +60,7 @@ def test_study2_asks_frame_assessment_and_the_joint_utterance():
     questions = spec.questions_for(study, None)
     assert [q.name for q in questions] == ["frame", "assessment", "utterance"]
     assert list(questions[0].prob_columns.values()) == ["prob_frame_was", "prob_frame_wasnt"]
-    # The published eight: {was, wasn't} x {terrible, bad, good, amazing}; no "okay".
+    # The researchers' eight: {was, wasn't} x {terrible, bad, good, amazing}; no "okay".
     assert [o.text for o in questions[2].options] == [
         f"It {frame} {word}" for frame in ("was", "wasn't") for word in ("terrible", "bad", "good", "amazing")
     ]

@@ -27,14 +27,14 @@ PUBLISHED_UTTERANCES = [f"It {frame} {word}" for frame in PUBLISHED_FRAMES for w
 CHI2_CRITICAL_15_DF = 24.996
 
 
-def test_study2_experiment1_asks_for_the_published_four_words() -> None:
+def test_study2_experiment1_asks_for_the_researchers_four_words() -> None:
     user = load_study("study2").prompt.user
     listed = user.rsplit("where <word> is one of:", 1)[1]
     assert re.findall(r"[a-z]+", listed) == list(PUBLISHED_WORDS)
     assert "okay" not in user
 
 
-def test_study2_experiment2_scores_the_published_eight_utterances() -> None:
+def test_study2_experiment2_scores_the_researchers_eight_utterances() -> None:
     study = load_study("study2")
     questions = {q.name: q for q in spec.questions_for(study, None)}
     assert [o.text for o in questions["utterance"].options] == PUBLISHED_UTTERANCES
@@ -44,7 +44,7 @@ def test_study2_experiment2_scores_the_published_eight_utterances() -> None:
     assert "okay" not in questions["assessment"].user
 
 
-def test_study2_schema_and_parser_allow_only_the_published_words() -> None:
+def test_study2_schema_and_parser_allow_only_the_researchers_words() -> None:
     schema = load_schema("study2")
     enum = schema["properties"]["assessment"]["anyOf"][0]["enum"]
     assert enum == list(PUBLISHED_WORDS)
@@ -76,9 +76,9 @@ def test_utterance_is_a_stimulus_column_balanced_over_state() -> None:
 
 
 @pytest.mark.parametrize("name", ["study1", "study2"])
-def test_study_files_sample_like_the_researchers(name: str) -> None:
-    # src/utils/model_config.py: temperature_text=0.3 for every studied model;
-    # scripts/generate_replicated_jobs.py: --replications 5 --base-seed 42.
+def test_study_files_sample_at_the_researchers_temperature_with_our_samples_and_seed(name: str) -> None:
+    # src/utils/model_config.py: temperature_text=0.3 for every studied model. 5 samples and base seed 42
+    # are ours: their --replications has no default and their base seed defaults to a timestamp.
     sampling = load_study(name).sampling
     assert (sampling.temperature, sampling.samples_per_row, sampling.base_seed) == (0.3, 5, 42)
 
