@@ -19,5 +19,7 @@ def _root_logging_restored() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     yield
+    for added in [handler for handler in root.handlers if handler not in handlers]:
+        added.close()  # a FileHandler ($GRACE_LOG_FILE) holds its file open until closed
     root.handlers[:] = handlers
     root.setLevel(level)
