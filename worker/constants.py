@@ -35,6 +35,11 @@ WAIT_LOG_INTERVAL_S = 30.0
 # connection error or an attempt deadline they make the client ask /health whether the server is down.
 SERVER_AWAY_STATUSES = frozenset({502, 503, 504})
 
+# Sampling seeds stay below this. vLLM takes `seed` as a signed 64-bit integer, but torch's and numpy's
+# generators only take 32 bits on some paths; staying below 2**31 - 1 keeps every seed valid everywhere it
+# may be forwarded.
+SEED_LIMIT = 2**31 - 1
+
 # Server paths. The OpenAI API lives under /v1; vLLM serves its own endpoints at the root.
 HEALTH_PATH = "/health"
 VERSION_PATH = "/version"

@@ -244,7 +244,8 @@ def has_probability_questions(study: Study, bundle: StudyBundle) -> bool:
 
 def requests_per_row(study: Study, bundle: StudyBundle) -> RequestsPerRow:
     """Requests per row per experiment: exp1 one chat completion per turn of the study's conversation
-    (one for a one-question prompt); exp2 one request per probability question the study file lists
+    (one for a one-question prompt), or one completion per request of the completion form; exp2 one
+    request per probability question the study file lists
     (the study authors' design when it lists none yet; the `continuation` method scores all options of a
     question in that one request); extraction one request per exp1 row, before re-asks."""
     counts = dict(DEFAULT_REQUESTS_PER_ROW[study])
@@ -252,9 +253,9 @@ def requests_per_row(study: Study, bundle: StudyBundle) -> RequestsPerRow:
     study_file = bundle.study_files.get(study)
     if study_file is None:
         return RequestsPerRow(counts, source)
-    turns = study_file.definition.prompt.turns
-    if turns is not None:
-        counts[Experiment.EXP1] = len(turns)
+    prompt = study_file.definition.prompt
+    if prompt.turns is not None or prompt.requests is not None:
+        counts[Experiment.EXP1] = len(prompt.conversation)
         source = study_file.path
     if study_file.questions:
         counts[Experiment.EXP2] = len(study_file.questions)

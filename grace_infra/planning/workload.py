@@ -30,7 +30,7 @@ from grace_infra.config.catalog import ModelSpec
 from grace_infra.config.stack_config import Experiment, GraceConfig, Study
 from grace_infra.planning.matrix import MatrixCell, samples_exp2
 from grace_infra.planning.study_bundle import StudyBundle, StudyFile, input_pod_path, requests_per_row
-from worker.studies.definition import GenerationParams
+from worker.studies.definition import GenerationParams, PromptForm
 from worker.studies.extraction_section import ExtractionSection
 from worker.studies.probability_section import questions_for
 
@@ -60,6 +60,8 @@ class PromptSizes:
     answer_budget: int  # exp1 max_tokens per reply
     extraction_budget: int  # extraction max_tokens
     source: str  # "<n> rows", "template only" or "no study file"
+    # exp1's requests are independent (the completion form): none carries another's question or reply
+    independent: bool = False
 
 
 def _tokens(chars: float) -> float:
@@ -115,7 +117,14 @@ def _measure(study_file: StudyFile, csv_text: str | None, tokens: tuple[str, ...
         extraction = statistics.fmean(sum(len(m["content"]) for m in section.render(r, study)) for r in shown)
     source = f"{len(rows):,} rows" if csv_text is not None else "template only"
     return PromptSizes(
-        turns, exp2, extraction, replies, study.generation.max_tokens, extraction_budget, source
+        turns,
+        exp2,
+        extraction,
+        replies,
+        study.generation.max_tokens,
+        extraction_budget,
+        source,
+        independent=study.prompt.form is PromptForm.COMPLETION,
     )
 
 
@@ -141,13 +150,18 @@ def cell_request_kinds(
         kinds = []
         context = 0.0
         for k in range(count):
-            # Each turn reads the conversation so far: earlier questions and earlier replies.
-            context += sizes.turns[min(k, len(sizes.turns) - 1)]
+            own = sizes.turns[min(k, len(sizes.turns) - 1)]
+            if sizes.independent:
+                prompt_tokens, name = _tokens(own), f"{study} exp1 request {k + 1}"
+            else:
+                # Each turn reads the conversation so far: earlier questions and earlier replies.
+                context += own
+                prompt_tokens, name = _tokens(context) + k * answer, f"{study} exp1 turn {k + 1}"
             kinds.append(
                 RequestKind(
-                    name=f"{study} exp1 turn {k + 1}",
+                    name=name,
                     per_row=1,
-                    prompt_tokens=_tokens(context) + k * answer,
+                    prompt_tokens=prompt_tokens,
                     planned_output_tokens=answer + studied.planned_reasoning_tokens,
                     output_budget=answer + studied.reasoning_tokens,
                     sampled=True,

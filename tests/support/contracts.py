@@ -45,3 +45,22 @@ STUDY2_QUERY_ADDED_COLUMNS = (
 
 # The runner's columns between the input's and a pipeline's: which of a row's N answers, and its seed.
 SAMPLE_COLUMNS = ("sample", "seed")
+
+# The researchers' design (jobs/studies/researchers/, the completion form): each request's reply column,
+# as their scripts name them, then the row's record. docs/worker.md's table for the completion form.
+RESEARCHERS_REPLY_COLUMNS = {
+    "study1": ("response_quantity", "response_knowledge"),
+    "study2": ("response",),
+}
+COMPLETION_RECORD_COLUMNS = (
+    "model_name",
+    "finish_reason",
+    "finish_reasons",
+    "prompt_tokens",
+    "completion_tokens",
+    "prompts",
+    "response_timestamp",
+    "processing_time_ms",
+    "attempts",
+    "error",
+)

@@ -56,6 +56,7 @@ __all__ = [
     "Trickle",
     "Truncate",
     "chat_completion_body",
+    "text_completion_body",
 ]
 
 MODEL = "tiny"  # the served name of the reference server
@@ -158,6 +159,38 @@ def chat_completion_body(request: Request, content: str, *, model: str = MODEL) 
                 "logprobs": None,
                 "finish_reason": "stop",
                 "stop_reason": None,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "completion_tokens": completion_tokens,
+        },
+        "system_fingerprint": f"vllm-{VERSION}-fake",
+    }
+
+
+def text_completion_body(
+    request: Request, text: str, *, finish_reason: str = "stop", model: str = MODEL
+) -> dict[str, Any]:
+    """A completion on a raw text prompt shaped like vLLM 0.32's (reference completions_logprobs5.json,
+    without logprobs). Install it with `server.handlers["/v1/completions"] = lambda r: Ok(...)`."""
+    payload = request.json() or {}
+    prompt_tokens = len(str(payload.get("prompt", "")).split())
+    completion_tokens = max(1, len(text.split()))
+    return {
+        "id": f"cmpl-fake{int(request.received_at * 1e6)}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": payload.get("model", model),
+        "choices": [
+            {
+                "index": 0,
+                "text": text,
+                "logprobs": None,
+                "finish_reason": finish_reason,
+                "stop_reason": None,
+                "prompt_logprobs": None,
             }
         ],
         "usage": {

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from worker.run.sampling import Sample
+from worker.run.sampling import Sample, derive_seed
 from worker.server.client import ModelClient
 
 __all__ = ["DEFAULT_ERROR_COLUMN", "Pipeline"]
@@ -69,8 +69,13 @@ class Pipeline(ABC):
 
     @property
     def base_seed(self) -> int:
-        """With the row and sample index, fixes every sample's seed (worker.run.sampling.derive_seed)."""
+        """With the row and sample index, fixes every sample's seed (`sample_seed`)."""
         return 0
+
+    def sample_seed(self, row_index: int, sample_index: int) -> int:
+        """The seed of one sample of one row: derived from the base seed and both indices by default
+        (worker.run.sampling.derive_seed), so every (row, sample) has its own."""
+        return derive_seed(self.base_seed, row_index, sample_index)
 
     @property
     def provenance_columns(self) -> Sequence[str]:

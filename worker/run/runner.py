@@ -65,7 +65,7 @@ from worker.run.output_lock import LockWaitStopped, hold_output_lock
 from worker.run.pipeline import DEFAULT_ERROR_COLUMN, Pipeline
 from worker.run.progress import Progress
 from worker.run.run_options import RunOptions
-from worker.run.sampling import Sample, derive_seed
+from worker.run.sampling import Sample
 from worker.run.shutdown import StopSignals
 from worker.server.client import ModelClient, tally_requests
 
@@ -127,13 +127,9 @@ class _Run:
     def samples_per_row(self) -> int:
         return self.pipeline.samples_per_row
 
-    @property
-    def base_seed(self) -> int:
-        return self.pipeline.base_seed
-
     def sample(self, key: ItemKey) -> Sample:
         row_index, sample_index = key
-        return Sample(index=sample_index, seed=derive_seed(self.base_seed, row_index, sample_index))
+        return Sample(index=sample_index, seed=self.pipeline.sample_seed(row_index, sample_index))
 
     def sample_columns(self, table: InputTable) -> tuple[str, ...]:
         """`sample` and `seed`, unless a single-answer run reads an input that already has them.

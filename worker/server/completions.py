@@ -1,7 +1,9 @@
-"""`POST /v1/completions` on token ids: the one request builder and the one reply parser.
+"""`POST /v1/completions`: the one request builder and the one reply parser.
 
-Experiment 2 scores prompts it has tokenized itself, so every request sends token ids, never text. What a
-reply holds, and its traps (all visible in the recorded vLLM 0.32 bodies under tests/fixtures/vllm-0.32):
+Two kinds of prompt. Experiment 2 scores prompts it has tokenized itself, so its requests send token ids.
+Experiment 1's completion form sends raw text, as the researchers' scripts did: the server tokenizes it
+with no chat template. What a reply holds, and its traps (all visible in the recorded vLLM 0.32 bodies
+under tests/fixtures/vllm-0.32):
 
 - with `logprobs: N`: `choices[i].logprobs.top_logprobs[pos]` is a JSON object keyed by the token's
   *decoded text*. It holds the N best candidates plus the sampled token (so N+1 entries when the sampled
@@ -15,6 +17,7 @@ reply holds, and its traps (all visible in the recorded vLLM 0.32 bodies under t
 - with `return_token_ids`: `choices[i].token_ids`, the generated tokens (ending with the stop token when
   one stopped the generation).
 - a batched request (a list of prompts) gets one choice per prompt, matched by `index`, not by order.
+- `usage` counts the prompt's and the generated tokens, summed over the choices.
 """
 
 from __future__ import annotations
@@ -27,7 +30,14 @@ from worker import constants as c
 from worker.errors import ResponseError
 from worker.server.logprobs import clean_logprob, parse_token_id_key
 
-__all__ = ["COMPLETIONS_PATH", "CompletionChoice", "CompletionReply", "completion_request", "read_completion"]
+__all__ = [
+    "COMPLETIONS_PATH",
+    "CompletionChoice",
+    "CompletionReply",
+    "answered_completion",
+    "completion_request",
+    "read_completion",
+]
 
 COMPLETIONS_PATH = c.COMPLETIONS_PATH
 
@@ -36,7 +46,7 @@ TokenIds = Sequence[int]
 
 def completion_request(
     model: str,
-    prompt: TokenIds | Sequence[TokenIds],
+    prompt: str | TokenIds | Sequence[TokenIds],
     *,
     max_tokens: int,
     temperature: float,
@@ -44,17 +54,20 @@ def completion_request(
     prompt_logprobs: int | None = None,
     token_ids_as_keys: bool = False,
     logprob_token_ids: Sequence[int] | None = None,
+    stop: Sequence[str] | None = None,
     stop_token_ids: Sequence[int] | None = None,
     return_token_ids: bool = False,
     skip_special_tokens: bool | None = None,
     seed: int | None = None,
 ) -> dict[str, Any]:
-    """The body of a completion on token ids (`prompt`: one prompt, or a list of prompts in one batch).
+    """The body of a completion: `prompt` is raw text, token ids, or a list of token-id prompts in one
+    batch.
 
     logprobs             the top N candidates at each generated position
     prompt_logprobs      the log-probability of every prompt token (plus its top k)
     token_ids_as_keys    `return_tokens_as_token_ids`: top candidates keyed `token_id:<id>`, not by text
     logprob_token_ids    vLLM >= 0.30: also score these token ids, at any rank (older servers ignore it)
+    stop                 stop at any of these strings
     stop_token_ids       stop at any of these tokens
     return_token_ids     the generated tokens' ids in the reply (`choices[i].token_ids`)
     skip_special_tokens  False keeps special tokens in the reply's text
@@ -71,6 +84,8 @@ def completion_request(
         body["return_tokens_as_token_ids"] = True
     if logprob_token_ids is not None:
         body["logprob_token_ids"] = list(logprob_token_ids)
+    if stop is not None:
+        body["stop"] = list(stop)
     if stop_token_ids is not None:
         body["stop_token_ids"] = list(stop_token_ids)
     if return_token_ids:
@@ -117,6 +132,9 @@ class CompletionReply:
     """A completion's choices, in prompt order."""
 
     choices: tuple[CompletionChoice, ...]
+    model: str = ""  # the server's `model` field ("" when absent)
+    prompt_tokens: int | None = None  # usage.prompt_tokens
+    completion_tokens: int | None = None  # usage.completion_tokens
 
     def top_by_token_id(self, position: int = 0) -> dict[int, float]:
         """The first choice's top candidates by token id (CompletionChoice.top_by_token_id)."""
@@ -157,11 +175,32 @@ class CompletionReply:
 
 
 def read_completion(body: Mapping[str, Any]) -> CompletionReply:
-    """The reply's choices, sorted by `index`; ResponseError when it has none."""
+    """The reply's choices, sorted by `index`, with its model and usage; ResponseError when it has no
+    choices."""
     choices = body.get("choices")
     if not isinstance(choices, list) or not choices or not all(isinstance(x, Mapping) for x in choices):
         raise ResponseError("The server's response has no choices.")
-    return CompletionReply(tuple(sorted((_choice(x) for x in choices), key=lambda choice: choice.index)))
+    usage = body.get("usage")
+    usage = usage if isinstance(usage, Mapping) else {}
+    return CompletionReply(
+        tuple(sorted((_choice(x) for x in choices), key=lambda choice: choice.index)),
+        model=str(body.get("model", "")),
+        prompt_tokens=_count(usage.get("prompt_tokens")),
+        completion_tokens=_count(usage.get("completion_tokens")),
+    )
+
+
+def answered_completion(body: Mapping[str, Any]) -> CompletionReply:
+    """The `expect` of a text completion that wants an answer: read_completion(body), every choice
+    holding a `text`. ResponseError (the request is sent again) when one does not."""
+    reply = read_completion(body)
+    if not all(isinstance(choice.get("text"), str) for choice in body["choices"]):
+        raise ResponseError("The server's completion has a choice without text.")
+    return reply
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _choice(choice: Mapping[str, Any]) -> CompletionChoice:

@@ -1,9 +1,15 @@
 """Study definitions as data: `jobs/studies/<name>.yaml` parsed into one validated model.
 
-A new study needs only a new YAML file. Experiment 1's prompt is either one question or a conversation of
-turns (each reply appended as an assistant turn before the next question, each recorded in its own
-column). The `probability:` and `extraction:` sections are kept here as opaque mappings: their pipelines
-validate them, so they can grow without this module changing.
+A new study needs only a new YAML file. Experiment 1's prompt has one of two forms:
+
+- `chat` (the default): messages rendered by the model's chat template, one question or a conversation of
+  turns (each reply appended as an assistant turn before the next question, each recorded in its own
+  column);
+- `completion`: raw text prompts sent with no chat template, as independent single-turn requests (none
+  sees another's reply), each reply in its own column.
+
+The `probability:` and `extraction:` sections are kept here as opaque mappings: their pipelines validate
+them, so they can grow without this module changing.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import os
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from worker import contract
+from worker.constants import SEED_LIMIT
 from worker.errors import InputError, validation_problem
 
 __all__ = [
@@ -26,9 +34,12 @@ __all__ = [
     "Deviation",
     "GenerationParams",
     "Lookup",
+    "PromptForm",
     "PromptTemplate",
+    "RawPrompt",
     "RenderedPrompt",
     "SamplingSettings",
+    "SeedRule",
     "Study",
     "Turn",
     "load_study",
@@ -54,6 +65,12 @@ def _plain_placeholders(template: str) -> str:
     return template
 
 
+def _plain_column(column: str) -> str:
+    if not column.isidentifier():
+        raise ValueError(f"reply_column {column!r} is not a plain column name")
+    return column
+
+
 # The reply column of a study that asks one question (`prompt.user`): the Experiment 1 answer.
 SINGLE_REPLY_COLUMN = "model_response"
 
@@ -75,24 +92,61 @@ class Turn(BaseModel):
     @field_validator("reply_column")
     @classmethod
     def _column_is_a_name(cls, column: str) -> str:
-        if not column.isidentifier():
-            raise ValueError(f"reply_column {column!r} is not a plain column name")
-        return column
+        return _plain_column(column)
+
+
+class RawPrompt(BaseModel):
+    """One independent request of the completion form: a raw text prompt, its reply in `reply_column`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, description="Short name of the request, e.g. quantity.")
+    text: str = Field(min_length=1, description="The prompt text template (`{column}` placeholders).")
+    reply_column: str = Field(min_length=1, description="Output column that holds the model's reply.")
+
+    @field_validator("text")
+    @classmethod
+    def _placeholders_are_plain_names(cls, template: str) -> str:
+        return _plain_placeholders(template)
+
+    @field_validator("reply_column")
+    @classmethod
+    def _column_is_a_name(cls, column: str) -> str:
+        return _plain_column(column)
+
+
+class PromptForm(StrEnum):
+    """How Experiment 1's prompt reaches the model."""
+
+    CHAT = "chat"  # messages, rendered by the model's chat template: POST /v1/chat/completions
+    COMPLETION = "completion"  # raw text, no chat template and no system message: POST /v1/completions
 
 
 class PromptTemplate(BaseModel):
-    """The chat conversation of one row: `{column}` placeholders filled from the row's values.
+    """What one row asks: `{column}` placeholders filled from the row's values.
 
-    Either `user` (one question, reply in `model_response`) or `turns` (a conversation: each turn's user
-    message is sent after the model's replies to the turns before it, in the same conversation).
+    The chat form: either `user` (one question, reply in `model_response`) or `turns` (a conversation: each
+    turn's user message is sent after the model's replies to the turns before it, in the same conversation),
+    with an optional `system` message. The completion form: `requests`, raw text prompts sent one after the
+    other as independent single-turn requests, each reply in its own column.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    form: PromptForm = Field(default=PromptForm.CHAT, description="chat (the default) or completion.")
     system: str | None = Field(default=None, description="System message; omitted when empty.")
     user: str | None = Field(default=None, min_length=1, description="The one user message (one question).")
     turns: tuple[Turn, ...] | None = Field(
         default=None, min_length=1, description="The questions of one conversation, in the order asked."
+    )
+    requests: tuple[RawPrompt, ...] | None = Field(
+        default=None,
+        min_length=1,
+        description="The completion form's independent raw text requests, in the order sent.",
+    )
+    strip_replies: bool = Field(
+        default=False,
+        description="Record each reply with the white space around it removed (Python's str.strip).",
     )
 
     @field_validator("system", "user")
@@ -102,20 +156,51 @@ class PromptTemplate(BaseModel):
 
     @model_validator(mode="after")
     def _one_form(self) -> PromptTemplate:
-        if (self.user is None) == (self.turns is None):
-            raise ValueError("give either user (one question) or turns (a conversation), not both or neither")
+        if self.form is PromptForm.COMPLETION:
+            chat_keys = [key for key in ("system", "user", "turns") if getattr(self, key) is not None]
+            if chat_keys:
+                raise ValueError(
+                    f"the completion form sends raw text with no chat template, so it takes no "
+                    f"{', '.join(chat_keys)}: give requests"
+                )
+            if self.requests is None:
+                raise ValueError("the completion form needs requests (the raw text prompts of a row)")
+        else:
+            if self.requests is not None:
+                raise ValueError("requests are raw text prompts: set form: completion, or give user or turns")
+            if self.strip_replies:
+                raise ValueError(
+                    "strip_replies is a setting of the completion form; a chat reply is recorded and sent "
+                    "back in the conversation as the server wrote it"
+                )
+            if (self.user is None) == (self.turns is None):
+                raise ValueError(
+                    "give either user (one question) or turns (a conversation), not both or neither"
+                )
         columns = [turn.reply_column for turn in self.conversation]
         if len(set(columns)) != len(columns):
-            raise ValueError("every turn needs its own reply_column")
+            raise ValueError(f"every {'request' if self.requests else 'turn'} needs its own reply_column")
         return self
 
     @property
     def conversation(self) -> tuple[Turn, ...]:
-        """The turns, a one-question prompt being a conversation of one turn."""
+        """What a row asks, in order, each with its reply column: the chat form's turns (a one-question
+        prompt being a conversation of one turn), or the completion form's requests, each as a Turn whose
+        `user` is its raw text (the requests are independent: none is sent after another's reply)."""
+        if self.requests is not None:
+            return tuple(
+                Turn(name=request.name, user=request.text, reply_column=request.reply_column)
+                for request in self.requests
+            )
         if self.turns is not None:
             return self.turns
         assert self.user is not None  # _one_form
         return (Turn(name="response", user=self.user, reply_column=SINGLE_REPLY_COLUMN),)
+
+    @property
+    def reply_columns(self) -> tuple[str, ...]:
+        """The column of each reply, in the order asked."""
+        return tuple(turn.reply_column for turn in self.conversation)
 
     @property
     def columns(self) -> set[str]:
@@ -124,7 +209,8 @@ class PromptTemplate(BaseModel):
 
 
 class GenerationParams(BaseModel):
-    """Sampling parameters of Experiment 1, sent as-is with every chat request."""
+    """Sampling parameters of Experiment 1, sent as-is with every chat request (the completion form
+    sends max_tokens and stop, and refuses top_p)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -142,6 +228,16 @@ class GenerationParams(BaseModel):
         return params
 
 
+class SeedRule(StrEnum):
+    """How Experiment 1's request seeds follow from `base_seed` (worker.run.sampling computes them)."""
+
+    # Each (row, sample) its own seed, hashed from base_seed, the row index and the sample index.
+    DERIVED = "derived"
+    # One seed per sample, shared by every request of every row in it: base_seed + sample index +
+    # seed_offset. A sample is then one of the researchers' replications (one pass over the rows, one seed).
+    REPLICATION = "replication"
+
+
 class SamplingSettings(BaseModel):
     """How many answers each row gets and how they are drawn: a property of the study's design.
 
@@ -149,7 +245,8 @@ class SamplingSettings(BaseModel):
     at temperature 0 the repeats are copies of one answer and a test over rows counts them as independent.
     Sampling every row several times at a temperature above 0, each sample with its own derived seed,
     gives answers that really vary and stay reproducible. The stack (`grace:jobs.sampling`) and the
-    worker's `--temperature`/`--samples`/`--seed` override these values.
+    worker's `--temperature`/`--samples`/`--seed` override temperature, samples and base seed; the seed
+    rule and its offset are the study's.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -159,8 +256,35 @@ class SamplingSettings(BaseModel):
         default=1, ge=1, description="Answers per input row; each is one output row with its own seed."
     )
     base_seed: int = Field(
-        default=0, ge=0, description="With the row and sample index, fixes every sample's request seed."
+        default=0, ge=0, description="With the seed rule, fixes every sample's request seed."
     )
+    seed_rule: SeedRule = Field(
+        default=SeedRule.DERIVED,
+        description="derived (each row and sample its own seed) or replication (one seed per sample).",
+    )
+    seed_offset: int = Field(
+        default=0, ge=0, description="Added to every seed of the replication rule (a per-study constant)."
+    )
+
+    @model_validator(mode="after")
+    def _offset_belongs_to_the_replication_rule(self) -> SamplingSettings:
+        if self.seed_rule is SeedRule.DERIVED and self.seed_offset:
+            raise ValueError("seed_offset applies only to seed_rule: replication")
+        if self.seed_rule is SeedRule.REPLICATION:
+            last = self.base_seed + self.samples_per_row - 1 + self.seed_offset
+            if last >= SEED_LIMIT:
+                raise ValueError(
+                    f"the last sample's seed, base_seed + samples_per_row - 1 + seed_offset = {last}, "
+                    f"must stay below {SEED_LIMIT}"
+                )
+        return self
+
+    @property
+    def seed_rule_text(self) -> str:
+        """The rule as a formula, for the meta file."""
+        if self.seed_rule is SeedRule.REPLICATION:
+            return f"base_seed + sample + {self.seed_offset}, the same for every row and request of a sample"
+        return "derived from (base_seed, row, sample), one per row and sample"
 
 
 class Deviation(BaseModel):
@@ -209,7 +333,9 @@ class Study(BaseModel):
         default_factory=dict,
         description="Values looked up from a row's column, usable in prompts by their name, e.g. {property}.",
     )
-    prompt: PromptTemplate = Field(description="Experiment 1 chat messages.")
+    prompt: PromptTemplate = Field(
+        description="Experiment 1's prompt: chat messages, or the completion form's raw text requests."
+    )
     generation: GenerationParams = Field(
         default_factory=GenerationParams,
         description="Experiment 1 request parameters; temperature and seed come from `sampling`.",
@@ -262,6 +388,17 @@ class Study(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _completion_body_is_the_researchers(self) -> Study:
+        # The completion form sends their request body (prompt, temperature, max_tokens, stop, seed) and
+        # nothing else, so a top_p it would not send is refused rather than silently left out.
+        if self.prompt.form is PromptForm.COMPLETION and "top_p" in self.generation.model_fields_set:
+            raise ValueError(
+                "generation.top_p is not sent by the completion form, whose requests carry only prompt, "
+                "temperature, max_tokens, stop and seed; remove it"
+            )
+        return self
+
     def clean(self, value: str) -> str:
         for old, new in self.text_replacements.items():
             value = value.replace(old, new)
@@ -308,6 +445,8 @@ def sampling_settings(study: Study, args: Any) -> SamplingSettings:
         return SamplingSettings.model_validate({**study.sampling.model_dump(), **overrides})
     except ValidationError as err:
         problem = validation_problem(err)
+        if problem.field not in SAMPLING_FLAGS:  # a rule over several settings: the seeds' range
+            raise InputError(f"--seed/--samples: {problem.sentence}") from err
         raise InputError(problem.for_flag(SAMPLING_FLAGS[problem.field])) from err
 
 

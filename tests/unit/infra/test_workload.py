@@ -5,6 +5,7 @@ file refused in one sentence."""
 from __future__ import annotations
 
 import csv
+import shutil
 import statistics
 from pathlib import Path
 
@@ -81,6 +82,25 @@ def test_a_conversation_reads_every_earlier_question_and_reply() -> None:
     )
     assert first.planned_output_tokens == first.output_budget == 128  # jobs/studies/study1.yaml
     assert all(k.sampled for k in (first, second, third))
+
+
+def test_the_completion_forms_requests_each_read_only_their_own_prompt(tmp_path: Path) -> None:
+    # The researchers' Study 1 design: two independent raw prompts per row, no conversation to grow.
+    repo = Path(__file__).resolve().parents[3]
+    jobs = tmp_path / "jobs"
+    shutil.copytree(repo / "jobs" / "schemas", jobs / "schemas")
+    (jobs / "studies").mkdir()
+    shutil.copy(repo / "jobs" / "studies" / "researchers" / "study1.yaml", jobs / "studies" / "study1.yaml")
+    config = GraceConfig.parse(base_config())
+    bundle = load_study_bundle(config, jobs_dir=jobs, project_root=repo)
+    target = cell(config, Study.STUDY1, Experiment.EXP1, "gemma-2-2b")
+    quantity, knowledge = cell_request_kinds(target, target.model, config, bundle)
+    sizes = prompt_sizes(Study.STUDY1, config, bundle)
+    assert requests_per_row(Study.STUDY1, bundle).counts[Experiment.EXP1] == 2
+    for kind, own in zip((quantity, knowledge), sizes.turns, strict=True):
+        assert kind.prompt_tokens == pytest.approx(own / c.CHARS_PER_TOKEN + c.CHAT_TEMPLATE_TOKENS)
+        assert kind.output_budget == 100  # max_tokens_text
+    assert (quantity.name, knowledge.name) == ("study1 exp1 request 1", "study1 exp1 request 2")
 
 
 def test_a_reasoning_model_plans_its_reasoning_and_is_bounded_by_its_budget() -> None:

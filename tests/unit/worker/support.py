@@ -35,6 +35,10 @@ SCHEMAS_DIR = REPO / "jobs" / "schemas"
 # when they are absent.
 SHARED_DATA = REPO.parent / "shared" / "data"
 SHARED_REFERENCE = REPO.parent / "shared" / "reference" / "vllm-0.32"
+# Every request the researchers' own scripts send, rendered by their code (its README says how).
+RESEARCHERS_REFERENCE = REPO.parent / "shared" / "reference" / "researchers"
+# The study files of the researchers' own design.
+RESEARCHERS_STUDIES = STUDIES_DIR / "researchers"
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"

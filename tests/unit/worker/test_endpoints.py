@@ -16,7 +16,7 @@ import pytest
 
 from worker.errors import ResponseError
 from worker.server.chat_completions import answered_chat, chat_request, read_chat_reply
-from worker.server.completions import completion_request, read_completion
+from worker.server.completions import answered_completion, completion_request, read_completion
 from worker.server.tokenization import read_detokenized, read_tokens, tokenize_request
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "vllm-0.32"
@@ -70,6 +70,19 @@ def test_a_completion_body_sends_only_the_fields_asked_for_in_one_order() -> Non
         '"return_tokens_as_token_ids": true, "logprob_token_ids": []}'
     )
     assert tokenize_request("m", "yes") == {"model": "m", "prompt": "yes", "add_special_tokens": False}
+
+
+def test_a_raw_text_completion_carries_the_researchers_fields_and_no_others() -> None:
+    # Their client sends prompt, temperature, max_tokens, then stop and seed when set (api_client.py:91-104).
+    built = completion_request("m", "Q?\n\nYour answer is:", max_tokens=100, temperature=0.3,
+                               stop=["<end_of_turn>"], seed=42)  # fmt: skip
+    assert json.dumps(built, ensure_ascii=False) == (
+        '{"model": "m", "prompt": "Q?\\n\\nYour answer is:", "max_tokens": 100, "temperature": 0.3, '
+        '"stop": ["<end_of_turn>"], "seed": 42}'
+    )
+    assert list(completion_request("m", "Q", max_tokens=50, temperature=0.3)) == [
+        "model", "prompt", "max_tokens", "temperature",
+    ]  # fmt: skip
 
 
 # ---- chat completions -------------------------------------------------------------------------------------
@@ -141,3 +154,16 @@ def test_a_choice_index_that_is_not_a_number_is_a_response_error() -> None:
     reply["choices"][0]["index"] = "first"
     with pytest.raises(ResponseError, match="index"):
         read_completion(reply)
+
+
+def test_a_completion_reply_carries_its_model_and_usage() -> None:
+    reply = answered_completion(body("completions_stop_token_ids"))
+    assert (reply.model, reply.prompt_tokens, reply.completion_tokens) == ("tiny", 8, 3)
+
+
+def test_a_completion_without_text_is_a_response_error() -> None:
+    reply = body("completions_stop_token_ids")
+    del reply["choices"][0]["text"]
+    assert read_completion(reply).choices[0].text == ""  # read without judging ...
+    with pytest.raises(ResponseError, match="without text"):
+        answered_completion(reply)  # ... but a request that wants an answer is sent again

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ from pydantic import ValidationError
 
 from tests.unit.worker.support import FIXTURES, SHARED_DATA, STUDY1_CSV, read_csv
 from worker.errors import InputError
-from worker.studies.definition import Study, load_study, study_search_path
+from worker.studies.definition import Study, load_study, sampling_settings, study_search_path
 
 MINIMAL = """
 name: tiny-study
@@ -197,3 +198,63 @@ def test_a_lookup_matches_its_column_lower_cased_and_falls_back_to_its_default()
 def test_a_lookup_of_a_column_the_study_does_not_require_is_refused() -> None:
     with pytest.raises(ValidationError, match=r"lookups\.property reads kind, which required_columns"):
         _study(lookups={"property": {"column": "kind", "values": {}, "default": "?"}})
+
+
+# ---- the completion form and the replication seed rule ----------------------------------------------------
+
+RAW = """
+name: raw
+required_columns: [a, b]
+prompt:
+  form: completion
+  requests:
+    - {name: first, text: "A is {a}.\\n\\nYour answer is:", reply_column: first_reply}
+    - {name: second, text: "B is {b}.", reply_column: second_reply}
+"""
+
+
+def test_a_completion_study_renders_each_request_on_its_own(tmp_path: Path) -> None:
+    study = load_study(str(write(tmp_path, RAW)))
+    prompt = study.render({"a": "1", "b": "2"})
+    assert prompt.system is None
+    assert prompt.users == ("A is 1.\n\nYour answer is:", "B is 2.")  # neither carries the other
+    assert study.prompt.reply_columns == ("first_reply", "second_reply")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("  form: completion\n", "  form: completion\n  system: Be brief.\n",
+         "the completion form sends raw text with no chat template, so it takes no system: give requests"),
+        ("  requests:", "  user: hi\n  requests:", "takes no user: give requests"),
+        ("  form: completion\n", "", "requests are raw text prompts: set form: completion"),
+        ("reply_column: second_reply", "reply_column: first_reply",
+         "every request needs its own reply_column"),
+        ('"B is {b}."', '"B is {c}."', "the prompt uses c, which required_columns does not list"),
+        ("prompt:\n", "generation: {top_p: 0.9}\nprompt:\n",
+         "generation.top_p is not sent by the completion form"),
+        ("prompt:\n", "sampling: {seed_offset: 3}\nprompt:\n",
+         "seed_offset applies only to seed_rule: replication"),
+        ("prompt:\n", "sampling: {seed_rule: replication, base_seed: 2147483600, samples_per_row: 5, "
+         "seed_offset: 100}\nprompt:\n",
+         "the last sample's seed, .* = 2147483704, must stay below 2147483647"),
+    ],
+)  # fmt: skip
+def test_a_bad_completion_study_is_one_sentence_naming_the_key(
+    tmp_path: Path, old: str, new: str, message: str
+) -> None:
+    assert old in RAW
+    with pytest.raises(InputError, match=message):
+        load_study(str(write(tmp_path, RAW.replace(old, new))))
+
+
+def test_reply_stripping_belongs_to_the_completion_form() -> None:
+    with pytest.raises(ValidationError, match="strip_replies is a setting of the completion form"):
+        _study(prompt={"user": "{setup}", "strip_replies": True})
+
+
+def test_a_seed_flag_that_pushes_the_replication_seeds_out_of_range_names_the_flags() -> None:
+    study = _study(sampling={"seed_rule": "replication", "seed_offset": 1000, "samples_per_row": 5})
+    args = argparse.Namespace(temperature=None, samples=None, seed=2**31 - 1000)
+    with pytest.raises(InputError, match=r"^--seed/--samples: the last sample's seed"):
+        sampling_settings(study, args)

@@ -115,6 +115,8 @@ def test_worker_flags_override_the_study_sampling() -> None:
         "temperature": 0.0,
         "samples_per_row": 1,
         "base_seed": 7,
+        "seed_rule": "derived",  # the study's own rule: no flag overrides it
+        "seed_offset": 0,
     }
     unset = argparse.Namespace(temperature=None, samples=None, seed=None)
     assert sampling_settings(study, unset) == study.sampling
