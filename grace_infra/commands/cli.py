@@ -29,6 +29,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "results": (
         "grace_infra.commands.results.subcommands", "pull, check and report the campaign's output files"
     ),
+    "studies": (
+        "grace_infra.commands.studies", "diff a design of the studies against the researchers' own requests"
+    ),
 }
 
 
