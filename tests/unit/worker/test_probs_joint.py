@@ -33,6 +33,7 @@ from tests.unit.worker.support import (
 from worker import cli, contract
 from worker.errors import InputError, ResponseError
 from worker.pipelines.probs import probs_config, probs_pipeline
+from worker.server import logprobs as lp
 from worker.server.completions import read_completion
 from worker.studies import probability_section as spec
 from worker.studies.definition import REPO_STUDIES_DIR, load_study
@@ -364,3 +365,21 @@ def test_prompt_tail_logprobs_refuses_a_reply_for_other_tokens():
     body, prompts = recorded_batch()
     with pytest.raises(ResponseError, match="position 6 do not include the token 11"):
         read_completion(body).prompt_tail_logprobs([prompts[0], [*prompts[1][:6], 11]], [4, 4])
+
+
+# ---- their arithmetic ---------------------------------------------------------------------------------
+
+
+def test_softmax_subtracts_the_maximum_and_keeps_the_no_token_constant_tiny():
+    shares = lp.softmax([-2.0, -100.0, -3.0])
+    assert math.fsum(shares) == pytest.approx(1.0, abs=1e-15)
+    assert shares[1] == pytest.approx(math.exp(-98.0) / (1 + math.exp(-1.0)), rel=1e-12)
+    assert lp.softmax([1000.0, 999.0]) == pytest.approx([1 / (1 + math.exp(-1)), 1 / (1 + math.e)])
+    assert all(math.isnan(p) for p in lp.softmax([-math.inf, -math.inf]))
+
+
+def test_entropy_leaves_out_the_terms_at_or_below_their_floor():
+    shares = [0.5, 0.5 - 1e-11, 1e-11]
+    with_floor = lp.entropy_bits(shares, floor=1e-10)
+    assert with_floor == pytest.approx(-2 * 0.5 * math.log2(0.5), abs=1e-9)
+    assert with_floor < lp.entropy_bits(shares)
