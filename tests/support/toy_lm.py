@@ -135,6 +135,8 @@ class ToyLM:
                     entries.append({str(prompt[j]): {"logprob": value, "rank": 1, "decoded_token": "x"}})
                 choice["prompt_logprobs"] = entries
                 choice["logprobs"] = None
+                if body.get("echo") and body.get("max_tokens") == 0:
+                    choice["text"] = self.decode(prompt)  # the prompt alone, as vLLM echoes it
             else:
                 choice["logprobs"] = self._top(prompt, int(body["logprobs"]), temperature, body)
             choices.append(choice)

@@ -14,6 +14,9 @@ under tests/fixtures/vllm-0.32):
   with the prompt's tokens, `null` first (nothing predicts the first token), then an object keyed by the
   token id *as a string* holding `{logprob, rank, decoded_token}` for the prompt token itself plus the k
   best.
+- with `echo` and `max_tokens: 0`: `choices[i].text` is the prompt's text and nothing follows it (vLLM
+  still runs one decoding step internally; vllm/entrypoints/openai/completion/protocol.py maps 0 to 1 and
+  serving.py drops the step's token from the reply).
 - with `return_token_ids`: `choices[i].token_ids`, the generated tokens (ending with the stop token when
   one stopped the generation).
 - a batched request (a list of prompts) gets one choice per prompt, matched by `index`, not by order.
@@ -59,12 +62,15 @@ def completion_request(
     return_token_ids: bool = False,
     skip_special_tokens: bool | None = None,
     seed: int | None = None,
+    echo: bool = False,
 ) -> dict[str, Any]:
     """The body of a completion: `prompt` is raw text, token ids, or a list of token-id prompts in one
     batch.
 
+    max_tokens           0 only with `echo`: the prompt is scored and nothing is returned after it
     logprobs             the top N candidates at each generated position
     prompt_logprobs      the log-probability of every prompt token (plus its top k)
+    echo                 the reply's text starts with the prompt
     token_ids_as_keys    `return_tokens_as_token_ids`: top candidates keyed `token_id:<id>`, not by text
     logprob_token_ids    vLLM >= 0.30: also score these token ids, at any rank (older servers ignore it)
     stop                 stop at any of these strings
@@ -94,6 +100,8 @@ def completion_request(
         body["skip_special_tokens"] = skip_special_tokens
     if seed is not None:
         body["seed"] = seed
+    if echo:
+        body["echo"] = True
     return body
 
 
@@ -149,19 +157,32 @@ class CompletionReply:
         positions after the shared prompt). An entry that does not hold the token that was sent means the
         body does not belong to these prompts, which is an error, never a silent zero.
         """
+        return [[0.0, *tail] for tail in self.prompt_tail_logprobs(prompts, [1] * len(prompts))]
+
+    def prompt_tail_logprobs(
+        self, prompts: Sequence[Sequence[int]], starts: Sequence[int]
+    ) -> list[list[float]]:
+        """For each prompt of a batched request, log P(token j | tokens < j) for j from `starts[i]` (at
+        least 1: nothing predicts the first token) to the prompt's end; the positions before are not read.
+
+        The same checks as `prompt_token_logprobs`: one choice per prompt, `prompt_logprobs` aligned with
+        the prompt's tokens, and every position read holding the token that was sent.
+        """
+        if len(starts) != len(prompts):
+            raise ValueError(f"{len(starts)} start positions for {len(prompts)} prompts.")
         if len(self.choices) != len(prompts):
             raise ResponseError(
                 f"The server returned {len(self.choices)} choices for {len(prompts)} prompts."
             )
         results: list[list[float]] = []
-        for i, (choice, token_ids) in enumerate(zip(self.choices, prompts, strict=True)):
+        for i, (choice, token_ids, start) in enumerate(zip(self.choices, prompts, starts, strict=True)):
             positions = choice.prompt_logprobs
             if positions is None or len(positions) != len(token_ids):
                 raise ResponseError(
                     f"Choice {i} has no prompt_logprobs aligned with its {len(token_ids)} prompt tokens."
                 )
-            row = [0.0]
-            for j in range(1, len(token_ids)):
+            row = []
+            for j in range(max(start, 1), len(token_ids)):
                 entry = positions[j]
                 candidate = entry.get(str(token_ids[j])) if isinstance(entry, Mapping) else None
                 if not isinstance(candidate, Mapping):

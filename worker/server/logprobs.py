@@ -26,6 +26,7 @@ __all__ = [
     "logsumexp",
     "mean_and_std",
     "parse_token_id_key",
+    "softmax",
     "to_probability",
 ]
 
@@ -100,12 +101,25 @@ def distribution(option_logprobs: Mapping[str, float]) -> Distribution:
     return Distribution(raw=raw, coverage=math.fsum(raw.values()), normalised=normalised)
 
 
-def entropy_bits(probabilities: Iterable[float]) -> float:
-    """Shannon entropy in bits of a distribution that sums to 1 (0 log 0 = 0); NaN if any value is NaN."""
+def softmax(logprobs: Sequence[float]) -> list[float]:
+    """exp(x - max) / sum(exp(x - max)): the options' log-probabilities as a distribution, computed the
+    way the researchers' ModelScorer._normalize_logprobs does (max subtracted first); NaN everywhere when
+    every value is -inf (undefined)."""
+    top = max(logprobs)
+    if top == -math.inf:
+        return [math.nan] * len(logprobs)
+    weights = [math.exp(value - top) for value in logprobs]
+    total = math.fsum(weights)
+    return [weight / total for weight in weights]
+
+
+def entropy_bits(probabilities: Iterable[float], *, floor: float = 0.0) -> float:
+    """Shannon entropy in bits of a distribution that sums to 1, over the terms with p > `floor`
+    (0 log 0 = 0); NaN if any value is NaN. The researchers' statistics use floor 1e-10."""
     values = list(probabilities)
     if any(math.isnan(p) for p in values):
         return math.nan
-    return -math.fsum(p * math.log2(p) for p in values if p > 0.0) + 0.0
+    return -math.fsum(p * math.log2(p) for p in values if p > floor) + 0.0
 
 
 def mean_and_std(values: Sequence[float], probabilities: Sequence[float]) -> tuple[float, float]:

@@ -32,10 +32,16 @@ def tokenize_request(
     content: str | Sequence[Mapping[str, str]],
     *,
     chat_template_kwargs: Mapping[str, Any] | None = None,
+    special_tokens: bool = False,
 ) -> dict[str, Any]:
     """The body that tokenizes `content`: a conversation as the chat template renders it, ending with the
-    generation prompt; or text as it is (no special tokens added, so it can be appended to a prompt)."""
+    generation prompt; or text as it is. Text gets no special tokens, so it can be appended to a prompt,
+    unless `special_tokens`: then `add_special_tokens` is left out and the server's default (true for
+    text) adds what the tokenizer adds on its own, as Hugging Face's `tokenizer(text)` does (one BOS for
+    Gemma-2 and Llama-3, none for gpt-oss)."""
     if isinstance(content, str):
+        if special_tokens:
+            return {"model": model, "prompt": content}
         return {"model": model, "prompt": content, "add_special_tokens": False}
     body: dict[str, Any] = {"model": model, "messages": content, "add_generation_prompt": True}
     if chat_template_kwargs is not None:

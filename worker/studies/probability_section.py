@@ -1,9 +1,12 @@
 """Experiment 2's questions as data: a study file's `probability:` section, parsed and expanded.
 
-A question is a chat prompt over the row's columns plus a closed set of answer options and the names of
+A question is a prompt over the row's columns plus a closed set of answer options and the names of
 its output columns. `expand: {k: [0, 1, 2, 3]}` asks one question once per value (Study 1's four state
-questions). Everything here is pure and raises InputError with one sentence naming the key; the pipeline
-that asks the questions is `worker.pipelines.probs.probs_pipeline`.
+questions). The section's `scoring` says how an option is scored: `chat` (the default) renders the prompt
+with the model's chat template and tokenizes each option on its own after it; `joint-completion` is the
+researchers' own rule (their `ModelScorer`): the raw prompt text, no chat template, and the prompt with
+the option appended tokenized as one text. Everything here is pure and raises InputError with one
+sentence naming the key; the pipeline that asks the questions is `worker.pipelines.probs.probs_pipeline`.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import re
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -26,6 +30,7 @@ __all__ = [
     "ProbabilitySection",
     "Question",
     "QuestionSpec",
+    "Scoring",
     "consistency_for",
     "expand_questions",
     "generic_question",
@@ -34,6 +39,19 @@ __all__ = [
 ]
 
 GENERIC_QUESTION_NAME = "answer"  # the --tokens question; its detail columns are answer_*
+
+
+class Scoring(StrEnum):
+    """How a section's options are scored (`probability.scoring`)."""
+
+    # The model's chat template renders the prompt; each option is tokenized on its own after the
+    # generation prompt, surface variants summed; `--method` picks first-token or continuation.
+    CHAT = "chat"
+    # The researchers' ModelScorer (src/utils/model_scorer.py, score_completion): the raw prompt with no
+    # chat template; prompt and prompt+option each tokenized with the tokenizer's default special
+    # tokens; the option's log-probability is the sum over the joint tokenization's tokens beyond the
+    # prompt's length, -100.0 when there are none; a softmax over the options.
+    JOINT_COMPLETION = "joint-completion"
 
 
 def _per_label_column(name: str, key: str) -> str:
@@ -62,8 +80,9 @@ class OptionSpec(BaseModel):
     @field_validator("label")
     @classmethod
     def _label_is_a_column_part(cls, label: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_]+", label):
-            raise ValueError(f"option label {label!r} must be letters, digits and underscores")
+        # The apostrophe is allowed because the researchers' Study 2 columns carry it (prob_wasn't_bad).
+        if not re.fullmatch(r"[A-Za-z0-9_']+", label):
+            raise ValueError(f"option label {label!r} must be letters, digits, underscores and apostrophes")
         return label
 
 
@@ -144,11 +163,26 @@ class ProbabilitySection(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    scoring: Scoring = Field(
+        default=Scoring.CHAT,
+        description="chat (the chat template; --method scores) or joint-completion (the researchers' rule).",
+    )
     system: str | None = Field(default=None, description="System message of every question.")
     questions: tuple[QuestionSpec, ...] = Field(min_length=1, description="The questions asked per row.")
     consistency: tuple[MarginalSpec, ...] = Field(
         default=(), description="Marginals of one question's distribution, as consistency columns."
     )
+
+    @model_validator(mode="after")
+    def _raw_prompts_have_no_system_message(self) -> ProbabilitySection:
+        if self.scoring is Scoring.JOINT_COMPLETION and (
+            self.system is not None or any(q.system is not None for q in self.questions)
+        ):
+            raise ValueError(
+                "joint-completion scoring sends the raw prompt with no chat template, so there is no "
+                "system message: remove system"
+            )
+        return self
 
 
 @dataclass(frozen=True)
@@ -213,18 +247,35 @@ class Question:
     entropy_column: str
     mean_column: str | None
     std_column: str | None
+    scoring: Scoring = Scoring.CHAT
 
     def messages(self, row: Mapping[str, str], study: Study | None) -> list[dict[str, str]]:
-        values = study.values(row) if study else dict(row)
         messages = []
         if self.system:
             messages.append({"role": "system", "content": self.system})
-        messages.append({"role": "user", "content": self.user.format_map(values)})
+        messages.append({"role": "user", "content": self.completion_prompt(row, study)})
         return messages
+
+    def completion_prompt(self, row: Mapping[str, str], study: Study | None) -> str:
+        """The question's text for one row: the user message, or under joint-completion the whole prompt."""
+        values = study.values(row) if study else dict(row)
+        return self.user.format_map(values)
 
     @property
     def detail_columns(self) -> dict[str, str]:
         """What each per-question record column holds, keyed by column name."""
+        if self.scoring is Scoring.JOINT_COMPLETION:
+            return {
+                f"{self.name}_method": "method used for this row",
+                f"{self.name}_coverage": "total raw probability of the options",
+                f"{self.name}_boundary_merged": "options whose joint tokenization changes the prompt's "
+                "tokens, ';'-separated",
+                f"{self.name}_raw": "JSON: option -> raw probability",
+                f"{self.name}_logprobs": "JSON: option -> natural-log probability (-100.0: no token scored)",
+                f"{self.name}_option_token_ids": "JSON: option -> the scored token ids of prompt+option",
+                f"{self.name}_prompt": "exact prompt text, as tokenized",
+                f"{self.name}_prompt_token_ids": "JSON: the prompt's token ids",
+            }
         return {
             f"{self.name}_method": "method used for this row",
             f"{self.name}_coverage": "total raw probability of the options",
@@ -305,6 +356,7 @@ def expand_questions(section: ProbabilitySection, available: Sequence[str]) -> l
                     entropy_column=entropy,
                     mean_column=mean,
                     std_column=std,
+                    scoring=section.scoring,
                 )
             )
     names = [column for question in questions for column in question.output_columns]

@@ -12,6 +12,9 @@ is P(option text | prompt, answer prefix) under the model, read from the server'
   exact, and fall back to `continuation` for a row where an option fell outside the top N.
 - A server without `/tokenize` (a hosted API): chat completions with `top_logprobs`, matched by text. The
   meta file says the result is approximate (no token ids, no answer prefix, multi-token options unseen).
+- A study whose `probability.scoring` is `joint-completion` is scored by the researchers' own rule
+  instead (`joint_completion.py`): the raw prompt with no chat template, prompt+option tokenized as one
+  text, the options as written; none of the above applies to it, and the flags that choose it are refused.
 
 The prompt is rendered by the SERVER's chat template (`POST /tokenize` with `messages` and
 `add_generation_prompt`), then the answer prefix is appended (for gpt-oss the harmony final-channel header,
@@ -48,6 +51,13 @@ from worker.pipelines.probs.answer_tokens import VariantPolicy
 from worker.pipelines.probs.chat_top_logprobs import ChatTopLogprobsScorer
 from worker.pipelines.probs.continuation import ContinuationScorer
 from worker.pipelines.probs.first_token import FirstTokenScorer
+from worker.pipelines.probs.joint_completion import (
+    ENTROPY_FLOOR,
+    RULE,
+    JointCompletionResult,
+    JointCompletionScorer,
+    probe_tokenizer,
+)
 from worker.pipelines.probs.preparation import ProbsSetup, planned_method, prepare_scoring
 from worker.pipelines.probs.probs_config import (
     DEFAULT_REASONING_MAX_TOKENS,
@@ -62,10 +72,9 @@ from worker.pipelines.probs.question_result import REASONING_IDS_SUFFIX, REASONI
 from worker.pipelines.probs.reasoning import FORMATS, Reasoning, ReasoningMode, generate_reasoning
 from worker.run.pipeline import DEFAULT_ERROR_COLUMN, Pipeline
 from worker.run.sampling import Sample
-from worker.server import logprobs as lp
 from worker.server.client import ModelClient
 from worker.studies.definition import Study, load_study, sampling_settings
-from worker.studies.probability_section import Marginal, Question, consistency_for, questions_for
+from worker.studies.probability_section import Marginal, Question, Scoring, consistency_for, questions_for
 
 __all__ = ["ProbsPipeline", "add_arguments", "build"]
 
@@ -101,6 +110,9 @@ class ProbsPipeline(Pipeline):
         self._samples_per_row = samples_per_row
         self._base_seed = base_seed
         self._setup: ProbsSetup | None = None  # learned from the server in prepare()
+        # The researchers' rule: every question of the section, or none (the scoring is the section's).
+        self.joint_completion = any(q.scoring is Scoring.JOINT_COMPLETION for q in self.questions)
+        self._joint_findings: dict[str, Any] = {}  # learned in prepare() under joint-completion
 
     # -- what the runner asks --
     @property
@@ -140,6 +152,8 @@ class ProbsPipeline(Pipeline):
 
     def parameters(self) -> dict[str, Any]:
         """Everything that determines the numbers, for the checkpoint header and the meta file."""
+        if self.joint_completion:
+            return self._joint_completion_parameters()
         return {
             "study": self.study.name,
             "method": self.config.method.value,
@@ -154,6 +168,28 @@ class ProbsPipeline(Pipeline):
                     "name": q.name,
                     "system": q.system,
                     "user": q.user,
+                    "options": [o.model_dump(exclude_none=True) for o in q.options],
+                }
+                for q in self.questions
+            ],
+            "consistency": [
+                {"name": m.name, "from": m.source, "groups": {k: list(v) for k, v in m.groups.items()}}
+                for m in self.marginals
+            ],
+        }
+
+    def _joint_completion_parameters(self) -> dict[str, Any]:
+        return {
+            "study": self.study.name,
+            "scoring": Scoring.JOINT_COMPLETION.value,
+            "rule": RULE,
+            "temperature": self.config.temperature,
+            "entropy_unit": ENTROPY_UNIT,
+            "entropy_floor": ENTROPY_FLOOR,
+            "questions": [
+                {
+                    "name": q.name,
+                    "prompt": q.user,
                     "options": [o.model_dump(exclude_none=True) for o in q.options],
                 }
                 for q in self.questions
@@ -187,9 +223,14 @@ class ProbsPipeline(Pipeline):
 
     async def prepare(self, client: ModelClient) -> None:
         """Learn from the server: is /tokenize there, how are options tokenized, what does T do."""
+        if self.joint_completion:
+            self._joint_findings = await probe_tokenizer(client)
+            return
         self._setup = await prepare_scoring(self.config, self.questions, client)
 
     def server_findings(self) -> dict[str, Any]:
+        if self.joint_completion:
+            return self._joint_findings
         return {} if self._setup is None else self._setup.findings
 
     async def process(
@@ -215,7 +256,7 @@ class ProbsPipeline(Pipeline):
             if isinstance(result, BaseException):
                 raise result
             out.update(result.columns(question))
-            normalised[question.name] = lp.distribution(result.option_logprobs).normalised
+            normalised[question.name] = result.normalised
         for marginal in self.marginals:
             out.update(marginal.values(normalised[marginal.source]))
         return out
@@ -223,8 +264,11 @@ class ProbsPipeline(Pipeline):
     # -- one question --
     async def _ask(
         self, question: Question, row: Mapping[str, str], client: ModelClient, seed: int
-    ) -> QuestionResult:
+    ) -> QuestionResult | JointCompletionResult:
         """Score one question by the method its options allow (or the one asked for)."""
+        if question.scoring is Scoring.JOINT_COMPLETION:
+            prompt = question.completion_prompt(row, self.study)
+            return await JointCompletionScorer().score(question, prompt, client)
         setup, config = self._prepared(), self.config
         messages = question.messages(row, self.study)
         if not setup.tokenize_available:
@@ -384,6 +428,8 @@ def build(args: argparse.Namespace) -> ProbsPipeline:
         }.get(problem.field, "probs")
         raise InputError(problem.for_flag(flag)) from err
     questions = questions_for(study, tokens)
+    if any(q.scoring is Scoring.JOINT_COMPLETION for q in questions):
+        _refuse_chat_scoring_flags(args, study)
     return ProbsPipeline(
         study,
         questions,
@@ -392,3 +438,28 @@ def build(args: argparse.Namespace) -> ProbsPipeline:
         samples_per_row=sampling.samples_per_row if after_reasoning else 1,
         base_seed=sampling.base_seed,
     )
+
+
+def _refuse_chat_scoring_flags(args: argparse.Namespace, study: Study) -> None:
+    """InputError naming a flag that only chat scoring reads, given with a joint-completion study (the
+    researchers' rule fixes the prompt form, the options and the temperature itself)."""
+    given = [
+        flag
+        for flag, differs in (
+            ("--method", args.method != Method.AUTO.value),
+            ("--logprobs", args.logprobs != DEFAULT_TOP_LOGPROBS),
+            ("--answer-prefix", bool(args.answer_prefix)),
+            ("--variants", args.variants != VariantPolicy.CASE_AND_SPACE.value),
+            ("--reasoning-format", args.reasoning_format is not None),
+            ("--reasoning-mode", args.reasoning_mode is not None),
+            ("--reasoning-effort", args.reasoning_effort is not None),
+            ("--temperature", args.temperature not in (None, DEFAULT_TEMPERATURE)),
+        )
+        if differs
+    ]
+    if given:
+        raise InputError(
+            f"{given[0]}: study {study.name} is scored by joint-completion (the researchers' rule: the raw "
+            "prompt, the options as written, no chat template and no temperature), which this flag does not "
+            "change; leave it out."
+        )

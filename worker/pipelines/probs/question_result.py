@@ -33,6 +33,11 @@ class QuestionResult:
     complete: bool = True
     reasoning: Reasoning | None = None  # after-reasoning: the analysis generated before the answer
 
+    @property
+    def normalised(self) -> dict[str, float]:
+        """label -> the option's share of the options' total probability."""
+        return lp.distribution(self.option_logprobs).normalised
+
     def columns(self, question: Question) -> dict[str, Any]:
         dist = lp.distribution(self.option_logprobs)
         out: dict[str, Any] = {
