@@ -26,13 +26,30 @@ from dataclasses import dataclass
 
 from worker.errors import InputError
 from worker.studies.definition import PromptForm, Study
-from worker.studies.probability_section import Question, probability_section, questions_for
+from worker.studies.probability_section import (
+    Question,
+    Scoring,
+    consistency_for,
+    probability_section,
+    questions_for,
+)
 
 __all__ = ["Difference", "diff_study", "format_differences"]
 
-# What a study file that does not name a scoring rule gets: the probs pipeline's default method and
-# answer variants (worker/pipelines/probs/probs_config.py, `--method auto`, `--variants case-and-space`).
-DEFAULT_SCORING = "auto (first-token where exact, else continuation); case and space variants summed"
+# How each scoring rule reads an option's probability. The chat rule's method and variants are the
+# probs pipeline's defaults (worker/pipelines/probs/probs_config.py: `--method auto`,
+# `--variants case-and-space`), which the stack's Jobs pass unchanged.
+SCORING_RULES = {
+    Scoring.CHAT: (
+        "chat: the model's chat template renders the question; each option tokenized on its own after the "
+        "generation prompt; first-token where exact, else continuation; case and space variants summed"
+    ),
+    Scoring.JOINT_COMPLETION: (
+        "joint-completion: the raw prompt with no chat template; the option appended with no separator; "
+        "the joint tokenization's tokens beyond the prompt's summed (-100.0 when none); softmax over the "
+        "options, no variants"
+    ),
+}
 NOT_SET = "(not set)"
 
 
@@ -107,11 +124,6 @@ def _exp1_document(study: Study, row: Mapping[str, str]) -> list[str]:
     return lines
 
 
-def _probability_rule(study: Study) -> str:
-    section = study.probability or {}
-    return str(section.get("scoring") or DEFAULT_SCORING)
-
-
 def _questions(study: Study) -> list[Question]:
     if study.probability is None:
         return []
@@ -124,11 +136,12 @@ def _exp2_facts(study: Study) -> dict[str, str]:
     questions = _questions(study)
     section = probability_section(study)
     facts = {
-        "scoring rule": _probability_rule(study),
-        "form": str((study.probability or {}).get("form") or "chat"),
+        "scoring rule": SCORING_RULES[section.scoring],
         "system message": section.system or "none",
         "questions": ", ".join(q.name for q in questions),
     }
+    for marginal in consistency_for(study, questions, None):
+        facts[f"marginal {marginal.name} columns"] = ", ".join(marginal.columns.values())
     for question in questions:
         facts[f"{question.name} options"] = json.dumps([option.text for option in question.options])
         columns = [*question.prob_columns.values(), question.entropy_column]
@@ -140,7 +153,11 @@ def _exp2_facts(study: Study) -> dict[str, str]:
 def _exp2_document(study: Study, row: Mapping[str, str]) -> list[str]:
     lines: list[str] = []
     for question in _questions(study):
-        lines.append(f"[question {question.name}]")
+        if question.scoring is Scoring.JOINT_COMPLETION:
+            text = question.completion_prompt(row, study)
+            lines += [f"[question {question.name}, raw text]", *text.splitlines()]
+            continue
+        lines.append(f"[question {question.name}, chat messages]")
         for message in question.messages(row, study):
             lines += [f"({message['role']})", *message["content"].splitlines()]
     return lines

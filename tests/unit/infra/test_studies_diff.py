@@ -102,3 +102,23 @@ def test_a_row_past_the_end_is_one_line_and_exit_2(capsys: pytest.CaptureFixture
     assert code == 2
     assert err.startswith("error: --rows 100000: ")
     assert err.count("\n") == 1
+
+
+def test_the_chat_design_rewords_every_experiment_2_question(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run(["chat"], capsys)
+    # Study 1: their state prompt and its property (here "passing grades", the exams story of row 0).
+    assert "-Given the scenario below, what percentage probability do you assign that exactly 0 of the" in out
+    assert "-Respond with ONLY a percentage from this list:" in out
+    # Study 2: their one prompt with eight sentences against three questions of our own.
+    assert "-[question response, raw text]" in out
+    assert "+[question frame, chat messages]" in out
+
+
+def test_the_chat_design_scores_with_summed_variants_not_their_rule(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _, out, _ = run(["chat", "--study", "study2"], capsys)
+    assert "[exp2] scoring rule" in aspects(out)
+    assert "researchers: joint-completion: the raw prompt with no chat template" in out
+    assert "case and space variants summed" in out
+    assert {"[exp2] marginal frame columns", "[exp2] marginal joint_frame columns"} <= set(aspects(out))
