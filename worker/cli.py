@@ -42,6 +42,7 @@ __all__ = [
     "build_parser",
     "main",
     "parse_subcommand",
+    "prog",
     "read_tasks",
     "run_options",
     "subcommand_parser",
@@ -115,6 +116,8 @@ CHECK_OUTPUTS_MODULE = "worker.commands.check_outputs"  # imports this module, s
 # SIGINT outside a run (while parsing); runs handle it themselves.
 EXIT_INTERRUPTED = contract.EXIT_SIGNAL_BASE + 2
 CLEAR_LINE = "\r\x1b[K"  # carriage return + ANSI "erase to end of line"
+SCRIPT_NAME = "grace-worker"  # the console script pyproject.toml installs
+MODULE_PROG = "python -m worker"  # how the Jobs and the docs start it
 
 # For `run --tasks`: the worst result wins; exit 2 (nothing done, retrying cannot help) is the worst.
 _SEVERITY = {
@@ -168,6 +171,7 @@ exit codes:
                                a rerun resumes
   {contract.EXIT_SIGNAL_BASE + signal.SIGTERM:<28} stopped by SIGTERM (e.g. Kubernetes); a rerun resumes
   {contract.EXIT_SIGNAL_BASE + signal.SIGINT:<28} interrupted (Ctrl-C); a rerun resumes
+  {contract.EXIT_CLOSED_PIPE:<28} stdout's reader closed the pipe early (e.g. `| head -1`)
   1                            a bug (traceback); the checkpoint keeps every finished row
 """
 
@@ -290,6 +294,11 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, endpoint_required: 
     )
 
 
+def prog() -> str:
+    """The command as the user typed it, for usage lines: `grace-worker` or `python -m worker`."""
+    return SCRIPT_NAME if Path(sys.argv[0]).name == SCRIPT_NAME else MODULE_PROG
+
+
 def run_options(args: argparse.Namespace, argv: Sequence[str]) -> RunOptions:
     """The validated RunOptions of parsed common flags; InputError naming the flag otherwise."""
     try:
@@ -311,7 +320,7 @@ def run_options(args: argparse.Namespace, argv: Sequence[str]) -> RunOptions:
             metrics_port=args.metrics_port,
             retry_failed=args.retry_failed,
             wait_for_lock_s=args.wait_for_lock,
-            command_line=("python -m worker", *argv),
+            command_line=(MODULE_PROG, *argv),
             plan_digest=args.plan_digest,
             supersede=args.supersede,
         )
@@ -344,7 +353,7 @@ def _validation_sentence(err: ValidationError) -> str:
 
 def build_parser() -> _Parser:
     parser = _Parser(
-        prog="python -m worker",
+        prog=prog(),
         description=(
             "Run a Grace study against an OpenAI-compatible model server (vLLM).\n"
             "`python -m worker <subcommand> --help` shows each subcommand's flags."
@@ -374,8 +383,12 @@ def build_parser() -> _Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Entry point; returns the exit code (a reader closing stdout's pipe early ends it quietly)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return contract.exit_code_when_piped(lambda: _main(args))
+
+
+def _main(argv: list[str]) -> int:
     try:
         _configure_logging()
     except InputError as err:
@@ -412,7 +425,7 @@ def subcommand_parser(command: str) -> argparse.ArgumentParser:
     """The parser of one pipeline subcommand: the common flags, then the pipeline's own."""
     subcommand = SUBCOMMANDS[command]
     parser = _Parser(
-        prog=f"python -m worker {command}",
+        prog=f"{prog()} {command}",
         description=subcommand.help,
         epilog=FILES_AND_EXIT_CODES,
         formatter_class=_HelpFormatter,

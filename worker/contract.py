@@ -16,7 +16,10 @@ Layer 0 of the worker: imports nothing of ours.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -38,6 +41,7 @@ __all__ = [
     "CHECK_OUTPUTS_COMMAND",
     "CONTAINER_STUDIES_DIR",
     "DEEPSEEK_API_KEY_ENV",
+    "EXIT_CLOSED_PIPE",
     "EXIT_INPUT",
     "EXIT_OK",
     "EXIT_ROWS_FAILED",
@@ -62,6 +66,7 @@ __all__ = [
     "MetaRows",
     "RunMeta",
     "RunStatus",
+    "exit_code_when_piped",
     "same_run",
 ]
 
@@ -119,6 +124,29 @@ EXIT_SERVER_UNAVAILABLE = 5  # no server within --wait-timeout (start or outage)
 EXIT_SIGNAL_BASE = 128  # killed-by-signal convention: SIGTERM 143, SIGINT 130
 # The codes of a run that wrote its output: every row done, ok or carrying its error.
 FINISHED_EXIT_CODES = frozenset({EXIT_OK, EXIT_ROWS_FAILED})
+# A reader that closed the pipe early (`grace render ... | head -1`): what a shell reports for a
+# command SIGPIPE ended (`yes | head -1` exits 141), not a bug's 1.
+EXIT_CLOSED_PIPE = EXIT_SIGNAL_BASE + signal.SIGPIPE
+
+
+def exit_code_when_piped(main: Callable[[], int]) -> int:
+    """`main()`'s exit code, or EXIT_CLOSED_PIPE without a traceback when stdout's reader went away.
+
+    Both command lines (`grace`, `grace-worker`) run through this at their edge. Python ignores SIGPIPE,
+    so a write to a closed pipe raises BrokenPipeError; stdout is flushed here, inside the handler, and
+    then pointed at devnull so the interpreter's own flush at exit cannot raise again (the recipe of
+    https://docs.python.org/3/library/signal.html#note-on-sigpipe).
+    """
+    try:
+        try:
+            code = main()
+        finally:
+            sys.stdout.flush()  # also when argparse exits after --help
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_CLOSED_PIPE
+    return code
 
 
 # ---- The meta file -------------------------------------------------------------------------------------

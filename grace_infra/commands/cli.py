@@ -11,6 +11,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from worker.contract import EXIT_CLOSED_PIPE, exit_code_when_piped
+
 __all__ = ["COMMANDS", "main"]
 
 EXIT_USAGE = 2
@@ -30,7 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "grace_infra.commands.results.subcommands", "pull, check and report the campaign's output files"
     ),
     "studies": (
-        "grace_infra.commands.studies", "diff a design of the studies against the researchers' own requests"
+        "grace_infra.commands.studies", "check the study CSVs; diff a design against the researchers' own"
     ),
 }
 
@@ -39,12 +41,21 @@ def _usage() -> str:
     width = max(len(name) for name in COMMANDS)
     lines = ["usage: grace <command> [options]   (grace <command> --help for each)", "", "commands:"]
     lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
-    lines += ["", f"exit codes: each command's own (see its --help); {EXIT_USAGE} for an unknown command."]
+    lines += [
+        "",
+        f"exit codes: each command's own (see its --help); {EXIT_USAGE} for an unknown command; "
+        f"{EXIT_CLOSED_PIPE} when stdout's reader closes the pipe early (e.g. `| head -1`).",
+    ]
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The exit code of the command `argv` names; a reader closing the pipe early ends it quietly."""
     args = list(sys.argv[1:] if argv is None else argv)
+    return exit_code_when_piped(lambda: _dispatch(args))
+
+
+def _dispatch(args: list[str]) -> int:
     if not args or args[0] in {"-h", "--help"}:
         print(_usage())
         return 0 if args else EXIT_USAGE

@@ -178,8 +178,9 @@ def _status_message(body: str | bytes | None) -> str:
 
 
 @contextmanager
-def cluster_errors() -> Iterator[None]:
-    """Turn the client's errors into one ClusterUnreachable sentence (no traceback for the user)."""
+def cluster_errors(connection: Connection) -> Iterator[None]:
+    """Turn the client's errors on `connection` into one ClusterUnreachable sentence naming its context
+    and server (no traceback for the user)."""
     try:
         yield
     except ApiException as err:
@@ -192,4 +193,7 @@ def cluster_errors() -> Iterator[None]:
         ) from None
     except HTTPError as err:  # urllib3: connection refused, DNS, TLS, after the client's retries
         cause = getattr(err, "reason", None) or err
-        raise ClusterUnreachable(f"cannot reach the API server of the kubeconfig context: {cause}") from None
+        raise ClusterUnreachable(
+            f"cannot reach the API server of kubeconfig context {connection.context} ({connection.host}): "
+            f"{cause}"
+        ) from None

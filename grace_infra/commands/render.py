@@ -30,13 +30,21 @@ from grace_infra import constants as c
 from grace_infra.commands.arguments import HelpFormatter, add_config_file_argument, add_stack_argument
 from grace_infra.commands.offline import OfflineRun, run_offline
 from grace_infra.commands.plan_report import build_plan, summary
-from grace_infra.config.input_files import offline_input_files
+from grace_infra.config.input_files import InputSubstitution, offline_input_files
 from grace_infra.config.stack_config import GraceConfig
 from grace_infra.config.stack_files import PROJECT_ROOT, SECRET_KEYS, load_raw_config, needed_secrets
 from grace_infra.errors import GraceError
 from grace_infra.nrp_rules import check_config
 
-__all__ = ["RenderInputError", "Rendered", "main", "render", "write_render"]
+__all__ = [
+    "NOT_THE_STUDY_FILES",
+    "RenderInputError",
+    "Rendered",
+    "main",
+    "pricing_caveat",
+    "render",
+    "write_render",
+]
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # bad config, policy violation, unreadable input: one line on stderr, nothing written
@@ -47,6 +55,8 @@ PLAN_FILE = "plan.json"
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when present: 10x faster, same output
 # What a previous render leaves; --out may replace a directory holding only these.
 _RENDER_ENTRIES = frozenset({MANIFESTS_DIR, RESOURCES_FILE, PLAN_FILE})
+# How render's first line starts when the plan is not priced on the stack's own study files.
+NOT_THE_STUDY_FILES = "NOT PRICED ON YOUR STUDY FILES:"
 
 
 class RenderInputError(GraceError):
@@ -61,7 +71,7 @@ class Rendered:
     run: OfflineRun
     plan: dict[str, Any]
     placeholder_secrets: list[str]  # config keys filled with SECRET_PLACEHOLDER
-    input_substitutions: list[str] = field(default_factory=list)  # input_files.offline_input_files notes
+    input_substitutions: list[InputSubstitution] = field(default_factory=list)  # the offline stand-ins
 
 
 # --- rendering -----------------------------------------------------------------------------------
@@ -157,6 +167,30 @@ def write_render(rendered: Rendered, out: Path) -> int:
     return written
 
 
+def pricing_caveat(rendered: Rendered) -> str | None:
+    """Render's first line when the plan is priced on anything but the study CSVs (test fixtures, or row
+    counts with no file behind them), else None. A newcomer reads the cost first: it must not be mistaken
+    for the campaign's."""
+    rows = rendered.plan["gpuHours"]["assumptions"]["studyRows"]
+    fixtures = {s.study: s.stand_in for s in rendered.input_substitutions if s.is_fixture}
+    files = set(rendered.config.experiments.input_files.values())
+    stand_ins = []
+    for study, counted in rows.items():
+        if study in fixtures:
+            stand_ins.append(f"{study} on the test fixture {fixtures[study]} ({counted['rows']:,} rows)")
+        elif counted["source"] not in files:
+            # No CSV was read: the published counts, or grace:plan.studyRows.
+            source = "the published counts" if counted["source"] == "published" else counted["source"]
+            stand_ins.append(f"{study} on {counted['rows']:,} rows from {source}, not a file")
+    if not stand_ins:
+        return None
+    return (
+        f"{NOT_THE_STUDY_FILES} {'; '.join(stand_ins)}. The GPU-hours below are not your campaign's: put "
+        "the researchers' study CSVs where grace:experiments.inputFiles says (data/ on the nrp stack: "
+        "README, Quick start) and render again."
+    )
+
+
 # --- command line --------------------------------------------------------------------------------
 
 
@@ -186,10 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GraceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    for warning in rendered.run.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    for note in rendered.input_substitutions:
-        print(f"note: {note}", file=sys.stderr)
+    caveat = pricing_caveat(rendered)
+    if caveat:
+        print(caveat)
     print(summary(rendered.plan))
     if rendered.placeholder_secrets:
         names = ", ".join(f"grace:{key}" for key in rendered.placeholder_secrets)
@@ -198,4 +231,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"wrote {written} manifests, {RESOURCES_FILE} ({len(rendered.run.resources)} resources) and "
         f"{PLAN_FILE} to {args.out}"
     )
+    # The cost (or why it is not the campaign's) is the first line in a terminal too: stdout is flushed
+    # before the warnings and notes go to stderr.
+    sys.stdout.flush()
+    for warning in rendered.run.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for substitution in rendered.input_substitutions:
+        print(f"note: {substitution.note}", file=sys.stderr)
     return EXIT_OK

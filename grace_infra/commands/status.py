@@ -319,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         campaign = load_campaign(args.stack)
         cluster = connect(args.context, args.kubeconfig, stack=args.stack)
-        with cluster_errors():
+        with cluster_errors(cluster):
             jobs, servers = collect_status(campaign, cluster.api)
     except GraceError as err:
         print(f"error: {err}", file=sys.stderr)

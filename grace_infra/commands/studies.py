@@ -1,4 +1,5 @@
-"""`grace studies diff VARIANT`: every difference between a design of the studies and the researchers' own.
+"""`grace studies diff VARIANT`: every difference between a design of the studies and the researchers' own;
+`grace studies check`: the stack's study CSVs, where `pulumi up` reads them (commands/study_check.py).
 
 A design is a folder of study files: `researchers` (jobs/studies/researchers/, the requests the
 researchers' scripts send), `chat` (jobs/studies/, Grace's chat design), or any folder holding
@@ -7,8 +8,9 @@ study CSVs (`grace:experiments.inputFiles`, found as `grace render` finds them) 
 printed: form, requests per row, budgets, stop, sampling, reply columns, Experiment 2's questions,
 options and scoring rule, and the wording the model reads, as a unified diff per row.
 
-Exit codes: 0 the designs were compared (whether or not they differ); 2 an unknown design, a study file
-either side cannot load, or an unreadable CSV (one line on stderr).
+Exit codes: 0 the designs were compared (whether or not they differ), or every study CSV is ready; 2 an
+unknown design, a study file either side cannot load, an unreadable CSV (one line on stderr), or a study
+CSV missing, unreadable or without a column its study file requires.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from grace_infra.commands.arguments import HelpFormatter, add_stack_argument
+from grace_infra.commands.arguments import HelpFormatter, add_config_file_argument, add_stack_argument
+from grace_infra.commands.study_check import check_study_files, format_study_checks
 from grace_infra.config.input_files import offline_input_files
 from grace_infra.config.stack_files import PROJECT_ROOT, load_raw_config
 from grace_infra.errors import GraceError
@@ -127,7 +130,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="grace studies",
         description="Compare a design of the studies with the researchers' own, on real rows.",
-        epilog=f"exit codes: {EXIT_OK} compared; {EXIT_USAGE} unknown design, unloadable file or CSV.",
+        epilog=(
+            f"exit codes: {EXIT_OK} compared, or every study CSV ready; {EXIT_USAGE} unknown design, "
+            "unloadable file or CSV, or (check) a study CSV missing, unreadable or short of a column."
+        ),
         formatter_class=HelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -144,11 +150,20 @@ def _parser() -> argparse.ArgumentParser:
         help="0-based CSV rows whose wording is compared",
     )
     add_stack_argument(diff)
+    check = commands.add_parser(
+        "check",
+        help="the stack's study CSVs where pulumi up reads them: rows, columns the study files require",
+        formatter_class=HelpFormatter,
+    )
+    add_stack_argument(check)
+    add_config_file_argument(check)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "check":
+        return _check(args.stack, args.config_file)
     try:
         csvs = study_csvs(args.stack)
         text = diff_designs(args.variant, args.study or STUDIES, args.rows, csvs, args.reference)
@@ -157,3 +172,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     print(text)
     return EXIT_OK
+
+
+def _check(stack: str, config_files: Sequence[Path]) -> int:
+    try:
+        checks = check_study_files(stack, config_files)
+    except GraceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    print(format_study_checks(checks))
+    return EXIT_OK if all(check.ok for check in checks) else EXIT_USAGE

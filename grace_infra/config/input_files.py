@@ -14,23 +14,43 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["offline_input_files"]
+__all__ = ["InputSubstitution", "offline_input_files"]
 
 _INPUT_FILES = "inputFiles"
 
 
-def offline_input_files(raw: Mapping[str, Any], project_root: Path) -> tuple[dict[str, Any], list[str]]:
+@dataclass(frozen=True)
+class InputSubstitution:
+    """One configured study CSV that is not in the checkout, and what the offline render read instead."""
+
+    study: str
+    configured: str  # the inputFiles value `pulumi up` reads, e.g. data/study1.csv
+    stand_in: Path  # ../shared/data/<file name>, or a test fixture
+    is_fixture: bool  # a few test rows, not the study: the plan's figures are not the campaign's
+
+    @property
+    def note(self) -> str:
+        return (
+            f"grace:experiments.inputFiles.{self.study}={self.configured} is not in this checkout; rendered "
+            f"with {self.stand_in} instead (`pulumi up` reads {self.configured})"
+        )
+
+
+def offline_input_files(
+    raw: Mapping[str, Any], project_root: Path
+) -> tuple[dict[str, Any], list[InputSubstitution]]:
     """`raw` (grace:* keys without the prefix) with missing inputFiles replaced as the module doc says,
-    and one note per replacement."""
+    and each replacement."""
     result = copy.deepcopy(dict(raw))
     experiments = result.get("experiments")
     files = experiments.get(_INPUT_FILES) if isinstance(experiments, dict) else None
     if not isinstance(files, dict):
         return result, []
-    notes = []
+    notes: list[InputSubstitution] = []
     for study, local in files.items():
         path = Path(str(local))
         if (path if path.is_absolute() else project_root / path).is_file():
@@ -39,8 +59,5 @@ def offline_input_files(raw: Mapping[str, Any], project_root: Path) -> tuple[dic
         fixture = project_root / "tests" / "fixtures" / f"{study}_small.csv"
         stand_in = shared if shared.is_file() else fixture
         files[study] = str(stand_in)
-        notes.append(
-            f"grace:experiments.inputFiles.{study}={local!s} is not in this checkout; rendered with "
-            f"{stand_in} instead (`pulumi up` reads {local!s})"
-        )
+        notes.append(InputSubstitution(str(study), str(local), stand_in, is_fixture=stand_in == fixture))
     return result, notes

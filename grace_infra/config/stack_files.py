@@ -85,7 +85,14 @@ def load_raw_config(
     """
     stack_file = project_root / f"Pulumi.{stack}.yaml"
     if not stack_file.is_file():
-        raise StackFileError(f"--stack {stack}: {stack_file.name} does not exist in {project_root}.")
+        stacks = sorted(
+            path.name.removeprefix("Pulumi.").removesuffix(".yaml")
+            for path in project_root.glob("Pulumi.*.yaml")
+        )
+        raise StackFileError(
+            f"--stack {stack}: {stack_file.name} does not exist in {project_root}; the stacks are "
+            f"{', '.join(stacks) or 'none'}."
+        )
     raw = project_defaults(project_root / "Pulumi.yaml")
     documents = []
     for path in (stack_file, *config_files):

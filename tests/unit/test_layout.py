@@ -54,10 +54,14 @@ LAYERS: dict[str, int] = {
 }
 # The stack imports the contract both sides agree on (worker/contract.py: environment, paths, exit codes,
 # the meta file), measures prompts with the worker's own study code (refusing what it refuses, with its
-# errors, worded by the worker's one validation formatter) and writes files the worker's way; nothing
-# else crosses the packages, and the worker (shipped alone in the job image) never imports the stack.
+# errors, worded by the worker's one validation formatter), checks a study CSV with the worker's own input
+# reader (`grace studies check`) and writes files the worker's way; nothing else crosses the packages,
+# and the worker (shipped alone in the job image) never imports the stack.
 CROSS_PACKAGE = {
-    "grace_infra": ("worker.studies", "worker.errors", "worker.contract", "worker.run.atomic_files"),
+    "grace_infra": (
+        "worker.studies", "worker.errors", "worker.contract", "worker.run.atomic_files",
+        "worker.run.input_table",
+    ),
 }
 
 

@@ -318,7 +318,7 @@ def pull(*, stack: str, context: str | None, kubeconfig: Path | None, destinatio
     cluster = connect(context, kubeconfig, stack=stack)
     api = k8s.CoreV1Api(cluster.api)
     try:
-        with cluster_errors():
+        with cluster_errors(cluster):
             result = run_pull(api, campaign.config, destination)
     except KeyboardInterrupt:
         print("interrupted; every file copied so far is whole; the same command resumes.", file=sys.stderr)

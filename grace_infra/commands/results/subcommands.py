@@ -96,13 +96,16 @@ def _check(args: argparse.Namespace) -> int:
 
 def _tidy(args: argparse.Namespace) -> int:
 
-    written = 0
-    for path in discover_outputs(args.folder):
-        output = read_output(path)
-        if output.frame is not None and output.pipeline == "probs":
-            print(f"wrote {write_tidy(output)}")
-            written += 1
-    print(f"{written} long-format table(s) written")
+    finished = [read_output(path) for path in discover_outputs(args.folder)]
+    probabilities = [o for o in finished if o.frame is not None and o.pipeline == "probs"]
+    if not probabilities:
+        raise ResultsInputError(
+            f"{args.folder}: holds no finished Experiment 2 output (no <study>_probabilities.csv with its "
+            "meta file) to reshape."
+        )
+    for output in probabilities:
+        print(f"wrote {write_tidy(output)}")
+    print(f"{len(probabilities)} long-format table(s) written")
     return EXIT_OK
 
 

@@ -322,7 +322,7 @@ def test_an_unreachable_api_server_is_one_line_and_exit_2(
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     assert status.main(["--context", CONTEXT]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: cannot reach the API server of the kubeconfig context:")
+    assert err.startswith(f"error: cannot reach the API server of kubeconfig context {CONTEXT} (")
     assert len(err.strip().splitlines()) == 1
 
 
