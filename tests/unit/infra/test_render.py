@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from grace_infra import constants as c
 from grace_infra.commands.offline import REDACTED
 from grace_infra.commands.render import (
+    NOT_THE_STUDY_FILES,
     SECRET_PLACEHOLDER,
     Rendered,
     RenderInputError,
@@ -222,10 +225,13 @@ def test_cli_renders_the_nrp_stack(tmp_path: Path, nrp_rendered: Rendered) -> No
     out = tmp_path / "render"
     result = _run_cli("--stack", "nrp", "--out", str(out))
     assert result.returncode == 0, result.stderr
-    # The plan's own headline (its figures: test_plan_gpu_hours.py and test_nrp_cluster.py).
-    assert result.stdout.splitlines()[0] == nrp_rendered.plan["headline"]
-    assert result.stdout.startswith("GPU-hours: ")
-    assert result.stdout.splitlines()[2].split() == [
+    # The plan's own headline (its figures: test_plan_gpu_hours.py and test_nrp_cluster.py), after the
+    # line that says so when a checkout without the study files is priced on test fixtures.
+    lines = result.stdout.splitlines()
+    lines = lines[1:] if lines[0].startswith(NOT_THE_STUDY_FILES) else lines
+    assert lines[0] == nrp_rendered.plan["headline"]
+    assert lines[0].startswith("GPU-hours: ")
+    assert lines[2].split() == [
         "model",
         "mode",
         "GPUs",
@@ -271,3 +277,71 @@ def test_cli_refuses_a_policy_violation_in_one_line_and_writes_nothing(tmp_path:
         "NRP may purge that class without notice; use rook-cephfs."
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ucsd.yaml"]
+
+
+# --- what the plan is priced on ------------------------------------------------------------------
+
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+
+def _fresh_clone(target: Path) -> Path:
+    """The checkout's files as `git clone` gives them (tracked and new, nothing git ignores: no data/),
+    at a path with no ../shared beside it."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=PROJECT_ROOT, capture_output=True, check=False,
+    )  # fmt: skip
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    for name in filter(None, listed.stdout.decode().split("\0")):
+        source = PROJECT_ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    assert not (target.parent / "shared").exists()
+    return target
+
+
+def _render_in(checkout: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "grace_infra", "render", "--stack", "nrp", "--out", str(out)],
+        cwd=checkout, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_fresh_clone_without_the_study_files_says_first_that_its_cost_is_not_theirs(tmp_path: Path) -> None:
+    clone = _fresh_clone(tmp_path / "grace")
+    result = _render_in(clone, tmp_path / "render")
+    assert result.returncode == 0, result.stderr
+    first, second = result.stdout.splitlines()[:2]
+    assert first.startswith("NOT PRICED ON YOUR STUDY FILES: ")
+    for study in ("study1", "study2"):
+        # The clone's own fixtures: the render ran the clone's code, not this checkout's.
+        assert f"{study} on the test fixture {clone / 'tests' / 'fixtures' / f'{study}_small.csv'}" in first
+    assert second.startswith("GPU-hours: ")
+
+
+@pytest.mark.slow
+def test_with_the_study_files_in_data_the_first_line_is_the_cost(tmp_path: Path) -> None:
+    if not all((SHARED_DATA / f"{study}.csv").is_file() for study in ("study1", "study2")):
+        pytest.skip(f"the study CSVs are not in {SHARED_DATA}")
+    clone = _fresh_clone(tmp_path / "grace")
+    (clone / "data").mkdir()
+    for study in ("study1", "study2"):
+        shutil.copy2(SHARED_DATA / f"{study}.csv", clone / "data" / f"{study}.csv")
+    result = _render_in(clone, tmp_path / "render")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("GPU-hours: ")
+    assert NOT_THE_STUDY_FILES not in result.stdout
+    assert "note: " not in result.stderr  # nothing stood in for a file
+
+
+def test_row_counts_with_no_file_behind_them_say_so_first(tmp_path: Path) -> None:
+    extra = tmp_path / "claim-input.yaml"  # no inputFiles: the Jobs read the input claim
+    extra.write_text(yaml.safe_dump({"grace:experiments": {"studies": ["study1", "study2"]}}))
+    result = _run_cli("--stack", "nrp", "--config-file", str(extra), "--out", str(tmp_path / "render"))
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    published = c.PUBLISHED_STUDY_ROWS["study1"]
+    assert first.startswith(f"{NOT_THE_STUDY_FILES} study1 on {published:,} rows from the published counts")
