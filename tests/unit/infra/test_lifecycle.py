@@ -425,8 +425,10 @@ def test_the_render_says_which_csv_stands_in_for_the_researchers_file(tmp_path: 
     shared = PROJECT_ROOT.parent / "shared" / "data" / "study1.csv"
     expected = shared if shared.is_file() else PROJECT_ROOT / "tests" / "fixtures" / "study1_small.csv"
     assert substituted["experiments"]["inputFiles"]["study1"] == str(expected)
-    assert notes[0].startswith("grace:experiments.inputFiles.study1=data/study1.csv is not in this checkout")
-    assert notes[0].endswith("(`pulumi up` reads data/study1.csv)")
+    note = notes[0].note
+    assert note.startswith("grace:experiments.inputFiles.study1=data/study1.csv is not in this checkout")
+    assert note.endswith("(`pulumi up` reads data/study1.csv)")
+    assert notes[0].is_fixture == (expected != shared)
     # A file that exists is read as configured; nothing is substituted.
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "study1.csv").write_text("a\n1\n")
