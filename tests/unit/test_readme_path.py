@@ -384,11 +384,12 @@ def test_the_gpu_hours_the_readme_quotes_are_what_grace_render_prints(tmp_path: 
     (command,) = [c for _, c in commands() if c[0] in own and c[1] == "render"]
     out = tmp_path / "render"
     argv = [*command[1:command.index("--out")], "--out", str(out)]
+    # stderr into the same pipe, as a terminal shows both: the warnings and notes come after the cost.
     result = subprocess.run(
         [sys.executable, "-m", "grace_infra", *argv],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300, check=False,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout
     first = result.stdout.splitlines()[0]
     if first.startswith(NOT_THE_STUDY_FILES):
         pytest.skip(f"the study CSVs are absent: {first}")
