@@ -39,7 +39,7 @@ class StudyFileCheck:
 
     study: str
     path: str  # as grace:experiments.inputFiles names it
-    study_file: str  # where the required columns come from, e.g. jobs/studies/study1.yaml
+    study_file: str  # where the required columns come from, e.g. jobs/studies/researchers/study1.yaml
     required_columns: tuple[str, ...]
     rows: int | None  # None when the file cannot be used
     problem: str | None  # one sentence, None when the worker would take the file
@@ -61,17 +61,19 @@ def check_study_files(
     bundle = load_study_bundle(config.model_copy(update={"experiments": experiments}))
     checks = []
     for study in config.experiments.studies:
-        study_file = bundle.study_files.get(study)
-        if study_file is None:
+        # Every design the matrix runs reads the same CSV: it must hold the columns of each.
+        study_files = [f for design in config.designs() if (f := bundle.study_file(design, study))]
+        if not study_files:
             raise StudyCheckError(f"{study}: the stack has no study file for it, so no required columns.")
-        required = tuple(study_file.definition.required_columns)
+        required = tuple(dict.fromkeys(c for f in study_files for c in f.definition.required_columns))
+        study_file = ", ".join(f.path for f in study_files)
         local = input_files.get(study)
         if local is None:
             unset = (
                 f"grace:experiments.inputFiles.{study} is not set: the Jobs read {c.INPUT_MOUNT}/{study}.csv "
                 "from the input claim, which this command cannot see (jobs/README.md)."
             )
-            checks.append(StudyFileCheck(study, "-", study_file.path, required, None, unset))
+            checks.append(StudyFileCheck(study, "-", study_file, required, None, unset))
             continue
         path = Path(local) if Path(local).is_absolute() else project_root / local
         rows: int | None = None
@@ -86,7 +88,7 @@ def check_study_files(
                 rows = read_input(path, required).file_rows
             except InputError as err:
                 problem = str(err).removeprefix(_WORKER_FLAG)
-        checks.append(StudyFileCheck(study, local, study_file.path, required, rows, problem))
+        checks.append(StudyFileCheck(study, local, study_file, required, rows, problem))
     return checks
 
 
@@ -99,7 +101,7 @@ def format_study_checks(checks: Sequence[StudyFileCheck]) -> str:
             of_published = f" (the researchers' published file: {published:,})" if published else ""
             lines.append(
                 f"ok    {check.study}  {check.path}: {check.rows:,} rows{of_published}; all "
-                f"{len(check.required_columns)} columns {check.study_file} requires"
+                f"{len(check.required_columns)} columns required by {check.study_file}"
             )
         else:
             lines.append(f"FAIL  {check.study}  {check.problem}")
