@@ -462,8 +462,8 @@ class JobsConfig(_Section):
     deepseek_endpoint: str | None = Field(
         default=None,
         description=(
-            "External OpenAI-compatible extraction endpoint (DeepSeek); unset: extract with the model's "
-            "own server."
+            "External OpenAI-compatible extraction endpoint (DeepSeek, the coder the researchers planned) "
+            "that codes every model's replies; unset: the stack's one extractor (jobs.extractor) codes them."
         ),
     )
     deepseek_model: str = Field(default="deepseek-chat", description="Model name at the external endpoint.")
