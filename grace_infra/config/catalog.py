@@ -178,7 +178,7 @@ class ModelSpec(BaseModel):
 # gpt-oss speaks the harmony format: the model first writes an analysis channel; the answer starts
 # after this header (https://cookbook.openai.com/articles/openai-harmony).
 HARMONY_FINAL_PREFIX = "<|channel|>final<|message|>"
-# Room for gpt-oss's analysis channel before the final answer. Its default reasoning effort ("medium")
+# Room for gpt-oss's analysis channel before the final answer. Its chat template's default effort ("medium")
 # commonly writes a few hundred to about a thousand tokens for a short question; 2048 leaves headroom.
 GPT_OSS_REASONING_TOKENS = 2048
 # What the GPU-hour plan expects gpt-oss to write in its analysis channel per request. Not measured on

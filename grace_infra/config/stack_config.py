@@ -445,7 +445,7 @@ class JobsConfig(_Section):
     )
     tokens: tuple[str, ...] = Field(
         default=("0", "1", "2", "3", "yes", "no"),
-        description="Worker probs --tokens (as the researchers' original Jobs asked).",
+        description="Worker probs --tokens (as a Job drafted in the researchers' plans asks).",
     )
     cpu_request: float = Field(default=1.0, gt=0, description="Worker container CPU request (cores).")
     memory_request_gi: int = Field(default=2, gt=0, description="Worker container memory request (GiB).")
@@ -462,8 +462,8 @@ class JobsConfig(_Section):
     deepseek_endpoint: str | None = Field(
         default=None,
         description=(
-            "External OpenAI-compatible extraction endpoint (DeepSeek); unset: extract with the model's "
-            "own server."
+            "External OpenAI-compatible extraction endpoint (DeepSeek, the coder the researchers planned) "
+            "that codes every model's replies; unset: the stack's one extractor (jobs.extractor) codes them."
         ),
     )
     deepseek_model: str = Field(default="deepseek-chat", description="Model name at the external endpoint.")
