@@ -125,6 +125,15 @@ HF_TOKEN_MOUNT = "/var/run/secrets/grace/huggingface"  # noqa: S105 (a mount pat
 # Always re-resolve the tag at pod start: a re-pushed tag cannot run stale code, and the layers of an
 # unchanged image stay cached on the node (only the manifest is fetched).
 IMAGE_PULL_POLICY = "Always"
+# The job image repository the committed stacks name: a stand-in for the researcher's own NRP GitLab
+# project, which `grace preflight` refuses with the command that sets grace:images.job.
+PLACEHOLDER_JOB_IMAGE_REPOSITORY = "gitlab-registry.nrp-nautilus.io/grace/grace-job"
+# `pulumi.com/replaceUnready: "true"`: the provider replaces a Job whose live object is not Ready (not
+# Complete) on the next `pulumi up` (provider/pkg/provider/provider.go, Diff: `metadata.ReplaceUnready`).
+REPLACE_UNREADY_ANNOTATION = "pulumi.com/replaceUnready"
+# The provider option that updates a ConfigMap's data in place instead of replacing the object
+# (provider/pkg/provider/diff.go, forceNewProperties); set as a stack setting for the default provider.
+CONFIGMAP_MUTABLE_SETTING = "kubernetes:enableConfigMapMutable"
 
 # Experiment Jobs and the GPU-hour plan (docs/experiment-jobs.md).
 JOB_BACKOFF_LIMIT = 3  # the worker resumes from its checkpoint, so a retried pod redoes no finished row

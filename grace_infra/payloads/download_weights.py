@@ -1,8 +1,8 @@
-"""The weight-download Job's program (runs INSIDE the pinned vLLM image, not here).
+"""The weight-download Job's program (runs INSIDE the job image, not here).
 
-`weights_job.download_container` ships this file's source as `python3 -c <source>`, so it may import
-only the standard library and `huggingface_hub` (which the vLLM image already has: nothing is
-pip-installed at run time). Tests import it directly with a fake `huggingface_hub`.
+`download_job.download_container` ships this file's source as `python -c <source>`, so it may import
+only the standard library and `huggingface_hub` (jobs/Dockerfile installs it from requirements.txt;
+nothing is pip-installed at run time). Tests import it directly with a fake `huggingface_hub`.
 
 Inputs (environment): GRACE_HF_REPO, GRACE_HF_REVISION, GRACE_WEIGHTS_DIR, GRACE_IGNORE_PATTERNS
 (comma-separated), GRACE_TIKTOKEN_FILES (comma-separated `name=sha256`, may be empty),
