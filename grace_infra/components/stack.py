@@ -143,7 +143,7 @@ def build_stack() -> None:
     ], warn=pulumi.log.warn)
     if not config.render_yaml_to and not configmap_mutable():
         pulumi.log.warn(
-            f"{c.CONFIGMAP_MUTABLE_SETTING} is not \"true\": every study file change deletes and recreates "
+            f"{c.CONFIGMAP_MUTABLE_SETTING} is not true: every study file change deletes and recreates "
             f"the {c.STUDIES_CONFIGMAP} ConfigMap instead of updating it, and a pod starting in between "
             f"cannot mount it; pulumi config set {c.CONFIGMAP_MUTABLE_SETTING} true"
         )

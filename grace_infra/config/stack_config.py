@@ -204,8 +204,7 @@ class NodeSelectorRequirement(_Section):
 
     @model_validator(mode="after")
     def _values_fit_operator(self) -> Self:
-        wanted = {"In": "some", "NotIn": "some", "Exists": "none", "DoesNotExist": "none", "Gt": "one", "Lt": "one"}
-        need = wanted[self.operator]
+        need = {"In": "some", "NotIn": "some", "Gt": "one", "Lt": "one"}.get(self.operator, "none")
         count = len(self.values)
         if (need == "some" and not count) or (need == "none" and count) or (need == "one" and count != 1):
             raise ValueError(f"values={list(self.values)!r} does not fit operator {self.operator} ({need})")

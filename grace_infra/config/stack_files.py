@@ -113,10 +113,13 @@ def provider_settings(
     settings: dict[str, str] = {}
     for path in (project_root / f"Pulumi.{stack}.yaml", *config_files):
         document = _read_yaml(path) or {}
-        mapping = document.get("config") or {} if isinstance(document, Mapping) and "config" in document else document
+        is_stack_style = isinstance(document, Mapping) and "config" in document
+        mapping = (document["config"] or {}) if is_stack_style else document
         if isinstance(mapping, Mapping) and c.CONFIGMAP_MUTABLE_SETTING in mapping:
             value = mapping[c.CONFIGMAP_MUTABLE_SETTING]
-            settings[c.CONFIGMAP_MUTABLE_SETTING] = str(value).lower() if isinstance(value, bool) else str(value)
+            # YAML may spell it true (a bool); the engine passes every value as a string.
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            settings[c.CONFIGMAP_MUTABLE_SETTING] = text
     return settings
 
 

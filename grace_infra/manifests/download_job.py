@@ -47,9 +47,10 @@ def download_container(model: ServedModel, config: GraceConfig) -> dict[str, Any
 
     Uses the job image (jobs/Dockerfile installs huggingface_hub), as its non-root user on a read-only
     root filesystem. That image is the one the matrix pods' worker runs, so a private or mistyped image
-    fails here, in a CPU pod `pulumi up` awaits, before any GPU is allocated. The Hub cache lives on a node-local emptyDir, requested as ephemeral storage. The token
-    arrives as a file (HF_TOKEN_PATH) from a Secret volume that is optional for ungated repos and
-    required for gated ones, so a missing Secret holds a gated model's download at ContainerCreating
+    fails here, in a CPU pod `pulumi up` awaits, before any GPU is allocated. The Hub cache lives on a
+    node-local emptyDir, requested as ephemeral storage. The token arrives as a file (HF_TOKEN_PATH)
+    from a Secret volume that is optional for ungated repos and required for gated ones, so a missing
+    Secret holds a gated model's download at ContainerCreating
     (event FailedMount naming the Secret) instead of a confusing 401 later.
     """
     cpu = c.DOWNLOAD_CPU_REQUEST

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 
 __all__ = [
     "ARM64_TOLERATIONS",
-    "RESERVATION_TAINT_KEY",
-    "SPECIAL_USE_SOURCE",
     "BLOCK_STORAGE_CLASSES",
     "FILESYSTEM_STORAGE_CLASSES",
     "GENERIC_GPU_RESOURCE",
@@ -22,6 +20,8 @@ __all__ = [
     "KNOWN_STORAGE_CLASSES",
     "POLICY_SOURCE",
     "PURGE_PRONE_STORAGE_CLASSES",
+    "RESERVATION_TAINT_KEY",
+    "SPECIAL_USE_SOURCE",
     "STORAGE_SOURCE",
     "GpuKind",
     "gpu_kind_for_product",
@@ -40,7 +40,7 @@ SPECIAL_USE_SOURCE = "https://nrp.ai/documentation/userdocs/running/special"
 # Every GPU NRP does not list as special is advertised under the device plugin's default resource.
 GENERIC_GPU_RESOURCE = "nvidia.com/gpu"
 # NRP's taint system (SPECIAL_USE_SOURCE, "All Taints"): `nautilus.io/reservation` marks user-facing
-# reservations ("Users can only tolerate a value here if they are part of an approved group"),
+# reservations, which "Users can only tolerate ... if they are part of an approved group";
 # `nautilus.io/hardware` special hardware nodes "users should not land on by default but are permitted
 # to tolerate if needed"; the page maps the former one-key taints onto these (nautilus.io/csusb=true ->
 # nautilus.io/reservation=csusb:NoSchedule). A reserved pool is tolerated through grace:gpu.tolerations.
