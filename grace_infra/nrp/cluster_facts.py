@@ -47,9 +47,9 @@ GENERIC_GPU_RESOURCE = "nvidia.com/gpu"
 RESERVATION_TAINT_KEY = "nautilus.io/reservation"
 # Grace Hopper nodes are arm64 and tainted; pods must tolerate the taint (GPU_SOURCE, "Requesting
 # special GPUs") and run arm64 images. The GPU page names `nautilus.io/arm64`; under the taint system
-# above, special hardware moved to `nautilus.io/hardware` (nautilus.io/hardware=arm64). Both are
-# rendered: a toleration of a taint no node carries changes nothing, and `grace preflight` reads the
-# taints the GH200 nodes really carry.
+# above, special hardware is tainted `nautilus.io/hardware` (arm64 nodes: nautilus.io/hardware=arm64).
+# Both are rendered: a toleration of a taint no node carries changes nothing, and `grace preflight`
+# reads the taints the GH200 nodes really carry.
 ARM64_TOLERATIONS = (
     {"key": "nautilus.io/hardware", "operator": "Equal", "value": "arm64", "effect": "NoSchedule"},
     {"key": "nautilus.io/arm64", "operator": "Exists", "effect": "NoSchedule"},
