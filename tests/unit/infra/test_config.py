@@ -345,8 +345,8 @@ def test_render_refuses_an_unfittable_pod_in_one_line(
 
 
 def test_memory_quota_is_compared_in_gib() -> None:
-    found = errors(parse(models=MIXED_MODELS, namespace=_quota(requestsMemory="300Gi")))
-    assert any("312 memory GiB" in f.message and "allows 300" in f.message for f in found), found
+    found = errors(parse(models=MIXED_MODELS, namespace=_quota(requestsMemory="80Gi")))
+    assert any("84 memory GiB" in f.message and "allows 80" in f.message for f in found), found
 
 
 def test_too_many_claims_for_the_quota_are_refused() -> None:
