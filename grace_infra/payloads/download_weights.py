@@ -85,6 +85,8 @@ def download(repo: str, revision: str, weights_dir: Path, ignore_patterns: list[
     (weights_dir / MARKER_FILE).unlink(missing_ok=True)  # a different revision is no longer complete
     try:
         commit = huggingface_hub.model_info(repo, revision=revision).sha
+        if not commit:  # the Hub names no commit: retried by the Job like any other Hub failure
+            raise RuntimeError(f"grace: the Hub returned no commit for {repo}@{revision}")
         print(
             f"grace: downloading {repo}@{revision} (commit {commit}) into {weights_dir} "
             f"(skipping {', '.join(ignore_patterns)})."

@@ -339,6 +339,7 @@ def test_render_refuses_an_unfittable_pod_in_one_line(
     code = cli.main(["render", "--stack", "nrp", "--config-file", str(extra), "--out", str(tmp_path / "out")])
     out, err = capsys.readouterr()
     assert code == 2
+    assert out == ""
     assert len(err.splitlines()) == 1
     assert err.startswith("error: [quota-unfittable] the pod of ")
     assert not (tmp_path / "out").exists()

@@ -20,9 +20,13 @@ from .support import assert_valid_k8s, base_config, render_stack
 
 PULL_SECRET = "gitlab-registry"
 JOB_IMAGE = "gitlab-registry.nrp-nautilus.io/example-lab/grace-job:0.1.0"
-RESERVATION = {"key": "nautilus.io/reservation", "operator": "Equal", "value": "a100-lab", "effect": "NoSchedule"}
+RESERVATION = {
+    "key": "nautilus.io/reservation", "operator": "Equal", "value": "a100-lab", "effect": "NoSchedule",
+}  # fmt: skip
 REGION = {"key": "topology.kubernetes.io/region", "operator": "In", "values": ["us-west"]}
-AFFINITY = {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [REGION]}]}}
+AFFINITY = {
+    "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [REGION]}]},
+}  # fmt: skip
 
 
 def _config(**overrides: Any) -> dict[str, Any]:
@@ -72,7 +76,7 @@ def _gpus(pod: dict[str, Any]) -> int:
 
 
 def test_every_pod_running_the_job_image_carries_the_pull_secret(run: OfflineRun) -> None:
-    pulling = [(name, pod) for name, pod in _pods(run) if any(x["image"] == JOB_IMAGE for x in _containers(pod))]
+    pulling = [(n, pod) for n, pod in _pods(run) if any(x["image"] == JOB_IMAGE for x in _containers(pod))]
     names = {name for name, _ in pulling}
     # Every experiment Job and every weight download (which runs the job image, not vLLM's).
     assert {f"weights-{key}" for key in ("gemma-2-2b", "gemma-2-9b", "llama-3-70b")} <= names
@@ -101,7 +105,8 @@ def test_the_weight_download_runs_the_job_image_on_no_gpu(run: OfflineRun) -> No
         assert container["command"][:2] == ["python", "-c"]
         assert container["securityContext"]["runAsUser"] == c.WORKER_UID  # the job image's own user
         assert _gpus(pod) == 0
-        assert "tolerations" not in pod and "affinity" not in pod  # a CPU pod, placed anywhere
+        assert "tolerations" not in pod  # a CPU pod, placed anywhere
+        assert "affinity" not in pod
 
 
 def test_every_gpu_pod_carries_the_tolerations_and_its_models_affinity(run: OfflineRun) -> None:
@@ -116,20 +121,24 @@ def test_every_gpu_pod_carries_the_tolerations_and_its_models_affinity(run: Offl
     # CPU-only pods (the persistent model's worker Jobs, the downloads) get neither.
     for name, pod in _pods(run):
         if not _gpus(pod):
-            assert "tolerations" not in pod and "affinity" not in pod, name
+            assert "tolerations" not in pod, name
+            assert "affinity" not in pod, name
 
 
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
-        ({"gpu": {"tolerations": [{"key": "a", "operator": "Exists", "value": "b"}]}}, "must be unset with operator"),
+        ({"gpu": {"tolerations": [{"key": "a", "operator": "Exists", "value": "b"}]}}, "must be unset with"),
         ({"gpu": {"tolerations": [{"operator": "Equal", "value": "b"}]}}, "key must be set unless operator"),
         ({"gpu": {"tolerations": [{"key": "a", "effect": "NoWhere"}]}}, "grace:gpu.tolerations[0].effect"),
         ({"images": {"vllm": "v:1", "job": "j:1", "pullSecret": "Not_A_Name"}}, "pullSecret='Not_A_Name'"),
         ({"models": [{"key": "gemma-2-2b", "nodeAffinity": {}}]}, "must set requiredDuringScheduling"),
         (
-            {"models": [{"key": "gemma-2-2b", "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [{"matchExpressions": [{"key": "k", "operator": "In"}]}]}}}]},
+            {"models": [{"key": "gemma-2-2b", "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": [{"key": "k", "operator": "In"}]}]
+                }
+            }}]},
             "does not fit operator In",
         ),
     ],

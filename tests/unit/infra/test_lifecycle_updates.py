@@ -65,7 +65,9 @@ def test_the_provider_replaces_a_job_that_is_not_ready_when_annotated() -> None:
     assert "Conditions: []checker.Condition{jobStarted, jobComplete}" in checker
 
 
-def test_every_weight_download_carries_replace_unready_and_no_experiment_job_does(nrp_run: OfflineRun) -> None:
+def test_every_weight_download_carries_replace_unready_and_no_experiment_job_does(
+    nrp_run: OfflineRun,
+) -> None:
     downloads = _jobs(nrp_run, c.COMPONENT_WEIGHTS_DOWNLOAD)
     assert len(downloads) == len(base_config()["models"])
     for job in downloads:
@@ -99,7 +101,8 @@ def test_every_job_is_replaced_when_its_pod_failure_policy_changes(nrp_run: Offl
 
 def test_the_provider_replaces_configmap_data_unless_mutable_configmaps_are_enabled() -> None:
     diff = _source(PROVIDER_REPO, "provider/pkg/provider/diff.go")
-    assert "} else if clients.IsConfigMap(obj) && (!k.enableConfigMapMutable || clients.IsImmutable(obj)) {" in diff
+    condition = "clients.IsConfigMap(obj) && (!k.enableConfigMapMutable || clients.IsImmutable(obj)) {"
+    assert f"}} else if {condition}" in diff
     assert 'props = append(props, properties{".binaryData", ".data"}...)' in diff
     provider = _source(PROVIDER_REPO, "provider/pkg/provider/provider.go")
     # The default provider reads the stack setting kubernetes:enableConfigMapMutable under this name.
@@ -171,4 +174,5 @@ def test_the_documented_removal_commands_name_the_rendered_urns(nrp_run: Offline
     expected = documented.replace("<stack>", "nrp").replace("<model>", model)
     assert expected in claims
     (claim,) = [r for r in nrp_run.resources if r.urn == expected]
-    assert claim.protect and claim.retain_on_delete
+    assert claim.protect
+    assert claim.retain_on_delete
