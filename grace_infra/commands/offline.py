@@ -53,6 +53,7 @@ class RecordedResource:
     provider: str = ""  # "<provider urn>::<id>" when an explicit provider is used, else ""
     create_timeout: str = ""  # customTimeouts.create ("84m"), "" when Pulumi's default applies
     replace_on_changes: list[str] = field(default_factory=list)  # the replace_on_changes option
+    delete_before_replace: bool = False  # the delete_before_replace option
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -177,6 +178,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 provider=request.provider,
                 create_timeout=request.customTimeouts.create if request.HasField("customTimeouts") else "",
                 replace_on_changes=list(request.replaceOnChanges),
+                delete_before_replace=bool(request.deleteBeforeReplace),
             )
         )
         return response

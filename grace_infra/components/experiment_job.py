@@ -74,5 +74,6 @@ class ExperimentJob(pulumi.ComponentResource):
                 parent=self,
                 depends_on=[*args.depends_on, *(earlier.job for earlier in args.runs_after)],
                 replace_on_changes=list(job_lifecycle.REPLACE_ON_CHANGES),
+                delete_before_replace=True,
             ),
         )

@@ -72,5 +72,6 @@ class WeightsDownload(pulumi.ComponentResource):
                 depends_on=list(args.depends_on),
                 custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout),
                 replace_on_changes=list(job_lifecycle.REPLACE_ON_CHANGES),
+                delete_before_replace=True,
             ),
         )

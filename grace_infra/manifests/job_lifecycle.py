@@ -44,7 +44,11 @@ __all__ = [
 # (provider/pkg/provider/diff.go, `var job`: .spec.completions, .spec.parallelism, .spec.selector,
 # .spec.template). Kubernetes validates spec.podFailurePolicy as immutable, so without this a changed
 # policy would reach the API server as an update and fail `pulumi up`. Given to every Job as the
-# `replace_on_changes` resource option (property paths as Pulumi names them).
+# `replace_on_changes` resource option (property paths as Pulumi names them), together with
+# `delete_before_replace=True`: the engine's applyReplaceOnChanges (pkg/resource/deploy/step_generator.go)
+# turns the change into a replacement but keeps the provider's DeleteBeforeReplace, which the provider
+# sets only for its own replacement triggers; a create-before-delete under the Job's fixed name would
+# fail with AlreadyExists.
 REPLACE_ON_CHANGES = ("spec.podFailurePolicy",)
 
 

@@ -93,7 +93,17 @@ def test_every_job_is_replaced_when_its_pod_failure_policy_changes(nrp_run: Offl
     assert len(jobs) == len(_jobs(nrp_run))
     for job in jobs:
         assert job.replace_on_changes == list(job_lifecycle.REPLACE_ON_CHANGES), job.name
+        assert job.delete_before_replace, job.name  # fixed names: the old Job goes first
         assert "podFailurePolicy" in job.inputs["spec"]
+    # The engine's replaceOnChanges keeps the provider's DeleteBeforeReplace, which the provider sets
+    # only for its own triggers: the resource option must ask for it.
+    engine = _source(ENGINE_REPO, "pkg/resource/deploy/step_generator.go")
+    apply = engine[engine.index("func applyReplaceOnChanges(") :]
+    apply = apply[: apply.index("\n}\n")]
+    assert apply.count("DeleteBeforeReplace") == 2  # passed through unchanged:
+    assert "DeleteBeforeReplace: diff.DeleteBeforeReplace," in apply
+    assert "deleteBeforeReplace := diff.DeleteBeforeReplace" in engine
+    assert "if goal.DeleteBeforeReplace != nil {" in engine
 
 
 # --- the studies ConfigMap is updated in place -------------------------------------------------------
