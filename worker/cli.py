@@ -380,7 +380,7 @@ def build_parser() -> _Parser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 (one return per command)
     """Entry point; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:

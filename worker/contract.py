@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 __all__ = [
+    "AFTER_JOBS_ENV",
     "CHECKPOINT_SUFFIX",
     "CHECK_OUTPUTS_COMMAND",
     "CONTAINER_STUDIES_DIR",
@@ -93,8 +94,10 @@ SERVER_START_FAILED_ENV = "GRACE_SERVER_START_FAILED"
 # The wrapper's inputs: failed starts allowed, and its state file (an emptyDir outliving restarts).
 SERVER_START_ATTEMPTS_ENV = "GRACE_SERVER_START_ATTEMPTS"
 SERVER_START_STATE_ENV = "GRACE_SERVER_START_STATE"
-# The extraction gate's resume step (grace_infra/payloads/resume_job.py): the suspended Job to resume.
+# The extraction gate's resume step (grace_infra/payloads/resume_job.py): the suspended Job to resume,
+# and the Jobs (comma-separated) that must finish first because they mount the same weights claim.
 RESUME_JOB_ENV = "GRACE_RESUME_JOB"
+AFTER_JOBS_ENV = "GRACE_AFTER_JOBS"
 
 # ---- Paths inside the pod ------------------------------------------------------------------------------
 

@@ -54,7 +54,9 @@ class ExtractionGate(pulumi.ComponentResource):
     job_name: pulumi.Output[str]
     job: k8s.batch.v1.Job
 
-    def __init__(self, name: str, args: ExtractionGateArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, args: ExtractionGateArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__(TYPE_TOKEN, name, None, opts)
         access = self._create_access(name, args)
         self.job = self._create_job(name, args, access)
@@ -99,7 +101,5 @@ class ExtractionGate(pulumi.ComponentResource):
             f"{name}-job",
             metadata=manifest["metadata"],
             spec=manifest["spec"],
-            opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[*args.depends_on, *access, args.resumes]
-            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *access, args.resumes]),
         )

@@ -7,7 +7,10 @@
                                           and its meta recording the planned digest), output claim read-only
         containers     [resume]           the job image: payloads/resume_job.py, one merge patch
                                           {"spec": {"suspend": false}} with the pod's token
-    ServiceAccount grace-extraction-gate, Role and RoleBinding: get and patch on that one Job, nothing else
+        (first it waits until matrix-<coder> has finished: both pods mount the coder's weights claim, a
+        ReadWriteOnce volume that cannot attach to two nodes at once)
+    ServiceAccount grace-extraction-gate, Role and RoleBinding: get and patch on that one Job, get on
+    matrix-<coder>, nothing else
 
 Kubernetes: a Job created with suspend: true gets no pods and no startTime; resuming it sets startTime,
 so a Job-level activeDeadlineSeconds would count from the resume (the batch/v1 JobSpec API reference,
@@ -41,10 +44,10 @@ from grace_infra.manifests.worker_job import (
     worker_container,
     worker_pod_security_context,
 )
+from grace_infra.nrp import cluster_facts
 from grace_infra.planning.matrix import PlannedJob
 from grace_infra.planning.sizing import ContainerResources
 from grace_infra.planning.study_bundle import StudyBundle
-from grace_infra.nrp import cluster_facts
 from worker import contract
 
 __all__ = [
@@ -97,7 +100,10 @@ def _resume_container(job: PlannedJob, config: GraceConfig) -> dict[str, Any]:
         "image": config.images.job,
         "imagePullPolicy": c.IMAGE_PULL_POLICY,
         "command": ["python", "-c", RESUME_SOURCE],
-        "env": [{"name": contract.RESUME_JOB_ENV, "value": job.resumes}],
+        "env": [
+            {"name": contract.RESUME_JOB_ENV, "value": job.resumes},
+            {"name": contract.AFTER_JOBS_ENV, "value": ",".join(job.resumes_after)},
+        ],
         "resources": GATE_RESOURCES.as_k8s(),
         "securityContext": security.job_image_security_context(),
     }
@@ -141,15 +147,34 @@ def gate_job_manifest(job: PlannedJob, config: GraceConfig, bundle: StudyBundle)
 
 
 def gate_role_manifest(job: PlannedJob, config: GraceConfig) -> dict[str, Any]:
-    """The Role: get (to read the result of its patch) and patch, on the one Job the gate resumes."""
+    """The Role: get and patch on the one Job the gate resumes; get on the Jobs it waits to finish."""
     return {
         "metadata": {
             "name": c.SA_EXTRACTION_GATE,
             "namespace": config.namespace.name,
-            "labels": naming.recommended_labels(name=c.SA_EXTRACTION_GATE, instance=job.name, component="rbac"),
+            "labels": naming.recommended_labels(
+                name=c.SA_EXTRACTION_GATE, instance=job.name, component="rbac"
+            ),
         },
         "rules": [
-            {"apiGroups": ["batch"], "resources": ["jobs"], "resourceNames": [job.resumes], "verbs": ["get", "patch"]}
+            {
+                "apiGroups": ["batch"],
+                "resources": ["jobs"],
+                "resourceNames": [job.resumes],
+                "verbs": ["get", "patch"],
+            },
+            *(
+                [
+                    {
+                        "apiGroups": ["batch"],
+                        "resources": ["jobs"],
+                        "resourceNames": list(job.resumes_after),
+                        "verbs": ["get"],
+                    }
+                ]
+                if job.resumes_after
+                else []
+            ),
         ],
     }
 
@@ -159,8 +184,12 @@ def gate_role_binding_manifest(job: PlannedJob, config: GraceConfig) -> dict[str
         "metadata": {
             "name": c.SA_EXTRACTION_GATE,
             "namespace": config.namespace.name,
-            "labels": naming.recommended_labels(name=c.SA_EXTRACTION_GATE, instance=job.name, component="rbac"),
+            "labels": naming.recommended_labels(
+                name=c.SA_EXTRACTION_GATE, instance=job.name, component="rbac"
+            ),
         },
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": c.SA_EXTRACTION_GATE},
-        "subjects": [{"kind": "ServiceAccount", "name": c.SA_EXTRACTION_GATE, "namespace": config.namespace.name}],
+        "subjects": [
+            {"kind": "ServiceAccount", "name": c.SA_EXTRACTION_GATE, "namespace": config.namespace.name}
+        ],
     }

@@ -32,7 +32,12 @@ from typing import Any
 from grace_infra import constants as c
 from worker import contract
 
-__all__ = ["await_annotations", "download_pod_failure_policy", "gate_pod_failure_policy", "pod_failure_policy"]
+__all__ = [
+    "await_annotations",
+    "download_pod_failure_policy",
+    "gate_pod_failure_policy",
+    "pod_failure_policy",
+]
 
 
 def await_annotations(*, await_readiness: bool = False) -> dict[str, str]:
@@ -64,7 +69,12 @@ def pod_failure_policy() -> dict[str, Any]:
     # the worker (exit 6).
     return _fail_at_once_on(
         c.WORKER_CONTAINER_NAME,
-        [contract.EXIT_INPUT, contract.EXIT_ROWS_FAILED, contract.EXIT_STORAGE, contract.EXIT_SERVER_START_FAILED],
+        [
+            contract.EXIT_INPUT,
+            contract.EXIT_ROWS_FAILED,
+            contract.EXIT_STORAGE,
+            contract.EXIT_SERVER_START_FAILED,
+        ],
     )
 
 

@@ -256,11 +256,11 @@ def vllm_sidecar_parts(
     Returns `(init_containers, volumes)`, camelCase Kubernetes dicts:
     - `init_containers`: `[vllm]`, `vllm_container(model, config)` plus `restartPolicy: Always`
       (a native sidecar, Kubernetes >= 1.29), started through the start-budget wrapper, which keeps its
-      state in the pod's run-state emptyDir (the caller adds that volume). Put it after any init container that must finish
-      first (the Job's outputs check). The kubelet starts the pod's main containers only after the
-      sidecar's startupProbe succeeds, so the worker starts with the server loaded and talks to
-      `http://localhost:8000/v1`; the sidecar is stopped when the main containers exit, so the GPUs
-      are released with the Job.
+      state in the pod's run-state emptyDir (the caller adds that volume). Put it after any init
+      container that must finish first (the Job's outputs check). The kubelet starts the pod's main
+      containers only after the sidecar's startupProbe succeeds, so the worker starts with the server
+      loaded and talks to `http://localhost:8000/v1`; the sidecar is stopped when the main containers
+      exit, so the GPUs are released with the Job.
     - `volumes`: `model-weights` (PVC grace-model-weights-<key>), `vllm-scratch` and, when TP > 1,
       `dshm`. Your own volume names must differ from these.
     The GPU requests/limits sit on the sidecar, which Kubernetes counts in the pod's requests. Also

@@ -83,15 +83,17 @@ def describe_exit(code: int) -> str:
 
 def healthy(port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{HEALTH_PATH}", timeout=HEALTH_TIMEOUT_S) as reply:
-            return bool(reply.status == 200)  # noqa: PLR2004 (HTTP OK)
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}{HEALTH_PATH}", timeout=HEALTH_TIMEOUT_S
+        ) as reply:
+            return bool(reply.status == 200)
     except (OSError, urllib.error.URLError):
         return False
 
 
 def run_server(argv: list[str], state_path: Path, state: dict[str, Any], port: int) -> int:
     """Run `argv` to its end, marking the state healthy at its first good /health; its exit code."""
-    child = subprocess.Popen(argv)  # noqa: S603 (the container's own command)
+    child = subprocess.Popen(argv)
 
     def forward(signum: int, frame: object) -> None:
         del frame
@@ -144,7 +146,7 @@ def give_up(marker: Path, reason: str, port: int) -> None:
     print(f"grace: not starting vLLM again: {reason}", flush=True)
     FailedStartHandler.reason = reason
     server = ThreadingHTTPServer(("", port), FailedStartHandler)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(SIGNAL_EXIT_BASE + signum))
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(SIGNAL_EXIT_BASE + signum))
     server.serve_forever()
 
 

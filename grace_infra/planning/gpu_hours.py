@@ -362,9 +362,7 @@ def format_gpu_hour_table(plan_json: dict[str, Any]) -> str:
         f"{speed['prefillComputeEfficiency']:.0%} of dense 16-bit FLOPS reading, "
         f"{speed['requestsInFlight']} requests in flight."
     )
-    loads = ", ".join(
-        f"{m['model']} x{m['gpuJobs']}" for m in plan_json["models"] if m["gpuJobs"] > 1
-    )
+    loads = ", ".join(f"{m['model']} x{m['gpuJobs']}" for m in plan_json["models"] if m["gpuJobs"] > 1)
     bounds = ", ".join(
         f"{m['model']} {m['serverStartBoundS'] / 60:.0f} min"
         for m in plan_json["models"]
@@ -374,7 +372,11 @@ def format_gpu_hour_table(plan_json: dict[str, Any]) -> str:
         "GPU waits: one load (the load column) per GPU Job"
         + (f" ({loads}: its matrix Job and its extraction Job)" if loads else "")
         + ", counted above; extraction waits for other Jobs' outputs in a CPU pod, holding no GPU"
-        + (f". Not counted, a failure: a vLLM sidecar that never starts fails its Job within {bounds}" if bounds else "")
+        + (
+            f". Not counted, a failure: a vLLM sidecar that never starts fails its Job within {bounds}"
+            if bounds
+            else ""
+        )
         + "."
     )
     if plan_json["externalExtractionRequests"]:

@@ -115,6 +115,7 @@ class PlannedJob:
     tasks: tuple[tuple[str, ...], ...] = ()  # job mode: the argv lists of `worker run --tasks`
     suspended: bool = False  # created with spec.suspend: true; only the CPU gate Job resumes it
     resumes: str | None = None  # a CPU gate Job: the suspended Job it resumes once its inputs are complete
+    resumes_after: tuple[str, ...] = ()  # a CPU gate Job: Jobs that must finish first (same weights claim)
 
     @property
     def gpu(self) -> bool:
@@ -348,9 +349,15 @@ def _job_mode_order(model: ServedModel, cells: list[MatrixCell], coder_here: boo
     return ordered
 
 
-def _sidecar_job(
-    name: str, kind: JobKind, model: ServedModel, ordered: tuple[MatrixCell, ...], config: GraceConfig,
-    bundle: StudyBundle, *, suspended: bool = False,
+def _sidecar_job(  # noqa: PLR0917 (what a job-mode Job is made of, each named at the call)
+    name: str,
+    kind: JobKind,
+    model: ServedModel,
+    ordered: tuple[MatrixCell, ...],
+    config: GraceConfig,
+    bundle: StudyBundle,
+    *,
+    suspended: bool = False,
 ) -> PlannedJob:
     """A job-mode Job: `worker run --tasks` over `ordered` against `model`'s sidecar."""
     tasks_path = tasks_pod_path(name)
@@ -369,9 +376,10 @@ def _sidecar_job(
     )
 
 
-def _gate_job(suspended: PlannedJob, config: GraceConfig) -> PlannedJob:
+def _gate_job(suspended: PlannedJob, config: GraceConfig, sharing: tuple[str, ...]) -> PlannedJob:
     """The CPU Job that resumes `suspended` once every input its tasks read is complete (the worker's own
-    check, over the same task list), waiting at most the whole campaign."""
+    check, over the same task list), waiting at most the whole campaign, and once the Jobs in `sharing`
+    (which mount the same ReadWriteOnce weights claim) have finished."""
     tasks_path = tasks_pod_path(suspended.name)
     timeout_s = round(config.plan.campaign_days * c.HOURS_PER_DAY * c.SECONDS_PER_HOUR)
     return PlannedJob(
@@ -384,6 +392,7 @@ def _gate_job(suspended: PlannedJob, config: GraceConfig) -> PlannedJob:
         reads=(*_reads(suspended.cells, config), tasks_path),
         sidecar=False,
         resumes=suspended.name,
+        resumes_after=sharing,
     )
 
 
@@ -417,7 +426,8 @@ def plan_jobs(config: GraceConfig, bundle: StudyBundle) -> list[PlannedJob]:
         ordered = tuple(extraction)
         name = extraction_job_name(extractor.key)
         suspended = _sidecar_job(name, JobKind.EXTRACTION, extractor, ordered, config, bundle, suspended=True)
-        planned += [suspended, _gate_job(suspended, config)]
+        sharing = tuple(job.name for job in planned if job.gpu and job.model.key == extractor.key)
+        planned += [suspended, _gate_job(suspended, config, sharing)]
 
     def own_job(cell: MatrixCell) -> bool:
         # Extraction runs in the suspended extraction Job when the coder is a job-mode model; otherwise
@@ -498,7 +508,8 @@ def format_matrix_table(matrix: list[dict[str, Any]]) -> str:
             m["job"],
             m["model"],
             "cpu gate" if m.get("resumes") else m["servingMode"],
-            _cells_summary(m["cells"]) + (" (created suspended)" if m.get("suspended") else "")
+            _cells_summary(m["cells"])
+            + (" (created suspended)" if m.get("suspended") else "")
             + (f" (resumes {m['resumes']})" if m.get("resumes") else ""),
             ", ".join(m["runsAfter"]) or "-",
         )

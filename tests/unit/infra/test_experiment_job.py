@@ -663,7 +663,8 @@ def test_a_job_mode_coder_codes_other_models_replies_in_a_suspended_job_of_its_o
         "/output/structured/gemma-2-27b/study2_structured.csv",
     ]
     extraction = planned["extraction-gemma-2-27b"]
-    assert extraction.suspended and extraction.sidecar
+    assert extraction.suspended
+    assert extraction.sidecar
     assert len(extraction.tasks) == 10  # 2 studies x the 5 other models
     for task in extraction.tasks:
         assert task[0] == "extract"
@@ -671,7 +672,8 @@ def test_a_job_mode_coder_codes_other_models_replies_in_a_suspended_job_of_its_o
         assert task[task.index("--model-name") + 1] == "gemma-2-27b"
         assert "/gemma-2-27b/" not in task[task.index("--input") + 1]
     gate = planned["resume-extraction-gemma-2-27b"]
-    assert gate.resumes == "extraction-gemma-2-27b" and not gate.gpu
+    assert gate.resumes == "extraction-gemma-2-27b"
+    assert not gate.gpu
     assert not [t for t in planned["matrix-llama-3-70b"].tasks if t[0] == "extract"]
 
 

@@ -83,7 +83,8 @@ def _resumers(run: OfflineRun, job: str) -> list[dict[str, Any]]:
     accounts = {
         subject["name"]
         for m in manifests
-        if m["kind"] == "RoleBinding" and m["roleRef"]["name"] in roles
+        if m["kind"] == "RoleBinding"
+        and m["roleRef"]["name"] in roles
         and any(job in rule.get("resourceNames", []) for rule in roles[m["roleRef"]["name"]]["rules"])
         for subject in m["subjects"]
         if subject["kind"] == "ServiceAccount"
@@ -102,7 +103,9 @@ def check_no_gpu_pod_waits(run: OfflineRun) -> list[str]:
     for manifest in jobs:
         name, spec = manifest["metadata"]["name"], manifest["spec"]
         pod = spec["template"]["spec"]
-        if not _requests_gpu(pod) or not any(ct["name"] == c.WORKER_CONTAINER_NAME for ct in pod["containers"]):
+        if not _requests_gpu(pod) or not any(
+            ct["name"] == c.WORKER_CONTAINER_NAME for ct in pod["containers"]
+        ):
             continue
         tasks_path, tasks = _tasks(run, pod)
         written: set[str] = set()
@@ -151,7 +154,9 @@ def test_the_check_finds_extraction_on_a_gpu_that_is_not_suspended(nrp_run: Offl
     unsuspended = OfflineRun(resources=resources, warnings=[])
     problems = check_no_gpu_pod_waits(unsuspended)
     assert problems
-    assert all(p.startswith(f"{c.EXTRACTION_JOB_PREFIX}gemma-2-27b: extract reads /output/exp1/") for p in problems)
+    assert all(
+        p.startswith(f"{c.EXTRACTION_JOB_PREFIX}gemma-2-27b: extract reads /output/exp1/") for p in problems
+    )
 
 
 def test_the_gate_waits_for_every_input_the_suspended_job_reads(nrp_rendered: Any) -> None:

@@ -27,8 +27,8 @@ from grace_infra.config.input_files import offline_input_files
 from grace_infra.config.stack_config import GraceConfig
 from grace_infra.errors import ConfigError
 from grace_infra.manifests import download_job, job_lifecycle
-from grace_infra.payloads import download_weights
 from grace_infra.manifests.extraction_gate import gate_deadline_s
+from grace_infra.payloads import download_weights
 from grace_infra.planning.gpu_hours import gpu_hour_plan, pod_deadline_s, server_start_bound_s
 from grace_infra.planning.matrix import plan_experiments
 from grace_infra.planning.study_bundle import load_study_bundle
@@ -207,7 +207,8 @@ def test_every_job_fails_at_once_on_exit_2_or_3_and_ignores_disruptions(
 def test_the_policy_uses_the_workers_documented_exit_codes() -> None:
     worker_rule = job_lifecycle.pod_failure_policy()["rules"][0]["onExitCodes"]
     assert worker_rule["values"] == [
-        contract.EXIT_INPUT, contract.EXIT_ROWS_FAILED, contract.EXIT_STORAGE, contract.EXIT_SERVER_START_FAILED
+        contract.EXIT_INPUT, contract.EXIT_ROWS_FAILED, contract.EXIT_STORAGE,
+        contract.EXIT_SERVER_START_FAILED,
     ]  # fmt: skip
     assert c.WEIGHTS_DOWNLOAD_EXIT_NO_ACCESS == download_weights.EXIT_NO_ACCESS
 
@@ -289,9 +290,10 @@ def test_job_mode_checks_the_outputs_before_the_sidecar(job_mode_run: OfflineRun
     assert "restartPolicy" not in check  # a plain init container: runs to completion before the sidecar
     assert check["image"] == worker["image"]
     assert check["args"] == [
-        "check-outputs", "--tasks", "/etc/grace/tasks/llama-3-70b.json", "--marker", c.OUTPUTS_COMPLETE_MARKER
+        "check-outputs", "--tasks", "/etc/grace/tasks/matrix-llama-3-70b.json", "--marker",
+        c.OUTPUTS_COMPLETE_MARKER,
     ]  # fmt: skip
-    assert worker["args"] == ["run", "--tasks", "/etc/grace/tasks/llama-3-70b.json"]  # the same task list
+    assert worker["args"] == ["run", "--tasks", "/etc/grace/tasks/matrix-llama-3-70b.json"]  # the same list
     mounts = {m["mountPath"]: m for m in check["volumeMounts"]}
     assert mounts[c.OUTPUT_MOUNT]["readOnly"] is True  # a check, never a writer
     assert mounts[c.RUN_STATE_MOUNT]["readOnly"] is False
@@ -326,7 +328,8 @@ def _get(url: str) -> tuple[int, bytes]:
 def test_sidecar_serves_only_health_when_the_marker_exists(job_mode_run: OfflineRun, tmp_path: Path) -> None:
     sidecar = init_containers(jobs_of(job_mode_run)["matrix-gemma-2-2b"])[c.VLLM_CONTAINER_NAME]
     assert sidecar["restartPolicy"] == "Always"  # still a native sidecar
-    assert sidecar["command"][4:6] == ["vllm", "serve"]  # without the marker: vLLM with its own args
+    # Without the marker: vLLM with its own args, through the start-budget wrapper.
+    assert sidecar["command"][4:9] == ["python3", "-c", f"$({c.SERVER_START_SOURCE_ENV})", "vllm", "serve"]
     assert sidecar["startupProbe"]["httpGet"]["path"] == "/health"
     command = _script(sidecar, tmp_path / "outputs-complete")
     (tmp_path / "outputs-complete").write_text("complete\n")
