@@ -6,7 +6,7 @@
     extraction         persistent or external coder: Job structured-output-study1-<model> (a CPU pod),
                        created after the Job that writes its exp1 file, waits for that file itself
                        (--wait-for-input); job-mode coder: Job extraction-<coder>, a job-mode Job created
-                       suspended and resumed by its gate (components/extraction_gate.py)
+                       suspended and resumed by its gate (components/resume_gate.py)
 
 Ordering never blocks `pulumi up`: every Job carries `pulumi.com/waitFor: jsonpath={.metadata.uid}`, so
 Pulumi creates it and moves on while a replacement still waits for the old Job's deletion

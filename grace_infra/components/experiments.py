@@ -11,7 +11,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from grace_infra.components.experiment_job import ExperimentJob, ExperimentJobArgs
-from grace_infra.components.extraction_gate import ExtractionGate, ExtractionGateArgs
+from grace_infra.components.resume_gate import ExtractionGate, ExtractionGateArgs
 from grace_infra.components.studies_configmap import create_studies_configmap
 from grace_infra.config.stack_config import GraceConfig
 from grace_infra.manifests.monitoring import POD_MONITOR_NAME, pod_monitor_manifest

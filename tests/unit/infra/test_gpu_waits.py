@@ -20,6 +20,7 @@ from typing import Any
 from grace_infra import constants as c
 from grace_infra.commands.offline import OfflineRun
 from grace_infra.config.stack_config import GraceConfig
+from grace_infra.payloads import resume_job
 from grace_infra.planning.matrix import plan_experiments
 from worker import contract
 from worker.cli import parse_subcommand
@@ -169,3 +170,19 @@ def test_the_gate_waits_for_every_input_the_suspended_job_reads(nrp_rendered: An
     for task in suspended.tasks:
         assert _flag(list(task), "--wait-for-digest"), task  # the gate checks the planned exp1 run
         assert _flag(list(task), "--wait-for-input") == str(c.GATED_INPUT_WAIT_S)
+
+
+def test_the_resume_step_keeps_the_contracts_names() -> None:
+    assert resume_job.RESUME_JOB_ENV == contract.RESUME_JOB_ENV
+    assert resume_job.AFTER_JOBS_ENV == contract.AFTER_JOBS_ENV
+
+
+def test_the_resume_step_sends_one_merge_patch_to_its_job() -> None:
+    request = resume_job.resume_request("https://10.0.0.1:443", "grace-experiments", "extraction-x", "token")
+    assert request.get_method() == "PATCH"
+    assert request.full_url == "https://10.0.0.1:443/apis/batch/v1/namespaces/grace-experiments/jobs/extraction-x"
+    assert request.headers["Content-type"] == "application/merge-patch+json"
+    assert json.loads(request.data or b"") == {"spec": {"suspend": False}}
+    assert resume_job.finished({"status": {"conditions": [{"type": "Failed", "status": "True"}]}})
+    assert not resume_job.finished({"status": {"conditions": [{"type": "Suspended", "status": "True"}]}})
+    assert not resume_job.finished({"status": {}})
