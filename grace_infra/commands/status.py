@@ -13,6 +13,8 @@ created shows up too. Each line is read from the API server with the user's kube
                        model's server or matrix Job once it has completed)
     suspended: ...     created suspended (the job-mode coder's extraction Job): its CPU gate resumes it
                        once every input is complete; no pod, no GPU until then
+    waiting for its inputs, resuming ...
+                       the gate itself (resume-extraction-<coder>): its wait, then its resume step
     loading the model  job serving mode: the vLLM sidecar is not ready yet; after a failed start, how
                        many starts failed, how the last ended, and the start budget that fails the Job
     running: ...       rows done/total and rows/s from the worker's last progress log line
@@ -46,6 +48,7 @@ from grace_infra.commands.plan_report import format_table
 from grace_infra.commands.results.campaign import Campaign, load_campaign
 from grace_infra.config.catalog import ServingMode
 from grace_infra.errors import GraceError
+from worker import contract
 
 __all__ = ["JobStatus", "ServerStatus", "collect_status", "format_status", "job_state", "main"]
 
@@ -161,6 +164,8 @@ def _sidecar_state(pod: k8s.V1Pod) -> str | None:
         running = status.state.running if status.state else None
         if status.name == c.OUTPUTS_CHECK_CONTAINER_NAME and running:
             return "checking the outputs"  # manifests/completion_gate.py: a complete rerun loads nothing
+        if status.name == contract.WAIT_FOR_INPUTS_COMMAND and running:  # the extraction gate, a CPU pod
+            return f"waiting for its inputs (no GPU): kubectl logs {_name(pod)} -c {status.name}"
         if status.name == c.VLLM_CONTAINER_NAME and not status.ready:
             restarts = status.restart_count or 0
             if restarts:
@@ -224,6 +229,10 @@ def job_state(  # noqa: PLR0911 (one return per state)
     status = _pod_status(latest)
     if status.phase == "Pending":
         return f"pending: {_pending_reason(latest)}"
+    containers = status.container_statuses or []
+    resuming = next((s for s in containers if s.name == c.GATE_RESUME_CONTAINER_NAME), None)
+    if resuming is not None and resuming.state and resuming.state.running:
+        return f"resuming its Job once the coder's matrix Job has finished: kubectl logs {_name(latest)}"
     worker = next((s for s in status.container_statuses or [] if s.name == c.WORKER_CONTAINER_NAME), None)
     if worker is not None and worker.state and worker.state.waiting:
         return (

@@ -386,7 +386,7 @@ def _gate_job(suspended: PlannedJob, config: GraceConfig, sharing: tuple[str, ..
         name=gate_job_name(suspended.name),
         kind=JobKind.GATE,
         model=suspended.model,
-        cells=suspended.cells,
+        cells=(),  # it writes nothing: the outputs are the suspended Job's
         args=(contract.WAIT_FOR_INPUTS_COMMAND, "--tasks", str(tasks_path), "--timeout", str(timeout_s)),
         runs_after=(suspended.name,),
         reads=(*_reads(suspended.cells, config), tasks_path),
@@ -508,9 +508,9 @@ def format_matrix_table(matrix: list[dict[str, Any]]) -> str:
             m["job"],
             m["model"],
             "cpu gate" if m.get("resumes") else m["servingMode"],
-            _cells_summary(m["cells"])
-            + (" (created suspended)" if m.get("suspended") else "")
-            + (f" (resumes {m['resumes']})" if m.get("resumes") else ""),
+            f"resumes {m['resumes']} when its inputs are complete"
+            if m.get("resumes")
+            else _cells_summary(m["cells"]) + (" (created suspended)" if m.get("suspended") else ""),
             ", ".join(m["runsAfter"]) or "-",
         )
         for m in matrix

@@ -471,3 +471,22 @@ def test_a_job_failed_by_the_start_budget_shows_the_workers_line() -> None:
     )
     state = status.job_state(job, [pod], read_log=lambda name: f"2026 INFO start\n{line}\n")
     assert state == f"failed (PodFailurePolicy): {line}"
+
+
+def test_the_extraction_gate_says_what_it_waits_for() -> None:
+    running = k8s.V1ContainerState(running=k8s.V1ContainerStateRunning())
+    pod = k8s.V1Pod(
+        metadata=k8s.V1ObjectMeta(name="resume-extraction-x-abcde"),
+        status=k8s.V1PodStatus(
+            phase="Pending",
+            init_container_statuses=[
+                k8s.V1ContainerStatus(
+                    name="wait-for-inputs", state=running, ready=False, restart_count=0, image="i",
+                    image_id="",
+                )
+            ],
+        ),
+    )
+    assert status._sidecar_state(pod) == (
+        "waiting for its inputs (no GPU): kubectl logs resume-extraction-x-abcde -c wait-for-inputs"
+    )
