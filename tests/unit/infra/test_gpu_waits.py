@@ -186,3 +186,18 @@ def test_the_resume_step_sends_one_merge_patch_to_its_job() -> None:
     assert resume_job.finished({"status": {"conditions": [{"type": "Failed", "status": "True"}]}})
     assert not resume_job.finished({"status": {"conditions": [{"type": "Suspended", "status": "True"}]}})
     assert not resume_job.finished({"status": {}})
+
+
+def test_every_rendered_object_of_the_gate_validates(nrp_run: OfflineRun, assert_valid_k8s: Any) -> None:
+    # Kubernetes 1.30's schema, strict: the suspended Job, the gate Job, its Role and RoleBinding, the
+    # ServiceAccount and the NetworkPolicy that lets it reach the API server.
+    names = {
+        ("Job", f"{c.EXTRACTION_JOB_PREFIX}gemma-2-27b"),
+        ("Job", f"{c.GATE_JOB_PREFIX}{c.EXTRACTION_JOB_PREFIX}gemma-2-27b"),
+        ("Role", c.SA_EXTRACTION_GATE),
+        ("RoleBinding", c.SA_EXTRACTION_GATE),
+        ("ServiceAccount", c.SA_EXTRACTION_GATE),
+        ("NetworkPolicy", c.NETPOL_GATE_API_EGRESS),
+    }
+    for kind, name in names:
+        assert_valid_k8s(nrp_run.manifest(kind, name))
