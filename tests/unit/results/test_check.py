@@ -40,7 +40,7 @@ def claim(tmp_path_factory: pytest.TempPathFactory) -> Path:
         server.rule(lambda request: _story(request) == "boxes", Status(400, message="prompt too long"))
         server.chat_content = lambda request: "" if _story(request) == "plants" else "Initial answer: 3"
         code = worker_main([
-            "query", "--study", "study1", "--input", str(STUDY1), "--output", str(root / RESPONSES),
+            "query", "--study", "chat/study1", "--input", str(STUDY1), "--output", str(root / RESPONSES),
             "--model-endpoint", server.base_url, "--model-name", "tiny", "--metrics-port", "0",
             "--samples", "1",  # one answer per row: these tests count rows (samples have their own test)
         ])  # fmt: skip

@@ -70,7 +70,7 @@ def worker_logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     with FakeOpenAI() as server:
         progress = _worker(
             [
-                "query", "--study", "study1", "--input", "tests/fixtures/study1_small.csv",
+                "query", "--study", "chat/study1", "--input", "tests/fixtures/study1_small.csv",
                 "--output", str(folder / "out.csv"), "--model-endpoint", server.base_url,
                 "--model-name", "tiny", "--limit", "3", "--metrics-port", "0", "--samples", "1",
             ],
@@ -78,7 +78,7 @@ def worker_logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         )  # fmt: skip
     fatal = _worker(
         [
-            "query", "--study", "study1", "--input", MISSING_INPUT, "--output", str(folder / "x.csv"),
+            "query", "--study", "chat/study1", "--input", MISSING_INPUT, "--output", str(folder / "x.csv"),
             "--model-endpoint", "http://127.0.0.1:9/v1", "--model-name", "tiny", "--metrics-port", "0",
         ],
         folder,
@@ -375,7 +375,7 @@ def test_a_job_mode_log_shows_the_task_number(tmp_path: Path) -> None:
     """`worker run --tasks` (job serving mode) logs `task i/n:` before each task; the line says which."""
     with FakeOpenAI() as server:
         task = [
-            "query", "--study", "study1", "--input", "tests/fixtures/study1_small.csv",
+            "query", "--study", "chat/study1", "--input", "tests/fixtures/study1_small.csv",
             "--model-endpoint", server.base_url, "--model-name", "tiny",
             "--limit", "2", "--metrics-port", "0", "--samples", "1",
         ]  # fmt: skip
