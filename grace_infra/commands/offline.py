@@ -52,6 +52,7 @@ class RecordedResource:
     secret_inputs: bool = False  # some input value was a Pulumi secret
     provider: str = ""  # "<provider urn>::<id>" when an explicit provider is used, else ""
     create_timeout: str = ""  # customTimeouts.create ("84m"), "" when Pulumi's default applies
+    ignore_changes: list[str] = field(default_factory=list)  # ignoreChanges property paths
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -174,6 +175,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 secret_inputs=had_secret,
                 provider=request.provider,
                 create_timeout=request.customTimeouts.create if request.HasField("customTimeouts") else "",
+                ignore_changes=list(request.ignoreChanges),
             )
         )
         return response

@@ -201,3 +201,13 @@ def test_every_rendered_object_of_the_gate_validates(nrp_run: OfflineRun, assert
     }
     for kind, name in names:
         assert_valid_k8s(nrp_run.manifest(kind, name))
+
+
+def test_only_the_suspended_job_ignores_the_gates_change(nrp_run: OfflineRun) -> None:
+    # The gate patches spec.suspend; a refresh reads it back, and the next `pulumi up` must not undo it.
+    ignoring = {
+        r.inputs["metadata"]["name"]: r.ignore_changes
+        for r in nrp_run.of_type("kubernetes:batch/v1:Job")
+        if r.ignore_changes
+    }
+    assert ignoring == {f"{c.EXTRACTION_JOB_PREFIX}gemma-2-27b": ["spec.suspend"]}

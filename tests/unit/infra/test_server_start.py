@@ -185,3 +185,12 @@ def test_the_readme_states_the_bound(nrp_rendered: Any) -> None:
     line = next(line for line in readme.splitlines() if "cannot start" in line)
     assert f"{min(bounds)}" in line, line
     assert f"{max(bounds)} min" in line, line
+
+
+def test_no_payload_is_changed_by_the_kubelets_variable_expansion() -> None:
+    # The payloads travel as command elements or env values, where the kubelet expands `$(NAME)` and
+    # reduces `$$` to `$` (Container.command and EnvVar.value in the Kubernetes API): neither may occur.
+    for path in sorted((REPO / "grace_infra" / "payloads").glob("*.py")):
+        source = path.read_text()
+        assert "$(" not in source, path.name
+        assert "$$" not in source, path.name
