@@ -198,7 +198,9 @@ SERVER_START_SOURCE_ENV = "GRACE_SERVER_START_SOURCE"
 # What bounds one failed start, from the kubelet: the startup probe's window (failureThreshold x
 # periodSeconds, at least the load budget), the pod's termination grace period (Kubernetes' default,
 # terminationGracePeriodSeconds: 30) for vLLM to stop, and the restart back-off, which doubles from 10 s
-# up to MaxContainerBackOff (300 s, pkg/kubelet/kubelet.go) and applies to restartable init containers too.
+# up to MaxContainerBackOff (300 s, pkg/kubelet/apis/config/v1beta1/defaults.go; also the default of the
+# kubelet's crashLoopBackOff.maxContainerRestartPeriod under gate KubeletCrashLoopBackOffMax) and applies to
+# restartable init containers too.
 POD_TERMINATION_GRACE_S = 30
 KUBELET_MAX_RESTART_BACKOFF_S = 300
 
