@@ -143,9 +143,9 @@ def give_up(marker: Path, reason: str, port: int) -> None:
         temporary = marker.with_name(marker.name + ".tmp")
         temporary.write_text(reason + "\n")
         temporary.replace(marker)
-    print(f"grace: not starting vLLM again: {reason}", flush=True)
     FailedStartHandler.reason = reason
-    server = ThreadingHTTPServer(("", port), FailedStartHandler)
+    server = ThreadingHTTPServer(("", port), FailedStartHandler)  # listening from here on
+    print(f"grace: not starting vLLM again: {reason}", flush=True)
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(SIGNAL_EXIT_BASE + signum))
     server.serve_forever()
 

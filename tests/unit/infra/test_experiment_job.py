@@ -192,7 +192,7 @@ def test_the_researchers_design_sends_their_body_and_their_scoring(mixed_run: Of
                 ("--logprobs", "--method", "--tokens", "--reasoning", "--answer-prefix", "--temperature")
             )
         ]
-    llama_tasks = configmap_tasks(mixed_run, "llama-3-70b")
+    llama_tasks = configmap_tasks(mixed_run, "matrix-llama-3-70b")
     exp1 = next(task for task in llama_tasks if task[0] == "query")
     assert exp1[exp1.index("--stop") + 1] == '["<|eot_id|>", "<|end_of_text|>"]'
 

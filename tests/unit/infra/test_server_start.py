@@ -99,10 +99,9 @@ def test_a_server_that_exits_at_once_fails_the_job_through_its_failure_policy(
     proc = _start_sidecar(source, env, port)
     try:
         assert proc.stdout is not None
-        line = proc.stdout.readline()  # printed before it listens
+        line = proc.stdout.readline()  # printed once its socket listens
         assert line.startswith("grace: not starting vLLM again: the vLLM sidecar failed to start 3 times")
-        statuses = [_health(port) for _ in range(50)]
-        assert 200 in statuses
+        assert _health(port) == 200  # the startup probe passes
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
