@@ -23,6 +23,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from grace_infra.config.stack_config import GraceConfig
+from grace_infra.manifests import job_lifecycle
 from grace_infra.manifests.worker_job import (
     job_manifest,
 )
@@ -77,5 +78,7 @@ class ExperimentJob(pulumi.ComponentResource):
                 # A suspended Job is resumed by its gate (manifests/extraction_gate.py); after a `pulumi
                 # refresh` reads that back, the next `up` must not suspend the running Job again.
                 ignore_changes=["spec.suspend"] if args.job.suspended else None,
+                replace_on_changes=list(job_lifecycle.REPLACE_ON_CHANGES),
+                delete_before_replace=True,
             ),
         )

@@ -124,6 +124,8 @@ def gate_job_manifest(job: PlannedJob, config: GraceConfig, bundle: StudyBundle)
         "initContainers": [_wait_container(job, config, bundle)],
         "containers": [_resume_container(job, config)],
         "volumes": _volumes(job, bundle),
+        # It runs the job image, like every worker pod: the same pull secret.
+        **security.job_image_pull_secrets(config),
     }
     return {
         "metadata": {

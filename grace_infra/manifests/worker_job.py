@@ -192,6 +192,7 @@ def pod_spec(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> dict[
         # activeDeadlineSeconds would count from the Job's first sync (docs/lifecycle.md, "Deadlines").
         "activeDeadlineSeconds": pod_deadline_s(job, config, bundle),
         "securityContext": worker_pod_security_context(),
+        **security.job_image_pull_secrets(config),
         "containers": [worker_container(job, config, bundle)],
         "volumes": _volumes(job, bundle),
     }
