@@ -28,6 +28,9 @@ DEEPSEEK_SECRET_KEY = "api-key"  # noqa: S105 (an object name, not a credential)
 SA_MODEL_SERVER = "grace-model-server"
 SA_QUERY_JOB = "grace-query-job"
 SA_EXTRACTION_JOB = "grace-extraction-job"
+# The one identity with a token in its pods: the extraction gate, whose Role may get and patch exactly
+# one Job (manifests/extraction_gate.py).
+SA_EXTRACTION_GATE = "grace-extraction-gate"
 STUDIES_CONFIGMAP = "grace-studies"
 MODEL_SERVER_PREFIX = "vllm-"
 # A model key ends object names and label values, which Kubernetes caps at 63 characters (DNS-1123
@@ -66,6 +69,7 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 COMPONENT_MODEL_SERVER = "model-server"
 COMPONENT_QUERY_JOB = "query-job"
 COMPONENT_EXTRACTION_JOB = "extraction-job"
+COMPONENT_GATE_JOB = "gate-job"
 COMPONENT_WEIGHTS_DOWNLOAD = "weights-download"
 
 # vLLM model server pod (docs/model-servers.md).
@@ -92,6 +96,25 @@ HF_CACHE_SIZE_GI = 20  # huggingface_hub's Xet chunk cache alone may grow to 10 
 WEIGHTS_IGNORE_PATTERNS = ("original/*", "metal/*", "*.pth", "*.gguf")
 SHM_MOUNT = "/dev/shm"  # noqa: S108  (an emptyDir mount point, not a temp file)
 SHM_SIZE_LIMIT_GI = 8  # NCCL's shared-memory transport between TP ranks; charged to the memory limit
+# Host memory of a vLLM server after loading (planning/sizing.vllm_host_memory_gi; docs/model-servers.md,
+# "Host memory"). vLLM 0.32 keeps no weights and no KV cache in host memory by default: safetensors are
+# memory-mapped from the claim (config/load.py, safetensors_load_strategy None: "memory-mapped (lazy)
+# loading" off network filesystems), there is no CPU swap space, and cpu_offload_gb and
+# kv_offloading_size default to off. What stays is its processes:
+VLLM_HOST_PROCESS_GI = 1.0  # one vLLM process (API server, engine core, a TP worker): 0.50-0.58 GiB RSS
+# each, measured on the CPU build serving a tiny model (tests/integration/test_vllm_host_memory.py)
+VLLM_HOST_CUDA_GI_PER_GPU = 3.0  # estimate, not measured: the CUDA driver context, cuBLAS/NCCL host state
+# and pinned staging buffers of each GPU's process (PyTorch's first CUDA use cost 1.1 GB of host memory
+# before lazy module loading, pytorch/pytorch#12873; CUDA 11.7+ loads kernels lazily)
+VLLM_HOST_TOKENIZER_GI = 1.0  # estimate: the tokenizer (Gemma-2's 256k vocabulary) in the API server and
+# xgrammar's tokenizer tables in the engine core
+VLLM_HOST_SHM_GI = 1.0  # estimate, TP > 1: vLLM's shared-memory broadcast to its workers and NCCL's
+# bootstrap, in the memory-backed /dev/shm (charged to the container)
+# Request = factor x the estimate: NRP flags a pod using under 20 % of its memory request (POLICY_SOURCE),
+# so the estimate sits at 50 % of the request, and the rule holds for anything from 0.4x to 2.4x the
+# estimate (the limit, 1.2x the request, caps the top), start-up peaks included (torch.compile workers,
+# CUDA graph capture).
+VLLM_HOST_MEMORY_REQUEST_FACTOR = 2.0
 DOWNLOAD_CPU_REQUEST = 2.0  # hf_xet/huggingface_hub download threads
 DOWNLOAD_MEMORY_REQUEST_GI = 4
 VLLM_CPU_LIMIT_RATIO = NRP_LIMIT_TO_REQUEST_MAX_RATIO  # short CPU bursts (tokenizer, scheduler) allowed
@@ -125,10 +148,31 @@ HF_TOKEN_MOUNT = "/var/run/secrets/grace/huggingface"  # noqa: S105 (a mount pat
 # Always re-resolve the tag at pod start: a re-pushed tag cannot run stale code, and the layers of an
 # unchanged image stay cached on the node (only the manifest is fetched).
 IMAGE_PULL_POLICY = "Always"
+# The job image repository the committed stacks name: a stand-in for the researcher's own NRP GitLab
+# project, which `grace preflight` refuses with the command that sets grace:images.job.
+PLACEHOLDER_JOB_IMAGE_REPOSITORY = "gitlab-registry.nrp-nautilus.io/grace/grace-job"
+# `pulumi.com/replaceUnready: "true"`: the provider replaces a Job whose live object is not Ready (not
+# Complete) on the next `pulumi up` (provider/pkg/provider/provider.go, Diff: `metadata.ReplaceUnready`).
+REPLACE_UNREADY_ANNOTATION = "pulumi.com/replaceUnready"
+# The provider option that updates a ConfigMap's data in place instead of replacing the object
+# (provider/pkg/provider/diff.go, forceNewProperties); set as a stack setting for the default provider.
+CONFIGMAP_MUTABLE_SETTING = "kubernetes:enableConfigMapMutable"
 
 # Experiment Jobs and the GPU-hour plan (docs/experiment-jobs.md).
 JOB_BACKOFF_LIMIT = 3  # the worker resumes from its checkpoint, so a retried pod redoes no finished row
-JOB_MODE_JOB_PREFIX = "matrix-"  # job serving mode: `matrix-<model>` runs that model's whole share
+JOB_MODE_JOB_PREFIX = "matrix-"  # job serving mode: `matrix-<model>` runs that model's exp1 and exp2
+# A job-mode coder: `extraction-<coder>` codes every model's replies on its own sidecar, created suspended,
+# and `resume-extraction-<coder>` (a CPU pod) resumes it once every exp1 file it reads is complete.
+EXTRACTION_JOB_PREFIX = "extraction-"
+GATE_JOB_PREFIX = "resume-"
+GATE_RESUME_CONTAINER_NAME = "resume"
+# extract's --wait-for-input inside a Job the gate resumed: its inputs are complete already; the worker
+# still checks the file and its plan digest, and gives a shared filesystem a minute to show them.
+GATED_INPUT_WAIT_S = 60
+# The API server as the gate reaches it: the `kubernetes` Service's port 443, which most CNIs translate to
+# the API server's own port (6443 on kubeadm clusters) before a NetworkPolicy sees the packet.
+KUBE_API_PORTS = (443, 6443)
+NETPOL_GATE_API_EGRESS = "grace-gate-api-egress"
 WORKER_CONTAINER_NAME = "worker"
 WORKER_UID = 10001  # the non-root user (and its group) of jobs/Dockerfile
 WORKER_CPU_LIMIT_RATIO = NRP_LIMIT_TO_REQUEST_MAX_RATIO  # pandas/JSON parsing bursts; memory stays at request
@@ -168,14 +212,25 @@ AWAIT_OVERRIDE_ANNOTATION = "pulumi.com/waitFor"
 AWAIT_CREATED_ONLY = "jsonpath={.metadata.uid}"  # set by the API server on create: satisfied at once
 WEIGHTS_DOWNLOAD_EXIT_NO_ACCESS = 3  # weights_download.EXIT_NO_ACCESS: the token cannot read the repository
 JOB_DEADLINE_SAFETY_FACTOR = 2.0  # speed and load budgets are planning estimates, not measurements
-# activeDeadlineSeconds counts from the Job's start, Pending time included: a GPU pod may queue for hours
-# on a busy pool before it runs at all.
-JOB_DEADLINE_QUEUE_ALLOWANCE_S = 6 * 3600
 # Job mode: the marker the completeness check writes before the sidecar starts (an emptyDir).
 RUN_STATE_VOLUME = "run-state"
 RUN_STATE_MOUNT = "/run/grace"
 OUTPUTS_COMPLETE_MARKER = "/run/grace/outputs-complete"
 OUTPUTS_CHECK_CONTAINER_NAME = contract.CHECK_OUTPUTS_COMMAND  # the container is named after what it runs
+# Job mode: the vLLM sidecar's start budget (payloads/server_start.py). Its state and failure marker sit in
+# the run-state emptyDir, which outlives the sidecar's restarts but not the pod.
+SERVER_START_ATTEMPTS = 3  # failed starts before the Job fails (a bad flag or an OOM fails every time)
+SERVER_START_STATE = "/run/grace/server-start.json"
+SERVER_START_FAILED_MARKER = "/run/grace/server-start-failed"
+SERVER_START_SOURCE_ENV = "GRACE_SERVER_START_SOURCE"
+# What bounds one failed start, from the kubelet: the startup probe's window (failureThreshold x
+# periodSeconds, at least the load budget), the pod's termination grace period (Kubernetes' default,
+# terminationGracePeriodSeconds: 30) for vLLM to stop, and the restart back-off, which doubles from 10 s
+# up to MaxContainerBackOff (300 s, pkg/kubelet/apis/config/v1beta1/defaults.go; also the default of the
+# kubelet's crashLoopBackOff.maxContainerRestartPeriod under gate KubeletCrashLoopBackOffMax) and applies to
+# restartable init containers too.
+POD_TERMINATION_GRACE_S = 30
+KUBELET_MAX_RESTART_BACKOFF_S = 300
 
 # The GPU-hour plan's serving estimate (planning/workload.py, planning/serving_speed.py).
 # Prompt lengths are measured in characters on the real prompts; tokens = characters / CHARS_PER_TOKEN.

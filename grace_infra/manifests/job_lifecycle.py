@@ -32,7 +32,25 @@ from typing import Any
 from grace_infra import constants as c
 from worker import contract
 
-__all__ = ["await_annotations", "download_pod_failure_policy", "pod_failure_policy"]
+__all__ = [
+    "REPLACE_ON_CHANGES",
+    "await_annotations",
+    "download_pod_failure_policy",
+    "gate_pod_failure_policy",
+    "pod_failure_policy",
+    "replace_unready_annotations",
+]
+
+# Job fields the API server refuses to change but the provider does not list as replacement triggers
+# (provider/pkg/provider/diff.go, `var job`: .spec.completions, .spec.parallelism, .spec.selector,
+# .spec.template). Kubernetes validates spec.podFailurePolicy as immutable, so without this a changed
+# policy would reach the API server as an update and fail `pulumi up`. Given to every Job as the
+# `replace_on_changes` resource option (property paths as Pulumi names them), together with
+# `delete_before_replace=True`: the engine's applyReplaceOnChanges (pkg/resource/deploy/step_generator.go)
+# turns the change into a replacement but keeps the provider's DeleteBeforeReplace, which the provider
+# sets only for its own replacement triggers; a create-before-delete under the Job's fixed name would
+# fail with AlreadyExists.
+REPLACE_ON_CHANGES = ("spec.podFailurePolicy",)
 
 
 def await_annotations(*, await_readiness: bool = False) -> dict[str, str]:
@@ -44,12 +62,27 @@ def await_annotations(*, await_readiness: bool = False) -> dict[str, str]:
     return {} if await_readiness else {c.AWAIT_OVERRIDE_ANNOTATION: c.AWAIT_CREATED_ONLY}
 
 
+def replace_unready_annotations() -> dict[str, str]:
+    """`pulumi.com/replaceUnready: "true"` for the weight-download Job: a download that Failed (no
+    access, a deadline, backoffLimit spent) is terminal, and a plain `pulumi up` would plan no change
+    and fail at once on the Failed condition. With the annotation the provider's Diff reads the live Job
+    and, when it is not Ready (`checkjob.NewJobChecker().Ready`: not Complete), plans a replacement
+    (provider/pkg/provider/provider.go: `if metadata.ReplaceUnready(newInputs) { ... case
+    newInputs.GetKind() == "Job": ... if !jobChecker.Ready(job) { ... replaces = append(...)`), deleted
+    first under its fixed name. A complete download stays: the next `pulumi up` plans nothing.
+
+    Only the download Jobs carry it: an experiment Job that is still running is not Ready either, and
+    would be killed and restarted by every `pulumi up`."""
+    return {c.REPLACE_UNREADY_ANNOTATION: "true"}
+
+
 def pod_failure_policy() -> dict[str, Any]:
     """How the Job controller judges a failed pod (needs `restartPolicy: Never` on the pod).
 
     - worker exit 2 (bad input, unknown model, output locked by another worker), exit 3 (output
-      complete, some rows failed) and exit 4 (the output claim is full or read-only): FailJob at once,
-      because another pod would meet exactly the same;
+      complete, some rows failed), exit 4 (the output claim is full or read-only) and exit 6 (job mode:
+      the vLLM sidecar spent its start budget, payloads/server_start.py): FailJob at once, because
+      another pod would meet exactly the same;
     - the pod was disrupted (preemption, eviction, node drain: condition DisruptionTarget): Ignore, so a
       busy cluster taking the GPUs back does not use up backoffLimit;
     - anything else counts toward backoffLimit and the next pod resumes from the checkpoint: exit 5
@@ -58,10 +91,25 @@ def pod_failure_policy() -> dict[str, Any]:
     https://kubernetes.io/docs/concepts/workloads/controllers/job/#pod-failure-policy
     """
     # Only the worker's codes mean this: the vLLM sidecar uses its own, and the outputs check never fails
-    # (when in doubt, the Job runs).
+    # (when in doubt, the Job runs). A sidecar's own exit never reaches the Job controller: the kubelet
+    # restarts a restartable init container whatever it exits with, so its failure is reported through
+    # the worker (exit 6).
     return _fail_at_once_on(
-        c.WORKER_CONTAINER_NAME, [contract.EXIT_INPUT, contract.EXIT_ROWS_FAILED, contract.EXIT_STORAGE]
+        c.WORKER_CONTAINER_NAME,
+        [
+            contract.EXIT_INPUT,
+            contract.EXIT_ROWS_FAILED,
+            contract.EXIT_STORAGE,
+            contract.EXIT_SERVER_START_FAILED,
+        ],
     )
+
+
+def gate_pod_failure_policy() -> dict[str, Any]:
+    """The extraction gate (extraction_gate.py): its wait exits 2 when the task list is unreadable or the
+    whole campaign passed without the inputs; another pod would wait in vain too, so FailJob. A failed
+    resume (the API server away for ten minutes) is retried."""
+    return _fail_at_once_on(contract.WAIT_FOR_INPUTS_COMMAND, [contract.EXIT_INPUT])
 
 
 def download_pod_failure_policy() -> dict[str, Any]:

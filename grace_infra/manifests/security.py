@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from grace_infra import constants as c
+from grace_infra.config.stack_config import GraceConfig
 from worker import contract
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "WAIVERS",
     "Waiver",
     "checkov_skip_annotations",
+    "job_image_pull_secrets",
     "job_image_security_context",
 ]
 
@@ -44,6 +46,15 @@ def job_image_security_context() -> dict[str, Any]:
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def job_image_pull_secrets(config: GraceConfig) -> dict[str, Any]:
+    """`imagePullSecrets` for a pod running the job image, when grace:images.pullSecret names one: a
+    private registry (NRP GitLab projects are private unless made public) is then pulled with it. The
+    field is per pod, so the pod's other images (vLLM's, from Docker Hub) are pulled with it too, which
+    a registry that is not the secret's ignores."""
+    secret = config.images.pull_secret
+    return {"imagePullSecrets": [{"name": secret}]} if secret else {}
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,14 @@ WAIVERS: tuple[Waiver, ...] = (
         "10000 has no passwd entry there and torch's compile cache fails at import on getpass.getuser()",
         lambda containers: any(
             c.get("securityContext", {}).get("runAsUser", HIGH_UID + 1) <= HIGH_UID for c in containers
+        ),
+    ),
+    Waiver(
+        "CKV_K8S_38",
+        "the extraction gate resumes its suspended Job through the API with this token; its Role allows "
+        "get and patch on that one Job and nothing else",
+        lambda containers: any(
+            env.get("name") == contract.RESUME_JOB_ENV for c in containers for env in c.get("env", [])
         ),
     ),
     Waiver(

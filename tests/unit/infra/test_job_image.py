@@ -76,9 +76,9 @@ def _kept_requirements() -> list[str]:
     return [line for line in lines if line and not line.startswith("#") and not re.search(pattern, line)]
 
 
-def _third_party_imports() -> set[str]:
+def _third_party_imports(paths: list[Path] | None = None) -> set[str]:
     modules = set()
-    for path in WORKER_DIR.rglob("*.py"):
+    for path in paths if paths is not None else list(WORKER_DIR.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 modules |= {alias.name.split(".")[0] for alias in node.names}
@@ -100,6 +100,18 @@ def test_every_package_the_worker_imports_is_installed_in_the_image() -> None:
         owners = {_normalised(d) for d in distributions.get(module, [])}
         assert owners & kept, f"worker imports {module} but the image installs none of {owners or '{?}'}"
     assert not {"pulumi", "pulumi-kubernetes"} & kept  # the deploy-time SDKs stay out of the job image
+
+
+def test_the_weight_download_program_runs_in_the_image() -> None:
+    """The download Jobs run payloads/download_weights.py in the job image (so a pull failure shows on a
+    CPU pod first): what it imports must be installed there."""
+    kept = {_normalised(re.split(r"[=<>!~\[]", line, maxsplit=1)[0]) for line in _kept_requirements()}
+    payload = PROJECT_ROOT / "grace_infra" / "payloads" / "download_weights.py"
+    modules = _third_party_imports([payload])
+    assert modules == {"huggingface_hub"}
+    distributions = importlib.metadata.packages_distributions()
+    owners = {_normalised(d) for d in distributions.get("huggingface_hub", [])}
+    assert owners & kept, owners
 
 
 def test_build_context_holds_what_the_dockerfile_copies() -> None:
@@ -132,7 +144,8 @@ def _parse_with_the_worker(argv: list[str]) -> argparse.Namespace:
 def _all_command_lines(jobs: list[PlannedJob]) -> list[list[str]]:
     lines = []
     for job in jobs:
-        lines += [list(task) for task in job.tasks] if job.sidecar else [list(job.args)]
+        if job.resumes is None:  # the gate's wait-for-inputs is not a pipeline: its own test below
+            lines += [list(task) for task in job.tasks] if job.sidecar else [list(job.args)]
     return lines
 
 
@@ -156,7 +169,7 @@ def test_job_mode_command_is_the_workers_run(tmp_path: Path) -> None:
     cli = importlib.import_module("worker.cli")
     bundle, planned = plan_experiments(GraceConfig.parse(base_config()))
     job = next(j for j in planned if j.sidecar and j.model.key == "llama-3-70b")
-    (tasks_path,) = [p for p in bundle.files if p.name == f"{job.model.key}.json"]
+    (tasks_path,) = [p for p in bundle.files if p.name == f"{job.name}.json"]
     local = tmp_path / tasks_path.name
     local.write_text(bundle.files[tasks_path], encoding="utf-8")
     args = cli.build_parser().parse_args([job.args[0], job.args[1], str(local)])
