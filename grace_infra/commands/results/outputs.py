@@ -9,7 +9,9 @@ still be readable.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import pandas as pd
 
 from worker import contract
 from worker.contract import RunMeta
+from worker.studies.extraction_section import WARNING_SEPARATOR, WARNINGS_COLUMN
 
 __all__ = [
     "ERROR_COLUMNS",
@@ -27,6 +30,8 @@ __all__ = [
     "empty_mask",
     "failed_mask",
     "read_output",
+    "row_outcomes",
+    "warning_counts",
 ]
 
 # A row failed when any of these is non-empty: the runner's error column, and extraction's own.
@@ -35,6 +40,17 @@ ERROR_COLUMNS = ("error", "extraction_errors")
 QUERY_ANSWER_COLUMNS = ("model_response", "response_story", "response_speech", "response_knowledge")
 COVERAGE_SUFFIX = "_coverage"
 TIDY_SUFFIX = ".tidy.csv"  # the long-format table written beside an Experiment 2 file
+# Experiment 1's reply columns in the researchers' design (jobs/studies/researchers/study{1,2}.yaml).
+RESEARCHERS_ANSWER_COLUMNS = ("response_quantity", "response_knowledge", "response")
+
+
+class Outcome(StrEnum):
+    """What one output row holds, whatever the pipeline: every answer field, some, none, or an error."""
+
+    COMPLETE = "complete"
+    PARTIAL = "partial"  # some answer fields are empty (a reply not given, a field the reply did not state)
+    EMPTY = "empty"  # no error, but every answer field is empty
+    FAILED = "failed"  # an error message
 
 
 class ResultsInputError(Exception):
@@ -171,7 +187,43 @@ def answer_columns(output: OutputFile) -> list[str]:
     if output.pipeline == "extract":
         fields = output.parameters.get("example")
         return [c for c in fields if c in columns] if isinstance(fields, dict) else []
-    return [c for c in QUERY_ANSWER_COLUMNS if c in columns]
+    return [c for c in (*QUERY_ANSWER_COLUMNS, *RESEARCHERS_ANSWER_COLUMNS) if c in columns]
+
+
+def _answered(output: OutputFile) -> pd.DataFrame:
+    """Per row and answer column: does the row hold an answer there (text, a field, coverage > 0)?"""
+    frame = output.frame
+    assert frame is not None
+    columns = answer_columns(output)
+    if output.pipeline == "probs":
+        coverage = frame[columns].apply(pd.to_numeric, errors="coerce").fillna(0.0)
+        return coverage > 0
+    return frame[columns].apply(lambda col: col.str.strip()) != ""
+
+
+def row_outcomes(output: OutputFile) -> pd.Series:
+    """Each row's Outcome (as text): failed, else complete, partial or empty by its answer columns."""
+    frame = output.frame
+    assert frame is not None
+    answered = _answered(output)
+    outcome = pd.Series(Outcome.COMPLETE.value, index=frame.index)
+    if answered.shape[1]:
+        some, every = answered.any(axis=1), answered.all(axis=1)
+        outcome[~some] = Outcome.EMPTY.value
+        outcome[some & ~every] = Outcome.PARTIAL.value
+    outcome[failed_mask(frame)] = Outcome.FAILED.value
+    return outcome
+
+
+def warning_counts(output: OutputFile) -> Counter[str]:
+    """Each extraction warning and the number of rows carrying it (none for other pipelines)."""
+    frame = output.frame
+    counts: Counter[str] = Counter()
+    if frame is None or WARNINGS_COLUMN not in frame.columns:
+        return counts
+    for cell in frame[WARNINGS_COLUMN]:
+        counts.update(w.strip() for w in str(cell).split(WARNING_SEPARATOR) if w.strip())
+    return counts
 
 
 def empty_mask(output: OutputFile) -> pd.Series:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from grace_infra.commands.arguments import HelpFormatter, add_cluster_arguments, add_stack_argument
+from grace_infra.commands.results.analysis import write_analysis_tables
 from grace_infra.commands.results.campaign import load_campaign
 from grace_infra.commands.results.check import check_outputs, discover_outputs, format_check
 from grace_infra.commands.results.outputs import ResultsInputError, read_output
@@ -70,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
 
     tidy = sub.add_parser(
         "tidy",
-        help="write the long-format probability table beside every Experiment 2 file",
+        help="write the researchers' tables (all models, and per item) and the long probability tables",
         formatter_class=defaults,
     )
     tidy.add_argument("folder", type=_folder)
@@ -97,12 +98,16 @@ def _check(args: argparse.Namespace) -> int:
 def _tidy(args: argparse.Namespace) -> int:
 
     written = 0
-    for path in discover_outputs(args.folder):
-        output = read_output(path)
+    outputs = [read_output(path) for path in discover_outputs(args.folder)]
+    for output in outputs:
         if output.frame is not None and output.pipeline == "probs":
             print(f"wrote {write_tidy(output)}")
             written += 1
     print(f"{written} long-format table(s) written")
+    tables = write_analysis_tables(args.folder, outputs)
+    for path in tables:
+        print(f"wrote {path}")
+    print(f"{len(tables)} analysis table(s) written (all models, and one row per item)")
     return EXIT_OK
 
 

@@ -40,6 +40,7 @@ from worker.studies.extraction_section import (
     ERRORS_COLUMN,
     METHOD_COLUMN,
     STATUS_COLUMNS,
+    WARNING_SEPARATOR,
     WARNINGS_COLUMN,
     ExtractionSpec,
     load_extraction,
@@ -80,9 +81,6 @@ EXP1_TRUNCATED_WARNING = (
 )
 # "auto" on the command line: probe the server for the strongest form it enforces.
 AUTO_BACKEND = "auto"
-
-# Several warnings in one CSV cell: a separator that no warning sentence contains.
-WARNING_SEPARATOR = " | "
 
 
 @dataclass(frozen=True)
