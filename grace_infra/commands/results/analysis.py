@@ -40,8 +40,8 @@ from pathlib import Path
 import pandas as pd
 
 from grace_infra.commands.results.outputs import (
+    ANALYSIS_DIR,
     OutputFile,
-    ResultsInputError,
     failed_mask,
     row_outcomes,
 )
@@ -60,7 +60,6 @@ __all__ = [
     "write_analysis_tables",
 ]
 
-ANALYSIS_DIR = "analysis"
 STUDY1, STUDY2 = "study1", "study2"
 EXP1, EXP2 = "exp1", "exp2"
 PIPELINE_EXPERIMENT = {"query": EXP1, "extract": EXP1, "probs": EXP2}
@@ -74,6 +73,10 @@ CONDITIONS = {
 }
 # Study2.R's column names for the coded sentence (read.csv turns "Was/Wasn't" into Was.Wasn.t).
 WAS_COLUMN, ASSESSMENT_COLUMN, GOAL_COLUMN = "Was/Wasn't", "Assessment", "Goal_simplified"
+# Study 2's Experiment 2 columns: the researchers' `prob_<label>` (query_study2_exp2.py) or the chat
+# design's utterance question (`prob_utterance_<label>`, no apostrophe), and the question's coverage.
+UTTERANCE_PROB_COLUMNS = ("prob_{label}", "prob_utterance_{plain}")
+UTTERANCE_COVERAGE_COLUMNS = ("response_coverage", "utterance_coverage")
 # Columns of the Experiment 2 file only the long table needs (JSON per question, bookkeeping).
 EXP2_DROPPED_SUFFIXES = ("_raw", "_logprobs", "_absent", "_reasoning", "_reasoning_token_ids")
 
@@ -92,12 +95,14 @@ class _Rule:
 
 # The formats the researchers' Experiment 1 prompts ask for (jobs/studies/researchers/study{1,2}.yaml):
 # "just a number (0, 1, 2, or 3)", "just "yes" or "no"", "It [was/wasn't] [terrible/bad/good/amazing]".
-RESEARCHERS_RULES = {
+# The chat design's single Study 2 reply (`model_response`) asks for the same sentence.
+SENTENCE = r"it (?P<was_wasnt>was|wasn't) (?P<assessment>terrible|bad|good|amazing)"
+RULES = {
     STUDY1: (
         _Rule("response_quantity", r"(?P<quantity>[0-3])"),
         _Rule("response_knowledge", r"(?P<knowledge>yes|no)"),
     ),
-    STUDY2: (_Rule("response", r"it (?P<was_wasnt>was|wasn't) (?P<assessment>terrible|bad|good|amazing)"),),
+    STUDY2: (_Rule("response", SENTENCE), _Rule("model_response", SENTENCE)),
 }
 # The chat design's extraction fields (jobs/schemas/study{1,2}_schema.json) -> the coded columns.
 CHAT_FIELDS = {
@@ -148,12 +153,8 @@ def _code_exp1(output: OutputFile) -> pd.DataFrame:
             frame[f"coded_{coded}"] = frame[source].where(~failed, "")
         frame["coding"] = frame.get("extraction_method", pd.Series("", index=frame.index))
     else:
-        rules = [rule for rule in RESEARCHERS_RULES.get(study, ()) if rule.column in frame.columns]
-        if not rules:
-            raise ResultsInputError(
-                f"{output.path}: none of the reply columns "
-                f"{', '.join(r.column for r in RESEARCHERS_RULES.get(study, ()))} to code."
-            )
+        # A study 1 chat reply (three turns) is coded only by its extraction output: no rule here.
+        rules = [rule for rule in RULES.get(study, ()) if rule.column in frame.columns]
         coded: list[dict[str, str]] = []
         for position, row in enumerate(frame.to_dict("records")):
             values: dict[str, str] = {}
@@ -233,6 +234,17 @@ def _study1_items(rows: pd.DataFrame, experiment: str) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
+def _utterance_column(frame: pd.DataFrame, label: str) -> str | None:
+    names = (t.format(label=label, plain=label.replace("'", "")) for t in UTTERANCE_PROB_COLUMNS)
+    return next((name for name in names if name in frame.columns), None)
+
+
+def _mean_of(frame: pd.DataFrame, column: str | None) -> float:
+    if column is None or not len(frame):
+        return math.nan
+    return float(pd.to_numeric(frame[column], errors="coerce").mean())
+
+
 def _modal(answers: list[str]) -> str:
     """The most frequent answer; a tie goes to the one an earlier sample gave."""
     counts = pd.Series(answers).value_counts()
@@ -257,12 +269,10 @@ def _study2_items(rows: pd.DataFrame, experiment: str) -> pd.DataFrame:
             modal = _modal(list(said)) if len(said) else ""
         else:
             record["n_coded"] = len(ok)
-            shares = {
-                label: float(pd.to_numeric(ok.get(f"prob_{label}"), errors="coerce").mean())
-                for label in UTTERANCES
-            }
+            shares = {label: _mean_of(ok, _utterance_column(ok, label)) for label in UTTERANCES}
             record.update({f"share_{label}": value for label, value in shares.items()})
-            coverage = pd.to_numeric(ok.get("response_coverage"), errors="coerce")
+            coverage_column = next((c for c in UTTERANCE_COVERAGE_COLUMNS if c in ok.columns), None)
+            coverage = pd.to_numeric(ok.get(coverage_column, pd.Series(dtype=str)), errors="coerce")
             record["coverage_response"] = float(coverage.min()) if len(coverage) else math.nan
             if len(ok) and not any(math.isnan(v) for v in shares.values()):
                 modal = max(UTTERANCES, key=lambda label: shares[label])  # first of the eight on a tie

@@ -22,6 +22,7 @@ from worker.contract import RunMeta
 from worker.studies.extraction_section import WARNING_SEPARATOR, WARNINGS_COLUMN
 
 __all__ = [
+    "ANALYSIS_DIR",
     "ERROR_COLUMNS",
     "OutputFile",
     "ResultsInputError",
@@ -31,6 +32,7 @@ __all__ = [
     "failed_mask",
     "read_output",
     "row_outcomes",
+    "warned_mask",
     "warning_counts",
 ]
 
@@ -40,6 +42,7 @@ ERROR_COLUMNS = ("error", "extraction_errors")
 QUERY_ANSWER_COLUMNS = ("model_response", "response_story", "response_speech", "response_knowledge")
 COVERAGE_SUFFIX = "_coverage"
 TIDY_SUFFIX = ".tidy.csv"  # the long-format table written beside an Experiment 2 file
+ANALYSIS_DIR = "analysis"  # `grace results tidy` writes the researchers' tables here, under the folder
 # Experiment 1's reply columns in the researchers' design (jobs/studies/researchers/study{1,2}.yaml).
 RESEARCHERS_ANSWER_COLUMNS = ("response_quantity", "response_knowledge", "response")
 
@@ -66,8 +69,11 @@ def companion_paths(output: Path) -> tuple[Path, Path]:
 
 
 def output_of(path: Path) -> Path | None:
-    """The output CSV a campaign file belongs to (itself for a CSV), or None for any other file."""
+    """The output CSV a campaign file belongs to (itself for a CSV), or None for any other file (and for
+    the tables `grace results tidy` writes)."""
     name = path.name
+    if path.parent.name == ANALYSIS_DIR:
+        return None
     for suffix in (contract.CHECKPOINT_SUFFIX, contract.META_SUFFIX):
         if name.endswith(suffix):
             return path.with_name(name.removesuffix(suffix))
@@ -213,6 +219,15 @@ def row_outcomes(output: OutputFile) -> pd.Series:
         outcome[some & ~every] = Outcome.PARTIAL.value
     outcome[failed_mask(frame)] = Outcome.FAILED.value
     return outcome
+
+
+def warned_mask(output: OutputFile) -> pd.Series:
+    """Rows carrying at least one extraction warning."""
+    frame = output.frame
+    assert frame is not None
+    if WARNINGS_COLUMN not in frame.columns:
+        return pd.Series(False, index=frame.index)
+    return frame[WARNINGS_COLUMN].str.strip() != ""
 
 
 def warning_counts(output: OutputFile) -> Counter[str]:

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from grace_infra import constants as c
 from grace_infra.commands.arguments import HelpFormatter, add_cluster_arguments, add_stack_argument
 from grace_infra.commands.results.analysis import write_analysis_tables
 from grace_infra.commands.results.campaign import load_campaign
@@ -79,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="one self-contained HTML page of plots", formatter_class=defaults)
     report.add_argument("folder", type=_folder)
     report.add_argument("--out", type=Path, default=Path("report.html"), help="the HTML file to write")
+    report.add_argument(
+        "--min-coverage",
+        type=float,
+        default=c.RESULTS_MIN_COVERAGE,
+        help="draw an Experiment 2 distribution only when its rows' median coverage reaches this",
+    )
     return parser
 
 
@@ -113,7 +120,7 @@ def _tidy(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
 
-    figures = write_report(args.folder, args.out)
+    figures = write_report(args.folder, args.out, min_coverage=args.min_coverage)
     print(f"wrote {args.out} ({figures} figures)")
     return EXIT_OK
 

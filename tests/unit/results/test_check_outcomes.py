@@ -1,0 +1,72 @@
+"""`grace results check` counts each output's rows by outcome (complete, partial, empty, failed) and lists
+the extraction's warnings: on an extraction output the REAL worker writes (against the fake extractor),
+with one row coded completely, one missing a field, one whose percentages add up to 274, one failed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from grace_infra.commands.results import subcommands
+from grace_infra.commands.results.check import check_outputs
+from tests.support.fake_openai import FakeOpenAI
+from tests.unit.worker.support import STUDIES_DIR, Extractor, good, study1_row, worker_args, write_csv
+from worker import cli
+
+REPLY = "Initial answer: 3. 0: 0% 1: 5% 2: 25% 3: 70%. Knows exactly: no"  # not the parser's format
+STRUCTURED = "structured/tiny/study1_structured.csv"
+
+
+def _study_with_extraction() -> Path:
+    """The study 1 file whichever design folder holds it that has an extraction section."""
+    found = [p for p in sorted(STUDIES_DIR.rglob("study1.yaml")) if "\nextraction:" in p.read_text()]
+    assert found, f"no study1.yaml under {STUDIES_DIR} has an extraction section"
+    return found[0]
+
+
+@pytest.fixture
+def claim(tmp_path: Path) -> Iterator[Path]:
+    extractor = Extractor()
+    with FakeOpenAI() as server:
+        extractor.install(server)
+        yield _extract(server, extractor, tmp_path)
+
+
+def _extract(server: FakeOpenAI, extractor: Extractor, tmp_path: Path) -> Path:
+    extractor.script("complete", good())
+    extractor.script("partial", good(knowledge_answer=None))
+    extractor.script("warned", good(probability_0=70, probability_1=70, probability_2=64, probability_3=70))
+    rows = [
+        study1_row("complete", f"ROW-complete {REPLY}"),
+        study1_row("partial", f"ROW-partial {REPLY}"),
+        study1_row("warned", f"ROW-warned {REPLY}"),
+        study1_row("failed", "", error="gave up after 6 attempts: HTTP 503: overloaded"),
+    ]
+    root = tmp_path / "claim"
+    output = root / STRUCTURED
+    argv = worker_args(
+        "extract", server.base_url, output,
+        input=write_csv(tmp_path / "exp1.csv", rows), study=_study_with_extraction(), backoff_base=0.01,
+        wait_timeout=5, max_retries=0,
+    )  # fmt: skip
+    assert cli.main(argv) in (0, 3)
+    return root
+
+
+def test_check_counts_partial_rows_and_lists_the_warnings(
+    claim: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (check,) = check_outputs(claim)
+    assert (check.complete_rows, check.partial_rows, check.empty_rows, check.failed_rows) == (2, 1, 0, 1)
+    assert check.warned_rows == 1
+    (warning,) = check.warnings
+    assert "274" in warning
+    assert subcommands.main(["check", str(claim)]) == 0
+    out = capsys.readouterr().out
+    header, _, line = out.splitlines()[:3]
+    assert header.split()[2:8] == ["rows", "complete", "partial", "empty", "failed", "warned"]
+    assert line.split()[2:8] == ["4/4", "2", "1", "0", "1", "1"]
+    assert "extraction warnings:" in out
+    assert f"{STRUCTURED}: 1 row(s): {warning}" in out
