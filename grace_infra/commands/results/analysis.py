@@ -149,9 +149,10 @@ def _code_exp1(output: OutputFile) -> pd.DataFrame:
     failed = failed_mask(frame)
     fields = CHAT_FIELDS.get(study, {})
     if output.pipeline == "extract" and set(fields) <= set(frame.columns):
-        for source, coded in fields.items():
-            frame[f"coded_{coded}"] = frame[source].where(~failed, "")
-        frame["coding"] = frame.get("extraction_method", pd.Series("", index=frame.index))
+        for source, name in fields.items():
+            frame[f"coded_{name}"] = frame[source].where(~failed, "")
+        method = frame.get("extraction_method", pd.Series("", index=frame.index))
+        frame["coding"] = method.where(~failed, "")
     else:
         # A study 1 chat reply (three turns) is coded only by its extraction output: no rule here.
         rules = [rule for rule in RULES.get(study, ()) if rule.column in frame.columns]
@@ -205,18 +206,17 @@ def _study1_items(rows: pd.DataFrame, experiment: str) -> pd.DataFrame:
         record: dict[str, object] = {"model_name": model, "row": row, **_first(group, CONDITIONS[STUDY1])}
         record["n_samples"] = len(group)
         if experiment == EXP1:
-            if "coded_quantity" in ok.columns and (ok["coded_quantity"] != "").any():
+            if "coded_quantity" in ok.columns:  # one number per sample: the share answering each k
                 answered = ok[ok["coded_quantity"] != ""]["coded_quantity"].astype(int)
                 record["n_coded"] = len(answered)
                 for k in STATES:
-                    record[f"X{k}"] = 100.0 * float((answered == k).mean())
-            else:
-                percents = ok[[c for c in ok.columns if c.startswith("coded_probability_")]]
-                percents = percents.apply(pd.to_numeric, errors="coerce").dropna()
+                    record[f"X{k}"] = 100.0 * float((answered == k).mean()) if len(answered) else math.nan
+            else:  # four percentages per sample (the chat design's extraction): their means
+                columns = [f"coded_probability_{k}" for k in STATES]
+                percents = ok.reindex(columns=columns).apply(pd.to_numeric, errors="coerce").dropna()
                 record["n_coded"] = len(percents)
-                for k in STATES:
-                    column = f"coded_probability_{k}"
-                    record[f"X{k}"] = float(percents[column].mean()) if column in percents else math.nan
+                for k, column in zip(STATES, columns, strict=True):
+                    record[f"X{k}"] = float(percents[column].mean()) if len(percents) else math.nan
             knows = ok["coded_knowledge"] if "coded_knowledge" in ok.columns else pd.Series(dtype=str)
             knows = knows[knows.isin({"yes", "no"})]
             record["n_coded_knowledge"] = len(knows)

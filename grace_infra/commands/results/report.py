@@ -212,8 +212,8 @@ def _study1(tables: AnalysisTables, min_coverage: float) -> list[str]:
     return [
         _figures(figures),
         _study1_means_table(means),
-        _anova_table(items, models, unmeasurable),
-        _paired_table(items, models, unmeasurable),
+        _anova_table(tables.stem, items, models, unmeasurable),
+        _paired_table(tables.stem, items, models, unmeasurable),
     ]
 
 
@@ -260,10 +260,12 @@ def _study1_means_table(means: pd.DataFrame) -> str:
     return "".join(lines) + "</table>"
 
 
-def _stat_cell(model: str, test: str, text: str, **values: float) -> str:
+def _stat_cell(table: str, model: str, test: str, text: str, **values: float) -> str:
+    """A statistic's cell: its text, and every number at full precision for a reader (and the tests)."""
     data = " ".join(f'data-{name}="{value!r}"' for name, value in values.items())
     return (
-        f'<td class="stat" data-model="{escape(model)}" data-test="{escape(test)}" {data}>{escape(text)}</td>'
+        f'<td class="stat" data-table="{table}" data-model="{escape(model)}" data-test="{escape(test)}" '
+        f"{data}>{escape(text)}</td>"
     )
 
 
@@ -271,7 +273,7 @@ def _model_header(models: list[str]) -> str:
     return "".join(f"<th>{escape(m)}</th>" for m in models)
 
 
-def _anova_table(items: pd.DataFrame, models: list[str], unmeasurable: dict[str, str]) -> str:
+def _anova_table(table: str, items: pd.DataFrame, models: list[str], unmeasurable: dict[str, str]) -> str:
     results = {m: {r.term: r for r in st.study1_anova(items[items["model_name"] == m])} for m in models}
     lines = [
         "<p><b>ANOVA on X3</b>, <code>aov(value ~ access * observe)</code> (Study1.R:118-121; access and "
@@ -289,7 +291,14 @@ def _anova_table(items: pd.DataFrame, models: list[str], unmeasurable: dict[str,
             text = f"F({row.df:.0f},{row.df_residual:.0f}) = {row.f:.2f}, {_p(row.p)}"
             cells.append(
                 _stat_cell(
-                    model, f"anova {term}", text, statistic=row.f, df=row.df, df2=row.df_residual, p=row.p
+                    table,
+                    model,
+                    f"anova {term}",
+                    text,
+                    statistic=row.f,
+                    df=row.df,
+                    df2=row.df_residual,
+                    p=row.p,
                 )
             )
         lines.append(
@@ -298,7 +307,7 @@ def _anova_table(items: pd.DataFrame, models: list[str], unmeasurable: dict[str,
     return "".join(lines) + "</table>"
 
 
-def _paired_table(items: pd.DataFrame, models: list[str], unmeasurable: dict[str, str]) -> str:
+def _paired_table(table: str, items: pd.DataFrame, models: list[str], unmeasurable: dict[str, str]) -> str:
     results = {m: {r.comparison: r for r in st.paired_tests(items[items["model_name"] == m])} for m in models}
     lines = [
         '<p><b>Paired comparisons</b>, <code>t.test(X_a - X_b, alternative = "greater")</code> within one '
@@ -315,7 +324,7 @@ def _paired_table(items: pd.DataFrame, models: list[str], unmeasurable: dict[str
                 cells.append(f"<td>{'not measurable' if model in unmeasurable else 'too few rows'}</td>")
                 continue
             text = f"t({row.df}) = {row.t:.2f}, {_p(row.p)}"
-            cells.append(_stat_cell(model, test, text, statistic=row.t, df=float(row.df), p=row.p))
+            cells.append(_stat_cell(table, model, test, text, statistic=row.t, df=float(row.df), p=row.p))
         lines.append(
             f"<tr><td>{escape(comparison.label)}</td><td>X{comparison.higher} - X{comparison.lower}</td>"
             f'<td class="human">{escape(comparison.human)}</td>{"".join(cells)}</tr>'
@@ -368,10 +377,10 @@ def _study2(tables: AnalysisTables, min_coverage: float) -> list[str]:
                 y_max=1, y_label="proportion chosen", width=420, height=300, label_angle=55,
             )  # fmt: skip
             figures.append(_figure(bar_chart(chart)))
-    return [_figures(figures), _binomial_table(items, models, min_coverage)]
+    return [_figures(figures), _binomial_table(tables.stem, items, models, min_coverage)]
 
 
-def _binomial_table(items: pd.DataFrame, models: list[str], min_coverage: float) -> str:
+def _binomial_table(table: str, items: pd.DataFrame, models: list[str], min_coverage: float) -> str:
     lines = [
         "<p><b>Binomial tests against chance 1/8</b>, <code>binom.test(k, n, p = 0.125, alternative = "
         '"greater")</code> (Study2.R:87-108), one observation per row: its modal sentence. Study2.R records '
@@ -393,7 +402,9 @@ def _binomial_table(items: pd.DataFrame, models: list[str], min_coverage: float)
             text = f"{row.successes}/{row.n} = {row.successes / row.n:.2f}, {_p(row.p)}"
             label = "binom 0 hearts" if test.state == "0 hearts" else "binom 1 heart"
             cells.append(
-                _stat_cell(model, label, text, statistic=float(row.successes), df=float(row.n), p=row.p)
+                _stat_cell(
+                    table, model, label, text, statistic=float(row.successes), df=float(row.n), p=row.p
+                )
             )
         lines.append(f"<tr><td>{escape(test.label)} (Study2.R:{test.line})</td>{''.join(cells)}</tr>")
     return "".join(lines) + "</table>"

@@ -287,8 +287,14 @@ def test_an_unknown_context_is_one_line_and_exit_2(
     ],
 )
 def test_the_context_is_the_flag_then_the_stacks_then_the_current_one(
-    current: str, stack_context: str | None, argv: list[str], used: str, tmp_path: Path,
-    worker_logs: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    current: str,
+    stack_context: str | None,
+    argv: list[str],
+    used: str,
+    tmp_path: Path,
+    worker_logs: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     if stack_context:
         pin_stack_context(monkeypatch, tmp_path / "project", stack_context)
@@ -300,7 +306,9 @@ def test_the_context_is_the_flag_then_the_stacks_then_the_current_one(
 
 
 def test_an_unknown_stack_context_is_one_line_and_exit_2(
-    cluster: tuple[KubeApi, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    cluster: tuple[KubeApi, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     api, kubeconfig = cluster
