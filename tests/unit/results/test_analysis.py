@@ -39,7 +39,7 @@ def _output(claim: Path, stem: str, model: str) -> pd.DataFrame:
 
 @pytest.mark.parametrize("stem", STEMS)
 def test_tidy_writes_one_all_models_table_and_one_item_table(synthetic_claim: Path, stem: str) -> None:
-    study = stem.split("_")[0]
+    study = stem.split("_", maxsplit=1)[0]
     all_models = _read(synthetic_claim / ANALYSIS_DIR / f"{stem}_all_models.csv")
     items = _read(synthetic_claim / ANALYSIS_DIR / f"{stem}_items.csv")
     assert sorted(set(all_models["model_name"])) == list(MODELS)
