@@ -261,7 +261,9 @@ def _study2_items(rows: pd.DataFrame, experiment: str) -> pd.DataFrame:
         record["n_samples"] = len(group)
         modal = ""
         if experiment == EXP1:
-            said = (ok["coded_was_wasnt"] + "_" + ok["coded_assessment"]).where(ok["coded_assessment"] != "")
+            # A sample is coded when both halves of its sentence are (an extraction may code only one).
+            whole = (ok["coded_was_wasnt"] != "") & (ok["coded_assessment"] != "")
+            said = (ok["coded_was_wasnt"] + "_" + ok["coded_assessment"]).where(whole)
             said = said.dropna()
             record["n_coded"] = len(said)
             for label in UTTERANCES:

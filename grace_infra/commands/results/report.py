@@ -359,6 +359,8 @@ def _study2(tables: AnalysisTables, min_coverage: float) -> list[str]:
     for goal in goals:
         for state in states:
             panel = proportions[(proportions["State"] == state) & (proportions[GOAL_COLUMN] == goal)]
+            if panel.empty:  # no model has a row of this goal and state
+                continue
             panel_items = items[(items["State"] == state) & (items[GOAL_COLUMN] == goal)]
             series, errors, labels, unmeasurable = {}, {}, {}, {}
             for model in models:
