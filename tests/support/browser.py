@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tests.support.ci import unavailable
+from tests.support.ci import required_tool
 
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -25,11 +25,7 @@ BROWSER_TIMEOUT_S = 120  # a hung browser fails the test instead of hanging it
 
 
 def chromium() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        unavailable("chromium is not installed (scripts/setup-browser.sh installs it as root)")
-    assert path is not None
-    return path
+    return required_tool("chromium", "scripts/setup-browser.sh")
 
 
 def measured(html: str, script: str, folder: Path) -> Any:

@@ -28,7 +28,6 @@ __all__ = [
     "ResultsInputError",
     "answer_columns",
     "companion_paths",
-    "empty_mask",
     "failed_mask",
     "read_output",
     "row_outcomes",
@@ -239,18 +238,3 @@ def warning_counts(output: OutputFile) -> Counter[str]:
     for cell in frame[WARNINGS_COLUMN]:
         counts.update(w.strip() for w in str(cell).split(WARNING_SEPARATOR) if w.strip())
     return counts
-
-
-def empty_mask(output: OutputFile) -> pd.Series:
-    """Rows without an error whose answer is empty: no text, no extracted field, or zero coverage."""
-    frame = output.frame
-    assert frame is not None
-    columns = answer_columns(output)
-    if not columns:
-        return pd.Series(False, index=frame.index)
-    if output.pipeline == "probs":
-        coverage = frame[columns].apply(pd.to_numeric, errors="coerce").fillna(0.0)
-        empty = (coverage <= 0).all(axis=1)
-    else:
-        empty = (frame[columns].apply(lambda col: col.str.strip()) == "").all(axis=1)
-    return empty & ~failed_mask(frame)

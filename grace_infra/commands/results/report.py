@@ -115,6 +115,29 @@ def _outcome_series(checks: list[CheckRows]) -> dict[str, list[float]]:
     }
 
 
+def _unmeasurable(
+    items: pd.DataFrame, models: list[str], columns: Sequence[str], min_coverage: float
+) -> dict[str, str]:
+    """model -> why its distribution is not measurable, for the models whose rows' coverage is too low."""
+    reasons = {m: _low_coverage(items[items["model_name"] == m], columns, min_coverage) for m in models}
+    return {model: reason for model, reason in reasons.items() if reason}
+
+
+def _per_model(
+    summary: pd.DataFrame, models: list[str], key: str, value: str, keys: Sequence[object]
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, str]]:
+    """A panel's series, error bars and legend labels: per model, `value` and `se` for each of `keys`
+    from a summary of statistics.py (columns model_name, key, value, se, n, samples)."""
+    series, errors, labels = {}, {}, {}
+    for model in models:
+        rows = summary[summary["model_name"] == model].set_index(key)
+        series[model] = [float(rows[value].get(k, math.nan)) for k in keys]
+        errors[model] = [float(rows["se"].get(k, math.nan)) for k in keys]
+        n, samples = (int(rows["n"].iloc[0]), int(rows["samples"].iloc[0])) if len(rows) else (0, 0)
+        labels[model] = _n_label(model, n, samples)
+    return series, errors, labels
+
+
 # ---- rows by outcome -------------------------------------------------------------------------------------
 
 
@@ -182,23 +205,12 @@ def _study1(tables: AnalysisTables, min_coverage: float) -> list[str]:
     if means.empty:
         return ['<p class="note">No row with all four numbers coded.</p>']
     models = _models(items)
-    coverage_columns = [f"coverage_state{k}" for k in STATES]
-    unmeasurable = {
-        model: reason
-        for model in models
-        if (reason := _low_coverage(items[items["model_name"] == model], coverage_columns, min_coverage))
-    }
+    unmeasurable = _unmeasurable(items, models, [f"coverage_state{k}" for k in STATES], min_coverage)
     figures = []
     cells = sorted({(int(a), int(o)) for a, o in zip(means["access"], means["observe"], strict=True)})
     for access, observe in cells:
         cell = means[(means["access"] == access) & (means["observe"] == observe)]
-        series, errors, labels = {}, {}, {}
-        for model in models:
-            rows = cell[cell["model_name"] == model].set_index("k")
-            series[model] = [float(rows["mean"].get(k, math.nan)) for k in STATES]
-            errors[model] = [float(rows["se"].get(k, math.nan)) for k in STATES]
-            n = int(rows["n"].iloc[0]) if len(rows) else 0
-            labels[model] = _n_label(model, n, int(rows["samples"].iloc[0]) if len(rows) else 0)
+        series, errors, labels = _per_model(cell, models, "k", "mean", STATES)
         chart = Chart(
             figure_id=f"s1-{tables.experiment}-a{access}-o{observe}",
             title=f"access {access}, observe {observe}",
@@ -362,16 +374,8 @@ def _study2(tables: AnalysisTables, min_coverage: float) -> list[str]:
             if panel.empty:  # no model has a row of this goal and state
                 continue
             panel_items = items[(items["State"] == state) & (items[GOAL_COLUMN] == goal)]
-            series, errors, labels, unmeasurable = {}, {}, {}, {}
-            for model in models:
-                rows = panel[panel["model_name"] == model].set_index("utterance")
-                series[model] = [float(rows["proportion"].get(u, math.nan)) for u in UTTERANCES]
-                errors[model] = [float(rows["se"].get(u, math.nan)) for u in UTTERANCES]
-                n = int(rows["n"].iloc[0]) if len(rows) else 0
-                labels[model] = _n_label(model, n, int(rows["samples"].iloc[0]) if len(rows) else 0)
-                mine = panel_items[panel_items["model_name"] == model]
-                if reason := _low_coverage(mine, ["coverage_response"], min_coverage):
-                    unmeasurable[model] = reason
+            series, errors, labels = _per_model(panel, models, "utterance", "proportion", UTTERANCES)
+            unmeasurable = _unmeasurable(panel_items, models, ["coverage_response"], min_coverage)
             chart = Chart(
                 figure_id=f"s2-{tables.experiment}-{goal}-{state}", title=f"{goal}, {state}",
                 categories=[_sentence(u) for u in UTTERANCES], series=series, errors=errors, labels=labels,

@@ -141,23 +141,31 @@ def complete_study1(items: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def condition_means(items: pd.DataFrame) -> pd.DataFrame:
-    """model_name, access, observe, k, mean, se, n (items), samples."""
-    frame = complete_study1(items)
+def _summaries(
+    frame: pd.DataFrame, by: list[str], measures: dict[str, str], key: str, value: str
+) -> pd.DataFrame:
+    """Per group of `by` and each measure (label -> column): the mean and its standard error over the
+    group's items (sd / sqrt(n), Study1.R:30), n and the samples behind them."""
     records = []
-    for (model, access, observe), group in frame.groupby(["model_name", "access", "observe"]):
-        for k in STATES:
-            values = group[f"X{k}"].astype(float)
-            n = len(values)
+    for names, group in frame.groupby(by):
+        n = len(group)
+        for label, column in measures.items():
+            values = group[column].astype(float)
             records.append(
                 {
-                    "model_name": model, "access": access, "observe": observe, "k": k,
-                    "mean": float(values.mean()),
+                    **dict(zip(by, names, strict=True)), key: label, value: float(values.mean()),
                     "se": float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan,
                     "n": n, "samples": int(group["n_samples"].sum()),
                 }
             )  # fmt: skip
     return pd.DataFrame.from_records(records)
+
+
+def condition_means(items: pd.DataFrame) -> pd.DataFrame:
+    """model_name, access, observe, k, mean, se, n (items), samples."""
+    measures = {str(k): f"X{k}" for k in STATES}
+    means = _summaries(complete_study1(items), ["model_name", "access", "observe"], measures, "k", "mean")
+    return means.assign(k=means["k"].astype(int)) if len(means) else means
 
 
 def study1_anova(items: pd.DataFrame) -> list[AnovaRow]:
@@ -193,21 +201,9 @@ def paired_tests(items: pd.DataFrame) -> list[PairedResult]:
 
 def utterance_proportions(items: pd.DataFrame) -> pd.DataFrame:
     """model_name, State, Goal_simplified, utterance, proportion, se, n (items), samples."""
-    records = []
     coded = items[items["n_coded"] > 0]
-    for (model, state, goal), group in coded.groupby(["model_name", "State", GOAL_COLUMN]):
-        n = len(group)
-        for label in UTTERANCES:
-            shares = group[f"share_{label}"].astype(float)
-            records.append(
-                {
-                    "model_name": model, "State": state, GOAL_COLUMN: goal, "utterance": label,
-                    "proportion": float(shares.mean()),
-                    "se": float(shares.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan,
-                    "n": n, "samples": int(group["n_samples"].sum()),
-                }
-            )  # fmt: skip
-    return pd.DataFrame.from_records(records)
+    measures = {label: f"share_{label}" for label in UTTERANCES}
+    return _summaries(coded, ["model_name", "State", GOAL_COLUMN], measures, "utterance", "proportion")
 
 
 def binomial_tests(items: pd.DataFrame) -> list[BinomialResult]:

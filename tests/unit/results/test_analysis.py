@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import re
-import shutil
 import subprocess
 from io import StringIO
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 
 from grace_infra.commands.results import subcommands
 from grace_infra.commands.results.analysis import ANALYSIS_DIR
-from tests.support.ci import unavailable
+from tests.support.ci import required_tool
 from tests.unit.results.synthetic_campaign import MODELS, SAMPLES, study1_input, study2_input
 
 HERE = Path(__file__).resolve().parent
@@ -95,19 +94,11 @@ def test_an_item_is_its_samples_coded_and_aggregated(synthetic_claim: Path) -> N
     assert uncoded > 0  # the case the coding must handle did occur
 
 
-def _rscript() -> str:
-    path = shutil.which("Rscript")
-    if path is None:
-        unavailable("Rscript is not installed (scripts/setup-r.sh installs Debian's r-base-core as root)")
-    assert path is not None
-    return path
-
-
 def _r_statistics(claim: Path, experiment: str) -> pd.DataFrame:
     folder = claim / ANALYSIS_DIR
     run = subprocess.run(
-        [_rscript(), str(R_SCRIPT), str(folder / f"study1_{experiment}_items.csv"),
-         str(folder / f"study2_{experiment}_items.csv")],
+        [required_tool("Rscript", "scripts/setup-r.sh"), str(R_SCRIPT),
+         str(folder / f"study1_{experiment}_items.csv"), str(folder / f"study2_{experiment}_items.csv")],
         capture_output=True, text=True, timeout=R_TIMEOUT_S, check=False,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
