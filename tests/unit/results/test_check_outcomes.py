@@ -1,16 +1,20 @@
 """`grace results check` counts each output's rows by outcome (complete, partial, empty, failed) and lists
 the extraction's warnings: on an extraction output the REAL worker writes (against the fake extractor),
-with one row coded completely, one missing a field, one whose percentages add up to 274, one failed."""
+with one row coded completely, one missing a field, one whose percentages add up to 274, one failed; and
+the item table `grace results tidy` builds from the same (chat design) extraction output."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from grace_infra.commands.results import subcommands
-from grace_infra.commands.results.check import check_outputs
+from grace_infra.commands.results.analysis import analysis_tables
+from grace_infra.commands.results.check import check_outputs, discover_outputs
+from grace_infra.commands.results.outputs import read_output
 from tests.support.fake_openai import FakeOpenAI
 from tests.unit.worker.support import STUDIES_DIR, Extractor, good, study1_row, worker_args, write_csv
 from worker import cli
@@ -70,3 +74,22 @@ def test_check_counts_partial_rows_and_lists_the_warnings(
     assert line.split()[2:8] == ["4/4", "2", "1", "0", "1", "1"]
     assert "extraction warnings:" in out
     assert f"{STRUCTURED}: 1 row(s): {warning}" in out
+
+
+def test_the_chat_designs_extraction_fills_the_item_table(claim: Path) -> None:
+    """The chat design asks for four percentages: X0..X3 are the extraction's, the knowledge share its
+    `knowledge_answer`; the failed row has none, the partial one no knowledge answer."""
+    (tables,) = analysis_tables(read_output(path) for path in discover_outputs(claim))
+    assert (tables.study, tables.experiment) == ("study1", "exp1")
+    items = tables.items.set_index("story_shortname")
+    expected = {
+        "story-complete": (0, 5, 25, 70),
+        "story-partial": (0, 5, 25, 70),
+        "story-warned": (70, 70, 64, 70),
+    }
+    for story, percents in expected.items():
+        assert [items.loc[story, f"X{k}"] for k in range(4)] == list(percents)
+    assert items.loc["story-complete", "knows_yes"] == 0.0  # "no"
+    assert math.isnan(items.loc["story-partial", "knows_yes"])
+    assert items.loc["story-failed", "n_coded"] == 0
+    assert math.isnan(items.loc["story-failed", "X0"])
