@@ -9,6 +9,7 @@ still be readable.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
@@ -44,6 +45,11 @@ TIDY_SUFFIX = ".tidy.csv"  # the long-format table written beside an Experiment 
 ANALYSIS_DIR = "analysis"  # `grace results tidy` writes the researchers' tables here, under the folder
 # Experiment 1's reply columns in the researchers' design (jobs/studies/researchers/study{1,2}.yaml).
 RESEARCHERS_ANSWER_COLUMNS = ("response_quantity", "response_knowledge", "response")
+
+
+# A value a warning reports after "= " (e.g. a sum of percentages): masked to group warnings by kind.
+REPORTED_VALUE = re.compile(r"(?<== )-?\d+(?:\.\d+)?")
+SHOWN_VALUES = 5
 
 
 class Outcome(StrEnum):
@@ -230,11 +236,24 @@ def warned_mask(output: OutputFile) -> pd.Series:
 
 
 def warning_counts(output: OutputFile) -> Counter[str]:
-    """Each extraction warning and the number of rows carrying it (none for other pipelines)."""
+    """Each kind of extraction warning and the rows carrying it (none for other pipelines). Warnings that
+    differ only in the value they report ("... = 274, expected 100", "... = 252, expected 100") are one
+    kind, shown with the value replaced by N and the first values seen."""
     frame = output.frame
-    counts: Counter[str] = Counter()
+    rows: Counter[str] = Counter()
+    values: dict[str, list[str]] = {}
     if frame is None or WARNINGS_COLUMN not in frame.columns:
-        return counts
+        return rows
     for cell in frame[WARNINGS_COLUMN]:
-        counts.update(w.strip() for w in str(cell).split(WARNING_SEPARATOR) if w.strip())
-    return counts
+        for warning in (w.strip() for w in str(cell).split(WARNING_SEPARATOR) if w.strip()):
+            kind = REPORTED_VALUE.sub("N", warning)
+            rows[kind] += 1
+            values.setdefault(kind, []).extend(REPORTED_VALUE.findall(warning))
+    return Counter({_with_values(kind, values[kind]): n for kind, n in rows.items()})
+
+
+def _with_values(kind: str, values: list[str]) -> str:
+    if not values:
+        return kind
+    shown = ", ".join(values[:SHOWN_VALUES]) + (", ..." if len(values) > SHOWN_VALUES else "")
+    return f"{kind} (N: {shown})"

@@ -66,7 +66,7 @@ def test_check_counts_partial_rows_and_lists_the_warnings(
     assert (check.complete_rows, check.partial_rows, check.empty_rows, check.failed_rows) == (2, 1, 0, 1)
     assert check.warned_rows == 1
     (warning,) = check.warnings
-    assert "274" in warning
+    assert warning.endswith("= N, expected 100 +/- 1 (N: 274)")
     assert subcommands.main(["check", str(claim)]) == 0
     out = capsys.readouterr().out
     header, _, line = out.splitlines()[:3]
