@@ -69,7 +69,7 @@ def run_worker(base_url: str, source: Path, output: Path) -> Result:
     command = [
         sys.executable, "-m", "worker", "query",
         "--input", str(source), "--output", str(output),
-        "--model-endpoint", base_url, "--model-name", "tiny", "--study", "study1",
+        "--model-endpoint", base_url, "--model-name", "tiny", "--study", "chat/study1",
         "--batch-size", "64", "--metrics-port", "0", "--max-tokens", "16",
         "--samples", "1",  # one output row per input row: the sizes below count both
     ]  # fmt: skip

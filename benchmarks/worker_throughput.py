@@ -117,7 +117,7 @@ class FakeServer:
 
 
 def request_bodies(path: Path) -> list[bytes]:
-    study = load_study("study2")
+    study = load_study("chat/study2")
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     params = study.generation.request_params()
     return [
@@ -173,7 +173,7 @@ def run_worker(base_url: str, source: Path, output: Path) -> WorkerRun:
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "worker", "query", "--input", str(source), "--output", str(output),
-         "--model-endpoint", base_url, "--model-name", "tiny", "--study", "study2",
+         "--model-endpoint", base_url, "--model-name", "tiny", "--study", "chat/study2",
          "--batch-size", str(CONCURRENCY), "--metrics-port", "0", "--wait-timeout", "30"],
         cwd=REPO, env={**os.environ, "LOG_LEVEL": "WARNING"}, check=True, timeout=RUN_DEADLINE_S,
     )  # fmt: skip

@@ -8,8 +8,10 @@
 #   5. print where everything is and a short table of results; stop the server (always)
 #   6. check the outputs, write the long probability tables and the HTML report (grace results)
 #
-# Usage: bash scripts/demo.sh [--rows N] [--out DIR]
+# Usage: bash scripts/demo.sh [--rows N] [--out DIR] [--design researchers|chat]
 # Input: ../shared/data/study{1,2}.csv next to the repo when present, else tests/fixtures.
+# Design: the studies' design the pipelines run (jobs/studies/<design>/), the researchers' by default,
+# as on the cluster; --design chat runs Grace's chat design instead.
 # Each run writes a new folder under DIR (default demo-output/); nothing earlier is overwritten.
 # The tiny model's weights are random: the answers are noise, the plumbing is real.
 set -euo pipefail
@@ -19,13 +21,19 @@ cd "$repo_root"
 
 rows=10
 out_root="$repo_root/demo-output"
+design=researchers
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --rows) rows="${2:?--rows needs a number}"; shift 2 ;;
         --out) out_root="${2:?--out needs a folder}"; shift 2 ;;
-        *) echo "demo.sh: unknown argument '$1' (options: --rows N, --out DIR)" >&2; exit 2 ;;
+        --design) design="${2:?--design needs researchers or chat}"; shift 2 ;;
+        *) echo "demo.sh: unknown argument '$1' (options: --rows N, --out DIR, --design NAME)" >&2; exit 2 ;;
     esac
 done
+if [[ ! -d "jobs/studies/$design" ]]; then
+    echo "demo.sh: --design must name a folder of jobs/studies/ (researchers or chat), got '$design'" >&2
+    exit 2
+fi
 if ! [[ "$rows" =~ ^[1-9][0-9]*$ ]]; then
     echo "demo.sh: --rows must be a positive whole number, got '$rows'" >&2
     exit 2
@@ -38,7 +46,7 @@ py="$repo_root/.venv/bin/python"
 run_dir="$out_root/run-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$run_dir"
 echo
-echo "== demo: outputs go to $run_dir"
+echo "== demo: outputs go to $run_dir (design: $design, jobs/studies/$design/)"
 
 echo "== 1/3 render the nrp stack offline"
 render_rc=0
@@ -74,7 +82,7 @@ run_step() {  # study step output_csv worker-args...
     shift 3
     local t0=$SECONDS rc=0
     echo "-- $study $step"
-    "$py" -m worker "$step" --study "$study" --output "$output" "${common[@]}" "$@" \
+    "$py" -m worker "$step" --study "$design/$study" --output "$output" "${common[@]}" "$@" \
         >"$run_dir/$study/$step.log" 2>&1 || rc=$?
     printf '%s\t%s\t%s\t%s\t%s\n' "$study" "$step" "$rc" "$((SECONDS - t0))" "$output" >>"$results"
     if [[ $rc -ne 0 && $rc -ne 3 ]]; then
@@ -127,8 +135,13 @@ from pathlib import Path
 import pandas as pd
 
 SHOWN_ROWS = 3
-# Study 2 asks one question (model_response); study 1 three in one conversation (jobs/studies/*.yaml).
-REPLY_COLUMNS = ("model_response", "response_story", "response_speech", "response_knowledge")
+# The reply columns of both designs (jobs/studies/<design>/*.yaml): the researchers' Study 1 asks two
+# independent questions and Study 2 one (response); the chat design's Study 1 asks three in one
+# conversation and Study 2 one (model_response).
+REPLY_COLUMNS = (
+    "response_quantity", "response", "model_response", "response_story", "response_speech",
+    "response_knowledge",
+)
 run_dir = Path(sys.argv[1])
 
 

@@ -38,6 +38,8 @@ __all__ = [
     "CHECK_OUTPUTS_COMMAND",
     "CONTAINER_STUDIES_DIR",
     "DEEPSEEK_API_KEY_ENV",
+    "DEFAULT_DESIGN",
+    "DESIGNS",
     "EXIT_INPUT",
     "EXIT_OK",
     "EXIT_ROWS_FAILED",
@@ -88,6 +90,11 @@ STUDIES_DIR_ENV = "GRACE_STUDIES_DIR"
 STUDIES_MOUNT = "/etc/grace"
 STUDIES_SUBDIR = "studies"
 CONTAINER_STUDIES_DIR = f"{STUDIES_MOUNT}/{STUDIES_SUBDIR}"
+# Designs of the studies: each is a folder of study files under studies/ (jobs/studies/<design>/), one
+# study file per study. `researchers` sends the requests the researchers' own scripts send; `chat` is
+# Grace's chat-template design. A bare `--study NAME` means the default design's NAME.
+DESIGNS = ("researchers", "chat")
+DEFAULT_DESIGN = "researchers"
 # The download's marker on the weights claim (grace_infra/payloads/download_weights.py writes it last,
 # atomically; that program is shipped as text and imports nothing, so it keeps its own copy of the
 # name, which a test compares with this one). The worker copies these fields into its meta file.

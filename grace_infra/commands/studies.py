@@ -1,7 +1,7 @@
 """`grace studies diff VARIANT`: every difference between a design of the studies and the researchers' own.
 
 A design is a folder of study files: `researchers` (jobs/studies/researchers/, the requests the
-researchers' scripts send), `chat` (jobs/studies/, Grace's chat design), or any folder holding
+researchers' scripts send), `chat` (jobs/studies/chat/, Grace's chat design), or any folder holding
 `<study>.yaml` files (a variant of your own). Both designs are rendered on the same rows of the stack's
 study CSVs (`grace:experiments.inputFiles`, found as `grace render` finds them) and every difference is
 printed: form, requests per row, budgets, stop, sampling, reply columns, Experiment 2's questions,
@@ -23,6 +23,7 @@ from grace_infra.commands.arguments import HelpFormatter, add_stack_argument
 from grace_infra.config.input_files import offline_input_files
 from grace_infra.config.stack_files import PROJECT_ROOT, load_raw_config
 from grace_infra.errors import GraceError
+from worker import contract
 from worker.errors import InputError
 from worker.studies.definition import Study, load_study
 from worker.studies.design_diff import diff_study, format_differences
@@ -33,7 +34,7 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 REFERENCE_DESIGN = "researchers"
 # Design name -> its folder of study files, relative to the project root.
-DESIGNS = {"researchers": Path("jobs/studies/researchers"), "chat": Path("jobs/studies")}
+DESIGNS = {design: Path("jobs/studies") / design for design in contract.DESIGNS}
 STUDIES = ("study1", "study2")
 DEFAULT_ROWS = "0"
 

@@ -1,9 +1,9 @@
 """The `grace-studies` ConfigMap: the study definitions, schemas, small input CSVs and job-mode task
 lists the Jobs read, mounted read-only at /etc/grace with the same layout as `jobs/`.
 
-Prompts are data: editing `jobs/studies/study1.yaml` changes this ConfigMap's content, and (through
-the per-Job hash in `experiment_job.job_manifest`) the pod template of exactly the Jobs that read it,
-so `pulumi preview` lists those Jobs as replaced.
+Prompts are data: editing `jobs/studies/researchers/study1.yaml` changes this ConfigMap's content, and
+(through the per-Job hash in `experiment_job.job_manifest`) the pod template of exactly the Jobs that read
+it, so `pulumi preview` lists those Jobs as replaced.
 """
 
 from __future__ import annotations

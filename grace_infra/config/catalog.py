@@ -102,6 +102,14 @@ class ModelSpec(BaseModel):
             "encoding); the download Job stages them so the server needs no internet."
         ),
     )
+    stop: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "Stop strings the researchers' design sends with every completion request: the model family's "
+            "end-of-turn markers, as their src/utils/model_config.py lists them (none for gpt-oss, whose "
+            "entries there are placeholders). The chat design sends none: the chat template ends a turn."
+        ),
+    )
     answer_prefix: str = Field(
         default="",
         description=(
@@ -181,11 +189,12 @@ GPT_OSS_REASONING_TOKENS = 2048
 # a pilot run measures the real figure (set plannedReasoningTokens to it).
 GPT_OSS_PLANNED_REASONING_TOKENS = 256
 
-# gpt-oss's reasoning effort, set explicitly: our choice. The researchers' gpt-oss entries are placeholders
-# written before its release (src/utils/model_config.py: "TBD when released", is_reasoning_model=False
-# "Update if reasoning-enabled"), and their raw completion prompts render no harmony system message, so
-# they set no effort at all. "low" is the least reasoning harmony offers, and an explicit value keeps a
-# server default from changing what is measured.
+# gpt-oss's reasoning effort in the chat design, set explicitly: our choice. The researchers' gpt-oss
+# entries are placeholders written before its release (src/utils/model_config.py: "TBD when released",
+# is_reasoning_model=False "Update if reasoning-enabled"), and their raw completion prompts render no
+# harmony system message, so their design (Grace's default) sends no effort at all. In the chat design
+# "low" is the least reasoning harmony offers, and an explicit value keeps a server default from changing
+# what is measured.
 GPT_OSS_REASONING_EFFORT = ReasoningEffort.LOW
 
 # gpt-oss on A100 (Ampere: no native MXFP4, no FlashAttention 3): vLLM's gpt-oss recipe runs it with the
@@ -197,6 +206,11 @@ GPT_OSS_AMPERE_ARGS = ("--attention-backend=TRITON_ATTN",)
 # src/tiktoken_ext/public_encodings.rs, vocab_file_name).
 GPT_OSS_TIKTOKEN_FILES = ("o200k_base.tiktoken",)
 
+# The stop strings of the researchers' design, per model family (tgmorton/knowledge-politeness-llms at
+# e41db28, src/utils/model_config.py:37,49,61,74; its gpt-oss entries set none).
+GEMMA_2_STOP = ("<end_of_turn>",)
+LLAMA_3_STOP = ("<|eot_id|>", "<|end_of_text|>")
+
 # gpt-oss's parameters, total and active per token (a mixture of experts): 20.9B/3.6B and 116.8B/5.1B
 # (OpenAI, "gpt-oss-120b & gpt-oss-20b Model Card", 2025, table 1).
 CATALOG: dict[str, ModelSpec] = {
@@ -207,24 +221,28 @@ CATALOG: dict[str, ModelSpec] = {
             params_billion=2.6, weights_gb=5.2, num_attention_heads=8, num_kv_heads=4, num_layers=26,
             head_dim=256, gpus=1, tensor_parallel_size=1, dtype=Dtype.BFLOAT16, max_model_len=4096,
             weights_pvc_gi=10, cpu_request=4, memory_request_gi=24, load_budget_s=600,
+            stop=GEMMA_2_STOP,
         ),
         ModelSpec(
             key="gemma-2-9b", hf_repo="google/gemma-2-9b-it", gated=True,
             params_billion=9.2, weights_gb=18.5, num_attention_heads=16, num_kv_heads=8, num_layers=42,
             head_dim=256, gpus=1, tensor_parallel_size=1, dtype=Dtype.BFLOAT16, max_model_len=4096,
             weights_pvc_gi=25, cpu_request=6, memory_request_gi=48, load_budget_s=900,
+            stop=GEMMA_2_STOP,
         ),
         ModelSpec(
             key="gemma-2-27b", hf_repo="google/gemma-2-27b-it", gated=True,
             params_billion=27.2, weights_gb=54.5, num_attention_heads=32, num_kv_heads=16, num_layers=46,
             head_dim=128, gpus=2, tensor_parallel_size=2, dtype=Dtype.BFLOAT16, max_model_len=4096,
             weights_pvc_gi=70, cpu_request=8, memory_request_gi=96, load_budget_s=1500,
+            stop=GEMMA_2_STOP,
         ),
         ModelSpec(
             key="llama-3-70b", hf_repo="meta-llama/Meta-Llama-3-70B-Instruct", gated=True,
             params_billion=70.6, weights_gb=141.0, num_attention_heads=64, num_kv_heads=8, num_layers=80,
             head_dim=128, gpus=4, tensor_parallel_size=4, dtype=Dtype.BFLOAT16, max_model_len=8192,
             weights_pvc_gi=160, cpu_request=16, memory_request_gi=192, load_budget_s=2700,
+            stop=LLAMA_3_STOP,
         ),
         ModelSpec(
             key="gpt-oss-20b", hf_repo="openai/gpt-oss-20b", gated=False,

@@ -38,7 +38,7 @@ from grace_infra.errors import ConfigError
 from grace_infra.nrp import cluster_facts
 from worker.errors import validation_problem
 
-__all__ = ["ConfigError", "GraceConfig", "ModelConfig", "ServedModel", "required_model_fields"]
+__all__ = ["ConfigError", "Design", "GraceConfig", "ModelConfig", "ServedModel", "required_model_fields"]
 
 
 class AccessMode(StrEnum):
@@ -59,6 +59,13 @@ class Experiment(StrEnum):
     # Extraction of exp1 free text into schema-valid JSON (worker extract). "structured" is what stack
     # files write, and what output folders, file names and Job names keep.
     EXTRACTION = "structured"
+
+
+class Design(StrEnum):
+    """A design of the studies: a folder of study files, jobs/studies/<design>/ (worker.contract.DESIGNS)."""
+
+    RESEARCHERS = "researchers"  # the requests the researchers' own scripts send (the default)
+    CHAT = "chat"  # Grace's chat-template design: chat turns, reworded questions, variant summing
 
 
 class _Section(BaseModel):
@@ -261,6 +268,13 @@ class ModelConfig(_Section):
             "product by NRP's table."
         ),
     )
+    design: Design | None = Field(
+        default=None,
+        description=(
+            "The design of the studies this model runs (researchers or chat); unset: "
+            "grace:experiments.design."
+        ),
+    )
     await_readiness: bool = Field(
         default=False,
         description=(
@@ -290,6 +304,7 @@ class ModelConfig(_Section):
     memory_request_gi: int | None = _override("memory_request_gi")
     extra_args: tuple[str, ...] | None = _override("extra_args")
     extra_env: dict[str, str] | None = _override("extra_env")
+    stop: tuple[str, ...] | None = _override("stop")
     tiktoken_files: tuple[str, ...] | None = _override("tiktoken_files")
     answer_prefix: str | None = _override("answer_prefix")
     reasoning_tokens: int | None = _override("reasoning_tokens")
@@ -356,6 +371,7 @@ class ServedModel(ModelSpec):
     gpu_product: str | None
     gpu_resource: str  # the extended resource this model's GPU pods request and limit
     await_readiness: bool = False
+    design: Design = Design.RESEARCHERS
 
     @property
     def server_name(self) -> str:
@@ -367,6 +383,15 @@ class ServedModel(ModelSpec):
 
 
 class ExperimentsConfig(_Section):
+    design: Design = Field(
+        default=Design.RESEARCHERS,
+        description=(
+            "The design of the studies every model runs unless its entry sets `design`: researchers (their "
+            "scripts' raw completion requests and their scoring rule, jobs/studies/researchers/) or chat "
+            "(Grace's chat-template design, jobs/studies/chat/); `grace studies diff chat` lists every "
+            "difference."
+        ),
+    )
     studies: tuple[Study, ...] = Field(default=tuple(Study), description="Studies to run.")
     experiments: tuple[Experiment, ...] = Field(default=tuple(Experiment), description="Experiments to run.")
     models: tuple[str, ...] | None = Field(
@@ -618,6 +643,7 @@ class GraceConfig(_Section):
                         or cluster_facts.gpu_resource_for_product(product)
                     ),
                     await_readiness=m.await_readiness,
+                    design=m.design or self.experiments.design,
                 )
             )
         return served
@@ -626,6 +652,10 @@ class GraceConfig(_Section):
         """The served models the experiment matrix runs on."""
         wanted = self.experiments.models
         return [m for m in self.served_models() if wanted is None or m.key in wanted]
+
+    def designs(self) -> list[Design]:
+        """The designs of the studies the matrix runs, in the order the models first name them."""
+        return list(dict.fromkeys(m.design for m in self.matrix_models()))
 
     def has_exception(self, model_key: str, rule: ExceptionRule) -> bool:
         return any(e.model == model_key and e.rule == rule for e in self.exceptions)

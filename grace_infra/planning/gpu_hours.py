@@ -28,9 +28,15 @@ from typing import Any
 from grace_infra import constants as c
 from grace_infra.config.catalog import ModelSpec, ServingMode
 from grace_infra.config.stack_config import Experiment, GraceConfig, ServedModel
-from grace_infra.planning.matrix import MatrixCell, PlannedJob
+from grace_infra.planning.matrix import MatrixCell, PlannedJob, reasons_in_studies
 from grace_infra.planning.serving_speed import Load, ServerSpeed, server_speed
-from grace_infra.planning.study_bundle import StudyBundle, requests_per_row, study_rows, study_sampling
+from grace_infra.planning.study_bundle import (
+    StudyBundle,
+    requests_per_row,
+    study_name,
+    study_rows,
+    study_sampling,
+)
 from grace_infra.planning.workload import cell_request_kinds, prompt_sizes
 
 __all__ = ["GpuHourPlan", "ModelGpuHours", "format_gpu_hour_table", "gpu_hour_plan", "job_deadline_s"]
@@ -168,7 +174,7 @@ def _cell_loads(
 ) -> list[Load]:
     """One cell's requests as loads on `server`: planned reply lengths, or every budget spent (`bound`)."""
     rows, _ = study_rows(cell.study, config, bundle)
-    samples = study_sampling(cell.study, config, bundle).samples_per_row
+    samples = study_sampling(cell.model.design, cell.study, config, bundle).samples_per_row
     return [
         Load(
             requests=rows * kind.per_row * (samples if kind.sampled else 1),
@@ -219,16 +225,20 @@ def gpu_hour_plan(config: GraceConfig, bundle: StudyBundle) -> GpuHourPlan:
     for study in config.experiments.studies:
         rows, source = study_rows(study, config, bundle)
         rows_json[study.value] = {"rows": rows, "source": source}
-        per_row = requests_per_row(study, bundle)
-        per_row_json[study.value] = {e.value: per_row.counts[e] for e in experiments}
-        per_row_json[study.value]["source"] = per_row.source
-        sampling = study_sampling(study, config, bundle)
-        sampling_json[study.value] = {
-            "samplesPerRow": sampling.samples_per_row,
-            "temperature": sampling.temperature,
-            "source": sampling.source,
-        }
-        prompts_json[study.value] = {"measuredOn": prompt_sizes(study, config, bundle).source}
+    # Per design: what one row costs and how it is sampled differ between designs of the same study.
+    for design in config.designs():
+        for study in config.experiments.studies:
+            name = study_name(design, study)
+            per_row = requests_per_row(design, study, bundle)
+            per_row_json[name] = {e.value: per_row.counts[e] for e in experiments}
+            per_row_json[name]["source"] = per_row.source
+            sampling = study_sampling(design, study, config, bundle)
+            sampling_json[name] = {
+                "samplesPerRow": sampling.samples_per_row,
+                "temperature": sampling.temperature,
+                "source": sampling.source,
+            }
+            prompts_json[name] = {"measuredOn": prompt_sizes(design, study, config, bundle).source}
 
     matrix = config.matrix_models()
     extractor = None if external else config.extractor_model()
@@ -251,6 +261,9 @@ def gpu_hour_plan(config: GraceConfig, bundle: StudyBundle) -> GpuHourPlan:
         busy = speed.busy_s(flat) / c.SECONDS_PER_HOUR
         load_h = model.load_budget_s / c.SECONDS_PER_HOUR
         requests = int(sum(load.requests for load in flat))
+        # It reasons in what it answers: its studied requests in the chat design, or coding as the coder.
+        coding = extractor is not None and model.key == extractor.key
+        reasons = reasons_in_studies(model) or (coding and model.reasoning_format is not None)
         persistent = model.gpus * max(campaign_hours, load_h + busy)
         models.append(
             ModelGpuHours(
@@ -262,8 +275,8 @@ def gpu_hour_plan(config: GraceConfig, bundle: StudyBundle) -> GpuHourPlan:
                 prompt_tokens=int(sum(x.requests * x.prompt_tokens for x in flat)),
                 output_tokens=int(sum(x.requests * x.output_tokens for x in flat)),
                 speed=speed.source,
-                planned_reasoning_tokens=model.planned_reasoning_tokens,
-                reasoning_budget_tokens=model.reasoning_tokens,
+                planned_reasoning_tokens=model.planned_reasoning_tokens if reasons else 0,
+                reasoning_budget_tokens=model.reasoning_tokens if reasons else 0,
                 load_s=model.load_budget_s,
                 busy_wall_hours=busy,
                 # No request on this model's GPUs (e.g. only external extraction): no GPU Job runs.

@@ -26,7 +26,7 @@ from typing import Any
 
 from grace_infra import constants as c
 from grace_infra.config.catalog import Exp2ReasoningMode, ModelSpec, ServingMode
-from grace_infra.config.stack_config import Experiment, GraceConfig, ServedModel, Study
+from grace_infra.config.stack_config import Design, Experiment, GraceConfig, ServedModel, Study
 from grace_infra.planning import run_digest
 from grace_infra.planning.study_bundle import (
     STUDIES_ROOT,
@@ -37,6 +37,7 @@ from grace_infra.planning.study_bundle import (
     load_study_bundle,
     schema_pod_path,
     study_max_tokens,
+    study_name,
     study_pod_path,
     study_sampling,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "output_path",
     "plan_experiments",
     "plan_jobs",
+    "reasons_in_studies",
     "server_url",
     "task_files",
     "tasks_pod_path",
@@ -159,10 +161,10 @@ def matrix_cells(config: GraceConfig) -> list[MatrixCell]:
     ]
 
 
-def _study_arg(study: Study, bundle: StudyBundle) -> str:
+def _study_arg(design: Design, study: Study, bundle: StudyBundle) -> str:
     # The ConfigMap copy when the study file exists; otherwise the worker's own lookup by name.
-    path = study_pod_path(study)
-    return str(path) if bundle.has(path) else study.value
+    path = study_pod_path(design, study)
+    return str(path) if bundle.has(path) else study_name(design, study)
 
 
 def coder_name(config: GraceConfig) -> str | None:
@@ -207,6 +209,9 @@ def worker_args(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> l
     waits."""
     jobs = config.jobs
     study, experiment, key = cell.study, cell.experiment, cell.model.key
+    # Extraction reads the studied model's replies, so it codes them with that model's design's file.
+    design = cell.model.design
+    researchers = design is Design.RESEARCHERS
     extracting = experiment is Experiment.EXTRACTION
     source = output_path(study, Experiment.EXP1, key) if extracting else input_pod_path(study, config)
     args = [
@@ -217,25 +222,31 @@ def worker_args(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> l
         "--batch-size", str(jobs.batch_size),
         "--timeout", str(jobs.timeout_s),
         "--max-retries", str(jobs.max_retries),
-        "--study", _study_arg(study, bundle),
+        "--study", _study_arg(design, study, bundle),
         # A server may take its whole load budget to answer /health; never give up before that.
         "--wait-timeout", str(max(jobs.wait_timeout_s, cell.model.load_budget_s)),
         "--metrics-port", str(contract.METRICS_PORT),
     ]  # fmt: skip
-    if experiment is Experiment.EXP1 or (experiment is Experiment.EXP2 and samples_exp2(cell.model)):
-        args += study_sampling(study, config, bundle).worker_flags()
-    if experiment is Experiment.EXP2:
+    samples = experiment is Experiment.EXP2 and samples_exp2(cell.model)
+    if experiment is Experiment.EXP1 or samples:
+        args += study_sampling(design, study, config, bundle).worker_flags()
+    if experiment is Experiment.EXP2 and not researchers:
         args += ["--logprobs", str(jobs.logprobs), "--method", PROBS_METHOD]
-        if not has_probability_questions(study, bundle):
+        if not has_probability_questions(design, study, bundle):
             # The researchers' original generic question; a study that lists its own questions is asked
             # those instead (passing --tokens would replace them with one generic question).
             args += ["--tokens", ",".join(jobs.tokens)]
         args += _exp2_reasoning_flags(cell.model)
-    if experiment is Experiment.EXP1 and cell.model.reasoning_effort is not None:
+    # The researchers' design sends their request body: their per-family stop strings, and no reasoning
+    # effort or extra room for reasoning (a raw completion renders no harmony system message; their
+    # max_tokens is kept as they set it, docs/studies.md). Exp2 is their scoring rule, which no flag changes.
+    if experiment is Experiment.EXP1 and researchers and cell.model.stop:
+        args += ["--stop", json.dumps(list(cell.model.stop))]
+    if experiment is Experiment.EXP1 and not researchers and cell.model.reasoning_effort is not None:
         args += ["--reasoning-effort", cell.model.reasoning_effort.value]
-    budget = study_max_tokens(study, experiment, bundle)
+    budget = study_max_tokens(design, study, experiment, bundle)
     generating = None
-    if experiment is Experiment.EXP1:
+    if experiment is Experiment.EXP1 and not researchers:
         generating = cell.model
     elif extracting and config.jobs.deepseek_endpoint is None:
         generating = _extractor(config)
@@ -244,8 +255,8 @@ def worker_args(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> l
         # without the extra room the study's short budget ends before the answer starts.
         args += ["--max-tokens", str(budget + generating.reasoning_tokens)]
     if extracting:
-        if bundle.has(schema_pod_path(study)):
-            args += ["--schema", str(schema_pod_path(study))]
+        if bundle.has(schema_pod_path(design, study)):
+            args += ["--schema", str(schema_pod_path(design, study))]
         # Exp1 writes its file atomically when complete: waiting for it is waiting for exp1 to finish.
         args += ["--validate", "--wait-for-input", str(jobs.input_wait_timeout_s)]
         if Experiment.EXP1 in config.experiments.experiments:
@@ -261,12 +272,20 @@ def worker_args(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> l
     return args
 
 
-def samples_exp2(model: ModelSpec) -> bool:
+def reasons_in_studies(model: ServedModel) -> bool:
+    """Whether the model reasons before it answers the studies' requests: a reasoning model (gpt-oss) in
+    the chat design, whose template opens its analysis channel. The researchers' design sends raw text,
+    which renders no harmony system message and asks for no reasoning (their gpt-oss entries are
+    placeholders: docs/studies.md), so the plan counts no reasoning tokens there."""
+    return model.reasoning_format is not None and model.design is Design.CHAT
+
+
+def samples_exp2(model: ServedModel) -> bool:
     """Whether Experiment 2 samples on this model: only after-reasoning generates anything (the analysis
     channel, like an Experiment 1 answer); scoring fixed options after a fixed prompt is deterministic, so
     every other exp2 run is one sample per row and gets no sampling flags."""
     after_reasoning = model.exp2_reasoning_mode is Exp2ReasoningMode.AFTER_REASONING
-    return model.reasoning_format is not None and after_reasoning
+    return reasons_in_studies(model) and after_reasoning
 
 
 def cell_plan_digest(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> str:
@@ -297,9 +316,9 @@ def _exp2_reasoning_flags(model: ModelSpec) -> list[str]:
 def _reads(cells: tuple[MatrixCell, ...], config: GraceConfig) -> tuple[PurePosixPath, ...]:
     paths: list[PurePosixPath] = []
     for cell in cells:
-        paths.append(study_pod_path(cell.study))
+        paths.append(study_pod_path(cell.model.design, cell.study))
         if cell.experiment is Experiment.EXTRACTION:
-            paths.append(schema_pod_path(cell.study))
+            paths.append(schema_pod_path(cell.model.design, cell.study))
         else:
             paths.append(input_pod_path(cell.study, config))
     return tuple(dict.fromkeys(paths))

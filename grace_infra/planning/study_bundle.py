@@ -1,11 +1,13 @@
 """The study definitions the Jobs run, read from `jobs/`: what ships to the cluster and what it costs.
 
-`jobs/studies/<study>.yaml` (prompts, probability questions) and `jobs/schemas/<study>_schema.json`
-are data owned by the worker; this module only reads them, and reads a study file only through the
+`jobs/studies/<design>/<study>.yaml` (prompts, probability questions) and
+`jobs/schemas/<design>/<study>_schema.json` are data owned by the worker, one folder per design of the
+studies (`researchers`, `chat`); this module only reads them, and reads a study file only through the
 worker's own models (worker.studies), so the file's structure and defaults are known in one place. It
 gathers every file the Jobs need in the cluster into a `StudyBundle` (the content of the `grace-studies`
-ConfigMap, keyed by the path the pod sees under /etc/grace) and counts how many requests one row of each
-study costs per experiment, for the GPU-hour plan. Files that do not exist yet are simply absent from the
+ConfigMap, keyed by the path the pod sees under /etc/grace) for every design a model of the matrix runs,
+and counts how many requests one row of each study costs per experiment in each design, for the GPU-hour
+plan. Files that do not exist yet are simply absent from the
 bundle.
 """
 
@@ -21,7 +23,7 @@ import yaml
 from pydantic import ValidationError
 
 from grace_infra import constants as c
-from grace_infra.config.stack_config import Experiment, GraceConfig, Study
+from grace_infra.config.stack_config import Design, Experiment, GraceConfig, Study
 from grace_infra.errors import ConfigError
 from worker import contract
 from worker.errors import InputError, validation_problem
@@ -41,6 +43,7 @@ __all__ = [
     "load_study_bundle",
     "requests_per_row",
     "schema_pod_path",
+    "study_name",
     "study_pod_path",
     "study_rows",
     "study_sampling",
@@ -63,12 +66,17 @@ DEFAULT_REQUESTS_PER_ROW: dict[Study, dict[Experiment, int]] = {
 }
 
 
-def study_pod_path(study: Study) -> PurePosixPath:
-    return STUDIES_ROOT / STUDIES_SUBDIR / f"{study}.yaml"
+def study_pod_path(design: Design, study: Study) -> PurePosixPath:
+    return STUDIES_ROOT / STUDIES_SUBDIR / design.value / f"{study}.yaml"
 
 
-def schema_pod_path(study: Study) -> PurePosixPath:
-    return STUDIES_ROOT / SCHEMAS_SUBDIR / f"{study}_schema.json"
+def schema_pod_path(design: Design, study: Study) -> PurePosixPath:
+    return STUDIES_ROOT / SCHEMAS_SUBDIR / design.value / f"{study}_schema.json"
+
+
+def study_name(design: Design, study: Study) -> str:
+    """How the worker's `--study` names a design's study when the ConfigMap does not ship its file."""
+    return f"{design.value}/{study.value}"
 
 
 def input_pod_path(study: Study, config: GraceConfig) -> PurePosixPath:
@@ -79,7 +87,7 @@ def input_pod_path(study: Study, config: GraceConfig) -> PurePosixPath:
 
 
 def configmap_key(pod_path: PurePosixPath) -> str:
-    """ConfigMap keys may not contain `/`: `studies/study1.yaml` becomes `studies.study1.yaml`."""
+    """ConfigMap keys may not contain `/`: `studies/chat/study1.yaml` becomes `studies.chat.study1.yaml`."""
     return ".".join(pod_path.relative_to(STUDIES_ROOT).parts)
 
 
@@ -90,7 +98,7 @@ class StudyFile:
     Equal (and hashed) by its path and text alone, so what is measured on it can be cached on it.
     """
 
-    path: str  # as the user names it: "jobs/studies/study1.yaml"
+    path: str  # as the user names it: "jobs/studies/researchers/study1.yaml"
     text: str
     definition: StudyDefinition = field(compare=False)
     extraction: ExtractionSection | None = field(compare=False)  # None: the file has no extraction section
@@ -103,11 +111,15 @@ class StudyBundle:
     """Every file the Jobs read under /etc/grace, by the path the pod sees, with its text."""
 
     files: Mapping[PurePosixPath, str] = field(default_factory=dict)
-    study_files: Mapping[Study, StudyFile] = field(default_factory=dict)
+    study_files: Mapping[tuple[Design, Study], StudyFile] = field(default_factory=dict)
     input_rows: Mapping[Study, int] = field(default_factory=dict)  # rows of local inputFiles CSVs
 
     def has(self, pod_path: PurePosixPath) -> bool:
         return pod_path in self.files
+
+    def study_file(self, design: Design, study: Study) -> StudyFile | None:
+        """The design's file for the study, or None when jobs/ has none."""
+        return self.study_files.get((design, study))
 
     def with_files(self, extra: Mapping[PurePosixPath, str]) -> StudyBundle:
         return StudyBundle({**self.files, **extra}, self.study_files, self.input_rows)
@@ -155,26 +167,28 @@ def _count_csv_rows(text: str, key: str) -> int:
 def load_study_bundle(
     config: GraceConfig, *, jobs_dir: Path = JOBS_DIR, project_root: Path | None = None
 ) -> StudyBundle:
-    """Read the study files of the configured studies, their schemas and any local input CSVs.
+    """Read the study files of the configured studies in every design the matrix runs, their schemas and
+    any local input CSVs.
 
     Raises ConfigError (naming the file or key) for an unreadable file, a study file the worker would
     refuse, a local CSV that is not UTF-8, or a bundle over the ConfigMap size limit.
     """
     root = project_root or jobs_dir.parent
     files: dict[PurePosixPath, str] = {}
-    study_files: dict[Study, StudyFile] = {}
+    study_files: dict[tuple[Design, Study], StudyFile] = {}
     input_rows: dict[Study, int] = {}
-    for study in config.experiments.studies:
-        study_file = jobs_dir / STUDIES_SUBDIR / f"{study}.yaml"
-        if study_file.is_file():
-            where = f"jobs/{STUDIES_SUBDIR}/{study}.yaml"
-            text = _read_text(study_file, where)
-            files[study_pod_path(study)] = text
-            study_files[study] = _read_study_file(where, text)
-        schema_file = jobs_dir / SCHEMAS_SUBDIR / f"{study}_schema.json"
-        if schema_file.is_file():
-            schema_key = f"jobs/{SCHEMAS_SUBDIR}/{schema_file.name}"
-            files[schema_pod_path(study)] = _read_text(schema_file, schema_key)
+    for design in config.designs():
+        for study in config.experiments.studies:
+            where = f"jobs/{STUDIES_SUBDIR}/{design}/{study}.yaml"
+            study_file = jobs_dir / STUDIES_SUBDIR / design.value / f"{study}.yaml"
+            if study_file.is_file():
+                text = _read_text(study_file, where)
+                files[study_pod_path(design, study)] = text
+                study_files[design, study] = _read_study_file(where, text)
+            schema_file = jobs_dir / SCHEMAS_SUBDIR / design.value / f"{study}_schema.json"
+            if schema_file.is_file():
+                schema_key = f"jobs/{SCHEMAS_SUBDIR}/{design}/{schema_file.name}"
+                files[schema_pod_path(design, study)] = _read_text(schema_file, schema_key)
     for study, local in config.experiments.input_files.items():
         key = f"grace:experiments.inputFiles.{study}={local!r}"
         path = Path(local) if Path(local).is_absolute() else root / local
@@ -233,16 +247,16 @@ class RequestsPerRow:
     """Requests one input row costs in each experiment, and where each number came from."""
 
     counts: Mapping[Experiment, int]
-    source: str  # "jobs/studies/study1.yaml" or "default"
+    source: str  # "jobs/studies/researchers/study1.yaml" or "default"
 
 
-def has_probability_questions(study: Study, bundle: StudyBundle) -> bool:
+def has_probability_questions(design: Design, study: Study, bundle: StudyBundle) -> bool:
     """Whether the study file lists its own exp2 questions (else `probs --tokens` asks a generic one)."""
-    study_file = bundle.study_files.get(study)
+    study_file = bundle.study_file(design, study)
     return study_file is not None and bool(study_file.questions)
 
 
-def requests_per_row(study: Study, bundle: StudyBundle) -> RequestsPerRow:
+def requests_per_row(design: Design, study: Study, bundle: StudyBundle) -> RequestsPerRow:
     """Requests per row per experiment: exp1 one chat completion per turn of the study's conversation
     (one for a one-question prompt), or one completion per request of the completion form; exp2 one
     request per probability question the study file lists
@@ -250,7 +264,7 @@ def requests_per_row(study: Study, bundle: StudyBundle) -> RequestsPerRow:
     question in that one request); extraction one request per exp1 row, before re-asks."""
     counts = dict(DEFAULT_REQUESTS_PER_ROW[study])
     source = "default"
-    study_file = bundle.study_files.get(study)
+    study_file = bundle.study_file(design, study)
     if study_file is None:
         return RequestsPerRow(counts, source)
     prompt = study_file.definition.prompt
@@ -263,10 +277,10 @@ def requests_per_row(study: Study, bundle: StudyBundle) -> RequestsPerRow:
     return RequestsPerRow(counts, source)
 
 
-def study_max_tokens(study: Study, experiment: Experiment, bundle: StudyBundle) -> int | None:
+def study_max_tokens(design: Design, study: Study, experiment: Experiment, bundle: StudyBundle) -> int | None:
     """The completion budget the study file sets for exp1 (`generation`) or extraction
     (`extraction.generation`), or None when the file does not set one."""
-    study_file = bundle.study_files.get(study)
+    study_file = bundle.study_file(design, study)
     if study_file is None:
         return None
     section = study_file.extraction if experiment is Experiment.EXTRACTION else study_file.definition
@@ -292,7 +306,7 @@ class StudySampling:
     temperature: float
     samples_per_row: int
     base_seed: int
-    source: str  # "jobs/studies/study1.yaml", "grace:jobs.sampling" or "default"
+    source: str  # "jobs/studies/researchers/study1.yaml", "grace:jobs.sampling" or "default"
 
     def worker_flags(self) -> list[str]:
         """The worker's `--temperature`, `--samples`, `--seed`, explicit on every exp1 command line."""
@@ -303,9 +317,9 @@ class StudySampling:
         ]  # fmt: skip
 
 
-def study_sampling(study: Study, config: GraceConfig, bundle: StudyBundle) -> StudySampling:
+def study_sampling(design: Design, study: Study, config: GraceConfig, bundle: StudyBundle) -> StudySampling:
     """The sampling settings Experiment 1 runs with: `grace:jobs.sampling` over the study file's."""
-    study_file = bundle.study_files.get(study)
+    study_file = bundle.study_file(design, study)
     settings = study_file.definition.sampling if study_file is not None else SamplingSettings()
     source = "default"
     if study_file is not None and "sampling" in study_file.definition.model_fields_set:

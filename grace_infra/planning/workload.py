@@ -27,12 +27,12 @@ from functools import cache
 
 from grace_infra import constants as c
 from grace_infra.config.catalog import ModelSpec
-from grace_infra.config.stack_config import Experiment, GraceConfig, Study
-from grace_infra.planning.matrix import MatrixCell, samples_exp2
+from grace_infra.config.stack_config import Design, Experiment, GraceConfig, Study
+from grace_infra.planning.matrix import MatrixCell, reasons_in_studies, samples_exp2
 from grace_infra.planning.study_bundle import StudyBundle, StudyFile, input_pod_path, requests_per_row
 from worker.studies.definition import GenerationParams, PromptForm
 from worker.studies.extraction_section import ExtractionSection
-from worker.studies.probability_section import questions_for
+from worker.studies.probability_section import Scoring, questions_for
 
 __all__ = ["PromptSizes", "RequestKind", "cell_request_kinds", "prompt_sizes"]
 
@@ -62,6 +62,10 @@ class PromptSizes:
     source: str  # "<n> rows", "template only" or "no study file"
     # exp1's requests are independent (the completion form): none carries another's question or reply
     independent: bool = False
+    # Sequences one exp2 request computes: 1 for chat scoring (every option read after one prompt); under
+    # joint-completion one per option (the prompt with the option appended, each computed in full: vLLM
+    # reads no prefix cache for prompt logprobs, docs/probabilities.md), the questions' mean.
+    exp2_sequences: float = 1.0
 
 
 def _tokens(chars: float) -> float:
@@ -116,6 +120,8 @@ def _measure(study_file: StudyFile, csv_text: str | None, tokens: tuple[str, ...
         ]
         extraction = statistics.fmean(sum(len(m["content"]) for m in section.render(r, study)) for r in shown)
     source = f"{len(rows):,} rows" if csv_text is not None else "template only"
+    joint = [q for q in questions if q.scoring is Scoring.JOINT_COMPLETION]
+    sequences = statistics.fmean(len(q.options) for q in joint) if joint else 1.0
     return PromptSizes(
         turns,
         exp2,
@@ -125,12 +131,13 @@ def _measure(study_file: StudyFile, csv_text: str | None, tokens: tuple[str, ...
         extraction_budget,
         source,
         independent=study.prompt.form is PromptForm.COMPLETION,
+        exp2_sequences=sequences,
     )
 
 
-def prompt_sizes(study: Study, config: GraceConfig, bundle: StudyBundle) -> PromptSizes:
-    """The study's prompt lengths, measured on its CSV rows when the bundle holds them."""
-    study_file = bundle.study_files.get(study)
+def prompt_sizes(design: Design, study: Study, config: GraceConfig, bundle: StudyBundle) -> PromptSizes:
+    """The design's prompt lengths for the study, measured on its CSV rows when the bundle holds them."""
+    study_file = bundle.study_file(design, study)
     if study_file is None:
         return _NO_STUDY_FILE
     tokens = () if study_file.questions else tuple(config.jobs.tokens)
@@ -143,9 +150,12 @@ def cell_request_kinds(
     """The requests of one cell on `server`, the model that answers them: the coder for extraction,
     else the cell's own model. As many per row as `requests_per_row` counts."""
     study, experiment, studied = cell.study, cell.experiment, cell.model
-    sizes = prompt_sizes(study, config, bundle)
-    count = requests_per_row(study, bundle).counts[experiment]
+    sizes = prompt_sizes(studied.design, study, config, bundle)
+    count = requests_per_row(studied.design, study, bundle).counts[experiment]
     answer = sizes.answer_budget
+    reasons = reasons_in_studies(studied)
+    reasoning_planned = studied.planned_reasoning_tokens if reasons else 0
+    reasoning_budget = studied.reasoning_tokens if reasons else 0
     if experiment is Experiment.EXP1:
         kinds = []
         context = 0.0
@@ -162,23 +172,23 @@ def cell_request_kinds(
                     name=name,
                     per_row=1,
                     prompt_tokens=prompt_tokens,
-                    planned_output_tokens=answer + studied.planned_reasoning_tokens,
-                    output_budget=answer + studied.reasoning_tokens,
+                    planned_output_tokens=answer + reasoning_planned,
+                    output_budget=answer + reasoning_budget,
                     sampled=True,
                 )
             )
         return kinds
     if experiment is Experiment.EXP2:
-        reasons = samples_exp2(studied)  # after-reasoning: the analysis is generated, and sampled
+        after_reasoning = samples_exp2(studied)  # the analysis is generated, and sampled
         return [
             RequestKind(
                 name=f"{study} exp2",
                 per_row=count,
                 # After reasoning the prompt is read twice: to write the analysis, then to score the answer.
-                prompt_tokens=_tokens(sizes.exp2) * (2 if reasons else 1),
-                planned_output_tokens=1 + (studied.planned_reasoning_tokens if reasons else 0),
-                output_budget=1 + (studied.reasoning_tokens if reasons else 0),
-                sampled=reasons,
+                prompt_tokens=_tokens(sizes.exp2) * (2 if after_reasoning else 1) * sizes.exp2_sequences,
+                planned_output_tokens=1 + (reasoning_planned if after_reasoning else 0),
+                output_budget=1 + (reasoning_budget if after_reasoning else 0),
+                sampled=after_reasoning,
             )
         ]
     replies_tokens = sizes.extraction_replies * answer  # the replies it reads, each at exp1's cap

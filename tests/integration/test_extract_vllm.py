@@ -24,11 +24,19 @@ pytestmark = pytest.mark.vllm
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"
 SHARED_DATA = REPO.parent / "shared" / "data"
-STATUS = ["extraction_method", "extraction_errors", "extraction_attempts", "extraction_warnings"]
+STATUS = [
+    "extraction_method",
+    "extraction_self_coded",
+    "extraction_errors",
+    "extraction_attempts",
+    "extraction_warnings",
+]
 
 
 def schema_of(study: str) -> dict[str, Any]:
-    return json.loads((REPO / "jobs" / "schemas" / f"{study}_schema.json").read_text(encoding="utf-8"))
+    return json.loads(
+        (REPO / "jobs" / "schemas" / "chat" / f"{study}_schema.json").read_text(encoding="utf-8")
+    )
 
 
 def cell_value(text: str, spec: dict[str, Any]) -> Any:
@@ -59,7 +67,7 @@ def assert_valid_or_error(frame: pd.DataFrame, study: str) -> int:
 
 def extract(server: Any, source: Path, output: Path, study: str, *extra: str) -> int:
     return cli.main([
-        "extract", "--input", str(source), "--output", str(output), "--study", study,
+        "extract", "--input", str(source), "--output", str(output), "--study", f"chat/{study}",
         "--model-endpoint", server.base_url, "--model-name", server.served_name,
         "--metrics-port", "0", "--max-retries", "2", *extra,
     ])  # fmt: skip
@@ -103,7 +111,7 @@ def test_query_then_extract_end_to_end(vllm_server: Any, tmp_path: Path) -> None
         source = FIXTURES / "study1_small.csv"
     exp1 = tmp_path / "exp1.csv"
     code = cli.main([
-        "query", "--input", str(source), "--output", str(exp1), "--study", "study1",
+        "query", "--input", str(source), "--output", str(exp1), "--study", "chat/study1",
         "--model-endpoint", vllm_server.base_url, "--model-name", vllm_server.served_name,
         "--metrics-port", "0", "--limit", "4", "--max-tokens", "12",
     ])  # fmt: skip

@@ -46,7 +46,7 @@ def command(endpoint: str, name: str, source: Path, output: Path, *extra: str) -
         "python", "-m", "worker", "query",
         "--input", str(source), "--output", str(output),
         "--model-endpoint", endpoint, "--model-name", name,
-        "--study", "study2", "--max-tokens", "8", "--metrics-port", "0", "--batch-size", "2",
+        "--study", "chat/study2", "--max-tokens", "8", "--metrics-port", "0", "--batch-size", "2",
         "--samples", "1",  # one answer per row (the study samples 5): these tests count rows
         *extra,
     ]  # fmt: skip

@@ -103,7 +103,7 @@ def assert_exact(
     answer = reference(
         server,
         {
-            "study_file": str(REPO / "jobs" / "studies" / f"{study}.yaml"),
+            "study_file": str(REPO / "jobs" / "studies" / "chat" / f"{study}.yaml"),
             "rows": rows,
             "variants": variants,
             "tokens": tokens,
@@ -159,7 +159,9 @@ def assert_distributions_sum_to_one(frame: pd.DataFrame, groups: list[str]) -> N
 
 
 def test_study1_end_to_end_and_exact(vllm_server, tmp_path):
-    frame = run_probs(vllm_server, first_rows("study1", tmp_path), tmp_path / "s1.csv", "--study", "study1")
+    frame = run_probs(
+        vllm_server, first_rows("study1", tmp_path), tmp_path / "s1.csv", "--study", "chat/study1"
+    )
     assert len(frame) == ROWS
     bins = [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
     expected = [f"state{k}_prob_{b}" for k in range(4) for b in bins]
@@ -188,7 +190,9 @@ def test_study1_end_to_end_and_exact(vllm_server, tmp_path):
 
 
 def test_study2_end_to_end_and_exact(vllm_server, tmp_path):
-    frame = run_probs(vllm_server, first_rows("study2", tmp_path), tmp_path / "s2.csv", "--study", "study2")
+    frame = run_probs(
+        vllm_server, first_rows("study2", tmp_path), tmp_path / "s2.csv", "--study", "chat/study2"
+    )
     assert len(frame) == ROWS
     assessments = ["terrible", "bad", "good", "amazing"]  # the published four
     expected = ["prob_frame_was", "prob_frame_wasnt"]
@@ -241,10 +245,12 @@ def test_single_token_options_are_exact_with_both_methods_and_agree(vllm_server,
     # own ids (logprob_token_ids), so first-token reads all four at any rank. Each method must match the
     # forward pass, and they must match each other.
     source = first_rows("study1", tmp_path)
-    probe = run_probs(vllm_server, source, tmp_path / "probe.csv", "--study", "study1", "--tokens", "yes,no")
+    probe = run_probs(
+        vllm_server, source, tmp_path / "probe.csv", "--study", "chat/study1", "--tokens", "yes,no"
+    )
     words = top_words(vllm_server, json.loads(probe.loc[0, "answer_prompt_token_ids"]), 2)
     words += [w for w in ("yes", "no") if w not in {x.lower() for x in words}]
-    common = ["--study", "study1", "--tokens", ",".join(words), "--variants", "none"]
+    common = ["--study", "chat/study1", "--tokens", ",".join(words), "--variants", "none"]
     first = run_probs(vllm_server, source, tmp_path / "ft.csv", *common, "--method", "first-token")
     cont = run_probs(vllm_server, source, tmp_path / "ct.csv", *common, "--method", "continuation")
     assert set(first["answer_method"]) == {"first-token"}
@@ -274,7 +280,7 @@ def test_a_reasoning_format_the_model_does_not_speak_is_refused(vllm_server, tmp
         sys.executable, "-m", "worker", "probs",
         "--input", str(first_rows("study2", tmp_path)), "--output", str(tmp_path / "out.csv"),
         "--model-endpoint", vllm_server.base_url, "--model-name", vllm_server.served_name,
-        "--study", "study2", "--metrics-port", "0", "--reasoning-format", "harmony",
+        "--study", "chat/study2", "--metrics-port", "0", "--reasoning-format", "harmony",
     ]  # fmt: skip
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 2

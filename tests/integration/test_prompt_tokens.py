@@ -34,6 +34,7 @@ import pytest
 
 from grace_infra.constants import CHARS_PER_TOKEN, TIKTOKEN_SHA256
 from tests.support.ci import unavailable
+from worker import contract
 from worker.studies.definition import load_study, resolve_study_path
 from worker.studies.extraction_section import load_extraction
 from worker.studies.probability_section import questions_for
@@ -46,7 +47,8 @@ TOKENIZERS_DIR = Path(os.environ.get("GRACE_TOKENIZERS_DIR") or REPO / ".node-to
 READY_STAMP = TOKENIZERS_DIR / ".grace-tokenizers-ready"  # written by setup-tokenizers.sh after `npm ci`
 SHARED_DATA = REPO.parent / "shared" / "data"
 FIXTURES = REPO / "tests" / "fixtures"
-STUDIES = ("study1", "study2")
+# Both designs' study files (jobs/studies/<design>/), each measured on its study's rows.
+STUDIES = tuple(f"{design}/{study}" for design in contract.DESIGNS for study in ("study1", "study2"))
 TOKENIZERS = ("gemma", "llama3", "o200k")
 
 
@@ -153,8 +155,9 @@ class Prompt:
 
 
 def _rows(study: str) -> tuple[Path, list[dict[str, str]]]:
-    real = SHARED_DATA / f"{study}.csv"
-    source = real if real.is_file() else FIXTURES / f"{study}_small.csv"
+    name = Path(study).name
+    real = SHARED_DATA / f"{name}.csv"
+    source = real if real.is_file() else FIXTURES / f"{name}_small.csv"
     with source.open(newline="", encoding="utf-8") as handle:
         return source, list(csv.DictReader(handle))
 
@@ -230,7 +233,7 @@ def _table(totals: Mapping[tuple[str, str], Totals], sources: Mapping[str, Any])
     lines = [
         f"characters per token (the plan assumes {CHARS_PER_TOKEN}); rows: "
         + ", ".join(f"{s} {sources[s]}" for s in sorted(sources)),
-        f"{'study':<7} {'prompt':<18} {'prompts':>7} {'chars/prompt':>12} {columns}"
+        f"{'study':<18} {'prompt':<18} {'prompts':>7} {'chars/prompt':>12} {columns}"
         f"   densest prompt: {columns}",
     ]
     for (study, kind), total in totals.items():
@@ -238,7 +241,7 @@ def _table(totals: Mapping[tuple[str, str], Totals], sources: Mapping[str, Any])
         densest = " ".join(f"{total.densest[n]:>7.2f}" for n in TOKENIZERS)
         mean_chars = total.chars / total.prompts
         lines.append(
-            f"{study:<7} {kind:<18} {total.prompts:>7} {mean_chars:>12.0f} {ratios}{' ' * 18}{densest}"
+            f"{study:<18} {kind:<18} {total.prompts:>7} {mean_chars:>12.0f} {ratios}{' ' * 18}{densest}"
         )
     return "\n".join(lines)
 
@@ -253,7 +256,9 @@ def test_characters_per_token_never_undercounts_the_study_prompts(study_prompts:
     print("\n" + table)
 
     kinds = {kind for _, kind in totals}
-    assert {"exp1 story", "exp2 state0", "exp2 frame", "extraction"} <= kinds, kinds
+    # The chat design's turns and questions, and the researchers' requests and scored prompts.
+    expected = {"exp1 story", "exp2 state0", "exp2 frame", "extraction", "exp1 quantity", "exp2 response"}
+    assert expected <= kinds, kinds
     undercounted = [
         f"{study} {kind} {name}: {total.chars} chars / {CHARS_PER_TOKEN} = "
         f"{total.chars / CHARS_PER_TOKEN:.0f} < {total.tokens[name]} real tokens"

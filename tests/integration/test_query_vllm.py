@@ -57,7 +57,7 @@ def command(server: Any, study: str, source: Path, output: Path, *extra: str) ->
         sys.executable, "-m", "worker", "query",
         "--input", str(source), "--output", str(output),
         "--model-endpoint", server.base_url, "--model-name", server.served_name,
-        "--study", study, "--max-tokens", "8", "--metrics-port", "0", "--wait-timeout", "60",
+        "--study", f"chat/{study}", "--max-tokens", "8", "--metrics-port", "0", "--wait-timeout", "60",
         # One answer per row (the study's own setting is 5): these tests count rows, not samples.
         "--samples", "1",
         *extra,

@@ -70,7 +70,8 @@ def test_the_server_refuses_what_gemma2_refuses(strict_vllm_server: Any) -> None
 def test_query_answers_every_row(strict_vllm_server: Any, tmp_path: Path, study: str) -> None:
     output = tmp_path / "exp1.csv"
     code = cli.main([
-        "query", "--input", str(first_rows(study, tmp_path)), "--output", str(output), "--study", study,
+        "query", "--input", str(first_rows(study, tmp_path)), "--output", str(output),
+        "--study", f"chat/{study}",
         "--max-tokens", "4", "--samples", "1", *endpoint(strict_vllm_server),
     ])  # fmt: skip
     result = read(output)
@@ -87,7 +88,7 @@ def test_probs_answers_every_row(strict_vllm_server: Any, tmp_path: Path) -> Non
     output = tmp_path / "exp2.csv"
     code = cli.main([
         "probs", "--input", str(first_rows("study2", tmp_path)), "--output", str(output),
-        "--study", "study2", *endpoint(strict_vllm_server),
+        "--study", "chat/study2", *endpoint(strict_vllm_server),
     ])  # fmt: skip
     result = read(output)
     assert list(result["error"]) == [""] * ROWS
@@ -101,7 +102,7 @@ def test_extract_answers_every_row(strict_vllm_server: Any, tmp_path: Path) -> N
     shutil.copy(FIXTURES / "extract" / "study2_exp1.csv", source)
     output = tmp_path / "structured.csv"
     code = cli.main([
-        "extract", "--input", str(source), "--output", str(output), "--study", "study2",
+        "extract", "--input", str(source), "--output", str(output), "--study", "chat/study2",
         "--max-retries", "2", "--batch-size", "1", *endpoint(strict_vllm_server),
     ])  # fmt: skip
     result = read(output)

@@ -65,7 +65,7 @@ def test_pydantics_own_messages_are_kept() -> None:
 
 
 def test_a_study_files_probability_rule_reads_as_written() -> None:
-    study = load_study("study2")
+    study = load_study("chat/study2")
     raw = copy.deepcopy(study.probability)
     assert raw is not None
     raw["questions"][0]["options"][0]["label"] = "not a label"
@@ -90,7 +90,7 @@ def test_a_command_line_refused_by_a_cross_field_rule_reads_as_written(
 ) -> None:
     source = tmp_path / "in.csv"
     source.write_text("a\n1\n", encoding="utf-8")
-    common = ["--input", str(source), "--study", "study2", "--model-name", "m", "--metrics-port", "0"]
+    common = ["--input", str(source), "--study", "chat/study2", "--model-name", "m", "--metrics-port", "0"]
     probs = ["probs", "--output", str(tmp_path / "out.csv"), "--model-endpoint", "http://x/v1", *common]
     assert cli.main([*probs, "--reasoning-mode", "direct"]) == 2
     endpoint = ["query", "--output", str(tmp_path / "q.csv"), "--model-endpoint", "ftp://x", *common]
@@ -147,7 +147,7 @@ def test_a_flag_error_ends_in_one_full_stop(
     csv = tmp_path / "in.csv"
     csv.write_text("a\n1\n", encoding="utf-8")
     common = ["--input", str(csv), "--output", str(tmp_path / "out.csv"), "--model-name", "m"]
-    code = cli.main([*argv, *common, "--study", "study2"])
+    code = cli.main([*argv, *common, "--study", "chat/study2"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2
     assert err.endswith("got 'ftp://x'."), err

@@ -261,6 +261,9 @@ class QueryPipeline(Pipeline):
             del sampling["seed_rule"], sampling["seed_offset"]  # the rule of every earlier run
         common = {
             "study": self.study.name,
+            "design": self.study.design,
+            # Where each reply goes, so a reader of the outputs needs no study file to find the answers.
+            "reply_columns": [turn.reply_column for turn in self.study.prompt.conversation],
             # The prompt's digest, so editing the YAML between a crash and the rerun is caught.
             "prompt_sha256": hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest(),
             "prompt": prompt,

@@ -319,6 +319,14 @@ class Study(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(min_length=1, description="Short name, e.g. study1; recorded in outputs.")
+    design: str = Field(
+        default="custom",
+        min_length=1,
+        description=(
+            "The design this file belongs to (researchers, chat, or a name of your own); recorded in every "
+            "meta file's parameters."
+        ),
+    )
     description: str = Field(default="", description="What the study measures, for people.")
     required_columns: tuple[str, ...] = Field(min_length=1, description="Columns the input CSV must have.")
     text_replacements: dict[str, str] = Field(
@@ -461,18 +469,27 @@ def study_search_path() -> list[Path]:
 
 
 def resolve_study_path(name_or_path: str) -> Path:
-    """A path as given when it names a file (or ends in .yaml), else NAME.yaml on the search path."""
+    """A path as given when it names a file (or ends in .yaml); else NAME.yaml on the search path, where
+    NAME is `DESIGN/STUDY` (e.g. chat/study1) or a bare STUDY, looked up as STUDY.yaml and then in the
+    default design's folder (researchers/STUDY.yaml)."""
     candidate = Path(name_or_path)
-    if candidate.suffix in {".yaml", ".yml"} or candidate.parent != Path():
+    if candidate.suffix in {".yaml", ".yml"} or candidate.is_file():
         if not candidate.is_file():
             raise InputError(f"--study {name_or_path}: no such file.")
         return candidate
+    names = [f"{name_or_path}.yaml"]
+    if candidate.parent == Path():
+        names.append(f"{contract.DEFAULT_DESIGN}/{name_or_path}.yaml")
     for directory in study_search_path():
-        path = directory / f"{name_or_path}.yaml"
-        if path.is_file():
-            return path
+        for name in names:
+            path = directory / name
+            if path.is_file():
+                return path
     searched = ", ".join(str(d) for d in study_search_path())
-    raise InputError(f"--study {name_or_path}: unknown study (no {name_or_path}.yaml in {searched}).")
+    raise InputError(
+        f"--study {name_or_path}: unknown study (no {' or '.join(names)} in {searched}); name a design's "
+        f"study as DESIGN/STUDY (designs: {', '.join(contract.DESIGNS)}) or give a YAML path."
+    )
 
 
 def load_study(name_or_path: str) -> Study:

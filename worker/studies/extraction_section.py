@@ -2,7 +2,7 @@
 
     extraction:
       reply_columns: [model_response]     # the Experiment 1 columns holding the model's replies
-      schema: ../schemas/study1_schema.json   # relative to the study file (same layout in the pod)
+      schema: ../../schemas/chat/study1_schema.json   # relative to the study file (same layout in the pod)
       prompt: {system: ..., user: ...}    # `{column}` placeholders over the Experiment 1 row
       example: {...}                      # one valid object, shown to servers that cannot enforce the schema
       parser: [{column: ..., pattern: ..., fields: {...}}]   # rule_coder.py: codes exact-format replies
@@ -49,7 +49,10 @@ WARNINGS_COLUMN = "extraction_warnings"
 WARNING_SEPARATOR = " | "
 # Which coder coded the row: "parser" (worker.studies.rule_coder) or the extractor model's name.
 METHOD_COLUMN = "extraction_method"
-STATUS_COLUMNS = (METHOD_COLUMN, ERRORS_COLUMN, ATTEMPTS_COLUMN, WARNINGS_COLUMN)
+# True where the coder is the model that wrote the replies (its `model_name`): a studied model coding its
+# own answers, which an analysis may want to set apart. False for the parser and for any other coder.
+SELF_CODED_COLUMN = "extraction_self_coded"
+STATUS_COLUMNS = (METHOD_COLUMN, SELF_CODED_COLUMN, ERRORS_COLUMN, ATTEMPTS_COLUMN, WARNINGS_COLUMN)
 
 
 class ExtractionSection(BaseModel):

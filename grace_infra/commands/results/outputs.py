@@ -38,13 +38,15 @@ __all__ = [
 
 # A row failed when any of these is non-empty: the runner's error column, and extraction's own.
 ERROR_COLUMNS = ("error", "extraction_errors")
-# Experiment 1's answer columns: the single reply, or one reply per question of the study.
-QUERY_ANSWER_COLUMNS = ("model_response", "response_story", "response_speech", "response_knowledge")
+# Experiment 1's answer columns when the meta file does not list them (`reply_columns` in its parameters):
+# both designs' reply columns (jobs/studies/<design>/).
+QUERY_ANSWER_COLUMNS = (
+    "response_quantity", "response_knowledge", "response",
+    "model_response", "response_story", "response_speech",
+)  # fmt: skip
 COVERAGE_SUFFIX = "_coverage"
 TIDY_SUFFIX = ".tidy.csv"  # the long-format table written beside an Experiment 2 file
 ANALYSIS_DIR = "analysis"  # `grace results tidy` writes the researchers' tables here, under the folder
-# Experiment 1's reply columns in the researchers' design (jobs/studies/researchers/study{1,2}.yaml).
-RESEARCHERS_ANSWER_COLUMNS = ("response_quantity", "response_knowledge", "response")
 
 
 # A value a warning reports after "= " (e.g. a sum of percentages): masked to group warnings by kind.
@@ -198,7 +200,9 @@ def answer_columns(output: OutputFile) -> list[str]:
     if output.pipeline == "extract":
         fields = output.parameters.get("example")
         return [c for c in fields if c in columns] if isinstance(fields, dict) else []
-    return [c for c in (*QUERY_ANSWER_COLUMNS, *RESEARCHERS_ANSWER_COLUMNS) if c in columns]
+    listed = output.parameters.get("reply_columns")
+    replies = listed if isinstance(listed, list) else QUERY_ANSWER_COLUMNS
+    return [c for c in replies if c in columns]
 
 
 def _answered(output: OutputFile) -> pd.DataFrame:

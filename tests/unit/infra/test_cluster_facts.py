@@ -232,7 +232,7 @@ def test_the_documented_upload_pod_has_an_fs_group() -> None:
 # per row (docs/studies.md), with some room above the plan: a change that makes the campaign much dearer
 # has to say so here. The generic pool's L40s have 42 % of an A100's memory bandwidth and 58 % of its
 # FLOPS (grace_infra/planning/gpu_performance.py), so the same matrix costs more there.
-PLANNED_GPU_HOURS_AT_MOST = {"nrp": 25, "nrp-generic": 41}
+PLANNED_GPU_HOURS_AT_MOST = {"nrp": 20, "nrp-generic": 30}
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -243,7 +243,9 @@ def test_the_committed_plan_stays_within_its_gpu_hours(
     plan = rendered_stacks[stack].plan
     totals = plan["gpuHours"]["totals"]
     assert totals["configuredGpuHours"] <= PLANNED_GPU_HOURS_AT_MOST[stack]
-    assert totals["configuredGpuHoursAtBudget"] > totals["configuredGpuHours"]
+    # Every reply is planned at its max_tokens; only reasoning (none in the researchers' design) can
+    # spend more than planned.
+    assert totals["configuredGpuHoursAtBudget"] >= totals["configuredGpuHours"]
     assert {m["servingMode"] for m in plan["models"]} == {"job"}
     assert next(iter(plan)) == "headline"
     assert plan["headline"].startswith(f"GPU-hours: {totals['configuredGpuHours']:,.1f} as configured (")

@@ -28,7 +28,7 @@ from grace_infra.manifests import vllm_server
 from grace_infra.manifests.monitoring import POD_MONITOR_NAME
 from grace_infra.manifests.worker_job import job_manifest
 from grace_infra.planning.matrix import job_name, model_endpoint, output_path, plan_experiments, plan_jobs
-from grace_infra.planning.study_bundle import StudyBundle, load_study_bundle
+from grace_infra.planning.study_bundle import STUDIES_ROOT, StudyBundle, load_study_bundle
 from worker import contract
 
 from .support import MIXED_MODELS, PROJECT_ROOT, assert_valid_k8s, render_stack
@@ -93,6 +93,15 @@ def config_of(**overrides: Any) -> GraceConfig:
     return GraceConfig.parse(base_config(**overrides))
 
 
+def chat_jobs() -> dict[str, list[str]]:
+    """The worker command line of every Job of the nrp stack with MIXED_MODELS, every model running the
+    chat design (planned, not rendered)."""
+    raw = base_config(models=MIXED_MODELS)
+    raw["experiments"] = {**raw["experiments"], "design": "chat"}
+    config = GraceConfig.parse(raw)
+    return {job.name: list(job.args) for job in plan_jobs(config, load_study_bundle(config))}
+
+
 # --- the matrix -----------------------------------------------------------------------------------
 
 
@@ -155,14 +164,61 @@ def test_exp1_command_is_exact(mixed_run: OfflineRun) -> None:
         "--batch-size", "64",
         "--timeout", "120",
         "--max-retries", "5",
-        "--study", "/etc/grace/studies/study1.yaml",
+        "--study", "/etc/grace/studies/researchers/study1.yaml",
         "--wait-timeout", "3600",
         "--metrics-port", "9090",
-        # The study file's sampling (the researchers' 0.3, 5 samples, seed 42), explicit on the Job.
+        # The study file's sampling (the researchers' 0.3; 5 samples and seed 42 ours), explicit on the Job.
         "--temperature", "0.3",
         "--samples", "5",
         "--seed", "42",
+        # The researchers' design sends their stop strings for the model's family.
+        "--stop", '["<end_of_turn>"]',
     ]  # fmt: skip
+
+
+def test_the_researchers_design_sends_their_body_and_their_scoring(mixed_run: OfflineRun) -> None:
+    jobs = jobs_of(mixed_run)
+    gpt_oss = worker(jobs["study1-exp1-gpt-oss-20b"])["args"]
+    # gpt-oss: no stop strings (their entries set none), no reasoning effort, their max_tokens as set.
+    assert not {"--stop", "--reasoning-effort", "--max-tokens"} & set(gpt_oss)
+    for name in ("study1-exp2-gpt-oss-20b", "study2-exp2-gemma-2-2b"):
+        args = worker(jobs[name])["args"]
+        # Their scoring rule: the study file's joint-completion questions, which no chat flag changes.
+        assert not [
+            flag
+            for flag in args
+            if flag.startswith(
+                ("--logprobs", "--method", "--tokens", "--reasoning", "--answer-prefix", "--temperature")
+            )
+        ]
+    llama_tasks = configmap_tasks(mixed_run, "llama-3-70b")
+    exp1 = next(task for task in llama_tasks if task[0] == "query")
+    assert exp1[exp1.index("--stop") + 1] == '["<|eot_id|>", "<|end_of_text|>"]'
+
+
+def test_a_model_can_run_the_chat_design_beside_the_researchers(tmp_path: Path) -> None:
+    config = config_of(
+        models=[{"key": "gemma-2-2b", "servingMode": "persistent"},
+                {"key": "gemma-2-9b", "servingMode": "persistent", "design": "chat"}],
+        experiments={"studies": ["study1"], "experiments": ["exp1", "exp2", "structured"]},
+        jobs={"extractor": "gemma-2-9b"},
+    )  # fmt: skip
+    bundle = load_study_bundle(config)
+    jobs = {job.name: list(job.args) for job in plan_jobs(config, bundle)}
+
+    def study_of(name: str) -> str:
+        return jobs[name][jobs[name].index("--study") + 1]
+
+    assert study_of("study1-exp1-gemma-2-2b") == "/etc/grace/studies/researchers/study1.yaml"
+    assert study_of("study1-exp1-gemma-2-9b") == "/etc/grace/studies/chat/study1.yaml"
+    # The one coder codes each model's replies with that model's design's extraction section and schema.
+    for model, design in (("gemma-2-2b", "researchers"), ("gemma-2-9b", "chat")):
+        extract = jobs[f"structured-output-study1-{model}"]
+        assert study_of(f"structured-output-study1-{model}") == f"/etc/grace/studies/{design}/study1.yaml"
+        assert extract[extract.index("--schema") + 1] == f"/etc/grace/schemas/{design}/study1_schema.json"
+    assert {"studies/researchers/study1.yaml", "studies/chat/study1.yaml"} <= {
+        str(path.relative_to(STUDIES_ROOT)) for path in bundle.files
+    }
 
 
 def test_the_stack_overrides_the_study_sampling_for_exp1_only() -> None:
@@ -179,8 +235,9 @@ def test_the_stack_overrides_the_study_sampling_for_exp1_only() -> None:
         assert "--temperature" not in jobs[name]
 
 
-def test_exp2_command_reads_at_the_harmony_answer_for_gpt_oss(mixed_run: OfflineRun) -> None:
-    args = worker(jobs_of(mixed_run)["study2-exp2-gpt-oss-20b"])["args"]
+def test_exp2_command_reads_at_the_harmony_answer_for_gpt_oss() -> None:
+    jobs = chat_jobs()
+    args = jobs["study2-exp2-gpt-oss-20b"]
     assert args[:2] == ["probs", "--input"]
     assert args[args.index("--output") + 1] == "/output/exp2/gpt-oss-20b/study2_probabilities.csv"
     assert args[args.index("--logprobs") + 1] == "20"
@@ -200,17 +257,18 @@ def test_exp2_command_reads_at_the_harmony_answer_for_gpt_oss(mixed_run: Offline
     assert args[args.index("--reasoning-max-tokens") + 1] == str(GPT_OSS_REASONING_TOKENS)
     assert args[args.index("--reasoning-effort") + 1] == "low"
     assert "--answer-prefix" not in args  # the format's own final-channel header follows the reasoning
-    gemma = worker(jobs_of(mixed_run)["study2-exp2-gemma-2-2b"])["args"]
+    gemma = jobs["study2-exp2-gemma-2-2b"]
     assert not [flag for flag in gemma if flag.startswith(("--answer-prefix", "--reasoning"))]
     # Scoring fixed options samples nothing: no sampling flags (probs sends its own temperature 1.0).
     assert not {"--temperature", "--samples", "--seed"} & set(gemma)
 
 
-def test_exp1_sets_the_reasoning_effort_of_reasoning_models_only(mixed_run: OfflineRun) -> None:
-    jobs = jobs_of(mixed_run)
-    gpt_oss = worker(jobs["study1-exp1-gpt-oss-120b"])["args"]
+def test_chat_exp1_sets_the_reasoning_effort_of_reasoning_models_only() -> None:
+    jobs = chat_jobs()
+    gpt_oss = jobs["study1-exp1-gpt-oss-120b"]
     assert gpt_oss[gpt_oss.index("--reasoning-effort") + 1] == "low"
-    assert "--reasoning-effort" not in worker(jobs["study1-exp1-gemma-2-2b"])["args"]
+    assert "--reasoning-effort" not in jobs["study1-exp1-gemma-2-2b"]
+    assert "--stop" not in gpt_oss + jobs["study1-exp1-gemma-2-2b"]  # the chat template ends each turn
 
 
 def test_the_stack_chooses_the_direct_mode_and_the_effort_per_model() -> None:
@@ -223,8 +281,9 @@ def test_the_stack_chooses_the_direct_mode_and_the_effort_per_model() -> None:
                 "servingMode": "persistent",
             }
         ],
-        experiments={"studies": ["study2"], "experiments": ["exp1", "exp2"], "models": ["gpt-oss-20b"]},
-    )
+        experiments={"studies": ["study2"], "experiments": ["exp1", "exp2"], "models": ["gpt-oss-20b"],
+                     "design": "chat"},
+    )  # fmt: skip
     exp1, exp2 = sorted((job for job in plan_jobs(config, load_study_bundle(config))), key=lambda j: j.name)
     assert exp1.args[exp1.args.index("--reasoning-effort") + 1] == "high"
     assert exp2.args[exp2.args.index("--reasoning-mode") + 1] == "direct"
@@ -233,33 +292,39 @@ def test_the_stack_chooses_the_direct_mode_and_the_effort_per_model() -> None:
     assert "--reasoning-max-tokens" not in exp2.args
 
 
-def test_reasoning_models_get_room_to_think_before_answering(mixed_run: OfflineRun) -> None:
+def test_chat_reasoning_models_get_room_to_think_before_answering() -> None:
     # gpt-oss writes its analysis channel inside max_tokens: the study's budget plus the catalog's
     # reasoning budget; exp2 reads log-probs at the answer and generates nothing, so it gets no flag.
-    jobs = jobs_of(mixed_run)
-    exp1 = worker(jobs["study2-exp1-gpt-oss-20b"])["args"]
+    jobs = chat_jobs()
+    exp1 = jobs["study2-exp1-gpt-oss-20b"]
     assert exp1[exp1.index("--max-tokens") + 1] == str(64 + GPT_OSS_REASONING_TOKENS)
     # Extraction's budget follows the CODER (gemma-2-27b on nrp), not the model whose replies it codes.
-    extract = worker(jobs["structured-output-study1-gpt-oss-120b"])["args"]
-    assert "--max-tokens" not in extract
-    assert "--max-tokens" not in worker(jobs["study1-exp2-gpt-oss-20b"])["args"]
-    assert "--max-tokens" not in worker(jobs["study1-exp1-gemma-2-2b"])["args"]
+    assert "--max-tokens" not in jobs["structured-output-study1-gpt-oss-120b"]
+    assert "--max-tokens" not in jobs["study1-exp2-gpt-oss-20b"]
+    assert "--max-tokens" not in jobs["study1-exp1-gemma-2-2b"]
 
 
 def test_exp2_asks_the_study_questions_not_the_generic_tokens(tmp_path: Path) -> None:
     # A study file that lists probability questions is asked those; --tokens would replace them.
     jobs_dir = copy_jobs_dir(tmp_path)
-    study = yaml.safe_load((jobs_dir / "studies" / "study1.yaml").read_text())
+    study = yaml.safe_load((jobs_dir / "studies" / "chat" / "study1.yaml").read_text())
     columns = {"prob": "q_{label}", "entropy": "q_entropy"}
     question = {"name": "q", "user": "?", "options": ["yes", "no"], "columns": columns}
     study["probability"] = {"questions": [question]}
-    (jobs_dir / "studies" / "study1.yaml").write_text(yaml.safe_dump(study))
-    config = config_of(experiments={"studies": ["study1"], "experiments": ["exp2"], "models": ["gemma-2-2b"]})
+    (jobs_dir / "studies" / "chat" / "study1.yaml").write_text(yaml.safe_dump(study))
+    config = config_of(
+        experiments={
+            "studies": ["study1"],
+            "experiments": ["exp2"],
+            "models": ["gemma-2-2b"],
+            "design": "chat",
+        }
+    )
     (job,) = plan_jobs(config, load_study_bundle(config, jobs_dir=jobs_dir))
     assert "--tokens" not in job.args
 
     del study["probability"]
-    (jobs_dir / "studies" / "study1.yaml").write_text(yaml.safe_dump(study))
+    (jobs_dir / "studies" / "chat" / "study1.yaml").write_text(yaml.safe_dump(study))
     (job,) = plan_jobs(config, load_study_bundle(config, jobs_dir=jobs_dir))
     assert job.args[job.args.index("--tokens") + 1] == "0,1,2,3,yes,no"
 
@@ -276,7 +341,7 @@ def test_every_models_replies_are_coded_by_the_one_extractor(mixed_run: OfflineR
     assert args[0] == "extract"
     assert args[args.index("--input") + 1] == "/output/exp1/gemma-2-9b/study1_responses.csv"
     assert args[args.index("--output") + 1] == "/output/structured/gemma-2-9b/study1_structured.csv"
-    assert args[args.index("--schema") + 1] == "/etc/grace/schemas/study1_schema.json"
+    assert args[args.index("--schema") + 1] == "/etc/grace/schemas/researchers/study1_schema.json"
     assert args[args.index("--wait-for-input") + 1] == "21600"
     assert "--validate" in args
     assert "--deepseek-endpoint" not in args
@@ -462,7 +527,7 @@ def test_mounts_input_read_only_and_studies_from_the_configmap(mixed_run: Offlin
     # Only the files this Job reads (their hash is on its pod), at the paths of jobs/.
     assert studies["items"] == [
         {"key": "inputs.study2.csv", "path": "inputs/study2.csv"},
-        {"key": "studies.study2.yaml", "path": "studies/study2.yaml"},
+        {"key": "studies.researchers.study2.yaml", "path": "studies/researchers/study2.yaml"},
     ]
     env = env_of(worker(job))
     assert env["LOG_LEVEL"]["value"] == "INFO"
@@ -541,13 +606,11 @@ def manifests_for(config: GraceConfig, bundle: StudyBundle) -> dict[str, dict[st
 
 def test_changing_a_prompt_changes_the_configmap_and_only_the_jobs_that_read_it(tmp_path: Path) -> None:
     jobs_dir = copy_jobs_dir(tmp_path)
-    if not (jobs_dir / "studies" / "study1.yaml").is_file():
-        pytest.skip("jobs/studies/study1.yaml is not written yet")
     config = GraceConfig.parse(base_config())
     before_bundle = load_study_bundle(config, jobs_dir=jobs_dir)
     before = manifests_for(config, before_bundle)
 
-    study_file = jobs_dir / "studies" / "study1.yaml"
+    study_file = jobs_dir / "studies" / "researchers" / "study1.yaml"
     study_file.write_text(study_file.read_text() + "\n# a reworded prompt\n")
     after_bundle = load_study_bundle(config, jobs_dir=jobs_dir)
     after = manifests_for(config, after_bundle)
@@ -564,19 +627,22 @@ def test_changing_a_prompt_changes_the_configmap_and_only_the_jobs_that_read_it(
 
 def test_configmap_ships_whatever_study_files_exist(tmp_path: Path) -> None:
     jobs_dir = tmp_path / "jobs"
-    (jobs_dir / "studies").mkdir(parents=True)
-    study2 = (PROJECT_ROOT / "jobs" / "studies" / "study2.yaml").read_text()
-    (jobs_dir / "studies" / "study2.yaml").write_text(study2)
+    (jobs_dir / "studies" / "researchers").mkdir(parents=True)
+    study2 = (PROJECT_ROOT / "jobs" / "studies" / "researchers" / "study2.yaml").read_text()
+    (jobs_dir / "studies" / "researchers" / "study2.yaml").write_text(study2)
     config = GraceConfig.parse(base_config(experiments={}))  # the input claim route: no CSV shipped
     bundle = load_study_bundle(config, jobs_dir=jobs_dir)
-    assert bundle.configmap_data() == {"studies.study2.yaml": study2}
+    assert bundle.configmap_data() == {"studies.researchers.study2.yaml": study2}
     (job,) = [j for j in plan_jobs(config, bundle) if j.name == "study1-exp1-gemma-2-2b"]
-    assert job.args[job.args.index("--study") + 1] == "study1"  # the worker's own lookup by name
+    # The worker's own lookup by name, in the design's folder.
+    assert job.args[job.args.index("--study") + 1] == "researchers/study1"
     # No file to mount: no studies volume at all (an empty `items` would project every key).
     manifests = manifests_for(config, bundle)
     assert "studies" not in {v["name"] for v in pod(manifests["study1-exp1-gemma-2-2b"])["volumes"]}
     (studies,) = [v for v in pod(manifests["study2-exp1-gemma-2-2b"])["volumes"] if v["name"] == "studies"]
-    assert studies["configMap"]["items"] == [{"key": "studies.study2.yaml", "path": "studies/study2.yaml"}]
+    assert studies["configMap"]["items"] == [
+        {"key": "studies.researchers.study2.yaml", "path": "studies/researchers/study2.yaml"}
+    ]
 
 
 def test_small_local_csv_ships_in_the_configmap(tmp_path: Path) -> None:

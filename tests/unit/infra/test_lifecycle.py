@@ -391,7 +391,7 @@ def test_a_prompt_edit_gives_exp1_and_its_extraction_a_new_digest(tmp_path: Path
         return {job.name: list(job.args) for job in planned if not job.sidecar}
 
     before = args_by_job()
-    study_file = jobs_dir / "studies" / "study1.yaml"
+    study_file = jobs_dir / "studies" / "researchers" / "study1.yaml"
     study_file.write_text(study_file.read_text() + "\n# a reworded prompt\n")
     after = args_by_job()
     changed = {

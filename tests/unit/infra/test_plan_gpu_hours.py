@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from grace_infra.commands.plan_report import build_plan, summary
-from grace_infra.config.stack_config import Experiment, GraceConfig, Study
+from grace_infra.config.stack_config import Design, Experiment, GraceConfig, Study
 from grace_infra.planning.gpu_hours import format_gpu_hour_table, gpu_hour_plan
 from grace_infra.planning.study_bundle import StudyBundle, load_study_bundle, requests_per_row
 
@@ -20,7 +20,7 @@ from .support import MIXED_MODELS, PROJECT_ROOT, base_config
 # knowledge question), asked as ONE exp1 question with one greedy sample per row.
 ONE_TURN = PROJECT_ROOT / "tests" / "fixtures" / "studies" / "study1_one_turn.yaml"
 STUDY_WITH_FIVE_QUESTIONS = {
-    **yaml.safe_load((PROJECT_ROOT / "jobs" / "studies" / "study1.yaml").read_text()),
+    **yaml.safe_load((PROJECT_ROOT / "jobs" / "studies" / "chat" / "study1.yaml").read_text()),
     "prompt": yaml.safe_load(ONE_TURN.read_text())["prompt"],
     "sampling": {"temperature": 0.0, "samples_per_row": 1},
 }
@@ -29,15 +29,15 @@ STUDY_WITH_FIVE_QUESTIONS = {
 def small_case(tmp_path: Path, **jobs: Any) -> tuple[GraceConfig, StudyBundle]:
     """gemma-2-2b (1 GPU, 20 req/s, 600 s load) and gemma-2-27b (2 GPUs, overridden to 5 req/s and
     1500 s load), study1 with 100 rows, exp1 + exp2 (+ extraction when asked), a one-day campaign."""
-    (tmp_path / "studies").mkdir(parents=True)
-    (tmp_path / "studies" / "study1.yaml").write_text(yaml.safe_dump(STUDY_WITH_FIVE_QUESTIONS))
+    (tmp_path / "studies" / "chat").mkdir(parents=True)
+    (tmp_path / "studies" / "chat" / "study1.yaml").write_text(yaml.safe_dump(STUDY_WITH_FIVE_QUESTIONS))
     experiments = ["exp1", "exp2", *(["structured"] if jobs.pop("extraction", False) else [])]
     raw = base_config(
         models=[
             {"key": "gemma-2-2b", "throughputRps": 20, "loadBudgetS": 600, "servingMode": "persistent"},
             {"key": "gemma-2-27b", "throughputRps": 5, "loadBudgetS": 1500, "servingMode": "job"},
         ],
-        experiments={"studies": ["study1"], "experiments": experiments},
+        experiments={"studies": ["study1"], "experiments": experiments, "design": "chat"},
         plan={"campaignDays": 1, "studyRows": {"study1": 100}},
         jobs=jobs,
     )
@@ -104,12 +104,12 @@ def test_extraction_counts_on_the_one_extractor_only_without_an_external_endpoin
 
 
 def test_sampled_requests_are_counted_for_exp1_and_extraction_not_for_scoring(tmp_path: Path) -> None:
-    (tmp_path / "studies").mkdir(parents=True)
+    (tmp_path / "studies" / "chat").mkdir(parents=True)
     sampled = {**STUDY_WITH_FIVE_QUESTIONS, "sampling": {"temperature": 0.3, "samples_per_row": 5}}
-    (tmp_path / "studies" / "study1.yaml").write_text(yaml.safe_dump(sampled))
+    (tmp_path / "studies" / "chat" / "study1.yaml").write_text(yaml.safe_dump(sampled))
     raw = base_config(
         models=[{"key": "gemma-2-2b"}, {"key": "gemma-2-9b"}],
-        experiments={"studies": ["study1"]},
+        experiments={"studies": ["study1"], "design": "chat"},
         plan={"studyRows": {"study1": 100}},
     )
     config = GraceConfig.parse(raw)
@@ -120,53 +120,62 @@ def test_sampled_requests_are_counted_for_exp1_and_extraction_not_for_scoring(tm
     # of both models, on the one coder.
     assert coder.requests_by_experiment == {"exp1": 500, "exp2": 500, "structured": 1000}
     assert other.requests_by_experiment == {"exp1": 500, "exp2": 500, "structured": 0}
-    assert plan.sampling["study1"]["samplesPerRow"] == 5
+    assert plan.sampling["chat/study1"]["samplesPerRow"] == 5
     # The stack's override wins over the study file.
     raw["jobs"] = {"sampling": {"samplesPerRow": 2}}
     config = GraceConfig.parse(raw)
     plan = gpu_hour_plan(config, load_study_bundle(config, jobs_dir=tmp_path))
     assert plan.models[1].requests_by_experiment == {"exp1": 200, "exp2": 500, "structured": 400}
-    assert plan.sampling["study1"]["source"] == "jobs/studies/study1.yaml + grace:jobs.sampling"
+    assert plan.sampling["chat/study1"]["source"] == "jobs/studies/chat/study1.yaml + grace:jobs.sampling"
 
 
 def test_the_nrp_plan_counts_the_researchers_five_samples() -> None:
     config = GraceConfig.parse(base_config())
     plan = gpu_hour_plan(config, load_study_bundle(config))
     gemma = next(m for m in plan.models if m.model == "gemma-2-2b")
-    # 300 + 2,424 rows, 5 samples each at 0.3 (Study 1's conversation is 3 requests); exp2 is 5 and 3
+    # 300 + 2,424 rows, 5 samples each at 0.3 (Study 1 sends 2 independent requests); exp2 scores 5 and 1
     # questions per row, once.
-    assert gemma.requests_by_experiment["exp1"] == (300 * 3 + 2424) * 5
-    assert gemma.requests_by_experiment["exp2"] == 300 * 5 + 2424 * 3
+    assert gemma.requests_by_experiment["exp1"] == (300 * 2 + 2424) * 5
+    assert gemma.requests_by_experiment["exp2"] == 300 * 5 + 2424 * 1
     coder = next(m for m in plan.models if m.model == "gemma-2-27b")
     assert coder.requests_by_experiment["structured"] == (300 + 2424) * 5 * 6  # all six models' replies
     assert gemma.requests_by_experiment["structured"] == 0
-    # gpt-oss scores exp2 after generating its analysis (after-reasoning): that samples, x 5.
+    # In the researchers' design gpt-oss reads the raw prompts like every model: no reasoning to sample.
     gpt_oss = next(m for m in plan.models if m.model == "gpt-oss-20b")
-    assert gpt_oss.requests_by_experiment["exp2"] == (300 * 5 + 2424 * 3) * 5
+    assert gpt_oss.requests_by_experiment == gemma.requests_by_experiment
+    assert gpt_oss.planned_reasoning_tokens == 0
     assert {s["samplesPerRow"] for s in plan.sampling.values()} == {5}
     assert {s["temperature"] for s in plan.sampling.values()} == {0.3}
 
 
 def test_request_counts_come_from_the_study_file_or_the_published_design(tmp_path: Path) -> None:
     _, bundle = small_case(tmp_path)
-    counted = requests_per_row(Study.STUDY1, bundle)
+    counted = requests_per_row(Design.CHAT, Study.STUDY1, bundle)
     assert counted.counts[Experiment.EXP2] == 5
-    assert counted.source == "jobs/studies/study1.yaml"
-    fallback = requests_per_row(Study.STUDY2, StudyBundle())
+    assert counted.source == "jobs/studies/chat/study1.yaml"
+    fallback = requests_per_row(Design.CHAT, Study.STUDY2, StudyBundle())
     assert fallback.counts == {Experiment.EXP1: 1, Experiment.EXP2: 3, Experiment.EXTRACTION: 1}
     assert fallback.source == "default"
 
 
-def test_the_real_study_files_ask_five_and_three_questions_per_row() -> None:
-    if not (PROJECT_ROOT / "jobs" / "studies" / "study2.yaml").is_file():
-        pytest.skip("the study files are not written yet")
-    config = GraceConfig.parse(base_config())
+def test_the_chat_design_asks_five_and_three_questions_per_row() -> None:
+    config = GraceConfig.parse(base_config(experiments={"design": "chat"}))
     bundle = load_study_bundle(config)
-    assert requests_per_row(Study.STUDY1, bundle).counts[Experiment.EXP2] == 5  # 4 states + knowledge
-    assert requests_per_row(Study.STUDY2, bundle).counts[Experiment.EXP2] == 3  # frame, assessment, utterance
+    counts = {study: requests_per_row(Design.CHAT, study, bundle).counts for study in Study}
+    assert counts[Study.STUDY1][Experiment.EXP2] == 5  # 4 states + knowledge
+    assert counts[Study.STUDY2][Experiment.EXP2] == 3  # frame, assessment, utterance
     # Experiment 1: Study 1 is a conversation of three questions, one request each; Study 2 asks one.
-    assert requests_per_row(Study.STUDY1, bundle).counts[Experiment.EXP1] == 3
-    assert requests_per_row(Study.STUDY2, bundle).counts[Experiment.EXP1] == 1
+    assert counts[Study.STUDY1][Experiment.EXP1] == 3
+    assert counts[Study.STUDY2][Experiment.EXP1] == 1
+
+
+def test_the_researchers_design_asks_their_requests_per_row() -> None:
+    bundle = load_study_bundle(GraceConfig.parse(base_config()))
+    counts = {study: requests_per_row(Design.RESEARCHERS, study, bundle).counts for study in Study}
+    # Their Study 1 sends two independent requests per row (quantity, knowledge) and scores four state
+    # questions and the knowledge question; Study 2 sends one request and scores one question (8 options).
+    assert counts[Study.STUDY1] == {Experiment.EXP1: 2, Experiment.EXP2: 5, Experiment.EXTRACTION: 1}
+    assert counts[Study.STUDY2] == {Experiment.EXP1: 1, Experiment.EXP2: 1, Experiment.EXTRACTION: 1}
 
 
 def test_rows_of_the_real_study_csvs_match_the_published_counts() -> None:

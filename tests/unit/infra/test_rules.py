@@ -289,7 +289,7 @@ def test_every_persistent_server_is_warned_about_its_idle_gpus() -> None:
             *persistent("gemma-2-9b"),
         ],
         experiments={"studies": ["study1", "study2"], "experiments": ["exp1", "exp2", "structured"],
-                     "models": ["gemma-2-2b", "llama-3-70b"]},
+                     "models": ["gemma-2-2b", "llama-3-70b"], "design": "chat"},
         jobs={"extractor": "gemma-2-2b"},  # the one coder; gemma-2-9b then serves nothing
     )  # fmt: skip
     first, second = findings(nrp_rules.persistent_idle_gpus, cfg)

@@ -19,7 +19,7 @@ import pytest
 from grace_infra.commands.results import subcommands
 from grace_infra.commands.results.check import State, check_outputs
 from grace_infra.commands.results.outputs import companion_paths
-from tests.support.fake_openai import FakeOpenAI, Request, Status
+from tests.support.fake_openai import FakeOpenAI, Ok, Request, Status, text_completion_body
 from worker.cli import main as worker_main
 
 REPO = Path(__file__).resolve().parents[3]
@@ -40,7 +40,7 @@ def claim(tmp_path_factory: pytest.TempPathFactory) -> Path:
         server.rule(lambda request: _story(request) == "boxes", Status(400, message="prompt too long"))
         server.chat_content = lambda request: "" if _story(request) == "plants" else "Initial answer: 3"
         code = worker_main([
-            "query", "--study", "study1", "--input", str(STUDY1), "--output", str(root / RESPONSES),
+            "query", "--study", "chat/study1", "--input", str(STUDY1), "--output", str(root / RESPONSES),
             "--model-endpoint", server.base_url, "--model-name", "tiny", "--metrics-port", "0",
             "--samples", "1",  # one answer per row: these tests count rows (samples have their own test)
         ])  # fmt: skip
@@ -171,3 +171,27 @@ def test_an_empty_folder_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.C
     assert subcommands.main(["report", str(empty), "--out", str(tmp_path / "r.html")]) == 2
     assert "holds no finished worker output" in capsys.readouterr().err
     assert not (tmp_path / "r.html").exists()
+
+
+def test_the_researchers_reply_column_is_the_answer_check_counts(tmp_path: Path) -> None:
+    # The researchers' Study 2 writes its reply to `response`, and the meta file lists it: an empty
+    # reply (here every row of the first participant's first State) is an empty row.
+    study2 = REPO / "tests" / "fixtures" / "study2_small.csv"
+    rows = pd.read_csv(study2, dtype=str)
+    silent = rows["State"].iloc[0]
+    output = tmp_path / "exp1/tiny/study2_responses.csv"
+
+    def reply(request: Request) -> Ok:
+        prompt = str((request.json() or {}).get("prompt", ""))
+        return Ok(text_completion_body(request, "" if f"work is: {silent}\n" in prompt else "It was good"))
+
+    with FakeOpenAI(handlers={"/v1/completions": reply}) as server:
+        code = worker_main([
+            "query", "--study", "researchers/study2", "--input", str(study2), "--output", str(output),
+            "--model-endpoint", server.base_url, "--model-name", "tiny", "--metrics-port", "0",
+            "--samples", "1",
+        ])  # fmt: skip
+    assert code == 0
+    (check,) = check_outputs(tmp_path)
+    assert check.empty_rows == int(rows["State"].eq(silent).sum()) > 0
+    assert check.failed_rows == 0

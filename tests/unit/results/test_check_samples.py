@@ -24,7 +24,7 @@ def test_a_run_at_the_studys_five_samples_per_row_checks_complete(tmp_path: Path
     with FakeOpenAI() as server:
         code = worker_main([
             "query", "--input", str(source), "--output", str(output),
-            "--model-endpoint", server.base_url, "--model-name", "tiny", "--study", "study1",
+            "--model-endpoint", server.base_url, "--model-name", "tiny", "--study", "chat/study1",
             "--metrics-port", "0",
         ])  # fmt: skip
     assert code == 0

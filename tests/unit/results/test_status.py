@@ -69,7 +69,7 @@ def worker_logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     with FakeOpenAI() as server:
         progress = _worker(
             [
-                "query", "--study", "study1", "--input", "tests/fixtures/study1_small.csv",
+                "query", "--study", "chat/study1", "--input", "tests/fixtures/study1_small.csv",
                 "--output", str(folder / "out.csv"), "--model-endpoint", server.base_url,
                 "--model-name", "tiny", "--limit", "3", "--metrics-port", "0", "--samples", "1",
             ],
@@ -77,7 +77,7 @@ def worker_logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         )  # fmt: skip
     fatal = _worker(
         [
-            "query", "--study", "study1", "--input", MISSING_INPUT, "--output", str(folder / "x.csv"),
+            "query", "--study", "chat/study1", "--input", MISSING_INPUT, "--output", str(folder / "x.csv"),
             "--model-endpoint", "http://127.0.0.1:9/v1", "--model-name", "tiny", "--metrics-port", "0",
         ],
         folder,
@@ -287,14 +287,8 @@ def test_an_unknown_context_is_one_line_and_exit_2(
     ],
 )
 def test_the_context_is_the_flag_then_the_stacks_then_the_current_one(
-    current: str,
-    stack_context: str | None,
-    argv: list[str],
-    used: str,
-    tmp_path: Path,
-    worker_logs: dict[str, str],
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    current: str, stack_context: str | None, argv: list[str], used: str, tmp_path: Path,
+    worker_logs: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
     if stack_context:
         pin_stack_context(monkeypatch, tmp_path / "project", stack_context)
@@ -306,9 +300,7 @@ def test_the_context_is_the_flag_then_the_stacks_then_the_current_one(
 
 
 def test_an_unknown_stack_context_is_one_line_and_exit_2(
-    cluster: tuple[KubeApi, Path],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    cluster: tuple[KubeApi, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     api, kubeconfig = cluster
@@ -382,7 +374,7 @@ def test_a_job_mode_log_shows_the_task_number(tmp_path: Path) -> None:
     """`worker run --tasks` (job serving mode) logs `task i/n:` before each task; the line says which."""
     with FakeOpenAI() as server:
         task = [
-            "query", "--study", "study1", "--input", "tests/fixtures/study1_small.csv",
+            "query", "--study", "chat/study1", "--input", "tests/fixtures/study1_small.csv",
             "--model-endpoint", server.base_url, "--model-name", "tiny",
             "--limit", "2", "--metrics-port", "0", "--samples", "1",
         ]  # fmt: skip

@@ -30,7 +30,9 @@ RECORDED = FIXTURES / "vllm-0.32"  # real vLLM 0.32 bodies, committed
 STUDY1_CSV = FIXTURES / "study1_small.csv"
 STUDY2_CSV = FIXTURES / "study2_small.csv"
 STUDIES_DIR = REPO / "jobs" / "studies"
-SCHEMAS_DIR = REPO / "jobs" / "schemas"
+# The chat design's study files and schemas, which most worker tests run.
+CHAT_STUDIES = STUDIES_DIR / "chat"
+SCHEMAS_DIR = REPO / "jobs" / "schemas" / "chat"
 # The researchers' files and the fuller vLLM reference beside the checkout; tests that need them skip
 # when they are absent.
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -71,12 +73,12 @@ def checkpoint_of(output: Path) -> Path:
 
 
 def study_text(name: str) -> str:
-    """A repository study file's text (jobs/studies/NAME.yaml)."""
-    return (STUDIES_DIR / f"{name}.yaml").read_text(encoding="utf-8")
+    """A chat-design study file's text (jobs/studies/chat/NAME.yaml)."""
+    return (CHAT_STUDIES / f"{name}.yaml").read_text(encoding="utf-8")
 
 
 def load_schema(study: str) -> dict[str, Any]:
-    """A repository study's extraction schema (jobs/schemas/STUDY_schema.json)."""
+    """A chat-design study's extraction schema (jobs/schemas/chat/STUDY_schema.json)."""
     return json.loads((SCHEMAS_DIR / f"{study}_schema.json").read_text(encoding="utf-8"))
 
 
@@ -216,12 +218,14 @@ class Extractor:
 # ---- probabilities: runs against the toy model, and the toy model's own answer ---------------------------
 
 
-def run_probs(server: FakeOpenAI, tmp_path: Path, *extra: str, study: str = "study1") -> tuple[int, Path]:
+def run_probs(
+    server: FakeOpenAI, tmp_path: Path, *extra: str, study: str = "chat/study1"
+) -> tuple[int, Path]:
     """`worker probs` over two rows of the study's fixture, no retries; the exit code and the output."""
     output = tmp_path / "out.csv"
     argv = worker_args(
         "probs", server.base_url, output, *extra,
-        input=FIXTURES / f"{study}_small.csv", study=study, limit=2, max_retries=0,
+        input=FIXTURES / f"{Path(study).name}_small.csv", study=study, limit=2, max_retries=0,
     )  # fmt: skip
     return cli.main(argv), output
 

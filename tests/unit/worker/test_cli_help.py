@@ -105,11 +105,11 @@ def test_a_pipeline_missing_from_the_build_fails_only_its_own_subcommand(
     missing = replace(SUBCOMMANDS["probs"], module="worker.pipelines.not_built")
     monkeypatch.setitem(SUBCOMMANDS, "probs", missing)
     assert "probs" in build_parser().format_help()
-    argv = ["--output", str(tmp_path / "o.csv"), "--input", str(tmp_path / "i.csv"), "--study", "study1"]
+    argv = ["--output", str(tmp_path / "o.csv"), "--input", str(tmp_path / "i.csv"), "--study", "chat/study1"]
     endpoint = ["--model-endpoint", "http://x/v1", "--model-name", "m"]
     assert main(["probs", *argv, *endpoint]) == contract.EXIT_INPUT
     assert "subcommand 'probs' is not implemented in this worker build" in capsys.readouterr().err
-    assert subcommand_parser("query").parse_args([*argv, *endpoint]).study == "study1"
+    assert subcommand_parser("query").parse_args([*argv, *endpoint]).study == "chat/study1"
 
 
 def test_only_the_subcommands_that_resolve_their_flags_may_leave_the_endpoint_out() -> None:

@@ -53,7 +53,7 @@ def query(endpoint: str, output: Path, *extra: str) -> list[str]:
         "--output", str(output),
         "--model-endpoint", endpoint,
         "--model-name", "tiny",
-        "--study", "study1",
+        "--study", "chat/study1",
         "--metrics-port", "0",
         "--timeout", "1",
         "--max-retries", "1",

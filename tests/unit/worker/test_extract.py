@@ -48,7 +48,13 @@ from worker.run.input_wait import wait_for_input
 from worker.studies.definition import load_study, resolve_study_path
 from worker.studies.extraction_section import ExtractionSection, load_extraction
 
-ADDED = ["extraction_method", "extraction_errors", "extraction_attempts", "extraction_warnings"]
+ADDED = [
+    "extraction_method",
+    "extraction_self_coded",
+    "extraction_errors",
+    "extraction_attempts",
+    "extraction_warnings",
+]
 SECRET = "sk-test-do-not-leak-4242"
 # An Experiment 1 reply the parser cannot code (it is not in the study's format): the extractor is asked.
 REPLY = "Initial answer: 3. 0: 0% 1: 5% 2: 25% 3: 70%. Knows exactly: no"
@@ -64,7 +70,7 @@ def run(server: FakeOpenAI, tmp_path: Path, rows: list[dict[str, str]], *extra: 
     output = tmp_path / "structured.csv"
     argv = worker_args(
         "extract", server.base_url, output, *extra,
-        input=source, study="study1", backoff_base=0.01, wait_timeout=5,
+        input=source, study="chat/study1", backoff_base=0.01, wait_timeout=5,
     )  # fmt: skip
     return cli.main(argv), output
 
@@ -339,7 +345,7 @@ def test_deepseek_gets_json_object_with_schema_and_example_and_the_key_stays_sec
     source = write_csv(tmp_path / "exp1.csv", [study1_row("a", "ROW-a text")])
     output = tmp_path / "structured.csv"
     code = cli.main([
-        "extract", "--input", str(source), "--output", str(output), "--study", "study1",
+        "extract", "--input", str(source), "--output", str(output), "--study", "chat/study1",
         "--deepseek-endpoint", server.base_url, "--metrics-port", "0", "--wait-timeout", "5",
     ])  # fmt: skip
 
@@ -373,7 +379,7 @@ def test_deepseek_without_its_key_stops_before_any_request(
     monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
     source = write_csv(tmp_path / "exp1.csv", [study1_row("a", "ROW-a text")])
     code = cli.main([
-        "extract", "--input", str(source), "--output", str(tmp_path / "out.csv"), "--study", "study1",
+        "extract", "--input", str(source), "--output", str(tmp_path / "out.csv"), "--study", "chat/study1",
         "--deepseek-endpoint", server.base_url, "--metrics-port", "0",
     ])  # fmt: skip
     assert code == 2
@@ -493,7 +499,7 @@ def test_missing_input_after_waiting_is_exit_2(
 ) -> None:
     code = cli.main([
         "extract", "--input", str(tmp_path / "later.csv"), "--output", str(tmp_path / "out.csv"),
-        "--study", "study1", "--model-endpoint", server.base_url, "--model-name", "tiny",
+        "--study", "chat/study1", "--model-endpoint", server.base_url, "--model-name", "tiny",
         "--metrics-port", "0", "--wait-for-input", "0.2",
     ])  # fmt: skip
     assert code == 2
@@ -546,7 +552,7 @@ def test_deepseek_endpoint_replaces_model_endpoint_and_fills_defaults(
 
 @pytest.mark.parametrize("study", ["study1", "study2"])
 def test_study_extraction_sections_load(study: str) -> None:
-    path = resolve_study_path(study)
+    path = resolve_study_path(f"chat/{study}")
     spec = load_extraction(load_study(str(path)), path)
     replies = {turn.reply_column for turn in load_study(str(path)).prompt.conversation}
     assert set(spec.section.reply_columns) == replies
@@ -607,7 +613,7 @@ def test_rerun_with_another_schema_is_refused(
 def test_no_endpoint_at_all_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = write_csv(tmp_path / "exp1.csv", [study1_row("a", "ROW-a text")])
     code = cli.main(
-        ["extract", "--input", str(source), "--output", str(tmp_path / "o.csv"), "--study", "study1"]
+        ["extract", "--input", str(source), "--output", str(tmp_path / "o.csv"), "--study", "chat/study1"]
     )
     assert code == 2
     err = capsys.readouterr().err
@@ -641,7 +647,7 @@ def test_rejected_key_at_the_probe_is_exit_2_with_a_hint(
          "extraction.checks.0.tolerance: Input should be greater than or equal"),
         ("fields: [probability_0,", "fields: [probability_9,",
          "extraction.checks.0.fields: probability_9 is not a property of {schema}."),
-        ("schema: ../schemas/study1_schema.json", "schema: nothere.json",
+        ("schema: ../../schemas/chat/study1_schema.json", "schema: nothere.json",
          "extraction.schema {folder}/nothere.json: cannot be read"),
     ],
 )  # fmt: skip
@@ -649,7 +655,7 @@ def test_bad_extraction_section_names_the_key(tmp_path: Path, old: str, new: str
     schema = (SCHEMAS_DIR / "study1_schema.json").resolve()
     text = study_text("study1")
     text = (
-        text.replace("schema: ../schemas/study1_schema.json", f"schema: {schema}")
+        text.replace("schema: ../../schemas/chat/study1_schema.json", f"schema: {schema}")
         if "nothere" not in new
         else text
     )
@@ -716,7 +722,7 @@ EXACT_REPLIES = {
 
 
 def parser_of_study1() -> Any:
-    path = resolve_study_path("study1")
+    path = resolve_study_path("chat/study1")
     return load_extraction(load_study(str(path)), path).parser
 
 
@@ -773,11 +779,11 @@ def test_parser_rules_must_code_every_schema_field_and_nothing_else(
 ) -> None:
     text = study_text("study1")
     assert KNOWLEDGE_RULE in text
-    (tmp_path / "studies").mkdir()
-    path = tmp_path / "studies" / "study1.yaml"
+    (tmp_path / "studies" / "chat").mkdir(parents=True)
+    path = tmp_path / "studies" / "chat" / "study1.yaml"
     path.write_text(text.replace(KNOWLEDGE_RULE, rule), encoding="utf-8")
-    (tmp_path / "schemas").mkdir()
-    (tmp_path / "schemas" / "study1_schema.json").write_text(
+    (tmp_path / "schemas" / "chat").mkdir(parents=True)
+    (tmp_path / "schemas" / "chat" / "study1_schema.json").write_text(
         (SCHEMAS_DIR / "study1_schema.json").read_text(encoding="utf-8"), encoding="utf-8"
     )
     with pytest.raises(InputError, match=rf"extraction.parser: {message}"):
@@ -795,3 +801,29 @@ def test_every_extraction_request_carries_its_samples_seed(
     sent = {body["seed"] for key in ("a", "b") for body in chat_requests(server, key)}
     assert sent == seeds
     assert len(seeds) == 2
+
+
+def test_a_model_coding_its_own_replies_is_flagged_and_no_other_row_is(
+    server: FakeOpenAI, extractor: Extractor, tmp_path: Path
+) -> None:
+    # The coder here is "tiny" (--model-name). Row a's replies were written by tiny, row b's by another
+    # model; row c's reply is in the asked format, so the parser codes it and no model does.
+    extractor.script("a", good())
+    extractor.script("b", good())
+    own, other = (
+        study1_row("a", "ROW-a prose"),
+        {**study1_row("b", "ROW-b prose"), "model_name": "gemma-2-2b"},
+    )
+    parsed = {
+        **study1_row("c", "ROW-c"),
+        "response_story": "2",
+        "response_speech": "0: 0%\n1: 0%\n2: 100%\n3: 0%",
+        "response_knowledge": "yes",
+    }
+    code, output = run(server, tmp_path, [own, other, parsed])
+    assert code == 0
+    frame = read_csv(output).set_index("story_shortname")
+    assert frame["extraction_method"].to_dict() == {"story-a": "tiny", "story-b": "tiny", "story-c": "parser"}
+    assert frame["extraction_self_coded"].astype(str).to_dict() == {
+        "story-a": "True", "story-b": "False", "story-c": "False",
+    }  # fmt: skip

@@ -28,7 +28,7 @@ UNREACHABLE = "http://127.0.0.1:9/v1"  # the discard port: nothing answers there
 def query(endpoint: str, output: Path, *extra: str) -> list[str]:
     return worker_args(
         "query", endpoint, output, *extra,
-        input=STUDY1_CSV, study="study1", limit=3,
+        input=STUDY1_CSV, study="chat/study1", limit=3,
         timeout=1, max_retries=1, backoff_base=0.01, wait_timeout=2,
     )  # fmt: skip
 
@@ -214,7 +214,7 @@ def test_extraction_does_not_read_a_stale_exp1_file(
     exp1 = _exp1(tmp_path, "old-run")
     output = tmp_path / "structured.csv"
     code = cli.main([
-        "extract", "--input", str(exp1), "--output", str(output), "--study", "study1",
+        "extract", "--input", str(exp1), "--output", str(output), "--study", "chat/study1",
         "--model-endpoint", server.base_url, "--model-name", "tiny", "--metrics-port", "0",
         "--wait-for-input", "0.3", "--wait-for-digest", "planned",
     ])  # fmt: skip

@@ -37,7 +37,9 @@ BINS = [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
 
 def test_study1_asks_five_questions_with_the_columns_the_researchers_use():
     pipeline = probs_pipeline.ProbsPipeline(
-        load_study("study1"), spec.questions_for(load_study("study1"), None), probs_config.ProbsConfig()
+        load_study("chat/study1"),
+        spec.questions_for(load_study("chat/study1"), None),
+        probs_config.ProbsConfig(),
     )
     assert [q.name for q in pipeline.questions] == ["state0", "state1", "state2", "state3", "knowledge"]
     columns = pipeline.output_columns
@@ -56,7 +58,7 @@ def test_study1_asks_five_questions_with_the_columns_the_researchers_use():
 
 
 def test_study2_asks_frame_assessment_and_the_joint_utterance():
-    study = load_study("study2")
+    study = load_study("chat/study2")
     questions = spec.questions_for(study, None)
     assert [q.name for q in questions] == ["frame", "assessment", "utterance"]
     assert list(questions[0].prob_columns.values()) == ["prob_frame_was", "prob_frame_wasnt"]
@@ -127,7 +129,7 @@ def args(**overrides: Any) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     probs_pipeline.add_arguments(parser)
     namespace = parser.parse_args([])
-    namespace.study = "study1"
+    namespace.study = "chat/study1"
     # The common flags (worker.cli.add_common_arguments) a pipeline reads, unset.
     namespace.temperature = namespace.samples = namespace.seed = None
     for key, value in overrides.items():
@@ -143,7 +145,7 @@ def test_build_refuses_more_top_logprobs_than_vllm_allows():
 def test_scoring_is_one_sample_per_row_and_more_are_refused():
     pipeline = probs_pipeline.build(args())
     assert pipeline.samples_per_row == 1
-    assert pipeline.base_seed == load_study("study1").sampling.base_seed
+    assert pipeline.base_seed == load_study("chat/study1").sampling.base_seed
     # not the study's sampling temperature
     assert pipeline.config.temperature == probs_config.DEFAULT_TEMPERATURE
 
@@ -166,7 +168,7 @@ def test_build_generic_question_from_tokens():
         "prob_no",
     ]
     # Study 1's three-turn conversation: its questions in one user message, in the order asked.
-    assert question.user == "\n\n".join(turn.user for turn in load_study("study1").prompt.conversation)
+    assert question.user == "\n\n".join(turn.user for turn in load_study("chat/study1").prompt.conversation)
 
 
 def test_a_generic_question_needs_at_least_two_tokens():
@@ -175,7 +177,7 @@ def test_a_generic_question_needs_at_least_two_tokens():
 
 
 def test_study_without_a_probability_section_needs_tokens(tmp_path):
-    text = (REPO_STUDIES_DIR / "study2.yaml").read_text()
+    text = (REPO_STUDIES_DIR / "chat" / "study2.yaml").read_text()
     path = tmp_path / "bare.yaml"
     path.write_text(text[: text.index("\nprobability:")] + "\n")
     with pytest.raises(InputError, match="has no probability: section"):
@@ -396,7 +398,7 @@ def test_without_tokenize_the_chat_fallback_is_used_and_called_approximate(serve
 
 def test_a_template_without_a_system_role_gets_the_system_text_in_the_user_turn(server, toy, tmp_path):
     toy.reject_system_role = True
-    code, output = run_probs(server, tmp_path, "--tokens", "yes,no", study="study2")
+    code, output = run_probs(server, tmp_path, "--tokens", "yes,no", study="chat/study2")
     assert code == 0
     row = read_csv(output).iloc[0]
     assert "<|system|>" not in row["answer_prompt"]
@@ -417,10 +419,10 @@ def test_the_meta_file_records_whether_temperature_changed_the_logprobs(server, 
 
 
 def test_study2_runs_with_every_column(server, tmp_path):
-    code, output = run_probs(server, tmp_path, study="study2")
+    code, output = run_probs(server, tmp_path, study="chat/study2")
     assert code == 0
     frame = read_csv(output)
-    study = load_study("study2")
+    study = load_study("chat/study2")
     questions = spec.questions_for(study, None)
     marginals = spec.consistency_for(study, questions, None)
     config = probs_config.ProbsConfig()

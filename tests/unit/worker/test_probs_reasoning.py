@@ -40,7 +40,7 @@ def harmony_ids(toy: ToyLM, text: str) -> list[int]:
 
 def test_after_reasoning_reads_the_answer_after_the_models_own_analysis(server, toy, tmp_path):
     server.handlers[COMPLETIONS] = reasoning_handler(toy)
-    code, output = run_probs(server, tmp_path, "--reasoning-format", "harmony", study="study2")
+    code, output = run_probs(server, tmp_path, "--reasoning-format", "harmony", study="chat/study2")
     assert code == 0
     frame = read_csv(output)
     generations = [r.json() for r in server.requests_to(COMPLETIONS) if "stop_token_ids" in r.text]
@@ -81,7 +81,7 @@ def test_after_reasoning_reads_the_answer_after_the_models_own_analysis(server, 
 def test_a_reasoning_that_runs_out_of_tokens_is_a_row_error_naming_the_cause(server, toy, tmp_path):
     server.handlers[COMPLETIONS] = reasoning_handler(toy, finished=False)
     code, output = run_probs(
-        server, tmp_path, "--reasoning-format", "harmony", "--reasoning-max-tokens", "9", study="study2"
+        server, tmp_path, "--reasoning-format", "harmony", "--reasoning-max-tokens", "9", study="chat/study2"
     )
     assert code == 3
     errors = read_csv(output)["error"]
@@ -91,7 +91,7 @@ def test_a_reasoning_that_runs_out_of_tokens_is_a_row_error_naming_the_cause(ser
 
 def test_direct_reads_right_after_the_generation_prompt_and_says_so(server, toy, tmp_path):
     code, output = run_probs(
-        server, tmp_path, "--reasoning-format", "harmony", "--reasoning-mode", "direct", study="study2"
+        server, tmp_path, "--reasoning-format", "harmony", "--reasoning-mode", "direct", study="chat/study2"
     )
     assert code == 0
     frame = read_csv(output)
@@ -119,7 +119,7 @@ def test_direct_reads_right_after_the_generation_prompt_and_says_so(server, toy,
     ],
 )
 def test_inconsistent_reasoning_flags_are_one_sentence_exit_2(server, tmp_path, capsys, flags, message):
-    code, _ = run_probs(server, tmp_path, *flags, study="study2")
+    code, _ = run_probs(server, tmp_path, *flags, study="chat/study2")
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert message in err
@@ -129,7 +129,7 @@ def test_inconsistent_reasoning_flags_are_one_sentence_exit_2(server, tmp_path, 
 def test_reasoning_effort_reaches_the_chat_template(server, toy, tmp_path):
     code, _ = run_probs(
         server, tmp_path, "--reasoning-format", "harmony", "--reasoning-mode", "direct",
-        "--reasoning-effort", "low", study="study2",
+        "--reasoning-effort", "low", study="chat/study2",
     )  # fmt: skip
     assert code == 0
     # Every rendered study prompt (the system-role probe aside) carries the effort to the template.

@@ -121,14 +121,16 @@ def no_content(body: dict[str, Any]) -> None:
 
 def run_query(server: FakeOpenAI, tmp_path: Path) -> tuple[int, Path]:
     output = tmp_path / "out.csv"
-    argv = args("query", server, output, input=FIXTURES / "study1_small.csv", study="study1", limit=ROWS)
+    argv = args("query", server, output, input=FIXTURES / "study1_small.csv", study="chat/study1", limit=ROWS)
     return cli.main(argv), output
 
 
-def probs_runner(*extra: str, study: str = "study1") -> Callable[[FakeOpenAI, Path], tuple[int, Path]]:
+def probs_runner(*extra: str, study: str = "chat/study1") -> Callable[[FakeOpenAI, Path], tuple[int, Path]]:
     def run(server: FakeOpenAI, tmp_path: Path) -> tuple[int, Path]:
         output = tmp_path / "out.csv"
-        argv = args("probs", server, output, input=FIXTURES / f"{study}_small.csv", study=study, limit=ROWS)
+        argv = args(
+            "probs", server, output, input=FIXTURES / f"{Path(study).name}_small.csv", study=study, limit=ROWS
+        )
         return cli.main([*argv, *extra]), output
 
     return run
@@ -137,7 +139,7 @@ def probs_runner(*extra: str, study: str = "study1") -> Callable[[FakeOpenAI, Pa
 def run_extract(server: FakeOpenAI, tmp_path: Path) -> tuple[int, Path]:
     source = write_csv(tmp_path / "exp1.csv", [study1_row(key, f"ROW-{key} text") for key in ("a", "b")])
     output = tmp_path / "structured.csv"
-    return cli.main(args("extract", server, output, input=source, study="study1")), output
+    return cli.main(args("extract", server, output, input=source, study="chat/study1")), output
 
 
 def is_row_first_token(request: Request) -> bool:
@@ -227,7 +229,7 @@ CASES = {
         COMPLETIONS,
         no_token_ids,
         lambda r: "stop_token_ids" in r.text,
-        probs_runner("--reasoning-format", "harmony", study="study2"),
+        probs_runner("--reasoning-format", "harmony", study="chat/study2"),
         toy_reasoning_model,
     ),
     "extract: a structured-output reply with no content": Case(
@@ -319,7 +321,7 @@ def test_an_empty_answer_after_reasoning_hit_max_tokens_is_not_resent(
 def test_a_reasoning_that_never_closed_is_not_resent(server: FakeOpenAI, toy: ToyLM, tmp_path: Path) -> None:
     toy.install(server)
     server.handlers[COMPLETIONS] = reasoning_handler(toy, finished=False)
-    run = probs_runner("--reasoning-format", "harmony", study="study2")
+    run = probs_runner("--reasoning-format", "harmony", study="chat/study2")
 
     code, output = run(server, tmp_path)
     generations = [r for r in server.requests_to(COMPLETIONS) if "stop_token_ids" in r.text]

@@ -38,7 +38,7 @@ HANG_GUARD_S = 30
 
 
 def argv(
-    server: FakeOpenAI, output: Path, *extra: str, source: Path = STUDY1_CSV, study: str = "study1"
+    server: FakeOpenAI, output: Path, *extra: str, source: Path = STUDY1_CSV, study: str = "chat/study1"
 ) -> list[str]:
     # One answer per row unless a test asks for the study's sampling (its own setting is 5 per row).
     samples = () if "--samples" in extra else ("--samples", "1")
@@ -117,7 +117,11 @@ def test_a_failed_later_turn_keeps_the_earlier_replies_and_names_the_turn(
 
 
 def test_the_prompt_comes_from_the_study_with_sampling_parameters(server: FakeOpenAI, tmp_path: Path) -> None:
-    args = [*argv(server, tmp_path / "out.csv", source=STUDY2_CSV, study="study2"), "--temperature", "0.5"]
+    args = [
+        *argv(server, tmp_path / "out.csv", source=STUDY2_CSV, study="chat/study2"),
+        "--temperature",
+        "0.5",
+    ]
     assert main(args) == 0
     request = server.requests_to(CHAT)[0].json()
     row = read_csv(STUDY2_CSV).iloc[0]
@@ -190,7 +194,7 @@ def test_faults_are_retried_and_never_lose_a_row(server: FakeOpenAI, tmp_path: P
         for fault in row_faults:
             server.rule(row_matcher(rows.iloc[index]), fault, times=1)
     output = tmp_path / "out.csv"
-    assert main(argv(server, output, "--batch-size", "4", source=STUDY2_CSV, study="study2")) == 0
+    assert main(argv(server, output, "--batch-size", "4", source=STUDY2_CSV, study="chat/study2")) == 0
     result = read_csv(output)
     assert len(result) == 8
     assert (result["error"] == "").all()
@@ -413,7 +417,7 @@ def test_sigkill_mid_run_then_rerun_gives_every_row_exactly_once_in_order(tmp_pa
     frame.to_csv(source, index=False)
     with FakeOpenAI(latency_s=0.05) as fake:
         output = tmp_path / "out.csv"
-        args = argv(fake, output, "--batch-size", "8", source=source, study="study2")
+        args = argv(fake, output, "--batch-size", "8", source=source, study="chat/study2")
         env = {**os.environ, "PYTHONPATH": str(REPO), "LOG_LEVEL": "WARNING"}
         worker = subprocess.Popen([sys.executable, "-m", "worker", *args], cwd=tmp_path, env=env)
         checkpoint = tmp_path / "out.csv.partial.jsonl"
@@ -475,9 +479,9 @@ def test_metrics_are_served_while_running(tmp_path: Path) -> None:
 def test_run_tasks_runs_in_order_and_exits_with_the_worst_code(server: FakeOpenAI, tmp_path: Path) -> None:
     server.rule(lambda r: "Ben tells you" in r.text, Status(400, "too long"))
     tasks = [
-        argv(server, tmp_path / "a.csv", source=STUDY2_CSV, study="study2"),
+        argv(server, tmp_path / "a.csv", source=STUDY2_CSV, study="chat/study2"),
         argv(server, tmp_path / "b.csv"),  # exit 3: one row refused
-        [*argv(server, tmp_path / "c.csv", source=STUDY2_CSV, study="study2"), "--limit", "2"],
+        [*argv(server, tmp_path / "c.csv", source=STUDY2_CSV, study="chat/study2"), "--limit", "2"],
     ]
     task_file = tmp_path / "tasks.json"
     task_file.write_text(json.dumps(tasks))
@@ -505,7 +509,7 @@ def test_the_cli_never_shows_a_traceback_for_bad_input(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "worker", "query", "--input", str(tmp_path / "none.csv"), "--output",
          str(tmp_path / "o.csv"), "--model-endpoint", "http://127.0.0.1:9/v1", "--model-name", "m",
-         "--study", "study1"],
+         "--study", "chat/study1"],
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
         capture_output=True, text=True, check=False,
     )  # fmt: skip
@@ -610,7 +614,7 @@ def test_a_reasoning_models_reasoning_has_its_own_column_and_the_effort_is_sent(
     )
     output = tmp_path / "out.csv"
     args = argv(
-        server, output, "--limit", "2", "--reasoning-effort", "low", source=STUDY2_CSV, study="study2"
+        server, output, "--limit", "2", "--reasoning-effort", "low", source=STUDY2_CSV, study="chat/study2"
     )
     assert main(args) == 0
     result = read_csv(output)
@@ -635,7 +639,7 @@ def test_an_empty_final_answer_after_reasoning_is_a_row_error_naming_the_cause(
         lambda r: r.path == CHAT, reasoning_reply(None, "Let me think", finish_reason)
     )
     output = tmp_path / "out.csv"
-    assert main(argv(server, output, "--limit", "2", source=STUDY2_CSV, study="study2")) == 3
+    assert main(argv(server, output, "--limit", "2", source=STUDY2_CSV, study="chat/study2")) == 3
     result = read_csv(output)
     assert result["error"].str.startswith(phrase).all()
     assert (result["model_response"] == "").all()
@@ -649,6 +653,6 @@ def test_the_exact_prompt_token_ids_the_server_rendered_are_recorded(
     body["prompt_token_ids"] = [0, 4, 204, 93, 1, 204, 5, 204]  # vLLM 0.32's field (return_token_ids)
     server.rule(lambda r: r.path == CHAT, Ok(body))
     output = tmp_path / "out.csv"
-    assert main(argv(server, output, "--limit", "1", source=STUDY2_CSV, study="study2")) == 0
+    assert main(argv(server, output, "--limit", "1", source=STUDY2_CSV, study="chat/study2")) == 0
     assert json.loads(read_csv(output)["prompt_token_ids"].iloc[0]) == [[0, 4, 204, 93, 1, 204, 5, 204]]
     assert server.requests_to(CHAT)[0].json()["return_token_ids"] is True

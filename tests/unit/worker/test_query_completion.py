@@ -14,9 +14,9 @@ import pytest
 from tests.support.fake_openai import FakeOpenAI, Ok, Request, Status, text_completion_body
 from tests.unit.worker.support import (
     CHAT,
+    CHAT_STUDIES,
     COMPLETIONS,
     RESEARCHERS_STUDIES,
-    STUDIES_DIR,
     STUDY1_CSV,
     STUDY2_CSV,
     read_csv,
@@ -149,7 +149,7 @@ def test_without_strip_replies_a_reply_is_kept_as_sent(server: FakeOpenAI, tmp_p
 
 def test_the_replication_rule_works_for_a_chat_study_too(server: FakeOpenAI, tmp_path: Path) -> None:
     study = tmp_path / "study2.yaml"
-    text = (STUDIES_DIR / "study2.yaml").read_text()
+    text = (CHAT_STUDIES / "study2.yaml").read_text()
     rule = "  base_seed: 42\n  seed_rule: replication\n  seed_offset: 7\n"
     study.write_text(text.replace("  base_seed: 42\n", rule))
     output = tmp_path / "out.csv"

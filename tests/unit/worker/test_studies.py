@@ -11,7 +11,14 @@ from pydantic import ValidationError
 
 from tests.unit.worker.support import FIXTURES, SHARED_DATA, STUDY1_CSV, read_csv
 from worker.errors import InputError
-from worker.studies.definition import Study, load_study, sampling_settings, study_search_path
+from worker.studies.definition import (
+    REPO_STUDIES_DIR,
+    Study,
+    load_study,
+    resolve_study_path,
+    sampling_settings,
+    study_search_path,
+)
 
 MINIMAL = """
 name: tiny-study
@@ -52,7 +59,7 @@ def test_every_real_row_renders(name: str) -> None:
 
 def test_study1_asks_one_question_per_turn_prior_first() -> None:
     row = read_csv(STUDY1_CSV).iloc[1].to_dict()
-    study = load_study("study1")
+    study = load_study("chat/study1")
     prompt = study.render(row)
     assert prompt.system is None  # the researchers' executed prompts have none
     assert [turn.reply_column for turn in study.prompt.conversation] == [
@@ -133,7 +140,7 @@ def test_names_resolve_through_the_search_path(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("GRACE_STUDIES_DIR", str(tmp_path))
     assert study_search_path()[0] == tmp_path
     assert load_study("custom").name == "custom"
-    assert load_study("study1").name == "study1"  # still found in the repository
+    assert load_study("chat/study1").name == "study1"  # still found in the repository
 
 
 @pytest.mark.parametrize(
@@ -161,8 +168,20 @@ def test_a_bad_study_file_is_one_clear_input_error(tmp_path: Path, text: str, me
 
 
 def test_unknown_study_names_the_places_searched() -> None:
-    with pytest.raises(InputError, match=r"--study nope: unknown study \(no nope.yaml in .*jobs/studies\)"):
+    searched = r"no nope.yaml or researchers/nope.yaml in .*jobs/studies\)"
+    with pytest.raises(
+        InputError, match=rf"--study nope: unknown study \({searched}.*designs: researchers, chat"
+    ):
         load_study("nope")
+
+
+def test_a_bare_study_name_is_the_default_design_and_a_design_prefix_picks_another() -> None:
+    assert resolve_study_path("study1") == REPO_STUDIES_DIR / "researchers" / "study1.yaml"
+    assert resolve_study_path("chat/study1") == REPO_STUDIES_DIR / "chat" / "study1.yaml"
+    assert load_study("study2").design == "researchers"
+    assert load_study("chat/study2").design == "chat"
+    with pytest.raises(InputError, match=r"--study chat/nope: unknown study \(no chat/nope.yaml in "):
+        load_study("chat/nope")
 
 
 def test_a_missing_study_file_is_named() -> None:

@@ -28,14 +28,14 @@ CHI2_CRITICAL_15_DF = 24.996
 
 
 def test_study2_experiment1_asks_for_the_researchers_four_words() -> None:
-    user = load_study("study2").prompt.user
+    user = load_study("chat/study2").prompt.user
     listed = user.rsplit("where <word> is one of:", 1)[1]
     assert re.findall(r"[a-z]+", listed) == list(PUBLISHED_WORDS)
     assert "okay" not in user
 
 
 def test_study2_experiment2_scores_the_researchers_eight_utterances() -> None:
-    study = load_study("study2")
+    study = load_study("chat/study2")
     questions = {q.name: q for q in spec.questions_for(study, None)}
     assert [o.text for o in questions["utterance"].options] == PUBLISHED_UTTERANCES
     assert [o.text for o in questions["assessment"].options] == list(PUBLISHED_WORDS)
@@ -48,7 +48,7 @@ def test_study2_schema_and_parser_allow_only_the_researchers_words() -> None:
     schema = load_schema("study2")
     enum = schema["properties"]["assessment"]["anyOf"][0]["enum"]
     assert enum == list(PUBLISHED_WORDS)
-    path = resolve_study_path("study2")
+    path = resolve_study_path("chat/study2")
     parser = load_extraction(load_study(str(path)), path).parser
     assert parser.code({"model_response": "It was okay."}) is None
     for utterance in PUBLISHED_UTTERANCES:
@@ -56,7 +56,7 @@ def test_study2_schema_and_parser_allow_only_the_researchers_words() -> None:
 
 
 def test_study2_experiment1_budget_leaves_room_for_a_preamble() -> None:
-    assert load_study("study2").generation.max_tokens >= 64
+    assert load_study("chat/study2").generation.max_tokens >= 64
 
 
 @pytest.mark.skipif(not STUDY2_CSV.exists(), reason="the real study 2 CSV is not on this machine")
@@ -83,8 +83,10 @@ def test_study_files_sample_at_the_researchers_temperature_with_our_samples_and_
     assert (sampling.temperature, sampling.samples_per_row, sampling.base_seed) == (0.3, 5, 42)
 
 
-@pytest.mark.parametrize("name", ["study1", "study2"])
-def test_every_deviation_from_the_researchers_wording_is_listed_with_a_reason(name: str) -> None:
+@pytest.mark.parametrize("name", ["chat/study1", "chat/study2"])
+def test_each_chat_deviation_gives_theirs_ours_and_why(name: str) -> None:
+    # Which differences there are is computed by `grace studies diff` (tests/unit/infra/test_studies_diff.py);
+    # this only checks that each listed one is explained.
     deviations = load_study(name).deviations
     assert deviations
     assert all(d.researchers.strip() and d.ours.strip() and d.why.strip() for d in deviations)
@@ -92,7 +94,7 @@ def test_every_deviation_from_the_researchers_wording_is_listed_with_a_reason(na
 
 
 def test_study2_lists_the_third_person_deviation() -> None:
-    point_of_view = [d for d in load_study("study2").deviations if d.what == "Point of view"]
+    point_of_view = [d for d in load_study("chat/study2").deviations if d.what == "Point of view"]
     assert point_of_view
     assert "third person" in point_of_view[0].ours
 
@@ -109,7 +111,7 @@ def test_sampling_is_set_in_one_place_only() -> None:
 
 
 def test_worker_flags_override_the_study_sampling() -> None:
-    study = load_study("study1")
+    study = load_study("chat/study1")
     args = argparse.Namespace(temperature=0.0, samples=1, seed=7)
     assert sampling_settings(study, args).model_dump() == {
         "temperature": 0.0,
@@ -125,7 +127,7 @@ def test_worker_flags_override_the_study_sampling() -> None:
 
 
 def test_consistency_groups_must_cover_the_joint_exactly_once() -> None:
-    study = load_study("study2")
+    study = load_study("chat/study2")
     questions = spec.questions_for(study, None)
     section = spec.probability_section(study)
     broken = section.consistency[0].model_copy(
@@ -136,7 +138,7 @@ def test_consistency_groups_must_cover_the_joint_exactly_once() -> None:
 
 
 def test_marginals_are_sums_of_the_joint() -> None:
-    study = load_study("study2")
+    study = load_study("chat/study2")
     questions = spec.questions_for(study, None)
     frame, assessment = spec.consistency_for(study, questions, None)
     joint = dict.fromkeys(questions[2].prob_columns, 0.0)

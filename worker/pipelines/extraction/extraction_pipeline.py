@@ -39,6 +39,7 @@ from worker.studies.extraction_section import (
     ATTEMPTS_COLUMN,
     ERRORS_COLUMN,
     METHOD_COLUMN,
+    SELF_CODED_COLUMN,
     STATUS_COLUMNS,
     WARNING_SEPARATOR,
     WARNINGS_COLUMN,
@@ -75,6 +76,8 @@ log = logging.getLogger(__name__)
 DEEPSEEK_MODEL = "deepseek-chat"
 # Experiment 1's finish_reason column (worker.pipelines.query), read when present.
 EXP1_FINISH_COLUMN = "finish_reason"
+# The Experiment 1 column naming the model that wrote the replies (worker query writes it).
+STUDIED_MODEL_COLUMN = "model_name"
 EXP1_TRUNCATED_WARNING = (
     "the Experiment 1 reply was cut off at its token limit (finish_reason=length): "
     "values it did not reach are null"
@@ -92,6 +95,7 @@ class RowOutcome:
     error: str = ""  # empty on success, else the last failure as one sentence
     attempts: int = 0  # extraction requests sent for the row (each with its own transport retries)
     warnings: tuple[str, ...] = field(default=())
+    self_coded: bool = False  # the coder is the model whose replies these are
 
     @property
     def ok(self) -> bool:
@@ -102,6 +106,7 @@ class RowOutcome:
         return {
             **self.fields,
             METHOD_COLUMN: self.method,
+            SELF_CODED_COLUMN: self.self_coded,
             ERRORS_COLUMN: self.error,
             ATTEMPTS_COLUMN: self.attempts,
             WARNINGS_COLUMN: WARNING_SEPARATOR.join(self.warnings),
@@ -209,7 +214,11 @@ class ExtractionPlan:
                     *cross_field_warnings(self.spec.section.checks, verdict.fields),
                 ]
                 return RowOutcome(
-                    verdict.fields, method=self.model_name, attempts=attempts, warnings=tuple(warnings)
+                    verdict.fields,
+                    method=self.model_name,
+                    attempts=attempts,
+                    warnings=tuple(warnings),
+                    self_coded=row.get(STUDIED_MODEL_COLUMN) == self.model_name,
                 )
             if attempts > self.max_reasks:
                 return RowOutcome(
@@ -304,6 +313,7 @@ class ExtractPipeline(Pipeline):
         section = self.spec.section
         return {
             "study": self.spec.study.name,
+            "design": self.spec.study.design,
             "model_name": self.model_name,
             "reply_columns": list(section.reply_columns),
             "parser": [rule.model_dump() for rule in section.parser],

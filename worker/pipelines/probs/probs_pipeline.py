@@ -156,6 +156,7 @@ class ProbsPipeline(Pipeline):
             return self._joint_completion_parameters()
         return {
             "study": self.study.name,
+            "design": self.study.design,
             "method": self.config.method.value,
             "top_logprobs": self.config.top_logprobs,
             "temperature": self.config.temperature,
@@ -181,6 +182,7 @@ class ProbsPipeline(Pipeline):
     def _joint_completion_parameters(self) -> dict[str, Any]:
         return {
             "study": self.study.name,
+            "design": self.study.design,
             "scoring": Scoring.JOINT_COMPLETION.value,
             "rule": RULE,
             "temperature": self.config.temperature,
