@@ -20,11 +20,14 @@ each of the eight sentences (Experiment 1: of its coded samples; Experiment 2: t
 `Was/Wasn't` and `Assessment` are the row's modal sentence (Experiment 1: the most frequent coded answer,
 a tie going to the one an earlier sample gave; Experiment 2: the most probable sentence).
 
-Experiment 1 replies are coded by rule, the way the worker's deterministic parser codes a reply
-(worker/studies/rule_coder.py `normalise_reply`, the WHOLE reply must match): a reply in the format the
-prompt asked for is coded, anything else stays uncoded (empty), never guessed. Where an extraction output
-(`worker extract`) exists for the model and study, its fields are used instead and `coding` names the
-extraction method of each row.
+Experiment 1 replies are coded by the parser rules of the study file of the output's design (its
+`extraction.parser`, worker/studies/rule_coder.py: the WHOLE reply must be in the format the prompt asked
+for), one reply at a time: a row whose knowledge reply is off-format still has its quantity coded, and
+an off-format reply stays uncoded (empty), never guessed. The coded fields carry the extraction schema's
+names (`quantity_answer`, `knowledge_answer`, `probability_0`..`probability_3`, `was_wasnt`,
+`assessment`). Where an extraction output (`worker extract`) exists for the model and study, its fields
+are used instead, `coding` names each row's coder, and `n_self_coded` counts samples a studied model
+coded for itself (`extraction_self_coded`).
 
 Imported by the results subcommands (tidy, report) and statistics.py only.
 """
@@ -32,12 +35,12 @@ Imported by the results subcommands (tidy, report) and statistics.py only.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from pydantic import ValidationError
 
 from grace_infra.commands.results.outputs import (
     ANALYSIS_DIR,
@@ -45,8 +48,12 @@ from grace_infra.commands.results.outputs import (
     failed_mask,
     row_outcomes,
 )
+from worker import contract
+from worker.errors import InputError
 from worker.run.atomic_files import atomic_writer
-from worker.studies.rule_coder import PARSER_METHOD, normalise_reply
+from worker.studies.definition import load_study
+from worker.studies.extraction_section import METHOD_COLUMN, SELF_CODED_COLUMN, ExtractionSection
+from worker.studies.rule_coder import PARSER_METHOD, ParseRule
 
 __all__ = [
     "ANALYSIS_DIR",
@@ -81,35 +88,12 @@ UTTERANCE_COVERAGE_COLUMNS = ("response_coverage", "utterance_coverage")
 EXP2_DROPPED_SUFFIXES = ("_raw", "_logprobs", "_absent", "_reasoning", "_reasoning_token_ids")
 
 
-@dataclass(frozen=True)
-class _Rule:
-    """One reply column's expected format: the whole (normalised) reply must match."""
-
-    column: str
-    pattern: str
-
-    def code(self, reply: str) -> dict[str, str]:
-        match = re.fullmatch(self.pattern, normalise_reply(reply), re.IGNORECASE)
-        return {k: v.lower() for k, v in match.groupdict().items()} if match else {}
-
-
-# The formats the researchers' Experiment 1 prompts ask for (jobs/studies/researchers/study{1,2}.yaml):
-# "just a number (0, 1, 2, or 3)", "just "yes" or "no"", "It [was/wasn't] [terrible/bad/good/amazing]".
-# The chat design's single Study 2 reply (`model_response`) asks for the same sentence.
-SENTENCE = r"it (?P<was_wasnt>was|wasn't) (?P<assessment>terrible|bad|good|amazing)"
-RULES = {
-    STUDY1: (
-        _Rule("response_quantity", r"(?P<quantity>[0-3])"),
-        _Rule("response_knowledge", r"(?P<knowledge>yes|no)"),
-    ),
-    STUDY2: (_Rule("response", SENTENCE), _Rule("model_response", SENTENCE)),
-}
-# The chat design's extraction fields (jobs/schemas/study{1,2}_schema.json) -> the coded columns.
-CHAT_FIELDS = {
-    STUDY1: {"knowledge_answer": "knowledge", **{f"probability_{k}": f"probability_{k}" for k in STATES}},
-    STUDY2: {"was_wasnt": "was_wasnt", "assessment": "assessment"},
-}
-CODED = {STUDY1: ("quantity", "knowledge"), STUDY2: ("was_wasnt", "assessment")}
+# The coded fields, named as the designs' extraction schemas name them (jobs/schemas/<design>/): the
+# researchers' design codes one number and yes/no (Study 1) and the sentence (Study 2); the chat design
+# four percentages instead of the number.
+QUANTITY, KNOWLEDGE, FRAME, QUALITY = "quantity_answer", "knowledge_answer", "was_wasnt", "assessment"
+PERCENTS = tuple(f"probability_{k}" for k in STATES)
+CODED_FIELDS = {STUDY1: (QUANTITY, KNOWLEDGE, *PERCENTS), STUDY2: (FRAME, QUALITY)}
 
 
 def goal_kind(goal: str) -> str:
@@ -131,45 +115,49 @@ def row_numbers(frame: pd.DataFrame, samples: int = 1) -> pd.Series:
     return pd.Series(range(len(frame)), index=frame.index) // max(samples, 1)
 
 
-def _number(value: object) -> float:
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return math.nan
-
-
 # ---- Experiment 1: coding ------------------------------------------------------------------------------
 
 
+def _parser_rules(output: OutputFile) -> tuple[ParseRule, ...]:
+    """The parser rules of the output's study in its design (the meta file's `design`, else the
+    default), read from that design's study file; none when it has no extraction section."""
+    design = str(output.parameters.get("design") or contract.DEFAULT_DESIGN)
+    try:
+        study = load_study(f"{design}/{output.study}")
+        section = ExtractionSection.model_validate(study.extraction) if study.extraction else None
+    except (InputError, ValidationError):
+        return ()
+    return section.parser if section is not None else ()
+
+
 def _code_exp1(output: OutputFile) -> pd.DataFrame:
-    """The output's rows with `coded_*` columns and `coding` (parser, or the extraction's method)."""
+    """The output's rows with the coded fields and `coding`: an extraction output's own fields and
+    method, or each reply coded by the study's parser rules one reply at a time (a row whose knowledge
+    reply is off-format still has its quantity coded)."""
     assert output.frame is not None
     frame = output.frame.copy()
-    study = output.study
     failed = failed_mask(frame)
-    fields = CHAT_FIELDS.get(study, {})
-    if output.pipeline == "extract" and set(fields) <= set(frame.columns):
-        for source, name in fields.items():
-            frame[f"coded_{name}"] = frame[source].where(~failed, "")
-        method = frame.get("extraction_method", pd.Series("", index=frame.index))
+    if output.pipeline == "extract":
+        method = frame.get(METHOD_COLUMN, pd.Series("", index=frame.index))
         frame["coding"] = method.where(~failed, "")
     else:
-        # A study 1 chat reply (three turns) is coded only by its extraction output: no rule here.
-        rules = [rule for rule in RULES.get(study, ()) if rule.column in frame.columns]
+        rules = [rule for rule in _parser_rules(output) if rule.column in frame.columns]
         coded: list[dict[str, str]] = []
         for position, row in enumerate(frame.to_dict("records")):
             values: dict[str, str] = {}
-            if not failed.iloc[position]:
-                for rule in rules:
-                    values.update(rule.code(str(row.get(rule.column, ""))))
+            for rule in rules if not failed.iloc[position] else ():
+                values.update(rule.code(str(row[rule.column])) or {})
             coded.append(values)
-        for name in CODED[study]:
-            frame[f"coded_{name}"] = [values.get(name, "") for values in coded]
+        for name in sorted({name for rule in rules for name in rule.produces}):
+            frame[name] = [values.get(name, "") for values in coded]
         frame["coding"] = [PARSER_METHOD if values else "" for values in coded]
+    for name in CODED_FIELDS.get(output.study, ()):
+        if name in frame.columns:
+            frame[name] = frame[name].fillna("").astype(str).where(~failed, "")
     frame = frame.fillna("")
-    if study == STUDY2:
-        frame[WAS_COLUMN] = frame["coded_was_wasnt"]
-        frame[ASSESSMENT_COLUMN] = frame["coded_assessment"]
+    if output.study == STUDY2:
+        frame[WAS_COLUMN] = frame.get(FRAME, "")
+        frame[ASSESSMENT_COLUMN] = frame.get(QUALITY, "")
     return frame
 
 
@@ -195,6 +183,13 @@ def _all_models_rows(output: OutputFile, experiment: str) -> pd.DataFrame:
 # ---- the item tables -----------------------------------------------------------------------------------
 
 
+def _self_coded(rows: pd.DataFrame) -> int:
+    """Samples a studied model coded for itself (the extraction's flag; the report names them)."""
+    if SELF_CODED_COLUMN not in rows.columns:
+        return 0
+    return int(rows[SELF_CODED_COLUMN].astype(str).str.lower().isin({"true", "1"}).sum())
+
+
 def _first(group: pd.DataFrame, columns: Iterable[str]) -> dict[str, object]:
     return {c: group[c].iloc[0] for c in columns if c in group.columns}
 
@@ -206,19 +201,19 @@ def _study1_items(rows: pd.DataFrame, experiment: str) -> pd.DataFrame:
         record: dict[str, object] = {"model_name": model, "row": row, **_first(group, CONDITIONS[STUDY1])}
         record["n_samples"] = len(group)
         if experiment == EXP1:
-            if "coded_quantity" in ok.columns:  # one number per sample: the share answering each k
-                answered = ok[ok["coded_quantity"] != ""]["coded_quantity"].astype(int)
+            if QUANTITY in ok.columns:  # one number per sample: the share answering each k
+                answered = pd.to_numeric(ok[QUANTITY], errors="coerce").dropna()
                 record["n_coded"] = len(answered)
                 for k in STATES:
                     record[f"X{k}"] = 100.0 * float((answered == k).mean()) if len(answered) else math.nan
-            else:  # four percentages per sample (the chat design's extraction): their means
-                columns = [f"coded_probability_{k}" for k in STATES]
-                percents = ok.reindex(columns=columns).apply(pd.to_numeric, errors="coerce").dropna()
+            else:  # four percentages per sample (the chat design): their means
+                percents = ok.reindex(columns=list(PERCENTS)).apply(pd.to_numeric, errors="coerce").dropna()
                 record["n_coded"] = len(percents)
-                for k, column in zip(STATES, columns, strict=True):
+                for k, column in zip(STATES, PERCENTS, strict=True):
                     record[f"X{k}"] = float(percents[column].mean()) if len(percents) else math.nan
-            knows = ok["coded_knowledge"] if "coded_knowledge" in ok.columns else pd.Series(dtype=str)
+            knows = ok[KNOWLEDGE] if KNOWLEDGE in ok.columns else pd.Series(dtype=str)
             knows = knows[knows.isin({"yes", "no"})]
+            record["n_self_coded"] = _self_coded(ok)
             record["n_coded_knowledge"] = len(knows)
             record["knows_yes"] = float((knows == "yes").mean()) if len(knows) else math.nan
         else:
@@ -262,10 +257,12 @@ def _study2_items(rows: pd.DataFrame, experiment: str) -> pd.DataFrame:
         modal = ""
         if experiment == EXP1:
             # A sample is coded when both halves of its sentence are (an extraction may code only one).
-            whole = (ok["coded_was_wasnt"] != "") & (ok["coded_assessment"] != "")
-            said = (ok["coded_was_wasnt"] + "_" + ok["coded_assessment"]).where(whole)
-            said = said.dropna()
+            said = pd.Series(dtype=str)
+            if {FRAME, QUALITY} <= set(ok.columns):
+                whole = (ok[FRAME] != "") & (ok[QUALITY] != "")
+                said = (ok[FRAME] + "_" + ok[QUALITY])[whole]
             record["n_coded"] = len(said)
+            record["n_self_coded"] = _self_coded(ok)
             for label in UTTERANCES:
                 record[f"share_{label}"] = float((said == label).mean()) if len(said) else math.nan
             modal = _modal(list(said)) if len(said) else ""

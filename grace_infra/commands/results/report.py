@@ -51,6 +51,7 @@ from grace_infra.commands.results.check import (
 from grace_infra.commands.results.outputs import OutputFile, ResultsInputError, read_output
 from grace_infra.commands.results.svg import Chart, Reference, bar_chart
 from worker.run.atomic_files import write_atomically
+from worker.studies.rule_coder import PARSER_METHOD
 
 __all__ = ["build_report", "write_report"]
 
@@ -183,13 +184,15 @@ def _outcomes(outputs: list[OutputFile], folder: Path) -> str:
 def _coding_note(tables: AnalysisTables) -> str:
     if tables.experiment != "exp1" or "coding" not in tables.all_models.columns:
         return ""
-    rows = tables.all_models
     parts = []
-    for model, group in rows.groupby("model_name"):
+    for model, group in tables.all_models.groupby("model_name"):
         coded = int((group["coding"] != "").sum())
-        parts.append(f"{model}: {coded} of {len(group)} samples coded")
+        by_parser = int((group["coding"] == PARSER_METHOD).sum())
+        self_coded = tables.items.loc[tables.items["model_name"] == model, "n_self_coded"].sum()
+        text = f"{model}: {coded} of {len(group)} samples coded ({by_parser} by the parser)"
+        parts.append(text + (f", {self_coded} coded by {model} itself" if self_coded else ""))
     return (
-        '<p class="note">Coded answers (the parser, or the extraction where it ran): '
+        '<p class="note coding">Coded answers (the study\'s parser, or the extraction where it ran): '
         f"{escape('; '.join(parts))}. Uncoded samples (a reply not in the format asked) are left out.</p>"
     )
 
