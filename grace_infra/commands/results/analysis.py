@@ -151,10 +151,13 @@ def _code_exp1(output: OutputFile) -> pd.DataFrame:
         for name in sorted({name for rule in rules for name in rule.produces}):
             frame[name] = [values.get(name, "") for values in coded]
         frame["coding"] = [PARSER_METHOD if values else "" for values in coded]
-    for name in CODED_FIELDS.get(output.study, ()):
-        if name in frame.columns:
-            frame[name] = frame[name].fillna("").astype(str).where(~failed, "")
+    fields = [name for name in CODED_FIELDS.get(output.study, ()) if name in frame.columns]
+    for name in fields:
+        frame[name] = frame[name].fillna("").astype(str).where(~failed, "")
     frame = frame.fillna("")
+    # A sample counts as coded when its coder filled any field (an extraction may return only nulls).
+    coded_any = (frame[fields] != "").any(axis=1) if fields else pd.Series(False, index=frame.index)
+    frame["coding"] = frame["coding"].where(coded_any, "")
     if output.study == STUDY2:
         frame[WAS_COLUMN] = frame.get(FRAME, "")
         frame[ASSESSMENT_COLUMN] = frame.get(QUALITY, "")
