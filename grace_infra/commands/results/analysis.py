@@ -190,7 +190,8 @@ def _self_coded(rows: pd.DataFrame) -> int:
     """Samples a studied model coded for itself (the extraction's flag; the report names them)."""
     if SELF_CODED_COLUMN not in rows.columns:
         return 0
-    return int(rows[SELF_CODED_COLUMN].astype(str).str.lower().isin({"true", "1"}).sum())
+    flagged = rows[SELF_CODED_COLUMN].astype(str).str.lower().isin({"true", "1"})
+    return int((flagged & (rows["coding"] != "")).sum())
 
 
 def _first(group: pd.DataFrame, columns: Iterable[str]) -> dict[str, object]:

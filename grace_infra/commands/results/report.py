@@ -226,7 +226,7 @@ def _study1(tables: AnalysisTables, min_coverage: float) -> list[str]:
     figures.append(_figure(bar_chart(_knowledge_chart(tables, models, cells, min_coverage))))
     return [
         _figures(figures),
-        _study1_means_table(means),
+        _study1_means_table(means, unmeasurable),
         _anova_table(tables.stem, items, models, unmeasurable),
         _paired_table(tables.stem, items, models, unmeasurable),
     ]
@@ -254,7 +254,7 @@ def _knowledge_chart(
     )  # fmt: skip
 
 
-def _study1_means_table(means: pd.DataFrame) -> str:
+def _study1_means_table(means: pd.DataFrame, unmeasurable: dict[str, str]) -> str:
     head = "".join(f"<th>X{k} mean +/- SE</th>" for k in STATES)
     lines = [
         "<p><b>Means and standard errors by access x observe</b> (Study1.R:29-34; n = rows)</p>",
@@ -262,12 +262,15 @@ def _study1_means_table(means: pd.DataFrame) -> str:
     ]
     for (model, access, observe), group in means.groupby(["model_name", "access", "observe"]):
         by_k = group.set_index("k")
-        cells = "".join(
-            f'<td data-model="{escape(str(model))}" data-cell="a{access} o{observe}" data-k="{k}" '
-            f'data-mean="{by_k.loc[k, "mean"]!r}" data-se="{by_k.loc[k, "se"]!r}">'
-            f"{by_k.loc[k, 'mean']:.1f} +/- {by_k.loc[k, 'se']:.1f}</td>"
-            for k in STATES
-        )
+        if model in unmeasurable:
+            cells = f'<td colspan="{len(STATES)}">not measurable ({escape(unmeasurable[model])})</td>'
+        else:
+            cells = "".join(
+                f'<td data-model="{escape(str(model))}" data-cell="a{access} o{observe}" data-k="{k}" '
+                f'data-mean="{by_k.loc[k, "mean"]!r}" data-se="{by_k.loc[k, "se"]!r}">'
+                f"{by_k.loc[k, 'mean']:.1f} +/- {by_k.loc[k, 'se']:.1f}</td>"
+                for k in STATES
+            )
         lines.append(
             f"<tr><td>{escape(str(model))}</td><td>{access}</td><td>{observe}</td>"
             f"<td>{int(by_k['n'].iloc[0])}</td>{cells}</tr>"
