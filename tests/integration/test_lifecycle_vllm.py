@@ -114,7 +114,8 @@ def test_a_complete_rerun_sends_no_request_and_an_incomplete_one_runs(
     assert cli.main(check) == 0
     assert not marker.exists()
     assert cli.main(["run", "--tasks", str(tasks_file)]) == 0
-    assert proxy.paths["/v1/chat/completions"] >= 6  # every row of both tasks went to the real server
+    # The researchers' design (the default): every request of both tasks went to the real server.
+    assert proxy.paths["/v1/completions"] >= 6
 
     # Rerun with the same parameters (what a refresh + up that recreates the Job does).
     proxy.paths.clear()
@@ -142,7 +143,7 @@ def test_a_complete_rerun_sends_no_request_and_an_incomplete_one_runs(
     assert cli.main(check) == 0
     assert not marker.exists()
     assert cli.main(["run", "--tasks", str(tasks_file)]) == 0
-    assert proxy.paths["/v1/chat/completions"] >= 3  # study2's rows ran again ...
+    assert proxy.paths["/v1/completions"] >= 3  # study2's rows ran again ...
     assert study1_meta.read_bytes() == study1_before  # ... and study1 was not touched
     superseded = list((tmp_path / "output" / "exp1" / "superseded").glob("*/study2_responses.csv"))
     assert len(superseded) == 1  # the previous study2 output, moved aside, not deleted
