@@ -99,6 +99,25 @@ HF_CACHE_SIZE_GI = 20  # huggingface_hub's Xet chunk cache alone may grow to 10 
 WEIGHTS_IGNORE_PATTERNS = ("original/*", "metal/*", "*.pth", "*.gguf")
 SHM_MOUNT = "/dev/shm"  # noqa: S108  (an emptyDir mount point, not a temp file)
 SHM_SIZE_LIMIT_GI = 8  # NCCL's shared-memory transport between TP ranks; charged to the memory limit
+# Host memory of a vLLM server after loading (planning/sizing.vllm_host_memory_gi; docs/model-servers.md,
+# "Host memory"). vLLM 0.32 keeps no weights and no KV cache in host memory by default: safetensors are
+# memory-mapped from the claim (config/load.py, safetensors_load_strategy None: "memory-mapped (lazy)
+# loading" off network filesystems), there is no CPU swap space, and cpu_offload_gb and
+# kv_offloading_size default to off. What stays is its processes:
+VLLM_HOST_PROCESS_GI = 1.0  # one vLLM process (API server, engine core, a TP worker): 0.50-0.58 GiB RSS
+# each, measured on the CPU build serving a tiny model (tests/integration/test_vllm_host_memory.py)
+VLLM_HOST_CUDA_GI_PER_GPU = 3.0  # estimate, not measured: the CUDA driver context, cuBLAS/NCCL host state
+# and pinned staging buffers of each GPU's process (PyTorch's first CUDA use cost 1.1 GB of host memory
+# before lazy module loading, pytorch/pytorch#12873; CUDA 11.7+ loads kernels lazily)
+VLLM_HOST_TOKENIZER_GI = 1.0  # estimate: the tokenizer (Gemma-2's 256k vocabulary) in the API server and
+# xgrammar's tokenizer tables in the engine core
+VLLM_HOST_SHM_GI = 1.0  # estimate, TP > 1: vLLM's shared-memory broadcast to its workers and NCCL's
+# bootstrap, in the memory-backed /dev/shm (charged to the container)
+# Request = factor x the estimate: NRP flags a pod using under 20 % of its memory request (POLICY_SOURCE),
+# so the estimate sits at 50 % of the request, and the rule holds for anything from 0.4x to 2.4x the
+# estimate (the limit, 1.2x the request, caps the top), start-up peaks included (torch.compile workers,
+# CUDA graph capture).
+VLLM_HOST_MEMORY_REQUEST_FACTOR = 2.0
 DOWNLOAD_CPU_REQUEST = 2.0  # hf_xet/huggingface_hub download threads
 DOWNLOAD_MEMORY_REQUEST_GI = 4
 VLLM_CPU_LIMIT_RATIO = NRP_LIMIT_TO_REQUEST_MAX_RATIO  # short CPU bursts (tokenizer, scheduler) allowed
@@ -132,6 +151,15 @@ HF_TOKEN_MOUNT = "/var/run/secrets/grace/huggingface"  # noqa: S105 (a mount pat
 # Always re-resolve the tag at pod start: a re-pushed tag cannot run stale code, and the layers of an
 # unchanged image stay cached on the node (only the manifest is fetched).
 IMAGE_PULL_POLICY = "Always"
+# The job image repository the committed stacks name: a stand-in for the researcher's own NRP GitLab
+# project, which `grace preflight` refuses with the command that sets grace:images.job.
+PLACEHOLDER_JOB_IMAGE_REPOSITORY = "gitlab-registry.nrp-nautilus.io/grace/grace-job"
+# `pulumi.com/replaceUnready: "true"`: the provider replaces a Job whose live object is not Ready (not
+# Complete) on the next `pulumi up` (provider/pkg/provider/provider.go, Diff: `metadata.ReplaceUnready`).
+REPLACE_UNREADY_ANNOTATION = "pulumi.com/replaceUnready"
+# The provider option that updates a ConfigMap's data in place instead of replacing the object
+# (provider/pkg/provider/diff.go, forceNewProperties); set as a stack setting for the default provider.
+CONFIGMAP_MUTABLE_SETTING = "kubernetes:enableConfigMapMutable"
 
 # Experiment Jobs and the GPU-hour plan (docs/experiment-jobs.md).
 JOB_BACKOFF_LIMIT = 3  # the worker resumes from its checkpoint, so a retried pod redoes no finished row

@@ -190,6 +190,45 @@ def quota_fits(config: GraceConfig) -> list[Finding]:
     return findings
 
 
+def _pod_requests(config: GraceConfig) -> dict[str, dict[str, Decimal]]:
+    """What each distinct pod the stack creates requests, by the resources of `_quota_limits`: a
+    persistent server, each experiment Job's pod (its worker, plus the vLLM sidecar in job mode) and each
+    weight download. The quota admits a pod only when the whole of it fits."""
+    pods: dict[str, dict[str, Decimal]] = {}
+    for model in config.served_models():
+        if model.serving_mode == ServingMode.PERSISTENT:
+            pods[f"server {model.server_name}"] = _server_requests([model], config)
+        download = dict.fromkeys(_quota_limits(config), Decimal(0))
+        download["CPU cores"] = Decimal(str(c.DOWNLOAD_CPU_REQUEST))
+        download["memory GiB"] = Decimal(c.DOWNLOAD_MEMORY_REQUEST_GI)
+        pods[f"Job {download_job.download_job_name(model)}"] = download
+    worker = worker_resources(config)
+    for job in plan_jobs(config, StudyBundle()):
+        pod = _server_requests([job.model] if job.sidecar else [], config)
+        pod["CPU cores"] += Decimal(str(worker.cpu_request))
+        pod["memory GiB"] += worker.memory_request_gi
+        pods[f"Job {job.name}"] = pod
+    return pods
+
+
+def pod_fits_quota(config: GraceConfig) -> list[Finding]:
+    """A pod whose own requests exceed the namespace quota is refused by the API server's quota
+    admission on every attempt: it never starts, whatever else finishes. An error, unlike the queueing
+    `all_pods_fit_quota` warns about."""
+    limits = _quota_limits(config)
+    findings = []
+    for pod, requests in _pod_requests(config).items():
+        for what, (limit, key) in limits.items():
+            if requests[what] > limit:
+                findings.append(Finding(
+                    "quota-unfittable", Severity.ERROR, None,
+                    f"the pod of {pod} requests {_plain(requests[what])} {what} but "
+                    f"grace:namespace.quota.{key} allows {_plain(limit)} in all, so it can never start; "
+                    "ask NRP for a larger quota (and set it there) or make that pod smaller.",
+                ))
+    return findings
+
+
 def all_pods_fit_quota(config: GraceConfig) -> list[Finding]:
     """`pulumi up` creates every experiment Job at once (none is awaited), and an extraction pod holds
     its requests while it waits for its exp1 file. So at the start every Job pod (worker, plus the vLLM
@@ -457,6 +496,7 @@ RULES: list[Rule] = [
     many_writers_on_block_class,
     single_node_shared_volume,
     quota_fits,
+    pod_fits_quota,
     all_pods_fit_quota,
     stateful_pod_gpus,
     pod_gpus,

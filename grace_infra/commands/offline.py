@@ -52,6 +52,8 @@ class RecordedResource:
     secret_inputs: bool = False  # some input value was a Pulumi secret
     provider: str = ""  # "<provider urn>::<id>" when an explicit provider is used, else ""
     create_timeout: str = ""  # customTimeouts.create ("84m"), "" when Pulumi's default applies
+    replace_on_changes: list[str] = field(default_factory=list)  # the replace_on_changes option
+    delete_before_replace: bool = False  # the delete_before_replace option
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,6 +64,7 @@ class RecordedResource:
             "dependsOn": self.depends_on,
             "protect": self.protect,
             "retainOnDelete": self.retain_on_delete,
+            "replaceOnChanges": self.replace_on_changes,
             "custom": self.custom,
         }
 
@@ -174,6 +177,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 secret_inputs=had_secret,
                 provider=request.provider,
                 create_timeout=request.customTimeouts.create if request.HasField("customTimeouts") else "",
+                replace_on_changes=list(request.replaceOnChanges),
+                delete_before_replace=bool(request.deleteBeforeReplace),
             )
         )
         return response

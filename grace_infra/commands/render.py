@@ -32,7 +32,13 @@ from grace_infra.commands.offline import OfflineRun, run_offline
 from grace_infra.commands.plan_report import build_plan, summary
 from grace_infra.config.input_files import offline_input_files
 from grace_infra.config.stack_config import GraceConfig
-from grace_infra.config.stack_files import PROJECT_ROOT, SECRET_KEYS, load_raw_config, needed_secrets
+from grace_infra.config.stack_files import (
+    PROJECT_ROOT,
+    SECRET_KEYS,
+    load_raw_config,
+    needed_secrets,
+    provider_settings,
+)
 from grace_infra.errors import GraceError
 from grace_infra.nrp_rules import check_config
 
@@ -82,7 +88,7 @@ def render(stack: str = c.DEFAULT_STACK, config_files: Sequence[Path] = ()) -> R
     given = {key for key in SECRET_KEYS if raw.get(key)}  # a plaintext value in an extra file
     filled = sorted((secrets | needed_secrets(config) | given) & set(SECRET_KEYS))
     run = run_offline(
-        {**plain, **dict.fromkeys(filled, SECRET_PLACEHOLDER)},
+        {**plain, **dict.fromkeys(filled, SECRET_PLACEHOLDER), **provider_settings(stack, config_files)},
         secret_keys=[f"{c.PULUMI_CONFIG_NAMESPACE}:{key}" for key in filled],
         stack=stack,
     )

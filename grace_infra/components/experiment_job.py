@@ -21,6 +21,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from grace_infra.config.stack_config import GraceConfig
+from grace_infra.manifests import job_lifecycle
 from grace_infra.manifests.worker_job import (
     job_manifest,
 )
@@ -72,5 +73,7 @@ class ExperimentJob(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[*args.depends_on, *(earlier.job for earlier in args.runs_after)],
+                replace_on_changes=list(job_lifecycle.REPLACE_ON_CHANGES),
+                delete_before_replace=True,
             ),
         )

@@ -85,6 +85,17 @@ def read_secrets() -> StackSecrets:
     )
 
 
+def configmap_mutable() -> bool:
+    """Whether the default provider updates ConfigMap data in place (the stack setting
+    kubernetes:enableConfigMapMutable, which the provider reads as `kubernetes:config:enableConfigMapMutable`
+    in provider/pkg/provider/provider.go, Configure). Without it the provider lists `.data` among a
+    ConfigMap's replacement triggers (provider/pkg/provider/diff.go, forceNewProperties: `else if
+    clients.IsConfigMap(obj) && (!k.enableConfigMapMutable || clients.IsImmutable(obj))`), so every study
+    file edit deletes and recreates grace-studies, and a pod starting in between fails to mount it."""
+    namespace, key = c.CONFIGMAP_MUTABLE_SETTING.split(":", 1)
+    return (pulumi.Config(namespace).get(key) or "").lower() == "true"
+
+
 def component_options(config: GraceConfig) -> pulumi.ResourceOptions | None:
     """Options every component gets: with `grace:renderYamlTo`, a provider that writes YAML instead.
 
@@ -96,7 +107,9 @@ def component_options(config: GraceConfig) -> pulumi.ResourceOptions | None:
         f"grace:renderYamlTo={config.render_yaml_to!r}: objects are written as YAML, not applied; "
         "Secret values are written there in plaintext."
     )
-    provider = k8s.Provider("grace-yaml", render_yaml_to_directory=config.render_yaml_to)
+    provider = k8s.Provider(
+        "grace-yaml", render_yaml_to_directory=config.render_yaml_to, enable_config_map_mutable=True
+    )
     return pulumi.ResourceOptions(providers={"kubernetes": provider})
 
 
@@ -128,6 +141,12 @@ def build_stack() -> None:
             plaintext=secrets.plaintext,
         ),
     ], warn=pulumi.log.warn)
+    if not config.render_yaml_to and not configmap_mutable():
+        pulumi.log.warn(
+            f"{c.CONFIGMAP_MUTABLE_SETTING} is not true: every study file change deletes and recreates "
+            f"the {c.STUDIES_CONFIGMAP} ConfigMap instead of updating it, and a pod starting in between "
+            f"cannot mount it; pulumi config set {c.CONFIGMAP_MUTABLE_SETTING} true"
+        )
     opts = component_options(config)
 
     foundation = GraceFoundation(

@@ -23,6 +23,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from grace_infra.config.stack_config import GraceConfig, ServedModel
+from grace_infra.manifests import job_lifecycle
 from grace_infra.manifests.download_job import (
     download_await_timeout,
     download_job_manifest,
@@ -70,5 +71,7 @@ class WeightsDownload(pulumi.ComponentResource):
                 parent=self,
                 depends_on=list(args.depends_on),
                 custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout),
+                replace_on_changes=list(job_lifecycle.REPLACE_ON_CHANGES),
+                delete_before_replace=True,
             ),
         )

@@ -84,7 +84,14 @@ class ModelSpec(BaseModel):
     )
     weights_pvc_gi: int = Field(gt=0, description="Size of the model's RBD weights PVC, in GiB.")
     cpu_request: float = Field(gt=0, description="vLLM container CPU request, in cores.")
-    memory_request_gi: int = Field(gt=0, description="vLLM container memory request, in GiB.")
+    memory_request_gi: int | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "vLLM container memory request, in GiB; unset: 2x the estimate of what the loaded server "
+            "holds in host memory (planning/sizing.py, vllm_host_memory_estimate_gi)."
+        ),
+    )
     extra_args: tuple[str, ...] = Field(
         default=(),
         description=(
@@ -178,7 +185,7 @@ class ModelSpec(BaseModel):
 # gpt-oss speaks the harmony format: the model first writes an analysis channel; the answer starts
 # after this header (https://cookbook.openai.com/articles/openai-harmony).
 HARMONY_FINAL_PREFIX = "<|channel|>final<|message|>"
-# Room for gpt-oss's analysis channel before the final answer. Its default reasoning effort ("medium")
+# Room for gpt-oss's analysis channel before the final answer. Its chat template's default effort ("medium")
 # commonly writes a few hundred to about a thousand tokens for a short question; 2048 leaves headroom.
 GPT_OSS_REASONING_TOKENS = 2048
 # What the GPU-hour plan expects gpt-oss to write in its analysis channel per request. Not measured on
@@ -220,28 +227,28 @@ CATALOG: dict[str, ModelSpec] = {
             key="gemma-2-2b", hf_repo="google/gemma-2-2b-it", gated=True,
             params_billion=2.6, weights_gb=5.2, num_attention_heads=8, num_kv_heads=4, num_layers=26,
             head_dim=256, gpus=1, tensor_parallel_size=1, dtype=Dtype.BFLOAT16, max_model_len=4096,
-            weights_pvc_gi=10, cpu_request=4, memory_request_gi=24, load_budget_s=600,
+            weights_pvc_gi=10, cpu_request=4, load_budget_s=600,
             stop=GEMMA_2_STOP,
         ),
         ModelSpec(
             key="gemma-2-9b", hf_repo="google/gemma-2-9b-it", gated=True,
             params_billion=9.2, weights_gb=18.5, num_attention_heads=16, num_kv_heads=8, num_layers=42,
             head_dim=256, gpus=1, tensor_parallel_size=1, dtype=Dtype.BFLOAT16, max_model_len=4096,
-            weights_pvc_gi=25, cpu_request=6, memory_request_gi=48, load_budget_s=900,
+            weights_pvc_gi=25, cpu_request=6, load_budget_s=900,
             stop=GEMMA_2_STOP,
         ),
         ModelSpec(
             key="gemma-2-27b", hf_repo="google/gemma-2-27b-it", gated=True,
             params_billion=27.2, weights_gb=54.5, num_attention_heads=32, num_kv_heads=16, num_layers=46,
             head_dim=128, gpus=2, tensor_parallel_size=2, dtype=Dtype.BFLOAT16, max_model_len=4096,
-            weights_pvc_gi=70, cpu_request=8, memory_request_gi=96, load_budget_s=1500,
+            weights_pvc_gi=70, cpu_request=8, load_budget_s=1500,
             stop=GEMMA_2_STOP,
         ),
         ModelSpec(
             key="llama-3-70b", hf_repo="meta-llama/Meta-Llama-3-70B-Instruct", gated=True,
             params_billion=70.6, weights_gb=141.0, num_attention_heads=64, num_kv_heads=8, num_layers=80,
             head_dim=128, gpus=4, tensor_parallel_size=4, dtype=Dtype.BFLOAT16, max_model_len=8192,
-            weights_pvc_gi=160, cpu_request=16, memory_request_gi=192, load_budget_s=2700,
+            weights_pvc_gi=160, cpu_request=16, load_budget_s=2700,
             stop=LLAMA_3_STOP,
         ),
         ModelSpec(
@@ -249,7 +256,7 @@ CATALOG: dict[str, ModelSpec] = {
             params_billion=21.0, active_params_billion=3.6, weights_gb=13.8,
             num_attention_heads=64, num_kv_heads=8, num_layers=24,
             head_dim=64, gpus=1, tensor_parallel_size=1, dtype=Dtype.AUTO, max_model_len=8192,
-            weights_pvc_gi=15, cpu_request=6, memory_request_gi=48, load_budget_s=900,
+            weights_pvc_gi=15, cpu_request=6, load_budget_s=900,
             answer_prefix=HARMONY_FINAL_PREFIX, extra_args=GPT_OSS_AMPERE_ARGS,
             reasoning_tokens=GPT_OSS_REASONING_TOKENS, reasoning_format="harmony",
             planned_reasoning_tokens=GPT_OSS_PLANNED_REASONING_TOKENS,
@@ -260,7 +267,7 @@ CATALOG: dict[str, ModelSpec] = {
             params_billion=117.0, active_params_billion=5.1, weights_gb=65.3,
             num_attention_heads=64, num_kv_heads=8, num_layers=36,
             head_dim=64, gpus=2, tensor_parallel_size=2, dtype=Dtype.AUTO, max_model_len=8192,
-            weights_pvc_gi=70, cpu_request=8, memory_request_gi=96, load_budget_s=1800,
+            weights_pvc_gi=70, cpu_request=8, load_budget_s=1800,
             answer_prefix=HARMONY_FINAL_PREFIX, extra_args=GPT_OSS_AMPERE_ARGS,
             reasoning_tokens=GPT_OSS_REASONING_TOKENS, reasoning_format="harmony",
             planned_reasoning_tokens=GPT_OSS_PLANNED_REASONING_TOKENS,

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, is_dataclass
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -172,6 +172,118 @@ class StorageConfig(_Section):
         return _known_storage_class(value, to_camel(info.field_name))
 
 
+class Toleration(_Section):
+    """One Kubernetes toleration, spelled as in a pod spec (key, operator, value, effect)."""
+
+    key: str | None = Field(default=None, description="Taint key; empty with operator Exists: every taint.")
+    operator: Literal["Equal", "Exists"] = Field(default="Equal", description="Equal or Exists.")
+    value: str | None = Field(default=None, description="Taint value (operator Equal only).")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect; unset: every effect."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        # The API server's own rules (ValidateTolerations): Exists takes no value, an empty key needs Exists.
+        if self.operator == "Exists" and self.value is not None:
+            raise ValueError(f"value={self.value!r} must be unset with operator Exists")
+        if self.key is None and self.operator != "Exists":
+            raise ValueError("key must be set unless operator is Exists")
+        return self
+
+    def to_k8s(self) -> dict[str, str]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+    def tolerates(self, taint: Mapping[str, Any]) -> bool:
+        """Kubernetes' matching (k8s.io/api/core/v1 Toleration.ToleratesTaint): same effect or none,
+        same key or none, and Exists or an equal value."""
+        if self.effect is not None and self.effect != taint.get("effect"):
+            return False
+        if self.key is not None and self.key != taint.get("key"):
+            return False
+        return self.operator == "Exists" or (self.value or "") == (taint.get("value") or "")
+
+
+class NodeSelectorRequirement(_Section):
+    key: str = Field(description="Node label key.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"] = Field(description="Operator.")
+    values: tuple[str, ...] = Field(default=(), description="Label values (In/NotIn: some; Gt/Lt: one).")
+
+    @model_validator(mode="after")
+    def _values_fit_operator(self) -> Self:
+        need = {"In": "some", "NotIn": "some", "Gt": "one", "Lt": "one"}.get(self.operator, "none")
+        count = len(self.values)
+        if (need == "some" and not count) or (need == "none" and count) or (need == "one" and count != 1):
+            raise ValueError(f"values={list(self.values)!r} does not fit operator {self.operator} ({need})")
+        return self
+
+    def to_k8s(self) -> dict[str, Any]:
+        rendered: dict[str, Any] = {"key": self.key, "operator": self.operator}
+        if self.values:
+            rendered["values"] = list(self.values)
+        return rendered
+
+
+class NodeSelectorTerm(_Section):
+    match_expressions: tuple[NodeSelectorRequirement, ...] = Field(
+        min_length=1, description="Requirements that must all hold."
+    )
+
+    def to_k8s(self) -> dict[str, Any]:
+        return {"matchExpressions": [r.to_k8s() for r in self.match_expressions]}
+
+
+class RequiredNodeSelector(_Section):
+    node_selector_terms: tuple[NodeSelectorTerm, ...] = Field(
+        min_length=1, description="A node qualifies when any term holds."
+    )
+
+
+class PreferredSchedulingTerm(_Section):
+    weight: int = Field(ge=1, le=100, description="Weight 1-100.")
+    preference: NodeSelectorTerm = Field(description="The term preferred.")
+
+
+class NodeAffinity(_Section):
+    """A pod's `affinity.nodeAffinity`, in Kubernetes' own spelling (the `grace:models[i].nodeAffinity`
+    override): required terms restrict the nodes a model's GPU pods may use beside the product label."""
+
+    required_during_scheduling_ignored_during_execution: RequiredNodeSelector | None = Field(
+        default=None, description="Nodes the pod may run on (any term)."
+    )
+    preferred_during_scheduling_ignored_during_execution: tuple[PreferredSchedulingTerm, ...] = Field(
+        default=(), description="Nodes the scheduler prefers."
+    )
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Self:
+        if self.required_during_scheduling_ignored_during_execution is None and not (
+            self.preferred_during_scheduling_ignored_during_execution
+        ):
+            raise ValueError(
+                "nodeAffinity must set requiredDuringSchedulingIgnoredDuringExecution or "
+                "preferredDuringSchedulingIgnoredDuringExecution"
+            )
+        return self
+
+    def required_terms(self) -> tuple[NodeSelectorTerm, ...]:
+        required = self.required_during_scheduling_ignored_during_execution
+        return required.node_selector_terms if required else ()
+
+    def to_k8s(self) -> dict[str, Any]:
+        rendered: dict[str, Any] = {}
+        if self.required_terms():
+            rendered["requiredDuringSchedulingIgnoredDuringExecution"] = {
+                "nodeSelectorTerms": [t.to_k8s() for t in self.required_terms()]
+            }
+        preferred = self.preferred_during_scheduling_ignored_during_execution
+        if preferred:
+            rendered["preferredDuringSchedulingIgnoredDuringExecution"] = [
+                {"weight": p.weight, "preference": p.preference.to_k8s()} for p in preferred
+            ]
+        return rendered
+
+
 class GpuConfig(_Section):
     resource_name: str | None = Field(
         default=None,
@@ -193,6 +305,14 @@ class GpuConfig(_Section):
             "NRP's GPU table or its label."
         ),
     )
+    tolerations: tuple[Toleration, ...] = Field(
+        default=(),
+        description=(
+            "Tolerations every GPU pod carries, e.g. {key: nautilus.io/reservation, operator: Equal, value: "
+            "<your reservation>, effect: NoSchedule} once NRP has granted a reserved GPU pool; "
+            "`grace preflight` checks them against the taints of the nodes carrying each model's product."
+        ),
+    )
 
     @field_validator("resource_name")
     @classmethod
@@ -210,6 +330,21 @@ def _known_gpu_resource(value: str | None, key: str) -> str | None:
 class ImagesConfig(_Section):
     vllm: str = Field(description="vLLM OpenAI server image, pinned by tag or digest (never latest).")
     job: str = Field(description="The worker job image built from jobs/Dockerfile, pinned.")
+    pull_secret: str | None = Field(
+        default=None,
+        description=(
+            "Name of a kubernetes.io/dockerconfigjson Secret in the namespace that can pull the job image "
+            "(a private NRP GitLab registry: a deploy token with read_registry); rendered as "
+            "imagePullSecrets on every pod that runs the job image. `grace preflight` checks it exists."
+        ),
+    )
+
+    @field_validator("pull_secret")
+    @classmethod
+    def _secret_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", value):
+            raise ValueError(f"pullSecret={value!r} is not a valid Secret name (a DNS-1123 subdomain)")
+        return value
 
     @field_validator("vllm", "job")
     @classmethod
@@ -266,6 +401,13 @@ class ModelConfig(_Section):
         description=(
             "GPU extended resource for this model; defaults to gpu.resourceName, else derived from the "
             "product by NRP's table."
+        ),
+    )
+    node_affinity: NodeAffinity | None = Field(
+        default=None,
+        description=(
+            "Kubernetes nodeAffinity for this model's GPU pods, in the pod spec's own spelling, beside the "
+            "product's node selector (e.g. required: a region's nodes, or the nodes of a reservation)."
         ),
     )
     design: Design | None = Field(
@@ -371,6 +513,8 @@ class ServedModel(ModelSpec):
     gpu_product: str | None
     gpu_resource: str  # the extended resource this model's GPU pods request and limit
     await_readiness: bool = False
+    tolerations: tuple[Toleration, ...] = ()  # grace:gpu.tolerations
+    node_affinity: NodeAffinity | None = None  # grace:models[i].nodeAffinity
     design: Design = Design.RESEARCHERS
 
     @property
@@ -445,7 +589,7 @@ class JobsConfig(_Section):
     )
     tokens: tuple[str, ...] = Field(
         default=("0", "1", "2", "3", "yes", "no"),
-        description="Worker probs --tokens (as the researchers' original Jobs asked).",
+        description="Worker probs --tokens (as a Job drafted in the researchers' plans asks).",
     )
     cpu_request: float = Field(default=1.0, gt=0, description="Worker container CPU request (cores).")
     memory_request_gi: int = Field(default=2, gt=0, description="Worker container memory request (GiB).")
@@ -462,8 +606,8 @@ class JobsConfig(_Section):
     deepseek_endpoint: str | None = Field(
         default=None,
         description=(
-            "External OpenAI-compatible extraction endpoint (DeepSeek); unset: extract with the model's "
-            "own server."
+            "External OpenAI-compatible extraction endpoint (DeepSeek, the coder the researchers planned) "
+            "that codes every model's replies; unset: the stack's one extractor (jobs.extractor) codes them."
         ),
     )
     deepseek_model: str = Field(default="deepseek-chat", description="Model name at the external endpoint.")
@@ -643,6 +787,8 @@ class GraceConfig(_Section):
                         or cluster_facts.gpu_resource_for_product(product)
                     ),
                     await_readiness=m.await_readiness,
+                    tolerations=self.gpu.tolerations,
+                    node_affinity=m.node_affinity,
                     design=m.design or self.experiments.design,
                 )
             )

@@ -26,6 +26,7 @@ __all__ = [
     "load_raw_config",
     "needed_secrets",
     "project_defaults",
+    "provider_settings",
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout: Pulumi.yaml, Pulumi.<stack>.yaml, jobs/
@@ -102,6 +103,24 @@ def load_raw_config(
                 raw[key] = value
                 secrets.discard(key)
     return raw, secrets
+
+
+def provider_settings(
+    stack: str, config_files: Sequence[Path] = (), project_root: Path = PROJECT_ROOT
+) -> dict[str, str]:
+    """The stack's settings of the default Kubernetes provider that change what `pulumi up` does to the
+    objects (c.CONFIGMAP_MUTABLE_SETTING), full key -> string, as the engine passes them to the program."""
+    settings: dict[str, str] = {}
+    for path in (project_root / f"Pulumi.{stack}.yaml", *config_files):
+        document = _read_yaml(path) or {}
+        is_stack_style = isinstance(document, Mapping) and "config" in document
+        mapping = (document["config"] or {}) if is_stack_style else document
+        if isinstance(mapping, Mapping) and c.CONFIGMAP_MUTABLE_SETTING in mapping:
+            value = mapping[c.CONFIGMAP_MUTABLE_SETTING]
+            # YAML may spell it true (a bool); the engine passes every value as a string.
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            settings[c.CONFIGMAP_MUTABLE_SETTING] = text
+    return settings
 
 
 def needed_secrets(config: GraceConfig) -> set[str]:

@@ -1,5 +1,5 @@
 """The weight-download Job of one model as a Kubernetes manifest: its container (running
-payloads/download_weights.py inside the pinned vLLM image), pod, deadline and await timeout.
+payloads/download_weights.py inside the job image), pod, deadline and await timeout.
 Why it is a Job of its own is in components/weights_job.py.
 """
 
@@ -45,10 +45,12 @@ def download_container(model: ServedModel, config: GraceConfig) -> dict[str, Any
     """Downloads `hf_repo@revision` (and the model's tiktoken vocabularies) into the weights claim
     unless that revision is already complete there.
 
-    Uses the pinned vLLM image (it has huggingface_hub), as its non-root user on a read-only root
-    filesystem; the Hub cache lives on a node-local emptyDir, requested as ephemeral storage. The token
-    arrives as a file (HF_TOKEN_PATH) from a Secret volume that is optional for ungated repos and
-    required for gated ones, so a missing Secret holds a gated model's download at ContainerCreating
+    Uses the job image (jobs/Dockerfile installs huggingface_hub), as its non-root user on a read-only
+    root filesystem. That image is the one the matrix pods' worker runs, so a private or mistyped image
+    fails here, in a CPU pod `pulumi up` awaits, before any GPU is allocated. The Hub cache lives on a
+    node-local emptyDir, requested as ephemeral storage. The token arrives as a file (HF_TOKEN_PATH)
+    from a Secret volume that is optional for ungated repos and required for gated ones, so a missing
+    Secret holds a gated model's download at ContainerCreating
     (event FailedMount naming the Secret) instead of a confusing 401 later.
     """
     cpu = c.DOWNLOAD_CPU_REQUEST
@@ -56,9 +58,9 @@ def download_container(model: ServedModel, config: GraceConfig) -> dict[str, Any
     vocabularies = ",".join(f"{name}={c.TIKTOKEN_SHA256[name]}" for name in model.tiktoken_files)
     return {
         "name": c.WEIGHTS_DOWNLOAD_CONTAINER_NAME,
-        "image": config.images.vllm,
+        "image": config.images.job,
         "imagePullPolicy": c.IMAGE_PULL_POLICY,
-        "command": ["python3", "-c", _DOWNLOAD_SOURCE],
+        "command": ["python", "-c", _DOWNLOAD_SOURCE],
         "env": [
             {"name": "GRACE_HF_REPO", "value": model.hf_repo},
             {"name": "GRACE_HF_REVISION", "value": model.revision},
@@ -88,7 +90,7 @@ def download_container(model: ServedModel, config: GraceConfig) -> dict[str, Any
             {"name": HF_CACHE_VOLUME, "mountPath": c.HF_CACHE_MOUNT},
             {"name": HF_TOKEN_VOLUME, "mountPath": c.HF_TOKEN_MOUNT, "readOnly": True},
         ],
-        "securityContext": vllm_server.container_security_context(),
+        "securityContext": security.job_image_security_context(),
     }
 
 
@@ -110,8 +112,12 @@ def download_pod_spec(model: ServedModel, config: GraceConfig) -> dict[str, Any]
         # Never: a failed attempt (e.g. exit 3, no access to a gated repo) shows as a failed pod with its
         # log, and the Job fails after backoffLimit, failing `pulumi up`.
         "restartPolicy": "Never",
-        # fsGroup: the RBD weights claim is created root-owned; the non-root download writes it.
-        "securityContext": vllm_server.pod_security_context(),
+        # fsGroup: the RBD weights claim is created root-owned; the non-root download writes it. The
+        # group is vLLM's, which reads the claim later; Always (not OnRootMismatch) makes every file and
+        # folder a former download left group-writable, so this uid may replace a revision (a checkpoint
+        # is a few dozen files: the walk is cheap). The servers mount the claim read-only: no walk there.
+        "securityContext": {**vllm_server.pod_security_context(), "fsGroupChangePolicy": "Always"},
+        **security.job_image_pull_secrets(config),
         "containers": [download_container(model, config)],
         "volumes": [
             {
@@ -138,7 +144,10 @@ def download_job_manifest(model: ServedModel, config: GraceConfig) -> dict[str, 
             "name": download_job_name(model),
             "namespace": config.namespace.name,
             "labels": labels,
-            "annotations": security.checkov_skip_annotations(pod),
+            "annotations": {
+                **job_lifecycle.replace_unready_annotations(),
+                **security.checkov_skip_annotations(pod),
+            },
         },
         "spec": {
             "backoffLimit": c.JOB_BACKOFF_LIMIT,

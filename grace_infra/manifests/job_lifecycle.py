@@ -32,7 +32,24 @@ from typing import Any
 from grace_infra import constants as c
 from worker import contract
 
-__all__ = ["await_annotations", "download_pod_failure_policy", "pod_failure_policy"]
+__all__ = [
+    "REPLACE_ON_CHANGES",
+    "await_annotations",
+    "download_pod_failure_policy",
+    "pod_failure_policy",
+    "replace_unready_annotations",
+]
+
+# Job fields the API server refuses to change but the provider does not list as replacement triggers
+# (provider/pkg/provider/diff.go, `var job`: .spec.completions, .spec.parallelism, .spec.selector,
+# .spec.template). Kubernetes validates spec.podFailurePolicy as immutable, so without this a changed
+# policy would reach the API server as an update and fail `pulumi up`. Given to every Job as the
+# `replace_on_changes` resource option (property paths as Pulumi names them), together with
+# `delete_before_replace=True`: the engine's applyReplaceOnChanges (pkg/resource/deploy/step_generator.go)
+# turns the change into a replacement but keeps the provider's DeleteBeforeReplace, which the provider
+# sets only for its own replacement triggers; a create-before-delete under the Job's fixed name would
+# fail with AlreadyExists.
+REPLACE_ON_CHANGES = ("spec.podFailurePolicy",)
 
 
 def await_annotations(*, await_readiness: bool = False) -> dict[str, str]:
@@ -42,6 +59,20 @@ def await_annotations(*, await_readiness: bool = False) -> dict[str, str]:
     provider's built-in awaiter then waits for the rollout, within the resource's customTimeouts.
     """
     return {} if await_readiness else {c.AWAIT_OVERRIDE_ANNOTATION: c.AWAIT_CREATED_ONLY}
+
+
+def replace_unready_annotations() -> dict[str, str]:
+    """`pulumi.com/replaceUnready: "true"` for the weight-download Job: a download that Failed (no
+    access, a deadline, backoffLimit spent) is terminal, and a plain `pulumi up` would plan no change
+    and fail at once on the Failed condition. With the annotation the provider's Diff reads the live Job
+    and, when it is not Ready (`checkjob.NewJobChecker().Ready`: not Complete), plans a replacement
+    (provider/pkg/provider/provider.go: `if metadata.ReplaceUnready(newInputs) { ... case
+    newInputs.GetKind() == "Job": ... if !jobChecker.Ready(job) { ... replaces = append(...)`), deleted
+    first under its fixed name. A complete download stays: the next `pulumi up` plans nothing.
+
+    Only the download Jobs carry it: an experiment Job that is still running is not Ready either, and
+    would be killed and restarted by every `pulumi up`."""
+    return {c.REPLACE_UNREADY_ANNOTATION: "true"}
 
 
 def pod_failure_policy() -> dict[str, Any]:

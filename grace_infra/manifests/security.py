@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from grace_infra import constants as c
+from grace_infra.config.stack_config import GraceConfig
 from worker import contract
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "WAIVERS",
     "Waiver",
     "checkov_skip_annotations",
+    "job_image_pull_secrets",
     "job_image_security_context",
 ]
 
@@ -44,6 +46,15 @@ def job_image_security_context() -> dict[str, Any]:
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def job_image_pull_secrets(config: GraceConfig) -> dict[str, Any]:
+    """`imagePullSecrets` for a pod running the job image, when grace:images.pullSecret names one: a
+    private registry (NRP GitLab projects are private unless made public) is then pulled with it. The
+    field is per pod, so the pod's other images (vLLM's, from Docker Hub) are pulled with it too, which
+    a registry that is not the secret's ignores."""
+    secret = config.images.pull_secret
+    return {"imagePullSecrets": [{"name": secret}]} if secret else {}
 
 
 @dataclass(frozen=True)

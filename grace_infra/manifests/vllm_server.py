@@ -158,16 +158,25 @@ def node_selector(model: ServedModel) -> dict[str, str]:
 
 
 def pod_tolerations(model: ServedModel) -> list[dict[str, str]]:
-    """NRP taints its arm64 (Grace Hopper) nodes; a pod selecting one must tolerate the taint."""
+    """grace:gpu.tolerations (a reserved pool's taint, say), plus NRP's arm64 taints for a Grace Hopper
+    product, each once."""
     kind = cluster_facts.gpu_kind_for_product(model.gpu_product) if model.gpu_product else None
-    return [dict(cluster_facts.ARM64_TOLERATION)] if kind and kind.arm64 else []
+    implied = [dict(t) for t in cluster_facts.ARM64_TOLERATIONS] if kind and kind.arm64 else []
+    tolerations: list[dict[str, str]] = []
+    for toleration in [*(t.to_k8s() for t in model.tolerations), *implied]:
+        if toleration not in tolerations:
+            tolerations.append(toleration)
+    return tolerations
 
 
 def apply_gpu_placement(spec: dict[str, Any], model: ServedModel) -> None:
-    """Node selector and tolerations of a pod running `model`'s server (StatefulSet or job-mode Job)."""
+    """Node selector, node affinity and tolerations of a pod running `model`'s server (StatefulSet or
+    job-mode Job): the product label, the model's nodeAffinity override, the GPU tolerations."""
     selector = node_selector(model)
     if selector:
         spec["nodeSelector"] = selector
+    if model.node_affinity is not None:
+        spec["affinity"] = {"nodeAffinity": model.node_affinity.to_k8s()}
     tolerations = pod_tolerations(model)
     if tolerations:
         spec["tolerations"] = tolerations
@@ -228,10 +237,18 @@ def vllm_container(model: ServedModel, config: GraceConfig) -> dict[str, Any]:
 def pod_volumes(model: ServedModel, config: GraceConfig) -> list[dict[str, Any]]:
     """The weights PVC (created by GraceStorage, filled by the model's download Job), vLLM's scratch
     ($HOME and /tmp on a read-only root filesystem) and /dev/shm when tensor parallel size > 1 (the
-    64 MB default makes NCCL fail). Memory-backed shm counts against the container's memory limit."""
+    64 MB default makes NCCL fail). Memory-backed shm counts against the container's memory limit.
+
+    The weights claim is read-only at the VOLUME level, not only in each mount: the kubelet applies
+    fsGroup ownership only to writable volumes (pkg/volume/csi/csi_mounter.go, supportsFSGroup: `if
+    fsGroup == nil || driverPolicy == storage.NoneFSGroupPolicy || c.readOnly { return false }`), so no
+    pod running a server walks or re-groups the checkpoint; the download Job set its group already."""
     del config  # volume names and sizes are constants; kept for a uniform builder signature
     volumes: list[dict[str, Any]] = [
-        {"name": WEIGHTS_VOLUME, "persistentVolumeClaim": {"claimName": model.weights_pvc_name}},
+        {
+            "name": WEIGHTS_VOLUME,
+            "persistentVolumeClaim": {"claimName": model.weights_pvc_name, "readOnly": True},
+        },
         {"name": SCRATCH_VOLUME, "emptyDir": {"sizeLimit": c.VLLM_SCRATCH_SIZE_LIMIT}},
     ]
     if model.tensor_parallel_size > 1:

@@ -180,6 +180,7 @@ def pod_spec(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> dict[
         # each exit; the next pod resumes from the checkpoint on the same PVC.
         "restartPolicy": "Never",
         "securityContext": worker_pod_security_context(),
+        **security.job_image_pull_secrets(config),
         "containers": [worker_container(job, config, bundle)],
         "volumes": _volumes(job, bundle),
     }

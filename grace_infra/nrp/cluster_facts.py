@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 __all__ = [
-    "ARM64_TOLERATION",
+    "ARM64_TOLERATIONS",
     "BLOCK_STORAGE_CLASSES",
     "FILESYSTEM_STORAGE_CLASSES",
     "GENERIC_GPU_RESOURCE",
@@ -20,6 +20,8 @@ __all__ = [
     "KNOWN_STORAGE_CLASSES",
     "POLICY_SOURCE",
     "PURGE_PRONE_STORAGE_CLASSES",
+    "RESERVATION_TAINT_KEY",
+    "SPECIAL_USE_SOURCE",
     "STORAGE_SOURCE",
     "GpuKind",
     "gpu_kind_for_product",
@@ -31,14 +33,27 @@ __all__ = [
 GPU_SOURCE = "https://nrp.ai/documentation/userdocs/running/gpu-pods"
 STORAGE_SOURCE = "https://nrp.ai/documentation/userdocs/storage/ceph"
 POLICY_SOURCE = "https://nrp.ai/documentation/userdocs/start/policies/"
+SPECIAL_USE_SOURCE = "https://nrp.ai/documentation/userdocs/running/special"
 
 # --- GPUs ----------------------------------------------------------------------------------------
 
 # Every GPU NRP does not list as special is advertised under the device plugin's default resource.
 GENERIC_GPU_RESOURCE = "nvidia.com/gpu"
+# NRP's taint system (SPECIAL_USE_SOURCE, "All Taints"): `nautilus.io/reservation` marks user-facing
+# reservations, which "Users can only tolerate ... if they are part of an approved group";
+# `nautilus.io/hardware` special hardware nodes "users should not land on by default but are permitted
+# to tolerate if needed"; the page maps the former one-key taints onto these (nautilus.io/csusb=true ->
+# nautilus.io/reservation=csusb:NoSchedule). A reserved pool is tolerated through grace:gpu.tolerations.
+RESERVATION_TAINT_KEY = "nautilus.io/reservation"
 # Grace Hopper nodes are arm64 and tainted; pods must tolerate the taint (GPU_SOURCE, "Requesting
-# special GPUs") and run arm64 images.
-ARM64_TOLERATION = {"key": "nautilus.io/arm64", "operator": "Exists", "effect": "NoSchedule"}
+# special GPUs") and run arm64 images. The GPU page names `nautilus.io/arm64`; under the taint system
+# above, special hardware is tainted `nautilus.io/hardware` (arm64 nodes: nautilus.io/hardware=arm64).
+# Both are rendered: a toleration of a taint no node carries changes nothing, and `grace preflight`
+# reads the taints the GH200 nodes really carry.
+ARM64_TOLERATIONS = (
+    {"key": "nautilus.io/hardware", "operator": "Equal", "value": "arm64", "effect": "NoSchedule"},
+    {"key": "nautilus.io/arm64", "operator": "Exists", "effect": "NoSchedule"},
+)
 
 
 @dataclass(frozen=True)
@@ -50,7 +65,7 @@ class GpuKind:
     product_pattern: str  # regex over the `nvidia.com/gpu.product` node label value
     memory_gb: float | None  # memory of one GPU (NRP's GPU type table), None where it varies by model
     reservation: bool = False  # namespace quota for this resource is 0 until NRP raises it
-    arm64: bool = False  # nodes are arm64 and need ARM64_TOLERATION
+    arm64: bool = False  # nodes are arm64 and need ARM64_TOLERATIONS
 
     def matches(self, product: str) -> bool:
         return re.search(self.product_pattern, product) is not None

@@ -1,8 +1,8 @@
-"""The weight-download Job's program (runs INSIDE the pinned vLLM image, not here).
+"""The weight-download Job's program (runs INSIDE the job image, not here).
 
-`weights_job.download_container` ships this file's source as `python3 -c <source>`, so it may import
-only the standard library and `huggingface_hub` (which the vLLM image already has: nothing is
-pip-installed at run time). Tests import it directly with a fake `huggingface_hub`.
+`download_job.download_container` ships this file's source as `python -c <source>`, so it may import
+only the standard library and `huggingface_hub` (jobs/Dockerfile installs it from requirements.txt;
+nothing is pip-installed at run time). Tests import it directly with a fake `huggingface_hub`.
 
 Inputs (environment): GRACE_HF_REPO, GRACE_HF_REVISION, GRACE_WEIGHTS_DIR, GRACE_IGNORE_PATTERNS
 (comma-separated), GRACE_TIKTOKEN_FILES (comma-separated `name=sha256`, may be empty),
@@ -85,6 +85,8 @@ def download(repo: str, revision: str, weights_dir: Path, ignore_patterns: list[
     (weights_dir / MARKER_FILE).unlink(missing_ok=True)  # a different revision is no longer complete
     try:
         commit = huggingface_hub.model_info(repo, revision=revision).sha
+        if not commit:  # the Hub names no commit: retried by the Job like any other Hub failure
+            raise RuntimeError(f"grace: the Hub returned no commit for {repo}@{revision}")
         print(
             f"grace: downloading {repo}@{revision} (commit {commit}) into {weights_dir} "
             f"(skipping {', '.join(ignore_patterns)})."

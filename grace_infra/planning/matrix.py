@@ -233,8 +233,8 @@ def worker_args(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> l
     if experiment is Experiment.EXP2 and not researchers:
         args += ["--logprobs", str(jobs.logprobs), "--method", PROBS_METHOD]
         if not has_probability_questions(design, study, bundle):
-            # The researchers' original generic question; a study that lists its own questions is asked
-            # those instead (passing --tokens would replace them with one generic question).
+            # The generic question a Job drafted in the researchers' plans asks; a study that lists its
+            # own questions is asked those instead (--tokens would replace them with one generic question).
             args += ["--tokens", ",".join(jobs.tokens)]
         args += _exp2_reasoning_flags(cell.model)
     # The researchers' design sends their request body: their per-family stop strings, and no reasoning

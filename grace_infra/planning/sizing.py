@@ -21,6 +21,8 @@ __all__ = [
     "ephemeral_limit_within",
     "model_server_resources",
     "parse_quantity",
+    "vllm_host_memory_estimate_gi",
+    "vllm_memory_request_gi",
     "worker_resources",
 ]
 
@@ -64,6 +66,29 @@ def cpu_limit_within(request_cores: float, ratio: float) -> float:
     return math.floor(round(request_cores * ratio * 1000, 6)) / 1000
 
 
+def vllm_host_memory_estimate_gi(model: ServedModel) -> float:
+    """What a loaded vLLM server holds in host memory, by its processes (constants, VLLM_HOST_*): the API
+    server and the engine core; with tensor parallelism one worker process per GPU beside them (with
+    one GPU the worker runs inside the engine core: vLLM's "uni" executor, config/parallel.py: `if
+    self.distributed_executor_backend is None and self.world_size == 1`); each GPU's CUDA host state;
+    the tokenizer; and, with TP > 1, the shared-memory queue. Weights and KV cache live on the GPUs."""
+    workers = model.tensor_parallel_size if model.tensor_parallel_size > 1 else 0
+    return (
+        (2 + workers) * c.VLLM_HOST_PROCESS_GI
+        + model.gpus * c.VLLM_HOST_CUDA_GI_PER_GPU
+        + c.VLLM_HOST_TOKENIZER_GI
+        + (c.VLLM_HOST_SHM_GI if model.tensor_parallel_size > 1 else 0.0)
+    )
+
+
+def vllm_memory_request_gi(model: ServedModel) -> int:
+    """The vLLM container's memory request: the model's `memoryRequestGi` when set, else the estimate
+    times VLLM_HOST_MEMORY_REQUEST_FACTOR, in whole GiB."""
+    if model.memory_request_gi is not None:
+        return model.memory_request_gi
+    return math.ceil(vllm_host_memory_estimate_gi(model) * c.VLLM_HOST_MEMORY_REQUEST_FACTOR)
+
+
 def model_server_resources(model: ServedModel) -> ContainerResources:
     """The vLLM container of one model.
 
@@ -75,8 +100,8 @@ def model_server_resources(model: ServedModel) -> ContainerResources:
     return ContainerResources(
         cpu_request=model.cpu_request,
         cpu_limit=cpu_limit_within(model.cpu_request, ratio),
-        memory_request_gi=model.memory_request_gi,
-        memory_limit_gi=math.floor(model.memory_request_gi * ratio),
+        memory_request_gi=vllm_memory_request_gi(model),
+        memory_limit_gi=math.floor(vllm_memory_request_gi(model) * ratio),
         gpus=model.gpus,
         gpu_resource_name=model.gpu_resource,
         ephemeral_request_gi=c.VLLM_SCRATCH_SIZE_GI,

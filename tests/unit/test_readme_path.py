@@ -412,7 +412,7 @@ def test_the_documented_model_example_validates() -> None:
     (example,) = [b for b in readme.blocks(text) if b.language == "yaml" and "grace:models" in b.text]
     models = yaml.safe_load(example.text)["grace:models"]
     stack = yaml.safe_load((REPO_ROOT / "Pulumi.nrp.yaml").read_text())["config"]
-    raw = {key.removeprefix("grace:"): value for key, value in stack.items()}
+    raw = {key.removeprefix("grace:"): value for key, value in stack.items() if key.startswith("grace:")}
     served = GraceConfig.parse({**raw, "models": models}).served_models()
     assert [m.key for m in served] == [m["key"] for m in models]
 

@@ -39,7 +39,7 @@ class ClientOptions(BaseModel):
 
     @property
     def base_url(self) -> str:
-        """The OpenAI base URL, always ending in /v1 (the researchers' original Jobs pass both forms)."""
+        """The OpenAI base URL, always ending in /v1 (the researchers' plans write both forms)."""
         url = self.endpoint.rstrip("/")
         return url if url.endswith("/v1") else f"{url}/v1"
 

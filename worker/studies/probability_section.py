@@ -367,8 +367,8 @@ def expand_questions(section: ProbabilitySection, available: Sequence[str]) -> l
 
 
 def generic_question(tokens: Sequence[str], study: Study) -> Question:
-    """As the researchers' original Jobs asked: one question, the study's Experiment 1 prompt, options
-    given by --tokens.
+    """As a Job drafted in the researchers' plans asks (plans/02_KUBERNETES_INFRASTRUCTURE.md): one
+    question, the study's Experiment 1 prompt, options given by --tokens.
 
     A conversation's questions are asked together in one user message here: a probability is read at
     one answer position.

@@ -21,8 +21,15 @@ from grace_infra import constants as c
 from grace_infra.commands.kube_client import ApiException, Cluster
 from grace_infra.config.catalog import ServingMode
 from grace_infra.config.quantities import GI, parse_quantity
-from grace_infra.config.stack_config import GraceConfig
+from grace_infra.config.stack_config import (
+    GraceConfig,
+    NodeSelectorRequirement,
+    NodeSelectorTerm,
+    ServedModel,
+    Toleration,
+)
 from grace_infra.manifests.monitoring import SERVICE_MONITOR_API_VERSION, SERVICE_MONITOR_KIND
+from grace_infra.manifests.vllm_server import pod_tolerations
 from grace_infra.nrp import cluster_facts
 from grace_infra.planning.sizing import worker_resources
 
@@ -287,6 +294,166 @@ def gpu_nodes(cluster: Cluster, stack: StackFacts) -> list[CheckResult]:
     return results
 
 
+# --- placement: taints and node affinity -------------------------------------------------------------
+
+# Taint effects that keep a pod off a node (PreferNoSchedule only lowers a node's score).
+_BLOCKING_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
+
+
+def _taints(node: Any) -> list[dict[str, str]]:
+    taints = (node.spec.taints if node.spec else None) or []
+    return [{"key": t.key, "value": t.value or "", "effect": t.effect} for t in taints]
+
+
+def _requirement_holds(requirement: NodeSelectorRequirement, labels: dict[str, str]) -> bool:
+    """Kubernetes' node selector requirement semantics (k8s.io/component-helpers, nodeaffinity)."""
+    present = requirement.key in labels
+    value = labels.get(requirement.key, "")
+    operator = requirement.operator
+    if operator in {"Gt", "Lt"}:
+        if not present or not value.lstrip("-").isdigit():
+            return False
+        bound = int(requirement.values[0])
+        return int(value) > bound if operator == "Gt" else int(value) < bound
+    holds = {
+        "In": present and value in requirement.values,
+        "NotIn": not (present and value in requirement.values),
+        "Exists": present,
+        "DoesNotExist": not present,
+    }
+    return holds[operator]
+
+
+def _term_matches(term: NodeSelectorTerm, labels: dict[str, str]) -> bool:
+    return all(_requirement_holds(r, labels) for r in term.match_expressions)
+
+
+def _affinity_allows(model: ServedModel, labels: dict[str, str]) -> bool:
+    terms = model.node_affinity.required_terms() if model.node_affinity else ()
+    return not terms or any(_term_matches(term, labels) for term in terms)
+
+
+def _untolerated(node: Any, tolerations: list[Toleration]) -> list[str]:
+    """The node's blocking taints no toleration of the pod matches, as key=value:effect."""
+    return [
+        _taint_text(t)
+        for t in _taints(node)
+        if t["effect"] in _BLOCKING_EFFECTS and not any(tol.tolerates(t) for tol in tolerations)
+    ]
+
+
+def _taint_text(taint: dict[str, str]) -> str:
+    text = f"{taint['key']}={taint['value']}" if taint["value"] else taint["key"]
+    return f"{text}:{taint['effect']}"
+
+
+def gpu_placement(cluster: Cluster, stack: StackFacts) -> list[CheckResult]:
+    """Per model with a GPU product: among the nodes carrying it, those its nodeAffinity admits, and
+    among those, the ones whose NoSchedule/NoExecute taints the pod tolerates (grace:gpu.tolerations,
+    plus the arm64 ones a GH200 product implies). No such node: the pods stay Pending for ever."""
+    models = [m for m in stack.config.served_models() if m.gpus and m.gpu_product]
+    if not models:
+        return [CheckResult("GPU placement", Outcome.SKIP, "no model names a GPU product")]
+    nodes = cluster.nodes()
+    results: list[CheckResult] = []
+    for model in models:
+        check = f"placement {model.key}"
+        carrying = [n for n in nodes if _labels(n).get(GPU_PRODUCT_LABEL) == model.gpu_product]
+        if not carrying:
+            continue  # the GPU nodes check already fails this product
+        admitted = [n for n in carrying if _affinity_allows(model, _labels(n))]
+        if not admitted:
+            results += _fail(
+                check,
+                f"grace:models nodeAffinity of {model.key} admits none of the {len(carrying)} "
+                f"{model.gpu_product} node(s)",
+                f"widen its nodeAffinity (kubectl get nodes -L {GPU_PRODUCT_LABEL} shows the labels).",
+            )
+            continue
+        # What the rendered pods carry (manifests/vllm_server.py), read back as tolerations.
+        tolerations = [Toleration.model_validate(t) for t in pod_tolerations(model)]
+        blocked = {_name(n): _untolerated(n, tolerations) for n in admitted}
+        usable = [name for name, taints in blocked.items() if not taints]
+        if usable:
+            tolerated = sorted({t for n in admitted for t in (_taint_text(x) for x in _taints(n))})
+            note = f", tolerating {', '.join(tolerated)}" if tolerated else ", no taints"
+            results += _pass(
+                check, f"{len(usable)} of {len(admitted)} {model.gpu_product} node(s) admit its pods{note}"
+            )
+            continue
+        taints = sorted({t for ts in blocked.values() for t in ts})
+        reserved = any(t.startswith(f"{cluster_facts.RESERVATION_TAINT_KEY}=") for t in taints)
+        fix = (
+            f"NRP reserves these nodes ({cluster_facts.SPECIAL_USE_SOURCE}): once your group is approved, "
+            "add the toleration to grace:gpu.tolerations, e.g. {key: "
+            + cluster_facts.RESERVATION_TAINT_KEY
+            + ", operator: Equal, value: <reservation>, effect: NoSchedule}; or choose another product."
+            if reserved
+            else "add a matching toleration to grace:gpu.tolerations, or choose another product."
+        )
+        results += _fail(
+            check,
+            f"every {model.gpu_product} node its pods may use is tainted {', '.join(taints)}, which "
+            "grace:gpu.tolerations does not tolerate: its pods would stay Pending",
+            fix,
+        )
+    return results or [CheckResult("GPU placement", Outcome.SKIP, "no node carries a configured product")]
+
+
+# --- the job image ----------------------------------------------------------------------------------
+
+
+def _repository(image: str) -> str:
+    """An image reference without its tag or digest."""
+    name = image.split("@", 1)[0]
+    head, _, last = name.rpartition("/")
+    return f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
+
+
+def job_image(cluster: Cluster, stack: StackFacts) -> list[CheckResult]:
+    """The committed stacks name a stand-in repository: every pod would fail to pull it."""
+    del cluster
+    image = stack.config.images.job
+    if _repository(image) == c.PLACEHOLDER_JOB_IMAGE_REPOSITORY:
+        return _fail(
+            "job image",
+            f"grace:images.job={image} is the committed placeholder, not your image",
+            "build and push jobs/Dockerfile to your NRP GitLab project's registry (README step 6), then "
+            "pulumi config set --path grace:images.job "
+            "gitlab-registry.nrp-nautilus.io/<group>/<project>:<tag>.",
+        )
+    return _pass("job image", f"{image} (not the placeholder {c.PLACEHOLDER_JOB_IMAGE_REPOSITORY})")
+
+
+_REGISTRY_SECRET_TYPES = ("kubernetes.io/dockerconfigjson", "kubernetes.io/dockercfg")
+
+
+def image_pull_secret(cluster: Cluster, stack: StackFacts) -> list[CheckResult]:
+    """grace:images.pullSecret must name a registry credential in the namespace: a missing one leaves the
+    download pods in ImagePullBackOff (and, were they past it, every matrix pod with its GPUs)."""
+    secret_name = stack.config.images.pull_secret
+    if secret_name is None:
+        return [CheckResult("image pull secret", Outcome.SKIP, "grace:images.pullSecret is not set")]
+    check = f"pull secret {secret_name}"
+    ns = stack.config.namespace.name
+    namespace_absent = stack.config.namespace.create and cluster.namespace(ns) is None
+    secret = None if namespace_absent else cluster.secret(ns, secret_name)
+    create = (
+        f"kubectl -n {ns} create secret docker-registry {secret_name} "
+        "--docker-server=gitlab-registry.nrp-nautilus.io --docker-username=<deploy token user> "
+        "--docker-password=<deploy token> (a GitLab deploy token with read_registry)."
+    )
+    if secret is None:
+        return _fail(check, f"does not exist in {ns}: the job image cannot be pulled", create)
+    if secret.type not in _REGISTRY_SECRET_TYPES:
+        return _fail(
+            check,
+            f"exists in {ns} but has type {secret.type}, not {_REGISTRY_SECRET_TYPES[0]}",
+            f"kubectl -n {ns} delete secret {secret_name}, then {create}",
+        )
+    return _pass(check, f"exists in {ns} ({secret.type})")
+
+
 # --- monitoring CRDs -------------------------------------------------------------------------------
 
 
@@ -353,8 +520,11 @@ CHECKS: list[Check] = [
     quota_admits_plan,
     storage_classes,
     gpu_nodes,
+    gpu_placement,
     monitoring_crds,
     hf_token_secret,
+    job_image,
+    image_pull_secret,
 ]
 
 

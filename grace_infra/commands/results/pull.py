@@ -91,6 +91,7 @@ def reader_pod_manifest(config: GraceConfig, name: str) -> dict[str, Any]:
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
             "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+            **security.job_image_pull_secrets(config),
             "containers": [
                 {
                     "name": READER_CONTAINER,

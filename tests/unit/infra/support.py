@@ -19,6 +19,7 @@ from referencing import Registry, Resource
 
 from grace_infra.commands.offline import OfflineRun, run_offline
 from grace_infra.config.input_files import offline_input_files
+from grace_infra.config.stack_files import provider_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 KUBERNETES_VERSION = "1.30"
@@ -45,7 +46,9 @@ MIXED_MODELS: list[dict[str, str]] = [
 @cache
 def _stack_file(stack: str) -> dict[str, Any]:
     document = yaml.safe_load((PROJECT_ROOT / f"Pulumi.{stack}.yaml").read_text(encoding="utf-8"))
-    return {key.removeprefix("grace:"): value for key, value in document["config"].items()}
+    # Only the grace:* keys: the provider's settings are passed by render_stack (provider_settings).
+    items = document["config"].items()
+    return {key.removeprefix("grace:"): value for key, value in items if key.startswith("grace:")}
 
 
 def base_config(stack: str = "nrp", **overrides: Any) -> dict[str, Any]:
@@ -67,7 +70,9 @@ def render_stack(raw_config: dict[str, Any], secrets: dict[str, str] | None = No
     default sets only the Hugging Face token (the nrp stack has gated models). Pass `{}` for none.
     """
     secrets = {"hfToken": PLACEHOLDER_SECRETS["hfToken"]} if secrets is None else secrets
-    return run_offline({**raw_config, **secrets}, secret_keys=[f"grace:{key}" for key in secrets])
+    # The nrp stack's provider settings (kubernetes:enableConfigMapMutable), as `pulumi up` passes them.
+    provider = provider_settings("nrp")
+    return run_offline({**raw_config, **secrets, **provider}, secret_keys=[f"grace:{key}" for key in secrets])
 
 
 def is_builtin(manifest: dict[str, Any]) -> bool:

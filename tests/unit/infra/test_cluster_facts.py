@@ -155,7 +155,12 @@ def test_grace_hopper_pods_tolerate_the_arm64_taint() -> None:
     raw = base_config(gpu={"nodeProduct": "NVIDIA-GH200-480GB"}, models=[{"key": "gpt-oss-20b"}])
     run = render_stack(raw)
     spec = run.manifest("Job", "matrix-gpt-oss-20b")["spec"]["template"]["spec"]
-    assert spec["tolerations"] == [{"key": "nautilus.io/arm64", "operator": "Exists", "effect": "NoSchedule"}]
+    # NRP's taint system puts special hardware under nautilus.io/hardware (special-use page, "All
+    # Taints"): nautilus.io/hardware=arm64:NoSchedule; the GPU page's older key nautilus.io/arm64 too.
+    assert spec["tolerations"] == [
+        {"key": "nautilus.io/hardware", "operator": "Equal", "value": "arm64", "effect": "NoSchedule"},
+        {"key": "nautilus.io/arm64", "operator": "Exists", "effect": "NoSchedule"},
+    ]
     (vllm,) = [x for x in spec["initContainers"] if x["name"] == "vllm"]
     assert gpu_requests(vllm) == {"nvidia.com/gh200": "1"}
     assert_valid_k8s(run.manifest("Job", "matrix-gpt-oss-20b"))

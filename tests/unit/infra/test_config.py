@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import yaml
 from pydantic import BaseModel
 
+from grace_infra.commands import cli
 from grace_infra.config.catalog import CATALOG
 from grace_infra.config.stack_config import ConfigError, GraceConfig
 from grace_infra.config.stack_files import SECRET_KEYS
@@ -313,9 +315,39 @@ def test_job_mode_peak_over_the_quota_is_a_warning() -> None:
     )
 
 
+def test_a_pod_larger_than_the_whole_quota_is_an_error_not_a_queue() -> None:
+    # llama-3-70b's job-mode pod needs 4 A100s on its own; a quota of 2 can never admit it.
+    found = check_config(parse(namespace=_quota(requestsGpu=2)))
+    unfittable = [f for f in found if f.rule == "quota-unfittable"]
+    assert {f.severity for f in unfittable} == {Severity.ERROR}
+    assert any(
+        f.message.startswith("the pod of Job matrix-llama-3-70b requests 4 nvidia.com/a100 GPUs but "
+                             "grace:namespace.quota.requestsGpu allows 2 in all, so it can never start")
+        for f in unfittable
+    ), unfittable
+    # Every pod fits on its own under the committed quota: what does not fit at once only queues.
+    assert not [f for f in check_config(parse()) if f.rule == "quota-unfittable"]
+    memory = check_config(parse(namespace=_quota(requestsMemory="8Gi")))
+    assert any(f.rule == "quota-unfittable" and "memory GiB" in f.message for f in memory)
+
+
+def test_render_refuses_an_unfittable_pod_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extra = tmp_path / "small-quota.yaml"
+    extra.write_text(yaml.safe_dump({"config": {"grace:namespace": _quota(requestsGpu=2)}}), encoding="utf-8")
+    code = cli.main(["render", "--stack", "nrp", "--config-file", str(extra), "--out", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""
+    assert len(err.splitlines()) == 1
+    assert err.startswith("error: [quota-unfittable] the pod of ")
+    assert not (tmp_path / "out").exists()
+
+
 def test_memory_quota_is_compared_in_gib() -> None:
-    found = errors(parse(models=MIXED_MODELS, namespace=_quota(requestsMemory="300Gi")))
-    assert any("312 memory GiB" in f.message and "allows 300" in f.message for f in found), found
+    found = errors(parse(models=MIXED_MODELS, namespace=_quota(requestsMemory="80Gi")))
+    assert any("84 memory GiB" in f.message and "allows 80" in f.message for f in found), found
 
 
 def test_too_many_claims_for_the_quota_are_refused() -> None:

@@ -76,9 +76,9 @@ def _kept_requirements() -> list[str]:
     return [line for line in lines if line and not line.startswith("#") and not re.search(pattern, line)]
 
 
-def _third_party_imports() -> set[str]:
+def _third_party_imports(paths: list[Path] | None = None) -> set[str]:
     modules = set()
-    for path in WORKER_DIR.rglob("*.py"):
+    for path in paths if paths is not None else list(WORKER_DIR.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 modules |= {alias.name.split(".")[0] for alias in node.names}
@@ -100,6 +100,18 @@ def test_every_package_the_worker_imports_is_installed_in_the_image() -> None:
         owners = {_normalised(d) for d in distributions.get(module, [])}
         assert owners & kept, f"worker imports {module} but the image installs none of {owners or '{?}'}"
     assert not {"pulumi", "pulumi-kubernetes"} & kept  # the deploy-time SDKs stay out of the job image
+
+
+def test_the_weight_download_program_runs_in_the_image() -> None:
+    """The download Jobs run payloads/download_weights.py in the job image (so a pull failure shows on a
+    CPU pod first): what it imports must be installed there."""
+    kept = {_normalised(re.split(r"[=<>!~\[]", line, maxsplit=1)[0]) for line in _kept_requirements()}
+    payload = PROJECT_ROOT / "grace_infra" / "payloads" / "download_weights.py"
+    modules = _third_party_imports([payload])
+    assert modules == {"huggingface_hub"}
+    distributions = importlib.metadata.packages_distributions()
+    owners = {_normalised(d) for d in distributions.get("huggingface_hub", [])}
+    assert owners & kept, owners
 
 
 def test_build_context_holds_what_the_dockerfile_copies() -> None:

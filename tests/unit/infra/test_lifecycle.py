@@ -469,7 +469,28 @@ def test_a_second_pulumi_up_with_no_change_sends_the_same_objects(mixed_run: Off
     assert _objects(again) == _objects(mixed_run)
 
 
-def test_adding_a_model_adds_its_objects_and_changes_no_existing_job() -> None:
+def test_adding_a_model_to_the_committed_stack_changes_only_the_coders_job() -> None:
+    """The committed stack serves every model in its Jobs and its one coder (the default extractor) codes
+    every model's replies inside its own Job: a new model adds a task to that Job, so the coder's Job
+    changes (its pod template, hence a replacement) and no other existing Job does."""
+    committed = stack_config()["models"]
+    before_models = [m for m in committed if m["key"] != "gemma-2-2b"]  # then add the smallest back
+    before_config = GraceConfig.parse(stack_config(models=before_models))
+    coder = before_config.extractor_model()
+    assert coder is not None
+    before = _objects(render_stack(stack_config(models=before_models)))
+    after = _objects(render_stack(stack_config(models=committed)))
+    assert GraceConfig.parse(stack_config(models=committed)).extractor_model() == coder  # same coder
+    assert not set(before) - set(after)
+    changed = {key for key, manifest in before.items() if key[0] == "Job" and after[key] != manifest}
+    assert changed, "adding a model left the coder's Job unchanged"
+    assert {before[key]["metadata"]["labels"]["model"] for key in changed} == {coder.key}
+    assert ("Job", "matrix-gemma-2-2b") in set(after) - set(before)
+
+
+def test_with_a_persistent_coder_adding_a_model_changes_no_existing_job() -> None:
+    """Served persistently (or with grace:jobs.deepseekEndpoint), the coder is not inside any model's Job:
+    a new model adds its own objects and every existing Job stays identical."""
     models = [
         {"key": "gemma-2-2b", "servingMode": "persistent"},
         {"key": "llama-3-70b", "servingMode": "job"},

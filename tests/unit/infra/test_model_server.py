@@ -15,6 +15,7 @@ import pytest
 
 from grace_infra import constants as c
 from grace_infra.commands.offline import OfflineRun, RecordingMonitor, run_offline
+from grace_infra.commands.plan_report import build_plan
 from grace_infra.components import model_server as ms
 from grace_infra.components import weights_job
 from grace_infra.config.catalog import CATALOG, Dtype
@@ -26,6 +27,7 @@ from grace_infra.planning.matrix import server_url
 from .support import assert_valid_k8s, base_config, render_stack
 
 VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
+JOB_IMAGE = "registry.example/grace-job:0.1.0"  # the weight downloads run the job image
 A100 = "NVIDIA-A100-SXM4-80GB"
 GPU_RESOURCE = "nvidia.com/a100"  # not the default, so a test notices a hard-coded nvidia.com/gpu
 ALL_MODELS = list(CATALOG)
@@ -36,7 +38,7 @@ EXCEPTION_REASON = "NRP ticket 1234 (test)"
 def raw_config(**overrides: Any) -> dict[str, Any]:
     """The nrp stack with all six models persistent (llama-3-70b under an exception) on A100 nodes."""
     defaults: dict[str, Any] = {
-        "images": {"vllm": VLLM_IMAGE, "job": "registry.example/grace-job:0.1.0"},
+        "images": {"vllm": VLLM_IMAGE, "job": JOB_IMAGE},
         "gpu": {"resourceName": GPU_RESOURCE, "nodeProduct": A100, "memoryGb": 80},
         "models": [{"key": key, "servingMode": "persistent"} for key in ALL_MODELS],
         "exceptions": [{"model": "llama-3-70b", "rule": "gpus-per-stateful-pod", "reason": EXCEPTION_REASON}],
@@ -149,9 +151,10 @@ def test_every_limit_is_within_1_2_times_its_request(persistent_run: OfflineRun,
                 container["name"],
                 resource,
             )
-    assert (
-        vllm(persistent_run, key)["resources"]["requests"]["memory"] == f"{CATALOG[key].memory_request_gi}Gi"
-    )
+    # The memory request is the plan's (planning/sizing.py): no catalog entry fixes one.
+    (row,) = [r for r in build_plan(parsed(raw_config()))["models"] if r["model"] == key]
+    assert CATALOG[key].memory_request_gi is None
+    assert vllm(persistent_run, key)["resources"]["requests"]["memory"] == f"{row['memoryRequestGi']}Gi"
 
 
 @pytest.mark.parametrize("key", ALL_MODELS)
@@ -191,8 +194,8 @@ def test_a_70b_model_gets_a_longer_startup_budget_than_a_2b_model(persistent_run
 def test_node_selector_and_pinned_images(persistent_run: OfflineRun, key: str) -> None:
     spec = pod_spec(persistent_run, key)
     assert spec["nodeSelector"] == {"nvidia.com/gpu.product": A100}
-    images = {x["image"] for x in [*spec["containers"], *download_spec(persistent_run, key)["containers"]]}
-    assert images == {VLLM_IMAGE}
+    assert {x["image"] for x in spec["containers"]} == {VLLM_IMAGE}
+    assert {x["image"] for x in download_spec(persistent_run, key)["containers"]} == {JOB_IMAGE}
 
 
 def test_per_model_gpu_product_overrides_the_default() -> None:
@@ -241,12 +244,14 @@ def test_least_privilege_and_documented_exceptions(persistent_run: OfflineRun, k
     # The non-root download writes the root-owned weights claim through its pod's fsGroup.
     download = download_spec(persistent_run, key)
     assert download["securityContext"]["fsGroup"] == c.VLLM_UID
+    users = {id(x): c.VLLM_UID for x in spec["containers"]}  # the vLLM image's own `vllm` user
+    users |= {id(x): c.WORKER_UID for x in download["containers"]}  # the job image's user
     for container in [*spec["containers"], *download["containers"]]:
         context = container["securityContext"]
         assert context["allowPrivilegeEscalation"] is False
         assert context["capabilities"] == {"drop": ["ALL"]}
         assert context["runAsNonRoot"] is True
-        assert context["runAsUser"] == c.VLLM_UID  # the image's own `vllm` user
+        assert context["runAsUser"] == users[id(container)]
         assert context["readOnlyRootFilesystem"] is True
         assert container["imagePullPolicy"] == "Always"
     # $HOME and /tmp, where vLLM, torch.compile and Triton write caches, are a writable emptyDir.
@@ -268,7 +273,8 @@ def test_weights_come_from_the_storage_claim_read_only(persistent_run: OfflineRu
     sts = statefulset(persistent_run, key)
     assert "volumeClaimTemplates" not in sts["spec"]  # the claim must outlive the StatefulSet
     volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
-    claim = {"claimName": f"grace-model-weights-{key}"}
+    # Read-only at the volume level too: the kubelet then applies no fsGroup ownership change to it.
+    claim = {"claimName": f"grace-model-weights-{key}", "readOnly": True}
     assert volumes[vllm_server.WEIGHTS_VOLUME]["persistentVolumeClaim"] == claim
     weights_mount = next(
         m for m in vllm(persistent_run, key)["volumeMounts"] if m["name"] == vllm_server.WEIGHTS_VOLUME
@@ -309,10 +315,10 @@ def test_download_job(persistent_run: OfflineRun, key: str) -> None:
     (init,) = download_spec(persistent_run, key)["containers"]
     spec = CATALOG[key]
     assert init["name"] == c.WEIGHTS_DOWNLOAD_CONTAINER_NAME
-    assert init["image"] == VLLM_IMAGE
-    assert init["command"][:2] == ["python3", "-c"]
+    assert init["image"] == JOB_IMAGE
+    assert init["command"][:2] == ["python", "-c"]
     assert "pip" not in " ".join(init["command"][:2])
-    assert "import grace_infra" not in init["command"][2]  # runs inside the vLLM image
+    assert "import grace_infra" not in init["command"][2]  # runs inside the job image, not from here
     env = {e["name"]: e for e in init["env"]}
     assert env["GRACE_HF_REPO"]["value"] == spec.hf_repo
     assert env["GRACE_HF_REVISION"]["value"] == spec.revision
@@ -335,6 +341,7 @@ def test_download_job(persistent_run: OfflineRun, key: str) -> None:
     }
     assert "emptyDir" in volumes[download_job.HF_CACHE_VOLUME]  # node-local disk, never CephFS
     assert "persistentVolumeClaim" not in volumes[download_job.HF_CACHE_VOLUME]
+    # The download is the one pod that writes the claim.
     claim = {"claimName": f"grace-model-weights-{key}"}
     assert volumes[vllm_server.WEIGHTS_VOLUME]["persistentVolumeClaim"] == claim
     vocabularies = env["GRACE_TIKTOKEN_FILES"]["value"]

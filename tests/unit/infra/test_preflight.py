@@ -16,11 +16,14 @@ from typing import Any
 import pytest
 import yaml
 
+from grace_infra import constants as c
 from grace_infra.commands import cli
 from grace_infra.commands.kube_client import ClusterUnreachable, stack_kubernetes_context
 from grace_infra.commands.preflight import stack_facts
 from grace_infra.commands.preflight.checks import quota_needs
 from tests.support.kube_api import CONTEXT, NOWHERE, TOKEN, KubeApi, Routes, pin_stack_context, recorded
+
+from .support import PROJECT_ROOT
 
 NS = "grace-experiments"
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
@@ -38,10 +41,14 @@ PASSING: Routes = {
     ("GET", "/api/v1/nodes"): route("nodes-a100.json"),
     ("GET", CRDS): route("crds-prometheus-operator.json"),
     ("GET", f"/api/v1/namespaces/{NS}/secrets/huggingface-token"): route("secret-pulumi-managed.json"),
+    ("GET", f"/api/v1/namespaces/{NS}/secrets/gitlab-registry"): route("secret-registry.json"),
 }
-# One gated persistent model on 1 A100 and a job-mode 70B on 4, monitoring on, the token set.
+JOB_IMAGE = "gitlab-registry.nrp-nautilus.io/example-lab/grace-job:0.1.0"  # a researcher's own project
+# One gated persistent model on 1 A100 and a job-mode 70B on 4, monitoring on, the token set, the job
+# image in the researcher's own registry with its pull secret.
 STACK: dict[str, Any] = {
     "gpu": {"resourceName": "nvidia.com/a100", "nodeProduct": "NVIDIA-A100-SXM4-80GB", "memoryGb": 80},
+    "images": {"vllm": "vllm/vllm-openai:v0.32.0", "job": JOB_IMAGE, "pullSecret": "gitlab-registry"},
     "models": [
         {"key": "gemma-2-2b", "servingMode": "persistent"}, {"key": "llama-3-70b", "servingMode": "job"},
     ],
@@ -81,11 +88,17 @@ def test_all_pass_exit_0_one_line_per_check(tmp_path: Path, capsys: pytest.Captu
     code, lines, err, api = run(tmp_path, capsys)
     assert code == 0, lines
     assert err == ""
-    assert [ln.split()[0] for ln in lines[:-1]] == ["PASS"] * 8
+    assert [ln.split()[0] for ln in lines[:-1]] == ["PASS"] * 12
     assert line(lines, "server version").endswith("v1.33.2 >= 1.29 (native sidecars for job-mode pods)")
     assert "1 of 2" not in line(lines, "GPU NVIDIA-A100-SXM4-80GB")
     assert "2 of 2 nodes expose nvidia.com/a100 (up to 8 a node, a pod needs 4)" in line(lines, "GPU")
-    assert lines[-1].startswith(f"preflight: 8 passed, 0 failed, 0 skipped on context {CONTEXT} ({api.url})")
+    placement = line(lines, "placement llama-3-70b")
+    assert placement.endswith("2 of 2 NVIDIA-A100-SXM4-80GB node(s) admit its pods, no taints")
+    placeholder = c.PLACEHOLDER_JOB_IMAGE_REPOSITORY
+    assert line(lines, "job image").endswith(f"{JOB_IMAGE} (not the placeholder {placeholder})")
+    secret = line(lines, "pull secret gitlab-registry")
+    assert secret.endswith("exists in grace-experiments (kubernetes.io/dockerconfigjson)")
+    assert lines[-1].startswith(f"preflight: 12 passed, 0 failed, 0 skipped on context {CONTEXT} ({api.url})")
     # The real client sent the kubeconfig's bearer token on every request.
     assert set(api.authorizations) == {f"Bearer {TOKEN}"}
 
@@ -121,6 +134,14 @@ def test_all_pass_exit_0_one_line_per_check(tmp_path: Path, capsys: pytest.Captu
             f"/api/v1/namespaces/{NS}/secrets/huggingface-token", "secret-created-by-hand.json", 200,
             "Secret huggingface-token", "was not created by Pulumi",
         ),
+        (
+            f"/api/v1/namespaces/{NS}/secrets/gitlab-registry", "secret-not-found.json", 404,
+            "pull secret gitlab-registry", "does not exist in grace-experiments: the job image cannot be",
+        ),
+        (
+            f"/api/v1/namespaces/{NS}/secrets/gitlab-registry", "secret-registry-opaque.json", 200,
+            "pull secret gitlab-registry", "has type Opaque, not kubernetes.io/dockerconfigjson",
+        ),
     ],
 )  # fmt: skip
 def test_each_failing_fixture_fails_its_check_only(
@@ -136,6 +157,69 @@ def test_each_failing_fixture_fails_its_check_only(
     assert " Fix: " in failed[0]
     assert ", 1 failed," in lines[-1]
     assert lines[-1].endswith("fix the FAIL lines before pulumi up")
+
+
+def test_the_committed_placeholder_image_is_refused_with_what_to_set(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    committed = yaml.safe_load((PROJECT_ROOT / "Pulumi.nrp.yaml").read_text(encoding="utf-8"))
+    images = committed["config"]["grace:images"]
+    assert images["job"].rsplit(":", 1)[0] == c.PLACEHOLDER_JOB_IMAGE_REPOSITORY  # what the stack ships
+    code, lines, _, _ = run(tmp_path, capsys, stack={**STACK, "images": images})
+    assert code == 2
+    failed = [ln for ln in lines[:-1] if ln.startswith("FAIL")]
+    assert failed == [line(lines, "job image")]
+    assert f"grace:images.job={images['job']} is the committed placeholder" in failed[0]
+    assert "Fix: build and push jobs/Dockerfile" in failed[0]
+    assert "pulumi config set --path grace:images.job gitlab-registry.nrp-nautilus.io/" in failed[0]
+    # No pull secret configured: that check is skipped, and no Secret is read for it.
+    assert line(lines, "image pull secret").startswith("SKIP")
+
+
+RESERVED_NODES = with_route("/api/v1/nodes", route("nodes-a100-reserved.json"))
+RESERVATION = {
+    "key": "nautilus.io/reservation", "operator": "Equal", "value": "grace-a100", "effect": "NoSchedule",
+}  # fmt: skip
+
+
+def test_a_reserved_pool_fails_until_its_taint_is_tolerated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, lines, _, _ = run(tmp_path, capsys, routes=RESERVED_NODES)
+    assert code == 2
+    failed = [ln for ln in lines[:-1] if ln.startswith("FAIL")]
+    assert failed == [line(lines, "placement gemma-2-2b"), line(lines, "placement llama-3-70b")]
+    assert "is tainted nautilus.io/reservation=grace-a100:NoSchedule" in failed[1]
+    assert "add the toleration to grace:gpu.tolerations" in failed[1]
+    stack = {**STACK, "gpu": {**STACK["gpu"], "tolerations": [RESERVATION]}}
+    code, lines, _, _ = run(tmp_path, capsys, routes=RESERVED_NODES, stack=stack)
+    assert code == 0, lines
+    assert "tolerating nautilus.io/reservation=grace-a100:NoSchedule" in line(lines, "placement llama-3-70b")
+    # Another reservation's value is not tolerated: Equal compares values.
+    other = {**RESERVATION, "value": "someone-else"}
+    stack = {**STACK, "gpu": {**STACK["gpu"], "tolerations": [other]}}
+    code, lines, _, _ = run(tmp_path, capsys, routes=RESERVED_NODES, stack=stack)
+    assert code == 2
+
+
+def test_a_node_affinity_that_admits_no_product_node_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def affinity(region: str) -> dict[str, Any]:
+        requirement = {"key": "topology.kubernetes.io/region", "operator": "In", "values": [region]}
+        return {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [requirement]}
+        ]}}  # fmt: skip
+
+    models = [{"key": "llama-3-70b", "servingMode": "job", "nodeAffinity": affinity("us-east")}]
+    code, lines, _, _ = run(tmp_path, capsys, stack={**STACK, "models": models})
+    assert code == 2
+    assert "nodeAffinity of llama-3-70b admits none of the 2 NVIDIA-A100-SXM4-80GB node(s)" in line(
+        lines, "placement llama-3-70b"
+    )
+    models = [{"key": "llama-3-70b", "servingMode": "job", "nodeAffinity": affinity("us-west")}]
+    code, lines, _, _ = run(tmp_path, capsys, stack={**STACK, "models": models})
+    assert code == 0, lines
 
 
 def test_quota_needs_come_from_the_plan(tmp_path: Path) -> None:
@@ -173,7 +257,8 @@ def test_pod_larger_than_any_node_fails(tmp_path: Path, capsys: pytest.CaptureFi
 def test_checks_the_stack_does_not_need_are_skipped(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    stack = {**STACK, "monitoring": {"enabled": False}, "models": [{"key": "gpt-oss-20b"}]}
+    images = {k: v for k, v in STACK["images"].items() if k != "pullSecret"}
+    stack = {**STACK, "monitoring": {"enabled": False}, "models": [{"key": "gpt-oss-20b"}], "images": images}
     routes = {
         key: answer for key, answer in PASSING.items()
         if "customresourcedefinitions" not in key[1] and "secrets" not in key[1]
@@ -182,6 +267,7 @@ def test_checks_the_stack_does_not_need_are_skipped(
     assert code == 0
     assert line(lines, "Prometheus Operator CRDs").startswith("SKIP")
     assert line(lines, "Secret huggingface-token").startswith("SKIP")
+    assert line(lines, "image pull secret").startswith("SKIP")
     assert not any("customresourcedefinitions" in path or "secrets" in path for _, path, _ in api.requests)
 
 

@@ -249,7 +249,10 @@ def test_cli_renders_the_nrp_stack(tmp_path: Path, nrp_rendered: Rendered) -> No
     assert policy["spec"]["ingress"][0]["ports"][0]["port"] == 8000  # an int, not 8000.0 or "8000"
     resources = json.loads((out / "resources.json").read_text())
     assert {tuple(sorted(r)) for r in resources} == {
-        ("custom", "dependsOn", "name", "parent", "protect", "retainOnDelete", "type", "urn")
+        (
+            "custom", "dependsOn", "name", "parent", "protect", "replaceOnChanges", "retainOnDelete", "type",
+            "urn",
+        )
     }
     pvcs = [r for r in resources if r["type"] == "kubernetes:core/v1:PersistentVolumeClaim"]
     assert len(pvcs) == 9

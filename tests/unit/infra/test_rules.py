@@ -212,7 +212,7 @@ def test_the_limit_rule_sees_the_containers_the_builders_render(monkeypatch: pyt
     [
         ({"requestsGpu": 4}, "GPUs"),
         ({"requestsCpu": "20"}, "CPU cores"),
-        ({"requestsMemory": "200Gi"}, "memory GiB"),
+        ({"requestsMemory": "80Gi"}, "memory GiB"),
     ],
 )
 def test_persistent_servers_over_the_resource_quota_are_an_error(quota: dict[str, Any], what: str) -> None:
@@ -221,7 +221,7 @@ def test_persistent_servers_over_the_resource_quota_are_an_error(quota: dict[str
     errors = [f for f in nrp_rules.quota_fits(GraceConfig.parse(raw)) if f.severity is Severity.ERROR]
     (finding,) = errors
     assert f" {what} together but grace:namespace.quota." in finding.message
-    # nrp persistent servers: 7 GPUs, 32 CPU cores, 288 GiB (llama-3-70b runs in job mode).
+    # nrp persistent servers: 7 GPUs, 32 CPU cores, 84 GiB (llama-3-70b runs in job mode).
     assert finding.message.startswith("the persistent model servers request ")
 
 

@@ -334,8 +334,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tokens",
         help="Comma-separated answer options for one generic question over the study's prompt "
-        "(as the researchers' original Jobs asked, e.g. 0,1,2,3,yes,no); without it the study's probability "
-        "questions are asked.",
+        "(as a Job drafted in the researchers' plans asks, e.g. 0,1,2,3,yes,no); without it the study's "
+        "probability questions are asked.",
     )
     parser.add_argument(
         "--logprobs",
