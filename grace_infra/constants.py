@@ -28,6 +28,9 @@ DEEPSEEK_SECRET_KEY = "api-key"  # noqa: S105 (an object name, not a credential)
 SA_MODEL_SERVER = "grace-model-server"
 SA_QUERY_JOB = "grace-query-job"
 SA_EXTRACTION_JOB = "grace-extraction-job"
+# The one identity with a token in its pods: the extraction gate, whose Role may get and patch exactly
+# one Job (manifests/extraction_gate.py).
+SA_EXTRACTION_GATE = "grace-extraction-gate"
 STUDIES_CONFIGMAP = "grace-studies"
 MODEL_SERVER_PREFIX = "vllm-"
 # A model key ends object names and label values, which Kubernetes caps at 63 characters (DNS-1123
@@ -73,6 +76,7 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 COMPONENT_MODEL_SERVER = "model-server"
 COMPONENT_QUERY_JOB = "query-job"
 COMPONENT_EXTRACTION_JOB = "extraction-job"
+COMPONENT_GATE_JOB = "gate-job"
 COMPONENT_WEIGHTS_DOWNLOAD = "weights-download"
 
 # vLLM model server pod (docs/model-servers.md).
@@ -163,7 +167,19 @@ CONFIGMAP_MUTABLE_SETTING = "kubernetes:enableConfigMapMutable"
 
 # Experiment Jobs and the GPU-hour plan (docs/experiment-jobs.md).
 JOB_BACKOFF_LIMIT = 3  # the worker resumes from its checkpoint, so a retried pod redoes no finished row
-JOB_MODE_JOB_PREFIX = "matrix-"  # job serving mode: `matrix-<model>` runs that model's whole share
+JOB_MODE_JOB_PREFIX = "matrix-"  # job serving mode: `matrix-<model>` runs that model's exp1 and exp2
+# A job-mode coder: `extraction-<coder>` codes every model's replies on its own sidecar, created suspended,
+# and `resume-extraction-<coder>` (a CPU pod) resumes it once every exp1 file it reads is complete.
+EXTRACTION_JOB_PREFIX = "extraction-"
+GATE_JOB_PREFIX = "resume-"
+GATE_RESUME_CONTAINER_NAME = "resume"
+# extract's --wait-for-input inside a Job the gate resumed: its inputs are complete already; the worker
+# still checks the file and its plan digest, and gives a shared filesystem a minute to show them.
+GATED_INPUT_WAIT_S = 60
+# The API server as the gate reaches it: the `kubernetes` Service's port 443, which most CNIs translate to
+# the API server's own port (6443 on kubeadm clusters) before a NetworkPolicy sees the packet.
+KUBE_API_PORTS = (443, 6443)
+NETPOL_GATE_API_EGRESS = "grace-gate-api-egress"
 WORKER_CONTAINER_NAME = "worker"
 WORKER_UID = 10001  # the non-root user (and its group) of jobs/Dockerfile
 WORKER_CPU_LIMIT_RATIO = NRP_LIMIT_TO_REQUEST_MAX_RATIO  # pandas/JSON parsing bursts; memory stays at request
@@ -203,14 +219,25 @@ AWAIT_OVERRIDE_ANNOTATION = "pulumi.com/waitFor"
 AWAIT_CREATED_ONLY = "jsonpath={.metadata.uid}"  # set by the API server on create: satisfied at once
 WEIGHTS_DOWNLOAD_EXIT_NO_ACCESS = 3  # weights_download.EXIT_NO_ACCESS: the token cannot read the repository
 JOB_DEADLINE_SAFETY_FACTOR = 2.0  # speed and load budgets are planning estimates, not measurements
-# activeDeadlineSeconds counts from the Job's start, Pending time included: a GPU pod may queue for hours
-# on a busy pool before it runs at all.
-JOB_DEADLINE_QUEUE_ALLOWANCE_S = 6 * 3600
 # Job mode: the marker the completeness check writes before the sidecar starts (an emptyDir).
 RUN_STATE_VOLUME = "run-state"
 RUN_STATE_MOUNT = "/run/grace"
 OUTPUTS_COMPLETE_MARKER = "/run/grace/outputs-complete"
 OUTPUTS_CHECK_CONTAINER_NAME = contract.CHECK_OUTPUTS_COMMAND  # the container is named after what it runs
+# Job mode: the vLLM sidecar's start budget (payloads/server_start.py). Its state and failure marker sit in
+# the run-state emptyDir, which outlives the sidecar's restarts but not the pod.
+SERVER_START_ATTEMPTS = 3  # failed starts before the Job fails (a bad flag or an OOM fails every time)
+SERVER_START_STATE = "/run/grace/server-start.json"
+SERVER_START_FAILED_MARKER = "/run/grace/server-start-failed"
+SERVER_START_SOURCE_ENV = "GRACE_SERVER_START_SOURCE"
+# What bounds one failed start, from the kubelet: the startup probe's window (failureThreshold x
+# periodSeconds, at least the load budget), the pod's termination grace period (Kubernetes' default,
+# terminationGracePeriodSeconds: 30) for vLLM to stop, and the restart back-off, which doubles from 10 s
+# up to MaxContainerBackOff (300 s, pkg/kubelet/apis/config/v1beta1/defaults.go; also the default of the
+# kubelet's crashLoopBackOff.maxContainerRestartPeriod under gate KubeletCrashLoopBackOffMax) and applies to
+# restartable init containers too.
+POD_TERMINATION_GRACE_S = 30
+KUBELET_MAX_RESTART_BACKOFF_S = 300
 
 # The GPU-hour plan's serving estimate (planning/workload.py, planning/serving_speed.py).
 # Prompt lengths are measured in characters on the real prompts; tokens = characters / CHARS_PER_TOKEN.

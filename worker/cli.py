@@ -112,6 +112,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     )
 }
 CHECK_OUTPUTS_MODULE = "worker.commands.check_outputs"  # imports this module, so it is loaded when used
+WAIT_FOR_INPUTS_MODULE = "worker.commands.wait_for_inputs"  # likewise
 # SIGINT outside a run (while parsing); runs handle it themselves.
 EXIT_INTERRUPTED = contract.EXIT_SIGNAL_BASE + 2
 CLEAR_LINE = "\r\x1b[K"  # carriage return + ANSI "erase to end of line"
@@ -166,6 +167,8 @@ exit codes:
   {contract.EXIT_STORAGE:<28} the output's filesystem is full or read-only; rerun when there is room
   {contract.EXIT_SERVER_UNAVAILABLE:<28} no healthy server within --wait-timeout (at start or in an outage);
                                a rerun resumes
+  {contract.EXIT_SERVER_START_FAILED:<28} job mode: the vLLM sidecar spent its start budget (the file in
+                               ${contract.SERVER_START_FAILED_ENV} says why); nothing was run
   {contract.EXIT_SIGNAL_BASE + signal.SIGTERM:<28} stopped by SIGTERM (e.g. Kubernetes); a rerun resumes
   {contract.EXIT_SIGNAL_BASE + signal.SIGINT:<28} interrupted (Ctrl-C); a rerun resumes
   1                            a bug (traceback); the checkpoint keeps every finished row
@@ -370,10 +373,14 @@ def build_parser() -> _Parser:
         contract.CHECK_OUTPUTS_COMMAND, add_help=False,
         help="Whether every task of a --tasks list is already complete (writes --marker if so).",
     )  # fmt: skip
+    sub.add_parser(
+        contract.WAIT_FOR_INPUTS_COMMAND, add_help=False,
+        help="Wait until every task's --input is complete for its --wait-for-digest (the extraction gate).",
+    )  # fmt: skip
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 (one return per command)
     """Entry point; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -382,15 +389,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         report_fatal("", err)
         return contract.EXIT_INPUT
     try:
+        failed_start = _server_start_failure()
+        if failed_start is not None and argv and argv[0] in {contract.RUN_COMMAND, *SUBCOMMANDS}:
+            report_fatal(argv[0], InputError(failed_start))
+            return contract.EXIT_SERVER_START_FAILED
         if argv and argv[0] == contract.RUN_COMMAND:
             return _run_tasks(argv)
         if argv and argv[0] == contract.CHECK_OUTPUTS_COMMAND:  # commands/check_outputs.py (job-mode init)
             return importlib.import_module(CHECK_OUTPUTS_MODULE).main(argv[1:])
+        if argv and argv[0] == contract.WAIT_FOR_INPUTS_COMMAND:  # commands/wait_for_inputs.py (the gate)
+            return importlib.import_module(WAIT_FOR_INPUTS_MODULE).main(argv[1:])
         return _run_one(argv)
     except KeyboardInterrupt:
         # Every finished row is already in the checkpoint; the same command resumes.
         report_fatal(argv[0] if argv else "", InputError("interrupted; rerun the same command to resume."))
         return EXIT_INTERRUPTED
+
+
+def _server_start_failure() -> str | None:
+    """Job mode: the sidecar wrapper's one line when it gave up starting vLLM (contract
+    SERVER_START_FAILED_ENV names the file); None when the variable is unset or the file absent."""
+    path = os.environ.get(contract.SERVER_START_FAILED_ENV)
+    if not path:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8").strip() or "the vLLM sidecar failed to start"
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        return f"the vLLM sidecar's failure marker {path} exists but cannot be read ({err.strerror})"
 
 
 def parse_subcommand(argv: Sequence[str]) -> tuple[Subcommand, argparse.Namespace]:

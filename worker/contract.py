@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 __all__ = [
+    "AFTER_JOBS_ENV",
     "CHECKPOINT_SUFFIX",
     "CHECK_OUTPUTS_COMMAND",
     "CONTAINER_STUDIES_DIR",
@@ -43,6 +44,7 @@ __all__ = [
     "EXIT_INPUT",
     "EXIT_OK",
     "EXIT_ROWS_FAILED",
+    "EXIT_SERVER_START_FAILED",
     "EXIT_SERVER_UNAVAILABLE",
     "EXIT_SIGNAL_BASE",
     "EXIT_STORAGE",
@@ -52,10 +54,15 @@ __all__ = [
     "META_SUFFIX",
     "METRICS_PORT",
     "MISSING_INPUT_HELP_ENV",
+    "RESUME_JOB_ENV",
     "RUN_COMMAND",
+    "SERVER_START_ATTEMPTS_ENV",
+    "SERVER_START_FAILED_ENV",
+    "SERVER_START_STATE_ENV",
     "STUDIES_DIR_ENV",
     "STUDIES_MOUNT",
     "STUDIES_SUBDIR",
+    "WAIT_FOR_INPUTS_COMMAND",
     "WEIGHTS_MARKER_ENV",
     "WEIGHTS_MARKER_FIELDS",
     "WEIGHTS_MARKER_FILE",
@@ -82,6 +89,17 @@ MISSING_INPUT_HELP_ENV = "GRACE_MISSING_INPUT_HELP"
 DEEPSEEK_API_KEY_ENV = "DEEPSEEK_API_KEY"
 # Where `--study NAME` looks first (colon-separated; a run by hand), before CONTAINER_STUDIES_DIR.
 STUDIES_DIR_ENV = "GRACE_STUDIES_DIR"
+# Job mode: the file the vLLM sidecar's start wrapper writes when its start budget is spent
+# (grace_infra/payloads/server_start.py, which keeps its own copies of these names; a test compares).
+# A worker that finds it exits EXIT_SERVER_START_FAILED before anything else, printing its one line.
+SERVER_START_FAILED_ENV = "GRACE_SERVER_START_FAILED"
+# The wrapper's inputs: failed starts allowed, and its state file (an emptyDir outliving restarts).
+SERVER_START_ATTEMPTS_ENV = "GRACE_SERVER_START_ATTEMPTS"
+SERVER_START_STATE_ENV = "GRACE_SERVER_START_STATE"
+# The extraction gate's resume step (grace_infra/payloads/resume_job.py): the suspended Job to resume,
+# and the Jobs (comma-separated) that must finish first because they mount the same weights claim.
+RESUME_JOB_ENV = "GRACE_RESUME_JOB"
+AFTER_JOBS_ENV = "GRACE_AFTER_JOBS"
 
 # ---- Paths inside the pod ------------------------------------------------------------------------------
 
@@ -111,6 +129,9 @@ META_SUFFIX = ".meta.json"  # what ran, on which input, how it ended: RunMeta be
 # The job image's entry point is `python -m worker`: a Job's args start at the subcommand.
 RUN_COMMAND = "run"  # `run --tasks FILE`: a job-mode Job runs every task of one model's list
 CHECK_OUTPUTS_COMMAND = "check-outputs"  # the job-mode init container: is every task already done?
+# The extraction gate's init container: wait until every task's --input is complete for its
+# --wait-for-digest (the same check extract makes), then exit 0 so the gate resumes the GPU Job.
+WAIT_FOR_INPUTS_COMMAND = "wait-for-inputs"
 # Prometheus metrics. Not vLLM's 8000: in job mode the sidecar shares the pod's network namespace.
 METRICS_PORT = 9090
 
@@ -123,6 +144,9 @@ EXIT_INPUT = 2  # bad input or arguments, unknown model, output locked by anothe
 EXIT_ROWS_FAILED = 3  # output complete, some rows carry an error
 EXIT_STORAGE = 4  # the output's filesystem is full or read-only; the checkpoint keeps every finished row
 EXIT_SERVER_UNAVAILABLE = 5  # no server within --wait-timeout (start or outage); a rerun resumes
+# Job mode: the vLLM sidecar spent its start budget without ever answering /health (a bad flag, an OOM at
+# load, a load slower than its budget); another pod would meet the same, so the Job fails at once.
+EXIT_SERVER_START_FAILED = 6
 EXIT_SIGNAL_BASE = 128  # killed-by-signal convention: SIGTERM 143, SIGINT 130
 # The codes of a run that wrote its output: every row done, ok or carrying its error.
 FINISHED_EXIT_CODES = frozenset({EXIT_OK, EXIT_ROWS_FAILED})

@@ -52,6 +52,7 @@ class RecordedResource:
     secret_inputs: bool = False  # some input value was a Pulumi secret
     provider: str = ""  # "<provider urn>::<id>" when an explicit provider is used, else ""
     create_timeout: str = ""  # customTimeouts.create ("84m"), "" when Pulumi's default applies
+    ignore_changes: list[str] = field(default_factory=list)  # ignoreChanges property paths
     replace_on_changes: list[str] = field(default_factory=list)  # the replace_on_changes option
     delete_before_replace: bool = False  # the delete_before_replace option
 
@@ -177,6 +178,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 secret_inputs=had_secret,
                 provider=request.provider,
                 create_timeout=request.customTimeouts.create if request.HasField("customTimeouts") else "",
+                ignore_changes=list(request.ignoreChanges),
                 replace_on_changes=list(request.replaceOnChanges),
                 delete_before_replace=bool(request.deleteBeforeReplace),
             )

@@ -11,7 +11,12 @@ created shows up too. Each line is read from the API server with the user's kube
     downloading the weights
                        the model's `weights-<model>` Job is still running (`pulumi up` creates the
                        model's server or matrix Job once it has completed)
-    loading the model  job serving mode: the vLLM sidecar is not ready yet
+    suspended: ...     created suspended (the job-mode coder's extraction Job): its CPU gate resumes it
+                       once every input is complete; no pod, no GPU until then
+    waiting for its inputs, resuming ...
+                       the gate itself (resume-extraction-<coder>): its wait, then its resume step
+    loading the model  job serving mode: the vLLM sidecar is not ready yet; after a failed start, how
+                       many starts failed, how the last ended, and the start budget that fails the Job
     running: ...       rows done/total and rows/s from the worker's last progress log line
                        (worker/run/progress.py: `progress pipeline=... done=... total=... rate=...`), with
                        the task number in a job-mode Job (`task i/n:` lines of `worker run --tasks`)
@@ -43,6 +48,7 @@ from grace_infra.commands.plan_report import format_table
 from grace_infra.commands.results.campaign import Campaign, load_campaign
 from grace_infra.config.catalog import ServingMode
 from grace_infra.errors import GraceError
+from worker import contract
 
 __all__ = ["JobStatus", "ServerStatus", "collect_status", "format_status", "job_state", "main"]
 
@@ -52,8 +58,8 @@ HTTP_BAD_REQUEST = 400
 NOT_FOUND = "not found"
 # The summary line's order: a campaign's Jobs move from right to left.
 SUMMARY_ORDER = (
-    "succeeded", "running", "loading the model", "downloading the weights", "pending", "restarting",
-    "failed", "not found",
+    "succeeded", "running", "loading the model", "downloading the weights", "suspended", "pending",
+    "restarting", "failed", "not found",
 )  # fmt: skip
 SECONDS_PER_DAY = 86400
 LOG_TAIL_LINES = 200  # progress is logged every 5 s: 200 lines reach back past any retry chatter
@@ -152,14 +158,36 @@ def _pending_reason(pod: k8s.V1Pod) -> str:
 
 
 def _sidecar_state(pod: k8s.V1Pod) -> str | None:
-    """Job serving mode: `checking the outputs`, then `loading the model` until the vLLM sidecar is ready."""
+    """Job serving mode: `checking the outputs`, then `loading the model` until the vLLM sidecar is ready;
+    a sidecar the kubelet has restarted says how many starts failed and how the last one ended."""
     for status in _pod_status(pod).init_container_statuses or []:
         running = status.state.running if status.state else None
         if status.name == c.OUTPUTS_CHECK_CONTAINER_NAME and running:
             return "checking the outputs"  # manifests/completion_gate.py: a complete rerun loads nothing
+        if status.name == contract.WAIT_FOR_INPUTS_COMMAND and running:  # the extraction gate, a CPU pod
+            return f"waiting for its inputs (no GPU): kubectl logs {_name(pod)} -c {status.name}"
         if status.name == c.VLLM_CONTAINER_NAME and not status.ready:
+            restarts = status.restart_count or 0
+            if restarts:
+                return (
+                    f"loading the model: start {restarts + 1}, {restarts} failed ({_last_end(status)}); "
+                    f"the Job fails after {c.SERVER_START_ATTEMPTS} failed starts: "
+                    f"kubectl logs {_name(pod)} -c vllm --previous"
+                )
             return "loading the model" if running else None
     return None
+
+
+def _last_end(status: Any) -> str:
+    """How a restarted container's previous run ended: `exit code 1 (Error)`, `OOMKilled`, ..."""
+    terminated = status.last_state.terminated if status.last_state else None
+    if terminated is None:
+        return "no record"
+    return (
+        f"exit code {terminated.exit_code} ({terminated.reason})"
+        if terminated.reason
+        else f"exit code {terminated.exit_code}"
+    )
 
 
 def download_state(download: k8s.V1Job | None) -> str | None:
@@ -190,6 +218,10 @@ def job_state(  # noqa: PLR0911 (one return per state)
         detail = last_error_line(read_log(_name(latest))) if latest else failed.message
         return f"failed ({failed.reason}): {detail}"
     if latest is None:
+        if job.spec is not None and job.spec.suspend:
+            # manifests/extraction_gate.py: the gate resumes it once every input is complete.
+            gate = f"{c.GATE_JOB_PREFIX}{_name(job)}"
+            return f"suspended: no pod and no GPU until {gate} finds every input complete"
         return "pending: no pod yet"
     sidecar = _sidecar_state(latest)
     if sidecar:
@@ -197,6 +229,10 @@ def job_state(  # noqa: PLR0911 (one return per state)
     status = _pod_status(latest)
     if status.phase == "Pending":
         return f"pending: {_pending_reason(latest)}"
+    containers = status.container_statuses or []
+    resuming = next((s for s in containers if s.name == c.GATE_RESUME_CONTAINER_NAME), None)
+    if resuming is not None and resuming.state and resuming.state.running:
+        return f"resuming its Job once the coder's matrix Job has finished: kubectl logs {_name(latest)}"
     worker = next((s for s in status.container_statuses or [] if s.name == c.WORKER_CONTAINER_NAME), None)
     if worker is not None and worker.state and worker.state.waiting:
         return (

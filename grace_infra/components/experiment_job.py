@@ -3,8 +3,10 @@
     persistent model   Job study1-exp1-<model>   containers [worker: query ... http://vllm-<model>:8000/v1]
     job-mode model     Job matrix-<model>        initContainers [vllm (native sidecar)], after weights-<model>
                                                  containers [worker: run --tasks <task list>]
-    extraction         Job structured-output-study1-<model>: created after the Job that writes its exp1
-                       file, and waits in the cluster for that file (--wait-for-input)
+    extraction         persistent or external coder: Job structured-output-study1-<model> (a CPU pod),
+                       created after the Job that writes its exp1 file, waits for that file itself
+                       (--wait-for-input); job-mode coder: Job extraction-<coder>, a job-mode Job created
+                       suspended and resumed by its gate (components/resume_gate.py)
 
 Ordering never blocks `pulumi up`: every Job carries `pulumi.com/waitFor: jsonpath={.metadata.uid}`, so
 Pulumi creates it and moves on while a replacement still waits for the old Job's deletion
@@ -73,6 +75,9 @@ class ExperimentJob(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[*args.depends_on, *(earlier.job for earlier in args.runs_after)],
+                # A suspended Job is resumed by its gate (manifests/extraction_gate.py); after a `pulumi
+                # refresh` reads that back, the next `up` must not suspend the running Job again.
+                ignore_changes=["spec.suspend"] if args.job.suspended else None,
                 replace_on_changes=list(job_lifecycle.REPLACE_ON_CHANGES),
                 delete_before_replace=True,
             ),

@@ -11,6 +11,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from grace_infra.components.experiment_job import ExperimentJob, ExperimentJobArgs
+from grace_infra.components.resume_gate import ExtractionGate, ExtractionGateArgs
 from grace_infra.components.studies_configmap import create_studies_configmap
 from grace_infra.config.stack_config import GraceConfig
 from grace_infra.manifests.monitoring import POD_MONITOR_NAME, pod_monitor_manifest
@@ -51,6 +52,19 @@ def build_experiments(
     claims = weights_claims or {}
     jobs: dict[str, ExperimentJob] = {}
     for job in planned:  # plan_jobs lists every writer before the Jobs that run after it
+        if job.resumes is not None:
+            ExtractionGate(
+                job.name,
+                ExtractionGateArgs(
+                    job=job,
+                    config=config,
+                    bundle=bundle,
+                    resumes=jobs[job.resumes].job,
+                    depends_on=[configmap, *depends_on],
+                ),
+                opts=base,
+            )
+            continue
         jobs[job.name] = ExperimentJob(
             job.name,
             ExperimentJobArgs(

@@ -1,7 +1,8 @@
 """GraceFoundation: the namespace and everything every workload in it relies on.
 
 Namespace (only when `grace:namespace.create`) and its ResourceQuota; one ServiceAccount per kind of
-pod, bound to no Role (none calls the API); the Hugging Face and DeepSeek Secrets (only when their Pulumi
+pod, bound to no Role (none calls the API; the extraction gate's own account and Role are created with
+it, components/resume_gate.py); the Hugging Face and DeepSeek Secrets (only when their Pulumi
 secret is set); and the NetworkPolicies that confine grace pods. Names are the fixed names of the
 researchers' original manifests (`constants.py`): people type them in kubectl and pod templates
 reference them.
@@ -220,6 +221,12 @@ class GraceFoundation(pulumi.ComponentResource):
                     {"protocol": "UDP", "port": c.DNS_PORT},
                     {"protocol": "TCP", "port": c.DNS_PORT},
                 ]}],
+            }),
+            # The extraction gate resumes its Job through the API server (components/resume_gate.py).
+            "gate-api-egress": (c.NETPOL_GATE_API_EGRESS, {
+                "podSelector": {"matchLabels": {**grace, c.LABEL_COMPONENT: c.COMPONENT_GATE_JOB}},
+                "policyTypes": ["Egress"],
+                "egress": [{"ports": [{"protocol": "TCP", "port": port} for port in c.KUBE_API_PORTS]}],
             }),
             "https-egress": (c.NETPOL_HTTPS_EGRESS, {
                 "podSelector": {"matchLabels": {**grace, **naming.https_egress_labels()}},

@@ -26,7 +26,7 @@ from grace_infra import constants as c
 from grace_infra.planning.matrix import PlannedJob, tasks_pod_path
 from worker import contract
 
-__all__ = ["IDLE_SERVER_ENV", "check_container", "run_state_volume", "skip_when_complete"]
+__all__ = ["IDLE_SERVER_ENV", "check_container", "run_state_mount", "run_state_volume", "skip_when_complete"]
 
 _IDLE_SERVER_SOURCE = (Path(__file__).parents[1] / "payloads" / "idle_server.py").read_text()
 IDLE_SERVER_ENV = "GRACE_IDLE_SERVER_SOURCE"
@@ -36,7 +36,7 @@ def run_state_volume() -> dict[str, Any]:
     return {"name": c.RUN_STATE_VOLUME, "emptyDir": {"sizeLimit": "1Mi"}}
 
 
-def _run_state_mount(*, read_only: bool) -> dict[str, Any]:
+def run_state_mount(*, read_only: bool) -> dict[str, Any]:
     return {"name": c.RUN_STATE_VOLUME, "mountPath": c.RUN_STATE_MOUNT, "readOnly": read_only}
 
 
@@ -51,11 +51,11 @@ def check_container(job: PlannedJob, worker: dict[str, Any]) -> dict[str, Any]:
         "name": c.OUTPUTS_CHECK_CONTAINER_NAME,
         "image": worker["image"],
         "imagePullPolicy": worker["imagePullPolicy"],
-        "args": [contract.CHECK_OUTPUTS_COMMAND, "--tasks", str(tasks_pod_path(job.model.key)), "--marker",
+        "args": [contract.CHECK_OUTPUTS_COMMAND, "--tasks", str(tasks_pod_path(job.name)), "--marker",
                  c.OUTPUTS_COMPLETE_MARKER],
         "env": worker["env"],
         "resources": worker["resources"],
-        "volumeMounts": [*mounts, _run_state_mount(read_only=False)],
+        "volumeMounts": [*mounts, run_state_mount(read_only=False)],
         "securityContext": worker["securityContext"],
     }  # fmt: skip
 
@@ -66,7 +66,9 @@ def _unless_complete(container: dict[str, Any], when_complete: str) -> dict[str,
     script = f'if [ -e {marker} ]; then {when_complete}; fi; exec "$@"'
     wrapped = {k: v for k, v in container.items() if k != "args"}
     wrapped["command"] = ["/bin/sh", "-c", script, "sh", *container["command"], *container.get("args", [])]
-    wrapped["volumeMounts"] = [*container.get("volumeMounts", []), _run_state_mount(read_only=True)]
+    mounts = container.get("volumeMounts", [])
+    has_state = any(mount["name"] == c.RUN_STATE_VOLUME for mount in mounts)
+    wrapped["volumeMounts"] = [*mounts, *([] if has_state else [run_state_mount(read_only=True)])]
     return wrapped
 
 

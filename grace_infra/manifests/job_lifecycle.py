@@ -36,6 +36,7 @@ __all__ = [
     "REPLACE_ON_CHANGES",
     "await_annotations",
     "download_pod_failure_policy",
+    "gate_pod_failure_policy",
     "pod_failure_policy",
     "replace_unready_annotations",
 ]
@@ -79,8 +80,9 @@ def pod_failure_policy() -> dict[str, Any]:
     """How the Job controller judges a failed pod (needs `restartPolicy: Never` on the pod).
 
     - worker exit 2 (bad input, unknown model, output locked by another worker), exit 3 (output
-      complete, some rows failed) and exit 4 (the output claim is full or read-only): FailJob at once,
-      because another pod would meet exactly the same;
+      complete, some rows failed), exit 4 (the output claim is full or read-only) and exit 6 (job mode:
+      the vLLM sidecar spent its start budget, payloads/server_start.py): FailJob at once, because
+      another pod would meet exactly the same;
     - the pod was disrupted (preemption, eviction, node drain: condition DisruptionTarget): Ignore, so a
       busy cluster taking the GPUs back does not use up backoffLimit;
     - anything else counts toward backoffLimit and the next pod resumes from the checkpoint: exit 5
@@ -89,10 +91,25 @@ def pod_failure_policy() -> dict[str, Any]:
     https://kubernetes.io/docs/concepts/workloads/controllers/job/#pod-failure-policy
     """
     # Only the worker's codes mean this: the vLLM sidecar uses its own, and the outputs check never fails
-    # (when in doubt, the Job runs).
+    # (when in doubt, the Job runs). A sidecar's own exit never reaches the Job controller: the kubelet
+    # restarts a restartable init container whatever it exits with, so its failure is reported through
+    # the worker (exit 6).
     return _fail_at_once_on(
-        c.WORKER_CONTAINER_NAME, [contract.EXIT_INPUT, contract.EXIT_ROWS_FAILED, contract.EXIT_STORAGE]
+        c.WORKER_CONTAINER_NAME,
+        [
+            contract.EXIT_INPUT,
+            contract.EXIT_ROWS_FAILED,
+            contract.EXIT_STORAGE,
+            contract.EXIT_SERVER_START_FAILED,
+        ],
     )
+
+
+def gate_pod_failure_policy() -> dict[str, Any]:
+    """The extraction gate (extraction_gate.py): its wait exits 2 when the task list is unreadable or the
+    whole campaign passed without the inputs; another pod would wait in vain too, so FailJob. A failed
+    resume (the API server away for ten minutes) is retried."""
+    return _fail_at_once_on(contract.WAIT_FOR_INPUTS_COMMAND, [contract.EXIT_INPUT])
 
 
 def download_pod_failure_policy() -> dict[str, Any]:

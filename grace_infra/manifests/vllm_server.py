@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 from grace_infra import constants as c
@@ -17,6 +18,7 @@ from grace_infra.config.quantities import gib_quantity
 from grace_infra.config.stack_config import GraceConfig, ServedModel
 from grace_infra.manifests import job_lifecycle, naming, security
 from grace_infra.nrp import cluster_facts
+from grace_infra.planning.gpu_hours import startup_window_s
 from grace_infra.planning.sizing import model_server_resources
 from worker import contract
 
@@ -34,6 +36,7 @@ __all__ = [
     "pod_tolerations",
     "pod_volumes",
     "readiness_probe",
+    "server_start_env",
     "service_manifest",
     "startup_probe",
     "statefulset_manifest",
@@ -51,6 +54,7 @@ __all__ = [
 WEIGHTS_VOLUME = "model-weights"
 SCRATCH_VOLUME = "vllm-scratch"
 SHM_VOLUME = "dshm"
+_SERVER_START_SOURCE = (Path(__file__).parents[1] / "payloads" / "server_start.py").read_text()
 
 
 
@@ -105,7 +109,7 @@ def startup_probe(model: ServedModel) -> dict[str, Any]:
         "httpGet": _http_get(),
         "periodSeconds": c.STARTUP_PROBE_PERIOD_S,
         "timeoutSeconds": c.PROBE_TIMEOUT_S,
-        "failureThreshold": math.ceil(model.load_budget_s / c.STARTUP_PROBE_PERIOD_S),
+        "failureThreshold": startup_window_s(model) // c.STARTUP_PROBE_PERIOD_S,
     }
 
 
@@ -267,12 +271,13 @@ def vllm_sidecar_parts(
     """What an ExperimentJob pod needs to run `model`'s server as a native sidecar (`job` mode).
 
     Returns `(init_containers, volumes)`, camelCase Kubernetes dicts:
-    - `init_containers`: `[vllm]`, exactly `vllm_container(model, config)` plus `restartPolicy: Always`
-      (a native sidecar, Kubernetes >= 1.29). Put it after any init container that must finish
-      first (the Job's outputs check). The kubelet starts the pod's main containers only after the
-      sidecar's startupProbe succeeds, so the worker starts with the server loaded and talks to
-      `http://localhost:8000/v1`; the sidecar is stopped when the main containers exit, so the GPUs
-      are released with the Job.
+    - `init_containers`: `[vllm]`, `vllm_container(model, config)` plus `restartPolicy: Always`
+      (a native sidecar, Kubernetes >= 1.29), started through the start-budget wrapper, which keeps its
+      state in the pod's run-state emptyDir (the caller adds that volume). Put it after any init
+      container that must finish first (the Job's outputs check). The kubelet starts the pod's main
+      containers only after the sidecar's startupProbe succeeds, so the worker starts with the server
+      loaded and talks to `http://localhost:8000/v1`; the sidecar is stopped when the main containers
+      exit, so the GPUs are released with the Job.
     - `volumes`: `model-weights` (PVC grace-model-weights-<key>), `vllm-scratch` and, when TP > 1,
       `dshm`. Your own volume names must differ from these.
     The GPU requests/limits sit on the sidecar, which Kubernetes counts in the pod's requests. Also
@@ -280,8 +285,31 @@ def vllm_sidecar_parts(
     model's download Job (`weights_job.WeightsDownload`) has completed: the weights are there when the
     pod starts, and the pod needs no HTTPS egress.
     """
-    sidecar = {**vllm_container(model, config), "restartPolicy": "Always"}
+    server = vllm_container(model, config)
+    # The start budget (payloads/server_start.py): after SERVER_START_ATTEMPTS failed starts the wrapper
+    # answers /health and leaves the marker the worker turns into EXIT_SERVER_START_FAILED (FailJob).
+    # `$(VAR)` is the kubelet's own expansion of a container variable in the command.
+    sidecar = {
+        **server,
+        "restartPolicy": "Always",
+        "command": ["python3", "-c", f"$({c.SERVER_START_SOURCE_ENV})", *server["command"]],
+        "env": [*server["env"], *server_start_env()],
+        "volumeMounts": [
+            *server["volumeMounts"],
+            {"name": c.RUN_STATE_VOLUME, "mountPath": c.RUN_STATE_MOUNT, "readOnly": False},
+        ],
+    }
     return [sidecar], pod_volumes(model, config)
+
+
+def server_start_env() -> list[dict[str, str]]:
+    """The start wrapper's source and inputs (names in worker/contract.py)."""
+    return [
+        {"name": c.SERVER_START_SOURCE_ENV, "value": _SERVER_START_SOURCE},
+        {"name": contract.SERVER_START_ATTEMPTS_ENV, "value": str(c.SERVER_START_ATTEMPTS)},
+        {"name": contract.SERVER_START_STATE_ENV, "value": c.SERVER_START_STATE},
+        {"name": contract.SERVER_START_FAILED_ENV, "value": c.SERVER_START_FAILED_MARKER},
+    ]
 
 
 def model_server_pod_labels(model: ServedModel) -> dict[str, str]:

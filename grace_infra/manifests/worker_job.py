@@ -11,7 +11,7 @@ from typing import Any
 from grace_infra import constants as c
 from grace_infra.config.stack_config import GraceConfig
 from grace_infra.manifests import completion_gate, job_lifecycle, naming, security, vllm_server
-from grace_infra.planning.gpu_hours import job_deadline_s
+from grace_infra.planning.gpu_hours import pod_deadline_s
 from grace_infra.planning.matrix import JobKind, PlannedJob
 from grace_infra.planning.sizing import (
     WORKER_TMP_SIZE_GI,
@@ -47,8 +47,16 @@ TMP_VOLUME = "tmp"
 WORKER_NAME_LABEL = "grace-worker"
 ALL = "all"  # label value of a job-mode Job that runs several studies/experiments
 
-_SERVICE_ACCOUNT = {JobKind.QUERY: c.SA_QUERY_JOB, JobKind.EXTRACTION: c.SA_EXTRACTION_JOB}
-_COMPONENT = {JobKind.QUERY: c.COMPONENT_QUERY_JOB, JobKind.EXTRACTION: c.COMPONENT_EXTRACTION_JOB}
+_SERVICE_ACCOUNT = {
+    JobKind.QUERY: c.SA_QUERY_JOB,
+    JobKind.EXTRACTION: c.SA_EXTRACTION_JOB,
+    JobKind.GATE: c.SA_EXTRACTION_GATE,
+}
+_COMPONENT = {
+    JobKind.QUERY: c.COMPONENT_QUERY_JOB,
+    JobKind.EXTRACTION: c.COMPONENT_EXTRACTION_JOB,
+    JobKind.GATE: c.COMPONENT_GATE_JOB,
+}
 
 
 def job_labels(job: PlannedJob) -> dict[str, str]:
@@ -179,6 +187,10 @@ def pod_spec(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> dict[
         # Never: the Job controller, not the kubelet, retries a failed pod, so podFailurePolicy can judge
         # each exit; the next pod resumes from the checkpoint on the same PVC.
         "restartPolicy": "Never",
+        # On the pod, not the Job: it counts from the kubelet's acknowledgement of the pod on a node
+        # (PodStatus.startTime), so a pod waiting for a node or for quota spends none of it; the Job's own
+        # activeDeadlineSeconds would count from the Job's first sync (docs/lifecycle.md, "Deadlines").
+        "activeDeadlineSeconds": pod_deadline_s(job, config, bundle),
         "securityContext": worker_pod_security_context(),
         **security.job_image_pull_secrets(config),
         "containers": [worker_container(job, config, bundle)],
@@ -189,6 +201,13 @@ def pod_spec(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> dict[
         # Outputs check (job mode): a rerun whose outputs are complete never loads the weights.
         check = completion_gate.check_container(job, worker_container(job, config, bundle))
         spec["initContainers"] = [check, *completion_gate.skip_when_complete(init_containers)]
+        # The worker reads the sidecar's start-failure marker (payloads/server_start.py) first thing.
+        worker = spec["containers"][0]
+        worker["env"] = [
+            *worker["env"],
+            {"name": contract.SERVER_START_FAILED_ENV, "value": c.SERVER_START_FAILED_MARKER},
+        ]
+        worker["volumeMounts"] = [*worker["volumeMounts"], completion_gate.run_state_mount(read_only=True)]
         spec["volumes"] = [*server_volumes, *spec["volumes"], completion_gate.run_state_volume()]
         vllm_server.apply_gpu_placement(spec, job.model)
     return spec
@@ -206,12 +225,15 @@ def job_manifest(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> d
     spec: dict[str, Any] = {
         "backoffLimit": c.JOB_BACKOFF_LIMIT,
         "podFailurePolicy": job_lifecycle.pod_failure_policy(),
-        "activeDeadlineSeconds": job_deadline_s(job, config, bundle),
         "template": {
             "metadata": {"labels": pod_labels(job), "annotations": annotations},
             "spec": pod,
         },
     }
+    if job.suspended:
+        # No pod, so no GPU, until the extraction gate (a CPU pod) has found every input complete and
+        # patched this to false; the Job's startTime is set only then (manifests/extraction_gate.py).
+        spec["suspend"] = True
     if config.jobs.ttl_seconds_after_finished is not None:
         spec["ttlSecondsAfterFinished"] = config.jobs.ttl_seconds_after_finished
     return {

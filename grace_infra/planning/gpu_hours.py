@@ -10,7 +10,9 @@ For each matrix model:
     busy hours   = the server's time for those requests, in tokens: prompts read and replies written at
                    its GPUs' datasheet speed (grace_infra/planning/serving_speed.py), or requests / a measured
                    throughputRps
-    job          = GPUs x (load_budget_s / 3600 + busy hours)  (one load per matrix Job; GPUs freed after)
+    job          = GPUs x (GPU Jobs x load_budget_s / 3600 + busy hours)  (one load per GPU Job: the
+                   coder loads twice, in its matrix Job and in its extraction Job; GPUs freed after each;
+                   extraction waits for its inputs in a CPU pod, so no wait for another Job is on a GPU)
     persistent   = GPUs x max(campaign_days x 24, load + busy)  (the server stays up all campaign)
     idle         = persistent - GPUs x busy hours               (GPU-hours doing no matrix work)
 
@@ -22,13 +24,14 @@ the user) and two-week limit care about.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from grace_infra import constants as c
 from grace_infra.config.catalog import ModelSpec, ServingMode
 from grace_infra.config.stack_config import Experiment, GraceConfig, ServedModel
-from grace_infra.planning.matrix import MatrixCell, PlannedJob, reasons_in_studies
+from grace_infra.planning.matrix import MatrixCell, PlannedJob, input_wait_s, plan_jobs, reasons_in_studies
 from grace_infra.planning.serving_speed import Load, ServerSpeed, server_speed
 from grace_infra.planning.study_bundle import (
     StudyBundle,
@@ -39,7 +42,15 @@ from grace_infra.planning.study_bundle import (
 )
 from grace_infra.planning.workload import cell_request_kinds, prompt_sizes
 
-__all__ = ["GpuHourPlan", "ModelGpuHours", "format_gpu_hour_table", "gpu_hour_plan", "job_deadline_s"]
+__all__ = [
+    "GpuHourPlan",
+    "ModelGpuHours",
+    "format_gpu_hour_table",
+    "gpu_hour_plan",
+    "pod_deadline_s",
+    "server_start_bound_s",
+    "startup_window_s",
+]
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,8 @@ class ModelGpuHours:
     planned_reasoning_tokens: int  # per request, for a reasoning model (0: it does not reason)
     reasoning_budget_tokens: int
     load_s: int  # load budget: weights from Ceph into GPU memory
+    gpu_jobs: int  # GPU Jobs running this model (a job-mode coder: its matrix Job and its extraction Job)
+    server_start_bound_s: int  # job mode: a sidecar that never starts fails its Job within this
     busy_wall_hours: float  # the server's time for those tokens (serving_speed.py)
     job_gpu_hours: float
     busy_wall_hours_at_budget: float  # if every reply spent its whole token budget, reasoning included
@@ -138,7 +151,7 @@ class GpuHourPlan:
                         "tokens / batch x decode step) / 3600 (grace_infra/planning/serving_speed.py); "
                         "requests / throughputRps / 3600 where throughputRps is set"
                     ),
-                    "jobGpuHours": "gpus * (loadSeconds / 3600 + busyWallHours)",
+                    "jobGpuHours": "gpus * (gpuJobs * loadSeconds / 3600 + busyWallHours)",
                     "persistentGpuHours": "gpus * max(campaignDays * 24, loadSeconds / 3600 + busyWallHours)",
                     "persistentIdleGpuHours": "persistentGpuHours - gpus * busyWallHours",
                 },
@@ -251,6 +264,7 @@ def gpu_hour_plan(config: GraceConfig, bundle: StudyBundle) -> GpuHourPlan:
         for studied in matrix
         for load in _cell_loads(MatrixCell(study, Experiment.EXTRACTION, studied), studied, config, bundle)
     ) if external and Experiment.EXTRACTION in experiments else 0  # fmt: skip
+    gpu_jobs = Counter(job.model.key for job in plan_jobs(config, bundle) if job.gpu)
     models = []
     for model in serving:
         loads = _server_loads(model, config, bundle)
@@ -278,9 +292,11 @@ def gpu_hour_plan(config: GraceConfig, bundle: StudyBundle) -> GpuHourPlan:
                 planned_reasoning_tokens=model.planned_reasoning_tokens if reasons else 0,
                 reasoning_budget_tokens=model.reasoning_tokens if reasons else 0,
                 load_s=model.load_budget_s,
+                gpu_jobs=max(1, gpu_jobs[model.key]),
+                server_start_bound_s=server_start_bound_s(model),
                 busy_wall_hours=busy,
                 # No request on this model's GPUs (e.g. only external extraction): no GPU Job runs.
-                job_gpu_hours=model.gpus * (load_h + busy) if requests else 0.0,
+                job_gpu_hours=model.gpus * (max(1, gpu_jobs[model.key]) * load_h + busy) if requests else 0.0,
                 busy_wall_hours_at_budget=speed.busy_s(at_budget) / c.SECONDS_PER_HOUR,
                 persistent_gpu_hours=persistent,
                 persistent_idle_gpu_hours=persistent - model.gpus * busy,
@@ -359,29 +375,68 @@ def format_gpu_hour_table(plan_json: dict[str, Any]) -> str:
         f"{speed['prefillComputeEfficiency']:.0%} of dense 16-bit FLOPS reading, "
         f"{speed['requestsInFlight']} requests in flight."
     )
+    loads = ", ".join(f"{m['model']} x{m['gpuJobs']}" for m in plan_json["models"] if m["gpuJobs"] > 1)
+    bounds = ", ".join(
+        f"{m['model']} {m['serverStartBoundS'] / 60:.0f} min"
+        for m in plan_json["models"]
+        if m["servingMode"] == ServingMode.JOB.value
+    )
+    lines.append(
+        "GPU waits: one load (the load column) per GPU Job"
+        + (f" ({loads}: its matrix Job and its extraction Job)" if loads else "")
+        + ", counted above; extraction waits for other Jobs' outputs in a CPU pod, holding no GPU"
+        + (
+            f". Not counted, a failure: a vLLM sidecar that never starts fails its Job within {bounds}"
+            if bounds
+            else ""
+        )
+        + "."
+    )
     if plan_json["externalExtractionRequests"]:
         external = plan_json["externalExtractionRequests"]
         lines.append(f"Extraction: {external:,} requests go to the external endpoint (no GPU of ours).")
     return "\n".join(lines)
 
 
-def job_deadline_s(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> int:
-    """The Job's `activeDeadlineSeconds`: how long it may hold its pod, GPUs included, from the plan.
+def startup_window_s(model: ServedModel) -> int:
+    """How long the kubelet lets one start of the server take: the startup probe's failureThreshold x
+    periodSeconds, the load budget rounded up to whole probe periods (manifests/vllm_server.py)."""
+    return math.ceil(model.load_budget_s / c.STARTUP_PROBE_PERIOD_S) * c.STARTUP_PROBE_PERIOD_S
 
-        setup     job mode: weight download at the assumed bandwidth + load budget (the sidecar);
-                  persistent: the worker's --wait-timeout for the server's /health
-                  extraction: + --wait-for-input (it waits for its exp1 file)
+
+def server_start_bound_s(model: ServedModel) -> int:
+    """The longest a job-mode pod holds its GPUs when its vLLM sidecar never starts.
+
+        a failed start   startup window (the probe kills a start that never answers /health) + the pod's
+                         termination grace for vLLM to stop + the kubelet's restart back-off (<= 300 s)
+        bound            SERVER_START_ATTEMPTS failed starts + one probe period for the start wrapper's
+                         /health, after which the worker exits EXIT_SERVER_START_FAILED and the Job's
+                         podFailurePolicy fails the Job (docs/lifecycle.md, "A server that cannot start")
+    A start that exits at once (a bad flag) costs only its back-off; the bound is the slow case.
+    """
+    failed_start = startup_window_s(model) + c.POD_TERMINATION_GRACE_S + c.KUBELET_MAX_RESTART_BACKOFF_S
+    return c.SERVER_START_ATTEMPTS * failed_start + c.STARTUP_PROBE_PERIOD_S
+
+
+def pod_deadline_s(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) -> int:
+    """The pod's `activeDeadlineSeconds`: how long one pod of the Job may run, GPUs included, counted from
+    the kubelet's acknowledgement of the pod on its node (PodStatus.startTime), so time spent waiting for
+    a node or for quota is never counted.
+
+        setup     job mode: the server's start bound (server_start_bound_s: every failed start the budget
+                  allows, then a load); persistent: the worker's --wait-timeout for the server's /health;
+                  a CPU extraction Job: + --wait-for-input (it waits for its exp1 file on no GPU)
         busy      the server's time for the Job's cells with every reply spending its whole budget,
                   reasoning included (the plan counts the planned reasoning instead)
-        deadline  JOB_DEADLINE_SAFETY_FACTOR x (setup + busy) + JOB_DEADLINE_QUEUE_ALLOWANCE_S
+        deadline  JOB_DEADLINE_SAFETY_FACTOR x (setup + busy)
 
-    Generous on purpose: a Job stopped by its deadline resumes from its checkpoint when it is replaced,
-    but a hung 4-GPU pod without one holds its GPUs until someone notices.
+    Generous on purpose: a pod stopped by its deadline counts toward backoffLimit and the next pod resumes
+    from the checkpoint, but a hung 4-GPU pod without one holds its GPUs until someone notices.
     """
     model, jobs = job.model, config.jobs
     if job.sidecar:
-        download_s = model.weights_gb * 1000 / c.DOWNLOAD_ASSUMED_MB_PER_S
-        setup_s = download_s + model.load_budget_s
+        # The weights are on the claim before the Job exists (the download Job): only starts are waited.
+        setup_s = float(server_start_bound_s(model))
     else:
         setup_s = float(max(jobs.wait_timeout_s, model.load_budget_s))
     coder = config.extractor_model()
@@ -391,12 +446,6 @@ def job_deadline_s(job: PlannedJob, config: GraceConfig, bundle: StudyBundle) ->
         server = coder if cell.experiment is Experiment.EXTRACTION and coder is not None else cell.model
         loads = _cell_loads(cell, server, config, bundle, bound=True)
         busy_s += _speed(server, config).busy_s(loads)
-    # Extraction may wait for an exp1 file another Job writes (worker extract --wait-for-input); once per
-    # Job, since the files are written while it waits. A Job's own exp1 is written before its extraction.
-    waits_for_input = any(
-        cell.experiment is Experiment.EXTRACTION and (not job.sidecar or cell.model.key != model.key)
-        for cell in job.cells
-    )
-    if waits_for_input:
-        setup_s += jobs.input_wait_timeout_s
-    return math.ceil(c.JOB_DEADLINE_SAFETY_FACTOR * (setup_s + busy_s) + c.JOB_DEADLINE_QUEUE_ALLOWANCE_S)
+    if not job.gpu and any(cell.experiment is Experiment.EXTRACTION for cell in job.cells):
+        setup_s += input_wait_s(config)  # a CPU Job waiting for its exp1 file: no GPU waits
+    return math.ceil(c.JOB_DEADLINE_SAFETY_FACTOR * (setup_s + busy_s))

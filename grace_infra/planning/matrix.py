@@ -47,7 +47,10 @@ __all__ = [
     "JobKind",
     "MatrixCell",
     "PlannedJob",
+    "extraction_job_name",
     "format_matrix_table",
+    "gate_job_name",
+    "input_wait_s",
     "job_name",
     "matrix_cells",
     "matrix_json",
@@ -83,6 +86,7 @@ class JobKind(StrEnum):
 
     QUERY = "query"  # exp1/exp2 and job-mode matrix Jobs: talk to a model server only
     EXTRACTION = "extraction"  # extraction Jobs: may talk to an external endpoint with an API key
+    GATE = "gate"  # the CPU gate: reads the output claim, may patch exactly one Job (its suspended one)
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,14 @@ class PlannedJob:
     external_endpoint: bool = False  # talks HTTPS to the external extraction endpoint with an API key
     coder: str | None = None  # extraction Jobs: the model that codes the replies (extractor key or external)
     tasks: tuple[tuple[str, ...], ...] = ()  # job mode: the argv lists of `worker run --tasks`
+    suspended: bool = False  # created with spec.suspend: true; only the CPU gate Job resumes it
+    resumes: str | None = None  # a CPU gate Job: the suspended Job it resumes once its inputs are complete
+    resumes_after: tuple[str, ...] = ()  # a CPU gate Job: Jobs that must finish first (same weights claim)
+
+    @property
+    def gpu(self) -> bool:
+        """Whether the Job's pod holds GPUs: a job-mode Job's sidecar serves the model in it."""
+        return self.sidecar
 
     @property
     def studies(self) -> tuple[Study, ...]:
@@ -139,8 +151,17 @@ def output_path(study: Study, experiment: Experiment, model_key: str) -> PurePos
     return PurePosixPath(c.OUTPUT_MOUNT) / experiment.value / model_key / file_name
 
 
-def tasks_pod_path(model_key: str) -> PurePosixPath:
-    return STUDIES_ROOT / TASKS_SUBDIR / f"{model_key}.json"
+def extraction_job_name(coder_key: str) -> str:
+    return f"{c.EXTRACTION_JOB_PREFIX}{coder_key}"
+
+
+def gate_job_name(suspended_job: str) -> str:
+    return f"{c.GATE_JOB_PREFIX}{suspended_job}"
+
+
+def tasks_pod_path(job: str) -> PurePosixPath:
+    """The `worker run --tasks` list of a job-mode Job, by Job name."""
+    return STUDIES_ROOT / TASKS_SUBDIR / f"{job}.json"
 
 
 def model_endpoint(model: ServedModel) -> str:
@@ -192,7 +213,8 @@ def _endpoint_flags(cell: MatrixCell, config: GraceConfig) -> list[str]:
 
 
 def extracts_on_sidecar(model: ServedModel, config: GraceConfig) -> bool:
-    """A job-mode model that is the stack's extractor codes every model's replies inside its matrix Job."""
+    """A job-mode model that is the stack's extractor codes every model's replies on a sidecar of its own,
+    in the suspended `extraction-<coder>` Job."""
     extractor = config.extractor_model()
     return model.serving_mode is ServingMode.JOB and extractor is not None and extractor.key == model.key
 
@@ -202,6 +224,16 @@ def _extractor(config: GraceConfig) -> ServedModel:
     if extractor is None:  # config/stack_config.py refuses such a stack; reaching here is a bug
         raise AssertionError("extraction planned with neither an external endpoint nor an extractor")
     return extractor
+
+
+def input_wait_s(config: GraceConfig) -> int:
+    """extract's --wait-for-input. A job-mode coder's extraction Job is resumed by its gate only once every
+    input is complete, so its worker checks the file and its digest and waits at most GATED_INPUT_WAIT_S;
+    a CPU extraction Job (a persistent or external coder) waits for its exp1 file itself."""
+    extractor = config.extractor_model()
+    if extractor is not None and extracts_on_sidecar(extractor, config):
+        return c.GATED_INPUT_WAIT_S
+    return config.jobs.input_wait_timeout_s
 
 
 def worker_args(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> list[str]:
@@ -258,7 +290,7 @@ def worker_args(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> l
         if bundle.has(schema_pod_path(design, study)):
             args += ["--schema", str(schema_pod_path(design, study))]
         # Exp1 writes its file atomically when complete: waiting for it is waiting for exp1 to finish.
-        args += ["--validate", "--wait-for-input", str(jobs.input_wait_timeout_s)]
+        args += ["--validate", "--wait-for-input", str(input_wait_s(config))]
         if Experiment.EXP1 in config.experiments.experiments:
             # ...and for the exp1 run planned beside this one, not an older experiment's file.
             args += ["--wait-for-digest", cell_plan_digest(MatrixCell(study, Experiment.EXP1, cell.model),
@@ -325,16 +357,62 @@ def _reads(cells: tuple[MatrixCell, ...], config: GraceConfig) -> tuple[PurePosi
 
 
 def _job_mode_order(model: ServedModel, cells: list[MatrixCell], coder_here: bool) -> list[MatrixCell]:
-    # The model's own exp1 first (extraction waits for those files), then its exp2; when this model is
-    # the one coder, then every model's extraction: its own replies first (already written), then the
-    # others' in matrix order, each task waiting for its exp1 file (written by another Job meanwhile).
+    # The model's own exp1 first, then its exp2 (stable: studies keep config order); when it is the one
+    # coder, then the extraction of its OWN replies, written earlier in the same pod. Extraction of other
+    # models' replies never runs here: it reads other Jobs' outputs (see the module docstring).
     rank = {Experiment.EXP1: 0, Experiment.EXP2: 1}
     own = [c for c in cells if c.model.key == model.key and c.experiment is not Experiment.EXTRACTION]
-    ordered = sorted(own, key=lambda cell: rank[cell.experiment])  # stable: studies keep config order
-    if coder_here:
-        extraction = [c for c in cells if c.experiment is Experiment.EXTRACTION]
-        ordered += sorted(extraction, key=lambda cell: cell.model.key != model.key)
+    ordered = sorted(own, key=lambda cell: rank[cell.experiment])
+    if coder_here and any(c.experiment is Experiment.EXP1 for c in own):
+        ordered += [c for c in cells if c.model.key == model.key and c.experiment is Experiment.EXTRACTION]
     return ordered
+
+
+def _sidecar_job(  # noqa: PLR0917 (what a job-mode Job is made of, each named at the call)
+    name: str,
+    kind: JobKind,
+    model: ServedModel,
+    ordered: tuple[MatrixCell, ...],
+    config: GraceConfig,
+    bundle: StudyBundle,
+    *,
+    suspended: bool = False,
+) -> PlannedJob:
+    """A job-mode Job: `worker run --tasks` over `ordered` against `model`'s sidecar."""
+    tasks_path = tasks_pod_path(name)
+    return PlannedJob(
+        name=name,
+        kind=kind,
+        model=model,
+        cells=ordered,
+        args=(contract.RUN_COMMAND, "--tasks", str(tasks_path)),
+        runs_after=(),
+        reads=(*_reads(ordered, config), tasks_path),
+        sidecar=True,
+        coder=model.key if kind is JobKind.EXTRACTION else None,
+        tasks=tuple(tuple(worker_args(cell, config, bundle)) for cell in ordered),
+        suspended=suspended,
+    )
+
+
+def _gate_job(suspended: PlannedJob, config: GraceConfig, sharing: tuple[str, ...]) -> PlannedJob:
+    """The CPU Job that resumes `suspended` once every input its tasks read is complete (the worker's own
+    check, over the same task list), waiting at most the whole campaign, and once the Jobs in `sharing`
+    (which mount the same ReadWriteOnce weights claim) have finished."""
+    tasks_path = tasks_pod_path(suspended.name)
+    timeout_s = round(config.plan.campaign_days * c.HOURS_PER_DAY * c.SECONDS_PER_HOUR)
+    return PlannedJob(
+        name=gate_job_name(suspended.name),
+        kind=JobKind.GATE,
+        model=suspended.model,
+        cells=(),  # it writes nothing: the outputs are the suspended Job's
+        args=(contract.WAIT_FOR_INPUTS_COMMAND, "--tasks", str(tasks_path), "--timeout", str(timeout_s)),
+        runs_after=(suspended.name,),
+        reads=(*_reads(suspended.cells, config), tasks_path),
+        sidecar=False,
+        resumes=suspended.name,
+        resumes_after=sharing,
+    )
 
 
 def plan_jobs(config: GraceConfig, bundle: StudyBundle) -> list[PlannedJob]:
@@ -351,33 +429,30 @@ def plan_jobs(config: GraceConfig, bundle: StudyBundle) -> list[PlannedJob]:
         ordered = tuple(_job_mode_order(model, cells, extracts_on_sidecar(model, config)))
         if not ordered:
             continue
-        name = job_mode_job_name(model.key)
-        tasks = tuple(tuple(worker_args(cell, config, bundle)) for cell in ordered)
-        tasks_path = tasks_pod_path(model.key)
-        planned.append(
-            PlannedJob(
-                name=name,
-                kind=JobKind.QUERY,
-                model=model,
-                cells=ordered,
-                args=(contract.RUN_COMMAND, "--tasks", str(tasks_path)),
-                runs_after=(),
-                reads=(*_reads(ordered, config), tasks_path),
-                sidecar=True,
-                tasks=tasks,
-            )
-        )
+        job = _sidecar_job(job_mode_job_name(model.key), JobKind.QUERY, model, ordered, config, bundle)
+        planned.append(job)
         for cell in ordered:
             if cell.experiment is Experiment.EXP1:
-                exp1_job_of[(cell.study, model.key)] = name
+                exp1_job_of[(cell.study, model.key)] = job.name
 
-    coder_in_a_matrix_job = any(extracts_on_sidecar(model, config) for model in config.matrix_models())
+    extractor = config.extractor_model()
+    coder_on_sidecar = extractor is not None and extracts_on_sidecar(extractor, config)
+    in_matrix_jobs = {cell.name for job in planned for cell in job.cells}
+    extraction = [
+        cell for cell in cells if cell.experiment is Experiment.EXTRACTION and cell.name not in in_matrix_jobs
+    ]
+    if coder_on_sidecar and extraction and extractor is not None:
+        ordered = tuple(extraction)
+        name = extraction_job_name(extractor.key)
+        suspended = _sidecar_job(name, JobKind.EXTRACTION, extractor, ordered, config, bundle, suspended=True)
+        sharing = tuple(job.name for job in planned if job.gpu and job.model.key == extractor.key)
+        planned += [suspended, _gate_job(suspended, config, sharing)]
 
     def own_job(cell: MatrixCell) -> bool:
-        # Extraction runs inside the job-mode coder's matrix Job when the coder is one; otherwise each is
-        # a Job of its own talking to the coder. Job mode keeps exp1/exp2 inside the model's matrix Job.
+        # Extraction runs in the suspended extraction Job when the coder is a job-mode model; otherwise
+        # each is a CPU Job of its own talking to the coder. Job mode keeps exp1/exp2 in the matrix Job.
         if cell.experiment is Experiment.EXTRACTION:
-            return not coder_in_a_matrix_job
+            return not coder_on_sidecar
         return cell.model.serving_mode is not ServingMode.JOB
 
     separate = [cell for cell in cells if own_job(cell)]
@@ -387,20 +462,20 @@ def plan_jobs(config: GraceConfig, bundle: StudyBundle) -> list[PlannedJob]:
     # Writers first, so each extraction Job can name the Job it runs after.
     separate.sort(key=lambda cell: cell.experiment is Experiment.EXTRACTION)
     for cell in separate:
-        extraction = cell.experiment is Experiment.EXTRACTION
-        after = exp1_job_of.get((cell.study, cell.model.key)) if extraction else None
+        is_extraction = cell.experiment is Experiment.EXTRACTION
+        after = exp1_job_of.get((cell.study, cell.model.key)) if is_extraction else None
         planned.append(
             PlannedJob(
                 name=cell.name,
-                kind=JobKind.EXTRACTION if extraction else JobKind.QUERY,
+                kind=JobKind.EXTRACTION if is_extraction else JobKind.QUERY,
                 model=cell.model,
                 cells=(cell,),
                 args=tuple(worker_args(cell, config, bundle)),
                 runs_after=(after,) if after else (),
                 reads=_reads((cell,), config),
                 sidecar=False,
-                external_endpoint=extraction and external,
-                coder=coder if extraction else None,
+                external_endpoint=is_extraction and external,
+                coder=coder if is_extraction else None,
             )
         )
     return planned
@@ -410,7 +485,7 @@ def task_files(jobs: list[PlannedJob]) -> dict[PurePosixPath, str]:
     """The `worker run --tasks` files of the job-mode Jobs, for the studies ConfigMap."""
     # One task per line: the ConfigMap diff then shows which step of a model's share changed.
     return {
-        tasks_pod_path(job.model.key): "[\n" + ",\n".join(json.dumps(list(t)) for t in job.tasks) + "\n]\n"
+        tasks_pod_path(job.name): "[\n" + ",\n".join(json.dumps(list(t)) for t in job.tasks) + "\n]\n"
         for job in jobs
         if job.sidecar
     }
@@ -429,6 +504,8 @@ def matrix_json(jobs: list[PlannedJob]) -> list[dict[str, Any]]:
             "runsAfter": list(job.runs_after),
             "sidecar": job.sidecar,
             **({"coder": job.coder} if job.coder else {}),
+            **({"suspended": True} if job.suspended else {}),
+            **({"resumes": job.resumes} if job.resumes else {}),
         }
         for job in jobs
     ]
@@ -446,7 +523,15 @@ def _cells_summary(cells: list[str]) -> str:
 def format_matrix_table(matrix: list[dict[str, Any]]) -> str:
     """plan.json's `matrix` as a table for stdout: one line per Job."""
     rows = [
-        (m["job"], m["model"], m["servingMode"], _cells_summary(m["cells"]), ", ".join(m["runsAfter"]) or "-")
+        (
+            m["job"],
+            m["model"],
+            "cpu gate" if m.get("resumes") else m["servingMode"],
+            f"resumes {m['resumes']} when its inputs are complete"
+            if m.get("resumes")
+            else _cells_summary(m["cells"]) + (" (created suspended)" if m.get("suspended") else ""),
+            ", ".join(m["runsAfter"]) or "-",
+        )
         for m in matrix
     ]
     headers = ("job", "model", "mode", "runs", "created after")

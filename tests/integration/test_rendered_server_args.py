@@ -34,6 +34,7 @@ from grace_infra.commands.render import Rendered, render
 from grace_infra.manifests import completion_gate
 from tests.integration.conftest import REPO_ROOT, tiny_vllm
 from tests.support.ci import unavailable
+from worker import contract
 
 # Flags the CPU server cannot take, with why; only these are dropped from the rendered list.
 GPU_ONLY_FLAGS: dict[str, str] = {
@@ -59,7 +60,16 @@ VLLM_CLI = REPO_ROOT / "tests" / "support" / "vllm_cli.py"
 # `vllm serve` command line) unless the Job's outputs are already complete, when it runs an idle
 # stand-in from this environment variable instead (grace_infra/completion_gate.py). Both are declared.
 SHELL_WRAPPER = ["/bin/sh", "-c"]
-WRAPPER_ONLY_ENV = {completion_gate.IDLE_SERVER_ENV: "the idle stand-in, run only when outputs are complete"}
+# Then the start budget (grace_infra/payloads/server_start.py): python3 -c "$(SOURCE)" runs the command
+# line as its child, unchanged, until the budget is spent.
+START_WRAPPER = ["python3", "-c", f"$({c.SERVER_START_SOURCE_ENV})"]
+WRAPPER_ONLY_ENV = {
+    completion_gate.IDLE_SERVER_ENV: "the idle stand-in, run only when outputs are complete",
+    c.SERVER_START_SOURCE_ENV: "the start-budget wrapper's source",
+    contract.SERVER_START_ATTEMPTS_ENV: "the wrapper's budget",
+    contract.SERVER_START_STATE_ENV: "the wrapper's state file",
+    contract.SERVER_START_FAILED_ENV: "the wrapper's failure marker",
+}
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,8 @@ def _server_command(where: str, container: dict[str, Any]) -> ServerCommand:
     if argv[:2] == SHELL_WRAPPER:
         script, _name, *argv = argv[2:]
         assert 'exec "$@"' in script, script  # without the marker it execs the command line unchanged
+    if argv[:3] == START_WRAPPER:
+        argv = argv[3:]
     env = {e["name"]: e["value"] for e in container.get("env", []) if e["name"] not in WRAPPER_ONLY_ENV}
     sidecar = container.get("restartPolicy") == "Always"
     return ServerCommand(where, argv, env, container["image"], sidecar)

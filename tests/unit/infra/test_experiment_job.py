@@ -72,9 +72,10 @@ def job_urn(run: OfflineRun, name: str) -> str:
     return resource.urn
 
 
-def configmap_tasks(run: OfflineRun, model: str) -> list[list[str]]:
+def configmap_tasks(run: OfflineRun, job: str) -> list[list[str]]:
+    """The `run --tasks` list of the job-mode Job named `job`, from the studies ConfigMap."""
     data = run.manifest("ConfigMap", c.STUDIES_CONFIGMAP)["data"]
-    return json.loads(data[f"tasks.{model}.json"])
+    return json.loads(data[f"tasks.{job}.json"])
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +143,7 @@ def test_every_job_writes_only_its_own_files(mixed_run: OfflineRun) -> None:
     for job in jobs_of(mixed_run).values():
         argvs = [worker(job)["args"]]
         if worker(job)["args"][0] == "run":
-            argvs = configmap_tasks(mixed_run, job["metadata"]["labels"]["model"])
+            argvs = configmap_tasks(mixed_run, job["metadata"]["name"])
         outputs += [argv[argv.index("--output") + 1] for argv in argvs]
     assert len(outputs) == len(set(outputs)) == 36  # 6 models x 2 studies x 3 experiments
 
@@ -191,7 +192,7 @@ def test_the_researchers_design_sends_their_body_and_their_scoring(mixed_run: Of
                 ("--logprobs", "--method", "--tokens", "--reasoning", "--answer-prefix", "--temperature")
             )
         ]
-    llama_tasks = configmap_tasks(mixed_run, "llama-3-70b")
+    llama_tasks = configmap_tasks(mixed_run, "matrix-llama-3-70b")
     exp1 = next(task for task in llama_tasks if task[0] == "query")
     assert exp1[exp1.index("--stop") + 1] == '["<|eot_id|>", "<|end_of_text|>"]'
 
@@ -436,12 +437,12 @@ def test_job_mode_is_one_job_per_model_with_the_sidecar_and_no_statefulset(
         assert worker(jobs[f"matrix-{model.key}"])["args"] == [
             "run",
             "--tasks",
-            f"/etc/grace/tasks/{model.key}.json",
+            f"/etc/grace/tasks/matrix-{model.key}.json",
         ]
 
 
 def test_job_mode_task_list_runs_the_whole_share_in_order(all_job_mode_run: OfflineRun) -> None:
-    tasks = configmap_tasks(all_job_mode_run, "gemma-2-9b")
+    tasks = configmap_tasks(all_job_mode_run, "matrix-gemma-2-9b")
     outputs = [t[t.index("--output") + 1] for t in tasks]
     assert outputs == [
         "/output/exp1/gemma-2-9b/study1_responses.csv",
@@ -457,7 +458,7 @@ def test_job_mode_with_external_extraction_keeps_extraction_off_the_gpus(
     created_namespace_run: OfflineRun,
 ) -> None:
     jobs = jobs_of(created_namespace_run)
-    tasks = configmap_tasks(created_namespace_run, "llama-3-70b")
+    tasks = configmap_tasks(created_namespace_run, "matrix-llama-3-70b")
     assert [t[0] for t in tasks] == ["query", "query", "probs", "probs"]
     extraction = jobs["structured-output-study1-llama-3-70b"]
     assert "initContainers" not in pod(extraction)
@@ -707,9 +708,10 @@ def test_a_lone_job_mode_model_codes_its_own_replies_at_the_end_of_its_job() -> 
     assert extract[extract.index("--model-endpoint") + 1] == "http://localhost:8000/v1"
 
 
-def test_a_job_mode_coder_codes_every_models_replies_at_the_end_of_its_own_job() -> None:
+def test_a_job_mode_coder_codes_other_models_replies_in_a_suspended_job_of_its_own() -> None:
     # The nrp stack serves every model in its Jobs: the coder (gemma-2-27b, the largest model that does
-    # not reason and fits a 2-GPU pod) runs every extraction on its sidecar after its own exp1 and exp2.
+    # not reason and fits a 2-GPU pod) codes its own replies at the end of its matrix Job, and every other
+    # model's in extraction-gemma-2-27b, created suspended and resumed by a CPU gate.
     all_job = [{"key": key} for key in ("gemma-2-2b", "gemma-2-9b", "gemma-2-27b", "llama-3-70b")]
     all_job += [{"key": "gpt-oss-20b"}, {"key": "gpt-oss-120b"}]  # servingMode job: the default
     config = config_of(models=all_job)
@@ -718,19 +720,26 @@ def test_a_job_mode_coder_codes_every_models_replies_at_the_end_of_its_own_job()
     assert not [name for name in planned if name.startswith("structured-output-")]
     coder = planned["matrix-gemma-2-27b"]
     outputs = [t[t.index("--output") + 1] for t in coder.tasks]
-    assert outputs[:4] == [
+    assert outputs == [
         "/output/exp1/gemma-2-27b/study1_responses.csv",
         "/output/exp1/gemma-2-27b/study2_responses.csv",
         "/output/exp2/gemma-2-27b/study1_probabilities.csv",
         "/output/exp2/gemma-2-27b/study2_probabilities.csv",
+        "/output/structured/gemma-2-27b/study1_structured.csv",
+        "/output/structured/gemma-2-27b/study2_structured.csv",
     ]
-    extraction = [t for t in coder.tasks if t[0] == "extract"]
-    assert len(extraction) == 12  # 2 studies x 6 models, its own first
-    assert extraction[0][extraction[0].index("--output") + 1].startswith("/output/structured/gemma-2-27b/")
-    for task in extraction:
+    extraction = planned["extraction-gemma-2-27b"]
+    assert extraction.suspended
+    assert extraction.sidecar
+    assert len(extraction.tasks) == 10  # 2 studies x the 5 other models
+    for task in extraction.tasks:
+        assert task[0] == "extract"
         assert task[task.index("--model-endpoint") + 1] == "http://localhost:8000/v1"
         assert task[task.index("--model-name") + 1] == "gemma-2-27b"
-        assert "--wait-for-input" in task
+        assert "/gemma-2-27b/" not in task[task.index("--input") + 1]
+    gate = planned["resume-extraction-gemma-2-27b"]
+    assert gate.resumes == "extraction-gemma-2-27b"
+    assert not gate.gpu
     assert not [t for t in planned["matrix-llama-3-70b"].tasks if t[0] == "extract"]
 
 

@@ -77,16 +77,31 @@ def test_quota_caps_every_gpu_resource_the_models_request() -> None:
 # --- identities ----------------------------------------------------------------------------------
 
 
-def test_three_service_accounts_without_api_access(nrp_run: OfflineRun, mixed_run: OfflineRun) -> None:
+def test_only_the_extraction_gate_has_api_access(nrp_run: OfflineRun, mixed_run: OfflineRun) -> None:
     accounts = {m["metadata"]["name"]: m for m in kinds(nrp_run, "ServiceAccount")}
-    assert set(accounts) == {c.SA_MODEL_SERVER, c.SA_QUERY_JOB, c.SA_EXTRACTION_JOB}
-    # No pod calls the Kubernetes API: no token in any pod, and no Role or RoleBinding to grant.
-    assert all(account["automountServiceAccountToken"] is False for account in accounts.values())
-    for run in (nrp_run, mixed_run):
-        assert not kinds(run, "Role")
-        assert not kinds(run, "RoleBinding")
-        for where, template in pod_templates(run.manifests()).items():
-            assert template["spec"]["automountServiceAccountToken"] is False, where
+    assert set(accounts) == {c.SA_MODEL_SERVER, c.SA_QUERY_JOB, c.SA_EXTRACTION_JOB, c.SA_EXTRACTION_GATE}
+    # Only the gate calls the Kubernetes API, and only on the Jobs it names.
+    for name in (c.SA_MODEL_SERVER, c.SA_QUERY_JOB, c.SA_EXTRACTION_JOB):
+        assert accounts[name]["automountServiceAccountToken"] is False
+    (role,) = kinds(nrp_run, "Role")
+    assert role["rules"] == [
+        {"apiGroups": ["batch"], "resources": ["jobs"], "resourceNames": ["extraction-gemma-2-27b"],
+         "verbs": ["get", "patch"]},
+        {"apiGroups": ["batch"], "resources": ["jobs"], "resourceNames": ["matrix-gemma-2-27b"],
+         "verbs": ["get"]},
+    ]  # fmt: skip
+    (binding,) = kinds(nrp_run, "RoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": c.SA_EXTRACTION_GATE, "namespace": "grace-experiments"}
+    ]
+    for where, template in pod_templates(nrp_run.manifests()).items():
+        with_token = template["spec"]["serviceAccountName"] == c.SA_EXTRACTION_GATE
+        assert template["spec"]["automountServiceAccountToken"] is with_token, where
+    # A persistent coder needs no gate: no Role, no token anywhere.
+    assert not kinds(mixed_run, "Role")
+    assert not kinds(mixed_run, "RoleBinding")
+    for where, template in pod_templates(mixed_run.manifests()).items():
+        assert template["spec"]["automountServiceAccountToken"] is False, where
 
 
 def test_pods_use_the_foundation_accounts(nrp_run: OfflineRun) -> None:

@@ -27,8 +27,9 @@ from grace_infra.config.input_files import offline_input_files
 from grace_infra.config.stack_config import GraceConfig
 from grace_infra.errors import ConfigError
 from grace_infra.manifests import download_job, job_lifecycle
+from grace_infra.manifests.extraction_gate import gate_deadline_s
 from grace_infra.payloads import download_weights
-from grace_infra.planning.gpu_hours import gpu_hour_plan, job_deadline_s
+from grace_infra.planning.gpu_hours import gpu_hour_plan, pod_deadline_s, server_start_bound_s
 from grace_infra.planning.matrix import plan_experiments
 from grace_infra.planning.study_bundle import load_study_bundle
 from tests.support.worker_process import wait_until
@@ -196,7 +197,7 @@ def test_every_job_fails_at_once_on_exit_2_or_3_and_ignores_disruptions(
             rules = job["spec"]["podFailurePolicy"]["rules"]
             fail = [r["onExitCodes"] for r in rules if r["action"] == "FailJob"]
             worker = [x for x in fail if x["containerName"] == c.WORKER_CONTAINER_NAME]
-            assert worker == [{"containerName": "worker", "operator": "In", "values": [2, 3, 4]}], name
+            assert worker == [{"containerName": "worker", "operator": "In", "values": [2, 3, 4, 6]}], name
             ignore = [r for r in rules if r["action"] == "Ignore"]
             assert ignore == [
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
@@ -205,7 +206,10 @@ def test_every_job_fails_at_once_on_exit_2_or_3_and_ignores_disruptions(
 
 def test_the_policy_uses_the_workers_documented_exit_codes() -> None:
     worker_rule = job_lifecycle.pod_failure_policy()["rules"][0]["onExitCodes"]
-    assert worker_rule["values"] == [contract.EXIT_INPUT, contract.EXIT_ROWS_FAILED, contract.EXIT_STORAGE]
+    assert worker_rule["values"] == [
+        contract.EXIT_INPUT, contract.EXIT_ROWS_FAILED, contract.EXIT_STORAGE,
+        contract.EXIT_SERVER_START_FAILED,
+    ]  # fmt: skip
     assert c.WEIGHTS_DOWNLOAD_EXIT_NO_ACCESS == download_weights.EXIT_NO_ACCESS
 
 
@@ -218,10 +222,16 @@ def test_every_job_has_the_plans_deadline(mixed_run: OfflineRun, job_mode_run: O
         bundle, planned = plan_experiments(config)
         jobs = jobs_of(run)
         for job in planned:
-            deadline = jobs[job.name]["spec"]["activeDeadlineSeconds"]
-            assert deadline == job_deadline_s(job, config, bundle), job.name
-            # Never shorter than what the Job must wait for before it does any work.
-            floor = job.model.load_budget_s + c.JOB_DEADLINE_QUEUE_ALLOWANCE_S
+            # On the pod, counted from the kubelet's acknowledgement: never from the Job's creation, so a
+            # Job waiting for a node or for quota spends none of it.
+            assert "activeDeadlineSeconds" not in jobs[job.name]["spec"], job.name
+            deadline = jobs[job.name]["spec"]["template"]["spec"]["activeDeadlineSeconds"]
+            if job.resumes:
+                assert deadline == gate_deadline_s(job), job.name
+                continue
+            assert deadline == pod_deadline_s(job, config, bundle), job.name
+            # Never shorter than what the pod must wait for before it does any work.
+            floor = server_start_bound_s(job.model) if job.sidecar else job.model.load_budget_s
             assert deadline > floor, job.name
 
 
@@ -238,12 +248,8 @@ def test_every_weight_download_has_a_deadline_beyond_pulumis_wait(job_mode_run: 
 def test_deadline_follows_the_plan_with_the_stated_safety_factor() -> None:
     config = GraceConfig.parse(base_config(models=[{"key": "llama-3-70b", "servingMode": "job"}]))
     bundle, (job,) = plan_experiments(config)
-    model = job.model
-    download_s = model.weights_gb * 1000 / c.DOWNLOAD_ASSUMED_MB_PER_S
-    base = (
-        c.JOB_DEADLINE_SAFETY_FACTOR * (download_s + model.load_budget_s) + c.JOB_DEADLINE_QUEUE_ALLOWANCE_S
-    )
-    deadline = job_deadline_s(job, config, bundle)
+    base = c.JOB_DEADLINE_SAFETY_FACTOR * server_start_bound_s(job.model)
+    deadline = pod_deadline_s(job, config, bundle)
     assert deadline > base
     busy_part = deadline - base
     assert busy_part < 7 * 24 * 3600  # never days of slack on a 4-GPU pod
@@ -255,7 +261,7 @@ def test_deadline_follows_the_plan_with_the_stated_safety_factor() -> None:
         )
         bundle2, (job2,) = plan_experiments(measured)
         expected = c.JOB_DEADLINE_SAFETY_FACTOR * requests / rps
-        assert job_deadline_s(job2, measured, bundle2) - base == pytest.approx(expected, abs=2)
+        assert pod_deadline_s(job2, measured, bundle2) - base == pytest.approx(expected, abs=2)
 
 
 def test_no_ttl_by_default(mixed_run: OfflineRun) -> None:
@@ -284,9 +290,10 @@ def test_job_mode_checks_the_outputs_before_the_sidecar(job_mode_run: OfflineRun
     assert "restartPolicy" not in check  # a plain init container: runs to completion before the sidecar
     assert check["image"] == worker["image"]
     assert check["args"] == [
-        "check-outputs", "--tasks", "/etc/grace/tasks/llama-3-70b.json", "--marker", c.OUTPUTS_COMPLETE_MARKER
+        "check-outputs", "--tasks", "/etc/grace/tasks/matrix-llama-3-70b.json", "--marker",
+        c.OUTPUTS_COMPLETE_MARKER,
     ]  # fmt: skip
-    assert worker["args"] == ["run", "--tasks", "/etc/grace/tasks/llama-3-70b.json"]  # the same task list
+    assert worker["args"] == ["run", "--tasks", "/etc/grace/tasks/matrix-llama-3-70b.json"]  # the same list
     mounts = {m["mountPath"]: m for m in check["volumeMounts"]}
     assert mounts[c.OUTPUT_MOUNT]["readOnly"] is True  # a check, never a writer
     assert mounts[c.RUN_STATE_MOUNT]["readOnly"] is False
@@ -321,7 +328,8 @@ def _get(url: str) -> tuple[int, bytes]:
 def test_sidecar_serves_only_health_when_the_marker_exists(job_mode_run: OfflineRun, tmp_path: Path) -> None:
     sidecar = init_containers(jobs_of(job_mode_run)["matrix-gemma-2-2b"])[c.VLLM_CONTAINER_NAME]
     assert sidecar["restartPolicy"] == "Always"  # still a native sidecar
-    assert sidecar["command"][4:6] == ["vllm", "serve"]  # without the marker: vLLM with its own args
+    # Without the marker: vLLM with its own args, through the start-budget wrapper.
+    assert sidecar["command"][4:9] == ["python3", "-c", f"$({c.SERVER_START_SOURCE_ENV})", "vllm", "serve"]
     assert sidecar["startupProbe"]["httpGet"]["path"] == "/health"
     command = _script(sidecar, tmp_path / "outputs-complete")
     (tmp_path / "outputs-complete").write_text("complete\n")
@@ -372,7 +380,7 @@ def test_extraction_waits_for_the_digest_its_exp1_records(
     # Job mode: llama-3-70b's exp1 runs in its own Job's task list, its extraction in a Job of its own
     # talking to the one coder (gemma-2-9b, the persistent model here); the link is the same.
     tasks = json.loads(
-        job_mode_run.manifest("ConfigMap", c.STUDIES_CONFIGMAP)["data"]["tasks.llama-3-70b.json"]
+        job_mode_run.manifest("ConfigMap", c.STUDIES_CONFIGMAP)["data"]["tasks.matrix-llama-3-70b.json"]
     )
     by_output = {_flag(t, "--output"): t for t in tasks}
     exp1 = by_output["/output/exp1/llama-3-70b/study1_responses.csv"]

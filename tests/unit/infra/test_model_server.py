@@ -422,7 +422,18 @@ def test_sidecar_parts_reuse_the_same_vllm_container(config: GraceConfig, key: s
     model = next(m for m in config.served_models() if m.key == key)
     init_containers, volumes = vllm_server.vllm_sidecar_parts(model, config)
     (sidecar,) = init_containers
-    assert sidecar == {**vllm_server.vllm_container(model, config), "restartPolicy": "Always"}
+    server = vllm_server.vllm_container(model, config)
+    # The same container, started through the start-budget wrapper (payloads/server_start.py).
+    assert sidecar == {
+        **server,
+        "restartPolicy": "Always",
+        "command": ["python3", "-c", f"$({c.SERVER_START_SOURCE_ENV})", *server["command"]],
+        "env": [*server["env"], *vllm_server.server_start_env()],
+        "volumeMounts": [
+            *server["volumeMounts"],
+            {"name": c.RUN_STATE_VOLUME, "mountPath": c.RUN_STATE_MOUNT, "readOnly": False},
+        ],
+    }
     assert volumes == vllm_server.pod_volumes(model, config)
     job = {
         "apiVersion": "batch/v1",
@@ -434,7 +445,7 @@ def test_sidecar_parts_reuse_the_same_vllm_container(config: GraceConfig, key: s
                     "restartPolicy": "Never",
                     "initContainers": init_containers,
                     "containers": [{"name": "worker", "image": "registry.example/grace-job:0.1.0"}],
-                    "volumes": volumes,
+                    "volumes": [*volumes, {"name": c.RUN_STATE_VOLUME, "emptyDir": {}}],
                     "nodeSelector": vllm_server.node_selector(model),
                 }
             }
@@ -449,7 +460,13 @@ def test_sidecar_is_byte_identical_to_the_persistent_container(
     model = next(m for m in config.served_models() if m.key == "gemma-2-27b")
     (sidecar,) = vllm_server.vllm_sidecar_parts(model, config)[0]
     rendered = vllm(persistent_run, "gemma-2-27b")
-    assert {k: v for k, v in sidecar.items() if k != "restartPolicy"} == rendered
+    wrapper = {"restartPolicy", "command", "env", "volumeMounts"}  # the start budget's additions
+    assert {k: v for k, v in sidecar.items() if k not in wrapper} == {
+        k: v for k, v in rendered.items() if k not in wrapper
+    }
+    assert sidecar["command"][3:] == rendered["command"]
+    assert sidecar["env"][: len(rendered["env"])] == rendered["env"]
+    assert sidecar["volumeMounts"][: len(rendered["volumeMounts"])] == rendered["volumeMounts"]
 
 
 # --- monitoring ---------------------------------------------------------------------------------------
@@ -522,7 +539,9 @@ def test_a_job_mode_models_jobs_carry_the_identical_vllm_container(nrp_run: Offl
         assert unwrapped == {
             k: v for k, v in expected.items() if k not in {"command", "args", "env", "volumeMounts"}
         }
-        assert sidecar["command"][4:] == [*expected["command"], *expected["args"]]
+        # sh -c <script> sh, then the start-budget wrapper, then vLLM's own command and args.
+        assert sidecar["command"][4:7] == ["python3", "-c", f"$({c.SERVER_START_SOURCE_ENV})"]
+        assert sidecar["command"][7:] == [*expected["command"], *expected["args"]]
         assert sidecar["env"][: len(expected["env"])] == expected["env"]
         assert sidecar["volumeMounts"][: len(expected["volumeMounts"])] == expected["volumeMounts"]
         assert_valid_k8s(job)

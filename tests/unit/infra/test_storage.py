@@ -8,6 +8,7 @@ from grace_infra import constants as c
 from grace_infra.commands.offline import OfflineRun, RecordedResource
 from grace_infra.components.storage import TYPE_TOKEN
 from grace_infra.config.catalog import CATALOG
+from worker import contract
 
 from .support import base_config, render_stack
 
@@ -119,8 +120,10 @@ def test_claims_are_children_of_the_storage_component(nrp_run: OfflineRun) -> No
 def test_each_weights_claim_is_mounted_by_its_download_then_one_single_pod_workload(
     run_name: str, request: pytest.FixtureRequest
 ) -> None:
-    """ReadWriteOnce attaches to one node: the model's download Job fills it, and the one workload that
-    serves the model (one pod) is created only after that Job, so the two never hold it together."""
+    """ReadWriteOnce attaches to one node: the model's download Job fills it, and the workloads that
+    serve the model (one pod each) are created only after that Job. A second serving workload (the job-mode
+    coder's extraction Job) is created suspended, and its gate resumes it only after the first has
+    finished (GRACE_AFTER_JOBS on the gate's resume container), so no two pods hold the claim together."""
     run: OfflineRun = request.getfixturevalue(run_name)
     mounts: dict[str, list[tuple[str, str]]] = {}
     for manifest in run.manifests():
@@ -141,10 +144,22 @@ def test_each_weights_claim_is_mounted_by_its_download_then_one_single_pod_workl
         for r in run.resources
         if r.custom and r.type in {"kubernetes:batch/v1:Job", "kubernetes:apps/v1:StatefulSet"}
     }
+    jobs = {m["metadata"]["name"]: m for m in run.manifests() if m["kind"] == "Job"}
     for claim, users in mounts.items():
         key = claim.removeprefix(c.WEIGHTS_PVC_PREFIX)
-        assert [model for _, model in users] == [key, key], users
+        assert {model for _, model in users} == {key}, users
         download = f"Job/weights-{key}"
-        (server,) = [workload for workload, _ in users if workload != download]
+        servers = [workload for workload, _ in users if workload != download]
         assert download in [workload for workload, _ in users]
-        assert urns[download].urn in urns[server].depends_on, server
+        for server in servers:
+            assert urns[download].urn in urns[server].depends_on, server
+        running = [
+            s for s in servers if not jobs.get(s.removeprefix("Job/"), {}).get("spec", {}).get("suspend")
+        ]
+        assert len(running) == 1, servers
+        for suspended in set(servers) - set(running):
+            name = suspended.removeprefix("Job/")
+            gate = jobs[f"{c.GATE_JOB_PREFIX}{name}"]["spec"]["template"]["spec"]["containers"][0]
+            env = {e["name"]: e["value"] for e in gate["env"]}
+            assert env[contract.RESUME_JOB_ENV] == name
+            assert env[contract.AFTER_JOBS_ENV].split(",") == [r.removeprefix("Job/") for r in running]

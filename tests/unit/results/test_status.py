@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -418,3 +419,74 @@ def test_a_pod_the_api_server_returns_without_a_status_reads_as_pending() -> Non
         replicas=1, selector=k8s.V1LabelSelector(), service_name="vllm-g2b", template=k8s.V1PodTemplateSpec()
     ))  # fmt: skip
     assert status.server_state(server, pod) == "pending: starting"
+
+
+def test_a_sidecar_that_failed_to_start_says_why_in_one_line() -> None:
+    terminated = k8s.V1ContainerStateTerminated(exit_code=1, reason="Error")
+    waiting = k8s.V1ContainerState(waiting=k8s.V1ContainerStateWaiting(reason="CrashLoopBackOff"))
+    pod = k8s.V1Pod(
+        metadata=k8s.V1ObjectMeta(name="matrix-g2b-abcde"),
+        status=k8s.V1PodStatus(
+            init_container_statuses=[
+                k8s.V1ContainerStatus(
+                    name="vllm", state=waiting, ready=False, restart_count=2, image="i", image_id="",
+                    last_state=k8s.V1ContainerState(terminated=terminated),
+                )
+            ]
+        ),
+    )  # fmt: skip
+    assert status._sidecar_state(pod) == (
+        "loading the model: start 3, 2 failed (exit code 1 (Error)); the Job fails after 3 failed starts: "
+        "kubectl logs matrix-g2b-abcde -c vllm --previous"
+    )
+
+
+def test_a_suspended_job_says_what_resumes_it() -> None:
+    job = k8s.V1Job(
+        metadata=k8s.V1ObjectMeta(name="extraction-gemma-2-27b"),
+        spec=k8s.V1JobSpec(suspend=True, template=k8s.V1PodTemplateSpec()),
+        status=k8s.V1JobStatus(),
+    )
+    assert status.job_state(job, [], read_log=lambda name: "") == (
+        "suspended: no pod and no GPU until resume-extraction-gemma-2-27b finds every input complete"
+    )
+
+
+def test_a_job_failed_by_the_start_budget_shows_the_workers_line() -> None:
+    # What the worker prints (worker/cli.py) when the sidecar's wrapper gave up: the one line status shows.
+    line = (
+        "worker run: error: the vLLM sidecar failed to start 3 times over 412 s (budget 3 starts; last: exit "
+        "code 1); see kubectl logs <pod> -c vllm --previous"
+    )
+    job = k8s.V1Job(
+        metadata=k8s.V1ObjectMeta(name="matrix-g2b"),
+        status=k8s.V1JobStatus(conditions=[k8s.V1JobCondition(
+            type="Failed", status="True", reason="PodFailurePolicy",
+            message="Container worker for pod grace/matrix-g2b-abcde failed with exit code 6 matching "
+            "FailJob rule at index 0",
+        )]),
+    )  # fmt: skip
+    pod = k8s.V1Pod(
+        metadata=k8s.V1ObjectMeta(name="matrix-g2b-abcde", creation_timestamp=datetime(2026, 1, 1))
+    )
+    state = status.job_state(job, [pod], read_log=lambda name: f"2026 INFO start\n{line}\n")
+    assert state == f"failed (PodFailurePolicy): {line}"
+
+
+def test_the_extraction_gate_says_what_it_waits_for() -> None:
+    running = k8s.V1ContainerState(running=k8s.V1ContainerStateRunning())
+    pod = k8s.V1Pod(
+        metadata=k8s.V1ObjectMeta(name="resume-extraction-x-abcde"),
+        status=k8s.V1PodStatus(
+            phase="Pending",
+            init_container_statuses=[
+                k8s.V1ContainerStatus(
+                    name="wait-for-inputs", state=running, ready=False, restart_count=0, image="i",
+                    image_id="",
+                )
+            ],
+        ),
+    )
+    assert status._sidecar_state(pod) == (
+        "waiting for its inputs (no GPU): kubectl logs resume-extraction-x-abcde -c wait-for-inputs"
+    )

@@ -150,7 +150,10 @@ def test_real_vllm_error_bodies_become_clear_errors(
 
 
 def test_requests_in_flight_never_exceed_the_batch_size(server: FakeOpenAI) -> None:
-    server.latency_s = 0.1
+    # Each reply is held long enough that the client has sent the next three before the first returns,
+    # even on a loaded machine (0.1 s was not: under load the fourth request could start after the first
+    # reply, and the peak read 3).
+    server.latency_s = 0.5
 
     async def many() -> None:
         async with ModelClient(options(server, batch_size=4)) as client:

@@ -358,11 +358,22 @@ def test_no_package_writes_a_contract_value_again() -> None:
         contract.MISSING_INPUT_HELP_ENV, contract.DEEPSEEK_API_KEY_ENV, contract.STUDIES_DIR_ENV,
         contract.STUDIES_MOUNT, contract.CONTAINER_STUDIES_DIR, contract.WEIGHTS_MARKER_FILE,
         contract.CHECKPOINT_SUFFIX, contract.META_SUFFIX, contract.CHECK_OUTPUTS_COMMAND,
-        contract.METRICS_PORT,
+        contract.METRICS_PORT, contract.WAIT_FOR_INPUTS_COMMAND, contract.SERVER_START_FAILED_ENV,
+        contract.SERVER_START_ATTEMPTS_ENV, contract.SERVER_START_STATE_ENV, contract.RESUME_JOB_ENV,
+        contract.AFTER_JOBS_ENV,
     }  # fmt: skip
     # The download program is shipped into its container as text and imports nothing: it keeps its own
     # copy of the marker's name, compared with the contract's in tests/unit/infra/test_weights_download.py.
-    allowed = {("grace_infra/payloads/download_weights.py", contract.WEIGHTS_MARKER_FILE)}
+    # So do the sidecar's start wrapper and the gate's resume step, compared in test_server_start.py and
+    # test_gpu_waits.py.
+    allowed = {
+        ("grace_infra/payloads/download_weights.py", contract.WEIGHTS_MARKER_FILE),
+        ("grace_infra/payloads/server_start.py", contract.SERVER_START_ATTEMPTS_ENV),
+        ("grace_infra/payloads/server_start.py", contract.SERVER_START_STATE_ENV),
+        ("grace_infra/payloads/server_start.py", contract.SERVER_START_FAILED_ENV),
+        ("grace_infra/payloads/resume_job.py", contract.RESUME_JOB_ENV),
+        ("grace_infra/payloads/resume_job.py", contract.AFTER_JOBS_ENV),
+    }
     found = [
         f"{relative}:{line} {value!r}"
         for package in ("grace_infra", "worker")
