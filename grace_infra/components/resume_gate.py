@@ -18,7 +18,7 @@ import pulumi_kubernetes as k8s
 
 from grace_infra import constants as c
 from grace_infra.config.stack_config import GraceConfig
-from grace_infra.manifests import naming
+from grace_infra.manifests import job_lifecycle, naming
 from grace_infra.manifests.extraction_gate import (
     gate_job_manifest,
     gate_role_binding_manifest,
@@ -101,5 +101,11 @@ class ExtractionGate(pulumi.ComponentResource):
             f"{name}-job",
             metadata=manifest["metadata"],
             spec=manifest["spec"],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *access, args.resumes]),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[*args.depends_on, *access, args.resumes],
+                # Like every Job: an immutable podFailurePolicy that changes replaces it, old one first.
+                replace_on_changes=list(job_lifecycle.REPLACE_ON_CHANGES),
+                delete_before_replace=True,
+            ),
         )

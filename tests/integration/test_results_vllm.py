@@ -8,7 +8,6 @@ fixtures, written as small input files so that a complete run is a complete camp
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -24,7 +23,7 @@ from grace_infra.commands.results.check import State, check_outputs
 from grace_infra.commands.results.outputs import read_output
 from grace_infra.commands.results.tidy import TIDY_COLUMNS, tidy_probabilities
 from tests.integration.conftest import REPO_ROOT
-from tests.support.ci import unavailable
+from tests.support.browser import BROWSER_TIMEOUT_S, CHROMIUM_FLAGS, chromium, measured
 from worker.cli import main as worker_main
 
 pytestmark = pytest.mark.vllm
@@ -32,24 +31,21 @@ pytestmark = pytest.mark.vllm
 ROWS = 4
 MODEL = "tiny"
 SHARED = REPO_ROOT.parent / "shared" / "data"
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 # Injected into a copy of the report: measures every figure as the browser laid it out and drew it.
-MEASURE = """<script>
+MEASURE = """
 const figures = [...document.querySelectorAll('svg.plot')].map(svg => {
   const box = svg.getBoundingClientRect();
   const bars = [...svg.querySelectorAll('rect.bar')];
   const content = svg.getBBox();
   return {id: svg.id, width: box.width, height: box.height,
           content_width: content.width, content_height: content.height, bars: bars.length,
+          not_measurable: svg.querySelectorAll('text.not-measurable').length,
           drawn: bars.filter(b => b.getBBox().height > 0).length,
           misdrawn: bars.filter(b => Math.abs(b.getBBox().height - b.height.baseVal.value) > 0.5).length};
 });
 const out = document.createElement('pre'); out.id = 'measured';
 out.textContent = JSON.stringify(figures); document.body.appendChild(out);
-</script>"""
+"""
 
 
 def _input(study: str, folder: Path) -> Path:
@@ -140,14 +136,6 @@ def test_the_tidy_table_matches_the_wide_columns(campaign: Path) -> None:
         assert sorted(ok["probability"]) == pytest.approx(wide_values, rel=1e-9, abs=1e-300)
 
 
-def _chromium() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        unavailable("chromium is not installed (scripts/setup-browser.sh installs it as root)")
-    assert path is not None
-    return path
-
-
 def test_the_report_renders_every_figure_in_a_real_browser(campaign: Path, tmp_path: Path) -> None:
     report = tmp_path / "report.html"
     assert subcommands.main(["tidy", str(campaign)]) == 0
@@ -161,44 +149,27 @@ def test_the_report_renders_every_figure_in_a_real_browser(campaign: Path, tmp_p
     assert figures >= 4
     for heading in ("Study 1: knowledge attribution", "Study 2: polite speech", "P(knows exactly = yes)"):
         assert heading in html
-    # Study 2's panels put the model beside the human choices of the same rows (the CSV's Utterance).
-    # The CSV's Utterance is a stimulus column, not a human answer: never plotted as one.
-    assert "human" not in html
-    assert 'data-series="Exp. 2 (log-prob.)"' in html
-    measured_page = tmp_path / "measured.html"
-    # The report's policy forbids scripts; the measuring copy allows its own inline one only.
-    measured_page.write_text(
-        html.replace("default-src 'none';", "default-src 'none'; script-src 'unsafe-inline';").replace(
-            "</body>", MEASURE + "</body>"
-        ),
-        encoding="utf-8",
-    )
-    chromium = _chromium()
+    # The CSV's Utterance is a stimulus column, not a human answer: never plotted as a series.
+    assert not re.search(r'data-series="[^"]*(human|Utterance)', html)
+    measured_figures = measured(html, MEASURE, tmp_path)
     profile = tempfile.mkdtemp(prefix="grace-chromium-")
     try:
         flags = [*CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1400,1000"]
-        dom = subprocess.run(
-            [chromium, *flags, "--dump-dom", measured_page.as_uri()],
-            capture_output=True, text=True, timeout=120, check=True, env={**os.environ, "HOME": profile},
-        ).stdout  # fmt: skip
         shot = tmp_path / "report.png"
         subprocess.run(
-            [chromium, *flags, f"--screenshot={shot}", report.as_uri()],
-            capture_output=True, timeout=120, check=True, env={**os.environ, "HOME": profile},
+            [chromium(), *flags, f"--screenshot={shot}", report.as_uri()],
+            capture_output=True, timeout=BROWSER_TIMEOUT_S, check=True, env={**os.environ, "HOME": profile},
         )  # fmt: skip
     finally:
         shutil.rmtree(profile, ignore_errors=True)
-    match = re.search(r'<pre id="measured">(.*?)</pre>', dom, re.DOTALL)
-    assert match, "the measuring script did not run"
-    measured = json.loads(match.group(1).replace("&quot;", '"'))
-    assert len(measured) == figures
-    for figure in measured:
+    assert len(measured_figures) == figures
+    for figure in measured_figures:
         assert figure["width"] > 100, figure
         assert figure["height"] > 100, figure
         assert figure["content_width"] > 50, figure  # axes, labels and bars were laid out
-        assert figure["bars"] > 0, figure
+        assert figure["bars"] + figure["not_measurable"] > 0, figure  # bars, or the reason there are none
         assert figure["misdrawn"] == 0, figure
-    assert sum(figure["drawn"] for figure in measured) > len(measured)  # bars of zero are rare, not all
+    assert sum(figure["drawn"] for figure in measured_figures) > 0
     png = shot.read_bytes()
     assert png.startswith(b"\x89PNG")
     assert len(png) > 20_000  # a blank page compresses to a few KB

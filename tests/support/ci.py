@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -16,3 +17,12 @@ def unavailable(reason: str) -> None:
     if running_under_ci():
         pytest.fail(f"CI is set, so this environment is required: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def required_tool(command: str, installer: str) -> str:
+    """The path of `command`; skips (locally) or fails (under CI) naming the setup script that installs it."""
+    path = shutil.which(command)
+    if path is None:
+        unavailable(f"{command} is not installed ({installer} installs it as root)")
+    assert path is not None
+    return path

@@ -136,7 +136,7 @@ def test_tidy_on_a_folder_without_outputs_is_one_line_and_exit_2(tmp_path: Path)
     result = _run([*GRACE, "results", "tidy", str(tmp_path)])
     assert result.returncode == 2
     assert result.stdout == ""
-    assert result.stderr.startswith(f"error: {tmp_path}: holds no finished Experiment 2 output")
+    assert result.stderr.startswith(f"error: {tmp_path}: holds no finished worker output")
     assert result.stderr.count("\n") == 1
 
 

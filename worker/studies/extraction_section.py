@@ -45,6 +45,8 @@ DEFAULT_INPUT_COLUMN = "model_response"
 ERRORS_COLUMN = "extraction_errors"
 ATTEMPTS_COLUMN = "extraction_attempts"
 WARNINGS_COLUMN = "extraction_warnings"
+# Several warnings in one CSV cell: a separator that no warning sentence contains.
+WARNING_SEPARATOR = " | "
 # Which coder coded the row: "parser" (worker.studies.rule_coder) or the extractor model's name.
 METHOD_COLUMN = "extraction_method"
 # True where the coder is the model that wrote the replies (its `model_name`): a studied model coding its

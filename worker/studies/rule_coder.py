@@ -67,6 +67,15 @@ class ParseRule(BaseModel):
     def produces(self) -> set[str]:
         return set(self.regex.groupindex) | set(self.fields)
 
+    def code(self, reply: str) -> dict[str, str] | None:
+        """The fields this one reply states (groups lower-cased, then the `fields` templates), or None when
+        the whole reply is not in the format. Untyped: the schema types them (ReplyParser)."""
+        match = self.regex.fullmatch(normalise_reply(reply))
+        if match is None:
+            return None
+        groups = {name: value.lower() for name, value in match.groupdict().items() if value is not None}
+        return {**groups, **{name: template.format_map(groups) for name, template in self.fields.items()}}
+
     def template_groups(self) -> set[str]:
         return {name for template in self.fields.values() for name in template_fields(template)}
 
@@ -112,14 +121,11 @@ class ReplyParser:
         fields: dict[str, Any] = {}
         for rule in self.rules:
             reply = row.get(rule.column)
-            if not isinstance(reply, str):
+            coded = rule.code(reply) if isinstance(reply, str) else None
+            if coded is None:
                 return None
-            match = rule.regex.fullmatch(normalise_reply(reply))
-            if match is None:
-                return None
-            groups = {name: value.lower() for name, value in match.groupdict().items() if value is not None}
-            fields.update({name: self._typed(name, value) for name, value in groups.items()})
-            fields.update({name: template.format_map(groups) for name, template in rule.fields.items()})
+            # The templates' text stays text; a group's value takes the schema's type.
+            fields.update({k: v if k in rule.fields else self._typed(k, v) for k, v in coded.items()})
         ordered = {name: fields.get(name) for name in self.schema["properties"]}
         if schema_violations(self.validator, ordered):
             return None

@@ -4,7 +4,9 @@ An output is complete when its CSV exists with input rows x samples rows, its me
 code 0 (every row ok) or 3 (every row written, some carry an error), and no row waits to be sent again
 (the meta file's `failed_transport` and `not_done`: rows the server could not answer, which the next run
 resends). Failed rows (an error message) and empty rows (no error, but no answer: empty text, no
-extracted field, zero probability coverage) are counted per output and per model; row-specific
+extracted field, zero probability coverage) are counted per output and per model, and so are complete
+rows (every answer field) and partial ones (some answer fields empty, e.g. an extraction that coded the
+quantity but not the knowledge answer); the extraction's warnings are listed per output. Row-specific
 failures do not make a campaign incomplete, because the worker keeps them as results (a prompt over the
 context length, an unusable answer) unless rerun with --retry-failed.
 
@@ -14,13 +16,22 @@ without, every output the folder holds a CSV, checkpoint or meta file for.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
 from grace_infra.commands.plan_report import format_table
-from grace_infra.commands.results.outputs import OutputFile, empty_mask, failed_mask, output_of, read_output
+from grace_infra.commands.results.outputs import (
+    Outcome,
+    OutputFile,
+    output_of,
+    read_output,
+    row_outcomes,
+    warned_mask,
+    warning_counts,
+)
 from worker.contract import FINISHED_EXIT_CODES, RunStatus
 
 __all__ = ["OutputCheck", "State", "check_outputs", "discover_outputs", "format_check"]
@@ -48,6 +59,10 @@ class OutputCheck:
     empty_rows: int
     exit_code: int | None
     detail: str = ""  # e.g. the stop reason, the rows to resend
+    complete_rows: int = 0
+    partial_rows: int = 0
+    warned_rows: int = 0  # rows carrying at least one extraction warning
+    warnings: Counter[str] = field(default_factory=Counter)  # warning -> rows carrying it
 
     @property
     def state_text(self) -> str:
@@ -90,16 +105,21 @@ def check_output(output: OutputFile, relative_path: str, model: str | None = Non
         State.SHORT: f"--limit {output.limit}" if output.limit else "",
     }
     detail = details.get(state, "")
+    outcomes = Counter(row_outcomes(output)) if frame is not None else Counter[str]()
     return OutputCheck(
         relative_path=relative_path,
         model=model or output.model_name,
         state=state,
         rows=len(frame) if frame is not None else (output.checkpoint_rows or None),
         expected_rows=output.expected_rows,
-        failed_rows=int(failed_mask(frame).sum()) if frame is not None else 0,
-        empty_rows=int(empty_mask(output).sum()) if frame is not None else 0,
+        failed_rows=outcomes[Outcome.FAILED.value],
+        empty_rows=outcomes[Outcome.EMPTY.value],
         exit_code=output.exit_code,
         detail=detail,
+        complete_rows=outcomes[Outcome.COMPLETE.value],
+        partial_rows=outcomes[Outcome.PARTIAL.value],
+        warned_rows=int(warned_mask(output).sum()) if frame is not None else 0,
+        warnings=warning_counts(output),
     )
 
 
@@ -120,27 +140,40 @@ def _rows(check: OutputCheck) -> str:
     return f"{rows}/{check.expected_rows if check.expected_rows is not None else '?'}"
 
 
+OUTCOME_HEADERS = ["complete", "partial", "empty", "failed", "warned"]
+
+
+def outcome_counts(check: OutputCheck) -> list[int]:
+    """Rows per outcome, in OUTCOME_HEADERS' order (warned: rows with any extraction warning)."""
+    return [check.complete_rows, check.partial_rows, check.empty_rows, check.failed_rows, check.warned_rows]
+
+
+def format_warnings(checks: list[OutputCheck]) -> str:
+    """Each output's extraction warnings, most frequent first, with the rows carrying each."""
+    lines = []
+    for check in checks:
+        for warning, rows in check.warnings.most_common():
+            lines.append(f"  {check.relative_path}: {rows} row(s): {warning}")
+    return "extraction warnings:\n" + "\n".join(lines) if lines else ""
+
+
 def format_check(checks: list[OutputCheck]) -> str:
-    """One line per output, then failed and empty rows per model, then the verdict."""
+    """One line per output (rows by outcome), then per model, then the warnings, then the verdict."""
     table = format_table(
-        ["output", "state", "rows", "failed", "empty", "exit"],
-        [
-            [c.relative_path, c.state_text, _rows(c), c.failed_rows, c.empty_rows, c.exit_code]
-            for c in checks
-        ],
+        ["output", "state", "rows", *OUTCOME_HEADERS, "exit"],
+        [[c.relative_path, c.state_text, _rows(c), *outcome_counts(c), c.exit_code] for c in checks],
     )
     per_model: dict[str, list[OutputCheck]] = {}
     for check in checks:
         per_model.setdefault(check.model, []).append(check)
     models = format_table(
-        ["model", "outputs complete", "rows", "failed rows", "empty rows"],
+        ["model", "outputs complete", "rows", *(f"{h} rows" for h in OUTCOME_HEADERS)],
         [
             [
                 model,
                 f"{sum(c.complete for c in group)}/{len(group)}",
                 sum(c.rows or 0 for c in group),
-                sum(c.failed_rows for c in group),
-                sum(c.empty_rows for c in group),
+                *(sum(column) for column in zip(*(outcome_counts(c) for c in group), strict=True)),
             ]
             for model, group in sorted(per_model.items())
         ],
@@ -151,4 +184,5 @@ def format_check(checks: list[OutputCheck]) -> str:
         if checks and done == len(checks)
         else f"campaign INCOMPLETE: {done} of {len(checks)} outputs complete"
     )
-    return f"{table}\n\n{models}\n\n{verdict}"
+    warnings = format_warnings(checks)
+    return "\n\n".join(part for part in (table, models, warnings, verdict) if part)

@@ -9,7 +9,10 @@ still be readable.
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +20,20 @@ import pandas as pd
 
 from worker import contract
 from worker.contract import RunMeta
+from worker.studies.extraction_section import WARNING_SEPARATOR, WARNINGS_COLUMN
 
 __all__ = [
+    "ANALYSIS_DIR",
     "ERROR_COLUMNS",
     "OutputFile",
     "ResultsInputError",
     "answer_columns",
     "companion_paths",
-    "empty_mask",
     "failed_mask",
     "read_output",
+    "row_outcomes",
+    "warned_mask",
+    "warning_counts",
 ]
 
 # A row failed when any of these is non-empty: the runner's error column, and extraction's own.
@@ -39,6 +46,21 @@ QUERY_ANSWER_COLUMNS = (
 )  # fmt: skip
 COVERAGE_SUFFIX = "_coverage"
 TIDY_SUFFIX = ".tidy.csv"  # the long-format table written beside an Experiment 2 file
+ANALYSIS_DIR = "analysis"  # `grace results tidy` writes the researchers' tables here, under the folder
+
+
+# A value a warning reports after "= " (e.g. a sum of percentages): masked to group warnings by kind.
+REPORTED_VALUE = re.compile(r"(?<== )-?\d+(?:\.\d+)?")
+SHOWN_VALUES = 5
+
+
+class Outcome(StrEnum):
+    """What one output row holds, whatever the pipeline: every answer field, some, none, or an error."""
+
+    COMPLETE = "complete"
+    PARTIAL = "partial"  # some answer fields are empty (a reply not given, a field the reply did not state)
+    EMPTY = "empty"  # no error, but every answer field is empty
+    FAILED = "failed"  # an error message
 
 
 class ResultsInputError(Exception):
@@ -54,8 +76,11 @@ def companion_paths(output: Path) -> tuple[Path, Path]:
 
 
 def output_of(path: Path) -> Path | None:
-    """The output CSV a campaign file belongs to (itself for a CSV), or None for any other file."""
+    """The output CSV a campaign file belongs to (itself for a CSV), or None for any other file (and for
+    the tables `grace results tidy` writes)."""
     name = path.name
+    if path.parent.name == ANALYSIS_DIR:
+        return None
     for suffix in (contract.CHECKPOINT_SUFFIX, contract.META_SUFFIX):
         if name.endswith(suffix):
             return path.with_name(name.removesuffix(suffix))
@@ -180,16 +205,59 @@ def answer_columns(output: OutputFile) -> list[str]:
     return [c for c in replies if c in columns]
 
 
-def empty_mask(output: OutputFile) -> pd.Series:
-    """Rows without an error whose answer is empty: no text, no extracted field, or zero coverage."""
+def _answered(output: OutputFile) -> pd.DataFrame:
+    """Per row and answer column: does the row hold an answer there (text, a field, coverage > 0)?"""
     frame = output.frame
     assert frame is not None
     columns = answer_columns(output)
-    if not columns:
-        return pd.Series(False, index=frame.index)
     if output.pipeline == "probs":
         coverage = frame[columns].apply(pd.to_numeric, errors="coerce").fillna(0.0)
-        empty = (coverage <= 0).all(axis=1)
-    else:
-        empty = (frame[columns].apply(lambda col: col.str.strip()) == "").all(axis=1)
-    return empty & ~failed_mask(frame)
+        return coverage > 0
+    return frame[columns].apply(lambda col: col.str.strip()) != ""
+
+
+def row_outcomes(output: OutputFile) -> pd.Series:
+    """Each row's Outcome (as text): failed, else complete, partial or empty by its answer columns."""
+    frame = output.frame
+    assert frame is not None
+    answered = _answered(output)
+    outcome = pd.Series(Outcome.COMPLETE.value, index=frame.index)
+    if answered.shape[1]:
+        some, every = answered.any(axis=1), answered.all(axis=1)
+        outcome[~some] = Outcome.EMPTY.value
+        outcome[some & ~every] = Outcome.PARTIAL.value
+    outcome[failed_mask(frame)] = Outcome.FAILED.value
+    return outcome
+
+
+def warned_mask(output: OutputFile) -> pd.Series:
+    """Rows carrying at least one extraction warning."""
+    frame = output.frame
+    assert frame is not None
+    if WARNINGS_COLUMN not in frame.columns:
+        return pd.Series(False, index=frame.index)
+    return frame[WARNINGS_COLUMN].str.strip() != ""
+
+
+def warning_counts(output: OutputFile) -> Counter[str]:
+    """Each kind of extraction warning and the rows carrying it (none for other pipelines). Warnings that
+    differ only in the value they report ("... = 274, expected 100", "... = 252, expected 100") are one
+    kind, shown with the value replaced by N and the first values seen."""
+    frame = output.frame
+    rows: Counter[str] = Counter()
+    values: dict[str, list[str]] = {}
+    if frame is None or WARNINGS_COLUMN not in frame.columns:
+        return rows
+    for cell in frame[WARNINGS_COLUMN]:
+        for warning in (w.strip() for w in str(cell).split(WARNING_SEPARATOR) if w.strip()):
+            kind = REPORTED_VALUE.sub("N", warning)
+            rows[kind] += 1
+            values.setdefault(kind, []).extend(REPORTED_VALUE.findall(warning))
+    return Counter({_with_values(kind, values[kind]): n for kind, n in rows.items()})
+
+
+def _with_values(kind: str, values: list[str]) -> str:
+    if not values:
+        return kind
+    shown = ", ".join(values[:SHOWN_VALUES]) + (", ..." if len(values) > SHOWN_VALUES else "")
+    return f"{kind} (N: {shown})"

@@ -1,103 +1,77 @@
-"""`grace results report DIR --out report.html`: the plots a researcher draws first, in one HTML file.
+"""`grace results report DIR --out report.html`: the researchers' measures and statistics, every model side
+by side, in one HTML file.
 
 The page is self-contained: inline SVG (svg.py), inline CSS, no script, and a Content-Security-Policy
 that forbids every fetch, so it opens the same on a laptop offline as on a shared drive.
 
-    Study 1, per model  expected percentage for each number 0-3 after the speaker's statement, per
-                        access/observe condition (Experiment 2 log-probabilities, and the percentages the
-                        model wrote in Experiment 1 as extracted); P(knows exactly = yes) per condition
-    Study 2, per model  the distribution over the utterances for each goal and state: Experiment 2, and
-                        Experiment 1 as extracted. The CSV's `Utterance` is not plotted: it is a column
-                        of the stimulus design, balanced over State, not a participant's answer
-    Every model         rows, failed and empty rows per output; probability coverage per question
+It is built from the item tables (analysis.py: one observation per model and input row, the samples
+aggregated), so every n is a number of rows, and every error bar a standard error over rows:
+
+    Rows by outcome     every output's rows: complete, partial, empty, failed, and the extraction warnings
+    Study 1, per exp.   one figure per access x observe condition: the mean percentage for each number
+                        0-3 (Study1.R's X0..X3), models side by side; P(knows exactly = yes) per condition;
+                        the means and SEs, Study1.R's ANOVA and paired comparisons per model, beside the
+                        paper's human values Study1.R records (statistics.py cites the lines)
+    Study 2, per exp.   one figure per goal x state: the proportion of each of the eight sentences, models
+                        side by side, the chance line at 1/8; Study2.R's binomial tests per model
+
+An Experiment 2 distribution whose coverage (the total probability the model gave the allowed answers) is
+below `--min-coverage` is not drawn: its bars would be the noise of a renormalised near-zero mass. The
+model's legend entry and an x mark say "not measurable".
 """
 
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 
 import pandas as pd
 
-from grace_infra.commands.results.check import check_output, discover_outputs
-from grace_infra.commands.results.outputs import OutputFile, ResultsInputError, failed_mask, read_output
-from grace_infra.commands.results.svg import bar_chart
-from grace_infra.commands.results.tidy import tidy_probabilities
+from grace_infra import constants as c
+from grace_infra.commands.results import statistics as st
+from grace_infra.commands.results.analysis import (
+    GOAL_COLUMN,
+    STATES,
+    UTTERANCES,
+    AnalysisTables,
+    analysis_tables,
+)
+from grace_infra.commands.results.check import (
+    OUTCOME_HEADERS,
+    check_output,
+    discover_outputs,
+    outcome_counts,
+)
+from grace_infra.commands.results.check import (
+    OutputCheck as CheckRows,
+)
+from grace_infra.commands.results.outputs import OutputFile, ResultsInputError, read_output
+from grace_infra.commands.results.svg import Chart, Reference, bar_chart
 from worker.run.atomic_files import write_atomically
+from worker.studies.rule_coder import PARSER_METHOD
 
-__all__ = ["build_report", "goal_kind", "write_report"]
+__all__ = ["build_report", "write_report"]
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 STYLE = """
-body { font-family: sans-serif; margin: 1.5em; color: #222; max-width: 1400px; }
+body { font-family: sans-serif; margin: 1.5em; color: #222; max-width: 1500px; }
 h1 { font-size: 1.5em; } h2 { border-bottom: 1px solid #ccc; margin-top: 2em; } h3 { margin-top: 1.5em; }
 .figures { display: flex; flex-wrap: wrap; gap: 8px; }
 figure { margin: 0; width: min-content; }
-figcaption, .note { font-size: 0.85em; color: #555; max-width: 60em; }
+figcaption, .note { font-size: 0.85em; color: #555; max-width: 70em; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
 td, th { border: 1px solid #ccc; padding: 2px 6px; text-align: right; } td:first-child { text-align: left; }
+td.human { background: #f4f4f4; }
 """
-# Study 1: Experiment 2 asks one question per number k ("state{k}") and a yes/no knowledge question.
-STATE_QUESTION = re.compile(r"^state(\d+)$")
-KNOWLEDGE_QUESTION, KNOWLEDGE_YES = "knowledge", "yes"
-EXTRACTED_PERCENT = re.compile(r"^probability_(\d+)$")  # Experiment 1's percentages, as extracted
-EXTRACTED_KNOWLEDGE = "knowledge_answer"
-# Study 2: the goal sentences come in three kinds (the researchers' Goal_simplified).
-GOAL_KINDS = ("informational", "social", "both")
-UTTERANCE_PREFIX = "it was"  # option texts "It was ..." / "It wasn't ..." mark the utterance question
-STUDY1_EXP2_HEADING = "Experiment 2: the model's probabilities, from its log-probabilities"
-STUDY1_EXP1_HEADING = "Experiment 1: the numbers in the model's reply, as extracted"
-SERIES_EXP2, SERIES_EXP1 = "Exp. 2 (log-prob.)", "Exp. 1 (extracted)"
-
-
-def goal_kind(goal: str) -> str:
-    """'If X wanted to BOTH make Y feel good AND ...' -> both; '... feel good, rather than ...' -> social."""
-    if "BOTH" in goal:
-        return "both"
-    if "feel good" in goal:
-        return "social"
-    return "informational"
-
-
-def _state_order(state: str) -> tuple[int, str]:
-    digits = re.match(r"\d+", state.strip())
-    return (int(digits.group()) if digits else 99, state)
-
-
-def _short(utterance: str) -> str:
-    """An axis label: "It wasn't bad" -> "wasn't bad" (every utterance starts with "It")."""
-    return utterance.removeprefix("It ")
-
-
-def _utterance_key(text: str) -> str:
-    return " ".join(str(text).lower().replace("\u2019", "'").strip().rstrip(".!").split())
-
-
-@dataclass
-class _Model:
-    name: str
-    outputs: dict[tuple[str, str], OutputFile]  # (study, pipeline) -> output
-
-    def get(self, study: str, pipeline: str) -> OutputFile | None:
-        output = self.outputs.get((study, pipeline))
-        return output if output is not None and output.frame is not None else None
-
-
-def _models(outputs: Iterable[OutputFile]) -> list[_Model]:
-    models: dict[str, _Model] = {}
-    for output in outputs:
-        model = models.setdefault(output.model_name, _Model(output.model_name, {}))
-        model.outputs[(output.study, output.pipeline)] = output
-    return [models[name] for name in sorted(models)]
-
-
-def _figures(figures: list[str]) -> str:
-    return f'<div class="figures">{"".join(figures)}</div>'
+EXPERIMENT_TITLES = {
+    "exp1": "Experiment 1: the models' answers (samples coded, then aggregated per row)",
+    "exp2": "Experiment 2: the models' probabilities (from log-probabilities)",
+}
+STUDY1_Y = {"exp1": "% of samples answering k", "exp2": "expected % for exactly k"}
+CHANCE_LABEL = "chance 1/8 (one of eight sentences)"
 
 
 def _figure(svg: str, caption: str = "") -> str:
@@ -105,292 +79,392 @@ def _figure(svg: str, caption: str = "") -> str:
     return f"<figure>{svg}{text}</figure>"
 
 
-def _ok_rows(output: OutputFile) -> pd.DataFrame:
-    assert output.frame is not None
-    return output.frame[~failed_mask(output.frame)]
+def _figures(figures: Iterable[str]) -> str:
+    return f'<div class="figures">{"".join(figures)}</div>'
+
+
+def _p(value: float) -> str:
+    if math.isnan(value):
+        return "p = NA"
+    return "p < .001" if value < 0.001 else f"p = {value:.3f}"
+
+
+def _n_label(model: str, rows: int, samples: int) -> str:
+    return f"{model} (n = {rows} rows, {samples} samples)"
+
+
+def _models(items: pd.DataFrame) -> list[str]:
+    return sorted(items["model_name"].unique()) if not items.empty else []
+
+
+def _low_coverage(items: pd.DataFrame, columns: Sequence[str], min_coverage: float) -> str:
+    """Why a model's distribution is not measurable ("" when it is): its median coverage over rows."""
+    present = [column for column in columns if column in items.columns]
+    if not present or items.empty:
+        return ""
+    values = pd.to_numeric(items[present].stack(), errors="coerce").dropna()
+    if values.empty:
+        return ""
+    median = float(values.median())
+    return f"median coverage {median:.2g} < {min_coverage:g}" if median < min_coverage else ""
+
+
+def _outcome_series(checks: list[CheckRows]) -> dict[str, list[float]]:
+    return {
+        header: [float(outcome_counts(check)[index]) for check in checks]
+        for index, header in enumerate(OUTCOME_HEADERS[:4])
+    }
+
+
+def _unmeasurable(
+    items: pd.DataFrame, models: list[str], columns: Sequence[str], min_coverage: float
+) -> dict[str, str]:
+    """model -> why its distribution is not measurable, for the models whose rows' coverage is too low."""
+    reasons = {m: _low_coverage(items[items["model_name"] == m], columns, min_coverage) for m in models}
+    return {model: reason for model, reason in reasons.items() if reason}
+
+
+def _per_model(
+    summary: pd.DataFrame, models: list[str], key: str, value: str, keys: Sequence[object]
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, str]]:
+    """A panel's series, error bars and legend labels: per model, `value` and `se` for each of `keys`
+    from a summary of statistics.py (columns model_name, key, value, se, n, samples)."""
+    series, errors, labels = {}, {}, {}
+    for model in models:
+        rows = summary[summary["model_name"] == model].set_index(key)
+        series[model] = [float(rows[value].get(k, math.nan)) for k in keys]
+        errors[model] = [float(rows["se"].get(k, math.nan)) for k in keys]
+        n, samples = (int(rows["n"].iloc[0]), int(rows["samples"].iloc[0])) if len(rows) else (0, 0)
+        labels[model] = _n_label(model, n, samples)
+    return series, errors, labels
+
+
+# ---- rows by outcome -------------------------------------------------------------------------------------
+
+
+def _outcomes(outputs: list[OutputFile], folder: Path) -> str:
+    checks = [check_output(o, str(o.path.relative_to(folder))) for o in outputs if o.frame is not None]
+    head = "".join(f"<th>{h}</th>" for h in ["output", "pipeline", "state", "rows", *OUTCOME_HEADERS])
+    lines = [f"<table><tr>{head}</tr>"]
+    for output, check in zip((o for o in outputs if o.frame is not None), checks, strict=True):
+        expected = check.expected_rows if check.expected_rows is not None else "?"
+        counts = "".join(
+            f'<td data-outcome="{h}">{n}</td>'
+            for h, n in zip(OUTCOME_HEADERS, outcome_counts(check), strict=True)
+        )
+        lines.append(
+            f'<tr data-output="{escape(check.relative_path)}"><td>{escape(check.relative_path)}</td>'
+            f"<td>{escape(output.pipeline)}</td><td>{escape(check.state.value)}</td>"
+            f"<td>{check.rows or 0}/{expected}</td>{counts}</tr>"
+        )
+    lines.append("</table>")
+    warnings = [
+        f"<li>{escape(check.relative_path)}: {rows} row(s): {escape(warning)}</li>"
+        for check in checks
+        for warning, rows in check.warnings.most_common()
+    ]
+    if warnings:
+        lines.append(f'<p><b>Extraction warnings</b></p><ul class="warnings">{"".join(warnings)}</ul>')
+    chart = Chart(
+        figure_id="outcomes",
+        title=f"rows by outcome, per output (n = {sum(check.rows or 0 for check in checks)} rows)",
+        categories=[check.relative_path.removesuffix(".csv") for check in checks],
+        series=(series := _outcome_series(checks)),
+        labels={h: f"{h} (n = {sum(values):.0f} rows)" for h, values in series.items()},
+        y_max=max([check.rows or 0 for check in checks] + [1]),
+        y_label="rows",
+        integer_axis=True,
+        width=max(360, 60 * len(checks) + 80),
+        height=340,
+        label_angle=50,
+    )
+    return "".join(lines) + _figures([_figure(bar_chart(chart))])
+
+
+def _coding_note(tables: AnalysisTables) -> str:
+    if tables.experiment != "exp1" or "coding" not in tables.all_models.columns:
+        return ""
+    parts = []
+    for model, group in tables.all_models.groupby("model_name"):
+        coded = int((group["coding"] != "").sum())
+        by_parser = int((group["coding"] == PARSER_METHOD).sum())
+        self_coded = tables.items.loc[tables.items["model_name"] == model, "n_self_coded"].sum()
+        text = f"{model}: {coded} of {len(group)} samples coded ({by_parser} by the parser)"
+        parts.append(text + (f", {self_coded} coded by {model} itself" if self_coded else ""))
+    return (
+        '<p class="note coding">Coded answers (the study\'s parser, or the extraction where it ran): '
+        f"{escape('; '.join(parts))}. Uncoded samples (a reply not in the format asked) are left out.</p>"
+    )
 
 
 # ---- Study 1 ---------------------------------------------------------------------------------------------
 
 
-def _condition(row: pd.Series) -> str:
-    """`a3 o1`: the speaker looked at 3 items (access) and reports on 1 (observe)."""
-    return f"a{row['access']} o{row['observe']}"
-
-
-def _conditions(frame: pd.DataFrame) -> list[str]:
-    pairs = sorted({(str(a), str(o)) for a, o in zip(frame["access"], frame["observe"], strict=True)})
-    return [f"a{a} o{o}" for a, o in pairs]
-
-
-def _condition_title(condition: str) -> str:
-    access, observe = condition.split()
-    return f"access {access[1:]}, observe {observe[1:]}"
-
-
-def _study1_exp2(model: _Model, output: OutputFile) -> list[str]:
-    tidy = tidy_probabilities(output)
-    tidy = tidy[tidy["error"] == ""]
-    if tidy.empty or "access" not in tidy.columns:
+def _study1(tables: AnalysisTables, min_coverage: float) -> list[str]:
+    items = tables.items
+    if items.empty or "X0" not in items.columns:
         return []
-    tidy = tidy.assign(condition=tidy.apply(_condition, axis=1))
+    means = st.condition_means(items)
+    if means.empty:
+        return ['<p class="note">No row with all four numbers coded.</p>']
+    models = _models(items)
+    unmeasurable = _unmeasurable(items, models, [f"coverage_state{k}" for k in STATES], min_coverage)
     figures = []
-    states = tidy[tidy["question"].str.match(STATE_QUESTION)].copy()
-    if not states.empty:
-        states["k"] = states["question"].str.extract(STATE_QUESTION, expand=False)
-        states["weighted"] = states["probability"] * pd.to_numeric(states["option_value"], errors="coerce")
-        expected = (
-            states.groupby(["condition", "k", "row"])["weighted"].sum().groupby(["condition", "k"]).mean()
+    cells = sorted({(int(a), int(o)) for a, o in zip(means["access"], means["observe"], strict=True)})
+    for access, observe in cells:
+        cell = means[(means["access"] == access) & (means["observe"] == observe)]
+        series, errors, labels = _per_model(cell, models, "k", "mean", STATES)
+        chart = Chart(
+            figure_id=f"s1-{tables.experiment}-a{access}-o{observe}",
+            title=f"access {access}, observe {observe}",
+            categories=[str(k) for k in STATES],
+            series=series, errors=errors, labels=labels,
+            not_measurable={m: r for m, r in unmeasurable.items() if m in series},
+            y_max=100, y_label=STUDY1_Y[tables.experiment], width=330, height=230, label_angle=0,
+        )  # fmt: skip
+        figures.append(_figure(bar_chart(chart)))
+    figures.append(_figure(bar_chart(_knowledge_chart(tables, models, cells, min_coverage))))
+    return [
+        _figures(figures),
+        _study1_means_table(means, unmeasurable),
+        _anova_table(tables.stem, items, models, unmeasurable),
+        _paired_table(tables.stem, items, models, unmeasurable),
+    ]
+
+
+def _knowledge_chart(
+    tables: AnalysisTables, models: list[str], cells: list[tuple[int, int]], min_coverage: float
+) -> Chart:
+    items = tables.items.dropna(subset=["knows_yes"])
+    items = items.assign(access=items["access"].astype(int), observe=items["observe"].astype(int))
+    series, errors, labels, unmeasurable = {}, {}, {}, {}
+    for model in models:
+        rows = items[items["model_name"] == model]
+        grouped = rows.groupby(["access", "observe"])["knows_yes"]
+        mean, se = grouped.mean(), grouped.std(ddof=1) / grouped.count().pow(0.5)
+        series[model] = [float(mean.get(cell, math.nan)) for cell in cells]
+        errors[model] = [float(se.get(cell, math.nan)) for cell in cells]
+        labels[model] = _n_label(model, len(rows), int(rows["n_samples"].sum()))
+        if reason := _low_coverage(rows, ["coverage_knowledge"], min_coverage):
+            unmeasurable[model] = reason
+    return Chart(
+        figure_id=f"s1-{tables.experiment}-knows", title="P(knows exactly = yes)",
+        categories=[f"a{a} o{o}" for a, o in cells], series=series, errors=errors, labels=labels,
+        not_measurable=unmeasurable, y_max=1, y_label="share / probability of yes", width=420, height=230,
+    )  # fmt: skip
+
+
+def _study1_means_table(means: pd.DataFrame, unmeasurable: dict[str, str]) -> str:
+    head = "".join(f"<th>X{k} mean +/- SE</th>" for k in STATES)
+    lines = [
+        "<p><b>Means and standard errors by access x observe</b> (Study1.R:29-34; n = rows)</p>",
+        f"<table><tr><th>model</th><th>access</th><th>observe</th><th>n</th>{head}</tr>",
+    ]
+    for (model, access, observe), group in means.groupby(["model_name", "access", "observe"]):
+        by_k = group.set_index("k")
+        if model in unmeasurable:
+            cells = f'<td colspan="{len(STATES)}">not measurable ({escape(unmeasurable[model])})</td>'
+        else:
+            cells = "".join(
+                f'<td data-model="{escape(str(model))}" data-cell="a{access} o{observe}" data-k="{k}" '
+                f'data-mean="{by_k.loc[k, "mean"]!r}" data-se="{by_k.loc[k, "se"]!r}">'
+                f"{by_k.loc[k, 'mean']:.1f} +/- {by_k.loc[k, 'se']:.1f}</td>"
+                for k in STATES
+            )
+        lines.append(
+            f"<tr><td>{escape(str(model))}</td><td>{access}</td><td>{observe}</td>"
+            f"<td>{int(by_k['n'].iloc[0])}</td>{cells}</tr>"
         )
-        ks = sorted(states["k"].unique(), key=int)
-        for condition in _conditions(tidy):
-            values = [float(expected.get((condition, k), math.nan)) for k in ks]
-            total = sum(v for v in values if not math.isnan(v))
-            figures.append(
-                _figure(
-                    bar_chart(
-                        f"s1-exp2-{model.name}-{condition}",
-                        _condition_title(condition),
-                        ks,
-                        {SERIES_EXP2: values},
-                        y_max=100,
-                        y_label="expected % for exactly k",
-                        width=240,
-                    ),
-                    f"each k asked separately; the four add up to {total:.0f}",
+    return "".join(lines) + "</table>"
+
+
+def _stat_cell(table: str, model: str, test: str, text: str, **values: float) -> str:
+    """A statistic's cell: its text, and every number at full precision for a reader (and the tests)."""
+    data = " ".join(f'data-{name}="{value!r}"' for name, value in values.items())
+    return (
+        f'<td class="stat" data-table="{table}" data-model="{escape(model)}" data-test="{escape(test)}" '
+        f"{data}>{escape(text)}</td>"
+    )
+
+
+def _model_header(models: list[str]) -> str:
+    return "".join(f"<th>{escape(m)}</th>" for m in models)
+
+
+def _anova_table(table: str, items: pd.DataFrame, models: list[str], unmeasurable: dict[str, str]) -> str:
+    results = {m: {r.term: r for r in st.study1_anova(items[items["model_name"] == m])} for m in models}
+    lines = [
+        "<p><b>ANOVA on X3</b>, <code>aov(value ~ access * observe)</code> (Study1.R:118-121; access and "
+        "observe numeric, as read.csv reads them, so 1 df each). Human: the paper's values as "
+        "Study1.R:171-173 records them.</p>",
+        f"<table><tr><th>effect</th><th>human (paper)</th>{_model_header(models)}</tr>",
+    ]
+    for term, label, human in st.ANOVA_TERMS:
+        cells = []
+        for model in models:
+            row = results[model].get(term)
+            if model in unmeasurable or row is None:
+                cells.append(f"<td>{'not measurable' if model in unmeasurable else 'too few rows'}</td>")
+                continue
+            text = f"F({row.df:.0f},{row.df_residual:.0f}) = {row.f:.2f}, {_p(row.p)}"
+            cells.append(
+                _stat_cell(
+                    table,
+                    model,
+                    f"anova {term}",
+                    text,
+                    statistic=row.f,
+                    df=row.df,
+                    df2=row.df_residual,
+                    p=row.p,
                 )
             )
-    knows = tidy[(tidy["question"] == KNOWLEDGE_QUESTION) & (tidy["option"] == KNOWLEDGE_YES)]
-    if not knows.empty:
-        per_condition = knows.groupby("condition")["probability"].mean()
-        figures.append(
-            _knows_figure(
-                f"s1-knows-{model.name}",
-                "P(knows exactly = yes)",
-                SERIES_EXP2,
-                per_condition,
-                _conditions(tidy),
-            )
+        lines.append(
+            f'<tr><td>{escape(label)}</td><td class="human">{escape(human)}</td>{"".join(cells)}</tr>'
         )
-    return figures
+    return "".join(lines) + "</table>"
 
 
-def _knows_figure(
-    chart_id: str,
-    title: str,
-    series: str,
-    per_condition: pd.Series,
-    conditions: list[str],
-    *,
-    caption: str = "",
-) -> str:
-    """One bar per condition of a 0-1 knowledge value (a probability or a share of answers)."""
-    values = [float(per_condition.get(condition, math.nan)) for condition in conditions]
-    return _figure(bar_chart(chart_id, title, conditions, {series: values}, y_max=1, width=320), caption)
-
-
-def _study1_exp1(model: _Model, output: OutputFile) -> list[str]:
-    frame = _ok_rows(output)
-    percent_columns = sorted((c for c in frame.columns if EXTRACTED_PERCENT.match(c)), key=lambda c: c[-1])
-    if frame.empty or "access" not in frame.columns or not percent_columns:
-        return []
-    frame = frame.assign(condition=frame.apply(_condition, axis=1))
-    numbers = frame[percent_columns].apply(pd.to_numeric, errors="coerce")
-    means = numbers.groupby(frame["condition"]).mean()
-    ks = [EXTRACTED_PERCENT.match(c).group(1) for c in percent_columns]  # type: ignore[union-attr]
-    conditions = _conditions(frame)
-    figures = [
-        _figure(
-            bar_chart(
-                f"s1-exp1-{model.name}-{condition}",
-                _condition_title(condition),
-                ks,
-                {
-                    SERIES_EXP1: [
-                        float(means.loc[condition, c]) if condition in means.index else math.nan
-                        for c in percent_columns
-                    ]
-                },
-                y_max=100,
-                y_label="stated % for exactly k",
-                width=240,
-            )
-        )
-        for condition in conditions
+def _paired_table(table: str, items: pd.DataFrame, models: list[str], unmeasurable: dict[str, str]) -> str:
+    results = {m: {r.comparison: r for r in st.paired_tests(items[items["model_name"] == m])} for m in models}
+    lines = [
+        '<p><b>Paired comparisons</b>, <code>t.test(X_a - X_b, alternative = "greater")</code> within one '
+        "access x observe condition (Study1.R:108-146). Human: the paper's values as Study1.R:191-198 "
+        "records them.</p>",
+        f"<table><tr><th>comparison</th><th>X_a - X_b</th><th>human (paper)</th>{_model_header(models)}</tr>",
     ]
-    if EXTRACTED_KNOWLEDGE in frame.columns:
-        answered = frame[frame[EXTRACTED_KNOWLEDGE].str.lower().isin({"yes", "no"})]
-        share = (answered[EXTRACTED_KNOWLEDGE].str.lower() == "yes").groupby(answered["condition"]).mean()
-        figures.append(
-            _knows_figure(
-                f"s1-knows-exp1-{model.name}",
-                "share answering knows = yes",
-                SERIES_EXP1,
-                share,
-                conditions,
-                caption=f"{len(answered)} of {len(frame)} replies gave a yes/no answer",
-            )
+    for comparison in st.PAIRED_COMPARISONS:
+        cells = []
+        test = f"t a{comparison.access} o{comparison.observe} X{comparison.higher}-X{comparison.lower}"
+        for model in models:
+            row = results[model].get(comparison)
+            if model in unmeasurable or row is None:
+                cells.append(f"<td>{'not measurable' if model in unmeasurable else 'too few rows'}</td>")
+                continue
+            text = f"t({row.df}) = {row.t:.2f}, {_p(row.p)}"
+            cells.append(_stat_cell(table, model, test, text, statistic=row.t, df=float(row.df), p=row.p))
+        lines.append(
+            f"<tr><td>{escape(comparison.label)}</td><td>X{comparison.higher} - X{comparison.lower}</td>"
+            f'<td class="human">{escape(comparison.human)}</td>{"".join(cells)}</tr>'
         )
-    return figures
+    return "".join(lines) + "</table>"
 
 
 # ---- Study 2 ---------------------------------------------------------------------------------------------
 
 
-def _utterance_distributions(model: _Model) -> tuple[list[str], dict[str, pd.DataFrame], pd.DataFrame | None]:
-    """The utterance texts, per series a (goal kind, state) x utterance table of shares, and the rows."""
-    series: dict[str, pd.DataFrame] = {}
-    texts: list[str] = []
-    rows: pd.DataFrame | None = None
-    probs = model.get("study2", "probs")
-    if probs is not None:
-        tidy = tidy_probabilities(probs)
-        tidy = tidy[tidy["error"] == ""]
-        utterance = tidy[tidy["option_text"].str.lower().str.startswith(UTTERANCE_PREFIX)]
-        if not utterance.empty and {"Goal", "State"} <= set(utterance.columns):
-            question = utterance["question"].iloc[0]
-            utterance = utterance[utterance["question"] == question]
-            texts = list(dict.fromkeys(utterance["option_text"]))
-            utterance = utterance.assign(goal=utterance["Goal"].map(goal_kind))
-            series[SERIES_EXP2] = (
-                utterance.groupby(["goal", "State", "option_text"])["probability"]
-                .mean()
-                .unstack(fill_value=0.0)
-            )
-            rows = probs.frame
-    extracted = model.get("study2", "extract")
-    wanted = {"was_wasnt", "assessment", "Goal", "State"}
-    # _Model.get returns an output only with its frame read; the check here tells the type checker so.
-    if extracted is not None and extracted.frame is not None and wanted <= set(extracted.frame.columns):
-        frame = _ok_rows(extracted)
-        said = ("It " + frame["was_wasnt"].str.strip() + " " + frame["assessment"].str.strip()).map(
-            _utterance_key
-        )
-        texts = texts or [
-            f"It {f} {a}" for f in ("was", "wasn't") for a in ("terrible", "bad", "good", "amazing")
-        ]
-        by_key = {_utterance_key(t): t for t in texts}
-        labelled = frame.assign(goal=frame["Goal"].map(goal_kind), said=said.map(by_key))
-        series[SERIES_EXP1] = (
-            labelled.groupby(["goal", "State"])["said"].value_counts(normalize=True).unstack(fill_value=0.0)
-        )
-        rows = rows if rows is not None else extracted.frame
-    return texts, series, rows
+def _state_order(state: str) -> tuple[int, str]:
+    digits = "".join(ch for ch in state.split(" ", maxsplit=1)[0] if ch.isdigit())
+    return (int(digits) if digits else 99, state)
 
 
-def _study2(model: _Model) -> tuple[list[str], str]:
-    texts, series, rows = _utterance_distributions(model)
-    if not texts or rows is None:
-        return [], ""
+def _sentence(label: str) -> str:
+    frame, _, quality = label.partition("_")
+    return f"{frame} {quality}"
+
+
+def _study2(tables: AnalysisTables, min_coverage: float) -> list[str]:
+    items = tables.items
+    if items.empty or "share_was_good" not in items.columns:
+        return []
+    proportions = st.utterance_proportions(items)
+    if proportions.empty:
+        return ['<p class="note">No row with a coded sentence.</p>']
+    models = _models(items)
     figures = []
-    states = sorted(set(rows["State"]), key=_state_order)
-    for goal in GOAL_KINDS:
+    states = sorted(proportions["State"].unique(), key=_state_order)
+    goals = [g for g in ("informational", "social", "both") if g in set(proportions[GOAL_COLUMN])]
+    for goal in goals:
         for state in states:
-            values = {}
-            for name, table in series.items():
-                present = (goal, state) in table.index
-                values[name] = [
-                    float(table.loc[(goal, state)].get(t, 0.0)) if present else math.nan for t in texts
-                ]
-            if all(math.isnan(v) for vs in values.values() for v in vs):
+            panel = proportions[(proportions["State"] == state) & (proportions[GOAL_COLUMN] == goal)]
+            if panel.empty:  # no model has a row of this goal and state
                 continue
-            figures.append(
-                _figure(
-                    bar_chart(
-                        f"s2-{model.name}-{goal}-{state}",
-                        f"{goal}, {state}",
-                        [_short(t) for t in texts],
-                        values,
-                        y_max=1,
-                        y_label="share",
-                        width=400,
-                        height=290,
-                        label_angle=60,
-                    )
+            panel_items = items[(items["State"] == state) & (items[GOAL_COLUMN] == goal)]
+            series, errors, labels = _per_model(panel, models, "utterance", "proportion", UTTERANCES)
+            unmeasurable = _unmeasurable(panel_items, models, ["coverage_response"], min_coverage)
+            chart = Chart(
+                figure_id=f"s2-{tables.experiment}-{goal}-{state}", title=f"{goal}, {state}",
+                categories=[_sentence(u) for u in UTTERANCES], series=series, errors=errors, labels=labels,
+                not_measurable=unmeasurable, references=[Reference(st.CHANCE, CHANCE_LABEL)],
+                y_max=1, y_label="proportion chosen", width=420, height=300, label_angle=55,
+            )  # fmt: skip
+            figures.append(_figure(bar_chart(chart)))
+    return [_figures(figures), _binomial_table(tables.stem, items, models, min_coverage)]
+
+
+def _binomial_table(table: str, items: pd.DataFrame, models: list[str], min_coverage: float) -> str:
+    lines = [
+        "<p><b>Binomial tests against chance 1/8</b>, <code>binom.test(k, n, p = 0.125, alternative = "
+        '"greater")</code> (Study2.R:87-108), one observation per row: its modal sentence. Study2.R records '
+        "no human values.</p>",
+        f"<table><tr><th>test</th>{_model_header(models)}</tr>",
+    ]
+    results = {m: {r.test: r for r in st.binomial_tests(items[items["model_name"] == m])} for m in models}
+    for test in st.BINOMIAL_TESTS:
+        cells = []
+        for model in models:
+            mine = items[items["model_name"] == model]
+            row = results[model].get(test)
+            if _low_coverage(mine, ["coverage_response"], min_coverage):
+                cells.append("<td>not measurable</td>")
+                continue
+            if row is None:
+                cells.append("<td>no rows</td>")
+                continue
+            text = f"{row.successes}/{row.n} = {row.successes / row.n:.2f}, {_p(row.p)}"
+            label = "binom 0 hearts" if test.state == "0 hearts" else "binom 1 heart"
+            cells.append(
+                _stat_cell(
+                    table, model, label, text, statistic=float(row.successes), df=float(row.n), p=row.p
                 )
             )
-    return figures, ""
+        lines.append(f"<tr><td>{escape(test.label)} (Study2.R:{test.line})</td>{''.join(cells)}</tr>")
+    return "".join(lines) + "</table>"
 
 
-# ---- health of every output ------------------------------------------------------------------------------
+# ---- the page --------------------------------------------------------------------------------------------
+
+STUDIES: tuple[tuple[str, str, Callable[[AnalysisTables, float], list[str]]], ...] = (
+    ("study1", "Study 1: knowledge attribution", _study1),
+    ("study2", "Study 2: polite speech", _study2),
+)
 
 
-def _health(model: _Model, folder: Path) -> str:
-    lines = [
-        "<table><tr><th>output</th><th>state</th><th>rows</th><th>failed</th><th>empty</th>"
-        "<th>coverage (median / min)</th></tr>"
-    ]
-    counts: dict[str, list[float]] = {"failed": [], "empty": []}
-    labels = []
-    for (study, pipeline), output in sorted(model.outputs.items()):
-        check = check_output(output, str(output.path.relative_to(folder)), model.name)
-        coverage = ""
-        if output.frame is not None and pipeline == "probs":
-            parts = []
-            for column in (c for c in output.frame.columns if c.endswith("_coverage")):
-                values = pd.to_numeric(output.frame[column], errors="coerce").dropna()
-                if len(values):
-                    parts.append(
-                        f"{column.removesuffix('_coverage')}: {values.median():.3g} / {values.min():.3g}"
-                    )
-            coverage = "; ".join(parts)
-        expected = check.expected_rows if check.expected_rows is not None else "?"
-        lines.append(
-            f"<tr><td>{escape(check.relative_path)}</td><td>{escape(check.state.value)}</td>"
-            f"<td>{check.rows or 0}/{expected}</td><td>{check.failed_rows}</td><td>{check.empty_rows}</td>"
-            f"<td>{escape(coverage)}</td></tr>"
-        )
-        labels.append(f"{study} {pipeline}")
-        counts["failed"].append(float(check.failed_rows))
-        counts["empty"].append(float(check.empty_rows))
-    lines.append("</table>")
-    top = max([*counts["failed"], *counts["empty"], 1.0])
-    chart = bar_chart(f"health-{model.name}", "failed and empty rows", labels, counts, y_max=top, width=360)
-    return "".join(lines) + f'<div class="figures">{_figure(chart)}</div>'
-
-
-def build_report(folder: Path) -> str:
+def build_report(folder: Path, *, min_coverage: float = c.RESULTS_MIN_COVERAGE) -> str:
     """The report's HTML for every output under `folder`; ResultsInputError when there is none."""
     outputs = [read_output(path) for path in discover_outputs(folder)]
-    if not any(output.frame is not None for output in outputs):
+    finished = [output for output in outputs if output.frame is not None]
+    if not finished:
         raise ResultsInputError(
             f"{folder}: holds no finished worker output (no <name>.csv with its meta file)."
         )
-    models = _models(o for o in outputs if o.frame is not None)
+    tables = analysis_tables(finished)
+    models = sorted({output.model_name for output in finished})
     body = [
         f"<h1>Grace results: {escape(folder.name or str(folder))}</h1>",
-        f'<p class="note">{len(models)} model(s): {escape(", ".join(m.name for m in models))}. '
-        f"Built {datetime.now(UTC):%Y-%m-%d %H:%M} UTC from {escape(str(folder))}. "
-        "Failed rows are left out of every plot; empty rows count as given.</p>",
-        "<h2>Study 1: knowledge attribution</h2>",
-        '<p class="note">a = access (how many of the 3 items the speaker looked at), o = observe (how many '
-        "of those the speaker reports).</p>",
+        f'<p class="note">{len(models)} model(s): {escape(", ".join(models))}. Built '
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC from {escape(str(folder))}. Every figure and test uses one "
+        "observation per model and input row (its samples aggregated: <code>analysis/*_items.csv</code>, "
+        "written by <code>grace results tidy</code>); n counts those rows, and the samples behind them. "
+        "Error bars: +/- 1 standard error over rows. Failed rows are left out. A probability distribution "
+        f"whose median coverage is below {min_coverage:g} is not drawn (x: not measurable).</p>",
+        "<h2>Rows by outcome</h2>",
+        '<p class="note">complete: every answer field; partial: some answer fields empty; empty: none; '
+        "failed: an error; warned: rows carrying an extraction warning (listed below the table).</p>",
+        _outcomes(finished, folder),
     ]
-    for model in models:
-        parts = []
-        if (probs := model.get("study1", "probs")) is not None and (figures := _study1_exp2(model, probs)):
-            parts.append(f"<h4>{STUDY1_EXP2_HEADING}</h4>{_figures(figures)}")
-        if (extracted := model.get("study1", "extract")) is not None and (
-            figures := _study1_exp1(model, extracted)
-        ):
-            parts.append(f"<h4>{STUDY1_EXP1_HEADING}</h4>{_figures(figures)}")
-        if parts:
-            body.append(f"<h3>{escape(model.name)}</h3>{''.join(parts)}")
-    body.append("<h2>Study 2: polite speech</h2>")
-    for model in models:
-        figures, note = _study2(model)
-        if figures:
-            body.append(f"<h3>{escape(model.name)}</h3>")
-            if note:
-                body.append(f'<p class="note">{escape(note)}</p>')
-            body.append(_figures(figures))
-    body.append("<h2>Rows, failures and probability coverage</h2>")
-    body.append(
-        '<p class="note">Coverage: the total probability the model gave the allowed answers '
-        "(1 means it would only ever answer with one of them).</p>"
-    )
-    for model in models:
-        body.append(f"<h3>{escape(model.name)}</h3>{_health(model, folder)}")
+    for study, heading, section in STUDIES:
+        body.append(f"<h2>{escape(heading)}</h2>")
+        if study == "study1":
+            body.append(
+                '<p class="note">a = access (how many of the 3 items the speaker looked at), o = observe '
+                "(how many of those the speaker reports).</p>"
+            )
+        for table in (t for t in tables if t.study == study):
+            parts = section(table, min_coverage)
+            if parts:
+                body.append(f"<h3>{escape(EXPERIMENT_TITLES[table.experiment])}</h3>{_coding_note(table)}")
+                body.extend(parts)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
@@ -400,9 +474,9 @@ def build_report(folder: Path) -> str:
     )
 
 
-def write_report(folder: Path, out: Path) -> int:
+def write_report(folder: Path, out: Path, *, min_coverage: float = c.RESULTS_MIN_COVERAGE) -> int:
     """Write the report; the number of figures in it."""
-    html = build_report(folder)
+    html = build_report(folder, min_coverage=min_coverage)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(out, html)
     return html.count('<svg class="plot"')

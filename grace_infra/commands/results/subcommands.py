@@ -13,7 +13,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from grace_infra import constants as c
 from grace_infra.commands.arguments import HelpFormatter, add_cluster_arguments, add_stack_argument
+from grace_infra.commands.results.analysis import write_analysis_tables
 from grace_infra.commands.results.campaign import load_campaign
 from grace_infra.commands.results.check import check_outputs, discover_outputs, format_check
 from grace_infra.commands.results.outputs import ResultsInputError, read_output
@@ -70,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
 
     tidy = sub.add_parser(
         "tidy",
-        help="write the long-format probability table beside every Experiment 2 file",
+        help="write the researchers' tables (all models, and per item) and the long probability tables",
         formatter_class=defaults,
     )
     tidy.add_argument("folder", type=_folder)
@@ -78,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="one self-contained HTML page of plots", formatter_class=defaults)
     report.add_argument("folder", type=_folder)
     report.add_argument("--out", type=Path, default=Path("report.html"), help="the HTML file to write")
+    report.add_argument(
+        "--min-coverage",
+        type=float,
+        default=c.RESULTS_MIN_COVERAGE,
+        help="draw an Experiment 2 distribution only when its rows' median coverage reaches this",
+    )
     return parser
 
 
@@ -96,22 +104,27 @@ def _check(args: argparse.Namespace) -> int:
 
 def _tidy(args: argparse.Namespace) -> int:
 
-    finished = [read_output(path) for path in discover_outputs(args.folder)]
-    probabilities = [o for o in finished if o.frame is not None and o.pipeline == "probs"]
-    if not probabilities:
+    outputs = [read_output(path) for path in discover_outputs(args.folder)]
+    if not any(output.frame is not None for output in outputs):
         raise ResultsInputError(
-            f"{args.folder}: holds no finished Experiment 2 output (no <study>_probabilities.csv with its "
-            "meta file) to reshape."
+            f"{args.folder}: holds no finished worker output (no <name>.csv with its meta file) to reshape."
         )
-    for output in probabilities:
-        print(f"wrote {write_tidy(output)}")
-    print(f"{len(probabilities)} long-format table(s) written")
+    written = 0
+    for output in outputs:
+        if output.frame is not None and output.pipeline == "probs":
+            print(f"wrote {write_tidy(output)}")
+            written += 1
+    print(f"{written} long-format table(s) written")
+    tables = write_analysis_tables(args.folder, outputs)
+    for path in tables:
+        print(f"wrote {path}")
+    print(f"{len(tables)} analysis table(s) written (all models, and one row per item)")
     return EXIT_OK
 
 
 def _report(args: argparse.Namespace) -> int:
 
-    figures = write_report(args.folder, args.out)
+    figures = write_report(args.folder, args.out, min_coverage=args.min_coverage)
     print(f"wrote {args.out} ({figures} figures)")
     return EXIT_OK
 

@@ -159,7 +159,8 @@ def test_only_the_download_may_write_the_weights_volume(nrp_run: OfflineRun) -> 
             is_download = job["metadata"]["labels"][c.LABEL_COMPONENT] == c.COMPONENT_WEIGHTS_DOWNLOAD
             # readOnly on the volume, not only on each mount: the kubelet skips fsGroup ownership for it.
             assert volume["persistentVolumeClaim"].get("readOnly", False) is not is_download
-    assert checked == 2 * len(base_config()["models"])  # each model's download and its matrix Job
+    # Each model's download and its matrix Job, and the coder's suspended extraction Job.
+    assert checked == 2 * len(base_config()["models"]) + 1
 
 
 # --- removing a model --------------------------------------------------------------------------------

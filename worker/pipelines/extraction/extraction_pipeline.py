@@ -41,6 +41,7 @@ from worker.studies.extraction_section import (
     METHOD_COLUMN,
     SELF_CODED_COLUMN,
     STATUS_COLUMNS,
+    WARNING_SEPARATOR,
     WARNINGS_COLUMN,
     ExtractionSpec,
     load_extraction,
@@ -83,9 +84,6 @@ EXP1_TRUNCATED_WARNING = (
 )
 # "auto" on the command line: probe the server for the strongest form it enforces.
 AUTO_BACKEND = "auto"
-
-# Several warnings in one CSV cell: a separator that no warning sentence contains.
-WARNING_SEPARATOR = " | "
 
 
 @dataclass(frozen=True)
