@@ -152,3 +152,9 @@ def test_the_query_output_table_lists_every_column_the_worker_writes(
             for column in other.prompt.reply_columns
         }
         assert replies <= every_reply
+
+
+def test_no_page_keeps_a_draft_for_the_readme() -> None:
+    # Such drafts repeat the README in another page and go stale there; the README is the one copy.
+    drafts = [page.name for page in DOCS if "## For the README" in page.read_text(encoding="utf-8")]
+    assert drafts == []
