@@ -306,9 +306,10 @@ def worker_args(cell: MatrixCell, config: GraceConfig, bundle: StudyBundle) -> l
 
 def reasons_in_studies(model: ServedModel) -> bool:
     """Whether the model reasons before it answers the studies' requests: a reasoning model (gpt-oss) in
-    the chat design, whose template opens its analysis channel. The researchers' design sends raw text,
-    which renders no harmony system message and asks for no reasoning (their gpt-oss entries are
-    placeholders: docs/studies.md), so the plan counts no reasoning tokens there."""
+    the chat design, whose template opens its analysis channel. The researchers' design sends gpt-oss the
+    raw prompt with their max_tokens, as for every model (their gpt-oss entries, model_config.py:81-102 at
+    e41db28, are placeholders with is_reasoning_model=False): whatever it writes, that budget bounds it,
+    so the plan counts the budget and no reasoning room on top."""
     return model.reasoning_format is not None and model.design is Design.CHAT
 
 

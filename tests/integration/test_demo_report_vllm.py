@@ -22,8 +22,8 @@ from grace_infra.commands.results import subcommands
 from grace_infra.commands.results.analysis import ANALYSIS_DIR
 from grace_infra.commands.results.statistics import CHANCE
 from grace_infra.constants import RESULTS_MIN_COVERAGE
-from tests.integration.conftest import REPO_ROOT
 from tests.support.browser import measured
+from tests.support.study_inputs import first_rows
 from tests.unit.results.test_report_browser import MEASURE, N_LABEL
 from worker.cli import main as worker_main
 
@@ -31,16 +31,7 @@ pytestmark = pytest.mark.vllm
 
 ROWS = 3
 MODEL = "tiny"
-SHARED = REPO_ROOT.parent / "shared" / "data"
 
-
-def _input(study: str, folder: Path) -> Path:
-    source = SHARED / f"{study}.csv"
-    if not source.exists():
-        source = REPO_ROOT / "tests" / "fixtures" / f"{study}_small.csv"
-    target = folder / f"{study}.csv"
-    pd.read_csv(source, dtype=str, keep_default_na=False).head(ROWS).to_csv(target, index=False)
-    return target
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +42,7 @@ def demo_claim(vllm_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Pa
         exp1 = root / "exp1" / MODEL / f"{study}_responses.csv"
         steps = [
             # The study's own sampling (5 samples at 0.3), as the demo runs it.
-            ["query", "--input", str(_input(study, inputs)), "--output", str(exp1)],
+            ["query", "--input", str(first_rows(study, ROWS, inputs)), "--output", str(exp1)],
             ["probs", "--input", str(inputs / f"{study}.csv"),
              "--output", str(root / "exp2" / MODEL / f"{study}_probabilities.csv")],
             ["extract", "--input", str(exp1),

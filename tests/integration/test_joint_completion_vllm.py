@@ -29,13 +29,13 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from tests.support.study_inputs import first_rows
 from worker.studies import probability_section as spec
 from worker.studies.definition import load_study
 
 pytestmark = pytest.mark.vllm
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED_DATA = REPO.parent / "shared" / "data"
 SHARED_REFERENCE = REPO.parent / "shared" / "reference" / "researchers"
 STUDIES = REPO / "jobs" / "studies" / "researchers"
 REFERENCE_SCRIPT = Path(__file__).with_name("model_scorer_reference.py")
@@ -63,15 +63,6 @@ probability:
       columns: {prob: "prob_knowledge_{label}", entropy: "entropy_knowledge"}
 """
 
-
-def first_rows(study: str, tmp_path: Path) -> Path:
-    """The first rows of the real study file when ../shared/data has it, else the project's fixture."""
-    source = SHARED_DATA / f"{study}.csv"
-    if not source.exists():
-        source = REPO / "tests" / "fixtures" / f"{study}_small.csv"
-    path = tmp_path / f"{study}_input.csv"
-    pd.read_csv(source, dtype=str, keep_default_na=False).head(ROWS).to_csv(path, index=False)
-    return path
 
 
 def run_probs(server: Any, input_csv: Path, output: Path, study: Path) -> pd.DataFrame:
@@ -171,7 +162,7 @@ def assert_matches_the_rule(frame: pd.DataFrame, study: Path, server: Any) -> di
 
 def test_researchers_study1_matches_their_rule(vllm_server, tmp_path):
     study = STUDIES / "study1.yaml"
-    frame = run_probs(vllm_server, first_rows("study1", tmp_path), tmp_path / "s1.csv", study)
+    frame = run_probs(vllm_server, first_rows("study1", ROWS, tmp_path), tmp_path / "s1.csv", study)
     assert (frame["error"] == "").all()
     for (row, question), prompt in researchers_prompts("study1").items():
         assert frame.loc[row, f"{question}_prompt"] == prompt
@@ -182,7 +173,7 @@ def test_researchers_study1_matches_their_rule(vllm_server, tmp_path):
 
 def test_researchers_study2_matches_their_rule(vllm_server, tmp_path):
     study = STUDIES / "study2.yaml"
-    frame = run_probs(vllm_server, first_rows("study2", tmp_path), tmp_path / "s2.csv", study)
+    frame = run_probs(vllm_server, first_rows("study2", ROWS, tmp_path), tmp_path / "s2.csv", study)
     assert (frame["error"] == "").all()
     for (row, question), prompt in researchers_prompts("study2").items():
         assert frame.loc[row, f"{question}_prompt"] == prompt
@@ -196,7 +187,7 @@ def test_researchers_study2_matches_their_rule(vllm_server, tmp_path):
 def test_an_option_merging_with_the_prompt_is_scored_as_theirs(vllm_server, tmp_path):
     study = tmp_path / "joint_merge.yaml"
     study.write_text(MERGING_STUDY, encoding="utf-8")
-    frame = run_probs(vllm_server, first_rows("study1", tmp_path), tmp_path / "merge.csv", study)
+    frame = run_probs(vllm_server, first_rows("study1", ROWS, tmp_path), tmp_path / "merge.csv", study)
     assert (frame["error"] == "").all()
     assert frame.loc[0, "knowledge_prompt"].endswith("Your answer is: ")
     seen = assert_matches_the_rule(frame, study, vllm_server)

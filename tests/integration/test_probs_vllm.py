@@ -19,10 +19,11 @@ import httpx
 import pandas as pd
 import pytest
 
+from tests.support.study_inputs import first_rows
+
 pytestmark = pytest.mark.vllm
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED_DATA = REPO.parent / "shared" / "data"
 REFERENCE_SCRIPT = Path(__file__).with_name("probs_reference.py")
 TOLERANCE = 1e-3
 ROWS = 2  # the first rows of each study: enough for every question, cheap on a 2-core CI machine
@@ -40,16 +41,6 @@ DETAIL_SUFFIXES = [
     "prompt_token_ids",
 ]
 
-
-def first_rows(study: str, tmp_path: Path) -> Path:
-    """The first rows of the real study file when ../shared/data has it, else the project's fixture."""
-    source = SHARED_DATA / f"{study}.csv"
-    if not source.exists():
-        source = REPO / "tests" / "fixtures" / f"{study}_small.csv"
-    frame = pd.read_csv(source, dtype=str, keep_default_na=False).head(ROWS)
-    path = tmp_path / f"{study}_input.csv"
-    frame.to_csv(path, index=False)
-    return path
 
 
 def run_probs(server: Any, input_csv: Path, output: Path, *extra: str) -> pd.DataFrame:
@@ -160,7 +151,7 @@ def assert_distributions_sum_to_one(frame: pd.DataFrame, groups: list[str]) -> N
 
 def test_study1_end_to_end_and_exact(vllm_server, tmp_path):
     frame = run_probs(
-        vllm_server, first_rows("study1", tmp_path), tmp_path / "s1.csv", "--study", "chat/study1"
+        vllm_server, first_rows("study1", ROWS, tmp_path), tmp_path / "s1.csv", "--study", "chat/study1"
     )
     assert len(frame) == ROWS
     bins = [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
@@ -191,7 +182,7 @@ def test_study1_end_to_end_and_exact(vllm_server, tmp_path):
 
 def test_study2_end_to_end_and_exact(vllm_server, tmp_path):
     frame = run_probs(
-        vllm_server, first_rows("study2", tmp_path), tmp_path / "s2.csv", "--study", "chat/study2"
+        vllm_server, first_rows("study2", ROWS, tmp_path), tmp_path / "s2.csv", "--study", "chat/study2"
     )
     assert len(frame) == ROWS
     assessments = ["terrible", "bad", "good", "amazing"]  # the published four
@@ -244,7 +235,7 @@ def test_single_token_options_are_exact_with_both_methods_and_agree(vllm_server,
     # with no variants every option is one token, so both methods apply. vLLM 0.32 scores the options'
     # own ids (logprob_token_ids), so first-token reads all four at any rank. Each method must match the
     # forward pass, and they must match each other.
-    source = first_rows("study1", tmp_path)
+    source = first_rows("study1", ROWS, tmp_path)
     probe = run_probs(
         vllm_server, source, tmp_path / "probe.csv", "--study", "chat/study1", "--tokens", "yes,no"
     )
@@ -278,7 +269,7 @@ def test_a_reasoning_format_the_model_does_not_speak_is_refused(vllm_server, tmp
     # The tiny model has no harmony special tokens: "<|end|>" is several ordinary tokens for it.
     command = [
         sys.executable, "-m", "worker", "probs",
-        "--input", str(first_rows("study2", tmp_path)), "--output", str(tmp_path / "out.csv"),
+        "--input", str(first_rows("study2", ROWS, tmp_path)), "--output", str(tmp_path / "out.csv"),
         "--model-endpoint", vllm_server.base_url, "--model-name", vllm_server.served_name,
         "--study", "chat/study2", "--metrics-port", "0", "--reasoning-format", "harmony",
     ]  # fmt: skip

@@ -22,15 +22,14 @@ from grace_infra.commands.results import subcommands
 from grace_infra.commands.results.check import State, check_outputs
 from grace_infra.commands.results.outputs import read_output
 from grace_infra.commands.results.tidy import TIDY_COLUMNS, tidy_probabilities
-from tests.integration.conftest import REPO_ROOT
 from tests.support.browser import BROWSER_TIMEOUT_S, CHROMIUM_FLAGS, chromium, measured
+from tests.support.study_inputs import first_rows
 from worker.cli import main as worker_main
 
 pytestmark = pytest.mark.vllm
 
 ROWS = 4
 MODEL = "tiny"
-SHARED = REPO_ROOT.parent / "shared" / "data"
 # Injected into a copy of the report: measures every figure as the browser laid it out and drew it.
 MEASURE = """
 const figures = [...document.querySelectorAll('svg.plot')].map(svg => {
@@ -48,14 +47,6 @@ out.textContent = JSON.stringify(figures); document.body.appendChild(out);
 """
 
 
-def _input(study: str, folder: Path) -> Path:
-    source = SHARED / f"{study}.csv"
-    if not source.exists():
-        source = REPO_ROOT / "tests" / "fixtures" / f"{study}_small.csv"
-    target = folder / f"{study}.csv"
-    pd.read_csv(source, dtype=str, keep_default_na=False).head(ROWS).to_csv(target, index=False)
-    return target
-
 
 @pytest.fixture(scope="module")
 def campaign(vllm_server: object, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -69,7 +60,7 @@ def campaign(vllm_server: object, tmp_path_factory: pytest.TempPathFactory) -> P
     for study in ("study1", "study2"):
         exp1 = root / "exp1" / MODEL / f"{study}_responses.csv"
         steps = [
-            ["query", "--input", str(_input(study, inputs)), "--output", str(exp1)],
+            ["query", "--input", str(first_rows(study, ROWS, inputs)), "--output", str(exp1)],
             ["probs", "--input", str(inputs / f"{study}.csv"),
              "--output", str(root / "exp2" / MODEL / f"{study}_probabilities.csv")],
             ["extract", "--input", str(exp1),

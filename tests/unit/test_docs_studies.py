@@ -107,34 +107,32 @@ def _chat_copy(tmp_path: Path) -> Path:
     return variant
 
 
-def test_a_difference_added_to_the_chat_files_alone_fails_the_check(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    variant = _chat_copy(tmp_path)
-    study2 = variant / "study2.yaml"
-    text = study2.read_text(encoding="utf-8")
-    assert text.count("  samples_per_row: 5\n") == 1
-    study2.write_text(text.replace("  samples_per_row: 5\n", "  samples_per_row: 3\n"), encoding="utf-8")
-    printed = printed_differences(str(variant), capsys)
-    documented = documented_differences(DOC.read_text(encoding="utf-8"))
-    assert disagreements(printed, documented) == [
-        "printed but not in the doc: ('study2', '[exp1] samples per row')"
-    ]
+# One edit of a copy of the chat files, and the one disagreement the check must then report: a difference
+# the doc does not list, and a listed difference whose printed value the doc no longer quotes.
+MUTATIONS = {
+    "a difference added to the files alone": (
+        "study2", "  samples_per_row: 5\n", "  samples_per_row: 3\n",
+        "printed but not in the doc: ('study2', '[exp1] samples per row')",
+    ),
+    "a changed value the doc still quotes": (
+        "study1", "  max_tokens: 128\n", "  max_tokens: 256\n",
+        "('study1', '[exp1] max_tokens'): the doc's row lacks the printed value '256'",
+    ),
+}  # fmt: skip
 
 
-def test_a_changed_value_the_doc_still_quotes_fails_the_check(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(("study", "old", "new", "disagreement"), MUTATIONS.values(), ids=list(MUTATIONS))
+def test_an_edit_of_the_chat_files_the_doc_does_not_follow_fails_the_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], study: str, old: str, new: str, disagreement: str
 ) -> None:
     variant = _chat_copy(tmp_path)
-    study1 = variant / "study1.yaml"
-    text = study1.read_text(encoding="utf-8")
-    assert text.count("  max_tokens: 128\n") == 1
-    study1.write_text(text.replace("  max_tokens: 128\n", "  max_tokens: 256\n"), encoding="utf-8")
+    path = variant / f"{study}.yaml"
+    text = path.read_text(encoding="utf-8")
+    assert text.count(old) == 1
+    path.write_text(text.replace(old, new), encoding="utf-8")
     printed = printed_differences(str(variant), capsys)
     documented = documented_differences(DOC.read_text(encoding="utf-8"))
-    assert disagreements(printed, documented) == [
-        "('study1', '[exp1] max_tokens'): the doc's row lacks the printed value '256'"
-    ]
+    assert disagreements(printed, documented) == [disagreement]
 
 
 def test_a_difference_the_doc_claims_but_the_files_lack_fails_the_check(
